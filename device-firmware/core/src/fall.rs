@@ -1,0 +1,896 @@
+//! Streaming fall detector over raw 3-axis accelerometer samples.
+//!
+//! A fall is reported when three things are seen in order (the classic structure):
+//!
+//! 1. **Upright before.** Within [`FallConfig::lookback_ms`] before the impact, the wearer was
+//!    upright (standing or sitting): the gravity direction of at least one
+//!    [`FallConfig::block_ms`] block lay within [`FallConfig::upright_max_deg`] of the device's
+//!    "up" axis. The most upright such block is the *reference posture*.
+//! 2. **Impact.** The acceleration magnitude reached [`FallConfig::impact_mg`].
+//! 3. **Lying still after.** Once [`FallConfig::settle_ms`] have passed since the last impact,
+//!    over the next [`FallConfig::observe_ms`] the mean gravity direction is turned by at least
+//!    [`FallConfig::turn_min_deg`] from the reference posture, and the acceleration vector moves
+//!    little (its standard deviation is at most [`FallConfig::still_max_mg`]).
+//!
+//! A free-fall phase (magnitude well below 1 g before the impact) is *not* required: slumping
+//! falls from a chair often show none (in 61 of SisFall's 525 fall trials the magnitude never
+//! drops below 0.6 g before the peak, in some F13 and F07 trials not below 0.8 to 1.0 g).
+//! When present it raises the confidence.
+//!
+//! Maths: squared magnitudes on the per-sample path (three multiplications, no square root);
+//! integer square roots and a fixed-point cosine table only once per posture block or per
+//! candidate event. Memory: one fixed ring of [`MAX_BLOCKS`] posture blocks.
+//!
+//! Why each default threshold has the value it has is written next to it in
+//! [`FallConfig::SISFALL_WAIST`]; `device-firmware/README.md` has the measured effect of
+//! moving each one by ±10%.
+
+/// Capacity of the posture-block ring: bounds `lookback_ms / block_ms`.
+pub const MAX_BLOCKS: usize = 32;
+
+/// Which device axis points up (reads about +1 g) when the wearer stands upright.
+///
+/// An accelerometer at rest measures the reaction to gravity, so the axis that points up
+/// reads +1 g. In SisFall (waist, ADXL345) that is the negative Y axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpAxis {
+    PosX,
+    NegX,
+    PosY,
+    NegY,
+    PosZ,
+    NegZ,
+}
+
+impl UpAxis {
+    fn component(self, v: [i32; 3]) -> i32 {
+        match self {
+            UpAxis::PosX => v[0],
+            UpAxis::NegX => -v[0],
+            UpAxis::PosY => v[1],
+            UpAxis::NegY => -v[1],
+            UpAxis::PosZ => v[2],
+            UpAxis::NegZ => -v[2],
+        }
+    }
+}
+
+/// Detector configuration: the sensor (rate, scale, mounting) and the thresholds.
+///
+/// Accelerations are in milli-g, angles in degrees, durations in milliseconds; they are
+/// converted once to sensor counts and sample counts by [`FallDetector::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FallConfig {
+    /// Samples per second delivered to [`FallDetector::push`].
+    pub sample_rate_hz: u16,
+    /// Raw counts per 1 g (ADXL345 at 13 bits, ±16 g: 256).
+    pub counts_per_g: u16,
+    /// The device axis that reads +1 g when the wearer is upright.
+    pub up_axis: UpAxis,
+    /// Impact: acceleration magnitude at or above this starts a candidate fall.
+    pub impact_mg: u16,
+    /// Upright: the reference posture is at most this far from the up axis.
+    pub upright_max_deg: u8,
+    /// Lying: after the impact, the posture is turned at least this far from the reference.
+    pub turn_min_deg: u8,
+    /// Still: standard deviation of the acceleration vector after the impact at most this.
+    pub still_max_mg: u16,
+    /// Posture is averaged over blocks of this length.
+    pub block_ms: u16,
+    /// How far back before the impact an upright posture is looked for.
+    pub lookback_ms: u16,
+    /// Time after the last impact before the lying posture is measured.
+    pub settle_ms: u16,
+    /// Length of the window in which the lying posture and stillness are measured.
+    pub observe_ms: u16,
+}
+
+impl FallConfig {
+    /// Waist-worn ADXL345 at 200 Hz, ±16 g, 13 bits, as in the SisFall dataset.
+    pub const SISFALL_WAIST: FallConfig = FallConfig {
+        sample_rate_hz: 200,
+        counts_per_g: 256,
+        up_axis: UpAxis::NegY,
+        // 2 g: all but 2 of SisFall's 525 fall trials peak at 2 g or more (soft falls out of a
+        // chair, F13, reach 1.8 to 2.5 g), while lying down on purpose (D12, D13) mostly peaks
+        // at 1.1 to 1.8 g. Brisk walking and dropping onto a chair also pass 2 g; they are
+        // told apart by the posture checks, not by this threshold.
+        impact_mg: 2000,
+        // 45°: standing, walking and sitting upright keep the trunk mostly within 30° of
+        // vertical; 45° allows leaning forward to rise from a chair, while a trunk already
+        // lying (70° or more) never counts as "upright before", so rolling over in bed is not
+        // a fall.
+        upright_max_deg: 45,
+        // 60°: lying on the floor turns the trunk mostly 75° to 110° from the reference;
+        // sitting down, even dropping into a low chair, 10° to 50° (a few reclining elderly
+        // sitters reach 60° to 70°). 60° lies between the two groups.
+        turn_min_deg: 60,
+        // 0.2 g: lying after a fall moves the waist mostly by less than 0.15 g (breathing,
+        // shifting a limb); walking or getting straight up again by about 0.3 g or more.
+        still_max_mg: 200,
+        // 0.25 s: short enough to catch an upright moment during a stumble, long enough to
+        // average out most of a gait cycle's bounce.
+        block_ms: 250,
+        // 4 s: a fall from standing takes under 1.5 s; fainting and slumping falls up to 3 s.
+        lookback_ms: 4000,
+        // 1.5 s after the last impact: bounces and rolling on the floor are over.
+        settle_ms: 1500,
+        // 1.5 s of lying: long enough to see a steady posture, short enough to decide 3 s
+        // after the impact (and inside SisFall's 15 s trials).
+        observe_ms: 1500,
+    };
+
+    fn ms_to_samples(&self, ms: u16) -> u32 {
+        (u32::from(ms) * u32::from(self.sample_rate_hz)).div_ceil(1000)
+    }
+
+    fn mg_to_counts(&self, mg: u16) -> u32 {
+        (u32::from(mg) * u32::from(self.counts_per_g)).div_ceil(1000)
+    }
+}
+
+impl Default for FallConfig {
+    fn default() -> Self {
+        FallConfig::SISFALL_WAIST
+    }
+}
+
+/// A configuration the detector cannot run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `sample_rate_hz` or `counts_per_g` is zero.
+    ZeroRateOrScale,
+    /// A block is shorter than one sample.
+    BlockTooShort,
+    /// `lookback_ms / block_ms` is zero or exceeds [`MAX_BLOCKS`].
+    LookbackOutOfRange,
+    /// The observation window holds no sample, or more than 65,535.
+    ObserveOutOfRange,
+    /// An angle is above 90° (`upright_max_deg`) or 180° (`turn_min_deg`).
+    AngleOutOfRange,
+    /// `impact_mg` or `still_max_mg` is zero.
+    ZeroThreshold,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConfigError::ZeroRateOrScale => "sample_rate_hz and counts_per_g must be positive",
+            ConfigError::BlockTooShort => "block_ms must hold at least one sample",
+            ConfigError::LookbackOutOfRange => "lookback_ms / block_ms must be 1..=32",
+            ConfigError::ObserveOutOfRange => "observe_ms must hold 1..=65535 samples",
+            ConfigError::AngleOutOfRange => "upright_max_deg must be <= 90, turn_min_deg <= 180",
+            ConfigError::ZeroThreshold => "impact_mg and still_max_mg must be positive",
+        })
+    }
+}
+
+/// A detected fall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FallEvent {
+    /// Index (from 0, counting every pushed sample) of the last sample at or above the
+    /// impact threshold; the posture was measured from `settle_ms` after it.
+    pub impact_sample: u64,
+    /// Index of the sample whose arrival completed the detection.
+    pub detected_sample: u64,
+    /// `detected_sample` in milliseconds since the detector's first sample.
+    pub detected_ms: u64,
+    /// How clearly each phase was seen, 0..=100 (a heuristic score, not a probability).
+    pub confidence: u8,
+    /// Largest acceleration magnitude of the impact(s), milli-g.
+    pub peak_mg: u32,
+    /// Smallest acceleration magnitude in the second before the impact, milli-g.
+    pub free_fall_min_mg: u32,
+    /// Angle between the reference (upright) posture and the lying posture, whole degrees.
+    pub turn_deg: u8,
+}
+
+/// Posture block: mean acceleration vector and minimum squared magnitude. Kept small
+/// (12 bytes) because the ring holds [`MAX_BLOCKS`] of them: a mean of `i16` samples is an
+/// `i16`, and a squared magnitude of three `i16` is below 3·2³⁰, which fits a `u32`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Block {
+    mean: [i16; 3],
+    min_mag2: u32,
+}
+
+impl Block {
+    fn mean(&self) -> [i32; 3] {
+        self.mean.map(i32::from)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Idle,
+    /// An impact was seen after an upright posture; waiting for it to settle, then
+    /// measuring the posture.
+    Watching {
+        impact: u64,
+        reference: [i32; 3],
+        peak_mag2: u64,
+        free_fall_min_mag2: u64,
+        observe_from: u64,
+    },
+}
+
+/// Thresholds converted to counts and samples.
+#[derive(Debug, Clone, Copy)]
+struct Derived {
+    impact_mag2: u64,
+    still_var_counts2: i64,
+    upright_cos_q14: i32,
+    turn_cos_q14: i32,
+    block_len: u32,
+    lookback_blocks: usize,
+    free_fall_blocks: usize,
+    settle_len: u64,
+    observe_len: u32,
+}
+
+/// Streaming fall detector. Feed it every sample with [`FallDetector::push`].
+#[derive(Debug, Clone)]
+pub struct FallDetector {
+    config: FallConfig,
+    d: Derived,
+    /// Samples pushed so far; the next sample's index.
+    samples: u64,
+    // Block being filled.
+    block_sum: [i64; 3],
+    block_min: u64,
+    block_fill: u32,
+    // Ring of completed blocks, `ring_len` valid, newest at `ring_head - 1`.
+    ring: [Block; MAX_BLOCKS],
+    ring_head: usize,
+    ring_len: usize,
+    phase: Phase,
+    // Observation window accumulators.
+    obs_n: u32,
+    obs_sum: [i64; 3],
+    obs_sq: [i64; 3],
+}
+
+/// cos(d°) in Q14 (16384 = 1.0) for d in 0..=90.
+const COS_Q14: [i16; 91] = [
+    16384, 16382, 16374, 16362, 16344, 16322, 16294, 16262, 16225, 16182, 16135, 16083, 16026,
+    15964, 15897, 15826, 15749, 15668, 15582, 15491, 15396, 15296, 15191, 15082, 14968, 14849,
+    14726, 14598, 14466, 14330, 14189, 14044, 13894, 13741, 13583, 13421, 13255, 13085, 12911,
+    12733, 12551, 12365, 12176, 11982, 11786, 11585, 11381, 11174, 10963, 10749, 10531, 10311,
+    10087, 9860, 9630, 9397, 9162, 8923, 8682, 8438, 8192, 7943, 7692, 7438, 7182, 6924, 6664,
+    6402, 6138, 5872, 5604, 5334, 5063, 4790, 4516, 4240, 3964, 3686, 3406, 3126, 2845, 2563, 2280,
+    1997, 1713, 1428, 1143, 857, 572, 286, 0,
+];
+
+/// cos(deg°) in Q14 for deg in 0..=180.
+fn cos_q14(deg: u8) -> i32 {
+    if deg <= 90 {
+        i32::from(COS_Q14[usize::from(deg)])
+    } else {
+        -i32::from(COS_Q14[180 - usize::from(deg.min(180))])
+    }
+}
+
+/// Whole degrees whose cosine (Q14) is closest to `c`, for reporting only.
+fn acos_deg(c: i32) -> u8 {
+    let c = c.clamp(-16384, 16384);
+    let mut best = 0u8;
+    let mut best_err = i32::MAX;
+    for deg in 0..=180u8 {
+        let err = (cos_q14(deg) - c).abs();
+        if err < best_err {
+            best = deg;
+            best_err = err;
+        }
+    }
+    best
+}
+
+fn norm(v: [i32; 3]) -> i64 {
+    let n2 = v.iter().map(|&c| i64::from(c) * i64::from(c)).sum::<i64>();
+    // `n2` is a sum of squares, never negative.
+    n2.unsigned_abs().isqrt() as i64
+}
+
+fn dot(a: [i32; 3], b: [i32; 3]) -> i64 {
+    (0..3).map(|k| i64::from(a[k]) * i64::from(b[k])).sum()
+}
+
+/// `points` scaled linearly: 0 at `zero`, `points` at `full` (either order), clamped.
+fn ramp(value: i64, zero: i64, full: i64, points: i64) -> i64 {
+    if zero == full {
+        return if value == full { points } else { 0 };
+    }
+    let p = (value - zero) * points / (full - zero);
+    p.clamp(0, points)
+}
+
+impl FallDetector {
+    /// A detector for `config`, or why the configuration cannot work.
+    pub fn new(config: FallConfig) -> Result<Self, ConfigError> {
+        if config.sample_rate_hz == 0 || config.counts_per_g == 0 {
+            return Err(ConfigError::ZeroRateOrScale);
+        }
+        if config.impact_mg == 0 || config.still_max_mg == 0 {
+            return Err(ConfigError::ZeroThreshold);
+        }
+        if config.upright_max_deg > 90 || config.turn_min_deg > 180 {
+            return Err(ConfigError::AngleOutOfRange);
+        }
+        let block_len = u32::from(config.block_ms) * u32::from(config.sample_rate_hz) / 1000;
+        if block_len == 0 {
+            return Err(ConfigError::BlockTooShort);
+        }
+        let lookback_blocks = usize::from(config.lookback_ms / config.block_ms.max(1));
+        if lookback_blocks == 0 || lookback_blocks > MAX_BLOCKS {
+            return Err(ConfigError::LookbackOutOfRange);
+        }
+        let observe_len = config.ms_to_samples(config.observe_ms);
+        // The bound keeps the variance sums of `decide` far from overflowing an i64.
+        if observe_len == 0 || observe_len > u32::from(u16::MAX) {
+            return Err(ConfigError::ObserveOutOfRange);
+        }
+        let impact = u64::from(config.mg_to_counts(config.impact_mg));
+        let still = i64::from(config.mg_to_counts(config.still_max_mg));
+        let d = Derived {
+            impact_mag2: impact * impact,
+            still_var_counts2: still * still,
+            upright_cos_q14: cos_q14(config.upright_max_deg),
+            turn_cos_q14: cos_q14(config.turn_min_deg),
+            block_len,
+            lookback_blocks,
+            // The second before the impact, in whole blocks (at least one).
+            free_fall_blocks: usize::from(1000u16.div_ceil(config.block_ms.max(1)))
+                .clamp(1, MAX_BLOCKS),
+            settle_len: u64::from(config.ms_to_samples(config.settle_ms)),
+            observe_len,
+        };
+        Ok(FallDetector {
+            config,
+            d,
+            samples: 0,
+            block_sum: [0; 3],
+            block_min: u64::MAX,
+            block_fill: 0,
+            ring: [Block::default(); MAX_BLOCKS],
+            ring_head: 0,
+            ring_len: 0,
+            phase: Phase::Idle,
+            obs_n: 0,
+            obs_sum: [0; 3],
+            obs_sq: [0; 3],
+        })
+    }
+
+    /// The configuration this detector runs with.
+    pub fn config(&self) -> &FallConfig {
+        &self.config
+    }
+
+    /// Number of samples pushed so far (the index the next sample will get).
+    pub fn samples_seen(&self) -> u64 {
+        self.samples
+    }
+
+    /// Forget all history, as if just created.
+    pub fn reset(&mut self) {
+        if let Ok(fresh) = FallDetector::new(self.config) {
+            *self = fresh;
+        }
+    }
+
+    /// Feed one sample `[x, y, z]` in raw counts. Returns a fall when this sample completes
+    /// its detection; at most one event per impact sequence.
+    pub fn push(&mut self, sample: [i16; 3]) -> Option<FallEvent> {
+        let index = self.samples;
+        self.samples += 1;
+        let v = [
+            i32::from(sample[0]),
+            i32::from(sample[1]),
+            i32::from(sample[2]),
+        ];
+        let mag2 = v
+            .iter()
+            .map(|&c| (i64::from(c) * i64::from(c)).unsigned_abs())
+            .sum::<u64>();
+        let impact = mag2 >= self.d.impact_mag2;
+
+        let mut event = None;
+        match &mut self.phase {
+            Phase::Idle => {
+                if impact {
+                    if let Some(reference) = self.upright_reference() {
+                        self.phase = Phase::Watching {
+                            impact: index,
+                            reference,
+                            peak_mag2: mag2,
+                            free_fall_min_mag2: self.recent_min_mag2(),
+                            observe_from: index + 1 + self.d.settle_len,
+                        };
+                        self.clear_observation();
+                    }
+                }
+            }
+            Phase::Watching {
+                impact: impact_at,
+                peak_mag2,
+                observe_from,
+                ..
+            } => {
+                if impact {
+                    // Another impact (a bounce, a second blow): settle again from here, keep
+                    // the posture from before the first one.
+                    *impact_at = index;
+                    *peak_mag2 = (*peak_mag2).max(mag2);
+                    *observe_from = index + 1 + self.d.settle_len;
+                    self.clear_observation();
+                } else if index >= *observe_from {
+                    self.observe(v);
+                    if self.obs_n >= self.d.observe_len {
+                        event = self.decide(index);
+                        self.phase = Phase::Idle;
+                    }
+                }
+            }
+        }
+
+        self.add_to_block(v, mag2);
+        event
+    }
+
+    fn clear_observation(&mut self) {
+        self.obs_n = 0;
+        self.obs_sum = [0; 3];
+        self.obs_sq = [0; 3];
+    }
+
+    fn observe(&mut self, v: [i32; 3]) {
+        self.obs_n += 1;
+        for ((sum, sq), c) in self.obs_sum.iter_mut().zip(&mut self.obs_sq).zip(v) {
+            *sum += i64::from(c);
+            *sq += i64::from(c) * i64::from(c);
+        }
+    }
+
+    fn add_to_block(&mut self, v: [i32; 3], mag2: u64) {
+        for (sum, c) in self.block_sum.iter_mut().zip(v) {
+            *sum += i64::from(c);
+        }
+        self.block_min = self.block_min.min(mag2);
+        self.block_fill += 1;
+        if self.block_fill >= self.d.block_len {
+            let n = i64::from(self.block_fill);
+            self.ring[self.ring_head] = Block {
+                // The mean of i16 values is an i16; the clamp only documents that.
+                mean: self
+                    .block_sum
+                    .map(|s| (s / n).clamp(i16::MIN.into(), i16::MAX.into()) as i16),
+                min_mag2: self.block_min.min(u64::from(u32::MAX)) as u32,
+            };
+            self.ring_head = (self.ring_head + 1) % MAX_BLOCKS;
+            self.ring_len = (self.ring_len + 1).min(MAX_BLOCKS);
+            self.block_sum = [0; 3];
+            self.block_min = u64::MAX;
+            self.block_fill = 0;
+        }
+    }
+
+    /// The `n` newest completed blocks, newest first.
+    fn recent_blocks(&self, n: usize) -> impl Iterator<Item = &Block> {
+        let n = n.min(self.ring_len);
+        (1..=n).map(move |back| &self.ring[(self.ring_head + MAX_BLOCKS - back) % MAX_BLOCKS])
+    }
+
+    /// The most upright recent block's mean vector, if it is upright enough.
+    fn upright_reference(&self) -> Option<[i32; 3]> {
+        let mut best: Option<([i32; 3], i64)> = None;
+        for block in self.recent_blocks(self.d.lookback_blocks) {
+            let mean = block.mean();
+            let n = norm(mean);
+            if n == 0 {
+                continue;
+            }
+            // cos(tilt) in Q14: up component over magnitude.
+            let cos = i64::from(self.config.up_axis.component(mean)) * 16384 / n;
+            if best.is_none_or(|(_, c)| cos > c) {
+                best = Some((mean, cos));
+            }
+        }
+        match best {
+            Some((mean, cos)) if cos >= i64::from(self.d.upright_cos_q14) => Some(mean),
+            _ => None,
+        }
+    }
+
+    /// Smallest squared magnitude over roughly the last second (free-fall depth).
+    fn recent_min_mag2(&self) -> u64 {
+        self.recent_blocks(self.d.free_fall_blocks)
+            .map(|b| u64::from(b.min_mag2))
+            .fold(self.block_min, u64::min)
+    }
+
+    /// End of the observation window: lying and still?
+    fn decide(&self, index: u64) -> Option<FallEvent> {
+        let Phase::Watching {
+            impact,
+            reference,
+            peak_mag2,
+            free_fall_min_mag2,
+            ..
+        } = self.phase
+        else {
+            return None;
+        };
+        let n = i64::from(self.obs_n);
+        // Sum over axes of n²·variance = n·Σx² − (Σx)².
+        let spread = (0..3)
+            .map(|k| n * self.obs_sq[k] - self.obs_sum[k] * self.obs_sum[k])
+            .sum::<i64>();
+        if i128::from(spread) > i128::from(self.d.still_var_counts2) * i128::from(n * n) {
+            return None;
+        }
+        let lying = self.obs_sum.map(|s| (s / n) as i32);
+        let (n_ref, n_lying) = (norm(reference), norm(lying));
+        if n_ref == 0 || n_lying == 0 {
+            return None;
+        }
+        let cos_turn = dot(reference, lying) * 16384 / (n_ref * n_lying);
+        if cos_turn > i64::from(self.d.turn_cos_q14) {
+            return None;
+        }
+
+        let g = i64::from(self.config.counts_per_g);
+        let to_mg = |mag2: u64| mag2.isqrt() as i64 * 1000 / g;
+        let peak_mg = to_mg(peak_mag2);
+        let free_fall_min_mg = if free_fall_min_mag2 == u64::MAX {
+            1000
+        } else {
+            to_mg(free_fall_min_mag2)
+        };
+        let still_mg = (spread.unsigned_abs().isqrt() as i64) * 1000 / (n * g);
+        // Confidence: 10 for meeting every condition, plus how far beyond each threshold.
+        let confidence = 10
+            // Impact: from the threshold up to 6 g, a hard fall on the floor.
+            + ramp(peak_mg, i64::from(self.config.impact_mg), 6000, 30)
+            // Free fall: none at 0.8 g, full at 0.3 g (falling freely for a moment).
+            + ramp(free_fall_min_mg, 800, 300, 20)
+            // Turn: from the threshold to 90°, lying flat after standing or sitting.
+            + ramp(cos_turn, i64::from(self.d.turn_cos_q14), 0, 25)
+            // Stillness: from the threshold down to 0.05 g, lying motionless.
+            + ramp(still_mg, i64::from(self.config.still_max_mg), 50, 15);
+        Some(FallEvent {
+            impact_sample: impact,
+            detected_sample: index,
+            detected_ms: index * 1000 / u64::from(self.config.sample_rate_hz),
+            confidence: confidence.clamp(0, 100) as u8,
+            peak_mg: peak_mg.clamp(0, i64::from(u32::MAX)) as u32,
+            free_fall_min_mg: free_fall_min_mg.clamp(0, i64::from(u32::MAX)) as u32,
+            turn_deg: acos_deg(cos_turn.clamp(-16384, 16384) as i32),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds synthetic motion to a detector and records what it reports.
+    struct Feed {
+        det: FallDetector,
+        rate: u32,
+        g: i32,
+        noise: u32,
+        events: u32,
+        first: Option<FallEvent>,
+    }
+
+    impl Feed {
+        fn new(config: FallConfig) -> Self {
+            Feed {
+                det: FallDetector::new(config).expect("valid config"),
+                rate: u32::from(config.sample_rate_hz),
+                g: i32::from(config.counts_per_g),
+                noise: 12345,
+                events: 0,
+                first: None,
+            }
+        }
+
+        fn sisfall() -> Self {
+            Feed::new(FallConfig::SISFALL_WAIST)
+        }
+
+        /// Sensor noise of about ±1% of 1 g, deterministic.
+        fn jitter(&mut self) -> i32 {
+            self.noise = self.noise.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let span = (self.g / 50).max(1);
+            ((self.noise >> 16) as i32 % (2 * span + 1)) - span
+        }
+
+        /// One sample of `v` milli-g (device axes).
+        fn push_mg(&mut self, v: [i32; 3]) {
+            let mut s = [0i16; 3];
+            for k in 0..3 {
+                let counts = v[k] * self.g / 1000 + self.jitter();
+                s[k] = counts.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
+            }
+            if let Some(e) = self.det.push(s) {
+                self.events += 1;
+                self.first.get_or_insert(e);
+            }
+        }
+
+        /// Hold the acceleration `v` (milli-g, device axes) for `ms`.
+        fn hold(&mut self, v: [i32; 3], ms: u32) -> &mut Self {
+            for _ in 0..ms * self.rate / 1000 {
+                self.push_mg(v);
+            }
+            self
+        }
+
+        /// Move linearly from `a` to `b` over `ms` (a slow tilt or a fall's rotation).
+        fn sweep(&mut self, a: [i32; 3], b: [i32; 3], ms: u32) -> &mut Self {
+            let n = (ms * self.rate / 1000) as i32;
+            for i in 0..n {
+                self.push_mg([
+                    a[0] + (b[0] - a[0]) * i / n,
+                    a[1] + (b[1] - a[1]) * i / n,
+                    a[2] + (b[2] - a[2]) * i / n,
+                ]);
+            }
+            self
+        }
+
+        /// Walking: ±0.3 g vertical bounce at 2 steps a second.
+        fn walk(&mut self, ms: u32) -> &mut Self {
+            let n = ms * self.rate / 1000;
+            for i in 0..n {
+                let phase = (i * 2 * 1000 / self.rate) % 1000; // 0..1000 per step
+                let tri = if phase < 500 { phase } else { 1000 - phase } as i32; // 0..=500
+                self.push_mg([50, -(700 + 6 * tri / 5), 100]);
+            }
+            self
+        }
+
+        fn samples(&self) -> u64 {
+            self.det.samples_seen()
+        }
+    }
+
+    // Device axes for SisFall's waist sensor: -Y points up when standing.
+    const UPRIGHT: [i32; 3] = [0, -1000, 0];
+    const SITTING: [i32; 3] = [0, -870, -500]; // trunk 30° back
+    const ON_BACK: [i32; 3] = [0, 0, -1000];
+    const ON_SIDE: [i32; 3] = [1000, 0, 0];
+    const FREE_FALL: [i32; 3] = [0, -150, 50];
+    const HARD_HIT: [i32; 3] = [1000, -3000, -2500]; // about 4 g
+    const LANDING: [i32; 3] = [200, -3200, 300]; // about 3.2 g, vertical
+
+    #[test]
+    fn still_upright_is_not_a_fall() {
+        let mut f = Feed::sisfall();
+        f.hold(UPRIGHT, 120_000);
+        assert_eq!(f.events, 0);
+        assert_eq!(f.samples(), 24_000);
+    }
+
+    #[test]
+    fn walking_and_sitting_are_not_falls() {
+        let mut f = Feed::sisfall();
+        f.walk(30_000)
+            .sweep(UPRIGHT, SITTING, 800)
+            .hold([0, -2200, -800], 30) // dropping onto the seat, 2.3 g
+            .hold(SITTING, 10_000)
+            .sweep(SITTING, UPRIGHT, 800)
+            .walk(10_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn free_fall_impact_and_lying_is_a_fall() {
+        let mut f = Feed::sisfall();
+        f.walk(5_000).hold(UPRIGHT, 1_000);
+        f.sweep(UPRIGHT, FREE_FALL, 100).hold(FREE_FALL, 350);
+        let impact_at = f.samples();
+        f.hold(HARD_HIT, 40)
+            .hold([300, 600, -1400], 60)
+            .hold(ON_BACK, 20_000);
+        assert_eq!(f.events, 1, "one fall, reported once");
+        let e = f.first.expect("fall");
+        assert_eq!(
+            e.impact_sample,
+            impact_at + 7,
+            "last sample at or above 2 g"
+        );
+        // Settle 1.5 s after the last impact sample, then 1.5 s of observation.
+        assert_eq!(e.detected_sample, e.impact_sample + 300 + 300);
+        assert_eq!(e.detected_ms, e.detected_sample * 5);
+        assert!(e.confidence >= 80, "{e:?}");
+        assert!((3900..=4200).contains(&e.peak_mg), "{e:?}");
+        assert!(e.free_fall_min_mg < 300, "{e:?}");
+        // Lying on the back, from walking upright (trunk a few degrees off vertical).
+        assert!((88..=100).contains(&e.turn_deg), "{e:?}");
+    }
+
+    #[test]
+    fn slumping_fall_without_free_fall_is_a_fall_with_less_confidence() {
+        // Fainting from a chair: slow tilt, a 2.3 g hit, lying on the side.
+        let mut f = Feed::sisfall();
+        f.hold(SITTING, 5_000)
+            .sweep(SITTING, [700, -700, 0], 1_200)
+            .hold([1600, -1400, 500], 30)
+            .hold(ON_SIDE, 10_000);
+        let e = f.first.expect("fall");
+        assert_eq!(f.events, 1);
+        assert!(e.confidence < 70, "{e:?}");
+        assert!(e.free_fall_min_mg > 800, "{e:?}");
+    }
+
+    #[test]
+    fn jump_and_stand_is_not_a_fall() {
+        let mut f = Feed::sisfall();
+        f.hold(UPRIGHT, 5_000)
+            .hold([0, -2000, 100], 150) // push off
+            .hold(FREE_FALL, 300) // flight
+            .hold(LANDING, 40)
+            .hold([0, -1500, 0], 100)
+            .hold(UPRIGHT, 10_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn stumble_and_recover_is_not_a_fall() {
+        let mut f = Feed::sisfall();
+        f.walk(4_000)
+            .sweep(UPRIGHT, [0, -700, 700], 300) // pitch forward 45°
+            .hold([500, -2500, 1000], 40) // stamp a foot
+            .sweep([0, -700, 700], UPRIGHT, 400)
+            .walk(6_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn impact_then_lying_but_moving_is_not_a_fall() {
+        // Down on the floor and straight back up: the posture never holds still.
+        let mut f = Feed::sisfall();
+        f.hold(UPRIGHT, 3_000)
+            .hold(FREE_FALL, 300)
+            .hold(HARD_HIT, 40);
+        for _ in 0..20 {
+            f.sweep(ON_BACK, ON_SIDE, 150).sweep(ON_SIDE, ON_BACK, 150);
+        }
+        f.sweep(ON_BACK, UPRIGHT, 1_000).walk(5_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn bump_while_lying_in_bed_is_not_a_fall() {
+        // Rolling from back to side with a knock: no upright posture beforehand.
+        let mut f = Feed::sisfall();
+        f.hold(ON_BACK, 10_000)
+            .sweep(ON_BACK, ON_SIDE, 800)
+            .hold([2500, 500, 500], 30)
+            .hold(ON_SIDE, 10_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn bounces_after_the_impact_give_one_event() {
+        let mut f = Feed::sisfall();
+        f.hold(UPRIGHT, 3_000)
+            .hold(FREE_FALL, 400)
+            .hold(HARD_HIT, 40);
+        for _ in 0..3 {
+            f.hold(ON_BACK, 400).hold([500, 500, -2600], 20);
+        }
+        f.hold(ON_BACK, 30_000);
+        assert_eq!(f.events, 1);
+        let e = f.first.expect("fall");
+        // Detected 3 s after the last bounce, not after the first hit.
+        assert!(
+            e.detected_sample >= 3_000 / 5 + 80 + 8 + 3 * 84 + 600 - 10,
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn other_sensor_rate_and_scale() {
+        // A 12-bit ±8 g part (256 counts/g would be 1024/4) at 100 Hz, up along +Z.
+        let config = FallConfig {
+            sample_rate_hz: 100,
+            counts_per_g: 1024,
+            up_axis: UpAxis::PosZ,
+            ..FallConfig::SISFALL_WAIST
+        };
+        let up = [0, 0, 1000];
+        let mut f = Feed::new(config);
+        f.hold(up, 5_000).hold(up, 1_000);
+        assert_eq!(f.events, 0);
+        f.hold([50, 0, 100], 400)
+            .hold([3000, 1000, 2500], 40)
+            .hold([0, -1000, 0], 10_000);
+        let e = f.first.expect("fall");
+        assert_eq!(f.events, 1);
+        assert_eq!(e.detected_ms, e.detected_sample * 10);
+        assert_eq!(e.detected_sample, e.impact_sample + 150 + 150);
+        assert!((3800..=4200).contains(&e.peak_mg), "{e:?}");
+    }
+
+    #[test]
+    fn rejects_unusable_configurations() {
+        let base = FallConfig::default();
+        let bad = |c: FallConfig| FallDetector::new(c).err();
+        assert_eq!(
+            bad(FallConfig {
+                sample_rate_hz: 0,
+                ..base
+            }),
+            Some(ConfigError::ZeroRateOrScale)
+        );
+        assert_eq!(
+            bad(FallConfig {
+                counts_per_g: 0,
+                ..base
+            }),
+            Some(ConfigError::ZeroRateOrScale)
+        );
+        assert_eq!(
+            bad(FallConfig {
+                block_ms: 2,
+                ..base
+            }),
+            Some(ConfigError::BlockTooShort)
+        );
+        assert_eq!(
+            bad(FallConfig {
+                lookback_ms: 9_000,
+                ..base
+            }),
+            Some(ConfigError::LookbackOutOfRange)
+        );
+        assert_eq!(
+            bad(FallConfig {
+                observe_ms: 0,
+                ..base
+            }),
+            Some(ConfigError::ObserveOutOfRange)
+        );
+        assert_eq!(
+            bad(FallConfig {
+                upright_max_deg: 91,
+                ..base
+            }),
+            Some(ConfigError::AngleOutOfRange)
+        );
+        assert_eq!(
+            bad(FallConfig {
+                impact_mg: 0,
+                ..base
+            }),
+            Some(ConfigError::ZeroThreshold)
+        );
+        assert!(FallDetector::new(base).is_ok());
+    }
+
+    #[test]
+    fn reset_forgets_history() {
+        let mut f = Feed::sisfall();
+        f.hold(UPRIGHT, 3_000);
+        f.det.reset();
+        assert_eq!(f.samples(), 0);
+        // No upright history any more: an immediate impact and lying is not a fall.
+        f.hold(HARD_HIT, 40).hold(ON_BACK, 10_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn cosine_table_and_inverse() {
+        assert_eq!(cos_q14(0), 16384);
+        assert_eq!(cos_q14(60), 8192);
+        assert_eq!(cos_q14(90), 0);
+        assert_eq!(cos_q14(120), -8192);
+        assert_eq!(cos_q14(180), -16384);
+        for deg in [0u8, 1, 30, 45, 59, 60, 89, 90, 91, 135, 179, 180] {
+            assert_eq!(acos_deg(cos_q14(deg)), deg);
+        }
+    }
+}

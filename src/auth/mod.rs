@@ -1,0 +1,228 @@
+//! Who is calling: organisations, users with roles, and API tokens.
+//!
+//! - Tokens are `hw_` + 64 hex digits (256 random bits) and only their SHA-256 is stored: a
+//!   token this strong needs no slow hash, and a database leak reveals no usable token.
+//! - [`Caller`] is the extractor every endpoint except health and metrics takes. It yields the
+//!   caller's organisation and role from the credential; no endpoint reads a tenant from the
+//!   request.
+//! - The admin functions here back `homeward admin ...`.
+
+mod admin;
+pub mod routes;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{web, FromRequest, HttpRequest};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use admin::*;
+use crate::http::{ApiError, AppState};
+
+/// The kind of organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgKind {
+    /// A home-care or telecare provider.
+    Provider,
+    /// A council or other body that commissions providers.
+    Commissioner,
+}
+
+impl OrgKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Commissioner => "commissioner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provider" => Some(Self::Provider),
+            "commissioner" => Some(Self::Commissioner),
+            _ => None,
+        }
+    }
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages a provider's people, workers, devices and users.
+    ProviderAdmin,
+    /// Coordinators: watch alarms and visits, record what happened.
+    ProviderStaff,
+    /// Mobile responders: see and act on the alarms they attend.
+    Responder,
+    /// Council officers: outcomes and statements of the providers they contract, pseudonymised.
+    Commissioner,
+    /// Read-only: verify the audit log and reproduce figures.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProviderAdmin => "provider_admin",
+            Self::ProviderStaff => "provider_staff",
+            Self::Responder => "responder",
+            Self::Commissioner => "commissioner",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provider_admin" => Some(Self::ProviderAdmin),
+            "provider_staff" => Some(Self::ProviderStaff),
+            "responder" => Some(Self::Responder),
+            "commissioner" => Some(Self::Commissioner),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
+
+    /// Which kind of organisation a role belongs to. Auditors may sit in either.
+    pub fn fits(self, kind: OrgKind) -> bool {
+        match self {
+            Self::ProviderAdmin | Self::ProviderStaff | Self::Responder => kind == OrgKind::Provider,
+            Self::Commissioner => kind == OrgKind::Commissioner,
+            Self::Auditor => true,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    pub user_id: i32,
+    pub user_name: String,
+    pub organisation_id: i32,
+    pub organisation_kind: OrgKind,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuses unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::Forbidden(format!(
+                "this needs one of the roles {}; you are {}",
+                names.join(", "),
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let token = token.ok_or(ApiError::Unauthorized)?;
+            let state = state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
+            caller_for_token(&state.pool, &token).await?.ok_or(ApiError::Unauthorized)
+        })
+    }
+}
+
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+/// Looks up the active user behind an API token.
+pub async fn caller_for_token(
+    pool: &deadpool_postgres::Pool,
+    token: &str,
+) -> Result<Option<Caller>, ApiError> {
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
+        return Ok(None);
+    }
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT u.id, u.name, o.id, o.kind, u.role
+               FROM api_tokens t
+               JOIN users u ON u.id = t.user_id
+               JOIN organisations o ON o.id = u.organisation_id
+              WHERE t.token_hash = $1
+                AND t.revoked_at IS NULL
+                AND (t.expires_at IS NULL OR t.expires_at > now())
+                AND u.disabled_at IS NULL",
+            &[&hash_secret(token).as_slice()],
+        )
+        .await?;
+    Ok(row.and_then(|r| {
+        Some(Caller {
+            user_id: r.get(0),
+            user_name: r.get(1),
+            organisation_id: r.get(2),
+            organisation_kind: OrgKind::parse(r.get(3))?,
+            role: Role::parse(r.get(4))?,
+        })
+    }))
+}
+
+pub const TOKEN_PREFIX: &str = "hw_";
+
+/// `bytes` random bytes as lowercase hex.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A new API token (shown once; store only its hash).
+pub fn new_api_token() -> String {
+    format!("{TOKEN_PREFIX}{}", random_token(32))
+}
+
+/// SHA-256 of a secret (API token or device secret).
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two hashes in constant time.
+pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_fit_their_organisations() {
+        assert!(Role::ProviderAdmin.fits(OrgKind::Provider));
+        assert!(!Role::ProviderAdmin.fits(OrgKind::Commissioner));
+        assert!(Role::Commissioner.fits(OrgKind::Commissioner));
+        assert!(!Role::Responder.fits(OrgKind::Commissioner));
+        assert!(Role::Auditor.fits(OrgKind::Provider) && Role::Auditor.fits(OrgKind::Commissioner));
+        for role in [Role::ProviderAdmin, Role::ProviderStaff, Role::Responder, Role::Commissioner, Role::Auditor] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashes_compare() {
+        let (a, b) = (new_api_token(), new_api_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 3 + 64);
+        assert!(hashes_equal(&hash_secret(&a), &hash_secret(&a)));
+        assert!(!hashes_equal(&hash_secret(&a), &hash_secret(&b)));
+        assert!(!hashes_equal(&[1, 2], &[1]));
+    }
+}

@@ -1,0 +1,31 @@
+//! Manages the PostgreSQL cluster shared by the test suite (see `homeward::db::test_cluster`).
+//! `homeward-test-db stop` stops it; `homeward-test-db path` prints where it lives.
+
+fn main() -> std::process::ExitCode {
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    match arg.as_str() {
+        "path" => {
+            println!("{}", homeward::db::test_cluster::cluster_dir().display());
+            std::process::ExitCode::SUCCESS
+        }
+        "stop" => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let result = rt.map_err(|e| e.to_string()).and_then(|rt| {
+                rt.block_on(homeward::db::test_cluster::stop()).map_err(|e| e.to_string())
+            });
+            match result {
+                Ok(true) => println!("test PostgreSQL stopped"),
+                Ok(false) => println!("test PostgreSQL was not running"),
+                Err(e) => {
+                    eprintln!("homeward-test-db: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: homeward-test-db stop|path");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! The embedded MQTT 3.1.1 broker, run in-process when no external broker is configured, so
+//! that one command runs the whole system.
+//!
+//! Devices and the server's own ingest client connect to it over TCP like to any broker. It is
+//! built to be correct and robust on the data path rather than feature-complete:
+//!
+//! - MQTT 3.1.1 only (protocol level 4); QoS 0, 1 and 2 inbound, at most QoS 1 outbound.
+//! - Authentication and per-principal ACLs come from an [`Authenticator`] (Homeward's device
+//!   registry); a publish outside the ACL closes the connection and is delivered to nobody.
+//! - Retained messages, last wills, persistent sessions (`clean_session = false`, expiring after
+//!   [`BrokerConfig::session_expiry`] offline) and shared subscriptions
+//!   (`$share/{group}/{filter}`, one member per message, round robin).
+//! - **Not durable**: sessions, queues and retained messages live in memory and are lost when
+//!   the process stops. That is by design: devices keep every event until Homeward's own
+//!   end-to-end acknowledgement covers it (see DESIGN.md, "The data flow"), so a broker restart
+//!   costs a resend, never an event.
+//!
+//! Layout: `topic` (filter syntax, matching, ACL coverage), `trie` (the subscription index),
+//! `session` (per-client queue and inflight window), `conn` (one task pair per network
+//! connection: a reader that parses and routes, a writer that batches packets to the socket).
+//!
+//! Concurrency: there is no global lock held across an await. Routing takes the subscription
+//! index's read lock for one walk, then each target session's mutex for a push. Lock order,
+//! where two are held at once: sessions map, then one session. The index lock and the retained
+//! store lock are never held together with a session lock.
+
+mod conn;
+mod session;
+mod topic;
+mod trie;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use rumqttc::mqttbytes::v4::{ConnAck, LastWill, Packet, Publish};
+use rumqttc::mqttbytes::QoS;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use self::session::{Enqueued, Link, Message, Session};
+use self::trie::{ShareKey, SubscriptionTrie, Target};
+
+/// Broker settings. Defaults suit a single server with thousands of devices.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where to listen. Default `127.0.0.1:1883`; use port 0 in tests.
+    pub bind: SocketAddr,
+    /// Largest packet accepted (remaining length); a bigger one closes the connection.
+    /// Default 64 KiB.
+    pub max_packet_bytes: usize,
+    /// Per-session window of QoS 1 messages sent and not yet acknowledged. Default 1000.
+    pub max_inflight: u16,
+    /// Per-session bound on messages waiting behind the window or for an offline session.
+    /// When full, the oldest QoS 0 message is dropped, else the new one. Default 100 000.
+    pub max_queued: usize,
+    /// Time a new connection has to send CONNECT (and the authenticator to answer).
+    /// Default 10 s.
+    pub connect_timeout: Duration,
+    /// How long an offline persistent session (and its queue) is kept. Default 24 h.
+    pub session_expiry: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
+            max_packet_bytes: 64 * 1024,
+            max_inflight: 1000,
+            max_queued: 100_000,
+            connect_timeout: Duration::from_secs(10),
+            session_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Who connected, as decided by the [`Authenticator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Homeward itself (ingest, downlink publisher).
+    Service,
+    /// A registered device.
+    Device { id: String },
+}
+
+/// Topic filters (with `+` and `#`) a principal may publish to and subscribe to.
+///
+/// A topic may be published if it matches one `publish` filter. A subscription filter is
+/// allowed if one `subscribe` filter covers it level by level (`#` covers everything below it,
+/// `+` covers one level or a `+`). For a shared subscription the inner filter is checked.
+/// Filters starting with a wildcard never cover topics starting with `$`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+impl Acl {
+    /// Everything (`#` both ways): for [`Principal::Service`].
+    pub fn all() -> Self {
+        Self {
+            publish: vec!["#".to_owned()],
+            subscribe: vec!["#".to_owned()],
+        }
+    }
+
+    fn may_publish(&self, topic: &str) -> bool {
+        self.publish.iter().any(|f| topic::matches(topic, f))
+    }
+
+    fn may_subscribe(&self, filter: &str) -> bool {
+        self.subscribe.iter().any(|acl| topic::covers(acl, filter))
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Service => f.write_str("service"),
+            Principal::Device { id } => write!(f, "device {id}"),
+        }
+    }
+}
+
+/// What a client presented in CONNECT. `Debug` does not print the password.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The client id (for an empty one with clean_session, the id the broker assigned).
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The backing store of an [`Authenticator`] failed (e.g. the database is down). The client is
+/// told "server unavailable", not "bad credentials", so it retries rather than giving up.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication backend failed: {0}")]
+pub struct AuthError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl AuthError {
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(cause.into())
+    }
+}
+
+/// Decides who may connect and what they may do.
+pub trait Authenticator: Send + Sync + 'static {
+    /// `Ok(None)` refuses the connection (CONNACK "bad user name or password", or "not
+    /// authorized" when no user name was given); `Err` answers "server unavailable".
+    fn authenticate<'a>(
+        &'a self,
+        creds: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Option<(Principal, Acl)>, AuthError>>;
+}
+
+/// A snapshot of the broker's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Network connections that completed CONNECT.
+    pub connected_clients: usize,
+    /// Sessions, online and offline.
+    pub sessions: usize,
+    pub retained_messages: usize,
+    /// Messages waiting in session queues (not yet sent).
+    pub queued_messages: usize,
+    /// QoS 1 messages sent and awaiting PUBACK.
+    pub inflight_messages: usize,
+}
+
+/// Entry point: [`Broker::bind`].
+pub struct Broker;
+
+impl Broker {
+    /// Bind the listener and start the broker. Returns once the socket is bound, so
+    /// [`BrokerHandle::local_addr`] gives the real port.
+    pub async fn bind(
+        config: BrokerConfig,
+        auth: Arc<dyn Authenticator>,
+    ) -> std::io::Result<BrokerHandle> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let shared = Arc::new(Shared {
+            config,
+            auth,
+            sessions: Mutex::new(HashMap::new()),
+            subs: RwLock::new(SubscriptionTrie::default()),
+            retained: Mutex::new(HashMap::new()),
+            connected: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            drop_log: DropLog::new(),
+            shutdown: shutdown_rx,
+        });
+        tokio::spawn(reap_sessions(shared.clone(), done_tx.clone()));
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), done_tx));
+        tracing::info!(%local_addr, "embedded MQTT broker listening");
+        Ok(BrokerHandle {
+            local_addr,
+            shared,
+            shutdown_tx,
+            accept_task,
+            done_rx,
+        })
+    }
+}
+
+/// A running broker. Dropping it stops the broker without waiting; prefer
+/// [`BrokerHandle::shutdown`].
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+    /// Every broker task holds a sender; `recv` yields `None` once all have ended.
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl BrokerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// True until shutdown is requested or the accept loop has died.
+    pub fn is_running(&self) -> bool {
+        !*self.shutdown_tx.borrow() && !self.accept_task.is_finished()
+    }
+
+    /// Stop accepting, close every connection (wills are not published), and return when all
+    /// broker tasks have ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = (&mut self.accept_task).await;
+        while self.done_rx.recv().await.is_some() {}
+        tracing::info!(local_addr = %self.local_addr, "embedded MQTT broker stopped");
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        let sessions: Vec<Arc<Session>> = self.shared.sessions().values().cloned().collect();
+        let (mut queued, mut inflight) = (0, 0);
+        for s in &sessions {
+            let st = s.lock();
+            queued += st.queued();
+            inflight += st.inflight();
+        }
+        BrokerStats {
+            connected_clients: self.shared.connected.load(Ordering::Relaxed),
+            sessions: sessions.len(),
+            retained_messages: self.shared.retained().len(),
+            queued_messages: queued,
+            inflight_messages: inflight,
+        }
+    }
+}
+
+/// State shared by all broker tasks.
+struct Shared {
+    config: BrokerConfig,
+    auth: Arc<dyn Authenticator>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    subs: RwLock<SubscriptionTrie>,
+    retained: Mutex<HashMap<String, Publish>>,
+    connected: AtomicUsize,
+    next_conn_id: AtomicU64,
+    drop_log: DropLog,
+    shutdown: watch::Receiver<bool>,
+}
+
+// Poisoned locks: every critical section leaves the data consistent between statements that
+// can panic, so recovering the guard is safe and keeps one bug from taking the broker down.
+impl Shared {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retained(&self) -> MutexGuard<'_, HashMap<String, Publish>> {
+        self.retained.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subs_read(&self) -> RwLockReadGuard<'_, SubscriptionTrie> {
+        self.subs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subs_write(&self) -> RwLockWriteGuard<'_, SubscriptionTrie> {
+        self.subs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn max_inflight(&self) -> usize {
+        usize::from(self.config.max_inflight.clamp(1, 65_000))
+    }
+
+    /// Attach a connection to the session for `client_id`, creating or replacing it as
+    /// `clean_session` requires. Returns the session, whether it was resumed, and the will of
+    /// a connection it took over (for the caller to publish before anything else happens).
+    fn open_session(
+        &self,
+        client_id: Arc<str>,
+        clean_session: bool,
+        link: Link,
+    ) -> (Arc<Session>, bool, Option<LastWill>) {
+        let mut forget = None;
+        let mut old_will = None;
+        let (session, present) = {
+            let mut map = self.sessions();
+            // A persistent session is only discarded with the map locked, so this check holds
+            // until we attach.
+            let existing = map.get(&client_id).filter(|s| !s.is_discarded()).cloned();
+            match existing {
+                Some(old) if !clean_session && old.is_persistent() => {
+                    old_will = old.attach(&mut old.lock(), link, connack(true));
+                    (old, true)
+                }
+                existing => {
+                    if let Some(old) = existing {
+                        let (msgs, will) = old.discard(&mut old.lock());
+                        old_will = will;
+                        forget = Some((old, msgs));
+                    }
+                    let s = Arc::new(Session::new(
+                        client_id.clone(),
+                        !clean_session,
+                        self.config.max_queued,
+                    ));
+                    // A fresh session has no previous connection, hence no will to return.
+                    let _ = s.attach(&mut s.lock(), link, connack(false));
+                    map.insert(client_id, s.clone());
+                    (s, false)
+                }
+            }
+        };
+        if let Some((old, msgs)) = forget {
+            self.subs_write().remove_session(old.id());
+            self.rehome(msgs);
+        }
+        (session, present, old_will)
+    }
+
+    /// Publish a last will (the ACL was checked at CONNECT).
+    fn publish_will(&self, will: LastWill) {
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: bytes::Bytes::from(will.topic.clone().into_bytes()),
+            pkid: 0,
+            payload: will.message,
+        };
+        tracing::debug!(topic = %will.topic, "publishing last will");
+        self.route(&publish, &will.topic);
+        metrics::counter!("homeward_broker_messages_received_total").increment(1);
+    }
+
+    /// Remove a discarded session from the map and the index; re-route its shared messages.
+    fn forget_session(&self, session: &Arc<Session>, msgs: Vec<Message>) {
+        {
+            let mut map = self.sessions();
+            if map
+                .get(session.client_id())
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                map.remove(session.client_id());
+            }
+        }
+        self.subs_write().remove_session(session.id());
+        self.rehome(msgs);
+    }
+
+    /// Hand messages that a departed session held for a share group to another member, so a
+    /// crashed consumer's unacknowledged messages are not lost. Other messages are dropped
+    /// with the session.
+    fn rehome(&self, msgs: Vec<Message>) {
+        let max_inflight = self.max_inflight();
+        for msg in msgs {
+            let Some(key) = msg.share.clone() else {
+                continue;
+            };
+            let candidates = self.subs_read().shared_candidates(&key, max_inflight);
+            let mut publish = msg.publish;
+            publish.dup = false;
+            publish.pkid = 0;
+            self.deliver_shared(&publish, &key, candidates.unwrap_or_default());
+        }
+    }
+
+    /// Route a publish to every matching subscription and update the retained store.
+    /// `publish.topic` must already be validated.
+    fn route(&self, publish: &Publish, topic: &str) {
+        if publish.retain {
+            let mut retained = self.retained();
+            if publish.payload.is_empty() {
+                retained.remove(topic);
+            } else {
+                let mut stored = publish.clone();
+                stored.dup = false;
+                stored.pkid = 0;
+                retained.insert(topic.to_owned(), stored);
+            }
+        }
+        let targets = self.subs_read().matches(topic, self.max_inflight());
+        for target in targets {
+            match target {
+                Target::Direct { session, qos } => {
+                    let msg = Message {
+                        publish: outgoing(publish, qos, false),
+                        share: None,
+                    };
+                    self.deliver(&session, msg);
+                }
+                Target::Shared { key, candidates } => {
+                    self.deliver_shared(publish, &key, candidates);
+                }
+            }
+        }
+    }
+
+    fn deliver_shared(
+        &self,
+        publish: &Publish,
+        key: &Arc<ShareKey>,
+        candidates: Vec<(Arc<Session>, QoS)>,
+    ) {
+        for (session, qos) in candidates {
+            let msg = Message {
+                publish: outgoing(publish, qos, false),
+                share: Some(key.clone()),
+            };
+            if self.deliver(&session, msg) != Enqueued::Gone {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&self, session: &Session, msg: Message) -> Enqueued {
+        let result = session.enqueue(msg);
+        if matches!(result, Enqueued::DroppedNew | Enqueued::DroppedOld) {
+            metrics::counter!("homeward_broker_dropped_total").increment(1);
+            if let Some(suppressed) = self.drop_log.should_log() {
+                tracing::warn!(
+                    client_id = %session.client_id(),
+                    max_queued = self.config.max_queued,
+                    suppressed,
+                    "session queue full: message dropped"
+                );
+            }
+        }
+        result
+    }
+
+    /// Retained messages matching `filter`, flagged retain and downgraded to `qos`.
+    fn retained_for(&self, filter: &str, qos: QoS) -> Vec<Publish> {
+        let retained = self.retained();
+        let mut out: Vec<Publish> = if filter.contains(['+', '#']) {
+            retained
+                .iter()
+                .filter(|(t, _)| topic::matches(t, filter))
+                .map(|(_, p)| outgoing(p, qos, true))
+                .collect()
+        } else {
+            retained
+                .get(filter)
+                .map(|p| outgoing(p, qos, true))
+                .into_iter()
+                .collect()
+        };
+        out.sort_by(|a, b| a.topic.cmp(&b.topic));
+        out
+    }
+}
+
+/// A copy of `publish` for a subscriber granted `granted`.
+fn outgoing(publish: &Publish, granted: QoS, retain: bool) -> Publish {
+    Publish {
+        dup: false,
+        qos: min_qos(publish.qos, granted),
+        retain,
+        topic: publish.topic.clone(),
+        pkid: 0,
+        payload: publish.payload.clone(),
+    }
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) {
+        a
+    } else {
+        b
+    }
+}
+
+fn connack(session_present: bool) -> Packet {
+    Packet::ConnAck(ConnAck::new(
+        rumqttc::mqttbytes::v4::ConnectReturnCode::Success,
+        session_present,
+    ))
+}
+
+/// Why a connection is being closed from outside its reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// Another connection took over the session (or the session was discarded).
+    TakenOver,
+    /// Writing to the socket failed.
+    WriteFailed,
+    /// The reader ended; the writer should stop.
+    ReaderDone,
+}
+
+/// A one-shot, many-waiter close signal for one connection.
+struct CloseSignal {
+    reason: Mutex<Option<CloseReason>>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    fn new() -> Self {
+        Self {
+            reason: Mutex::new(None),
+            notify: Notify::new(),
+        }
+    }
+
+    fn close(&self, reason: CloseReason) {
+        {
+            let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn reason(&self) -> Option<CloseReason> {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn closed(&self) -> CloseReason {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Rate limit for the "message dropped" warning: at most one per interval, reporting how many
+/// were suppressed in between.
+struct DropLog {
+    start: Instant,
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl DropLog {
+    const INTERVAL_MS: u64 = 10_000;
+
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn should_log(&self) -> Option<u64> {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= Self::INTERVAL_MS)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Resolves when shutdown is requested (or the handle was dropped).
+async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&stop| stop).await;
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sender<()>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown_requested(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
+                    tokio::spawn(conn::run(stream, peer, shared.clone(), done.clone()));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Expire offline persistent sessions.
+async fn reap_sessions(shared: Arc<Shared>, _done: mpsc::Sender<()>) {
+    let expiry = shared.config.session_expiry;
+    let period = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut shutdown = shared.shutdown.clone();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown_requested(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut map = shared.sessions();
+            map.retain(|_, s| {
+                let mut st = s.lock();
+                let stale = st.link.is_none()
+                    && st
+                        .disconnected_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= expiry);
+                if stale {
+                    let (msgs, _no_will) = s.discard(&mut st);
+                    drop(st);
+                    expired.push((s.clone(), msgs));
+                }
+                !stale
+            });
+        }
+        for (session, msgs) in expired {
+            tracing::info!(client_id = %session.client_id(), "offline session expired");
+            shared.forget_session(&session, msgs);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The command line: global flags and subcommands. `--help` lists every setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::{OrgKind, Role};
+use crate::config::Overrides;
+
+/// Every configuration key, its environment variable and default. Kept in step with
+/// `config.rs` and `docs/configuration.md`.
+pub const SETTINGS_HELP: &str = "\
+SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LISTEN):
+  data_dir                             state folder; default /var/lib/homeward as root,
+                                       else $XDG_DATA_HOME/homeward (~/.local/share/homeward)
+  http.listen                          HTTP API, /healthz, /readyz, /metrics [127.0.0.1:8080]
+  http.shutdown_grace_secs             seconds for in-flight requests at shutdown [10]
+  database.url                         PostgreSQL/TimescaleDB URL (secret) [unset: embedded]
+  database.pool_size                   pool connections [16]
+  database.acquire_timeout_secs        wait for a connection before 503 [5]
+  database.embedded.port               embedded PostgreSQL port on 127.0.0.1 [0 = any free]
+  database.embedded.bin_dir            folder with initdb/pg_ctl [newest /usr/lib/postgresql/*/bin]
+  mqtt.url                             external broker mqtt://user:pw@host:1883 (secret)
+                                       [unset: embedded broker]
+  mqtt.embedded_listen                 embedded broker address [127.0.0.1:1883]
+  mqtt.client_id                       subscriber's fixed client id [homeward-ingest]
+  mqtt.shared_group                    $share group for several instances [unset]
+  storage.retention_days               raw event retention [2922]
+  storage.partitions_ahead_days        native partitions created ahead [7]
+  storage.maintenance_interval_minutes partition maintenance period [60]
+  log.format                           pretty | json [pretty]
+  log.filter                           tracing filter; RUST_LOG overrides [info]
+
+A file is read from --config, else ./homeward.toml if present. Unknown keys are errors.
+See docs/configuration.md.";
+
+#[derive(Debug, Parser)]
+#[command(name = "homeward", version, about = "Homeward: outcomes for home care and telecare", after_long_help = SETTINGS_HELP)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "HOMEWARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder for Homeward's state (the embedded PostgreSQL lives in <DIR>/postgres).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for the HTTP API, health checks and metrics (overrides http.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Address for the embedded MQTT broker (overrides mqtt.embedded_listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub mqtt_listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            http_listen: self.http_listen,
+            mqtt_listen: self.mqtt_listen,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: HTTP API, MQTT ingest, and (unless configured otherwise) an embedded
+    /// PostgreSQL and MQTT broker. Stops cleanly on Ctrl-C or SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config,
+    /// Create organisations, users, tokens, contracts and device credentials.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a provider or commissioner organisation.
+    CreateOrganisation {
+        /// Its name (unique).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        kind: OrgKind,
+    },
+    /// Create a user and print their first API token (shown once).
+    CreateUser {
+        /// Organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// The user's name (unique within the organisation).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// Print a new API token for an existing user (shown once).
+    CreateToken {
+        /// The user's numeric id.
+        #[arg(long)]
+        user: i32,
+        /// A note to recognise the token by.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Record a contract between a commissioner and a provider.
+    CreateContract {
+        /// Commissioner organisation id or name.
+        #[arg(long)]
+        commissioner: String,
+        /// Provider organisation id or name.
+        #[arg(long)]
+        provider: String,
+        /// The contract's reference (unique per commissioner).
+        #[arg(long)]
+        reference: String,
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        starts_on: chrono::NaiveDate,
+        /// Last day, YYYY-MM-DD (open-ended if absent).
+        #[arg(long)]
+        ends_on: Option<chrono::NaiveDate>,
+    },
+    /// Register a device and print its MQTT secret (shown once).
+    CreateDevice {
+        /// Provider organisation id or name.
+        #[arg(long)]
+        org: String,
+        /// Device id: the MQTT user name and client id (A-Z a-z 0-9 _ -, up to 64).
+        #[arg(long)]
+        uid: String,
+        /// hub, pendant, fall_detector, sensor or phone.
+        #[arg(long)]
+        kind: String,
+    },
+}

@@ -1,0 +1,416 @@
+//! Configuration: one typed struct, layered.
+//!
+//! Layers, later ones winning: built-in defaults, an optional TOML file (`--config`, or
+//! `homeward.toml` in the working directory if present), `HOMEWARD__SECTION__KEY` environment
+//! variables, and the command-line flags for the listen addresses and the data folder.
+//! Unknown keys are errors, so a typo never silently falls back to a default. [`Settings::load`]
+//! validates everything start-up needs and returns one readable line on failure.
+//! Secrets ([`Secret`]) never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// A value that must never appear in logs or error messages (database passwords, MQTT
+/// passwords). `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Everything Homeward can be configured with. Each field documents its default; `--help` and
+/// `docs/configuration.md` repeat them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Folder for Homeward's own state: the embedded PostgreSQL cluster (`<data_dir>/postgres`)
+    /// and its password. Default: `/var/lib/homeward` when run as root, otherwise
+    /// `$XDG_DATA_HOME/homeward` (`~/.local/share/homeward`).
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub mqtt: MqttSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address the HTTP API, health checks and `/metrics` listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Seconds in-flight requests get to finish on shutdown. Default 10.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// PostgreSQL (or TimescaleDB) URL, e.g. `postgres://homeward:pw@db:5432/homeward`.
+    /// Unset (the default): Homeward runs a private PostgreSQL in `<data_dir>/postgres`.
+    pub url: Option<Secret<String>>,
+    /// Maximum connections in the pool. Default 16.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection from the pool before answering 503. Default 5.
+    pub acquire_timeout_secs: u64,
+    /// The embedded PostgreSQL, used only when `url` is unset.
+    pub embedded: EmbeddedDatabaseSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedDatabaseSettings {
+    /// TCP port on 127.0.0.1. Default 0: pick a free port at each start.
+    pub port: u16,
+    /// Folder holding `initdb`, `pg_ctl` and `postgres`. Default: the newest
+    /// `/usr/lib/postgresql/<version>/bin`, else the folder of `pg_ctl` on `PATH`.
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    /// External broker, e.g. `mqtt://homeward:pw@broker:1883`. Unset (the default): Homeward
+    /// runs its own broker in-process on `embedded_listen`.
+    pub url: Option<Secret<String>>,
+    /// Address of the embedded broker. Default `127.0.0.1:1883`.
+    pub embedded_listen: SocketAddr,
+    /// The subscriber's fixed MQTT client id, so that its persistent session survives restarts.
+    /// With several instances each needs its own. Default `homeward-ingest`.
+    pub client_id: String,
+    /// Share group: when set, the subscriber uses `$share/<group>/...` so several instances split
+    /// the stream. Default unset.
+    pub shared_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Raw events older than this many days are dropped (whole partitions or chunks).
+    /// Default 2922 (eight years, the usual retention for adult social care records).
+    pub retention_days: u32,
+    /// Native partitioning only: days of partitions created ahead of today. Default 7.
+    pub partitions_ahead_days: u32,
+    /// Native partitioning only: minutes between maintenance runs. Default 60.
+    pub maintenance_interval_minutes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Pretty,
+    /// One JSON object per line, for production log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `pretty` (default) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `homeward=debug,actix_web=info`. Default `info`.
+    /// `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            http: HttpSettings::default(),
+            database: DatabaseSettings::default(),
+            mqtt: MqttSettings::default(),
+            storage: StorageSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 10 }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 16,
+            acquire_timeout_secs: 5,
+            embedded: EmbeddedDatabaseSettings::default(),
+        }
+    }
+}
+
+impl Default for EmbeddedDatabaseSettings {
+    fn default() -> Self {
+        Self { port: 0, bin_dir: None }
+    }
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            client_id: "homeward-ingest".into(),
+            shared_group: None,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { retention_days: 2922, partitions_ahead_days: 7, maintenance_interval_minutes: 60 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, filter: "info".into() }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/homeward");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("homeward");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/homeward"),
+        None => PathBuf::from("homeward-data"),
+    }
+}
+
+/// Command-line values that override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub http_listen: Option<SocketAddr>,
+    pub mqtt_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A configuration problem, phrased as one line that says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// A parsed external broker address.
+#[derive(Debug, Clone)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret<String>>,
+}
+
+impl Settings {
+    /// Loads and validates the layered configuration.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match &overrides.config_file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist; fix --config or HOMEWARD_CONFIG",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => {
+                if Path::new("homeward.toml").is_file() {
+                    figment = figment.merge(Toml::file("homeward.toml"));
+                }
+            }
+        }
+        figment = figment.merge(Env::prefixed("HOMEWARD__").split("__"));
+        let mut settings: Settings = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        if let Some(listen) = overrides.http_listen {
+            settings.http.listen = listen;
+        }
+        if let Some(listen) = overrides.mqtt_listen {
+            settings.mqtt.embedded_listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            settings.data_dir = dir.clone();
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what can be checked without starting anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database.url {
+            tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
+                ConfigError(format!(
+                    "database.url is not a valid PostgreSQL URL ({e}); expected postgres://user:password@host:port/dbname"
+                ))
+            })?;
+        }
+        if let Some(url) = &self.mqtt.url {
+            parse_broker_url(url.expose())?;
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError("database.pool_size must be at least 1".into()));
+        }
+        if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
+            return Err(ConfigError("mqtt.client_id must be 1 to 64 characters".into()));
+        }
+        if let Some(group) = &self.mqtt.shared_group {
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                return Err(ConfigError(
+                    "mqtt.shared_group must be non-empty and contain no '/', '+' or '#'".into(),
+                ));
+            }
+        }
+        if self.storage.retention_days == 0 {
+            return Err(ConfigError("storage.retention_days must be at least 1".into()));
+        }
+        if self.storage.maintenance_interval_minutes == 0 {
+            return Err(ConfigError("storage.maintenance_interval_minutes must be at least 1".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|e| {
+            ConfigError(format!("log.filter `{}` is not a valid filter: {e}", self.log.filter))
+        })?;
+        Ok(())
+    }
+
+    /// Creates the data folder if needed and proves it is writable; only needed when something
+    /// embedded keeps its state there.
+    pub fn ensure_data_dir(&self) -> Result<(), ConfigError> {
+        let dir = &self.data_dir;
+        let fix = "choose another with --data-dir or HOMEWARD__DATA_DIR";
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ConfigError(format!("data folder {} cannot be created ({e}); {fix}", dir.display()))
+        })?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                ConfigError(format!("data folder {} is not writable ({e}); {fix}", dir.display()))
+            })?;
+        Ok(())
+    }
+
+    pub fn broker_url(&self) -> Option<BrokerUrl> {
+        // Validated at load time.
+        self.mqtt.url.as_ref().and_then(|u| parse_broker_url(u.expose()).ok())
+    }
+
+    pub fn http_shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.http.shutdown_grace_secs)
+    }
+}
+
+/// `mqtt://[user[:password]@]host[:port]`; `tcp://` is accepted as a synonym.
+pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError(format!(
+            "mqtt.url is not a valid broker URL ({why}); expected mqtt://user:password@host:1883"
+        ))
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| bad("it must start with mqtt://"))?;
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("the port is not a number"))?),
+        None => (hostport, 1883),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(bad("the host is missing"));
+    }
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(info) => match info.split_once(':') {
+            Some((u, p)) => (Some(u.to_string()), Some(Secret::new(p.to_string()))),
+            None => (Some(info.to_string()), None),
+        },
+    };
+    Ok(BrokerUrl { host: host.to_string(), port, username, password })
+}
+
+/// figment's errors can span lines and mention internal profile names; keep one line.
+fn one_line(e: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let mut line = err.kind.to_string();
+        if !err.path.is_empty() {
+            line = format!("{} (at `{}`)", line, err.path.join("."));
+        }
+        if let Some(source) = &err.metadata {
+            line = format!("{line} from {}", source.name);
+        }
+        parts.push(line);
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2".to_string());
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        let mut settings = Settings::default();
+        settings.database.url = Some(Secret::new("postgres://u:hunter2@h/db".into()));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn broker_urls() {
+        let u = parse_broker_url("mqtt://svc:pw@broker.local:8883").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.username.as_deref()),
+            ("broker.local", 8883, Some("svc"))
+        );
+        assert_eq!(u.password.unwrap().expose(), "pw");
+        assert_eq!(parse_broker_url("mqtt://localhost").unwrap().port, 1883);
+        assert!(parse_broker_url("http://localhost").is_err());
+        assert!(parse_broker_url("mqtt://host:notaport").is_err());
+        assert!(parse_broker_url("mqtt://").is_err());
+    }
+
+    #[test]
+    fn malformed_database_url_is_one_clear_line() {
+        let mut settings = Settings::default();
+        settings.database.url = Some(Secret::new("postgres://host:port:x/db".into()));
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+}

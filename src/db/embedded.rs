@@ -1,0 +1,356 @@
+//! The embedded PostgreSQL: a private cluster run from the machine's own PostgreSQL
+//! installation, in `<data_dir>/postgres`, so that `homeward serve` needs nothing else.
+//!
+//! - Created with `initdb` on first start (password authentication, the password kept in
+//!   `<data_dir>/postgres.password`, readable only by its owner), reused afterwards.
+//! - Listens on 127.0.0.1 only, on `database.embedded.port` (0: a free port each start), with no
+//!   Unix socket (socket paths have a short length limit and permissions of their own).
+//! - PostgreSQL refuses to run as root. When Homeward runs as root, the cluster's files belong
+//!   to the `postgres` system user and every PostgreSQL program runs as that user.
+//! - A cluster left running by a process that was killed is stopped and started again, so a
+//!   crash never leaves Homeward unable to start.
+//! - [`EmbeddedPostgres::stop`] stops it cleanly (`pg_ctl stop -m fast`).
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use nix::unistd::{Gid, Uid, User};
+use tokio::process::Command;
+
+/// The database Homeward's own data lives in, inside the embedded cluster.
+pub const DATABASE_NAME: &str = "homeward";
+/// The cluster's superuser.
+pub const SUPERUSER: &str = "homeward";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("no PostgreSQL installation found ({0}); install PostgreSQL 15 or newer (Debian: apt-get install postgresql) or set database.embedded.bin_dir, or set database.url")]
+    NotInstalled(String),
+    #[error("running as root, but there is no `postgres` system user to run PostgreSQL as; install Debian's postgresql package or run Homeward as a normal user")]
+    NoPostgresUser,
+    #[error("the postgres user cannot reach {path} (folder {blocked} is not open to other users); choose a data folder outside it with --data-dir, e.g. /var/lib/homeward")]
+    Unreachable { path: PathBuf, blocked: PathBuf },
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("embedded PostgreSQL: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running embedded cluster. Dropping it does not stop PostgreSQL; call [`Self::stop`].
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    pgdata: PathBuf,
+    bin_dir: PathBuf,
+    port: u16,
+    password: String,
+    run_as: Option<(Uid, Gid)>,
+    running: bool,
+}
+
+/// Options for [`EmbeddedPostgres::start`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    pub port: u16,
+    pub bin_dir: Option<PathBuf>,
+    /// Extra `-c name=value` server settings (tests turn off fsync for speed).
+    pub server_settings: Vec<(String, String)>,
+}
+
+impl EmbeddedPostgres {
+    /// Creates the cluster under `data_dir` if needed and starts it.
+    pub async fn start(data_dir: &Path, options: &StartOptions) -> Result<Self, EmbeddedError> {
+        let bin_dir = find_bin_dir(options.bin_dir.as_deref())?;
+        let run_as = postgres_user_if_root()?;
+        std::fs::create_dir_all(data_dir)?;
+        let data_dir = data_dir.canonicalize()?;
+        let pgdata = data_dir.join("postgres");
+        if let Some((uid, gid)) = run_as {
+            check_reachable(&data_dir, uid, gid)?;
+        }
+        let password = ensure_password(&data_dir)?;
+        let mut this = Self { pgdata, bin_dir, port: options.port, password, run_as, running: false };
+        if !this.pgdata.join("PG_VERSION").is_file() {
+            this.initdb(&data_dir).await?;
+        } else if this.is_running().await {
+            // Left behind by a Homeward that was killed: restart it under our settings.
+            tracing::warn!(pgdata = %this.pgdata.display(), "embedded PostgreSQL was still running from an earlier run; restarting it");
+            this.pg_ctl_stop().await?;
+        }
+        if this.port == 0 {
+            this.port = free_port()?;
+        }
+        this.pg_ctl_start(&options.server_settings).await?;
+        this.running = true;
+        this.ensure_database().await?;
+        tracing::info!(port = this.port, pgdata = %this.pgdata.display(), "embedded PostgreSQL started");
+        Ok(this)
+    }
+
+    /// Connects to a cluster that another Homeward process (a running `serve`) started, without
+    /// taking ownership of it. Returns `None` when none is running there.
+    pub async fn attach(data_dir: &Path, bin_dir: Option<&Path>) -> Result<Option<Self>, EmbeddedError> {
+        let pgdata = data_dir.join("postgres");
+        let pid_file = pgdata.join("postmaster.pid");
+        let Ok(contents) = std::fs::read_to_string(&pid_file) else { return Ok(None) };
+        // postmaster.pid line 4 is the port (PostgreSQL's documented layout).
+        let Some(port) = contents.lines().nth(3).and_then(|l| l.trim().parse::<u16>().ok()) else {
+            return Ok(None);
+        };
+        let password = std::fs::read_to_string(data_dir.join("postgres.password"))?.trim().to_string();
+        let this = Self {
+            pgdata,
+            bin_dir: find_bin_dir(bin_dir)?,
+            port,
+            password,
+            run_as: postgres_user_if_root()?,
+            running: false, // not ours to stop
+        };
+        Ok(this.is_running().await.then_some(this))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connection settings for `dbname` in this cluster.
+    pub fn pg_config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(SUPERUSER)
+            .password(self.password.as_bytes())
+            .dbname(dbname)
+            .application_name("homeward");
+        config
+    }
+
+    /// A URL for `dbname`, for tools and child processes (contains the password).
+    pub fn url(&self, dbname: &str) -> String {
+        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}", self.password, self.port)
+    }
+
+    /// Stops the cluster (fast shutdown: open transactions roll back, committed data is safe).
+    pub async fn stop(&mut self) -> Result<(), EmbeddedError> {
+        if self.running {
+            self.pg_ctl_stop().await?;
+            self.running = false;
+            tracing::info!("embedded PostgreSQL stopped");
+        }
+        Ok(())
+    }
+
+    /// Stops a cluster found with [`Self::attach`] (it belongs to another process).
+    pub async fn stop_attached(&self) -> Result<(), EmbeddedError> {
+        self.pg_ctl_stop().await
+    }
+
+    /// Stops and starts the cluster on the same port, as an operator restarting the database
+    /// would. Used by the outage tests.
+    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
+        self.pg_ctl_stop().await?;
+        self.pg_ctl_start(&[]).await
+    }
+
+    async fn is_running(&self) -> bool {
+        // pg_ctl status: exit 0 running, 3 not running, 4 no data directory.
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("status").arg("-D").arg(&self.pgdata);
+        matches!(cmd.output().await, Ok(o) if o.status.success())
+    }
+
+    async fn initdb(&self, data_dir: &Path) -> Result<(), EmbeddedError> {
+        tracing::info!(pgdata = %self.pgdata.display(), "creating the embedded PostgreSQL cluster");
+        std::fs::create_dir_all(&self.pgdata)?;
+        std::fs::set_permissions(&self.pgdata, std::fs::Permissions::from_mode(0o700))?;
+        // initdb reads the password from a file that the postgres user must be able to read.
+        let pwfile = data_dir.join(".initdb-password");
+        std::fs::write(&pwfile, format!("{}\n", self.password))?;
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
+        self.chown(&self.pgdata)?;
+        self.chown(&pwfile)?;
+        let mut cmd = self.command("initdb");
+        cmd.arg("-D")
+            .arg(&self.pgdata)
+            .arg("-U")
+            .arg(SUPERUSER)
+            .arg("--auth=scram-sha-256")
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .arg("--encoding=UTF8")
+            .arg("--locale=C");
+        let result = run(cmd, "initdb").await;
+        let _ = std::fs::remove_file(&pwfile);
+        result.map(|_| ())
+    }
+
+    async fn pg_ctl_start(&self, settings: &[(String, String)]) -> Result<(), EmbeddedError> {
+        let mut opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories= -c max_connections=200",
+            self.port
+        );
+        for (k, v) in settings {
+            opts.push_str(&format!(" -c {k}={v}"));
+        }
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("start")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-w")
+            .arg("-t")
+            .arg("120")
+            .arg("-l")
+            .arg(self.pgdata.join("postgres.log"))
+            .arg("-o")
+            .arg(opts);
+        run(cmd, "starting the embedded PostgreSQL (see postgres.log in its data folder)").await?;
+        Ok(())
+    }
+
+    async fn pg_ctl_stop(&self) -> Result<(), EmbeddedError> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("stop").arg("-D").arg(&self.pgdata).arg("-m").arg("fast").arg("-w").arg("-t").arg("120");
+        run(cmd, "stopping the embedded PostgreSQL").await?;
+        Ok(())
+    }
+
+    async fn ensure_database(&self) -> Result<(), EmbeddedError> {
+        let (client, connection) = self
+            .pg_config("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| EmbeddedError::Command { what: "connecting to the embedded PostgreSQL".into(), detail: e.to_string() })?;
+        let conn = tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE_NAME])
+            .await
+            .map_err(|e| EmbeddedError::Command { what: "checking the homeward database".into(), detail: e.to_string() })?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {DATABASE_NAME}"))
+                .await
+                .map_err(|e| EmbeddedError::Command { what: "creating the homeward database".into(), detail: e.to_string() })?;
+        }
+        drop(client);
+        let _ = conn.await;
+        Ok(())
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(program));
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+            // The postgres user may not be able to read root's working directory.
+            cmd.current_dir("/");
+        }
+        cmd.env("LC_ALL", "C").kill_on_drop(false);
+        cmd
+    }
+
+    fn chown(&self, path: &Path) -> Result<(), EmbeddedError> {
+        if let Some((uid, gid)) = self.run_as {
+            nix::unistd::chown(path, Some(uid), Some(gid))
+                .map_err(|e| EmbeddedError::Io(std::io::Error::from(e)))?;
+        }
+        Ok(())
+    }
+}
+
+async fn run(mut cmd: Command, what: &str) -> Result<Output, EmbeddedError> {
+    let output = cmd.output().await?;
+    if output.status.success() {
+        return Ok(output);
+    }
+    let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if detail.is_empty() {
+        detail = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    }
+    Err(EmbeddedError::Command { what: what.to_string(), detail: detail.replace('\n', " | ") })
+}
+
+fn ensure_password(data_dir: &Path) -> Result<String, EmbeddedError> {
+    let path = data_dir.join("postgres.password");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let password = crate::auth::random_token(24);
+    std::fs::write(&path, &password)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(password)
+}
+
+fn postgres_user_if_root() -> Result<Option<(Uid, Gid)>, EmbeddedError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_name("postgres").ok().flatten().ok_or(EmbeddedError::NoPostgresUser)?;
+    Ok(Some((user.uid, user.gid)))
+}
+
+/// Finds the folder with `initdb` and `pg_ctl`.
+pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
+    if let Some(dir) = configured {
+        return if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
+            Ok(dir.to_path_buf())
+        } else {
+            Err(EmbeddedError::NotInstalled(format!("{} has no pg_ctl and initdb", dir.display())))
+        };
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((version, bin)) = versions.pop() {
+        if version < 15 {
+            return Err(EmbeddedError::NotInstalled(format!("found PostgreSQL {version}, need 15 or newer")));
+        }
+        return Ok(bin);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
+            return Ok(dir);
+        }
+    }
+    Err(EmbeddedError::NotInstalled("no /usr/lib/postgresql/<version>/bin and no pg_ctl on PATH".into()))
+}
+
+/// The postgres user needs search permission on every folder above its data.
+fn check_reachable(dir: &Path, uid: Uid, gid: Gid) -> Result<(), EmbeddedError> {
+    for ancestor in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(ancestor) else { continue };
+        let mode = meta.mode();
+        let ok = if meta.uid() == uid.as_raw() {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid.as_raw() {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        // The data folder itself is ours to hand over; only its parents matter.
+        if !ok && ancestor != dir {
+            return Err(EmbeddedError::Unreachable { path: dir.to_path_buf(), blocked: ancestor.to_path_buf() });
+        }
+    }
+    // Let the postgres user into the data folder without opening it to everyone else.
+    nix::unistd::chown(dir, None, Some(gid)).map_err(|e| EmbeddedError::Io(e.into()))?;
+    let mode = std::fs::metadata(dir)?.mode() & 0o7777;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o010))?;
+    Ok(())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}

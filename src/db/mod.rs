@@ -1,0 +1,128 @@
+//! The database: the connection pool, the embedded PostgreSQL, migrations and the storage
+//! policy (TimescaleDB or native partitioning).
+//!
+//! Pool connections are verified when recycled (a cheap query), because after a database
+//! restart a fast-recycled connection would be dead; a failed check drops it and the pool opens
+//! a new one. That is what lets every part of Homeward recover from a database outage without a
+//! restart.
+
+pub mod embedded;
+pub mod maintenance;
+pub mod migrate;
+#[doc(hidden)]
+pub mod test_cluster;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::Settings;
+pub use embedded::EmbeddedPostgres;
+pub use migrate::StorageMode;
+
+pub type Client = deadpool_postgres::Client;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Embedded(#[from] embedded::EmbeddedError),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// The pool plus, when Homeward runs its own PostgreSQL, that cluster.
+pub struct Database {
+    pub pool: Pool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `database.url`, or starts (or, with `attach`, finds) the embedded cluster.
+    pub async fn open(settings: &Settings) -> Result<Self, DbError> {
+        let (pg_config, embedded) = match &settings.database.url {
+            Some(url) => {
+                // Validated when the configuration was loaded.
+                let config: tokio_postgres::Config = url
+                    .expose()
+                    .parse()
+                    .map_err(|e: tokio_postgres::Error| DbError::Unavailable(e.to_string()))?;
+                (config, None)
+            }
+            None => {
+                let options = embedded::StartOptions {
+                    port: settings.database.embedded.port,
+                    bin_dir: settings.database.embedded.bin_dir.clone(),
+                    server_settings: Vec::new(),
+                };
+                let pg = EmbeddedPostgres::start(&settings.data_dir, &options).await?;
+                (pg.pg_config(embedded::DATABASE_NAME), Some(pg))
+            }
+        };
+        let pool = build_pool(pg_config, settings.database.pool_size, settings.database.acquire_timeout_secs);
+        Ok(Self { pool, embedded })
+    }
+
+    /// For admin commands: the configured database, or the embedded cluster of a running
+    /// `serve` if there is one, else a temporarily started embedded cluster.
+    pub async fn open_for_admin(settings: &Settings) -> Result<Self, DbError> {
+        if settings.database.url.is_none() {
+            if let Some(pg) = EmbeddedPostgres::attach(&settings.data_dir, settings.database.embedded.bin_dir.as_deref()).await? {
+                let pool = build_pool(pg.pg_config(embedded::DATABASE_NAME), 2, settings.database.acquire_timeout_secs);
+                return Ok(Self { pool, embedded: None });
+            }
+        }
+        Self::open(settings).await
+    }
+
+    pub fn from_pool(pool: Pool) -> Self {
+        Self { pool, embedded: None }
+    }
+
+    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
+        self.embedded.as_ref()
+    }
+
+    pub fn embedded_mut(&mut self) -> Option<&mut EmbeddedPostgres> {
+        self.embedded.as_mut()
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it.
+    pub async fn close(mut self) -> Result<(), DbError> {
+        self.pool.close();
+        if let Some(pg) = self.embedded.as_mut() {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn build_pool(pg_config: tokio_postgres::Config, size: usize, acquire_timeout_secs: u64) -> Pool {
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Verified },
+    );
+    let timeout = Some(Duration::from_secs(acquire_timeout_secs));
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
+}
+
+/// Is the database answering? Used by `/readyz`.
+pub async fn ping(pool: &Pool) -> bool {
+    let check = async {
+        let client = pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), check).await, Ok(Some(_)))
+}

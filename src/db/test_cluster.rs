@@ -1,0 +1,155 @@
+//! The PostgreSQL that tests run against: one private cluster per checkout, shared by every
+//! test process (nextest runs each test in its own process), started by whichever test needs it
+//! first, under a file lock. Each test gets a fresh database cloned from a migrated template,
+//! so tests are isolated and fast. `homeward-test-db stop` (run by `make test`) stops it.
+//!
+//! With `HOMEWARD_TEST_DATABASE_URL` set (a superuser URL, e.g. to a TimescaleDB server), tests
+//! use that server instead.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+
+use super::embedded::{EmbeddedPostgres, StartOptions};
+use super::DbError;
+
+/// Where the shared cluster lives: the system temp folder (reachable by the `postgres` user
+/// even when the checkout sits in root's home), keyed by user and checkout.
+pub fn cluster_dir() -> PathBuf {
+    let checkout = env!("CARGO_MANIFEST_DIR");
+    let key = hex::encode(&Sha256::digest(checkout.as_bytes())[..6]);
+    std::env::temp_dir().join(format!("homeward-test-{}-{key}", nix::unistd::geteuid()))
+}
+
+/// Connection settings for the server's maintenance database, plus the template's name.
+pub struct TestServer {
+    admin: tokio_postgres::Config,
+    template: String,
+}
+
+impl TestServer {
+    /// Finds or starts the shared cluster and makes sure the migrated template exists.
+    pub async fn get() -> Result<Self, DbError> {
+        let template = template_name();
+        if let Ok(url) = std::env::var("HOMEWARD_TEST_DATABASE_URL") {
+            let admin: tokio_postgres::Config = url.parse()?;
+            let server = Self { admin, template };
+            let _lock = lock()?;
+            server.ensure_template().await?;
+            return Ok(server);
+        }
+        let dir = cluster_dir();
+        let _lock = lock()?;
+        let pg = match EmbeddedPostgres::attach(&dir, None).await? {
+            Some(pg) => pg,
+            None => {
+                let options = StartOptions {
+                    port: 0,
+                    bin_dir: None,
+                    // Tests never survive a machine crash, so skip the flushes that make
+                    // commits durable against one; restarts and kills of PostgreSQL itself are
+                    // still safe (the OS keeps the written pages).
+                    server_settings: vec![
+                        ("fsync".into(), "off".into()),
+                        ("full_page_writes".into(), "off".into()),
+                        ("max_connections".into(), "400".into()),
+                    ],
+                };
+                EmbeddedPostgres::start(&dir, &options).await?
+            }
+        };
+        let server = Self { admin: pg.pg_config("postgres"), template };
+        server.ensure_template().await?;
+        Ok(server)
+    }
+
+    /// A new, migrated database of its own.
+    pub async fn fresh_database(&self) -> Result<tokio_postgres::Config, DbError> {
+        let name = format!("t_{}", crate::auth::random_token(8));
+        self.exec(&format!("CREATE DATABASE {name} TEMPLATE {}", self.template)).await?;
+        Ok(self.config_for(&name))
+    }
+
+    /// A new, empty database (no migrations), for migration tests.
+    pub async fn empty_database(&self) -> Result<tokio_postgres::Config, DbError> {
+        let name = format!("e_{}", crate::auth::random_token(8));
+        self.exec(&format!("CREATE DATABASE {name}")).await?;
+        Ok(self.config_for(&name))
+    }
+
+    pub fn config_for(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = self.admin.clone();
+        config.dbname(dbname);
+        config
+    }
+
+    async fn exec(&self, sql: &str) -> Result<(), DbError> {
+        let (client, conn) = self.admin.connect(NoTls).await?;
+        let task = tokio::spawn(conn);
+        let result = client.batch_execute(sql).await;
+        drop(client);
+        let _ = task.await;
+        Ok(result?)
+    }
+
+    async fn ensure_template(&self) -> Result<(), DbError> {
+        let (client, conn) = self.admin.connect(NoTls).await?;
+        let task = tokio::spawn(conn);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&self.template])
+            .await?
+            .is_some();
+        drop(client);
+        let _ = task.await;
+        if exists {
+            return Ok(());
+        }
+        // Build under another name and rename, so a half-built template is never cloned.
+        let building = format!("{}_building", self.template);
+        self.exec(&format!("DROP DATABASE IF EXISTS {building}")).await?;
+        self.exec(&format!("CREATE DATABASE {building}")).await?;
+        {
+            let (mut client, conn) = self.config_for(&building).connect(NoTls).await?;
+            let task = tokio::spawn(conn);
+            super::migrate::run(&mut client).await?;
+            drop(client);
+            let _ = task.await;
+        }
+        self.exec(&format!("ALTER DATABASE {building} RENAME TO {}", self.template)).await?;
+        Ok(())
+    }
+}
+
+/// Stops the shared cluster, if it runs.
+pub async fn stop() -> Result<bool, DbError> {
+    let dir = cluster_dir();
+    let _lock = lock()?;
+    match EmbeddedPostgres::attach(&dir, None).await? {
+        Some(pg) => {
+            pg.stop_attached().await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+fn template_name() -> String {
+    let mut hasher = Sha256::new();
+    for migration in super::migrate::all().unwrap_or_default() {
+        hasher.update(migration.name.as_bytes());
+        hasher.update(migration.sql.as_bytes());
+    }
+    format!("homeward_tpl_{}", hex::encode(&hasher.finalize()[..6]))
+}
+
+fn lock() -> Result<Flock<std::fs::File>, DbError> {
+    let path = cluster_dir().with_extension("lock");
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(
+        |e| DbError::Unavailable(format!("test cluster lock: {e}")),
+    )?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| DbError::Unavailable(format!("test cluster lock: {e}")))
+}

@@ -1,0 +1,76 @@
+//! The embedded broker's authenticator: devices by their hashed secret, and Homeward's own
+//! service client by a password generated at each start.
+//!
+//! ACL: a device may publish only on its own `events` and `status` topics and subscribe only to
+//! its own `downlink`. Its client id must be its uid, so no device can take over another's
+//! persistent session.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use futures_util::future::BoxFuture;
+use homeward_proto::{topic, DeviceId};
+
+use crate::auth::{hash_secret, hashes_equal, random_token};
+use crate::broker::{Acl, AuthError, Authenticator, Credentials, Principal};
+
+/// The user name of Homeward's own MQTT client on the embedded broker. It starts with `$`, which
+/// no device id can.
+pub const SERVICE_USER: &str = "$homeward";
+
+pub struct DeviceAuthenticator {
+    pool: Pool,
+    service_password: String,
+}
+
+impl DeviceAuthenticator {
+    /// Returns the authenticator and the service password for Homeward's own client.
+    pub fn new(pool: Pool) -> (Arc<Self>, String) {
+        let service_password = random_token(32);
+        (Arc::new(Self { pool, service_password: service_password.clone() }), service_password)
+    }
+
+    async fn check(&self, creds: Credentials<'_>) -> Result<Option<(Principal, Acl)>, AuthError> {
+        let (Some(user), Some(password)) = (creds.username, creds.password) else {
+            return Ok(None);
+        };
+        let Ok(password) = std::str::from_utf8(password) else { return Ok(None) };
+        if user == SERVICE_USER {
+            let ok = hashes_equal(&hash_secret(password), &hash_secret(&self.service_password));
+            return Ok(ok.then(|| {
+                (Principal::Service, Acl { publish: vec!["#".into()], subscribe: vec!["#".into()] })
+            }));
+        }
+        if creds.client_id != user {
+            return Ok(None);
+        }
+        let Some(device) = DeviceId::new(user) else { return Ok(None) };
+        let client = self.pool.get().await.map_err(|e| AuthError::new(e.to_string()))?;
+        let row = client
+            .query_opt(
+                "SELECT secret_hash FROM devices WHERE uid = $1 AND disabled_at IS NULL",
+                &[&user],
+            )
+            .await
+            .map_err(|e| AuthError::new(e.to_string()))?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.get(0);
+        if !hashes_equal(&stored, &hash_secret(password)) {
+            return Ok(None);
+        }
+        let acl = Acl {
+            publish: vec![topic::events(&device), topic::status(&device)],
+            subscribe: vec![topic::downlink(&device)],
+        };
+        Ok(Some((Principal::Device { id: user.to_string() }, acl)))
+    }
+}
+
+impl Authenticator for DeviceAuthenticator {
+    fn authenticate<'a>(
+        &'a self,
+        creds: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Option<(Principal, Acl)>, AuthError>> {
+        Box::pin(self.check(creds))
+    }
+}

@@ -1,0 +1,31 @@
+//! Homeward: the backend that home-care providers, telecare services and the councils that
+//! commission them use to see whether care is working.
+//!
+//! # Layout
+//! Split by domain, each owning its types, SQL and routes:
+//! - [`devices`]: device registry, credentials, the embedded broker's authenticator.
+//! - [`auth`]: organisations, users, roles, API tokens, the [`auth::Caller`] extractor.
+//!
+//! Shared plumbing beside them: [`config`], [`db`] (pool, migrations, the embedded PostgreSQL,
+//! partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
+//! documents, health), [`telemetry`], [`startup`] (building and running the application) and
+//! [`cli`].
+//!
+//! # Invariants
+//! - Raw events are append-only and never edited; corrections are new rows referring to old.
+//! - A message is acknowledged (MQTT PUBACK, HTTP 2xx) only after the transaction storing it
+//!   has committed. (device, seq) is stored once.
+//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` is authenticated, and the tenant
+//!   always comes from the credential, never from the request.
+//! - Bad input gets a problem document (HTTP) or a dead-letter row (MQTT); it never crashes the
+//!   server and is never silently dropped.
+
+pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod devices;
+pub mod http;
+pub mod startup;
+pub mod telemetry;

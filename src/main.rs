@@ -1,0 +1,146 @@
+//! The `homeward` binary: parse the command line, load the configuration, start telemetry,
+//! run the subcommand. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use homeward::cli::{AdminCommand, Cli, Command};
+use homeward::config::Settings;
+use homeward::{auth, db, startup::Application, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.overrides()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("homeward: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logs(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("homeward: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("homeward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            if settings.database.url.is_none() {
+                settings.ensure_data_dir()?;
+            }
+            let database = db::Database::open_for_admin(&settings).await?;
+            let mut client = database.pool.get().await?;
+            let report = db::migrate::run(&mut client).await?;
+            drop(client);
+            println!(
+                "storage: {}; applied {} migration(s){}",
+                report.mode.as_str(),
+                report.applied.len(),
+                if report.applied.is_empty() { String::new() } else { format!(": {}", report.applied.join(", ")) }
+            );
+            database.close().await?;
+            Ok(())
+        }
+        Command::Config => {
+            println!("{settings:#?}");
+            Ok(())
+        }
+        Command::Admin(cmd) => admin(cmd, settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    let mqtt = app.mqtt_endpoint();
+    let embedded = if app.settings().mqtt.url.is_none() { "embedded" } else { "external" };
+    println!("Homeward is running (storage: {}).", app.storage_mode().as_str());
+    println!("  HTTP API:     http://{}/v1/", app.http_addr());
+    println!("  health:       http://{0}/healthz  http://{0}/readyz", app.http_addr());
+    println!("  metrics:      http://{}/metrics", app.http_addr());
+    println!("  MQTT broker:  mqtt://{}:{} ({embedded})", mqtt.host, mqtt.port);
+    println!("Press Ctrl-C to stop.");
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn admin(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
+    if settings.database.url.is_none() {
+        settings.ensure_data_dir()?;
+    }
+    let database = db::Database::open_for_admin(&settings).await?;
+    let result = admin_with(cmd, &database).await;
+    database.close().await?;
+    result
+}
+
+async fn admin_with(cmd: AdminCommand, database: &db::Database) -> anyhow::Result<()> {
+    let mut client = database.pool.get().await?;
+    db::migrate::run(&mut client).await?;
+    let client = &**client;
+    match cmd {
+        AdminCommand::CreateOrganisation { name, kind } => {
+            let org = auth::create_organisation(client, &name, kind).await?;
+            println!("organisation {} `{}` ({})", org.id, org.name, org.kind.as_str());
+        }
+        AdminCommand::CreateUser { org, name, role } => {
+            let org = auth::find_organisation(client, &org).await?;
+            let (id, token) = auth::create_user(client, &org, &name, role).await?;
+            println!("user {id} `{name}` ({}) in `{}`", role.as_str(), org.name);
+            println!("token: {token}");
+            println!("(shown once; send it as `Authorization: Bearer <token>`)");
+        }
+        AdminCommand::CreateToken { user, label } => {
+            let token = auth::create_token(client, user, label.as_deref()).await?;
+            println!("token: {token}");
+            println!("(shown once)");
+        }
+        AdminCommand::CreateContract { commissioner, provider, reference, starts_on, ends_on } => {
+            let c = auth::find_organisation(client, &commissioner).await?;
+            let p = auth::find_organisation(client, &provider).await?;
+            let id = auth::create_contract(client, &c, &p, &reference, starts_on, ends_on).await?;
+            println!("contract {id} `{reference}`: {} commissions {}", c.name, p.name);
+        }
+        AdminCommand::CreateDevice { org, uid, kind } => {
+            let org = auth::find_organisation(client, &org).await?;
+            let (id, secret) = auth::create_device(client, &org, &uid, &kind).await?;
+            println!("device {id} `{uid}` ({kind}) in `{}`", org.name);
+            println!("secret: {secret}");
+            println!("(shown once; MQTT user name and client id `{uid}`, password the secret)");
+        }
+    }
+    Ok(())
+}

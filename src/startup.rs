@@ -1,0 +1,278 @@
+//! Building and running the application: the database (embedded or external), migrations,
+//! storage maintenance, the MQTT broker (embedded or external) and the HTTP server.
+//!
+//! [`Application::build`] binds every listener before it returns, so callers (and tests, with
+//! port 0) can read the real addresses; [`Application::run_until_stopped`] serves until the
+//! shutdown future resolves, then stops everything in order: HTTP (in-flight requests finish),
+//! background tasks, the broker, the pool, and last the embedded PostgreSQL.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::{Broker, BrokerConfig, BrokerHandle};
+use crate::config::Settings;
+use crate::db::{self, maintenance, Database, StorageMode};
+use crate::devices::{DeviceAuthenticator, SERVICE_USER};
+use crate::http::{self, AppState, BrokerProbe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Database(#[from] db::DbError),
+    #[error("cannot listen for HTTP on {addr}: {source}; choose another with --http-listen")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the embedded MQTT broker on {addr}: {source}; choose another with --mqtt-listen")]
+    BrokerBind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// How Homeward's own MQTT client reaches the broker.
+#[derive(Debug, Clone)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<crate::config::Secret<String>>,
+}
+
+pub struct Application {
+    settings: Settings,
+    http_addr: SocketAddr,
+    mqtt: MqttEndpoint,
+    server: actix_web::dev::Server,
+    db: Database,
+    mode: StorageMode,
+    broker: Option<BrokerHandle>,
+    broker_up: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Starts everything the settings ask for.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        if settings.database.url.is_none() {
+            settings.ensure_data_dir()?;
+        }
+        let db = Database::open(&settings).await?;
+        Self::build_with_database(settings, db).await
+    }
+
+    /// Like [`Self::build`], with a database already opened (tests pass a pool to a fresh clone).
+    pub async fn build_with_database(settings: Settings, db: Database) -> Result<Self, StartupError> {
+        let result = Self::start(settings, &db).await;
+        match result {
+            Ok(parts) => Ok(parts.finish(db)),
+            Err(e) => {
+                // Do not leave an embedded PostgreSQL running behind a failed start.
+                let _ = db.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(settings: Settings, db: &Database) -> Result<Parts, StartupError> {
+        let mode = {
+            let mut client = db.pool.get().await.map_err(|e| db::DbError::Unavailable(e.to_string()))?;
+            let report = db::migrate::run(&mut client).await.map_err(db::DbError::from)?;
+            report.mode
+        };
+        let report = maintenance::run_once(&db.pool, mode, &settings.storage, chrono::Utc::now()).await?;
+        if !report.created.is_empty() {
+            tracing::info!(partitions = report.created.len(), "created partitions");
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(maintenance::run_periodically(
+            db.pool.clone(),
+            mode,
+            settings.storage.clone(),
+            shutdown_rx.clone(),
+        )));
+
+        let broker_up = Arc::new(AtomicBool::new(false));
+        let (broker, mqtt) = match settings.broker_url() {
+            None => {
+                let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
+                let config = BrokerConfig { bind: settings.mqtt.embedded_listen, ..BrokerConfig::default() };
+                let handle = Broker::bind(config, auth)
+                    .await
+                    .map_err(|source| StartupError::BrokerBind { addr: settings.mqtt.embedded_listen, source })?;
+                broker_up.store(true, Ordering::SeqCst);
+                let addr = handle.local_addr();
+                let endpoint = MqttEndpoint {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    username: Some(SERVICE_USER.to_string()),
+                    password: Some(crate::config::Secret::new(service_password)),
+                };
+                (Some(handle), endpoint)
+            }
+            Some(url) => {
+                let endpoint = MqttEndpoint { host: url.host, port: url.port, username: url.username, password: url.password };
+                tasks.push(tokio::spawn(probe_external_broker(
+                    endpoint.host.clone(),
+                    endpoint.port,
+                    broker_up.clone(),
+                    shutdown_rx.clone(),
+                )));
+                (None, endpoint)
+            }
+        };
+
+        let listener = TcpListener::bind(settings.http.listen)
+            .map_err(|source| StartupError::HttpBind { addr: settings.http.listen, source })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::HttpBind { addr: settings.http.listen, source })?;
+        let state = web::Data::new(AppState {
+            pool: db.pool.clone(),
+            broker: Arc::new(FlagProbe(broker_up.clone())),
+            metrics: crate::telemetry::metrics_handle(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(http::problem::json_config())
+                .app_data(http::problem::path_config())
+                .app_data(http::problem::query_config())
+                .wrap(tracing_actix())
+                .configure(http::routes)
+                .configure(crate::auth::routes::routes)
+                .configure(crate::devices::routes::routes)
+                .default_service(web::to(http::problem::not_found))
+        })
+        .workers(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2))
+        .disable_signals()
+        .shutdown_timeout(settings.http.shutdown_grace_secs)
+        .listen(listener)
+        .map_err(|source| StartupError::HttpBind { addr: settings.http.listen, source })?
+        .run();
+
+        let metrics = crate::telemetry::metrics_handle();
+        let mut upkeep_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => metrics.run_upkeep(),
+                    _ = upkeep_shutdown.changed() => return,
+                }
+            }
+        }));
+
+        Ok(Parts { settings, http_addr, mqtt, server, mode, broker, broker_up, shutdown_tx, tasks })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where devices and Homeward's own client reach the broker.
+    pub fn mqtt_endpoint(&self) -> &MqttEndpoint {
+        &self.mqtt
+    }
+
+    pub fn storage_mode(&self) -> StorageMode {
+        self.mode
+    }
+
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self.db.pool
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Serves until `shutdown` resolves, then stops everything in order.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let Application { server, db, broker, broker_up, shutdown_tx, tasks, .. } = self;
+        let handle = server.handle();
+        let mut server_task = tokio::spawn(server);
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down"),
+            result = &mut server_task => {
+                tracing::error!(?result, "the HTTP server stopped by itself");
+            }
+        }
+        handle.stop(true).await;
+        let _ = shutdown_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        if let Some(broker) = broker {
+            broker_up.store(false, Ordering::SeqCst);
+            broker.shutdown().await;
+        }
+        db.close().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+struct Parts {
+    settings: Settings,
+    http_addr: SocketAddr,
+    mqtt: MqttEndpoint,
+    server: actix_web::dev::Server,
+    mode: StorageMode,
+    broker: Option<BrokerHandle>,
+    broker_up: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Parts {
+    fn finish(self, db: Database) -> Application {
+        Application {
+            settings: self.settings,
+            http_addr: self.http_addr,
+            mqtt: self.mqtt,
+            server: self.server,
+            db,
+            mode: self.mode,
+            broker: self.broker,
+            broker_up: self.broker_up,
+            shutdown_tx: self.shutdown_tx,
+            tasks: self.tasks,
+        }
+    }
+}
+
+struct FlagProbe(Arc<AtomicBool>);
+
+impl BrokerProbe for FlagProbe {
+    fn is_up(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// For an external broker: can we open a TCP connection to it? Checked every 5 s.
+async fn probe_external_broker(host: String, port: u16, up: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port))).await,
+            Ok(Ok(_))
+        );
+        up.store(ok, Ordering::SeqCst);
+    }
+}
+
+/// Request logs: one line per request at debug, errors at warn.
+fn tracing_actix() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%r %s %Dms").log_target("homeward::http")
+}

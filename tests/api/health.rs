@@ -1,0 +1,39 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_without_authentication() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz", None).await;
+    assert_eq!(r.status(), 200);
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["database"], "up");
+    assert_eq!(body["broker"], "up");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let app = spawn_app().await;
+    // Make sure at least one metric exists.
+    metrics::counter!("homeward_test_probe_total").increment(1);
+    let r = app.get("/metrics", None).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("homeward_test_probe_total"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_get_a_problem_document() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/no-such-thing", None).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["type"], "/problems/not-found");
+    app.stop().await;
+}

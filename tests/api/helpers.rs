@@ -1,0 +1,125 @@
+#![allow(dead_code)] // shared by tests that land over several issues
+//! `spawn_app()` and friends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use homeward::auth::{self, OrgKind, Role};
+use homeward::config::{Secret, Settings};
+use homeward::db::test_cluster::TestServer;
+use homeward::db::{build_pool, Database};
+use homeward::startup::{Application, MqttEndpoint};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub http: SocketAddr,
+    pub mqtt: MqttEndpoint,
+    pub pool: deadpool_postgres::Pool,
+    pub db_config: tokio_postgres::Config,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.http.listen = "127.0.0.1:0".parse().unwrap();
+    settings.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
+    settings.http.shutdown_grace_secs = 1;
+    settings.log.filter = "warn".into();
+    settings
+}
+
+/// Starts the application with the embedded broker on a free port, against a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    homeward::telemetry::init_logs(&settings.log);
+    let server = TestServer::get().await.expect("test PostgreSQL");
+    let db_config = server.fresh_database().await.expect("fresh database");
+    let pool = build_pool(db_config.clone(), 8, 5);
+    let app = Application::build_with_database(settings, Database::from_pool(pool.clone()))
+        .await
+        .expect("application starts");
+    let http = app.http_addr();
+    let mqtt = app.mqtt_endpoint().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("clean shutdown");
+    });
+    TestApp {
+        http,
+        mqtt,
+        pool,
+        db_config,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// A provider organisation with one user of `role`; returns (org, token).
+    pub async fn org_with_user(&self, name: &str, kind: OrgKind, role: Role) -> (auth::Organisation, String) {
+        let client = self.pool.get().await.unwrap();
+        let org = auth::create_organisation(&**client, name, kind).await.unwrap();
+        let (_, token) = auth::create_user(&**client, &org, &format!("{name} user"), role).await.unwrap();
+        (org, token)
+    }
+
+    pub async fn device(&self, org: &auth::Organisation, uid: &str, kind: &str) -> String {
+        let client = self.pool.get().await.unwrap();
+        auth::create_device(&**client, org, uid, kind).await.unwrap().1
+    }
+
+    pub fn service_password(&self) -> String {
+        self.mqtt.password.as_ref().map(|p: &Secret<String>| p.expose().clone()).unwrap_or_default()
+    }
+
+    /// Stops the application and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops in time").unwrap();
+        }
+    }
+}
+
+/// Retries `check` until it returns `Some`, for up to `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
