@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Homeward's run and test commands need and are missing; safe to run repeatedly.
 #   scripts/install-deps.sh run    what `make run` needs
-#   scripts/install-deps.sh test   what `make test` needs (adds Mosquitto, paho-mqtt, nextest)
+#   scripts/install-deps.sh test   what `make test` needs (adds Mosquitto and its clients, nextest)
 # Debian packages come through apt-get (with sudo when not root); `apt-get update` runs once,
 # only when something is missing.
 set -euo pipefail
@@ -11,7 +11,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 debs=(postgresql ca-certificates)
 if [ "$purpose" = "test" ]; then
-  debs+=(mosquitto mosquitto-clients python3)
+  debs+=(mosquitto mosquitto-clients)
 fi
 
 missing=()
@@ -47,9 +47,5 @@ if [ "$purpose" = "test" ]; then
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest"
     cargo install cargo-nextest --locked
-  fi
-  if ! python3 -c "import paho.mqtt" >/dev/null 2>&1; then
-    echo "installing paho-mqtt for the interoperability tests"
-    python3 -m pip install --quiet "paho-mqtt>=2,<3" || $SUDO python3 -m pip install --quiet --break-system-packages "paho-mqtt>=2,<3"
   fi
 fi

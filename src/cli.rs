@@ -29,6 +29,12 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   storage.retention_days               raw event retention [2922]
   storage.partitions_ahead_days        native partitions created ahead [7]
   storage.maintenance_interval_minutes partition maintenance period [60]
+  ingest.batch_size                    events per transaction [2000]
+  ingest.linger_ms                     batch wait after its first event [5]
+  ingest.queue_capacity                jobs queued for the writer [10000]
+  ingest.late_after_secs               older device time marks an event late [300]
+  ingest.max_future_secs               device time further ahead is dead-lettered [300]
+  ingest.max_http_batch                events per POST /v1/check-ins [500]
   log.format                           pretty | json [pretty]
   log.filter                           tracing filter; RUST_LOG overrides [info]
 

@@ -52,6 +52,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub mqtt: MqttSettings,
     pub storage: StorageSettings,
+    pub ingest: IngestSettings,
     pub log: LogSettings,
 }
 
@@ -78,7 +79,7 @@ pub struct DatabaseSettings {
     pub embedded: EmbeddedDatabaseSettings,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedDatabaseSettings {
     /// TCP port on 127.0.0.1. Default 0: pick a free port at each start.
@@ -116,6 +117,39 @@ pub struct StorageSettings {
     pub maintenance_interval_minutes: u64,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Most events in one database transaction. Default 2000.
+    pub batch_size: usize,
+    /// Milliseconds a batch waits for more events after its first (alarms and falls never
+    /// wait). Default 5.
+    pub linger_ms: u64,
+    /// Jobs queued for the writer before producers wait. Default 10000.
+    pub queue_capacity: usize,
+    /// An event whose device time is more than this many seconds before its arrival is marked
+    /// as arriving late (store and forward). Default 300.
+    pub late_after_secs: u64,
+    /// An event whose device time is more than this many seconds ahead of the server's clock is
+    /// dead-lettered. Default 300.
+    pub max_future_secs: u64,
+    /// Most events in one `POST /v1/check-ins`. Default 500.
+    pub max_http_batch: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 2000,
+            linger_ms: 5,
+            queue_capacity: 10_000,
+            late_after_secs: 300,
+            max_future_secs: 300,
+            max_http_batch: 500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -143,6 +177,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             mqtt: MqttSettings::default(),
             storage: StorageSettings::default(),
+            ingest: IngestSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -150,7 +185,10 @@ impl Default for Settings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 10 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_secs: 10,
+        }
     }
 }
 
@@ -162,12 +200,6 @@ impl Default for DatabaseSettings {
             acquire_timeout_secs: 5,
             embedded: EmbeddedDatabaseSettings::default(),
         }
-    }
-}
-
-impl Default for EmbeddedDatabaseSettings {
-    fn default() -> Self {
-        Self { port: 0, bin_dir: None }
     }
 }
 
@@ -184,13 +216,20 @@ impl Default for MqttSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { retention_days: 2922, partitions_ahead_days: 7, maintenance_interval_minutes: 60 }
+        Self {
+            retention_days: 2922,
+            partitions_ahead_days: 7,
+            maintenance_interval_minutes: 60,
+        }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, filter: "info".into() }
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info,tokio_postgres=warn".into(),
+        }
     }
 }
 
@@ -281,7 +320,9 @@ impl Settings {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
         }
         if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
-            return Err(ConfigError("mqtt.client_id must be 1 to 64 characters".into()));
+            return Err(ConfigError(
+                "mqtt.client_id must be 1 to 64 characters".into(),
+            ));
         }
         if let Some(group) = &self.mqtt.shared_group {
             if group.is_empty() || group.contains(['/', '+', '#']) {
@@ -291,13 +332,28 @@ impl Settings {
             }
         }
         if self.storage.retention_days == 0 {
-            return Err(ConfigError("storage.retention_days must be at least 1".into()));
+            return Err(ConfigError(
+                "storage.retention_days must be at least 1".into(),
+            ));
         }
         if self.storage.maintenance_interval_minutes == 0 {
-            return Err(ConfigError("storage.maintenance_interval_minutes must be at least 1".into()));
+            return Err(ConfigError(
+                "storage.maintenance_interval_minutes must be at least 1".into(),
+            ));
+        }
+        if self.ingest.batch_size == 0
+            || self.ingest.queue_capacity == 0
+            || self.ingest.max_http_batch == 0
+        {
+            return Err(ConfigError(
+                "ingest.batch_size, ingest.queue_capacity and ingest.max_http_batch must be at least 1".into(),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|e| {
-            ConfigError(format!("log.filter `{}` is not a valid filter: {e}", self.log.filter))
+            ConfigError(format!(
+                "log.filter `{}` is not a valid filter: {e}",
+                self.log.filter
+            ))
         })?;
         Ok(())
     }
@@ -308,20 +364,29 @@ impl Settings {
         let dir = &self.data_dir;
         let fix = "choose another with --data-dir or HOMEWARD__DATA_DIR";
         std::fs::create_dir_all(dir).map_err(|e| {
-            ConfigError(format!("data folder {} cannot be created ({e}); {fix}", dir.display()))
+            ConfigError(format!(
+                "data folder {} cannot be created ({e}); {fix}",
+                dir.display()
+            ))
         })?;
         let probe = dir.join(".write-test");
         std::fs::write(&probe, b"ok")
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| {
-                ConfigError(format!("data folder {} is not writable ({e}); {fix}", dir.display()))
+                ConfigError(format!(
+                    "data folder {} is not writable ({e}); {fix}",
+                    dir.display()
+                ))
             })?;
         Ok(())
     }
 
     pub fn broker_url(&self) -> Option<BrokerUrl> {
         // Validated at load time.
-        self.mqtt.url.as_ref().and_then(|u| parse_broker_url(u.expose()).ok())
+        self.mqtt
+            .url
+            .as_ref()
+            .and_then(|u| parse_broker_url(u.expose()).ok())
     }
 
     pub fn http_shutdown_grace(&self) -> Duration {
@@ -346,7 +411,11 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, ConfigError> {
         None => (None, rest),
     };
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("the port is not a number"))?),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("the port is not a number"))?,
+        ),
         None => (hostport, 1883),
     };
     if host.is_empty() || host.contains('/') {
@@ -359,7 +428,12 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, ConfigError> {
             None => (Some(info.to_string()), None),
         },
     };
-    Ok(BrokerUrl { host: host.to_string(), port, username, password })
+    Ok(BrokerUrl {
+        host: host.to_string(),
+        port,
+        username,
+        password,
+    })
 }
 
 /// figment's errors can span lines and mention internal profile names; keep one line.

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! Split by domain, each owning its types, SQL and routes:
+//! - [`ingest`]: MQTT subscriber, HTTP check-ins, the batch writer, dead letters.
 //! - [`devices`]: device registry, credentials, the embedded broker's authenticator.
 //! - [`auth`]: organisations, users, roles, API tokens, the [`auth::Caller`] extractor.
 //!
@@ -27,5 +28,6 @@ pub mod config;
 pub mod db;
 pub mod devices;
 pub mod http;
+pub mod ingest;
 pub mod startup;
 pub mod telemetry;

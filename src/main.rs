@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logs(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("homeward: cannot start the async runtime: {e}");
@@ -49,7 +52,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "storage: {}; applied {} migration(s){}",
                 report.mode.as_str(),
                 report.applied.len(),
-                if report.applied.is_empty() { String::new() } else { format!(": {}", report.applied.join(", ")) }
+                if report.applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", report.applied.join(", "))
+                }
             );
             database.close().await?;
             Ok(())
@@ -65,12 +72,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     let mqtt = app.mqtt_endpoint();
-    let embedded = if app.settings().mqtt.url.is_none() { "embedded" } else { "external" };
-    println!("Homeward is running (storage: {}).", app.storage_mode().as_str());
+    let embedded = if app.settings().mqtt.url.is_none() {
+        "embedded"
+    } else {
+        "external"
+    };
+    println!(
+        "Homeward is running (storage: {}).",
+        app.storage_mode().as_str()
+    );
     println!("  HTTP API:     http://{}/v1/", app.http_addr());
-    println!("  health:       http://{0}/healthz  http://{0}/readyz", app.http_addr());
+    println!(
+        "  health:       http://{0}/healthz  http://{0}/readyz",
+        app.http_addr()
+    );
     println!("  metrics:      http://{}/metrics", app.http_addr());
-    println!("  MQTT broker:  mqtt://{}:{} ({embedded})", mqtt.host, mqtt.port);
+    println!(
+        "  MQTT broker:  mqtt://{}:{} ({embedded})",
+        mqtt.host, mqtt.port
+    );
     println!("Press Ctrl-C to stop.");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
@@ -80,7 +100,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
@@ -114,7 +136,12 @@ async fn admin_with(cmd: AdminCommand, database: &db::Database) -> anyhow::Resul
     match cmd {
         AdminCommand::CreateOrganisation { name, kind } => {
             let org = auth::create_organisation(client, &name, kind).await?;
-            println!("organisation {} `{}` ({})", org.id, org.name, org.kind.as_str());
+            println!(
+                "organisation {} `{}` ({})",
+                org.id,
+                org.name,
+                org.kind.as_str()
+            );
         }
         AdminCommand::CreateUser { org, name, role } => {
             let org = auth::find_organisation(client, &org).await?;
@@ -128,11 +155,20 @@ async fn admin_with(cmd: AdminCommand, database: &db::Database) -> anyhow::Resul
             println!("token: {token}");
             println!("(shown once)");
         }
-        AdminCommand::CreateContract { commissioner, provider, reference, starts_on, ends_on } => {
+        AdminCommand::CreateContract {
+            commissioner,
+            provider,
+            reference,
+            starts_on,
+            ends_on,
+        } => {
             let c = auth::find_organisation(client, &commissioner).await?;
             let p = auth::find_organisation(client, &provider).await?;
             let id = auth::create_contract(client, &c, &p, &reference, starts_on, ends_on).await?;
-            println!("contract {id} `{reference}`: {} commissions {}", c.name, p.name);
+            println!(
+                "contract {id} `{reference}`: {} commissions {}",
+                c.name, p.name
+            );
         }
         AdminCommand::CreateDevice { org, uid, kind } => {
             let org = auth::find_organisation(client, &org).await?;

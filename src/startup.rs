@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::db::{self, maintenance, Database, StorageMode};
 use crate::devices::{DeviceAuthenticator, SERVICE_USER};
 use crate::http::{self, AppState, BrokerProbe};
+use crate::ingest::{mqtt, DeviceDirectory, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -29,9 +30,15 @@ pub enum StartupError {
     #[error(transparent)]
     Database(#[from] db::DbError),
     #[error("cannot listen for HTTP on {addr}: {source}; choose another with --http-listen")]
-    HttpBind { addr: SocketAddr, source: std::io::Error },
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the embedded MQTT broker on {addr}: {source}; choose another with --mqtt-listen")]
-    BrokerBind { addr: SocketAddr, source: std::io::Error },
+    BrokerBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// How Homeward's own MQTT client reaches the broker.
@@ -54,6 +61,14 @@ pub struct Application {
     broker_up: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ingest: IngestTasks,
+}
+
+struct IngestTasks {
+    subscriber: Vec<JoinHandle<()>>,
+    mqtt_stop: watch::Sender<bool>,
+    writer: JoinHandle<()>,
+    writer_stop: watch::Sender<bool>,
 }
 
 impl Application {
@@ -67,7 +82,10 @@ impl Application {
     }
 
     /// Like [`Self::build`], with a database already opened (tests pass a pool to a fresh clone).
-    pub async fn build_with_database(settings: Settings, db: Database) -> Result<Self, StartupError> {
+    pub async fn build_with_database(
+        settings: Settings,
+        db: Database,
+    ) -> Result<Self, StartupError> {
         let result = Self::start(settings, &db).await;
         match result {
             Ok(parts) => Ok(parts.finish(db)),
@@ -81,11 +99,18 @@ impl Application {
 
     async fn start(settings: Settings, db: &Database) -> Result<Parts, StartupError> {
         let mode = {
-            let mut client = db.pool.get().await.map_err(|e| db::DbError::Unavailable(e.to_string()))?;
-            let report = db::migrate::run(&mut client).await.map_err(db::DbError::from)?;
+            let mut client = db
+                .pool
+                .get()
+                .await
+                .map_err(|e| db::DbError::Unavailable(e.to_string()))?;
+            let report = db::migrate::run(&mut client)
+                .await
+                .map_err(db::DbError::from)?;
             report.mode
         };
-        let report = maintenance::run_once(&db.pool, mode, &settings.storage, chrono::Utc::now()).await?;
+        let report =
+            maintenance::run_once(&db.pool, mode, &settings.storage, chrono::Utc::now()).await?;
         if !report.created.is_empty() {
             tracing::info!(partitions = report.created.len(), "created partitions");
         }
@@ -102,10 +127,16 @@ impl Application {
         let (broker, mqtt) = match settings.broker_url() {
             None => {
                 let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
-                let config = BrokerConfig { bind: settings.mqtt.embedded_listen, ..BrokerConfig::default() };
-                let handle = Broker::bind(config, auth)
-                    .await
-                    .map_err(|source| StartupError::BrokerBind { addr: settings.mqtt.embedded_listen, source })?;
+                let config = BrokerConfig {
+                    bind: settings.mqtt.embedded_listen,
+                    ..BrokerConfig::default()
+                };
+                let handle = Broker::bind(config, auth).await.map_err(|source| {
+                    StartupError::BrokerBind {
+                        addr: settings.mqtt.embedded_listen,
+                        source,
+                    }
+                })?;
                 broker_up.store(true, Ordering::SeqCst);
                 let addr = handle.local_addr();
                 let endpoint = MqttEndpoint {
@@ -117,25 +148,49 @@ impl Application {
                 (Some(handle), endpoint)
             }
             Some(url) => {
-                let endpoint = MqttEndpoint { host: url.host, port: url.port, username: url.username, password: url.password };
-                tasks.push(tokio::spawn(probe_external_broker(
-                    endpoint.host.clone(),
-                    endpoint.port,
-                    broker_up.clone(),
-                    shutdown_rx.clone(),
-                )));
+                let endpoint = MqttEndpoint {
+                    host: url.host,
+                    port: url.port,
+                    username: url.username,
+                    password: url.password,
+                };
                 (None, endpoint)
             }
         };
 
-        let listener = TcpListener::bind(settings.http.listen)
-            .map_err(|source| StartupError::HttpBind { addr: settings.http.listen, source })?;
+        // Ingest: the writer, then the subscriber that feeds it.
+        let (mqtt_stop_tx, mqtt_stop_rx) = watch::channel(false);
+        let (writer_stop_tx, writer_stop_rx) = watch::channel(false);
+        let directory = DeviceDirectory::new(db.pool.clone());
+        let (mut writer, writer_handle) = Writer::new(db.pool.clone(), settings.ingest.clone());
+        let subscriber = mqtt::start(
+            &mqtt,
+            &settings.mqtt,
+            &settings.ingest,
+            directory,
+            writer_handle.clone(),
+            mqtt_stop_rx,
+        );
+        writer.set_acker(subscriber.acker.clone());
+        let writer_task = tokio::spawn(writer.run(writer_stop_rx));
+        let connected = subscriber.connected.clone();
+
+        let listener =
+            TcpListener::bind(settings.http.listen).map_err(|source| StartupError::HttpBind {
+                addr: settings.http.listen,
+                source,
+            })?;
         let http_addr = listener
             .local_addr()
-            .map_err(|source| StartupError::HttpBind { addr: settings.http.listen, source })?;
+            .map_err(|source| StartupError::HttpBind {
+                addr: settings.http.listen,
+                source,
+            })?;
         let state = web::Data::new(AppState {
             pool: db.pool.clone(),
-            broker: Arc::new(FlagProbe(broker_up.clone())),
+            settings: settings.clone(),
+            writer: writer_handle,
+            broker: Arc::new(ReadyProbe { connected }),
             metrics: crate::telemetry::metrics_handle(),
         });
         let server = HttpServer::new(move || {
@@ -148,13 +203,22 @@ impl Application {
                 .configure(http::routes)
                 .configure(crate::auth::routes::routes)
                 .configure(crate::devices::routes::routes)
+                .configure(crate::ingest::http::routes)
                 .default_service(web::to(http::problem::not_found))
         })
-        .workers(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2))
+        .workers(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2),
+        )
         .disable_signals()
         .shutdown_timeout(settings.http.shutdown_grace_secs)
         .listen(listener)
-        .map_err(|source| StartupError::HttpBind { addr: settings.http.listen, source })?
+        .map_err(|source| StartupError::HttpBind {
+            addr: settings.http.listen,
+            source,
+        })?
         .run();
 
         let metrics = crate::telemetry::metrics_handle();
@@ -169,7 +233,24 @@ impl Application {
             }
         }));
 
-        Ok(Parts { settings, http_addr, mqtt, server, mode, broker, broker_up, shutdown_tx, tasks })
+        let ingest = IngestTasks {
+            subscriber: subscriber.tasks,
+            mqtt_stop: mqtt_stop_tx,
+            writer: writer_task,
+            writer_stop: writer_stop_tx,
+        };
+        Ok(Parts {
+            settings,
+            http_addr,
+            mqtt,
+            server,
+            mode,
+            broker,
+            broker_up,
+            shutdown_tx,
+            tasks,
+            ingest,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -194,8 +275,20 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops everything in order.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
-        let Application { server, db, broker, broker_up, shutdown_tx, tasks, .. } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
+        let Application {
+            server,
+            db,
+            broker,
+            broker_up,
+            shutdown_tx,
+            tasks,
+            ingest,
+            ..
+        } = self;
         let handle = server.handle();
         let mut server_task = tokio::spawn(server);
         tokio::select! {
@@ -205,6 +298,13 @@ impl Application {
             }
         }
         handle.stop(true).await;
+        // Stop taking MQTT messages, let the writer commit what it holds, then the rest.
+        let _ = ingest.mqtt_stop.send(true);
+        for task in ingest.subscriber {
+            let _ = task.await;
+        }
+        let _ = ingest.writer_stop.send(true);
+        let _ = ingest.writer.await;
         let _ = shutdown_tx.send(true);
         for task in tasks {
             let _ = task.await;
@@ -229,6 +329,7 @@ struct Parts {
     broker_up: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ingest: IngestTasks,
 }
 
 impl Parts {
@@ -244,31 +345,19 @@ impl Parts {
             broker_up: self.broker_up,
             shutdown_tx: self.shutdown_tx,
             tasks: self.tasks,
+            ingest: self.ingest,
         }
     }
 }
 
-struct FlagProbe(Arc<AtomicBool>);
+/// Ready when Homeward's own subscriber is connected to the broker (embedded or external).
+struct ReadyProbe {
+    connected: mqtt::Connected,
+}
 
-impl BrokerProbe for FlagProbe {
+impl BrokerProbe for ReadyProbe {
     fn is_up(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// For an external broker: can we open a TCP connection to it? Checked every 5 s.
-async fn probe_external_broker(host: String, port: u16, up: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port))).await,
-            Ok(Ok(_))
-        );
-        up.store(ok, Ordering::SeqCst);
+        self.connected.get()
     }
 }
 

@@ -42,10 +42,20 @@ pub async fn find_organisation(
     id_or_name: &str,
 ) -> Result<Organisation, AdminError> {
     let row = match id_or_name.parse::<i32>() {
-        Ok(id) => client.query_opt("SELECT id, name, kind FROM organisations WHERE id = $1", &[&id]).await?,
+        Ok(id) => {
+            client
+                .query_opt(
+                    "SELECT id, name, kind FROM organisations WHERE id = $1",
+                    &[&id],
+                )
+                .await?
+        }
         Err(_) => {
             client
-                .query_opt("SELECT id, name, kind FROM organisations WHERE name = $1", &[&id_or_name])
+                .query_opt(
+                    "SELECT id, name, kind FROM organisations WHERE name = $1",
+                    &[&id_or_name],
+                )
                 .await?
         }
     };
@@ -53,7 +63,8 @@ pub async fn find_organisation(
     Ok(Organisation {
         id: row.get(0),
         name: row.get(1),
-        kind: OrgKind::parse(row.get(2)).ok_or_else(|| AdminError::Invalid("bad organisation kind".into()))?,
+        kind: OrgKind::parse(row.get(2))
+            .ok_or_else(|| AdminError::Invalid("bad organisation kind".into()))?,
     })
 }
 
@@ -64,10 +75,14 @@ pub async fn create_organisation(
 ) -> Result<Organisation, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(AdminError::Invalid("an organisation name must be 1 to 200 characters".into()));
+        return Err(AdminError::Invalid(
+            "an organisation name must be 1 to 200 characters".into(),
+        ));
     }
     if name.parse::<i32>().is_ok() {
-        return Err(AdminError::Invalid("an organisation name cannot be a number".into()));
+        return Err(AdminError::Invalid(
+            "an organisation name cannot be a number".into(),
+        ));
     }
     let row = client
         .query_one(
@@ -76,7 +91,11 @@ pub async fn create_organisation(
         )
         .await
         .map_err(exists_or(|| format!("organisation `{name}`")))?;
-    Ok(Organisation { id: row.get(0), name: name.to_string(), kind })
+    Ok(Organisation {
+        id: row.get(0),
+        name: name.to_string(),
+        kind,
+    })
 }
 
 /// A new user and their first API token (returned once, stored only as a hash).
@@ -95,7 +114,9 @@ pub async fn create_user(
     }
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(AdminError::Invalid("a user name must be 1 to 200 characters".into()));
+        return Err(AdminError::Invalid(
+            "a user name must be 1 to 200 characters".into(),
+        ));
     }
     let row = client
         .query_one(
@@ -103,7 +124,9 @@ pub async fn create_user(
             &[&organisation.id, &name, &role.as_str()],
         )
         .await
-        .map_err(exists_or(|| format!("user `{name}` in `{}`", organisation.name)))?;
+        .map_err(exists_or(|| {
+            format!("user `{name}` in `{}`", organisation.name)
+        }))?;
     let user_id: i32 = row.get(0);
     let token = create_token(client, user_id, Some("created with the user")).await?;
     Ok((user_id, token))
@@ -146,7 +169,13 @@ pub async fn create_contract(
         .query_one(
             "INSERT INTO contracts (commissioner_id, provider_id, reference, starts_on, ends_on)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&commissioner.id, &provider.id, &reference, &starts_on, &ends_on],
+            &[
+                &commissioner.id,
+                &provider.id,
+                &reference,
+                &starts_on,
+                &ends_on,
+            ],
         )
         .await
         .map_err(exists_or(|| format!("contract `{reference}`")))?;
@@ -164,7 +193,9 @@ pub async fn create_device(
     kind: &str,
 ) -> Result<(i32, String), AdminError> {
     if organisation.kind != OrgKind::Provider {
-        return Err(AdminError::Invalid("devices belong to provider organisations".into()));
+        return Err(AdminError::Invalid(
+            "devices belong to provider organisations".into(),
+        ));
     }
     if !homeward_proto::topic::valid_device_id(uid) {
         return Err(AdminError::Invalid(format!(

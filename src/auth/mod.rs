@@ -18,8 +18,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use admin::*;
 use crate::http::{ApiError, AppState};
+pub use admin::*;
 
 /// The kind of organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -89,7 +89,9 @@ impl Role {
     /// Which kind of organisation a role belongs to. Auditors may sit in either.
     pub fn fits(self, kind: OrgKind) -> bool {
         match self {
-            Self::ProviderAdmin | Self::ProviderStaff | Self::Responder => kind == OrgKind::Provider,
+            Self::ProviderAdmin | Self::ProviderStaff | Self::Responder => {
+                kind == OrgKind::Provider
+            }
             Self::Commissioner => kind == OrgKind::Commissioner,
             Self::Auditor => true,
         }
@@ -131,16 +133,25 @@ impl FromRequest for Caller {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthorized)?;
-            let state = state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            caller_for_token(&state.pool, &token).await?.ok_or(ApiError::Unauthorized)
+            let state =
+                state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
+            caller_for_token(&state.pool, &token)
+                .await?
+                .ok_or(ApiError::Unauthorized)
         })
     }
 }
 
 fn bearer_token(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// Looks up the active user behind an API token.
@@ -211,7 +222,13 @@ mod tests {
         assert!(Role::Commissioner.fits(OrgKind::Commissioner));
         assert!(!Role::Responder.fits(OrgKind::Commissioner));
         assert!(Role::Auditor.fits(OrgKind::Provider) && Role::Auditor.fits(OrgKind::Commissioner));
-        for role in [Role::ProviderAdmin, Role::ProviderStaff, Role::Responder, Role::Commissioner, Role::Auditor] {
+        for role in [
+            Role::ProviderAdmin,
+            Role::ProviderStaff,
+            Role::Responder,
+            Role::Commissioner,
+            Role::Auditor,
+        ] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
     }

@@ -13,7 +13,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
     let org = client
-        .query_one("SELECT name FROM organisations WHERE id = $1", &[&caller.organisation_id])
+        .query_one(
+            "SELECT name FROM organisations WHERE id = $1",
+            &[&caller.organisation_id],
+        )
         .await?;
     let name: String = org.get(0);
     Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -9,9 +9,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         "stop" => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             let result = rt.map_err(|e| e.to_string()).and_then(|rt| {
-                rt.block_on(homeward::db::test_cluster::stop()).map_err(|e| e.to_string())
+                rt.block_on(homeward::db::test_cluster::stop())
+                    .map_err(|e| e.to_string())
             });
             match result {
                 Ok(true) => println!("test PostgreSQL stopped"),

@@ -70,7 +70,14 @@ impl EmbeddedPostgres {
             check_reachable(&data_dir, uid, gid)?;
         }
         let password = ensure_password(&data_dir)?;
-        let mut this = Self { pgdata, bin_dir, port: options.port, password, run_as, running: false };
+        let mut this = Self {
+            pgdata,
+            bin_dir,
+            port: options.port,
+            password,
+            run_as,
+            running: false,
+        };
         if !this.pgdata.join("PG_VERSION").is_file() {
             this.initdb(&data_dir).await?;
         } else if this.is_running().await {
@@ -90,15 +97,26 @@ impl EmbeddedPostgres {
 
     /// Connects to a cluster that another Homeward process (a running `serve`) started, without
     /// taking ownership of it. Returns `None` when none is running there.
-    pub async fn attach(data_dir: &Path, bin_dir: Option<&Path>) -> Result<Option<Self>, EmbeddedError> {
+    pub async fn attach(
+        data_dir: &Path,
+        bin_dir: Option<&Path>,
+    ) -> Result<Option<Self>, EmbeddedError> {
         let pgdata = data_dir.join("postgres");
         let pid_file = pgdata.join("postmaster.pid");
-        let Ok(contents) = std::fs::read_to_string(&pid_file) else { return Ok(None) };
-        // postmaster.pid line 4 is the port (PostgreSQL's documented layout).
-        let Some(port) = contents.lines().nth(3).and_then(|l| l.trim().parse::<u16>().ok()) else {
+        let Ok(contents) = std::fs::read_to_string(&pid_file) else {
             return Ok(None);
         };
-        let password = std::fs::read_to_string(data_dir.join("postgres.password"))?.trim().to_string();
+        // postmaster.pid line 4 is the port (PostgreSQL's documented layout).
+        let Some(port) = contents
+            .lines()
+            .nth(3)
+            .and_then(|l| l.trim().parse::<u16>().ok())
+        else {
+            return Ok(None);
+        };
+        let password = std::fs::read_to_string(data_dir.join("postgres.password"))?
+            .trim()
+            .to_string();
         let this = Self {
             pgdata,
             bin_dir: find_bin_dir(bin_dir)?,
@@ -129,7 +147,10 @@ impl EmbeddedPostgres {
 
     /// A URL for `dbname`, for tools and child processes (contains the password).
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}", self.password, self.port)
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}",
+            self.password, self.port
+        )
     }
 
     /// Stops the cluster (fast shutdown: open transactions roll back, committed data is safe).
@@ -147,10 +168,13 @@ impl EmbeddedPostgres {
         self.pg_ctl_stop().await
     }
 
-    /// Stops and starts the cluster on the same port, as an operator restarting the database
-    /// would. Used by the outage tests.
-    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
-        self.pg_ctl_stop().await?;
+    /// Stops the server but keeps the cluster, as in a database outage; [`Self::resume`]
+    /// starts it again on the same port. Used by the outage tests.
+    pub async fn halt(&mut self) -> Result<(), EmbeddedError> {
+        self.pg_ctl_stop().await
+    }
+
+    pub async fn resume(&mut self) -> Result<(), EmbeddedError> {
         self.pg_ctl_start(&[]).await
     }
 
@@ -204,13 +228,24 @@ impl EmbeddedPostgres {
             .arg(self.pgdata.join("postgres.log"))
             .arg("-o")
             .arg(opts);
-        run(cmd, "starting the embedded PostgreSQL (see postgres.log in its data folder)").await?;
+        run(
+            cmd,
+            "starting the embedded PostgreSQL (see postgres.log in its data folder)",
+        )
+        .await?;
         Ok(())
     }
 
     async fn pg_ctl_stop(&self) -> Result<(), EmbeddedError> {
         let mut cmd = self.command("pg_ctl");
-        cmd.arg("stop").arg("-D").arg(&self.pgdata).arg("-m").arg("fast").arg("-w").arg("-t").arg("120");
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-m")
+            .arg("fast")
+            .arg("-w")
+            .arg("-t")
+            .arg("120");
         run(cmd, "stopping the embedded PostgreSQL").await?;
         Ok(())
     }
@@ -220,18 +255,30 @@ impl EmbeddedPostgres {
             .pg_config("postgres")
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| EmbeddedError::Command { what: "connecting to the embedded PostgreSQL".into(), detail: e.to_string() })?;
+            .map_err(|e| EmbeddedError::Command {
+                what: "connecting to the embedded PostgreSQL".into(),
+                detail: e.to_string(),
+            })?;
         let conn = tokio::spawn(connection);
         let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE_NAME])
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&DATABASE_NAME],
+            )
             .await
-            .map_err(|e| EmbeddedError::Command { what: "checking the homeward database".into(), detail: e.to_string() })?
+            .map_err(|e| EmbeddedError::Command {
+                what: "checking the homeward database".into(),
+                detail: e.to_string(),
+            })?
             .is_some();
         if !exists {
             client
                 .batch_execute(&format!("CREATE DATABASE {DATABASE_NAME}"))
                 .await
-                .map_err(|e| EmbeddedError::Command { what: "creating the homeward database".into(), detail: e.to_string() })?;
+                .map_err(|e| EmbeddedError::Command {
+                    what: "creating the homeward database".into(),
+                    detail: e.to_string(),
+                })?;
         }
         drop(client);
         let _ = conn.await;
@@ -267,7 +314,10 @@ async fn run(mut cmd: Command, what: &str) -> Result<Output, EmbeddedError> {
     if detail.is_empty() {
         detail = String::from_utf8_lossy(&output.stdout).trim().to_string();
     }
-    Err(EmbeddedError::Command { what: what.to_string(), detail: detail.replace('\n', " | ") })
+    Err(EmbeddedError::Command {
+        what: what.to_string(),
+        detail: detail.replace('\n', " | "),
+    })
 }
 
 fn ensure_password(data_dir: &Path) -> Result<String, EmbeddedError> {
@@ -288,7 +338,10 @@ fn postgres_user_if_root() -> Result<Option<(Uid, Gid)>, EmbeddedError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let user = User::from_name("postgres").ok().flatten().ok_or(EmbeddedError::NoPostgresUser)?;
+    let user = User::from_name("postgres")
+        .ok()
+        .flatten()
+        .ok_or(EmbeddedError::NoPostgresUser)?;
     Ok(Some((user.uid, user.gid)))
 }
 
@@ -298,7 +351,10 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError>
         return if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
             Ok(dir.to_path_buf())
         } else {
-            Err(EmbeddedError::NotInstalled(format!("{} has no pg_ctl and initdb", dir.display())))
+            Err(EmbeddedError::NotInstalled(format!(
+                "{} has no pg_ctl and initdb",
+                dir.display()
+            )))
         };
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -314,7 +370,9 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError>
     versions.sort();
     if let Some((version, bin)) = versions.pop() {
         if version < 15 {
-            return Err(EmbeddedError::NotInstalled(format!("found PostgreSQL {version}, need 15 or newer")));
+            return Err(EmbeddedError::NotInstalled(format!(
+                "found PostgreSQL {version}, need 15 or newer"
+            )));
         }
         return Ok(bin);
     }
@@ -323,13 +381,17 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError>
             return Ok(dir);
         }
     }
-    Err(EmbeddedError::NotInstalled("no /usr/lib/postgresql/<version>/bin and no pg_ctl on PATH".into()))
+    Err(EmbeddedError::NotInstalled(
+        "no /usr/lib/postgresql/<version>/bin and no pg_ctl on PATH".into(),
+    ))
 }
 
 /// The postgres user needs search permission on every folder above its data.
 fn check_reachable(dir: &Path, uid: Uid, gid: Gid) -> Result<(), EmbeddedError> {
     for ancestor in dir.ancestors() {
-        let Ok(meta) = std::fs::metadata(ancestor) else { continue };
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
         let mode = meta.mode();
         let ok = if meta.uid() == uid.as_raw() {
             mode & 0o100 != 0
@@ -340,7 +402,10 @@ fn check_reachable(dir: &Path, uid: Uid, gid: Gid) -> Result<(), EmbeddedError> 
         };
         // The data folder itself is ours to hand over; only its parents matter.
         if !ok && ancestor != dir {
-            return Err(EmbeddedError::Unreachable { path: dir.to_path_buf(), blocked: ancestor.to_path_buf() });
+            return Err(EmbeddedError::Unreachable {
+                path: dir.to_path_buf(),
+                blocked: ancestor.to_path_buf(),
+            });
         }
     }
     // Let the postgres user into the data folder without opening it to everyone else.

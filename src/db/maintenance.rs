@@ -32,17 +32,26 @@ pub async fn run_once(
     settings: &StorageSettings,
     now: DateTime<Utc>,
 ) -> Result<MaintenanceReport, super::DbError> {
-    let mut client = pool.get().await.map_err(|e| super::DbError::Unavailable(e.to_string()))?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| super::DbError::Unavailable(e.to_string()))?;
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&MAINTENANCE_LOCK])
         .await?
         .get(0);
     if !locked {
-        return Ok(MaintenanceReport { skipped_locked: true, ..Default::default() });
+        return Ok(MaintenanceReport {
+            skipped_locked: true,
+            ..Default::default()
+        });
     }
     let result = async {
         let tables: Vec<(String, String)> = client
-            .query("SELECT table_name, time_column FROM homeward_timeseries_tables ORDER BY 1", &[])
+            .query(
+                "SELECT table_name, time_column FROM homeward_timeseries_tables ORDER BY 1",
+                &[],
+            )
             .await?
             .into_iter()
             .map(|r| (r.get(0), r.get(1)))
@@ -59,7 +68,9 @@ pub async fn run_once(
         Ok::<_, super::DbError>(report)
     }
     .await;
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MAINTENANCE_LOCK]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MAINTENANCE_LOCK])
+        .await;
     result
 }
 
@@ -214,7 +225,10 @@ async fn timescale_retention(
     }
     if current.is_some() {
         client
-            .execute("SELECT remove_retention_policy($1::text::regclass, if_exists => true)", &[&table])
+            .execute(
+                "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
+                &[&table],
+            )
             .await?;
     }
     client

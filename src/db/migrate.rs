@@ -45,7 +45,10 @@ impl StorageMode {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error("migration {name}: {source}")]
-    Failed { name: String, source: tokio_postgres::Error },
+    Failed {
+        name: String,
+        source: tokio_postgres::Error,
+    },
     #[error("migration {name} was edited after it was applied; migrations are never edited once landed, add a new one instead")]
     Edited { name: String },
     #[error("bad migration file name {0}: expected NNNN_purpose[.native|.timescale].sql")]
@@ -77,7 +80,10 @@ impl Migration {
 
 /// Every migration embedded in this binary, in order.
 pub fn all() -> Result<Vec<Migration>, MigrateError> {
-    embedded_files::FILES.iter().map(|(name, sql)| parse_name(name, sql)).collect()
+    embedded_files::FILES
+        .iter()
+        .map(|(name, sql)| parse_name(name, sql))
+        .collect()
 }
 
 fn parse_name(name: &'static str, sql: &'static str) -> Result<Migration, MigrateError> {
@@ -95,7 +101,12 @@ fn parse_name(name: &'static str, sql: &'static str) -> Result<Migration, Migrat
         return Err(bad());
     }
     let version = number.parse::<i32>().map_err(|_| bad())?;
-    Ok(Migration { version, name, only_for, sql })
+    Ok(Migration {
+        version,
+        name,
+        only_for,
+        sql,
+    })
 }
 
 /// What a run did.
@@ -107,10 +118,14 @@ pub struct Report {
 
 /// Applies every pending migration. Safe to call concurrently and repeatedly.
 pub async fn run(client: &mut Client) -> Result<Report, MigrateError> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = run_locked(client).await;
     // Unlock even after a failure; the session ends soon anyway.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     result
 }
 
@@ -137,14 +152,19 @@ async fn run_locked(client: &mut Client) -> Result<Report, MigrateError> {
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let mut report = Report { mode, applied: Vec::new() };
+    let mut report = Report {
+        mode,
+        applied: Vec::new(),
+    };
     for migration in all()? {
         if migration.only_for.is_some_and(|m| m != mode) {
             continue;
         }
         if let Some((_, checksum)) = applied.iter().find(|(n, _)| n == migration.name) {
             if *checksum != migration.checksum() {
-                return Err(MigrateError::Edited { name: migration.name.to_string() });
+                return Err(MigrateError::Edited {
+                    name: migration.name.to_string(),
+                });
             }
             continue;
         }
@@ -156,21 +176,30 @@ async fn run_locked(client: &mut Client) -> Result<Report, MigrateError> {
 }
 
 async fn apply(client: &mut Client, migration: &Migration) -> Result<(), MigrateError> {
-    let failed = |source| MigrateError::Failed { name: migration.name.to_string(), source };
+    let failed = |source| MigrateError::Failed {
+        name: migration.name.to_string(),
+        source,
+    };
     let record = "INSERT INTO homeward_migrations (version, name, checksum) VALUES ($1, $2, $3)";
     if migration.no_transaction() {
         // Exactly one statement, sent alone so PostgreSQL runs it outside a transaction block.
         client.batch_execute(migration.sql).await.map_err(failed)?;
         client
-            .execute(record, &[&migration.version, &migration.name, &migration.checksum()])
+            .execute(
+                record,
+                &[&migration.version, &migration.name, &migration.checksum()],
+            )
             .await
             .map_err(failed)?;
     } else {
         let tx = client.transaction().await.map_err(failed)?;
         tx.batch_execute(migration.sql).await.map_err(failed)?;
-        tx.execute(record, &[&migration.version, &migration.name, &migration.checksum()])
-            .await
-            .map_err(failed)?;
+        tx.execute(
+            record,
+            &[&migration.version, &migration.name, &migration.checksum()],
+        )
+        .await
+        .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
     }
     Ok(())
@@ -178,29 +207,43 @@ async fn apply(client: &mut Client, migration: &Migration) -> Result<(), Migrate
 
 /// The recorded mode, or, on first run, the result of trying to enable TimescaleDB.
 async fn storage_mode(client: &mut Client) -> Result<StorageMode, MigrateError> {
-    if let Some(row) = client.query_opt("SELECT mode FROM homeward_storage", &[]).await? {
+    if let Some(row) = client
+        .query_opt("SELECT mode FROM homeward_storage", &[])
+        .await?
+    {
         let mode: String = row.get(0);
         let mode = StorageMode::parse(&mode).ok_or(MigrateError::UnknownMode(mode))?;
         if mode == StorageMode::TimescaleDb {
             // Keep the extension current with the installed library version is the operator's
             // job (ALTER EXTENSION); here we only make sure it exists.
-            client.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb").await?;
+            client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                .await?;
         }
         return Ok(mode);
     }
-    let mode = match client.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb").await {
+    let mode = match client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+    {
         Ok(()) => {
             tracing::info!("TimescaleDB is available: using hypertables, compression and continuous aggregates");
             StorageMode::TimescaleDb
         }
         Err(e) => {
-            let why = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+            let why = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
             tracing::info!(reason = %why, "TimescaleDB is not available: using native PostgreSQL partitioning");
             StorageMode::Native
         }
     };
     client
-        .execute("INSERT INTO homeward_storage (mode) VALUES ($1) ON CONFLICT DO NOTHING", &[&mode.as_str()])
+        .execute(
+            "INSERT INTO homeward_storage (mode) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&mode.as_str()],
+        )
         .await?;
     Ok(mode)
 }
@@ -214,10 +257,15 @@ pub async fn recorded_mode(client: &Client) -> Result<Option<StorageMode>, Migra
     if !exists {
         return Ok(None);
     }
-    match client.query_opt("SELECT mode FROM homeward_storage", &[]).await? {
+    match client
+        .query_opt("SELECT mode FROM homeward_storage", &[])
+        .await?
+    {
         Some(row) => {
             let mode: String = row.get(0);
-            Ok(Some(StorageMode::parse(&mode).ok_or(MigrateError::UnknownMode(mode))?))
+            Ok(Some(
+                StorageMode::parse(&mode).ok_or(MigrateError::UnknownMode(mode))?,
+            ))
         }
         None => Ok(None),
     }
@@ -232,13 +280,22 @@ mod tests {
         let all = all().expect("names parse");
         assert!(!all.is_empty());
         for pair in all.windows(2) {
-            assert!(pair[0].version <= pair[1].version, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].version <= pair[1].version,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
         for m in &all {
             if m.no_transaction() {
                 // One statement only: no semicolon before the final one.
                 let body = m.sql.trim_end().trim_end_matches(';');
-                assert!(!body.contains(';'), "{} must hold exactly one statement", m.name);
+                assert!(
+                    !body.contains(';'),
+                    "{} must hold exactly one statement",
+                    m.name
+                );
             }
         }
     }

@@ -63,7 +63,11 @@ impl Database {
                 (pg.pg_config(embedded::DATABASE_NAME), Some(pg))
             }
         };
-        let pool = build_pool(pg_config, settings.database.pool_size, settings.database.acquire_timeout_secs);
+        let pool = build_pool(
+            pg_config,
+            settings.database.pool_size,
+            settings.database.acquire_timeout_secs,
+        );
         Ok(Self { pool, embedded })
     }
 
@@ -71,16 +75,31 @@ impl Database {
     /// `serve` if there is one, else a temporarily started embedded cluster.
     pub async fn open_for_admin(settings: &Settings) -> Result<Self, DbError> {
         if settings.database.url.is_none() {
-            if let Some(pg) = EmbeddedPostgres::attach(&settings.data_dir, settings.database.embedded.bin_dir.as_deref()).await? {
-                let pool = build_pool(pg.pg_config(embedded::DATABASE_NAME), 2, settings.database.acquire_timeout_secs);
-                return Ok(Self { pool, embedded: None });
+            if let Some(pg) = EmbeddedPostgres::attach(
+                &settings.data_dir,
+                settings.database.embedded.bin_dir.as_deref(),
+            )
+            .await?
+            {
+                let pool = build_pool(
+                    pg.pg_config(embedded::DATABASE_NAME),
+                    2,
+                    settings.database.acquire_timeout_secs,
+                );
+                return Ok(Self {
+                    pool,
+                    embedded: None,
+                });
             }
         }
         Self::open(settings).await
     }
 
     pub fn from_pool(pool: Pool) -> Self {
-        Self { pool, embedded: None }
+        Self {
+            pool,
+            embedded: None,
+        }
     }
 
     pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
@@ -101,11 +120,17 @@ impl Database {
     }
 }
 
-pub fn build_pool(pg_config: tokio_postgres::Config, size: usize, acquire_timeout_secs: u64) -> Pool {
+pub fn build_pool(
+    pg_config: tokio_postgres::Config,
+    size: usize,
+    acquire_timeout_secs: u64,
+) -> Pool {
     let manager = Manager::from_config(
         pg_config,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Verified },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
     );
     let timeout = Some(Duration::from_secs(acquire_timeout_secs));
     Pool::builder(manager)
@@ -124,5 +149,8 @@ pub async fn ping(pool: &Pool) -> bool {
         let client = pool.get().await.ok()?;
         client.simple_query("SELECT 1").await.ok()
     };
-    matches!(tokio::time::timeout(Duration::from_secs(2), check).await, Ok(Some(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), check).await,
+        Ok(Some(_))
+    )
 }

@@ -61,7 +61,10 @@ impl TestServer {
                 EmbeddedPostgres::start(&dir, &options).await?
             }
         };
-        let server = Self { admin: pg.pg_config("postgres"), template };
+        let server = Self {
+            admin: pg.pg_config("postgres"),
+            template,
+        };
         server.ensure_template().await?;
         Ok(server)
     }
@@ -69,7 +72,11 @@ impl TestServer {
     /// A new, migrated database of its own.
     pub async fn fresh_database(&self) -> Result<tokio_postgres::Config, DbError> {
         let name = format!("t_{}", crate::auth::random_token(8));
-        self.exec(&format!("CREATE DATABASE {name} TEMPLATE {}", self.template)).await?;
+        self.exec(&format!(
+            "CREATE DATABASE {name} TEMPLATE {}",
+            self.template
+        ))
+        .await?;
         Ok(self.config_for(&name))
     }
 
@@ -99,7 +106,10 @@ impl TestServer {
         let (client, conn) = self.admin.connect(NoTls).await?;
         let task = tokio::spawn(conn);
         let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&self.template])
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&self.template],
+            )
             .await?
             .is_some();
         drop(client);
@@ -109,7 +119,8 @@ impl TestServer {
         }
         // Build under another name and rename, so a half-built template is never cloned.
         let building = format!("{}_building", self.template);
-        self.exec(&format!("DROP DATABASE IF EXISTS {building}")).await?;
+        self.exec(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await?;
         self.exec(&format!("CREATE DATABASE {building}")).await?;
         {
             let (mut client, conn) = self.config_for(&building).connect(NoTls).await?;
@@ -118,7 +129,11 @@ impl TestServer {
             drop(client);
             let _ = task.await;
         }
-        self.exec(&format!("ALTER DATABASE {building} RENAME TO {}", self.template)).await?;
+        self.exec(&format!(
+            "ALTER DATABASE {building} RENAME TO {}",
+            self.template
+        ))
+        .await?;
         Ok(())
     }
 }
@@ -147,9 +162,12 @@ fn template_name() -> String {
 
 fn lock() -> Result<Flock<std::fs::File>, DbError> {
     let path = cluster_dir().with_extension("lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(
-        |e| DbError::Unavailable(format!("test cluster lock: {e}")),
-    )?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| DbError::Unavailable(format!("test cluster lock: {e}")))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| DbError::Unavailable(format!("test cluster lock: {e}")))
 }

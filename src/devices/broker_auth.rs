@@ -27,25 +27,45 @@ impl DeviceAuthenticator {
     /// Returns the authenticator and the service password for Homeward's own client.
     pub fn new(pool: Pool) -> (Arc<Self>, String) {
         let service_password = random_token(32);
-        (Arc::new(Self { pool, service_password: service_password.clone() }), service_password)
+        (
+            Arc::new(Self {
+                pool,
+                service_password: service_password.clone(),
+            }),
+            service_password,
+        )
     }
 
     async fn check(&self, creds: Credentials<'_>) -> Result<Option<(Principal, Acl)>, AuthError> {
         let (Some(user), Some(password)) = (creds.username, creds.password) else {
             return Ok(None);
         };
-        let Ok(password) = std::str::from_utf8(password) else { return Ok(None) };
+        let Ok(password) = std::str::from_utf8(password) else {
+            return Ok(None);
+        };
         if user == SERVICE_USER {
             let ok = hashes_equal(&hash_secret(password), &hash_secret(&self.service_password));
             return Ok(ok.then(|| {
-                (Principal::Service, Acl { publish: vec!["#".into()], subscribe: vec!["#".into()] })
+                (
+                    Principal::Service,
+                    Acl {
+                        publish: vec!["#".into()],
+                        subscribe: vec!["#".into()],
+                    },
+                )
             }));
         }
         if creds.client_id != user {
             return Ok(None);
         }
-        let Some(device) = DeviceId::new(user) else { return Ok(None) };
-        let client = self.pool.get().await.map_err(|e| AuthError::new(e.to_string()))?;
+        let Some(device) = DeviceId::new(user) else {
+            return Ok(None);
+        };
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| AuthError::new(e.to_string()))?;
         let row = client
             .query_opt(
                 "SELECT secret_hash FROM devices WHERE uid = $1 AND disabled_at IS NULL",
@@ -62,7 +82,12 @@ impl DeviceAuthenticator {
             publish: vec![topic::events(&device), topic::status(&device)],
             subscribe: vec![topic::downlink(&device)],
         };
-        Ok(Some((Principal::Device { id: user.to_string() }, acl)))
+        Ok(Some((
+            Principal::Device {
+                id: user.to_string(),
+            },
+            acl,
+        )))
     }
 }
 

@@ -5,9 +5,11 @@
 //! its client id) and the topic it may use, never from what its payload claims.
 
 mod broker_auth;
+mod http_auth;
 pub mod routes;
 
 pub use broker_auth::{DeviceAuthenticator, SERVICE_USER};
+pub use http_auth::DeviceCaller;
 
 /// A device as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -28,7 +30,9 @@ impl Device {
             person_id: row.get("person_id"),
             worker_id: row.get("worker_id"),
             created_at: row.get("created_at"),
-            disabled: row.get::<_, Option<chrono::DateTime<chrono::Utc>>>("disabled_at").is_some(),
+            disabled: row
+                .get::<_, Option<chrono::DateTime<chrono::Utc>>>("disabled_at")
+                .is_some(),
         }
     }
 }

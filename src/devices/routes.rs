@@ -11,7 +11,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(list).service(read).service(create);
 }
 
-const READERS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder, Role::Auditor];
+const READERS: &[Role] = &[
+    Role::ProviderAdmin,
+    Role::ProviderStaff,
+    Role::Responder,
+    Role::Auditor,
+];
 
 #[get("/v1/devices")]
 async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

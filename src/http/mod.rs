@@ -21,6 +21,8 @@ pub trait BrokerProbe: Send + Sync {
 /// Shared by every handler through `web::Data<AppState>`.
 pub struct AppState {
     pub pool: Pool,
+    pub settings: crate::config::Settings,
+    pub writer: crate::ingest::WriterHandle,
     pub broker: Arc<dyn BrokerProbe>,
     pub metrics: PrometheusHandle,
 }

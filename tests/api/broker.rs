@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use homeward::auth::{OrgKind, Role};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PublishOptions, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PublishOptions, QoS,
+};
 
 use crate::helpers::{spawn_app, TestApp};
 
 fn options(app: &TestApp, client_id: &str, user: &str, password: &str) -> MqttOptions {
     let mut opts = MqttOptions::new(client_id, (app.mqtt.host.clone(), app.mqtt.port));
-    opts.set_credentials(user, password.to_string()).set_keep_alive(5);
+    opts.set_credentials(user, password.to_string())
+        .set_keep_alive(5);
     opts
 }
 
@@ -17,7 +20,10 @@ fn options(app: &TestApp, client_id: &str, user: &str, password: &str) -> MqttOp
 async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), ConnectionError> {
     let (client, mut eventloop) = AsyncClient::builder(opts).capacity(100).build();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("broker answers") {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .expect("broker answers")
+        {
             Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok((client, eventloop)),
             Ok(_) => continue,
             Err(e) => return Err(e),
@@ -26,7 +32,9 @@ async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), Connecti
 }
 
 /// Drives an event loop in the background, forwarding received publishes.
-fn drive(mut eventloop: EventLoop) -> tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::Publish, String>> {
+fn drive(
+    mut eventloop: EventLoop,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<rumqttc::Publish, String>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -49,7 +57,9 @@ fn drive(mut eventloop: EventLoop) -> tokio::sync::mpsc::UnboundedReceiver<Resul
 
 async fn app_with_devices() -> (TestApp, String, String) {
     let app = spawn_app().await;
-    let (org, _) = app.org_with_user("Broker Org", OrgKind::Provider, Role::ProviderAdmin).await;
+    let (org, _) = app
+        .org_with_user("Broker Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
     let a = app.device(&org, "hub-a", "hub").await;
     let b = app.device(&org, "hub-b", "hub").await;
     (app, a, b)
@@ -72,35 +82,75 @@ async fn a_device_with_a_wrong_secret_cannot_connect() {
             result.map(|_| ())
         );
     }
-    assert!(connect(options(&app, "hub-a", "hub-a", &secret_a)).await.is_ok());
+    assert!(connect(options(&app, "hub-a", "hub-a", &secret_a))
+        .await
+        .is_ok());
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_device_cannot_publish_on_another_devices_topic() {
     let (app, secret_a, _) = app_with_devices().await;
-    let (service, service_loop) =
-        connect(options(&app, "test-service", homeward::devices::SERVICE_USER, &app.service_password())).await.unwrap();
-    service.subscribe("homeward/v1/+/events", QoS::AtLeastOnce).await.unwrap();
+    let (service, service_loop) = connect(options(
+        &app,
+        "test-service",
+        homeward::devices::SERVICE_USER,
+        &app.service_password(),
+    ))
+    .await
+    .unwrap();
+    service
+        .subscribe("homeward/v1/+/events", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let mut received = drive(service_loop);
     tokio::time::sleep(Duration::from_millis(200)).await; // SUBACK
 
     // hub-a pretends to be hub-b: the broker drops the connection and delivers nothing.
-    let (device, device_loop) = connect(options(&app, "hub-a", "hub-a", &secret_a)).await.unwrap();
+    let (device, device_loop) = connect(options(&app, "hub-a", "hub-a", &secret_a))
+        .await
+        .unwrap();
     let mut device_events = drive(device_loop);
-    device.publish("homeward/v1/hub-b/events", b"{\"forged\":true}".to_vec(), PublishOptions::new(QoS::AtLeastOnce)).await.unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(5), device_events.recv()).await.expect("disconnected");
-    assert!(matches!(outcome, Some(Err(_))), "the forging device is disconnected: {outcome:?}");
+    device
+        .publish(
+            "homeward/v1/hub-b/events",
+            b"{\"forged\":true}".to_vec(),
+            PublishOptions::new(QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), device_events.recv())
+        .await
+        .expect("disconnected");
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), received.recv()).await.is_err(),
+        matches!(outcome, Some(Err(_))),
+        "the forging device is disconnected: {outcome:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), received.recv())
+            .await
+            .is_err(),
         "the forged message must not be delivered"
     );
 
     // On its own topic it is delivered.
-    let (device, device_loop) = connect(options(&app, "hub-a", "hub-a", &secret_a)).await.unwrap();
+    let (device, device_loop) = connect(options(&app, "hub-a", "hub-a", &secret_a))
+        .await
+        .unwrap();
     let _device_events = drive(device_loop);
-    device.publish("homeward/v1/hub-a/events", b"{}".to_vec(), PublishOptions::new(QoS::AtLeastOnce)).await.unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(5), received.recv()).await.expect("delivered").unwrap().unwrap();
+    device
+        .publish(
+            "homeward/v1/hub-a/events",
+            b"{}".to_vec(),
+            PublishOptions::new(QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), received.recv())
+        .await
+        .expect("delivered")
+        .unwrap()
+        .unwrap();
     assert_eq!(&msg.topic[..], b"homeward/v1/hub-a/events");
     app.stop().await;
 }
@@ -108,17 +158,32 @@ async fn a_device_cannot_publish_on_another_devices_topic() {
 #[tokio::test]
 async fn a_device_cannot_subscribe_to_another_devices_downlink() {
     let (app, secret_a, _) = app_with_devices().await;
-    let (device, mut eventloop) = connect(options(&app, "hub-a", "hub-a", &secret_a)).await.unwrap();
-    device.subscribe("homeward/v1/hub-b/downlink", QoS::AtLeastOnce).await.unwrap();
-    device.subscribe("homeward/v1/hub-a/downlink", QoS::AtLeastOnce).await.unwrap();
+    let (device, mut eventloop) = connect(options(&app, "hub-a", "hub-a", &secret_a))
+        .await
+        .unwrap();
+    device
+        .subscribe("homeward/v1/hub-b/downlink", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    device
+        .subscribe("homeward/v1/hub-a/downlink", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let mut codes = Vec::new();
     while codes.len() < 2 {
-        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await.expect("suback").unwrap() {
-            Event::Incoming(Packet::SubAck(ack)) => codes.push(ack.return_codes[0]),
-            _ => {}
+        if let Event::Incoming(Packet::SubAck(ack)) =
+            tokio::time::timeout(Duration::from_secs(5), eventloop.poll())
+                .await
+                .expect("suback")
+                .unwrap()
+        {
+            codes.push(ack.return_codes[0]);
         }
     }
     assert_eq!(codes[0], rumqttc::SubscribeReasonCode::Failure);
-    assert_eq!(codes[1], rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce));
+    assert_eq!(
+        codes[1],
+        rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)
+    );
     app.stop().await;
 }

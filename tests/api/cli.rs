@@ -46,12 +46,33 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 
 #[test]
 fn bad_configuration_stops_start_up_with_one_clear_line() {
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
-        (vec![("HOMEWARD__DATABASE__URL", "postgres://u@host:notaport/db")], vec!["serve"], "database.url"),
-        (vec![("HOMEWARD__MQTT__URL", "http://broker")], vec!["serve"], "mqtt.url"),
-        (vec![("HOMEWARD__HTTP__LISTNE", "127.0.0.1:1")], vec!["serve"], "listne"),
-        (vec![("HOMEWARD__HTTP__LISTEN", "not-an-address")], vec!["serve"], "listen"),
-        (vec![], vec!["--data-dir", "/proc/homeward-cannot-exist", "serve"], "data folder"),
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("HOMEWARD__DATABASE__URL", "postgres://u@host:notaport/db")],
+            vec!["serve"],
+            "database.url",
+        ),
+        (
+            vec![("HOMEWARD__MQTT__URL", "http://broker")],
+            vec!["serve"],
+            "mqtt.url",
+        ),
+        (
+            vec![("HOMEWARD__HTTP__LISTNE", "127.0.0.1:1")],
+            vec!["serve"],
+            "listne",
+        ),
+        (
+            vec![("HOMEWARD__HTTP__LISTEN", "not-an-address")],
+            vec!["serve"],
+            "listen",
+        ),
+        (
+            vec![],
+            vec!["--data-dir", "/proc/homeward-cannot-exist", "serve"],
+            "data folder",
+        ),
     ];
     for (env, args, needle) in cases {
         let mut cmd = homeward();
@@ -60,7 +81,11 @@ fn bad_configuration_stops_start_up_with_one_clear_line() {
         assert_ne!(code, 0, "{args:?} {env:?} must fail");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "one line for {env:?}: {stderr}");
-        assert!(lines[0].to_lowercase().contains(needle), "`{needle}` in: {}", lines[0]);
+        assert!(
+            lines[0].to_lowercase().contains(needle),
+            "`{needle}` in: {}",
+            lines[0]
+        );
     }
 }
 
@@ -68,7 +93,14 @@ fn bad_configuration_stops_start_up_with_one_clear_line() {
 fn help_documents_every_setting() {
     let (code, stdout, _) = run(homeward().arg("--help"));
     assert_eq!(code, 0);
-    for key in ["database.url", "mqtt.url", "http.listen", "storage.retention_days", "log.format", "HOMEWARD__"] {
+    for key in [
+        "database.url",
+        "mqtt.url",
+        "http.listen",
+        "storage.retention_days",
+        "log.format",
+        "HOMEWARD__",
+    ] {
         assert!(stdout.contains(key), "--help mentions {key}");
     }
     let (code, stdout, _) = run(homeward().args(["admin", "--help"]));
@@ -82,21 +114,59 @@ async fn admin_commands_create_what_they_say() {
     let url = url_of(&server.fresh_database().await.unwrap());
     let admin = |args: &[&str]| {
         let mut cmd = homeward();
-        cmd.env("HOMEWARD__DATABASE__URL", &url).arg("admin").args(args);
+        cmd.env("HOMEWARD__DATABASE__URL", &url)
+            .arg("admin")
+            .args(args);
         run(&mut cmd)
     };
-    let (code, out, err) = admin(&["create-organisation", "--name", "Care Co", "--kind", "provider"]);
+    let (code, out, err) = admin(&[
+        "create-organisation",
+        "--name",
+        "Care Co",
+        "--kind",
+        "provider",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = admin(&["create-user", "--org", "Care Co", "--name", "Ann", "--role", "provider-admin"]);
+    let (code, out, err) = admin(&[
+        "create-user",
+        "--org",
+        "Care Co",
+        "--name",
+        "Ann",
+        "--role",
+        "provider-admin",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.lines().any(|l| l.starts_with("token: hw_")), "{out}");
-    let (code, out, _) = admin(&["create-device", "--org", "Care Co", "--uid", "hub-1", "--kind", "hub"]);
+    let (code, out, _) = admin(&[
+        "create-device",
+        "--org",
+        "Care Co",
+        "--uid",
+        "hub-1",
+        "--kind",
+        "hub",
+    ]);
     assert_eq!(code, 0);
     assert!(out.lines().any(|l| l.starts_with("secret: ")), "{out}");
-    let (code, _, err) = admin(&["create-organisation", "--name", "Care Co", "--kind", "provider"]);
+    let (code, _, err) = admin(&[
+        "create-organisation",
+        "--name",
+        "Care Co",
+        "--kind",
+        "provider",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("already exists"), "{err}");
-    let (code, _, err) = admin(&["create-user", "--org", "Care Co", "--name", "Bob", "--role", "commissioner"]);
+    let (code, _, err) = admin(&[
+        "create-user",
+        "--org",
+        "Care Co",
+        "--name",
+        "Bob",
+        "--role",
+        "commissioner",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("does not belong"), "{err}");
 }
@@ -110,7 +180,13 @@ fn start_serve(data_dir: &std::path::Path) -> Server {
     let mut child = homeward()
         .args(["--data-dir"])
         .arg(data_dir)
-        .args(["--http-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "serve"])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "serve",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -127,11 +203,18 @@ fn start_serve(data_dir: &std::path::Path) -> Server {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    Server { child, http: http.expect("serve printed its HTTP address") }
+    Server {
+        child,
+        http: http.expect("serve printed its HTTP address"),
+    }
 }
 
 fn stop(mut server: Server) -> i32 {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
@@ -144,7 +227,10 @@ fn stop(mut server: Server) -> i32 {
 
 #[tokio::test]
 async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
-    let dir = tempfile::Builder::new().prefix("homeward-serve-").tempdir_in(std::env::temp_dir()).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("homeward-serve-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
     let client = reqwest::Client::new();
     let ready = |http: String| {
         let client = client.clone();
@@ -165,15 +251,35 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
     let server = start_serve(dir.path());
     assert!(ready(server.http.clone()).await, "readyz answers 200");
     // An admin command reaches the running server's database.
-    let (code, out, err) = run(homeward().arg("--data-dir").arg(dir.path()).args(["admin", "create-organisation", "--name", "Kept", "--kind", "provider"]));
+    let (code, out, err) = run(homeward().arg("--data-dir").arg(dir.path()).args([
+        "admin",
+        "create-organisation",
+        "--name",
+        "Kept",
+        "--kind",
+        "provider",
+    ]));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(stop(server), 0, "clean exit on SIGTERM");
-    assert!(!dir.path().join("postgres/postmaster.pid").exists(), "PostgreSQL stopped with it");
+    assert!(
+        !dir.path().join("postgres/postmaster.pid").exists(),
+        "PostgreSQL stopped with it"
+    );
 
     let server = start_serve(dir.path());
     assert!(ready(server.http.clone()).await);
-    let (code, _, err) = run(homeward().arg("--data-dir").arg(dir.path()).args(["admin", "create-organisation", "--name", "Kept", "--kind", "provider"]));
-    assert_ne!(code, 0, "the organisation from the first run is still there");
+    let (code, _, err) = run(homeward().arg("--data-dir").arg(dir.path()).args([
+        "admin",
+        "create-organisation",
+        "--name",
+        "Kept",
+        "--kind",
+        "provider",
+    ]));
+    assert_ne!(
+        code, 0,
+        "the organisation from the first run is still there"
+    );
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(stop(server), 0);
     assert!(!dir.path().join("postgres/postmaster.pid").exists());

@@ -20,7 +20,10 @@ async fn metrics_are_prometheus_text() {
     metrics::counter!("homeward_test_probe_total").increment(1);
     let r = app.get("/metrics", None).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = r.text().await.unwrap();
     assert!(text.contains("homeward_test_probe_total"), "{text}");
     app.stop().await;

@@ -37,9 +37,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    homeward::telemetry::init_logs(&settings.log);
     let server = TestServer::get().await.expect("test PostgreSQL");
     let db_config = server.fresh_database().await.expect("fresh database");
+    spawn_app_on(settings, db_config).await
+}
+
+/// Starts the application against a database of the caller's choosing.
+pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config) -> TestApp {
+    homeward::telemetry::init_logs(&settings.log);
     let pool = build_pool(db_config.clone(), 8, 5);
     let app = Application::build_with_database(settings, Database::from_pool(pool.clone()))
         .await
@@ -54,15 +59,26 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .await
         .expect("clean shutdown");
     });
-    TestApp {
+    let app = TestApp {
         http,
         mqtt,
         pool,
         db_config,
-        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
         stop: Some(stop),
         task: Some(task),
-    }
+    };
+    // Ready means the ingest subscriber is connected too.
+    let ready = eventually(Duration::from_secs(20), || async {
+        let r = app.client.get(app.url("/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the application becomes ready");
+    app
 }
 
 impl TestApp {
@@ -79,20 +95,36 @@ impl TestApp {
     }
 
     /// A provider organisation with one user of `role`; returns (org, token).
-    pub async fn org_with_user(&self, name: &str, kind: OrgKind, role: Role) -> (auth::Organisation, String) {
+    pub async fn org_with_user(
+        &self,
+        name: &str,
+        kind: OrgKind,
+        role: Role,
+    ) -> (auth::Organisation, String) {
         let client = self.pool.get().await.unwrap();
-        let org = auth::create_organisation(&**client, name, kind).await.unwrap();
-        let (_, token) = auth::create_user(&**client, &org, &format!("{name} user"), role).await.unwrap();
+        let org = auth::create_organisation(&**client, name, kind)
+            .await
+            .unwrap();
+        let (_, token) = auth::create_user(&**client, &org, &format!("{name} user"), role)
+            .await
+            .unwrap();
         (org, token)
     }
 
     pub async fn device(&self, org: &auth::Organisation, uid: &str, kind: &str) -> String {
         let client = self.pool.get().await.unwrap();
-        auth::create_device(&**client, org, uid, kind).await.unwrap().1
+        auth::create_device(&**client, org, uid, kind)
+            .await
+            .unwrap()
+            .1
     }
 
     pub fn service_password(&self) -> String {
-        self.mqtt.password.as_ref().map(|p: &Secret<String>| p.expose().clone()).unwrap_or_default()
+        self.mqtt
+            .password
+            .as_ref()
+            .map(|p: &Secret<String>| p.expose().clone())
+            .unwrap_or_default()
     }
 
     /// Stops the application and waits for it.
@@ -101,7 +133,10 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops in time").unwrap();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("stops in time")
+                .unwrap();
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The server's integration tests: the real application on free ports, against a fresh
 //! database cloned from a migrated template, talked to as clients do (HTTP and MQTT).
 
+mod device;
+mod durability;
 mod helpers;
 
 mod auth;
 mod broker;
 mod cli;
 mod health;
+mod ingest;
 mod storage;

@@ -43,10 +43,24 @@ async fn migrations_apply_to_an_empty_database_and_again_change_nothing() {
     let mut client = connect(&config).await;
 
     let first = migrate::run(&mut client).await.unwrap();
-    assert_eq!(first.mode, StorageMode::Native, "no TimescaleDB on this machine");
-    assert_eq!(first.applied.len(), migrate::all().unwrap().iter().filter(|m| m.only_for != Some(StorageMode::TimescaleDb)).count());
+    assert_eq!(
+        first.mode,
+        StorageMode::Native,
+        "no TimescaleDB on this machine"
+    );
+    assert_eq!(
+        first.applied.len(),
+        migrate::all()
+            .unwrap()
+            .iter()
+            .filter(|m| m.only_for != Some(StorageMode::TimescaleDb))
+            .count()
+    );
     let before = schema_snapshot(&client).await;
-    assert!(before.iter().any(|l| l == "rel events p"), "events is partitioned");
+    assert!(
+        before.iter().any(|l| l == "rel events p"),
+        "events is partitioned"
+    );
 
     let second = migrate::run(&mut client).await.unwrap();
     assert!(second.applied.is_empty(), "{:?}", second.applied);
@@ -59,11 +73,17 @@ async fn an_edited_migration_is_refused() {
     let config = server.fresh_database().await.unwrap();
     let mut client = connect(&config).await;
     client
-        .execute("UPDATE homeward_migrations SET checksum = '\\x00' WHERE name = '0001_core.sql'", &[])
+        .execute(
+            "UPDATE homeward_migrations SET checksum = '\\x00' WHERE name = '0001_core.sql'",
+            &[],
+        )
         .await
         .unwrap();
     let err = migrate::run(&mut client).await.unwrap_err().to_string();
-    assert!(err.contains("0001_core.sql") && err.contains("edited"), "{err}");
+    assert!(
+        err.contains("0001_core.sql") && err.contains("edited"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -72,7 +92,15 @@ async fn native_partitioning_has_the_expected_tables() {
     let config = server.fresh_database().await.unwrap();
     let client = connect(&config).await;
     for table in [
-        "organisations", "contracts", "users", "api_tokens", "people", "workers", "devices", "events", "dead_letters",
+        "organisations",
+        "contracts",
+        "users",
+        "api_tokens",
+        "people",
+        "workers",
+        "devices",
+        "events",
+        "dead_letters",
     ] {
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -83,10 +111,7 @@ async fn native_partitioning_has_the_expected_tables() {
     }
     // events: partitioned by range on occurred_at, with a DEFAULT partition.
     let strategy: String = client
-        .query_one(
-            "SELECT pg_get_partkeydef('events'::regclass)",
-            &[],
-        )
+        .query_one("SELECT pg_get_partkeydef('events'::regclass)", &[])
         .await
         .unwrap()
         .get(0);
@@ -120,23 +145,43 @@ async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_
     let pool = build_pool(config.clone(), 2, 5);
     let client = connect(&config).await;
     // Retention long enough to keep the 1999 row.
-    let settings = StorageSettings { retention_days: 20_000, partitions_ahead_days: 2, maintenance_interval_minutes: 60 };
+    let settings = StorageSettings {
+        retention_days: 20_000,
+        partitions_ahead_days: 2,
+        maintenance_interval_minutes: 60,
+    };
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-    let report = maintenance::run_once(&pool, StorageMode::Native, &settings, now).await.unwrap();
-    assert_eq!(report.created, vec!["events_p20261122", "events_p20261123", "events_p20261124", "events_p20261125"]);
+    let report = maintenance::run_once(&pool, StorageMode::Native, &settings, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.created,
+        vec![
+            "events_p20261122",
+            "events_p20261123",
+            "events_p20261124",
+            "events_p20261125"
+        ]
+    );
 
     // A device with a clock in 1999 and one far ahead: both stored, in DEFAULT.
     let insert = "INSERT INTO events (device_id, seq, occurred_at, kind) VALUES ($1, $2, $3, 16)";
     let old = Utc.with_ymd_and_hms(1999, 1, 1, 0, 0, 0).unwrap();
     let future = now + Duration::days(30);
     client.execute(insert, &[&1i32, &1i64, &old]).await.unwrap();
-    client.execute(insert, &[&1i32, &2i64, &future]).await.unwrap();
+    client
+        .execute(insert, &[&1i32, &2i64, &future])
+        .await
+        .unwrap();
     client.execute(insert, &[&1i32, &3i64, &now]).await.unwrap();
     let where_is = |seq: i64| {
         let client = &client;
         async move {
             let row = client
-                .query_one("SELECT tableoid::regclass::text FROM events WHERE device_id = 1 AND seq = $1", &[&seq])
+                .query_one(
+                    "SELECT tableoid::regclass::text FROM events WHERE device_id = 1 AND seq = $1",
+                    &[&seq],
+                )
                 .await
                 .unwrap();
             row.get::<_, String>(0)
@@ -147,15 +192,27 @@ async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_
     assert_eq!(where_is(3).await, "events_p20261123");
 
     // Thirty days later the future row's day gets its partition; the row moves into it.
-    let later = maintenance::run_once(&pool, StorageMode::Native, &settings, future).await.unwrap();
+    let later = maintenance::run_once(&pool, StorageMode::Native, &settings, future)
+        .await
+        .unwrap();
     assert!(later.created.contains(&"events_p20261223".to_string()));
     assert_eq!(later.moved_rows, 1);
     assert_eq!(where_is(2).await, "events_p20261223");
-    let count: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 3, "nothing lost, nothing doubled");
 
     // The same (device, seq, time) again is refused by the key.
-    let again = client.execute(&format!("{insert} ON CONFLICT DO NOTHING"), &[&1i32, &3i64, &now]).await.unwrap();
+    let again = client
+        .execute(
+            &format!("{insert} ON CONFLICT DO NOTHING"),
+            &[&1i32, &3i64, &now],
+        )
+        .await
+        .unwrap();
     assert_eq!(again, 0);
 }
 
@@ -165,14 +222,41 @@ async fn retention_drops_expired_partitions_and_default_rows() {
     let config = server.fresh_database().await.unwrap();
     let pool = build_pool(config.clone(), 2, 5);
     let client = connect(&config).await;
-    let settings = StorageSettings { retention_days: 10, partitions_ahead_days: 1, maintenance_interval_minutes: 60 };
+    let settings = StorageSettings {
+        retention_days: 10,
+        partitions_ahead_days: 1,
+        maintenance_interval_minutes: 60,
+    };
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
-    maintenance::run_once(&pool, StorageMode::Native, &settings, start).await.unwrap();
+    maintenance::run_once(&pool, StorageMode::Native, &settings, start)
+        .await
+        .unwrap();
     let insert = "INSERT INTO events (device_id, seq, occurred_at, kind) VALUES (1, $1, $2, 16)";
     client.execute(insert, &[&1i64, &start]).await.unwrap();
-    client.execute(insert, &[&2i64, &Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap()]).await.unwrap();
-    let report = maintenance::run_once(&pool, StorageMode::Native, &settings, start + Duration::days(30)).await.unwrap();
-    assert!(report.dropped.contains(&"events_p20260101".to_string()), "{:?}", report.dropped);
-    let count: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+    client
+        .execute(
+            insert,
+            &[&2i64, &Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap()],
+        )
+        .await
+        .unwrap();
+    let report = maintenance::run_once(
+        &pool,
+        StorageMode::Native,
+        &settings,
+        start + Duration::days(30),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.dropped.contains(&"events_p20260101".to_string()),
+        "{:?}",
+        report.dropped
+    );
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0);
 }

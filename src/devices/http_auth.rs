@@ -1,0 +1,69 @@
+//! Devices calling the HTTP API (care workers' phones) authenticate with HTTP Basic: the device
+//! uid as user name and its secret as password, the same credential as on MQTT.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{web, FromRequest, HttpRequest};
+use base64::Engine;
+
+use crate::auth::{hash_secret, hashes_equal};
+use crate::http::{ApiError, AppState};
+use crate::ingest::DeviceRef;
+
+/// The device behind a request.
+pub struct DeviceCaller {
+    pub device: DeviceRef,
+}
+
+impl FromRequest for DeviceCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let creds = basic_credentials(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let (uid, secret) = creds.ok_or(ApiError::Unauthorized)?;
+            let state =
+                state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
+            let client = state.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT id, organisation_id, secret_hash FROM devices WHERE uid = $1 AND disabled_at IS NULL",
+                    &[&uid],
+                )
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            let stored: Vec<u8> = row.get(2);
+            if !hashes_equal(&stored, &hash_secret(&secret)) {
+                return Err(ApiError::Unauthorized);
+            }
+            Ok(DeviceCaller {
+                device: DeviceRef {
+                    id: row.get(0),
+                    organisation_id: row.get(1),
+                    uid: uid.as_str().into(),
+                },
+            })
+        })
+    }
+}
+
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (uid, secret) = text.split_once(':')?;
+    Some((uid.to_string(), secret.to_string()))
+}

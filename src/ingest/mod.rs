@@ -1,0 +1,116 @@
+//! Ingest: telecare events over MQTT and check-ins over HTTP, stored exactly once.
+//!
+//! ```text
+//! broker --(QoS 1, manual ack)--> mqtt::poll loop --unbounded--> mqtt::processor --bounded--> writer --COPY--> events
+//! phone  --POST /v1/check-ins--> http handler ------------------------------------bounded--^
+//! ```
+//!
+//! - The MQTT poll loop only polls and forwards; it never awaits anything slow (rumqttc freezes
+//!   otherwise). Its queue is bounded in practice by the broker's inflight window, since
+//!   nothing is acknowledged before it is stored.
+//! - The processor decodes and validates each payload and resolves the device from the topic
+//!   (never from the payload). Anything it cannot accept becomes a dead letter.
+//! - The [`writer`] batches jobs (size or a few milliseconds, at once for alarms and falls),
+//!   copies events into a staging table with binary COPY and inserts them with
+//!   `ON CONFLICT DO NOTHING`, all in one transaction with the batch's dead letters. Only after
+//!   the commit are MQTT messages acknowledged (in the order received), HTTP requests answered,
+//!   and each device told which of its sequence numbers are stored (the end-to-end ack).
+//! - While the database is down the writer keeps its MQTT jobs and retries; nothing is acked,
+//!   so the broker keeps the messages. HTTP jobs are answered 503 at once.
+
+pub mod copy;
+mod directory;
+pub mod http;
+pub mod mqtt;
+pub mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use homeward_proto::Encoding;
+use tokio::sync::oneshot;
+
+pub use directory::{DeviceDirectory, DeviceRef};
+pub use writer::{Writer, WriterHandle};
+
+/// Where a job came from, and how to complete it once its batch has committed.
+pub enum Source {
+    /// One MQTT message; acknowledged after commit if its connection (epoch) is still current.
+    Mqtt {
+        publish: rumqttc::Publish,
+        epoch: u64,
+    },
+    /// An HTTP request waiting for the outcome of each of its items.
+    Http(oneshot::Sender<Result<Vec<Outcome>, WriteError>>),
+    /// No one to tell (tests, tools).
+    None,
+}
+
+/// The unit the writer commits and completes.
+pub struct Job {
+    pub items: Vec<Item>,
+    pub source: Source,
+}
+
+pub enum Item {
+    Event(EventItem),
+    Status(StatusItem),
+    DeadLetter(DeadLetter),
+}
+
+pub struct EventItem {
+    pub row: copy::EventRow,
+    pub device_uid: Arc<str>,
+    pub encoding: Encoding,
+    /// Alarms and falls: flush the batch at once.
+    pub priority: bool,
+}
+
+/// The device's retained online/offline status.
+pub struct StatusItem {
+    pub device_id: i32,
+    pub online: bool,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Input that could not be stored as an event, kept with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub organisation_id: Option<i32>,
+    pub device_id: Option<i32>,
+    pub device_uid: Option<String>,
+    pub source: &'static str,
+    pub topic: Option<String>,
+    pub payload: Bytes,
+    pub reason_code: String,
+    pub reason: String,
+}
+
+/// What became of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    DeadLettered,
+    StatusRecorded,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the database is unavailable")]
+    Unavailable,
+    #[error("the ingest pipeline is shutting down")]
+    ShuttingDown,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::DeadLettered => "dead_letter",
+            Self::StatusRecorded => "status",
+        }
+    }
+}

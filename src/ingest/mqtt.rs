@@ -1,0 +1,363 @@
+//! The MQTT subscriber: a persistent session (fixed client id, `clean_session = false`), QoS 1,
+//! manual acknowledgements sent only after the batch holding a message has committed.
+//!
+//! Three pieces, so the event loop is never blocked:
+//! - the poll task only polls rumqttc's event loop and forwards publishes (never awaits a full
+//!   channel; subscribes with `try_subscribe`); on an error it waits with back-off and polls
+//!   again, which reconnects;
+//! - the processor decodes, validates and resolves the device, and hands jobs to the writer;
+//! - [`MqttAcker`] acks from the writer with `try_ack` (never waiting on rumqttc's channel,
+//!   which blocks forever once full while the broker is gone) and publishes the end-to-end acks.
+//!
+//! Every (re)connection starts a new epoch. An ack for a message received in an earlier epoch
+//! is not sent: the broker redelivers that message and the database stores it once.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use homeward_proto::topic::{self, TopicKind};
+use homeward_proto::{AckRanges, DeviceId, Downlink, Encoding, Event};
+use rumqttc::{AckMode, AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::copy::EventRow;
+use super::writer::{Acker, WriterHandle};
+use super::{DeadLetter, DeviceDirectory, EventItem, Item, Job, Source, StatusItem};
+use crate::config::{IngestSettings, MqttSettings};
+use crate::startup::MqttEndpoint;
+
+/// Whether the subscriber is connected; `/readyz` reads it.
+#[derive(Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Subscriber {
+    pub connected: Connected,
+    pub acker: Arc<MqttAcker>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the subscriber. `shutdown` stops it (after the writer has drained).
+pub fn start(
+    endpoint: &MqttEndpoint,
+    mqtt: &MqttSettings,
+    ingest: &IngestSettings,
+    directory: Arc<DeviceDirectory>,
+    writer: WriterHandle,
+    shutdown: watch::Receiver<bool>,
+) -> Subscriber {
+    let mut options = MqttOptions::new(
+        mqtt.client_id.clone(),
+        (endpoint.host.clone(), endpoint.port),
+    );
+    if let Some(user) = &endpoint.username {
+        let password = endpoint
+            .password
+            .as_ref()
+            .map(|p| p.expose().clone())
+            .unwrap_or_default();
+        options.set_credentials(user.clone(), password);
+    }
+    options
+        .set_keep_alive(30)
+        .set_clean_session(false)
+        .set_ack_mode(AckMode::Manual)
+        .set_inflight(1000)
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_request_channel_capacity(REQUEST_CAPACITY);
+    let (client, eventloop) = AsyncClient::builder(options)
+        .capacity(REQUEST_CAPACITY)
+        .build();
+    let epoch = Arc::new(AtomicU64::new(0));
+    let connected = Connected::default();
+    let filters: Vec<String> = [topic::EVENTS_FILTER, topic::STATUS_FILTER]
+        .iter()
+        .map(|f| match &mqtt.shared_group {
+            Some(group) => format!("$share/{group}/{f}"),
+            None => f.to_string(),
+        })
+        .collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let depth = Arc::new(AtomicUsize::new(0));
+    let poll = tokio::spawn(poll_loop(
+        eventloop,
+        client.clone(),
+        filters,
+        epoch.clone(),
+        connected.clone(),
+        tx,
+        depth.clone(),
+        shutdown,
+    ));
+    let processor = tokio::spawn(process_loop(rx, depth, directory, writer, ingest.clone()));
+    let acker = Arc::new(MqttAcker { client, epoch });
+    Subscriber {
+        connected,
+        acker,
+        tasks: vec![poll, processor],
+    }
+}
+
+/// rumqttc's request channel: acks and downlinks for at least a full inflight window.
+const REQUEST_CAPACITY: usize = 50_000;
+
+#[allow(clippy::too_many_arguments)]
+async fn poll_loop(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    epoch: Arc<AtomicU64>,
+    connected: Connected,
+    tx: mpsc::UnboundedSender<(rumqttc::Publish, u64)>,
+    depth: Arc<AtomicUsize>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = shutdown.changed() => break,
+        };
+        match event {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                let now = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                connected.0.store(true, Ordering::SeqCst);
+                backoff = Duration::from_millis(100);
+                tracing::info!(
+                    epoch = now,
+                    session_present = ack.session_present,
+                    "MQTT subscriber connected"
+                );
+                for filter in &filters {
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, filter, "cannot queue the subscription");
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::error!(?ack, "the broker refused a subscription");
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
+                depth.fetch_add(1, Ordering::Relaxed);
+                let current = epoch.load(Ordering::SeqCst);
+                if tx.send((publish, current)).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected.0.swap(false, Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "MQTT subscriber disconnected; reconnecting");
+                } else {
+                    tracing::debug!(error = %e, "MQTT connection attempt failed");
+                }
+                metrics::counter!("homeward_mqtt_reconnects_total").increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    // Leave politely; whatever was not acked is redelivered (or resent by the device).
+    connected.0.store(false, Ordering::SeqCst);
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+}
+
+async fn process_loop(
+    mut rx: mpsc::UnboundedReceiver<(rumqttc::Publish, u64)>,
+    depth: Arc<AtomicUsize>,
+    directory: Arc<DeviceDirectory>,
+    writer: WriterHandle,
+    settings: IngestSettings,
+) {
+    while let Some((publish, epoch)) = rx.recv().await {
+        let left = depth.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        metrics::gauge!("homeward_ingest_queue_depth", "stage" => "mqtt").set(left as f64);
+        let item = to_item(&publish, &directory, &settings).await;
+        let job = Job {
+            items: vec![item],
+            source: Source::Mqtt { publish, epoch },
+        };
+        if writer.submit(job).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Decodes one message into what the writer stores. Waits (with back-off) while the device
+/// directory cannot reach the database, since nothing may be acked before it is stored.
+async fn to_item(
+    publish: &rumqttc::Publish,
+    directory: &DeviceDirectory,
+    settings: &IngestSettings,
+) -> Item {
+    let received_at = Utc::now();
+    let topic_text = String::from_utf8_lossy(&publish.topic).into_owned();
+    let dead = |device: Option<&super::DeviceRef>, code: &str, reason: String| {
+        metrics::counter!("homeward_ingest_dead_letters_total", "reason" => code.to_string())
+            .increment(1);
+        Item::DeadLetter(DeadLetter {
+            organisation_id: device.map(|d| d.organisation_id),
+            device_id: device.map(|d| d.id),
+            device_uid: topic::parse(&topic_text).map(|(uid, _)| uid.to_string()),
+            source: "mqtt",
+            topic: Some(topic_text.clone()),
+            payload: publish.payload.clone(),
+            reason_code: code.to_string(),
+            reason,
+        })
+    };
+    let Some((uid, kind)) = topic::parse(&topic_text) else {
+        return dead(
+            None,
+            "unknown_topic",
+            format!("topic `{topic_text}` is not a Homeward v1 device topic"),
+        );
+    };
+    let device = lookup_until_answered(directory, uid).await;
+    let Some(device) = device else {
+        return dead(
+            None,
+            "unknown_device",
+            format!("no device `{uid}` is registered"),
+        );
+    };
+    match kind {
+        TopicKind::Events => match decode(&publish.payload, received_at, settings) {
+            Ok(event) => Item::Event(event_item(
+                &device,
+                event,
+                &publish.payload,
+                received_at,
+                settings,
+            )),
+            Err(e) => dead(Some(&device), e.reason_code(), e.to_string()),
+        },
+        TopicKind::Status => match homeward_proto::decode_status(&publish.payload) {
+            Ok(status) => Item::Status(StatusItem {
+                device_id: device.id,
+                online: matches!(status, homeward_proto::Status::Online),
+                at: received_at,
+            }),
+            Err(e) => dead(Some(&device), e.reason_code(), e.to_string()),
+        },
+        TopicKind::Downlink => dead(
+            Some(&device),
+            "unknown_topic",
+            "downlink topics carry no events".into(),
+        ),
+    }
+}
+
+async fn lookup_until_answered(directory: &DeviceDirectory, uid: &str) -> Option<super::DeviceRef> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match directory.lookup(uid).await {
+            Ok(found) => return found,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resolve a device; waiting for the database");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Decodes and checks the device's clock against ours.
+pub fn decode(
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+    settings: &IngestSettings,
+) -> Result<Event, homeward_proto::DecodeError> {
+    let event = homeward_proto::decode_event(payload)?;
+    event.validate_time(
+        received_at.timestamp_millis(),
+        settings.max_future_secs as i64 * 1000,
+    )?;
+    Ok(event)
+}
+
+/// The row to store for a decoded event.
+pub fn event_item(
+    device: &super::DeviceRef,
+    event: Event,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+    settings: &IngestSettings,
+) -> EventItem {
+    // In range: the decoder bounds `t` to years 1970..=9999.
+    let occurred_at = DateTime::from_timestamp_millis(event.time_ms()).unwrap_or(received_at);
+    let late = (received_at - occurred_at).num_seconds() > settings.late_after_secs as i64;
+    let data = homeward_proto::encode_fields_json_string(event.body());
+    EventItem {
+        row: EventRow {
+            device_id: device.id,
+            seq: event.seq() as i64,
+            occurred_at,
+            received_at,
+            kind: i16::from(event.kind().code()),
+            sensor: event.sensor().map(i32::from),
+            late,
+            data: (data != "{}").then_some(data),
+        },
+        device_uid: device.uid.clone(),
+        encoding: Encoding::detect(payload).unwrap_or(Encoding::Json),
+        priority: event.kind().is_priority(),
+    }
+}
+
+/// Acks from the writer, and end-to-end acks to devices.
+pub struct MqttAcker {
+    client: AsyncClient,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Acker for MqttAcker {
+    fn ack(&self, publish: &rumqttc::Publish, epoch: u64) {
+        if epoch != self.epoch.load(Ordering::SeqCst) {
+            // Received on an earlier connection: the broker will redeliver it.
+            return;
+        }
+        if let Err(e) = self.client.try_ack(publish) {
+            tracing::debug!(error = %e, "could not queue an ack; the message will be redelivered");
+        }
+    }
+
+    fn stored(&self, device_uid: &str, ranges: &AckRanges, encoding: Encoding) {
+        let Some(device) = DeviceId::new(device_uid) else {
+            return;
+        };
+        let payload = homeward_proto::encode_downlink_vec(&Downlink::Ack(ranges.clone()), encoding);
+        let topic = topic::downlink(&device);
+        if let Err(e) = self.client.try_publish(
+            topic,
+            Bytes::from(payload),
+            PublishOptions::new(QoS::AtLeastOnce),
+        ) {
+            // The device resends after its timeout and gets its ack then.
+            tracing::debug!(error = %e, device = device_uid, "could not queue an end-to-end ack");
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Nothing acknowledged is lost, nothing is stored twice: the server killed hard mid-stream
+//! (with the embedded broker and with Mosquitto), and PostgreSQL stopped mid-stream.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use homeward::auth::{self, OrgKind};
+use homeward::db::build_pool;
+use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
+use homeward::db::test_cluster::TestServer;
+
+use crate::device::run_device;
+use crate::helpers::{eventually, spawn_app_on, test_settings};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn url_of(config: &tokio_postgres::Config) -> String {
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("unexpected host {other:?}"),
+    };
+    format!(
+        "postgres://{}:{}@{}:{}/{}",
+        config.get_user().unwrap(),
+        String::from_utf8(config.get_password().unwrap().to_vec()).unwrap(),
+        host,
+        config.get_ports()[0],
+        config.get_dbname().unwrap()
+    )
+}
+
+/// `homeward serve` as its own process, so it can be killed with SIGKILL.
+struct ServerProcess {
+    child: Child,
+    http: String,
+}
+
+impl ServerProcess {
+    fn start(envs: &[(&str, String)], mqtt_port: u16, data_dir: &std::path::Path) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HOMEWARD") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "warn")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                &format!("127.0.0.1:{mqtt_port}"),
+                "serve",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut http = None;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
+                http = Some(rest.trim().trim_end_matches("/v1/").to_string());
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            http: http.expect("serve printed its address"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.http);
+        let ready = eventually(Duration::from_secs(30), || async {
+            let r = client.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "server ready");
+    }
+
+    fn kill_hard(mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown, no flush, no acks
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+async fn counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i64) {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT e.seq) FROM events e JOIN devices d ON d.id = e.device_id WHERE d.uid = $1",
+            &[&uid],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Streams `count` events from one device while the server is killed and restarted.
+async fn kill_mid_stream(external_broker: Option<u16>) {
+    let server = TestServer::get().await.unwrap();
+    let db = server.fresh_database().await.unwrap();
+    let pool = build_pool(db.clone(), 2, 5);
+    let uid = "hub-kill";
+    let secret = {
+        let client = pool.get().await.unwrap();
+        let org = auth::create_organisation(&**client, "Kill Org", OrgKind::Provider)
+            .await
+            .unwrap();
+        auth::create_device(&**client, &org, uid, "hub")
+            .await
+            .unwrap()
+            .1
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let mqtt_port = free_port();
+    let mut envs = vec![("HOMEWARD__DATABASE__URL", url_of(&db))];
+    let (device_port, device_auth) = match external_broker {
+        Some(port) => {
+            envs.push(("HOMEWARD__MQTT__URL", format!("mqtt://127.0.0.1:{port}")));
+            envs.push(("HOMEWARD__MQTT__CLIENT_ID", format!("homeward-kill-{port}")));
+            (port, None)
+        }
+        None => (mqtt_port, Some((uid.to_string(), secret))),
+    };
+
+    let first = ServerProcess::start(&envs, mqtt_port, data_dir.path());
+    first.wait_ready().await;
+    let count = 3000;
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let device = tokio::spawn(run_device(
+        base,
+        "127.0.0.1".into(),
+        device_port,
+        uid.into(),
+        device_auth,
+        count,
+        600,
+        Duration::from_secs(150),
+    ));
+    // Mid-stream: some stored, most still to come.
+    let mid = eventually(Duration::from_secs(30), || async {
+        let (n, _) = counts(&pool, uid).await;
+        (n > 300).then_some(n)
+    })
+    .await;
+    assert!(mid.is_some(), "events flow before the kill");
+    first.kill_hard();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = ServerProcess::start(&envs, mqtt_port, data_dir.path());
+    second.wait_ready().await;
+    let run = device.await.unwrap();
+    second.stop();
+    eprintln!("device resent {} events across the kill", run.resends);
+    assert_eq!(run.sent, count);
+    assert!(
+        run.unacked.is_empty(),
+        "all acknowledged end to end in the end: {} left",
+        run.unacked.len()
+    );
+    assert_eq!(
+        counts(&pool, uid).await,
+        (count as i64, count as i64),
+        "every (device, seq) exactly once"
+    );
+}
+
+#[tokio::test]
+async fn server_killed_mid_stream_loses_and_doubles_nothing_with_the_embedded_broker() {
+    kill_mid_stream(None).await;
+}
+
+#[tokio::test]
+async fn server_killed_mid_stream_loses_and_doubles_nothing_with_mosquitto() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"),
+    )
+    .unwrap();
+    let mut mosquitto = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_mid_stream(Some(port)).await;
+    let _ = mosquitto.kill();
+    let _ = mosquitto.wait();
+}
+
+#[tokio::test]
+async fn a_database_outage_mid_stream_loses_and_doubles_nothing_and_recovers_by_itself() {
+    // A PostgreSQL of this test's own, since it is stopped and started.
+    let dir = tempfile::Builder::new()
+        .prefix("homeward-outage-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let options = StartOptions {
+        server_settings: vec![("fsync".into(), "off".into())],
+        ..Default::default()
+    };
+    let mut pg = EmbeddedPostgres::start(dir.path(), &options).await.unwrap();
+    let db = pg.pg_config("homeward");
+    let app = spawn_app_on(test_settings(), db.clone()).await;
+    let (org, _) = app
+        .org_with_user(
+            "Outage Org",
+            OrgKind::Provider,
+            homeward::auth::Role::ProviderAdmin,
+        )
+        .await;
+    let secret = app.device(&org, "hub-out", "hub").await;
+    let phone = app.device(&org, "phone-out", "phone").await;
+    let count = 3000;
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let device = tokio::spawn(run_device(
+        base,
+        app.mqtt.host.clone(),
+        app.mqtt.port,
+        "hub-out".into(),
+        Some(("hub-out".into(), secret)),
+        count,
+        600,
+        Duration::from_secs(150),
+    ));
+    let mid = eventually(Duration::from_secs(30), || async {
+        let (n, _) = counts(&app.pool, "hub-out").await;
+        (n > 300).then_some(())
+    })
+    .await;
+    assert!(mid.is_some());
+
+    pg.halt().await.unwrap();
+    // While it is down: HTTP answers 503 with Retry-After, and /readyz says so.
+    let now = chrono::Utc::now().timestamp_millis();
+    let check_in =
+        serde_json::json!({"seq": 1, "t": now, "kind": "check_in", "method": "tag", "tag": "T-1"});
+    let r = app
+        .client
+        .post(app.url("/v1/check-ins"))
+        .basic_auth("phone-out", Some(&phone))
+        .json(&check_in)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(app.get("/readyz", None).await.status(), 503);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.resume().await.unwrap();
+
+    // Both recover without a restart.
+    let accepted = eventually(Duration::from_secs(30), || async {
+        let r = app
+            .client
+            .post(app.url("/v1/check-ins"))
+            .basic_auth("phone-out", Some(&phone))
+            .json(&check_in)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "HTTP accepts again once the database is back"
+    );
+    let run = device.await.unwrap();
+    assert!(
+        run.unacked.is_empty(),
+        "{} unacknowledged",
+        run.unacked.len()
+    );
+    assert_eq!(
+        counts(&app.pool, "hub-out").await,
+        (count as i64, count as i64)
+    );
+    app.stop().await;
+    pg.stop().await.unwrap();
+}

@@ -1,0 +1,492 @@
+//! Durable ingest against real parts: the embedded broker, Mosquitto with mosquitto_pub, the
+//! server killed hard, PostgreSQL restarted.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use homeward::auth::{OrgKind, Role};
+use homeward_proto::Encoding;
+
+use crate::device::{heartbeat, run_device};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
+
+async fn event_counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i64) {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT e.seq) FROM events e JOIN devices d ON d.id = e.device_id WHERE d.uid = $1",
+            &[&uid],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn dead_letter_reasons(pool: &deadpool_postgres::Pool) -> Vec<(String, String)> {
+    let client = pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT reason_code, reason FROM dead_letters ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
+    let app = spawn_app().await;
+    let (org, _) = app
+        .org_with_user("Ingest Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let secret = app.device(&org, "hub-e2e", "hub").await;
+    let base = chrono::Utc::now().timestamp_millis() - 60_000;
+    let auth = Some(("hub-e2e".to_string(), secret));
+    let run = run_device(
+        base,
+        app.mqtt.host.clone(),
+        app.mqtt.port,
+        "hub-e2e".into(),
+        auth.clone(),
+        500,
+        2000,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.sent, 500);
+    assert!(
+        run.unacked.is_empty(),
+        "every event acknowledged end to end: {:?}",
+        run.unacked
+    );
+    assert_eq!(event_counts(&app.pool, "hub-e2e").await, (500, 500));
+
+    // The same events again (a device that lost its acks): acknowledged, stored once.
+    let again = run_device(
+        base,
+        app.mqtt.host.clone(),
+        app.mqtt.port,
+        "hub-e2e".into(),
+        auth,
+        500,
+        2000,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(again.unacked.is_empty());
+    assert_eq!(event_counts(&app.pool, "hub-e2e").await, (500, 500));
+
+    // Both encodings decoded into the same columns.
+    let client = app.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT kind, data->>'battery', late FROM events WHERE seq = 42",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i16>(0), 16);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("42"));
+    assert!(!row.get::<_, bool>(2));
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("homeward_ingest_events_total{outcome=\"duplicate\"}"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+/// Publishes raw bytes as a device and waits for its PUBACK.
+async fn publish_raw(app: &TestApp, uid: &str, secret: &str, payloads: Vec<Vec<u8>>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
+    let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
+    options
+        .set_credentials(uid, secret.to_string())
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
+    let n = payloads.len();
+    for p in payloads {
+        client
+            .publish(
+                format!("homeward/v1/{uid}/events"),
+                p,
+                PublishOptions::new(QoS::AtLeastOnce),
+            )
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked < n && Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
+            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
+        {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, n, "every message acknowledged by the broker");
+}
+
+#[tokio::test]
+async fn bad_payloads_become_dead_letters_and_the_stream_goes_on() {
+    let app = spawn_app().await;
+    let (org, token) = app
+        .org_with_user("DL Org", OrgKind::Provider, Role::ProviderStaff)
+        .await;
+    let secret = app.device(&org, "hub-dl", "hub").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let future = now + 24 * 3600 * 1000;
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid_json", b"{\"seq\":1,".to_vec()),
+        ("invalid_cbor", vec![0xa3, 0x00, 0x01, 0xff]),
+        ("unknown_kind", format!("{{\"seq\":2,\"t\":{now},\"kind\":\"fal_detected\"}}").into_bytes()),
+        ("missing_field", format!("{{\"seq\":3,\"t\":{now},\"kind\":\"fall_detected\"}}").into_bytes()),
+        ("out_of_range", format!("{{\"seq\":4,\"t\":{now},\"kind\":\"check_in\",\"method\":\"gps\",\"lat\":123.5,\"lon\":0}}").into_bytes()),
+        ("time_in_future", format!("{{\"seq\":5,\"t\":{future},\"kind\":\"pendant_alarm\"}}").into_bytes()),
+        ("oversize", format!("{{\"seq\":6,\"t\":{now},\"kind\":\"check_in\",\"method\":\"manual\",\"reason\":\"x\",\"memo\":\"{}\"}}", "a".repeat(5000)).into_bytes()),
+    ];
+    let mut payloads: Vec<Vec<u8>> = bad.iter().map(|(_, p)| p.clone()).collect();
+    payloads.push(heartbeat(7, now, Encoding::Json));
+    publish_raw(&app, "hub-dl", &secret, payloads).await;
+
+    let stored = eventually(Duration::from_secs(10), || async {
+        let (n, _) = event_counts(&app.pool, "hub-dl").await;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "the good event after the bad ones is stored"
+    );
+    let reasons = dead_letter_reasons(&app.pool).await;
+    let codes: Vec<&str> = reasons.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        codes,
+        bad.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons[4].1.contains("lat"),
+        "the reason names the field: {}",
+        reasons[4].1
+    );
+    assert!(reasons[3].1.contains("confidence"), "{}", reasons[3].1);
+
+    // Listed for the organisation, with the raw bytes.
+    let list: serde_json::Value = app
+        .get("/v1/dead-letters?limit=3", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    assert_eq!(list["items"][0]["reason_code"], "oversize");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(list["items"][2]["payload_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(raw, bad[4].1);
+    let next = list["next_before"].as_i64().unwrap();
+    let rest: serde_json::Value = app
+        .get(&format!("/v1/dead-letters?before={next}"), Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 4);
+    // Another organisation sees none of them.
+    let (_, other) = app
+        .org_with_user("Other Org", OrgKind::Provider, Role::ProviderStaff)
+        .await;
+    let list: serde_json::Value = app
+        .get("/v1/dead-letters", Some(&other))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(list["items"].as_array().unwrap().is_empty());
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("homeward_ingest_dead_letters_total"),
+        "counted in metrics"
+    );
+    app.stop().await;
+}
+
+fn basic(uid: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{uid}:{secret}"))
+    )
+}
+
+#[tokio::test]
+async fn phones_check_in_over_http_idempotently() {
+    let app = spawn_app().await;
+    let (org, _) = app
+        .org_with_user("Phone Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let secret = app.device(&org, "phone-1", "phone").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let day_ago = now - 24 * 3600 * 1000;
+    let post = |body: serde_json::Value, auth: String| {
+        app.client
+            .post(app.url("/v1/check-ins"))
+            .header("Authorization", auth)
+            .json(&body)
+            .send()
+    };
+    let check_in = serde_json::json!({"seq": 1, "t": now, "kind": "check_in", "method": "gps", "lat": 51.5, "lon": -0.12, "accuracy_m": 12.0, "visit": "V-1"});
+    let r = post(check_in.clone(), basic("phone-1", &secret))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["items"][0]["status"], "stored");
+
+    // A replay from store and forward: a batch with the first again and an old check-out.
+    let batch = serde_json::json!([
+        check_in,
+        {"seq": 2, "t": day_ago, "kind": "check_out", "method": "tag", "tag": "HOME-42"},
+    ]);
+    let r = post(batch.clone(), basic("phone-1", &secret))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["items"][0]["status"], "duplicate");
+    assert_eq!(body["items"][1]["status"], "stored");
+    let client = app.pool.get().await.unwrap();
+    let late: bool = client
+        .query_one("SELECT late FROM events WHERE seq = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(late, "an old device time is marked as arriving late");
+    assert_eq!(event_counts(&app.pool, "phone-1").await, (2, 2));
+
+    // Wrong credentials, bad fields, telecare kinds.
+    let r = post(batch.clone(), basic("phone-1", "wrong"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post(serde_json::json!([{"seq": 3, "t": now, "kind": "check_in", "method": "gps", "lat": 91.0, "lon": 0.0}]), basic("phone-1", &secret)).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "[0].lat", "{problem}");
+    let r = post(
+        serde_json::json!({"seq": 4, "t": now, "kind": "pendant_alarm"}),
+        basic("phone-1", &secret),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "kind");
+    assert_eq!(
+        event_counts(&app.pool, "phone-1").await,
+        (2, 2),
+        "nothing stored from rejected requests"
+    );
+    app.stop().await;
+}
+
+/// A Mosquitto broker from Debian's packages on a free port, anonymous, in memory.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/install-deps.sh test)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs mosquitto_pub without blocking the test's runtime (the server under test shares it).
+async fn mosquitto_pub(port: u16, topic: &str, message: &str, auth: Option<(&str, &str)>) -> bool {
+    let mut cmd = tokio::process::Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        message,
+    ]);
+    if let Some((user, password)) = auth {
+        cmd.args(["-i", user, "-u", user, "-P", password]);
+    }
+    cmd.stderr(Stdio::null());
+    cmd.status()
+        .await
+        .expect("mosquitto_pub is installed")
+        .success()
+}
+
+/// Waits for one message on `topic` with mosquitto_sub, in the background.
+fn mosquitto_sub_one(
+    port: u16,
+    topic: &str,
+    auth: Option<(&str, &str)>,
+) -> std::thread::JoinHandle<String> {
+    let mut cmd = Command::new("mosquitto_sub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-C",
+        "1",
+        "-W",
+        "20",
+    ]);
+    if let Some((user, password)) = auth {
+        cmd.args(["-i", user, "-u", user, "-P", password]);
+    }
+    std::thread::spawn(move || {
+        String::from_utf8_lossy(&cmd.output().expect("mosquitto_sub runs").stdout).into_owned()
+    })
+}
+
+#[tokio::test]
+async fn interoperates_with_mosquitto_and_its_clients() {
+    let broker = Mosquitto::start();
+    let mut settings = test_settings();
+    settings.mqtt.url = Some(homeward::config::Secret::new(format!(
+        "mqtt://127.0.0.1:{}",
+        broker.port
+    )));
+    settings.mqtt.client_id = format!("homeward-test-{}", broker.port);
+    let app = spawn_app_with(settings).await;
+    let (org, _) = app
+        .org_with_user("Mosq Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    app.device(&org, "hub-m1", "hub").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let ack = mosquitto_sub_one(broker.port, "homeward/v1/hub-m1/downlink", None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        mosquitto_pub(
+            broker.port,
+            "homeward/v1/hub-m1/events",
+            &format!("{{\"seq\":1,\"t\":{now},\"kind\":\"fall_detected\",\"confidence\":91}}"),
+            None
+        )
+        .await
+    );
+    let ack = tokio::task::spawn_blocking(move || ack.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ack.trim(),
+        "{\"type\":\"ack\",\"stored\":[[1,1]]}",
+        "end-to-end ack through Mosquitto"
+    );
+    assert_eq!(event_counts(&app.pool, "hub-m1").await, (1, 1));
+    // The device's retained status reaches presence.
+    assert!(mosquitto_pub(broker.port, "homeward/v1/hub-m1/status", "online", None).await);
+    let online = eventually(Duration::from_secs(10), || async {
+        let client = app.pool.get().await.ok()?;
+        let row = client
+            .query_opt("SELECT online FROM device_presence", &[])
+            .await
+            .ok()??;
+        row.get::<_, bool>(0).then_some(())
+    })
+    .await;
+    assert!(online.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mosquitto_clients_work_with_the_embedded_broker() {
+    let app = spawn_app().await;
+    let (org, _) = app
+        .org_with_user("Emb Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let secret = app.device(&org, "hub-x1", "hub").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let port = app.mqtt.port;
+    let message = format!("{{\"seq\":1,\"t\":{now},\"kind\":\"smoke\"}}");
+    assert!(
+        mosquitto_pub(
+            port,
+            "homeward/v1/hub-x1/events",
+            &message,
+            Some(("hub-x1", &secret))
+        )
+        .await
+    );
+    let stored = eventually(Duration::from_secs(10), || async {
+        (event_counts(&app.pool, "hub-x1").await == (1, 1)).then_some(())
+    })
+    .await;
+    assert!(stored.is_some(), "mosquitto_pub's event is stored");
+    // The wrong secret is refused: mosquitto_pub exits with an error.
+    assert!(
+        !mosquitto_pub(
+            port,
+            "homeward/v1/hub-x1/events",
+            &message,
+            Some(("hub-x1", "wrong"))
+        )
+        .await
+    );
+    app.stop().await;
+}
