@@ -53,6 +53,8 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub storage: StorageSettings,
     pub ingest: IngestSettings,
+    pub evv: crate::evv::EvvSettings,
+    pub alarms: crate::alarms::AlarmSettings,
     pub log: LogSettings,
 }
 
@@ -178,6 +180,8 @@ impl Default for Settings {
             mqtt: MqttSettings::default(),
             storage: StorageSettings::default(),
             ingest: IngestSettings::default(),
+            evv: crate::evv::EvvSettings::default(),
+            alarms: crate::alarms::AlarmSettings::default(),
             log: LogSettings::default(),
         }
     }

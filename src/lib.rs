@@ -4,12 +4,14 @@
 //! # Layout
 //! Split by domain, each owning its types, SQL and routes:
 //! - [`ingest`]: MQTT subscriber, HTTP check-ins, the batch writer, dead letters.
+//! - [`evv`]: visits: schedules, verification, exceptions, missed-visit alerts.
+//! - [`alarms`]: telecare alarms, their lifecycle, falls and long lies, device health.
 //! - [`devices`]: device registry, credentials, the embedded broker's authenticator.
 //! - [`auth`]: organisations, users, roles, API tokens, the [`auth::Caller`] extractor.
 //!
 //! Shared plumbing beside them: [`config`], [`db`] (pool, migrations, the embedded PostgreSQL,
 //! partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
-//! documents, health), [`telemetry`], [`startup`] (building and running the application) and
+//! documents, health), [`live`] (the server-sent event stream), [`telemetry`], [`startup`] (building and running the application) and
 //! [`cli`].
 //!
 //! # Invariants
@@ -21,13 +23,16 @@
 //! - Bad input gets a problem document (HTTP) or a dead-letter row (MQTT); it never crashes the
 //!   server and is never silently dropped.
 
+pub mod alarms;
 pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod devices;
+pub mod evv;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod startup;
 pub mod telemetry;

@@ -41,6 +41,17 @@ pub enum StartupError {
     },
 }
 
+/// What domain modules get at start-up to run their background work.
+#[derive(Clone)]
+pub struct Services {
+    pub pool: deadpool_postgres::Pool,
+    pub live: crate::live::LiveHub,
+    pub downlinks: Arc<dyn crate::ingest::DownlinkSender>,
+    pub settings: Settings,
+    /// Fires once at shutdown, after ingest has drained.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// How Homeward's own MQTT client reaches the broker.
 #[derive(Debug, Clone)]
 pub struct MqttEndpoint {
@@ -172,6 +183,19 @@ impl Application {
             mqtt_stop_rx,
         );
         writer.set_acker(subscriber.acker.clone());
+        let live = crate::live::LiveHub::default();
+        let downlinks: Arc<dyn crate::ingest::DownlinkSender> = subscriber.acker.clone();
+        let services = Services {
+            pool: db.pool.clone(),
+            live: live.clone(),
+            downlinks: downlinks.clone(),
+            settings: settings.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let evv_feed = writer.subscribe_committed(64);
+        let alarms_feed = writer.subscribe_committed(64);
+        tasks.extend(crate::evv::start(&services, evv_feed));
+        tasks.extend(crate::alarms::start(&services, alarms_feed));
         let writer_task = tokio::spawn(writer.run(writer_stop_rx));
         let connected = subscriber.connected.clone();
 
@@ -190,6 +214,8 @@ impl Application {
             pool: db.pool.clone(),
             settings: settings.clone(),
             writer: writer_handle,
+            live,
+            downlinks,
             broker: Arc::new(ReadyProbe { connected }),
             metrics: crate::telemetry::metrics_handle(),
         });
@@ -204,6 +230,9 @@ impl Application {
                 .configure(crate::auth::routes::routes)
                 .configure(crate::devices::routes::routes)
                 .configure(crate::ingest::http::routes)
+                .configure(crate::live::routes)
+                .configure(crate::evv::routes)
+                .configure(crate::alarms::routes)
                 .default_service(web::to(http::problem::not_found))
         })
         .workers(

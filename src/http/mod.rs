@@ -23,6 +23,8 @@ pub struct AppState {
     pub pool: Pool,
     pub settings: crate::config::Settings,
     pub writer: crate::ingest::WriterHandle,
+    pub live: crate::live::LiveHub,
+    pub downlinks: Arc<dyn crate::ingest::DownlinkSender>,
     pub broker: Arc<dyn BrokerProbe>,
     pub metrics: PrometheusHandle,
 }

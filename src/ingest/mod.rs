@@ -31,6 +31,7 @@ use homeward_proto::Encoding;
 use tokio::sync::oneshot;
 
 pub use directory::{DeviceDirectory, DeviceRef};
+pub use mqtt::DownlinkSender;
 pub use writer::{Writer, WriterHandle};
 
 /// Where a job came from, and how to complete it once its batch has committed.
@@ -60,11 +61,30 @@ pub enum Item {
 
 pub struct EventItem {
     pub row: copy::EventRow,
+    pub organisation_id: i32,
     pub device_uid: Arc<str>,
+    /// The decoded event, handed to the derivations once stored.
+    pub event: homeward_proto::Event,
     pub encoding: Encoding,
     /// Alarms and falls: flush the batch at once.
     pub priority: bool,
 }
+
+/// A newly stored event, as the derivations (alarms, visits, device health) receive it after
+/// its transaction has committed. Resends that were already stored are not repeated here.
+#[derive(Debug, Clone)]
+pub struct CommittedEvent {
+    pub device_id: i32,
+    pub organisation_id: i32,
+    pub device_uid: Arc<str>,
+    pub seq: i64,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub event: homeward_proto::Event,
+}
+
+/// What derivations receive: the stored events of one committed batch, in order.
+pub type CommittedBatch = Arc<[CommittedEvent]>;
 
 /// The device's retained online/offline status.
 pub struct StatusItem {

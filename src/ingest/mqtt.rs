@@ -312,6 +312,8 @@ pub fn event_item(
     let late = (received_at - occurred_at).num_seconds() > settings.late_after_secs as i64;
     let data = homeward_proto::encode_fields_json_string(event.body());
     EventItem {
+        organisation_id: device.organisation_id,
+        event: event.clone(),
         row: EventRow {
             device_id: device.id,
             seq: event.seq() as i64,
@@ -325,6 +327,29 @@ pub fn event_item(
         device_uid: device.uid.clone(),
         encoding: Encoding::detect(payload).unwrap_or(Encoding::Json),
         priority: event.kind().is_priority(),
+    }
+}
+
+/// Messages from Homeward to a device's hub ("help is on the way"). Never blocks; a message
+/// that cannot be queued is logged and dropped (a notice is a courtesy, not data).
+pub trait DownlinkSender: Send + Sync {
+    fn notice(&self, device_uid: &str, notice: homeward_proto::Notice);
+}
+
+impl DownlinkSender for MqttAcker {
+    fn notice(&self, device_uid: &str, notice: homeward_proto::Notice) {
+        let Some(device) = DeviceId::new(device_uid) else {
+            return;
+        };
+        let payload =
+            homeward_proto::encode_downlink_vec(&Downlink::Notice(notice), Encoding::Json);
+        if let Err(e) = self.client.try_publish(
+            topic::downlink(&device),
+            Bytes::from(payload),
+            PublishOptions::new(QoS::AtLeastOnce),
+        ) {
+            tracing::warn!(error = %e, device = device_uid, "could not queue a notice to the device");
+        }
     }
 }
 

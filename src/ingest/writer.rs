@@ -23,7 +23,7 @@ use homeward_proto::{AckRanges, Encoding};
 use tokio::sync::{mpsc, watch};
 
 use super::copy;
-use super::{DeadLetter, Item, Job, Outcome, Source, WriteError};
+use super::{CommittedBatch, CommittedEvent, DeadLetter, Item, Job, Outcome, Source, WriteError};
 use crate::config::IngestSettings;
 use crate::http::problem::is_connection_error;
 
@@ -61,6 +61,7 @@ pub struct Writer {
     rx: mpsc::Receiver<Job>,
     acker: Option<Arc<dyn Acker>>,
     conn: Option<Object>,
+    committed: Vec<mpsc::Sender<CommittedBatch>>,
 }
 
 impl Writer {
@@ -73,6 +74,7 @@ impl Writer {
                 rx,
                 acker: None,
                 conn: None,
+                committed: Vec::new(),
             },
             WriterHandle { tx },
         )
@@ -80,6 +82,14 @@ impl Writer {
 
     pub fn set_acker(&mut self, acker: Arc<dyn Acker>) {
         self.acker = Some(acker);
+    }
+
+    /// A derivation's feed of newly stored events. The writer waits when a feed is full, so a
+    /// slow derivation slows ingest rather than missing events.
+    pub fn subscribe_committed(&mut self, capacity: usize) -> mpsc::Receiver<CommittedBatch> {
+        let (tx, rx) = mpsc::channel(capacity);
+        self.committed.push(tx);
+        rx
     }
 
     /// Runs until every handle is dropped and the queue is drained, or until `shutdown` fires
@@ -129,7 +139,7 @@ impl Writer {
             return;
         }
         match self.write(&batch).await {
-            Ok(outcomes) => self.complete(batch, outcomes),
+            Ok(outcomes) => self.finish(batch, outcomes).await,
             Err(_) => fail_all(batch, WriteError::ShuttingDown),
         }
     }
@@ -143,7 +153,7 @@ impl Writer {
         loop {
             match self.write(&batch).await {
                 Ok(outcomes) => {
-                    self.complete(batch, outcomes);
+                    self.finish(batch, outcomes).await;
                     return;
                 }
                 Err(BatchError::Unavailable(reason)) => {
@@ -195,7 +205,7 @@ impl Writer {
         for job in batch {
             let single = vec![job];
             match self.write(&single).await {
-                Ok(outcomes) => self.complete(single, outcomes),
+                Ok(outcomes) => self.finish(single, outcomes).await,
                 Err(BatchError::Rejected(reason)) => {
                     let mut job = single.into_iter().next().expect("one job");
                     job.items = job
@@ -209,6 +219,40 @@ impl Writer {
                     Box::pin(self.commit_with_retry(single, shutdown)).await;
                 }
             }
+        }
+    }
+
+    /// After commit: complete the jobs, then feed the derivations.
+    async fn finish(&mut self, batch: Vec<Job>, outcomes: Vec<Vec<Outcome>>) {
+        let stored: Vec<CommittedEvent> = if self.committed.is_empty() {
+            Vec::new()
+        } else {
+            batch
+                .iter()
+                .zip(&outcomes)
+                .flat_map(|(job, outcomes)| job.items.iter().zip(outcomes))
+                .filter_map(|(item, outcome)| match (item, outcome) {
+                    (Item::Event(e), Outcome::Stored) => Some(CommittedEvent {
+                        device_id: e.row.device_id,
+                        organisation_id: e.organisation_id,
+                        device_uid: e.device_uid.clone(),
+                        seq: e.row.seq,
+                        occurred_at: e.row.occurred_at,
+                        received_at: e.row.received_at,
+                        event: e.event.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        self.complete(batch, outcomes);
+        if stored.is_empty() {
+            return;
+        }
+        let stored: CommittedBatch = stored.into();
+        self.committed.retain(|tx| !tx.is_closed());
+        for tx in &self.committed {
+            let _ = tx.send(stored.clone()).await;
         }
     }
 
