@@ -36,7 +36,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   ingest.max_future_secs               device time further ahead is dead-lettered [300]
   ingest.max_http_batch                events per POST /v1/check-ins [500]
   log.format                           pretty | json [pretty]
-  log.filter                           tracing filter; RUST_LOG overrides [info]
+  log.filter                           tracing filter; RUST_LOG overrides
+                                       [info,tokio_postgres=warn]
 
 A file is read from --config, else ./homeward.toml if present. Unknown keys are errors.
 See docs/configuration.md.";
