@@ -1,29 +1,416 @@
 //! Telecare alarms: lifecycle, live stream, response times, falls and long lies, device health.
 //!
-//! (Being built: see the open issue. The module already has its place in start-up, its
-//! settings section and its routes, so the work lands without touching shared files.)
+//! - [`model`]: the closed sets (kinds, severities, states, outcome codes) mapped to SQL.
+//! - [`derive`]: the only code that changes `alarms`, `alarm_events` and `device_health`, from
+//!   events (live feed, catch-up, rebuild) and staff actions (API, rebuild).
+//! - [`routes`](mod@routes): the HTTP API for provider staff and responders; [`figures`]: response
+//!   times against the TSA targets; [`rebuild`]: recomputing the derived tables.
+//!
+//! Sources of truth are the raw `events` and `alarm_actions` (what staff did, who and when);
+//! everything else here is derived and [`rebuild`] recomputes it with the same alarm ids.
+//! A change is published to the live stream (`alarm` / `technical_alarm`) right after the
+//! transaction that made it has committed. See `docs/alarms.md`.
+
+pub mod derive;
+pub mod figures;
+pub mod model;
+pub mod rebuild;
+pub mod routes;
+
+use std::time::Duration;
 
 use actix_web::web;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::http::ApiError;
 use crate::ingest::CommittedBatch;
+use crate::live::LiveHub;
 use crate::startup::Services;
+use derive::{Change, IdMap, Input, Rules};
+pub use rebuild::{rebuild, rebuild_with, RebuildReport};
 
-/// Settings under `[alarms]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Settings under `[alarms]`. Targets and thresholds cite DOMAIN.md ("Telecare").
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AlarmSettings {}
+pub struct AlarmSettings {
+    /// Heartbeat interval assumed when a heartbeat carries no `interval_s`. Default 900 (15 min).
+    pub heartbeat_interval_secs: u32,
+    /// A device is missing after this many intervals without a heartbeat. Default 2.5.
+    pub heartbeat_missing_factor: f64,
+    /// How often the missing-heartbeat check runs. Default 30.
+    pub sweep_interval_secs: u64,
+    /// `battery_low` clears on a heartbeat with the battery above this percentage. Default 20.
+    pub battery_low_percent: u8,
+    /// A fall whose responder arrived this long after it or later is a long lie. Default 60.
+    pub long_lie_minutes: u32,
+    /// Answer targets (TSA code of practice): 97.5% within 60 s, 99% within 180 s.
+    pub answer_target_secs: u32,
+    pub answer_target_share: f64,
+    pub answer_limit_secs: u32,
+    pub answer_limit_share: f64,
+    /// Mobile responders on site: 90% within 45 minutes, all within 60 minutes.
+    pub on_site_target_minutes: u32,
+    pub on_site_target_share: f64,
+    pub on_site_limit_minutes: u32,
+    pub on_site_limit_share: f64,
+    /// `door_open_too_long` raises an alarm only at night, local hours `[start, end)`.
+    /// Defaults 22 and 7.
+    pub night_start_hour: u32,
+    pub night_end_hour: u32,
+    /// Time zone for the night window (IANA name known to PostgreSQL). Default `Europe/London`.
+    pub timezone: String,
+}
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_secs: 900,
+            heartbeat_missing_factor: 2.5,
+            sweep_interval_secs: 30,
+            battery_low_percent: 20,
+            long_lie_minutes: 60,
+            answer_target_secs: 60,
+            answer_target_share: 0.975,
+            answer_limit_secs: 180,
+            answer_limit_share: 0.99,
+            on_site_target_minutes: 45,
+            on_site_target_share: 0.90,
+            on_site_limit_minutes: 60,
+            on_site_limit_share: 1.0,
+            night_start_hour: 22,
+            night_end_hour: 7,
+            timezone: "Europe/London".into(),
+        }
+    }
+}
+
+impl AlarmSettings {
+    /// One line naming what is wrong, or `Ok`.
+    pub fn validate(&self) -> Result<(), String> {
+        let shares = [
+            ("answer_target_share", self.answer_target_share),
+            ("answer_limit_share", self.answer_limit_share),
+            ("on_site_target_share", self.on_site_target_share),
+            ("on_site_limit_share", self.on_site_limit_share),
+        ];
+        for (name, v) in shares {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("alarms.{name} must be between 0 and 1"));
+            }
+        }
+        if self.heartbeat_missing_factor.is_nan() || self.heartbeat_missing_factor < 1.0 {
+            return Err("alarms.heartbeat_missing_factor must be at least 1".into());
+        }
+        if self.heartbeat_interval_secs == 0 || self.sweep_interval_secs == 0 {
+            return Err(
+                "alarms.heartbeat_interval_secs and alarms.sweep_interval_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if self.night_start_hour > 23 || self.night_end_hour > 23 {
+            return Err("alarms.night_start_hour and alarms.night_end_hour must be 0 to 23".into());
+        }
+        if self.battery_low_percent > 100 {
+            return Err("alarms.battery_low_percent must be 0 to 100".into());
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the alarm domain's storage work.
+#[derive(Debug, thiserror::Error)]
+pub enum AlarmError {
+    #[error("database error: {}", db_detail(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Corrupt(#[from] model::UnknownValue),
+}
+
+/// tokio-postgres says only "db error"; the server's message is in the source.
+fn db_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl AlarmError {
+    /// Worth retrying: the database is away, not the query wrong.
+    fn is_transient(&self) -> bool {
+        match self {
+            // Also a deadlock or serialization failure between instances: the retry succeeds.
+            AlarmError::Db(e) => {
+                crate::http::problem::is_connection_error(e)
+                    || e.code().is_some_and(|c| {
+                        *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                            || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    })
+            }
+            AlarmError::Pool(_) => true,
+            AlarmError::Corrupt(_) => false,
+        }
+    }
+}
+
+impl From<AlarmError> for ApiError {
+    fn from(e: AlarmError) -> Self {
+        match e {
+            AlarmError::Db(e) => ApiError::from(e),
+            AlarmError::Pool(e) => ApiError::from(e),
+            AlarmError::Corrupt(e) => ApiError::Unexpected(e.into()),
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    routes::routes(cfg);
+}
+
+/// Publishes committed changes to the live stream.
+pub(crate) fn publish(live: &LiveHub, changes: &[Change]) {
+    for change in changes {
+        live.publish(change.view.live_event(change.transition));
+        metrics::counter!("homeward_alarm_transitions_total",
+            "category" => change.view.category.as_str(),
+            "transition" => change.transition.as_str())
+        .increment(1);
+    }
+}
 
 /// Starts the background work; `committed` carries every newly stored event.
 pub fn start(
-    _services: &Services,
+    services: &Services,
     mut committed: mpsc::Receiver<CommittedBatch>,
 ) -> Vec<JoinHandle<()>> {
-    vec![tokio::spawn(async move {
-        while committed.recv().await.is_some() {}
-    })]
+    let settings = services.settings.alarms.clone();
+    if let Err(e) = settings.validate() {
+        tracing::error!(error = %e, "invalid alarm settings; using the defaults");
+    }
+    let settings = if settings.validate().is_ok() {
+        settings
+    } else {
+        AlarmSettings::default()
+    };
+    let rules = Rules::from(&settings);
+    let instance = services.settings.mqtt.client_id.clone();
+    let pool = services.pool.clone();
+    let live = services.live.clone();
+    let feed_rules = rules.clone();
+    let feed_pool = pool.clone();
+    let feed_live = live.clone();
+    let mut feed_shutdown = services.shutdown.clone();
+    let feed = tokio::spawn(async move {
+        // Events stored but not derived before the last stop (or before this module ran).
+        let mut attempt = 0u32;
+        loop {
+            match catch_up(&feed_pool, &feed_rules, &feed_live, &instance).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(events = n, "alarms caught up on stored events");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "alarm catch-up failed; retrying");
+                    if backoff(attempt, &mut feed_shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        // The writer closes the feed at shutdown, after its last commit: drain it all.
+        while let Some(batch) = committed.recv().await {
+            let inputs: Vec<Input> = batch.iter().filter_map(Input::from_committed).collect();
+            if inputs.is_empty() {
+                continue;
+            }
+            let mut attempt = 0u32;
+            loop {
+                match process(&feed_pool, &feed_rules, &feed_live, &inputs).await {
+                    Ok(()) => {
+                        if let Some(newest) = inputs.iter().map(|e| e.received_at).max() {
+                            if let Err(e) = set_cursor_in(&feed_pool, &instance, newest).await {
+                                tracing::warn!(error = %e, "could not record how far alarm derivation got");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if e.is_transient() && attempt < 50 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "alarm derivation waiting for the database");
+                        if backoff(attempt, &mut feed_shutdown).await {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // Logged once; start-up catch-up will retry these events.
+                        tracing::error!(error = %e, events = inputs.len(), "alarm derivation failed for a batch");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut shutdown = services.shutdown.clone();
+    let period = Duration::from_secs(settings.sweep_interval_secs);
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = run_sweep(&pool, &rules, &live, Utc::now()).await {
+                        tracing::warn!(error = %e, "missing-heartbeat check failed");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    vec![feed, sweeper]
+}
+
+/// Waits before retry `attempt`; true when shutdown came first.
+async fn backoff(attempt: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    let wait = Duration::from_millis(100 * u64::from(attempt.min(20)));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Derives alarms from newly stored events, in order: each non-heartbeat event in its own
+/// transaction, published as soon as it commits; runs of heartbeats together.
+pub async fn process(
+    pool: &deadpool_postgres::Pool,
+    rules: &Rules,
+    live: &LiveHub,
+    inputs: &[Input],
+) -> Result<(), AlarmError> {
+    let mut client = pool.get().await?;
+    let ids = IdMap::new();
+    let mut i = 0;
+    while i < inputs.len() {
+        let tx = client.transaction().await?;
+        let changes = if inputs[i].kind == homeward_proto::EventKind::Heartbeat {
+            let end = inputs[i..]
+                .iter()
+                .position(|e| e.kind != homeward_proto::EventKind::Heartbeat)
+                .map_or(inputs.len(), |p| i + p);
+            let changes = derive::apply_heartbeats(&*tx, rules, &ids, &inputs[i..end]).await?;
+            i = end;
+            changes
+        } else {
+            let changes = derive::apply_event(&*tx, rules, &ids, &inputs[i]).await?;
+            i += 1;
+            changes
+        };
+        tx.commit().await?;
+        publish(live, &changes);
+    }
+    Ok(())
+}
+
+async fn set_cursor_in(
+    pool: &deadpool_postgres::Pool,
+    instance: &str,
+    at: DateTime<Utc>,
+) -> Result<(), AlarmError> {
+    let client = pool.get().await?;
+    set_cursor(&**client, instance, at).await
+}
+
+async fn set_cursor(
+    c: &impl tokio_postgres::GenericClient,
+    instance: &str,
+    at: DateTime<Utc>,
+) -> Result<(), AlarmError> {
+    c.execute(
+        "INSERT INTO alarm_cursor (instance, received_at) VALUES ($1, $2) \
+         ON CONFLICT (instance) DO UPDATE \
+         SET received_at = GREATEST(alarm_cursor.received_at, excluded.received_at)",
+        &[&instance, &at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Events stored within this margin before the cursor are looked at again at start-up: the
+/// writer stamps `received_at` a little before it commits. Idempotence makes it harmless.
+const CATCH_UP_MARGIN_SECS: i64 = 120;
+
+/// Derives what stored events have not yet given, from this instance's cursor (a new instance
+/// starts from the newest cursor of any; an empty table means from the beginning). Returns how
+/// many events it looked at.
+pub async fn catch_up(
+    pool: &deadpool_postgres::Pool,
+    rules: &Rules,
+    live: &LiveHub,
+    instance: &str,
+) -> Result<usize, AlarmError> {
+    let since = {
+        let client = pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE((SELECT received_at FROM alarm_cursor WHERE instance = $1), \
+                                 (SELECT max(received_at) FROM alarm_cursor))",
+                &[&instance],
+            )
+            .await?;
+        match row.get::<_, Option<DateTime<Utc>>>(0) {
+            Some(at) => at - chrono::Duration::seconds(CATCH_UP_MARGIN_SECS),
+            None => DateTime::<Utc>::UNIX_EPOCH,
+        }
+    };
+    let mut looked = 0;
+    let mut after = (since, 0, 0);
+    loop {
+        let (inputs, next) = {
+            let client = pool.get().await?;
+            derive::events_page(&**client, after, 5000).await?
+        };
+        looked += inputs.len();
+        process(pool, rules, live, &inputs).await?;
+        if let Some(last) = inputs.last() {
+            set_cursor_in(pool, instance, last.received_at).await?;
+        }
+        match next {
+            Some(key) => after = key,
+            None => break,
+        }
+    }
+    Ok(looked)
+}
+
+/// Advisory lock key of the missing-heartbeat check ("alarm" in ASCII, plus one).
+const SWEEP_LOCK: i64 = 0x616c_6172_6d01;
+
+/// The periodic missing-heartbeat check, in its own transaction, published after commit.
+pub async fn run_sweep(
+    pool: &deadpool_postgres::Pool,
+    rules: &Rules,
+    live: &LiveHub,
+    now: DateTime<Utc>,
+) -> Result<usize, AlarmError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // One instance at a time does the check (DESIGN.md: work that must run once takes an
+    // advisory lock); the others skip this round.
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(0);
+    }
+    let changes = derive::sweep(&*tx, rules, &IdMap::new(), now).await?;
+    tx.commit().await?;
+    publish(live, &changes);
+    Ok(changes.len())
 }

@@ -53,6 +53,8 @@ pub struct Job {
     pub source: Source,
 }
 
+// Events dominate, so boxing them would cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Item {
     Event(EventItem),
     Status(StatusItem),

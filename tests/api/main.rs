@@ -5,9 +5,12 @@ mod device;
 mod durability;
 mod helpers;
 
+mod alarms;
 mod auth;
 mod broker;
 mod cli;
 mod health;
 mod ingest;
+mod scaleout;
 mod storage;
+mod visits;

@@ -1,0 +1,462 @@
+//! The alarm API for provider staff and responders: lists, one alarm with its history, the
+//! lifecycle actions, response figures and device health. Every query filters by the caller's
+//! organisation; another tenant's alarm is "not found".
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use homeward_proto::{Notice, NoticeKind};
+use serde::Deserialize;
+
+use super::derive::{self, ActionRow, Rules};
+use super::model::{Action, AlarmView, Category, Outcome, State, VIEW_COLUMNS};
+use crate::auth::{Caller, Role};
+use crate::http::{ApiError, AppState};
+
+const STAFF: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
+const ANYONE: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder];
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(response_times)
+        .service(list_alarms)
+        .service(list_technical)
+        .service(device_health)
+        .service(get_alarm)
+        .service(acknowledge)
+        .service(dispatch)
+        .service(arrive)
+        .service(resolve)
+        .service(close);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `open` (default) or `all` (newest first).
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    category: Category,
+    q: &ListQuery,
+) -> Result<Vec<AlarmView>, ApiError> {
+    let open_only = match q.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(_) => return Err(ApiError::invalid("status", "must be `open` or `all`")),
+    };
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let client = state.pool.get().await?;
+    let open: Vec<&str> = State::OPEN.iter().map(|s| s.as_str()).collect();
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS} FROM alarms a \
+          WHERE a.organisation_id = $1 AND a.category = $2 AND (NOT $3 OR a.state = ANY($4)) \
+          ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, \
+                   a.received_at DESC \
+          LIMIT $5"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &caller.organisation_id,
+                &category.as_str(),
+                &open_only,
+                &open,
+                &limit,
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| AlarmView::from_row(r).map_err(|e| ApiError::Unexpected(e.into())))
+        .collect()
+}
+
+/// Care alarms, open ones by default, most severe and newest first.
+#[get("/v1/alarms")]
+async fn list_alarms(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ANYONE)?;
+    let alarms = list(&state, &caller, Category::Care, &q).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "alarms": alarms })))
+}
+
+/// Technical alarms (device health), kept apart from care alarms.
+#[get("/v1/technical-alarms")]
+async fn list_technical(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ANYONE)?;
+    let alarms = list(&state, &caller, Category::Technical, &q).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "alarms": alarms })))
+}
+
+/// One alarm with its history.
+#[get("/v1/alarms/{id:\\d+}")]
+async fn get_alarm(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ANYONE)?;
+    let id = path.into_inner();
+    let client = state.pool.get().await?;
+    let sql =
+        format!("SELECT {VIEW_COLUMNS} FROM alarms a WHERE a.id = $1 AND a.organisation_id = $2");
+    let row = client
+        .query_opt(&sql, &[&id, &caller.organisation_id])
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("alarm {id}")))?;
+    let alarm = AlarmView::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let history: Vec<serde_json::Value> = client
+        .query(
+            "SELECT e.at, e.transition, e.from_state, e.to_state, d.uid, e.seq, \
+                    u.name, x.action, x.note \
+               FROM alarm_events e \
+               LEFT JOIN devices d ON d.id = e.device_id \
+               LEFT JOIN alarm_actions x ON x.id = e.action_id \
+               LEFT JOIN users u ON u.id = x.user_id \
+              WHERE e.alarm_id = $1 AND e.organisation_id = $2 ORDER BY e.id",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "at": r.get::<_, DateTime<Utc>>(0),
+                "transition": r.get::<_, String>(1),
+                "from_state": r.get::<_, Option<String>>(2),
+                "to_state": r.get::<_, String>(3),
+                "device_uid": r.get::<_, Option<String>>(4),
+                "seq": r.get::<_, Option<i64>>(5),
+                "user": r.get::<_, Option<String>>(6),
+                "action": r.get::<_, Option<String>>(7),
+                "note": r.get::<_, Option<String>>(8),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "alarm": alarm, "history": history })))
+}
+
+/// Body of every action; `outcome` is required to resolve, `fall` marks a pendant alarm (or
+/// any other) as a fall when it turns out to be one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    outcome: Option<String>,
+    fall: Option<bool>,
+    note: Option<String>,
+}
+
+fn parse_body(body: &web::Bytes) -> Result<ActionBody, ApiError> {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(ActionBody::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+#[post("/v1/alarms/{id:\\d+}/acknowledge")]
+async fn acknowledge(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    act(
+        &state,
+        &caller,
+        path.into_inner(),
+        Action::Acknowledge,
+        &body,
+    )
+    .await
+}
+
+#[post("/v1/alarms/{id:\\d+}/dispatch")]
+async fn dispatch(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    act(&state, &caller, path.into_inner(), Action::Dispatch, &body).await
+}
+
+#[post("/v1/alarms/{id:\\d+}/arrive")]
+async fn arrive(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ANYONE)?;
+    act(&state, &caller, path.into_inner(), Action::Arrive, &body).await
+}
+
+#[post("/v1/alarms/{id:\\d+}/resolve")]
+async fn resolve(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ANYONE)?;
+    act(&state, &caller, path.into_inner(), Action::Resolve, &body).await
+}
+
+#[post("/v1/alarms/{id:\\d+}/close")]
+async fn close(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    act(&state, &caller, path.into_inner(), Action::Close, &body).await
+}
+
+/// Records the action (who, when) and applies it, under a lock on the alarm row; answers 409
+/// naming the current state when the action does not fit it.
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    action: Action,
+    body: &web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = parse_body(body)?;
+    let outcome = match (action, body.outcome.as_deref()) {
+        (Action::Resolve, None) => {
+            let codes: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+            return Err(ApiError::invalid(
+                "outcome",
+                format!("required to resolve; one of {}", codes.join(", ")),
+            ));
+        }
+        (Action::Resolve, Some(text)) => Some(Outcome::parse(text).ok_or_else(|| {
+            let codes: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+            ApiError::invalid(
+                "outcome",
+                format!("unknown outcome {text:?}; one of {}", codes.join(", ")),
+            )
+        })?),
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "outcome",
+                "only resolving takes an outcome",
+            ));
+        }
+        (_, None) => None,
+    };
+    if body.fall.is_some() && action != Action::Resolve {
+        return Err(ApiError::invalid("fall", "only resolving takes `fall`"));
+    }
+    if body.note.as_ref().is_some_and(|n| n.len() > 2000) {
+        return Err(ApiError::invalid("note", "at most 2000 bytes"));
+    }
+    let rules = Rules::from(&state.settings.alarms);
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT category, state FROM alarms WHERE id = $1 AND organisation_id = $2 FOR UPDATE",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("alarm {id}")))?;
+    let category_text: String = row.get(0);
+    let state_text: String = row.get(1);
+    let category = Category::parse(&category_text).ok_or_else(|| {
+        ApiError::Unexpected(anyhow::anyhow!("alarm {id} has category {category_text:?}"))
+    })?;
+    let Some((_, from)) = action.step(category) else {
+        return Err(ApiError::Conflict(format!(
+            "a {category} alarm cannot be {action}d; technical alarms are acknowledged and clear themselves"
+        )));
+    };
+    if !State::parse(&state_text).is_some_and(|s| from.contains(&s)) {
+        let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::Conflict(format!(
+            "alarm {id} is {state_text}; {action} needs it to be {}",
+            allowed.join(" or ")
+        )));
+    }
+    let recorded = tx
+        .query_one(
+            "INSERT INTO alarm_actions (organisation_id, alarm_id, action, user_id, at, outcome, fall, note) \
+             VALUES ($1, $2, $3, $4, clock_timestamp(), $5, $6, $7) RETURNING id, at",
+            &[
+                &caller.organisation_id,
+                &id,
+                &action.as_str(),
+                &caller.user_id,
+                &outcome.map(|o| o.as_str()),
+                &body.fall,
+                &body.note,
+            ],
+        )
+        .await?;
+    let action_row = ActionRow {
+        id: recorded.get(0),
+        organisation_id: caller.organisation_id,
+        alarm_id: id,
+        action,
+        user_id: caller.user_id,
+        at: recorded.get(1),
+        outcome,
+        fall: body.fall,
+    };
+    let changes = derive::apply_action(&*tx, &rules, &action_row).await?;
+    let Some(change) = changes.first().cloned() else {
+        return Err(ApiError::Conflict(format!(
+            "alarm {id} changed meanwhile; reload it"
+        )));
+    };
+    // The person's hub hears that help is coming (care alarms only).
+    let notice_to: Option<String> = if category == Category::Care {
+        tx.query_one(
+            "SELECT COALESCE( \
+                 (SELECT h.uid FROM devices h WHERE a.person_id IS NOT NULL AND h.person_id = a.person_id \
+                     AND h.kind = 'hub' AND h.disabled_at IS NULL ORDER BY h.id LIMIT 1), \
+                 (SELECT d.uid FROM devices d WHERE d.id = a.last_device_id)) \
+               FROM alarms a WHERE a.id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    super::publish(&state.live, &changes);
+    let notice = match action {
+        Action::Acknowledge => Some(NoticeKind::AlarmAcknowledged),
+        Action::Dispatch => Some(NoticeKind::HelpOnTheWay),
+        Action::Arrive => Some(NoticeKind::ResponderOnSite),
+        Action::Resolve => Some(NoticeKind::AlarmResolved),
+        Action::Close => None,
+    };
+    if let (Some(kind), Some(uid)) = (notice, notice_to) {
+        state.downlinks.notice(
+            &uid,
+            Notice {
+                kind,
+                alarm: u64::try_from(id).ok(),
+            },
+        );
+    }
+    Ok(HttpResponse::Ok().json(change.view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FiguresQuery {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    /// Commissioners: the contracted provider. Providers: their own (may be omitted).
+    provider_id: Option<i32>,
+}
+
+/// Response times against the targets, per provider and period (received time).
+#[get("/v1/alarms/response-times")]
+async fn response_times(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<FiguresQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Commissioner])?;
+    let to = q.to.unwrap_or_else(Utc::now);
+    let from = q.from.unwrap_or(to - chrono::Duration::days(30));
+    if from >= to {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    let client = state.pool.get().await?;
+    let provider = if caller.role == Role::Commissioner {
+        let provider = q
+            .provider_id
+            .ok_or_else(|| ApiError::invalid("provider_id", "required for commissioners"))?;
+        let contracted: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM contracts WHERE commissioner_id = $1 AND provider_id = $2)",
+                &[&caller.organisation_id, &provider],
+            )
+            .await?
+            .get(0);
+        if !contracted {
+            return Err(ApiError::NotFound(format!("provider {provider}")));
+        }
+        provider
+    } else {
+        match q.provider_id {
+            Some(p) if p != caller.organisation_id => {
+                return Err(ApiError::NotFound(format!("provider {p}")));
+            }
+            _ => caller.organisation_id,
+        }
+    };
+    let figures =
+        super::figures::response_times(&**client, &state.settings.alarms, provider, from, to)
+            .await?;
+    Ok(HttpResponse::Ok().json(figures))
+}
+
+/// Every telecare device of the organisation: presence, last heartbeat, battery, whether it is
+/// overdue, and its open technical alarms.
+#[get("/v1/device-health")]
+async fn device_health(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ANYONE)?;
+    let settings = &state.settings.alarms;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT d.uid, d.kind, d.person_id, p.online, p.changed_at, h.last_heartbeat_at, \
+                    h.interval_s, h.battery, h.signal, \
+                    (h.last_heartbeat_at + make_interval(secs => h.interval_s * $2::float8) < now()) AS overdue, \
+                    ARRAY(SELECT a.kind FROM alarms a WHERE a.last_device_id = d.id \
+                            AND a.category = 'technical' \
+                            AND a.state IN ('raised', 'acknowledged') ORDER BY a.kind) AS open_alarms \
+               FROM devices d \
+               LEFT JOIN device_presence p ON p.device_id = d.id \
+               LEFT JOIN device_health h ON h.device_id = d.id \
+              WHERE d.organisation_id = $1 AND d.kind <> 'phone' AND d.disabled_at IS NULL \
+              ORDER BY d.uid",
+            &[&caller.organisation_id, &settings.heartbeat_missing_factor],
+        )
+        .await?;
+    let devices: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "device_uid": r.get::<_, String>(0),
+                "kind": r.get::<_, String>(1),
+                "person_id": r.get::<_, Option<i32>>(2),
+                "online": r.get::<_, Option<bool>>(3),
+                "presence_changed_at": r.get::<_, Option<DateTime<Utc>>>(4),
+                "last_heartbeat_at": r.get::<_, Option<DateTime<Utc>>>(5),
+                "interval_s": r.get::<_, Option<i32>>(6),
+                "battery": r.get::<_, Option<i16>>(7),
+                "signal": r.get::<_, Option<i16>>(8),
+                "overdue": r.get::<_, Option<bool>>(9).unwrap_or(false),
+                "open_alarms": r.get::<_, Vec<String>>(10),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "devices": devices })))
+}

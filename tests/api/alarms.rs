@@ -1,0 +1,1222 @@
+//! Telecare alarms end to end: devices publish over MQTT to the embedded broker, staff act over
+//! HTTP, dashboards listen on `GET /v1/live`, hubs hear notices on their downlink topic.
+
+use std::time::Duration;
+
+use homeward::alarms::derive::Rules;
+use homeward::alarms::AlarmSettings;
+use homeward::auth::{self, OrgKind, Role};
+use homeward::live::LiveHub;
+use homeward_proto::{
+    Downlink, Encoding, Event, EventBody, Notice, NoticeKind, Percent, SignalDbm,
+};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A telecare device on the broker: publishes events, collects the notices sent to it.
+struct Device {
+    uid: String,
+    client: AsyncClient,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    poller: tokio::task::JoinHandle<()>,
+    seq: u64,
+}
+
+impl Device {
+    async fn connect(app: &TestApp, uid: &str, secret: &str) -> Device {
+        let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
+        options.set_credentials(uid, secret.to_string());
+        options
+            .set_keep_alive(5)
+            .set_last_will(rumqttc::LastWill::new(
+                format!("homeward/v1/{uid}/status"),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
+        let (tx, notices) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let sub = client.clone();
+        let downlink = format!("homeward/v1/{uid}/downlink");
+        let poller = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.try_subscribe(downlink.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        if let Ok(Downlink::Notice(n)) = homeward_proto::decode_downlink(&p.payload)
+                        {
+                            let _ = tx.send(n);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, ready)
+            .await
+            .expect("device subscribed in time")
+            .unwrap();
+        client
+            .publish(
+                format!("homeward/v1/{uid}/status"),
+                "online",
+                PublishOptions::new(QoS::AtLeastOnce).retain(true),
+            )
+            .await
+            .unwrap();
+        Device {
+            uid: uid.to_string(),
+            client,
+            notices,
+            poller,
+            seq: 0,
+        }
+    }
+
+    /// Publishes an event that happened `ago_ms` before now; returns its seq.
+    async fn send_at(&mut self, body: EventBody, ago_ms: i64) -> u64 {
+        self.seq += 1;
+        let t = chrono::Utc::now().timestamp_millis() - ago_ms;
+        let event = Event::new(self.seq, t, body).unwrap();
+        self.client
+            .publish(
+                format!("homeward/v1/{}/events", self.uid),
+                homeward_proto::encode_event_vec(&event, Encoding::Json),
+                PublishOptions::new(QoS::AtLeastOnce),
+            )
+            .await
+            .unwrap();
+        self.seq
+    }
+
+    async fn send(&mut self, body: EventBody) -> u64 {
+        self.send_at(body, 0).await
+    }
+
+    async fn notice(&mut self) -> Notice {
+        tokio::time::timeout(WAIT, self.notices.recv())
+            .await
+            .expect("a notice in time")
+            .expect("notice channel open")
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+fn heartbeat(battery: u8, interval_s: Option<u32>) -> EventBody {
+    EventBody::Heartbeat {
+        battery: Percent::new(battery).unwrap(),
+        signal: SignalDbm::new(-70).unwrap(),
+        interval_s,
+    }
+}
+
+/// A dashboard on `GET /v1/live`.
+struct LiveStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl LiveStream {
+    async fn open(app: &TestApp, token: &str) -> LiveStream {
+        let mut response = app
+            .client
+            .get(app.url("/v1/live"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        // The ": connected" comment.
+        let first = response.chunk().await.unwrap().unwrap();
+        LiveStream {
+            response,
+            buffer: String::from_utf8_lossy(&first).into_owned(),
+        }
+    }
+
+    /// The next frame of `topic` whose data satisfies `pred`.
+    async fn next(&mut self, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut event = None;
+                let mut data = None;
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = Some(v.to_string());
+                    }
+                }
+                if let (Some(e), Some(d)) = (event, data) {
+                    let v: Value = serde_json::from_str(&d).unwrap();
+                    if e == topic && pred(&v["data"]) {
+                        return v;
+                    }
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no `{topic}` event in time"))
+                .unwrap()
+                .expect("stream open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+struct Provider {
+    org: auth::Organisation,
+    staff: String,
+    responder: String,
+}
+
+async fn provider(app: &TestApp, name: &str) -> Provider {
+    let (org, staff) = app
+        .org_with_user(name, OrgKind::Provider, Role::ProviderStaff)
+        .await;
+    let client = app.pool.get().await.unwrap();
+    let (_, responder) = auth::create_user(
+        &**client,
+        &org,
+        &format!("{name} responder"),
+        Role::Responder,
+    )
+    .await
+    .unwrap();
+    Provider {
+        org,
+        staff,
+        responder,
+    }
+}
+
+/// A person with the given devices (created), returns (person id, device secrets).
+async fn person_with(
+    app: &TestApp,
+    org: &auth::Organisation,
+    reference: &str,
+    devices: &[(&str, &str)],
+) -> (i32, Vec<String>) {
+    let mut secrets = Vec::new();
+    for (uid, kind) in devices {
+        secrets.push(app.device(org, uid, kind).await);
+    }
+    let client = app.pool.get().await.unwrap();
+    let person: i32 = client
+        .query_one(
+            "INSERT INTO people (organisation_id, external_ref) VALUES ($1, $2) RETURNING id",
+            &[&org.id, &reference],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let uids: Vec<&str> = devices.iter().map(|(u, _)| *u).collect();
+    client
+        .execute(
+            "UPDATE devices SET person_id = $1 WHERE uid = ANY($2)",
+            &[&person, &uids],
+        )
+        .await
+        .unwrap();
+    (person, secrets)
+}
+
+async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, path: &str, token: &str) -> Value {
+    let r = app.get(path, Some(token)).await;
+    assert_eq!(r.status(), 200, "GET {path}");
+    r.json().await.unwrap()
+}
+
+async fn open_alarms(app: &TestApp, token: &str) -> Vec<Value> {
+    get(app, "/v1/alarms", token).await["alarms"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until the open care alarms satisfy `pred`.
+async fn alarms_until(app: &TestApp, token: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    eventually(WAIT, || async {
+        let alarms = open_alarms(app, token).await;
+        pred(&alarms).then_some(alarms)
+    })
+    .await
+    .expect("the alarms reach the expected state")
+}
+
+async fn alarm(app: &TestApp, token: &str, id: i64) -> Value {
+    get(app, &format!("/v1/alarms/{id}"), token).await
+}
+
+#[tokio::test]
+async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Lifecycle Care").await;
+    let (person, secrets) = person_with(
+        &app,
+        &p.org,
+        "P-1",
+        &[("pendant-l1", "pendant"), ("hub-l1", "hub")],
+    )
+    .await;
+    let mut pendant = Device::connect(&app, "pendant-l1", &secrets[0]).await;
+    let mut hub = Device::connect(&app, "hub-l1", &secrets[1]).await;
+    let mut live = LiveStream::open(&app, &p.staff).await;
+
+    let seq = pendant.send(EventBody::PendantAlarm).await;
+    let raised = live.next("alarm", |d| d["transition"] == "raised").await;
+    let data = &raised["data"];
+    // The load-test contract: id, state, kind, device_uid and seq in every alarm event.
+    assert_eq!(data["state"], "raised");
+    assert_eq!(data["kind"], "pendant_alarm");
+    assert_eq!(data["severity"], "critical");
+    assert_eq!(data["device_uid"], "pendant-l1");
+    assert_eq!(data["seq"], seq);
+    assert_eq!(data["person_id"], person);
+    assert_eq!(raised["topic"], "alarm");
+    let id = data["id"].as_i64().unwrap();
+
+    // Resolving before anyone answered is refused, naming the state.
+    let (status, problem) = post(
+        &app,
+        &format!("/v1/alarms/{id}/resolve"),
+        &p.staff,
+        serde_json::json!({"outcome": "resolved_by_talking"}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(problem["type"], "/problems/conflict");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("raised"),
+        "{problem}"
+    );
+    // A responder may not acknowledge.
+    let (status, _) = post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.responder,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (status, body) = post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "acknowledged");
+    assert!(body["acknowledged_at"].is_string());
+    let acked = live
+        .next("alarm", |d| d["transition"] == "acknowledged")
+        .await;
+    assert_eq!(acked["data"]["id"], id);
+    assert_eq!(acked["data"]["device_uid"], "pendant-l1");
+    assert_eq!(acked["data"]["seq"], seq);
+    // The person's hub hears it (not only the pendant that raised it).
+    assert_eq!(
+        hub.notice().await,
+        Notice {
+            kind: NoticeKind::AlarmAcknowledged,
+            alarm: Some(id as u64)
+        }
+    );
+    // Acknowledging twice: 409 naming the state.
+    let (status, problem) = post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(problem["detail"].as_str().unwrap().contains("acknowledged"));
+
+    let (status, _) = post(
+        &app,
+        &format!("/v1/alarms/{id}/dispatch"),
+        &p.staff,
+        serde_json::json!({"note": "Sam on the way"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(hub.notice().await.kind, NoticeKind::HelpOnTheWay);
+
+    // The responder presses "present" at the hub (SCAIP 0088).
+    hub.send(EventBody::ResponderPresent).await;
+    live.next("alarm", |d| d["transition"] == "on_site" && d["id"] == id)
+        .await;
+
+    let (status, body) = post(
+        &app,
+        &format!("/v1/alarms/{id}/resolve"),
+        &p.responder,
+        serde_json::json!({"outcome": "responder_attended_no_injury"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "responder_attended_no_injury");
+    assert_eq!(hub.notice().await.kind, NoticeKind::AlarmResolved);
+    let (status, body) = post(
+        &app,
+        &format!("/v1/alarms/{id}/close"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["state"], "closed");
+
+    // Every step has its time, and the history says who and what caused it.
+    let full = alarm(&app, &p.staff, id).await;
+    let a = &full["alarm"];
+    for field in [
+        "raised_at",
+        "received_at",
+        "acknowledged_at",
+        "dispatched_at",
+        "on_site_at",
+        "resolved_at",
+        "closed_at",
+    ] {
+        assert!(a[field].is_string(), "{field} is set: {a}");
+    }
+    let steps: Vec<&str> = full["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["transition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "raised",
+            "acknowledged",
+            "dispatched",
+            "on_site",
+            "resolved",
+            "closed"
+        ]
+    );
+    assert_eq!(full["history"][1]["user"], "Lifecycle Care user");
+    assert_eq!(full["history"][2]["note"], "Sam on the way");
+    assert_eq!(full["history"][3]["device_uid"], "hub-l1");
+    assert!(open_alarms(&app, &p.staff).await.is_empty());
+
+    // Another organisation sees none of it and cannot act on it.
+    let other = provider(&app, "Other Care").await;
+    assert_eq!(
+        app.get(&format!("/v1/alarms/{id}"), Some(&other.staff))
+            .await
+            .status(),
+        404
+    );
+    let (status, problem) = post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &other.staff,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(problem["type"], "/problems/not-found");
+    // Outcome codes are checked.
+    let (status, problem) = post(
+        &app,
+        "/v1/alarms/1/resolve",
+        &p.staff,
+        serde_json::json!({"outcome": "fine"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "outcome");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeats_fold_into_the_open_alarm_by_person_or_by_device() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Fold Care").await;
+    let (_, secrets) = person_with(
+        &app,
+        &p.org,
+        "P-2",
+        &[("pendant-f1", "pendant"), ("hub-f1", "hub")],
+    )
+    .await;
+    let lone_secret = app.device(&p.org, "sensor-f2", "sensor").await;
+    let mut pendant = Device::connect(&app, "pendant-f1", &secrets[0]).await;
+    let mut hub = Device::connect(&app, "hub-f1", &secrets[1]).await;
+    let mut lone = Device::connect(&app, "sensor-f2", &lone_secret).await;
+    let mut live = LiveStream::open(&app, &p.staff).await;
+
+    pendant.send(EventBody::PendantAlarm).await;
+    let first = live.next("alarm", |d| d["transition"] == "raised").await;
+    let id = first["data"]["id"].as_i64().unwrap();
+    // The same kind from another device of the same person, while the first is open.
+    let seq = hub.send(EventBody::PendantAlarm).await;
+    let repeat = live.next("alarm", |d| d["transition"] == "repeated").await;
+    assert_eq!(repeat["data"]["id"], id);
+    assert_eq!(repeat["data"]["count"], 2);
+    assert_eq!(repeat["data"]["device_uid"], "hub-f1");
+    assert_eq!(repeat["data"]["seq"], seq);
+    // Another kind opens its own alarm.
+    hub.send(EventBody::Smoke).await;
+    // A device with no person folds by device.
+    lone.send(EventBody::Flood).await;
+    lone.send(EventBody::Flood).await;
+    let alarms = alarms_until(&app, &p.staff, |a| {
+        a.len() == 3 && a.iter().any(|x| x["kind"] == "flood" && x["count"] == 2)
+    })
+    .await;
+    let pendant_alarm = alarms
+        .iter()
+        .find(|a| a["kind"] == "pendant_alarm")
+        .unwrap();
+    assert_eq!(pendant_alarm["count"], 2);
+    assert!(
+        pendant_alarm["last_seen_at"].as_str().unwrap()
+            >= pendant_alarm["raised_at"].as_str().unwrap()
+    );
+    let flood = alarms.iter().find(|a| a["kind"] == "flood").unwrap();
+    assert_eq!(flood["person_id"], Value::Null);
+    // Sorted most severe first: smoke and pendant (critical) before flood (high).
+    assert_eq!(alarms[2]["kind"], "flood");
+
+    // Once resolved, the same kind opens a new alarm.
+    post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    let (status, _) = post(
+        &app,
+        &format!("/v1/alarms/{id}/resolve"),
+        &p.staff,
+        serde_json::json!({"outcome": "false_or_accidental"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    pendant.send(EventBody::PendantAlarm).await;
+    let again = live
+        .next("alarm", |d| {
+            d["transition"] == "raised" && d["kind"] == "pendant_alarm"
+        })
+        .await;
+    assert_ne!(again["data"]["id"], id);
+    assert_eq!(again["data"]["count"], 1);
+
+    // A fall cancelled by the wearer after it was sent resolves it as false or accidental.
+    pendant
+        .send(EventBody::FallDetected {
+            confidence: Percent::new(90).unwrap(),
+        })
+        .await;
+    let fall = live.next("alarm", |d| d["kind"] == "fall_detected").await;
+    assert_eq!(fall["data"]["is_fall"], true);
+    pendant
+        .send(EventBody::FallCancelled { confidence: None })
+        .await;
+    let cancelled = live
+        .next("alarm", |d| {
+            d["kind"] == "fall_detected" && d["state"] == "resolved"
+        })
+        .await;
+    assert_eq!(cancelled["data"]["outcome"], "false_or_accidental");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_fall_reached_an_hour_or_more_later_is_a_long_lie() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Falls Care").await;
+    let (_, secrets) = person_with(&app, &p.org, "P-3", &[("pendant-ll", "fall_detector")]).await;
+    let (_, secrets2) = person_with(&app, &p.org, "P-4", &[("pendant-ok", "fall_detector")]).await;
+    let mut late = Device::connect(&app, "pendant-ll", &secrets[0]).await;
+    let mut quick = Device::connect(&app, "pendant-ok", &secrets2[0]).await;
+    // The fall happened 70 minutes ago (the pendant was out of reach: store and forward).
+    late.send_at(
+        EventBody::FallDetected {
+            confidence: Percent::new(95).unwrap(),
+        },
+        70 * 60 * 1000,
+    )
+    .await;
+    quick
+        .send(EventBody::FallDetected {
+            confidence: Percent::new(95).unwrap(),
+        })
+        .await;
+    let alarms = alarms_until(&app, &p.staff, |a| a.len() == 2).await;
+    let id_of = |uid: &str| {
+        alarms.iter().find(|a| a["device_uid"] == uid).unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (late_id, quick_id) = (id_of("pendant-ll"), id_of("pendant-ok"));
+    for id in [late_id, quick_id] {
+        post(
+            &app,
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            Value::Null,
+        )
+        .await;
+        post(
+            &app,
+            &format!("/v1/alarms/{id}/dispatch"),
+            &p.staff,
+            Value::Null,
+        )
+        .await;
+        let (status, body) = post(
+            &app,
+            &format!("/v1/alarms/{id}/arrive"),
+            &p.responder,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let late_alarm = &alarm(&app, &p.staff, late_id).await["alarm"];
+    assert_eq!(late_alarm["is_fall"], true);
+    assert_eq!(late_alarm["long_lie"], true, "{late_alarm}");
+    let quick_alarm = &alarm(&app, &p.staff, quick_id).await["alarm"];
+    assert_eq!(quick_alarm["is_fall"], true);
+    assert_eq!(quick_alarm["long_lie"], false);
+
+    // A pendant press that turns out to be a fall is marked at resolution; with a late arrival
+    // it is a long lie too.
+    late.send_at(EventBody::PendantAlarm, 65 * 60 * 1000).await;
+    let alarms = alarms_until(&app, &p.staff, |a| {
+        a.iter().any(|x| x["kind"] == "pendant_alarm")
+    })
+    .await;
+    let id = alarms
+        .iter()
+        .find(|a| a["kind"] == "pendant_alarm")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    post(
+        &app,
+        &format!("/v1/alarms/{id}/arrive"),
+        &p.responder,
+        Value::Null,
+    )
+    .await;
+    let (_, body) = post(
+        &app,
+        &format!("/v1/alarms/{id}/resolve"),
+        &p.responder,
+        serde_json::json!({"outcome": "minor_injury_treated_at_home", "fall": true}),
+    )
+    .await;
+    assert_eq!(body["is_fall"], true);
+    assert_eq!(body["long_lie"], true);
+
+    let figures = get(&app, "/v1/alarms/response-times", &p.staff).await;
+    assert_eq!(figures["falls"], 3);
+    assert_eq!(figures["long_lies"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Outcome Care").await;
+    let codes = [
+        "false_or_accidental",
+        "resolved_by_talking",
+        "family_or_keyholder_attended",
+        "responder_attended_no_injury",
+        "minor_injury_treated_at_home",
+        "ambulance_called_not_conveyed",
+        "conveyed_to_hospital",
+        "admitted_to_hospital",
+    ];
+    let mut devices = Vec::new();
+    for i in 0..codes.len() {
+        let uid = format!("pendant-o{i}");
+        let secret = app.device(&p.org, &uid, "pendant").await;
+        devices.push(Device::connect(&app, &uid, &secret).await);
+    }
+    for d in &mut devices {
+        d.send(EventBody::PendantAlarm).await;
+    }
+    let alarms = alarms_until(&app, &p.staff, |a| a.len() == codes.len()).await;
+    for (i, code) in codes.iter().enumerate() {
+        let uid = format!("pendant-o{i}");
+        let id = alarms
+            .iter()
+            .find(|a| a["device_uid"] == uid.as_str())
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let (status, _) = post(
+            &app,
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200);
+        if i >= 3 {
+            post(
+                &app,
+                &format!("/v1/alarms/{id}/dispatch"),
+                &p.staff,
+                Value::Null,
+            )
+            .await;
+            post(
+                &app,
+                &format!("/v1/alarms/{id}/arrive"),
+                &p.responder,
+                Value::Null,
+            )
+            .await;
+        }
+        let (status, body) = post(
+            &app,
+            &format!("/v1/alarms/{id}/resolve"),
+            &p.staff,
+            serde_json::json!({"outcome": code}),
+        )
+        .await;
+        assert_eq!(status, 200, "{code}: {body}");
+        assert_eq!(body["outcome"], *code);
+        assert_eq!(body["state"], "resolved");
+    }
+    let figures = get(&app, "/v1/alarms/response-times", &p.staff).await;
+    for code in codes {
+        assert_eq!(figures["outcomes"][code], 1, "{code}: {figures}");
+    }
+    assert_eq!(figures["alarms"], 8);
+    assert_eq!(figures["answer"]["calls"], 8);
+    assert_eq!(figures["answer"]["answered"], 8);
+    // Answered at once in a test: within 60 s, target met.
+    assert_eq!(figures["answer"]["targets"][0]["within"], 60);
+    assert_eq!(figures["answer"]["targets"][0]["share"], 1.0);
+    assert_eq!(figures["answer"]["targets"][0]["met"], true);
+    assert_eq!(figures["on_site"]["dispatched"], 5);
+    assert_eq!(figures["on_site"]["arrived"], 5);
+    assert_eq!(figures["on_site"]["targets"][1]["within"], 60);
+    assert_eq!(figures["resolved_without_ambulance"], 5);
+
+    // Commissioners see the figures of providers they contract, and only those.
+    let (council, council_token) = app
+        .org_with_user("Outcome Council", OrgKind::Commissioner, Role::Commissioner)
+        .await;
+    let path = format!("/v1/alarms/response-times?provider_id={}", p.org.id);
+    assert_eq!(app.get(&path, Some(&council_token)).await.status(), 404);
+    {
+        let client = app.pool.get().await.unwrap();
+        auth::create_contract(
+            &**client,
+            &council,
+            &p.org,
+            "C-1",
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let theirs = get(&app, &path, &council_token).await;
+    assert_eq!(theirs["alarms"], 8);
+    // ... but not the alarms themselves.
+    assert_eq!(
+        app.get("/v1/alarms", Some(&council_token)).await.status(),
+        403
+    );
+    app.stop().await;
+}
+
+fn quiet_settings() -> homeward::config::Settings {
+    let mut settings = test_settings();
+    // The periodic check stays out of the way; tests run it with their own clock.
+    settings.alarms.sweep_interval_secs = 3600;
+    settings
+}
+
+#[tokio::test]
+async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_events() {
+    let app = spawn_app_with(quiet_settings()).await;
+    let p = provider(&app, "Health Care").await;
+    let secret = app.device(&p.org, "hub-h1", "hub").await;
+    let mut hub = Device::connect(&app, "hub-h1", &secret).await;
+    let mut live = LiveStream::open(&app, &p.staff).await;
+
+    hub.send(heartbeat(80, Some(60))).await;
+    let health = eventually(WAIT, || async {
+        let h = get(&app, "/v1/device-health", &p.staff).await;
+        (h["devices"][0]["last_heartbeat_at"].is_string() && h["devices"][0]["online"] == true)
+            .then_some(h)
+    })
+    .await
+    .unwrap();
+    assert_eq!(health["devices"][0]["interval_s"], 60);
+    assert_eq!(health["devices"][0]["overdue"], false);
+    assert_eq!(
+        health["devices"][0]["online"], true,
+        "presence from the retained status"
+    );
+
+    // The check with an injected clock: 2 minutes later is within 2.5 x 60 s; 3 minutes is not.
+    let settings = AlarmSettings::default();
+    let rules = Rules::from(&settings);
+    let hub_live = LiveHub::default();
+    let now = chrono::Utc::now();
+    let raised = homeward::alarms::run_sweep(
+        &app.pool,
+        &rules,
+        &hub_live,
+        now + chrono::Duration::minutes(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raised, 0);
+    let mut rx = hub_live.subscribe();
+    let raised = homeward::alarms::run_sweep(
+        &app.pool,
+        &rules,
+        &hub_live,
+        now + chrono::Duration::minutes(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raised, 1);
+    let event = rx.try_recv().unwrap();
+    assert_eq!(event.topic, "technical_alarm");
+    assert_eq!(event.data["kind"], "heartbeat_missing");
+    assert_eq!(event.data["device_uid"], "hub-h1");
+    // Once only.
+    assert_eq!(
+        homeward::alarms::run_sweep(
+            &app.pool,
+            &rules,
+            &hub_live,
+            now + chrono::Duration::minutes(30)
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    let technical = get(&app, "/v1/technical-alarms", &p.staff).await;
+    assert_eq!(technical["alarms"].as_array().unwrap().len(), 1);
+    assert_eq!(technical["alarms"][0]["state"], "raised");
+    assert!(
+        open_alarms(&app, &p.staff).await.is_empty(),
+        "kept apart from care alarms"
+    );
+    let id = technical["alarms"][0]["id"].as_i64().unwrap();
+    let (status, _) = post(
+        &app,
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, problem) = post(
+        &app,
+        &format!("/v1/alarms/{id}/dispatch"),
+        &p.staff,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+
+    // The next heartbeat clears it; battery and power alarms clear by their restore events.
+    hub.send(EventBody::BatteryLow {
+        battery: Percent::new(9).unwrap(),
+    })
+    .await;
+    hub.send(EventBody::PowerFailure).await;
+    hub.send(EventBody::LinkFailure).await;
+    hub.send(heartbeat(15, None)).await;
+    live.next("technical_alarm", |d| {
+        d["kind"] == "heartbeat_missing" && d["state"] == "cleared"
+    })
+    .await;
+    let kinds = eventually(WAIT, || async {
+        let technical = get(&app, "/v1/technical-alarms", &p.staff).await;
+        let mut kinds: Vec<String> = technical["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap().to_string())
+            .collect();
+        kinds.sort();
+        (kinds.len() == 3).then_some(kinds)
+    })
+    .await;
+    assert_eq!(
+        kinds.unwrap(),
+        ["battery_low", "link_failure", "power_failure"],
+        "a heartbeat at 15% leaves battery_low open"
+    );
+    hub.send(EventBody::PowerRestored).await;
+    hub.send(EventBody::LinkRestored).await;
+    hub.send(heartbeat(90, None)).await;
+    live.next("technical_alarm", |d| {
+        d["kind"] == "battery_low" && d["state"] == "cleared"
+    })
+    .await;
+    let technical = get(&app, "/v1/technical-alarms", &p.staff).await;
+    assert!(
+        technical["alarms"].as_array().unwrap().is_empty(),
+        "{technical}"
+    );
+    let all = get(&app, "/v1/technical-alarms?status=all", &p.staff).await;
+    assert_eq!(all["alarms"].as_array().unwrap().len(), 4);
+    app.stop().await;
+}
+
+/// Every derived row, in a comparable form.
+async fn derived_rows(pool: &deadpool_postgres::Pool) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let client = pool.get().await.unwrap();
+    let text = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<String>>()
+        }
+    };
+    (
+        text("SELECT row_to_json(a)::text FROM alarms a ORDER BY id").await,
+        text("SELECT (to_jsonb(e) - 'id')::text FROM alarm_events e ORDER BY alarm_id, at, transition").await,
+        text("SELECT row_to_json(h)::text FROM device_health h ORDER BY device_id").await,
+    )
+}
+
+#[tokio::test]
+async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing_does_nothing() {
+    let app = spawn_app_with(quiet_settings()).await;
+    let p = provider(&app, "Rebuild Care").await;
+    let (_, secrets) = person_with(
+        &app,
+        &p.org,
+        "P-9",
+        &[("pendant-r1", "pendant"), ("hub-r1", "hub")],
+    )
+    .await;
+    let mut pendant = Device::connect(&app, "pendant-r1", &secrets[0]).await;
+    let mut hub = Device::connect(&app, "hub-r1", &secrets[1]).await;
+    pendant.send(EventBody::PendantAlarm).await;
+    hub.send(EventBody::PendantAlarm).await;
+    pendant
+        .send_at(
+            EventBody::FallDetected {
+                confidence: Percent::new(80).unwrap(),
+            },
+            90 * 60 * 1000,
+        )
+        .await;
+    hub.send(heartbeat(10, Some(60))).await;
+    hub.send(EventBody::BatteryLow {
+        battery: Percent::new(10).unwrap(),
+    })
+    .await;
+    hub.send(EventBody::PowerFailure).await;
+    let alarms = alarms_until(&app, &p.staff, |a| {
+        a.len() == 2 && a.iter().any(|x| x["count"] == 2)
+    })
+    .await;
+    eventually(WAIT, || async {
+        let t = get(&app, "/v1/technical-alarms", &p.staff).await;
+        (t["alarms"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    for a in &alarms {
+        let id = a["id"].as_i64().unwrap();
+        post(
+            &app,
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            Value::Null,
+        )
+        .await;
+        post(
+            &app,
+            &format!("/v1/alarms/{id}/dispatch"),
+            &p.staff,
+            Value::Null,
+        )
+        .await;
+    }
+    hub.send(EventBody::ResponderPresent).await;
+    hub.send(EventBody::PowerRestored).await;
+    eventually(WAIT, || async {
+        let t = get(&app, "/v1/technical-alarms", &p.staff).await;
+        (t["alarms"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let fall = alarms
+        .iter()
+        .find(|a| a["kind"] == "fall_detected")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = post(
+        &app,
+        &format!("/v1/alarms/{fall}/resolve"),
+        &p.responder,
+        serde_json::json!({"outcome": "conveyed_to_hospital"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let on_site = alarm(&app, &p.staff, fall).await;
+    assert_eq!(on_site["alarm"]["long_lie"], true);
+    // A silence, found by the check with an injected clock.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let rules = Rules::from(&AlarmSettings::default());
+    homeward::alarms::run_sweep(&app.pool, &rules, &LiveHub::default(), later)
+        .await
+        .unwrap();
+
+    let before = derived_rows(&app.pool).await;
+    assert_eq!(before.0.len(), 5, "{:#?}", before.0);
+
+    // Reprocessing every stored event (what start-up catch-up does) changes nothing.
+    {
+        let client = app.pool.get().await.unwrap();
+        client
+            .execute("DELETE FROM alarm_cursor", &[])
+            .await
+            .unwrap();
+    }
+    homeward::alarms::catch_up(&app.pool, &rules, &LiveHub::default(), "test")
+        .await
+        .unwrap();
+    assert_eq!(derived_rows(&app.pool).await, before);
+
+    let report = homeward::alarms::rebuild_with(&app.pool, &AlarmSettings::default(), later)
+        .await
+        .unwrap();
+    assert_eq!(report.skipped_actions, 0, "{report:?}");
+    assert_eq!(report.alarms, 5);
+    let after = derived_rows(&app.pool).await;
+    assert_eq!(after.0, before.0);
+    assert_eq!(after.1, before.1);
+    assert_eq!(after.2, before.2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_stored_while_derivation_was_away_are_caught_up_at_start() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Catch-up Care").await;
+    let device = {
+        app.device(&p.org, "pendant-c1", "pendant").await;
+        let client = app.pool.get().await.unwrap();
+        client
+            .query_one("SELECT id FROM devices WHERE uid = 'pendant-c1'", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+    };
+    let db = app.db_config.clone();
+    app.stop().await;
+    // Stored, but no one derived it: as if the server died between commit and derivation.
+    {
+        let pool = homeward::db::build_pool(db.clone(), 2, 5);
+        let client = pool.get().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO events (device_id, seq, occurred_at, received_at, kind, data) \
+                 VALUES ($1, 1, now(), now(), 1, '{}')",
+                &[&device],
+            )
+            .await
+            .unwrap();
+    }
+    let app = crate::helpers::spawn_app_on(test_settings(), db).await;
+    let alarms = alarms_until(&app, &p.staff, |a| a.len() == 1).await;
+    assert_eq!(alarms[0]["kind"], "pendant_alarm");
+    assert_eq!(alarms[0]["seq"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_derivation_opens_one_alarm_and_concurrent_actions_apply_once() {
+    let app = spawn_app_with(quiet_settings()).await;
+    let p = provider(&app, "Race Care").await;
+    let uids: Vec<String> = (0..8).map(|i| format!("pendant-x{i}")).collect();
+    let devices: Vec<(&str, &str)> = uids.iter().map(|u| (u.as_str(), "pendant")).collect();
+    let (person, _) = person_with(&app, &p.org, "P-X", &devices).await;
+    let ids: Vec<i32> = {
+        let client = app.pool.get().await.unwrap();
+        client
+            .query(
+                "SELECT id FROM devices WHERE person_id = $1 ORDER BY id",
+                &[&person],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    // As if eight instances each derived one pendant press of the same person at once.
+    let rules = Rules::from(&AlarmSettings::default());
+    let now = chrono::Utc::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .zip(&uids)
+        .map(|(id, uid)| {
+            let input = homeward::alarms::derive::Input {
+                device_id: *id,
+                organisation_id: p.org.id,
+                device_uid: uid.as_str().into(),
+                seq: 1,
+                occurred_at: now,
+                received_at: now,
+                kind: homeward_proto::EventKind::PendantAlarm,
+                battery: None,
+                signal: None,
+                interval_s: None,
+            };
+            let pool = app.pool.clone();
+            let rules = rules.clone();
+            tokio::spawn(async move {
+                homeward::alarms::process(&pool, &rules, &LiveHub::default(), &[input]).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let alarms = open_alarms(&app, &p.staff).await;
+    assert_eq!(alarms.len(), 1, "{alarms:#?}");
+    assert_eq!(alarms[0]["count"], 8);
+    let id = alarms[0]["id"].as_i64().unwrap();
+
+    // Five coordinators acknowledge at once: one wins, the others hear who got there first.
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            app.client
+                .post(app.url(&format!("/v1/alarms/{id}/acknowledge")))
+                .bearer_auth(&p.staff)
+                .send()
+        })
+        .collect();
+    let mut statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 409, 409, 409, 409]);
+    let history = alarm(&app, &p.staff, id).await["history"].clone();
+    let acks = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["transition"] == "acknowledged")
+        .count();
+    assert_eq!(acks, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_door_open_too_long_raises_an_alarm_only_at_night() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Door Care").await;
+    let secret = app.device(&p.org, "door-d1", "sensor").await;
+    let mut door = Device::connect(&app, "door-d1", &secret).await;
+    // Yesterday at 03:00 and at 13:00 in London (the default night window is 22 to 7 there).
+    let london = |hour: u32| {
+        let client = app.pool.clone();
+        async move {
+            let c = client.get().await.unwrap();
+            c.query_one(
+                "SELECT ((current_date - 1 + make_time($1, 0, 0)) AT TIME ZONE 'Europe/London')",
+                &[&(hour as i32)],
+            )
+            .await
+            .unwrap()
+            .get::<_, chrono::DateTime<chrono::Utc>>(0)
+        }
+    };
+    let now = chrono::Utc::now();
+    let day = london(13).await;
+    let night = london(3).await;
+    door.send_at(
+        EventBody::DoorOpenTooLong { minutes: Some(20) },
+        (now - day).num_milliseconds(),
+    )
+    .await;
+    let seq = door
+        .send_at(
+            EventBody::DoorOpenTooLong { minutes: Some(20) },
+            (now - night).num_milliseconds(),
+        )
+        .await;
+    let alarms = alarms_until(&app, &p.staff, |a| !a.is_empty()).await;
+    // The daytime one was stored before the night one and raised nothing.
+    assert_eq!(alarms.len(), 1);
+    assert_eq!(alarms[0]["kind"], "door_open_too_long");
+    assert_eq!(alarms[0]["seq"], seq);
+    assert_eq!(alarms[0]["count"], 1);
+    app.stop().await;
+}

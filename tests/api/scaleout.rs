@@ -1,0 +1,92 @@
+//! Two instances share one subscription on a clustered-style broker (Mosquitto, `$share`), on one
+//! database: the stream is split, one instance stops mid-stream, and every event is still stored
+//! once.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use homeward::auth::{OrgKind, Role};
+use homeward::db::test_cluster::TestServer;
+
+use crate::device::run_device;
+use crate::helpers::{spawn_app_on, test_settings};
+
+#[tokio::test]
+async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_stops() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"),
+    )
+    .unwrap();
+    let mut mosquitto = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let db = TestServer::get()
+        .await
+        .unwrap()
+        .fresh_database()
+        .await
+        .unwrap();
+    let instance = |n: u32| {
+        let mut settings = test_settings();
+        settings.mqtt.url = Some(homeward::config::Secret::new(format!(
+            "mqtt://127.0.0.1:{port}"
+        )));
+        settings.mqtt.client_id = format!("homeward-{port}-{n}");
+        settings.mqtt.shared_group = Some("homeward".into());
+        settings
+    };
+    let a = spawn_app_on(instance(1), db.clone()).await;
+    let b = spawn_app_on(instance(2), db.clone()).await;
+    let (org, _) = a
+        .org_with_user("Shared Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    a.device(&org, "hub-s1", "hub").await;
+
+    let base = chrono::Utc::now().timestamp_millis() - 60_000;
+    let device = tokio::spawn(run_device(
+        base,
+        "127.0.0.1".into(),
+        port,
+        "hub-s1".into(),
+        None,
+        2000,
+        500,
+        Duration::from_secs(90),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.stop().await;
+    let run = device.await.unwrap();
+    assert!(
+        run.unacked.is_empty(),
+        "{} unacknowledged",
+        run.unacked.len()
+    );
+
+    let client = b.pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT count(*), count(DISTINCT seq) FROM events", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2000, 2000));
+    b.stop().await;
+    let _ = mosquitto.kill();
+    let _ = mosquitto.wait();
+}
