@@ -101,9 +101,23 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
+    /// Recompute derived tables (visits, alarms) from the raw events, the reference data and
+    /// the staff's recorded actions, each in one transaction. Safe while `serve` runs.
+    Rebuild {
+        /// Only this derivation.
+        #[arg(long, value_enum)]
+        only: Option<Derivation>,
+    },
     /// Create organisations, users, tokens, contracts and device credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+/// A derived part of the database that `rebuild` can recompute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Derivation {
+    Visits,
+    Alarms,
 }
 
 #[derive(Debug, Subcommand)]

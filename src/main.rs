@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use homeward::cli::{AdminCommand, Cli, Command};
+use homeward::cli::{AdminCommand, Cli, Command, Derivation};
 use homeward::config::Settings;
 use homeward::{auth, db, startup::Application, telemetry};
 
@@ -66,7 +66,37 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(cmd) => admin(cmd, settings).await,
+        Command::Rebuild { only } => rebuild(only, settings).await,
     }
+}
+
+async fn rebuild(only: Option<Derivation>, settings: Settings) -> anyhow::Result<()> {
+    if settings.database.url.is_none() {
+        settings.ensure_data_dir()?;
+    }
+    let database = db::Database::open_for_admin(&settings).await?;
+    let result = async {
+        let mut client = database.pool.get().await?;
+        db::migrate::run(&mut client).await?;
+        drop(client);
+        if only.is_none() || only == Some(Derivation::Visits) {
+            eprintln!("rebuilding visits...");
+            let r = homeward::evv::rebuild_with(&database.pool, &settings.evv).await?;
+            println!("visits: {} visits from {} devices and {} manual entries", r.visits, r.devices, r.manual_entries);
+        }
+        if only.is_none() || only == Some(Derivation::Alarms) {
+            eprintln!("rebuilding alarms...");
+            let r = homeward::alarms::rebuild_with(&database.pool, &settings.alarms, chrono::Utc::now()).await?;
+            println!(
+                "alarms: {} alarms from {} events and {} staff actions ({} actions no longer apply)",
+                r.alarms, r.events, r.actions, r.skipped_actions
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    database.close().await?;
+    result
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

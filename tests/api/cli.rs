@@ -284,3 +284,23 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
     assert_eq!(stop(server), 0);
     assert!(!dir.path().join("postgres/postmaster.pid").exists());
 }
+
+#[tokio::test]
+async fn rebuild_recomputes_the_derived_tables() {
+    let server = TestServer::get().await.unwrap();
+    let url = url_of(&server.fresh_database().await.unwrap());
+    let mut cmd = homeward();
+    cmd.env("HOMEWARD__DATABASE__URL", &url).arg("rebuild");
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("visits: 0 visits") && out.contains("alarms: 0 alarms"),
+        "{out}"
+    );
+    let mut cmd = homeward();
+    cmd.env("HOMEWARD__DATABASE__URL", &url)
+        .args(["rebuild", "--only", "alarms"]);
+    let (code, out, _) = run(&mut cmd);
+    assert_eq!(code, 0);
+    assert!(!out.contains("visits:"));
+}
