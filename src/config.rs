@@ -55,6 +55,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub evv: crate::evv::EvvSettings,
     pub alarms: crate::alarms::AlarmSettings,
+    pub outcomes: crate::outcomes::OutcomeSettings,
     pub log: LogSettings,
 }
 
@@ -182,6 +183,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             evv: crate::evv::EvvSettings::default(),
             alarms: crate::alarms::AlarmSettings::default(),
+            outcomes: crate::outcomes::OutcomeSettings::default(),
             log: LogSettings::default(),
         }
     }

@@ -6,6 +6,7 @@
 //! - [`ingest`]: MQTT subscriber, HTTP check-ins, the batch writer, dead letters.
 //! - [`evv`]: visits: schedules, verification, exceptions, missed-visit alerts.
 //! - [`alarms`]: telecare alarms, their lifecycle, falls and long lies, device health.
+//! - [`outcomes`]: episodes, outcome plans, indicators and payment statements.
 //! - [`devices`]: device registry, credentials, the embedded broker's authenticator.
 //! - [`auth`]: organisations, users, roles, API tokens, the [`auth::Caller`] extractor.
 //!
@@ -34,5 +35,6 @@ pub mod evv;
 pub mod http;
 pub mod ingest;
 pub mod live;
+pub mod outcomes;
 pub mod startup;
 pub mod telemetry;

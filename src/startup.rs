@@ -196,6 +196,7 @@ impl Application {
         let alarms_feed = writer.subscribe_committed(64);
         tasks.extend(crate::evv::start(&services, evv_feed));
         tasks.extend(crate::alarms::start(&services, alarms_feed));
+        tasks.extend(crate::outcomes::start(&services));
         let writer_task = tokio::spawn(writer.run(writer_stop_rx));
         let connected = subscriber.connected.clone();
 
@@ -233,6 +234,7 @@ impl Application {
                 .configure(crate::live::routes)
                 .configure(crate::evv::routes)
                 .configure(crate::alarms::routes)
+                .configure(crate::outcomes::routes)
                 .default_service(web::to(http::problem::not_found))
         })
         .workers(
