@@ -55,6 +55,12 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   alarms.on_site_limit_minutes/_share  responder on site within, share [60 / 1.0]
   alarms.night_start_hour, _end_hour   door open too long alarms only at night [22, 7]
   alarms.timezone                      time zone of the night window [Europe/London]
+  outcomes.confidence_level            interval level in outcome reports [0.95]
+  outcomes.reference_falls_per_person_year / _admissions_per_person_year
+                                       expected without the service, no own history [1.2 / 0.5]
+  outcomes.history_days / min_history_days  own pre-service rate: window, minimum [365 / 180]
+  outcomes.still_at_home_min_age       91-day measure counts this age and over [65]
+  outcomes.early_margin_days           outcome achieved this early counts as early [14]
   log.format                           pretty | json [pretty]
   log.filter                           tracing filter; RUST_LOG overrides
                                        [info,tokio_postgres=warn]

@@ -355,6 +355,10 @@ impl Settings {
                 "ingest.batch_size, ingest.queue_capacity and ingest.max_http_batch must be at least 1".into(),
             ));
         }
+        self.alarms
+            .validate()
+            .map_err(|e| ConfigError(format!("alarms: {e}")))?;
+        self.outcomes.check().map_err(ConfigError)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|e| {
             ConfigError(format!(
                 "log.filter `{}` is not a valid filter: {e}",

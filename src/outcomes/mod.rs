@@ -1,7 +1,20 @@
 //! Outcome indicators and payment by results, with time only as context.
 //!
-//! (Being built: see the open issue. The module already has its place in start-up, its
-//! settings section and its routes.)
+//! - [`estimate`]: pure maths: exact Poisson intervals, expected minus observed (avoided).
+//! - [`measures`]: the indicators from loaded rows (falls, avoided, ASCOF measures, plans).
+//! - [`payment`]: statements from contract terms held as data; never priced by minutes.
+//! - [`report`]: loads a scope's rows (tenant-filtered), hashes them, builds reports, CSV.
+//! - [`routes`]: episodes, plans, populations, terms, reports and statements over HTTP.
+//!
+//! A report records its period, the SHA-256 of its input rows and [`METHOD_VERSION`]; the
+//! figures are a pure function of those, so the same inputs give the same figures.
+//! Definitions: docs/outcomes.md.
+
+pub mod estimate;
+pub mod measures;
+pub mod payment;
+pub mod report;
+mod routes;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
@@ -9,14 +22,72 @@ use tokio::task::JoinHandle;
 
 use crate::startup::Services;
 
-/// Settings under `[outcomes]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Bumped whenever a definition or method changes, so old reports stay explainable.
+pub const METHOD_VERSION: &str = "outcomes/1";
+
+/// Settings under `[outcomes]`. Reference figures cite DOMAIN.md; councils differ, so all are
+/// configurable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct OutcomeSettings {}
+pub struct OutcomeSettings {
+    /// Confidence level of every interval [0.95].
+    pub confidence_level: f64,
+    /// Falls per person-year expected without the service, for people without enough history
+    /// of their own [1.2].
+    pub reference_falls_per_person_year: f64,
+    /// Emergency hospital admissions per person-year expected without the service [0.5] (the
+    /// Whole System Demonstrator found about half of its population admitted within a year).
+    pub reference_admissions_per_person_year: f64,
+    /// At most this many days before the service began make a person's own rate [365].
+    pub history_days: u32,
+    /// At least this many days of known history are needed to use a person's own rate [180].
+    pub min_history_days: u32,
+    /// Still at home 91 days after discharge counts people of this age or older [65].
+    pub still_at_home_min_age: u32,
+    /// An outcome achieved at least this many days before its target is early [14].
+    pub early_margin_days: u32,
+}
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+impl Default for OutcomeSettings {
+    fn default() -> Self {
+        Self {
+            confidence_level: 0.95,
+            reference_falls_per_person_year: 1.2,
+            reference_admissions_per_person_year: 0.5,
+            history_days: 365,
+            min_history_days: 180,
+            still_at_home_min_age: 65,
+            early_margin_days: 14,
+        }
+    }
+}
 
-/// Starts background work (rollup refreshes).
+impl OutcomeSettings {
+    /// The settings a report may run with; a bad value is named.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.confidence_level > 0.5 && self.confidence_level < 1.0) {
+            return Err("outcomes.confidence_level must be between 0.5 and 1".into());
+        }
+        if !(self.reference_falls_per_person_year >= 0.0
+            && self.reference_admissions_per_person_year >= 0.0)
+        {
+            return Err("outcomes.reference_*_per_person_year must not be negative".into());
+        }
+        if self.history_days == 0 || self.min_history_days > self.history_days {
+            return Err(
+                "outcomes.min_history_days must be at most outcomes.history_days (> 0)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    routes::routes(cfg);
+}
+
+/// Starts background work. None yet: plain indexed queries meet the dashboard target
+/// (docs/benchmarks.md, "Outcomes report"), so there are no rollups to refresh.
 pub fn start(_services: &Services) -> Vec<JoinHandle<()>> {
     Vec::new()
 }

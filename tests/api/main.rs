@@ -11,6 +11,7 @@ mod broker;
 mod cli;
 mod health;
 mod ingest;
+mod outcomes;
 mod scaleout;
 mod storage;
 mod visits;
