@@ -192,8 +192,10 @@ impl Application {
             settings: settings.clone(),
             shutdown: shutdown_rx.clone(),
         };
-        let evv_feed = writer.subscribe_committed(64);
-        let alarms_feed = writer.subscribe_committed(64);
+        // Deep feeds: the writer waits only if a derivation falls far behind (or while it
+        // catches up at start-up on a very large backlog), never on an ordinary slow moment.
+        let evv_feed = writer.subscribe_committed(4096);
+        let alarms_feed = writer.subscribe_committed(4096);
         tasks.extend(crate::evv::start(&services, evv_feed));
         tasks.extend(crate::alarms::start(&services, alarms_feed));
         tasks.extend(crate::outcomes::start(&services));

@@ -182,6 +182,11 @@ pub(crate) fn publish(live: &LiveHub, changes: &[Change]) {
     }
 }
 
+/// How long derivation gathers heartbeats before writing them (alarms never wait).
+const HEARTBEAT_LINGER: Duration = Duration::from_millis(50);
+/// Most events derived in one pass.
+const MAX_DERIVE_BATCH: usize = 20_000;
+
 /// Starts the background work; `committed` carries every newly stored event.
 pub fn start(
     services: &Services,
@@ -225,37 +230,51 @@ pub fn start(
             }
         }
         // The writer closes the feed at shutdown, after its last commit: drain it all.
+        //
+        // Care events (alarms, falls, responders) are derived here the moment they arrive:
+        // they are what the dashboards wait for. Technical ones (heartbeats above all, most of
+        // the traffic) go to their own task, which gathers them for up to HEARTBEAT_LINGER and
+        // derives them in one pass, so a large run of heartbeats never delays an alarm. The two
+        // never interact (care alarms do not depend on heartbeats), so this gives the same rows
+        // as deriving in order, which is what a rebuild does.
+        let (tech_tx, tech_rx) = mpsc::unbounded_channel::<(Vec<Input>, DateTime<Utc>)>();
+        let technical_task = tokio::spawn(technical_loop(
+            tech_rx,
+            feed_pool.clone(),
+            feed_rules.clone(),
+            feed_live.clone(),
+            instance.clone(),
+            feed_shutdown.clone(),
+        ));
         while let Some(batch) = committed.recv().await {
-            let inputs: Vec<Input> = batch.iter().filter_map(Input::from_committed).collect();
-            if inputs.is_empty() {
-                continue;
-            }
-            let mut attempt = 0u32;
-            loop {
-                match process(&feed_pool, &feed_rules, &feed_live, &inputs).await {
-                    Ok(()) => {
-                        if let Some(newest) = inputs.iter().map(|e| e.received_at).max() {
-                            if let Err(e) = set_cursor_in(&feed_pool, &instance, newest).await {
-                                tracing::warn!(error = %e, "could not record how far alarm derivation got");
-                            }
-                        }
-                        break;
-                    }
-                    Err(e) if e.is_transient() && attempt < 50 => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, attempt, "alarm derivation waiting for the database");
-                        if backoff(attempt, &mut feed_shutdown).await {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        // Logged once; start-up catch-up will retry these events.
-                        tracing::error!(error = %e, events = inputs.len(), "alarm derivation failed for a batch");
-                        break;
-                    }
+            let mut care: Vec<Input> = Vec::new();
+            let mut technical: Vec<Input> = Vec::new();
+            let mut newest = None;
+            for input in batch.iter().filter_map(Input::from_committed) {
+                newest = newest.max(Some(input.received_at));
+                if is_technical(input.kind) {
+                    technical.push(input);
+                } else {
+                    care.push(input);
                 }
             }
+            if !care.is_empty() {
+                derive_with_retry(
+                    &feed_pool,
+                    &feed_rules,
+                    &feed_live,
+                    &care,
+                    &mut feed_shutdown,
+                )
+                .await;
+            }
+            if let Some(newest) = newest {
+                // Also sent when empty, so the cursor moves past care-only batches.
+                let _ = tech_tx.send((technical, newest));
+            }
         }
+        drop(tech_tx);
+        let _ = technical_task.await;
     });
     let mut shutdown = services.shutdown.clone();
     let period = Duration::from_secs(settings.sweep_interval_secs);
@@ -274,6 +293,78 @@ pub fn start(
         }
     });
     vec![feed, sweeper]
+}
+
+/// Derives technical events in gathered runs, then records how far derivation got: everything
+/// handed over here was received after the care events before it were derived.
+async fn technical_loop(
+    mut rx: mpsc::UnboundedReceiver<(Vec<Input>, DateTime<Utc>)>,
+    pool: deadpool_postgres::Pool,
+    rules: Rules,
+    live: LiveHub,
+    instance: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while let Some((mut inputs, mut newest)) = rx.recv().await {
+        let until = tokio::time::Instant::now() + HEARTBEAT_LINGER;
+        while inputs.len() < MAX_DERIVE_BATCH {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some((more, at))) => {
+                    inputs.extend(more);
+                    newest = newest.max(at);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !inputs.is_empty() {
+            derive_with_retry(&pool, &rules, &live, &inputs, &mut shutdown).await;
+        }
+        if let Err(e) = set_cursor_in(&pool, &instance, newest).await {
+            tracing::warn!(error = %e, "could not record how far alarm derivation got");
+        }
+    }
+}
+
+/// Heartbeats and the technical events they interact with (battery, power, link).
+fn is_technical(kind: homeward_proto::EventKind) -> bool {
+    use homeward_proto::EventKind as K;
+    matches!(
+        kind,
+        K::Heartbeat
+            | K::BatteryLow
+            | K::PowerFailure
+            | K::PowerRestored
+            | K::LinkFailure
+            | K::LinkRestored
+    )
+}
+
+/// Derives `inputs`, retrying while the database is away. A batch that still fails is logged;
+/// the start-up catch-up derives it again.
+async fn derive_with_retry(
+    pool: &deadpool_postgres::Pool,
+    rules: &Rules,
+    live: &LiveHub,
+    inputs: &[Input],
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let mut attempt = 0u32;
+    loop {
+        match process(pool, rules, live, inputs).await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && attempt < 50 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "alarm derivation waiting for the database");
+                if backoff(attempt, shutdown).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = inputs.len(), "alarm derivation failed for a batch");
+                return;
+            }
+        }
+    }
 }
 
 /// Waits before retry `attempt`; true when shutdown came first.

@@ -88,6 +88,7 @@ pub fn start(
         .collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let depth = Arc::new(AtomicUsize::new(0));
+    let shutdown_down = shutdown.clone();
     let poll = tokio::spawn(poll_loop(
         eventloop,
         client.clone(),
@@ -99,11 +100,74 @@ pub fn start(
         shutdown,
     ));
     let processor = tokio::spawn(process_loop(rx, depth, directory, writer, ingest.clone()));
-    let acker = Arc::new(MqttAcker { client, epoch });
+
+    // Downlinks (end-to-end acks, notices) go out on a connection of their own, so that a
+    // burst of them, or a slow broker on that side, never queues in front of the PUBACKs the
+    // ingest connection owes the broker.
+    let mut down_options = MqttOptions::new(
+        format!("{}-downlink", mqtt.client_id),
+        (endpoint.host.clone(), endpoint.port),
+    );
+    if let Some(user) = &endpoint.username {
+        let password = endpoint
+            .password
+            .as_ref()
+            .map(|p| p.expose().clone())
+            .unwrap_or_default();
+        down_options.set_credentials(user.clone(), password);
+    }
+    down_options
+        .set_keep_alive(30)
+        .set_clean_session(true)
+        .set_inflight(1000)
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_request_channel_capacity(REQUEST_CAPACITY);
+    let (downlink, down_loop) = AsyncClient::builder(down_options)
+        .capacity(REQUEST_CAPACITY)
+        .build();
+    let down_task = tokio::spawn(downlink_loop(down_loop, downlink.clone(), shutdown_down));
+    let acker = Arc::new(MqttAcker {
+        client,
+        downlink,
+        epoch,
+    });
     Subscriber {
         connected,
         acker,
-        tasks: vec![poll, processor],
+        tasks: vec![poll, processor, down_task],
+    }
+}
+
+/// Polls the downlink connection; it only publishes, so there is nothing to forward.
+async fn downlink_loop(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = shutdown.changed() => break,
+        };
+        match event {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "downlink connection lost; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
     }
 }
 
@@ -343,7 +407,7 @@ impl DownlinkSender for MqttAcker {
         };
         let payload =
             homeward_proto::encode_downlink_vec(&Downlink::Notice(notice), Encoding::Json);
-        if let Err(e) = self.client.try_publish(
+        if let Err(e) = self.downlink.try_publish(
             topic::downlink(&device),
             Bytes::from(payload),
             PublishOptions::new(QoS::AtLeastOnce),
@@ -355,7 +419,10 @@ impl DownlinkSender for MqttAcker {
 
 /// Acks from the writer, and end-to-end acks to devices.
 pub struct MqttAcker {
+    /// The ingest connection: PUBACKs only.
     client: AsyncClient,
+    /// The downlink connection: end-to-end acks and notices.
+    downlink: AsyncClient,
     epoch: Arc<AtomicU64>,
 }
 
@@ -376,7 +443,7 @@ impl Acker for MqttAcker {
         };
         let payload = homeward_proto::encode_downlink_vec(&Downlink::Ack(ranges.clone()), encoding);
         let topic = topic::downlink(&device);
-        if let Err(e) = self.client.try_publish(
+        if let Err(e) = self.downlink.try_publish(
             topic,
             Bytes::from(payload),
             PublishOptions::new(QoS::AtLeastOnce),

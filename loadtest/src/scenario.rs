@@ -1,0 +1,263 @@
+//! Scenarios as data: `loadtest/scenarios/<name>.toml` (STYLE.md, Load tests).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Every random choice (device, kind, field values) comes from this seed.
+    pub seed: u64,
+    /// How long events are offered, in seconds. A ramp may stop earlier (when flat).
+    pub duration_s: f64,
+    /// After the last event is offered, how long devices may take to get everything acked.
+    #[serde(default = "d_drain")]
+    pub drain_timeout_s: f64,
+    pub devices: Devices,
+    /// Relative weights of the MQTT event kinds (wire-format names).
+    pub mix: BTreeMap<String, u32>,
+    pub rate: Rate,
+    #[serde(default)]
+    pub phones: Option<Phones>,
+    #[serde(default)]
+    pub alarms: Option<Alarms>,
+    #[serde(default)]
+    pub storm: Option<Storm>,
+    #[serde(default)]
+    pub db_outage: Option<Outage>,
+    #[serde(default)]
+    pub crash: Option<Outage>,
+    #[serde(default)]
+    pub baseline: Baseline,
+    #[serde(default)]
+    pub postgres: Postgres,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Devices {
+    pub count: usize,
+    /// Most published events a device keeps unacknowledged before it holds new ones back.
+    #[serde(default = "d_window")]
+    pub window: usize,
+    /// Resend an event no end-to-end ack covered after this long (doubling, at most 8x).
+    #[serde(default = "d_resend")]
+    pub resend_after_s: f64,
+    /// `mixed` (JSON for odd seqs, CBOR for even), `json` or `cbor`.
+    #[serde(default = "d_encoding")]
+    pub encoding: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "shape", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rate {
+    /// A constant offered rate (MQTT events per second, all devices together).
+    Fixed { events_per_s: f64 },
+    /// Steps of `step` events/s every `step_s` seconds from `start`, until the acknowledged
+    /// rate has grown less than `flat_growth` (fraction) for `flat_steps` steps, or `max`.
+    Ramp {
+        start: f64,
+        step: f64,
+        step_s: f64,
+        max: f64,
+        #[serde(default = "d_flat_steps")]
+        flat_steps: u32,
+        #[serde(default = "d_flat_growth")]
+        flat_growth: f64,
+    },
+    /// `fraction` of the saturation rate (from `--saturation-rate` or the latest
+    /// `reports/saturation-*.json`).
+    FractionOfSaturation { fraction: f64 },
+}
+
+/// Care workers' phones posting check-ins and check-outs over HTTP, with a morning and an
+/// evening peak. The run is a compressed day of `day_s` seconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phones {
+    pub count: usize,
+    pub base_per_s: f64,
+    pub peak_per_s: f64,
+    pub day_s: f64,
+    #[serde(default = "d_batch")]
+    pub batch_max: usize,
+    #[serde(default = "d_post_ms")]
+    pub post_interval_ms: u64,
+}
+
+/// Pendant alarms sent on top of the mix, timed to the dashboard's live stream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarms {
+    pub per_s: f64,
+}
+
+/// Every device starts offline with a backlog and all connect at `connect_at_s`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storm {
+    pub backlog_per_device: u64,
+    pub backlog_hours: f64,
+    pub connect_at_s: f64,
+}
+
+/// An outage: from `at_s` for `duration_s` seconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    pub at_s: f64,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Baseline {
+    pub duration_s: f64,
+    /// Rows per COPY transaction (the server's `ingest.batch_size` default).
+    pub batch_rows: usize,
+    pub devices: usize,
+}
+
+impl Default for Baseline {
+    fn default() -> Self {
+        Self {
+            duration_s: 8.0,
+            batch_rows: 2000,
+            devices: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Postgres {
+    pub fsync: bool,
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Default for Postgres {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+/// The figure this scenario is judged by (`metric`: see README), with a bound.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub metric: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+pub const METRICS: &[&str] = &[
+    "ratio_to_copy",
+    "latency_p99_ms",
+    "alarm_p99_ms",
+    "lost_plus_duplicated",
+    "drain_rate_ratio",
+    "rss_growth_mb_per_min",
+];
+
+fn d_drain() -> f64 {
+    120.0
+}
+fn d_window() -> usize {
+    256
+}
+fn d_resend() -> f64 {
+    5.0
+}
+fn d_encoding() -> String {
+    "mixed".into()
+}
+fn d_flat_steps() -> u32 {
+    2
+}
+fn d_flat_growth() -> f64 {
+    0.05
+}
+fn d_batch() -> usize {
+    50
+}
+fn d_post_ms() -> u64 {
+    250
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let s: Scenario =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let bounded = |what: &str, v: f64, max: f64| -> anyhow::Result<()> {
+            if !(v.is_finite() && v >= 0.0 && v <= max) {
+                bail!("{what} = {v} must be between 0 and {max}");
+            }
+            Ok(())
+        };
+        bounded("duration_s", self.duration_s, 3600.0)?;
+        bounded("drain_timeout_s", self.drain_timeout_s, 3600.0)?;
+        if self.devices.count == 0 || self.devices.count > 20_000 {
+            bail!("devices.count must be 1 to 20000");
+        }
+        if self.devices.window == 0 || self.devices.window > 10_000 {
+            bail!("devices.window must be 1 to 10000");
+        }
+        if !["mixed", "json", "cbor"].contains(&self.devices.encoding.as_str()) {
+            bail!("devices.encoding must be mixed, json or cbor");
+        }
+        if self.mix.values().all(|w| *w == 0) {
+            bail!("mix needs at least one kind with a weight");
+        }
+        for kind in self.mix.keys() {
+            if crate::mix::body_for(kind, &mut crate::mix::Rng::new(1)).is_none() {
+                bail!("mix: `{kind}` is not an MQTT event kind the harness can send");
+            }
+        }
+        match &self.rate {
+            Rate::Fixed { events_per_s } => bounded("rate.events_per_s", *events_per_s, 1e6)?,
+            Rate::Ramp {
+                start,
+                step,
+                step_s,
+                max,
+                ..
+            } => {
+                bounded("rate.start", *start, 1e6)?;
+                bounded("rate.step", *step, 1e6)?;
+                bounded("rate.max", *max, 1e6)?;
+                if *step_s < 1.0 {
+                    bail!("rate.step_s must be at least 1");
+                }
+            }
+            Rate::FractionOfSaturation { fraction } => bounded("rate.fraction", *fraction, 1.0)?,
+        }
+        if let Some(p) = &self.phones {
+            if p.count == 0 || p.day_s <= 0.0 || p.batch_max == 0 || p.batch_max > 500 {
+                bail!("phones: count >= 1, day_s > 0, batch_max 1..=500");
+            }
+        }
+        if !METRICS.contains(&self.target.metric.as_str()) {
+            bail!("target.metric must be one of {}", METRICS.join(", "));
+        }
+        Ok(())
+    }
+}
