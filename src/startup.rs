@@ -140,6 +140,9 @@ impl Application {
                 let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
                 let config = BrokerConfig {
                     bind: settings.mqtt.embedded_listen,
+                    // Throughput is bounded by the unacknowledged window divided by the commit
+                    // cycle; a wide window lets the writer fill large batches.
+                    max_inflight: 10_000,
                     ..BrokerConfig::default()
                 };
                 let handle = Broker::bind(config, auth).await.map_err(|source| {

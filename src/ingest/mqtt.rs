@@ -412,6 +412,8 @@ impl DownlinkSender for MqttAcker {
             Bytes::from(payload),
             PublishOptions::new(QoS::AtLeastOnce),
         ) {
+            metrics::counter!("homeward_mqtt_downlinks_dropped_total", "kind" => "notice")
+                .increment(1);
             tracing::warn!(error = %e, device = device_uid, "could not queue a notice to the device");
         }
     }
@@ -433,6 +435,7 @@ impl Acker for MqttAcker {
             return;
         }
         if let Err(e) = self.client.try_ack(publish) {
+            metrics::counter!("homeward_mqtt_pubacks_dropped_total").increment(1);
             tracing::debug!(error = %e, "could not queue an ack; the message will be redelivered");
         }
     }
@@ -449,6 +452,8 @@ impl Acker for MqttAcker {
             PublishOptions::new(QoS::AtLeastOnce),
         ) {
             // The device resends after its timeout and gets its ack then.
+            metrics::counter!("homeward_mqtt_downlinks_dropped_total", "kind" => "ack")
+                .increment(1);
             tracing::debug!(error = %e, device = device_uid, "could not queue an end-to-end ack");
         }
     }
