@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +68,6 @@ pub struct Application {
     db: Database,
     mode: StorageMode,
     broker: Option<BrokerHandle>,
-    broker_up: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     ingest: IngestTasks,
@@ -134,7 +132,6 @@ impl Application {
             shutdown_rx.clone(),
         )));
 
-        let broker_up = Arc::new(AtomicBool::new(false));
         let (broker, mqtt) = match settings.broker_url() {
             None => {
                 let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
@@ -151,7 +148,6 @@ impl Application {
                         source,
                     }
                 })?;
-                broker_up.store(true, Ordering::SeqCst);
                 let addr = handle.local_addr();
                 let endpoint = MqttEndpoint {
                     host: addr.ip().to_string(),
@@ -282,7 +278,6 @@ impl Application {
             server,
             mode,
             broker,
-            broker_up,
             shutdown_tx,
             tasks,
             ingest,
@@ -319,7 +314,6 @@ impl Application {
             server,
             db,
             broker,
-            broker_up,
             shutdown_tx,
             tasks,
             ingest,
@@ -346,7 +340,6 @@ impl Application {
             let _ = task.await;
         }
         if let Some(broker) = broker {
-            broker_up.store(false, Ordering::SeqCst);
             broker.shutdown().await;
         }
         db.close().await?;
@@ -362,7 +355,6 @@ struct Parts {
     server: actix_web::dev::Server,
     mode: StorageMode,
     broker: Option<BrokerHandle>,
-    broker_up: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     ingest: IngestTasks,
@@ -378,7 +370,6 @@ impl Parts {
             db,
             mode: self.mode,
             broker: self.broker,
-            broker_up: self.broker_up,
             shutdown_tx: self.shutdown_tx,
             tasks: self.tasks,
             ingest: self.ingest,

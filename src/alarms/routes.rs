@@ -389,14 +389,7 @@ async fn response_times(
         let provider = q
             .provider_id
             .ok_or_else(|| ApiError::invalid("provider_id", "required for commissioners"))?;
-        let contracted: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM contracts WHERE commissioner_id = $1 AND provider_id = $2)",
-                &[&caller.organisation_id, &provider],
-            )
-            .await?
-            .get(0);
-        if !contracted {
+        if !crate::auth::commissions(&**client, caller.organisation_id, provider).await? {
             return Err(ApiError::NotFound(format!("provider {provider}")));
         }
         provider

@@ -187,6 +187,22 @@ pub async fn caller_for_token(
     }))
 }
 
+/// Does `commissioner` contract `provider`? The one check behind every commissioner's view of a
+/// provider's data.
+pub async fn commissions(
+    client: &impl tokio_postgres::GenericClient,
+    commissioner: i32,
+    provider: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM contracts WHERE commissioner_id = $1 AND provider_id = $2)",
+            &[&commissioner, &provider],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 pub const TOKEN_PREFIX: &str = "hw_";
 
 /// `bytes` random bytes as lowercase hex.

@@ -898,16 +898,11 @@ async fn statements(
             &[&provider, &caller.organisation_id, &p.to, &p.from],
         )
         .await?;
-    if contracts.is_empty() && provider != caller.organisation_id {
-        let seen = c
-            .query_opt(
-                "SELECT 1 FROM contracts WHERE provider_id = $1 AND commissioner_id = $2",
-                &[&provider, &caller.organisation_id],
-            )
-            .await?;
-        if seen.is_none() {
-            return Err(ApiError::NotFound(format!("provider {provider}")));
-        }
+    if contracts.is_empty()
+        && provider != caller.organisation_id
+        && !crate::auth::commissions(&**c, caller.organisation_id, provider).await?
+    {
+        return Err(ApiError::NotFound(format!("provider {provider}")));
     }
     let mut out = Vec::new();
     let mut hasher = sha2::Sha256::new();

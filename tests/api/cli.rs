@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use homeward::db::test_cluster::TestServer;
 
+use crate::helpers::url_of;
+
 fn homeward() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
     // Nothing from the developer's environment leaks in.
@@ -17,21 +19,6 @@ fn homeward() -> Command {
     }
     cmd.env("RUST_LOG", "warn");
     cmd
-}
-
-fn url_of(config: &tokio_postgres::Config) -> String {
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("unexpected host {other:?}"),
-    };
-    format!(
-        "postgres://{}:{}@{}:{}/{}",
-        config.get_user().unwrap(),
-        String::from_utf8(config.get_password().unwrap().to_vec()).unwrap(),
-        host,
-        config.get_ports()[0],
-        config.get_dbname().unwrap()
-    )
 }
 
 /// Runs to completion; returns (exit code, stdout, stderr).

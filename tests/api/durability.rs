@@ -2,9 +2,8 @@
 //! (with the embedded broker and with Mosquitto), and PostgreSQL stopped mid-stream.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use homeward::auth::{self, OrgKind};
 use homeward::db::build_pool;
@@ -12,30 +11,9 @@ use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
 use homeward::db::test_cluster::TestServer;
 
 use crate::device::run_device;
-use crate::helpers::{eventually, spawn_app_on, test_settings};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn url_of(config: &tokio_postgres::Config) -> String {
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("unexpected host {other:?}"),
-    };
-    format!(
-        "postgres://{}:{}@{}:{}/{}",
-        config.get_user().unwrap(),
-        String::from_utf8(config.get_password().unwrap().to_vec()).unwrap(),
-        host,
-        config.get_ports()[0],
-        config.get_dbname().unwrap()
-    )
-}
+use crate::helpers::{
+    event_counts, eventually, free_port, spawn_app_on, test_settings, url_of, Mosquitto,
+};
 
 /// `homeward serve` as its own process, so it can be killed with SIGKILL.
 struct ServerProcess {
@@ -104,18 +82,6 @@ impl ServerProcess {
     }
 }
 
-async fn counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i64) {
-    let client = pool.get().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT count(*), count(DISTINCT e.seq) FROM events e JOIN devices d ON d.id = e.device_id WHERE d.uid = $1",
-            &[&uid],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 /// Streams `count` events from one device while the server is killed and restarted.
 async fn kill_mid_stream(external_broker: Option<u16>) {
     let server = TestServer::get().await.unwrap();
@@ -160,7 +126,7 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
     ));
     // Mid-stream: some stored, most still to come.
     let mid = eventually(Duration::from_secs(30), || async {
-        let (n, _) = counts(&pool, uid).await;
+        let (n, _) = event_counts(&pool, uid).await;
         (n > 300).then_some(n)
     })
     .await;
@@ -179,7 +145,7 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
         run.unacked.len()
     );
     assert_eq!(
-        counts(&pool, uid).await,
+        event_counts(&pool, uid).await,
         (count as i64, count as i64),
         "every (device, seq) exactly once"
     );
@@ -192,29 +158,8 @@ async fn server_killed_mid_stream_loses_and_doubles_nothing_with_the_embedded_br
 
 #[tokio::test]
 async fn server_killed_mid_stream_loses_and_doubles_nothing_with_mosquitto() {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"),
-    )
-    .unwrap();
-    let mut mosquitto = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    kill_mid_stream(Some(port)).await;
-    let _ = mosquitto.kill();
-    let _ = mosquitto.wait();
+    let mosquitto = Mosquitto::start();
+    kill_mid_stream(Some(mosquitto.port)).await;
 }
 
 #[tokio::test]
@@ -253,7 +198,7 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing_and_recovers_by_
         Duration::from_secs(150),
     ));
     let mid = eventually(Duration::from_secs(30), || async {
-        let (n, _) = counts(&app.pool, "hub-out").await;
+        let (n, _) = event_counts(&app.pool, "hub-out").await;
         (n > 300).then_some(())
     })
     .await;
@@ -302,7 +247,7 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing_and_recovers_by_
         run.unacked.len()
     );
     assert_eq!(
-        counts(&app.pool, "hub-out").await,
+        event_counts(&app.pool, "hub-out").await,
         (count as i64, count as i64)
     );
     app.stop().await;

@@ -158,3 +158,87 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A free TCP port on 127.0.0.1 (a small race with other processes is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `postgres://` URL for a test database, for child processes.
+pub fn url_of(config: &tokio_postgres::Config) -> String {
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("unexpected host {other:?}"),
+    };
+    format!(
+        "postgres://{}:{}@{}:{}/{}",
+        config.get_user().unwrap(),
+        String::from_utf8(config.get_password().unwrap().to_vec()).unwrap(),
+        host,
+        config.get_ports()[0],
+        config.get_dbname().unwrap()
+    )
+}
+
+/// (rows, distinct seqs) stored for one device.
+pub async fn event_counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i64) {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT e.seq) FROM events e JOIN devices d ON d.id = e.device_id WHERE d.uid = $1",
+            &[&uid],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A Mosquitto broker from Debian's packages on a free port, anonymous, in memory; killed on drop.
+pub struct Mosquitto {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/install-deps.sh test)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "mosquitto listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,8 +1,7 @@
 //! Durable ingest against real parts: the embedded broker, Mosquitto with mosquitto_pub, the
 //! server killed hard, PostgreSQL restarted.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -10,19 +9,9 @@ use homeward::auth::{OrgKind, Role};
 use homeward_proto::Encoding;
 
 use crate::device::{heartbeat, run_device};
-use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
-
-async fn event_counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i64) {
-    let client = pool.get().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT count(*), count(DISTINCT e.seq) FROM events e JOIN devices d ON d.id = e.device_id WHERE d.uid = $1",
-            &[&uid],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
+use crate::helpers::{
+    event_counts, eventually, spawn_app, spawn_app_with, test_settings, Mosquitto, TestApp,
+};
 
 async fn dead_letter_reasons(pool: &deadpool_postgres::Pool) -> Vec<(String, String)> {
     let client = pool.get().await.unwrap();
@@ -36,14 +25,6 @@ async fn dead_letter_reasons(pool: &deadpool_postgres::Pool) -> Vec<(String, Str
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -302,52 +283,6 @@ async fn phones_check_in_over_http_idempotently() {
         "nothing stored from rejected requests"
     );
     app.stop().await;
-}
-
-/// A Mosquitto broker from Debian's packages on a free port, anonymous, in memory.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> Self {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (scripts/install-deps.sh test)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto listens");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs mosquitto_pub without blocking the test's runtime (the server under test shares it).

@@ -2,41 +2,18 @@
 //! database: the stream is split, one instance stops mid-stream, and every event is still stored
 //! once.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use homeward::auth::{OrgKind, Role};
 use homeward::db::test_cluster::TestServer;
 
 use crate::device::run_device;
-use crate::helpers::{spawn_app_on, test_settings};
+use crate::helpers::{spawn_app_on, test_settings, Mosquitto};
 
 #[tokio::test]
 async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_stops() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"),
-    )
-    .unwrap();
-    let mut mosquitto = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mosquitto = Mosquitto::start();
+    let port = mosquitto.port;
 
     let db = TestServer::get()
         .await
@@ -87,6 +64,4 @@ async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2000, 2000));
     b.stop().await;
-    let _ = mosquitto.kill();
-    let _ = mosquitto.wait();
 }
