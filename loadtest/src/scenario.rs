@@ -50,9 +50,21 @@ pub struct Devices {
     /// Resend an event no end-to-end ack covered after this long (doubling, at most 8x).
     #[serde(default = "d_resend")]
     pub resend_after_s: f64,
-    /// `mixed` (JSON for odd seqs, CBOR for even), `json` or `cbor`.
+    /// `mixed` (half the devices JSON, half CBOR), `json` or `cbor`.
     #[serde(default = "d_encoding")]
     pub encoding: String,
+    /// Most events a device puts in one message (the wire format's batches); 1 sends every
+    /// event on its own.
+    #[serde(default = "d_batch_max")]
+    pub batch_max: usize,
+    /// How long a device gathers events before it sends what it holds (alarms and falls go at
+    /// once, with whatever is waiting); 0 sends at once.
+    #[serde(default)]
+    pub batch_linger_ms: u64,
+}
+
+fn d_batch_max() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -223,6 +235,16 @@ impl Scenario {
         }
         if !["mixed", "json", "cbor"].contains(&self.devices.encoding.as_str()) {
             bail!("devices.encoding must be mixed, json or cbor");
+        }
+        if self.devices.batch_max == 0 || self.devices.batch_max > homeward_proto::MAX_BATCH_EVENTS
+        {
+            bail!(
+                "devices.batch_max must be 1 to {} (the wire format's batch limit)",
+                homeward_proto::MAX_BATCH_EVENTS
+            );
+        }
+        if self.devices.batch_linger_ms > 10_000 {
+            bail!("devices.batch_linger_ms must be at most 10000");
         }
         if self.mix.values().all(|w| *w == 0) {
             bail!("mix needs at least one kind with a weight");

@@ -13,8 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
 use homeward_proto::{EventBody, EventKind};
-use tokio_postgres::GenericClient;
+
+use crate::db::cached;
 
 use super::model::{
     is_night, AlarmKind, AlarmView, Category, Outcome, State, Transition, VIEW_COLUMNS,
@@ -137,12 +139,12 @@ pub async fn events_page(
     after: (DateTime<Utc>, i32, i64),
     limit: i64,
 ) -> Result<(Vec<Input>, Option<(DateTime<Utc>, i32, i64)>), AlarmError> {
-    let rows = c
-        .query(
-            EVENTS_QUERY,
-            &[&relevant_codes(), &after.0, &after.1, &after.2, &limit],
-        )
-        .await?;
+    let rows = cached::query(
+        c,
+        EVENTS_QUERY,
+        &[&relevant_codes(), &after.0, &after.1, &after.2, &limit],
+    )
+    .await?;
     let next = rows
         .last()
         .filter(|_| rows.len() as i64 == limit)
@@ -232,13 +234,29 @@ pub struct Step<'a> {
     pub cause: Cause,
 }
 
-const STEP_SQL: &str = "WITH prev AS ( \
-       SELECT id, state FROM alarms \
+/// The alarm a step targets by id (a staff action, a clear by id), found by its primary key
+/// alone and checked after (with the organisation and category in the same WHERE, the planner
+/// scanned the organisation's alarms by `alarms_org_received_idx` while their statistics were
+/// those of an empty table). Both targets take the same parameters, so the statement after them
+/// is shared.
+const STEP_BY_ID_SQL: &str = "WITH locked AS MATERIALIZED ( \
+       SELECT id, state, organisation_id, category FROM alarms WHERE id = $4::int8 FOR UPDATE), \
+     prev AS ( \
+       SELECT id, state FROM locked \
         WHERE organisation_id = $1 AND category = $2 AND state = ANY($3::text[]) \
-          AND (id = $4::int8 OR ($4::int8 IS NULL AND fold_key = $5::text \
-                                 AND ($6::text IS NULL OR kind = $6::text))) \
-        ORDER BY id FOR UPDATE) \
-     UPDATE alarms a SET \
+          AND $5::text IS NULL AND $6::text IS NULL) ";
+
+/// The open alarms of a fold (by the partial index `alarms_one_open_idx`, which is why the open
+/// states are spelt out: every fold step starts from open states).
+const STEP_BY_FOLD_SQL: &str = "WITH prev AS ( \
+       SELECT id, state FROM alarms \
+        WHERE organisation_id = $1 AND fold_key = $5::text \
+          AND state IN ('raised', 'acknowledged', 'dispatched', 'on_site') \
+          AND state = ANY($3::text[]) AND category = $2 \
+          AND ($6::text IS NULL OR kind = $6::text) AND $4::int8 IS NULL \
+        ORDER BY id FOR UPDATE) ";
+
+const STEP_SQL: &str = "UPDATE alarms a SET \
        state = $7::text, \
        acknowledged_at = CASE WHEN $7::text = 'acknowledged' THEN $8::timestamptz ELSE a.acknowledged_at END, \
        acknowledged_by = CASE WHEN $7::text = 'acknowledged' THEN $9::int4 ELSE a.acknowledged_by END, \
@@ -270,26 +288,35 @@ pub async fn step(
         Target::Id(id) => (Some(id), None, None),
         Target::Fold { key, kind } => (None, Some(key), kind.map(|k| k.as_str())),
     };
-    let sql = format!("{STEP_SQL}{VIEW_COLUMNS}");
-    let rows = c
-        .query(
-            &sql,
-            &[
-                &s.organisation_id,
-                &s.category.as_str(),
-                &from,
-                &id,
-                &fold_key,
-                &kind,
-                &s.to.as_str(),
-                &s.at,
-                &s.user_id,
-                &s.outcome.map(|o| o.as_str()),
-                &s.fall,
-                &rules.long_lie_secs,
-            ],
-        )
-        .await?;
+    let target = if id.is_some() {
+        STEP_BY_ID_SQL
+    } else {
+        debug_assert!(
+            s.from.iter().all(|st| st.is_open()),
+            "fold steps start from open states"
+        );
+        STEP_BY_FOLD_SQL
+    };
+    let sql = format!("{target}{STEP_SQL}{VIEW_COLUMNS}");
+    let rows = cached::query(
+        c,
+        &sql,
+        &[
+            &s.organisation_id,
+            &s.category.as_str(),
+            &from,
+            &id,
+            &fold_key,
+            &kind,
+            &s.to.as_str(),
+            &s.at,
+            &s.user_id,
+            &s.outcome.map(|o| o.as_str()),
+            &s.fall,
+            &rules.long_lie_secs,
+        ],
+    )
+    .await?;
     let mut changes = Vec::with_capacity(rows.len());
     for row in &rows {
         let view = AlarmView::from_row(row)?;
@@ -327,7 +354,8 @@ async fn record(
         Cause::Event { device_id, seq } => (Some(device_id), Some(seq), None),
         Cause::Action(id) => (None, None, Some(id)),
     };
-    c.execute(
+    cached::execute(
+            c,
         "INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, to_state, \
                                    device_id, seq, action_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -390,25 +418,25 @@ async fn raise(
         FOLD_SQL
     };
     let sql = format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}");
-    let row = c
-        .query_opt(
-            &sql,
-            &[
-                &reuse,
-                &r.input.organisation_id,
-                &r.kind.category().as_str(),
-                &r.kind.as_str(),
-                &r.kind.severity().as_str(),
-                &r.fold_key,
-                &r.person_id,
-                &r.input.device_id,
-                &r.source_seq,
-                &(r.kind == AlarmKind::FallDetected),
-                &r.raised_at,
-                &r.received_at,
-            ],
-        )
-        .await?;
+    let row = cached::query_opt(
+        c,
+        &sql,
+        &[
+            &reuse,
+            &r.input.organisation_id,
+            &r.kind.category().as_str(),
+            &r.kind.as_str(),
+            &r.kind.severity().as_str(),
+            &r.fold_key,
+            &r.person_id,
+            &r.input.device_id,
+            &r.source_seq,
+            &(r.kind == AlarmKind::FallDetected),
+            &r.raised_at,
+            &r.received_at,
+        ],
+    )
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let inserted: bool = row.get("inserted");
     let mut view = AlarmView::from_row(&row)?;
@@ -441,12 +469,12 @@ async fn already_done(
     device_id: i32,
     seq: i64,
 ) -> Result<bool, AlarmError> {
-    let row = c
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM alarm_events WHERE device_id = $1 AND seq = $2)",
-            &[&device_id, &seq],
-        )
-        .await?;
+    let row = cached::query_one(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM alarm_events WHERE device_id = $1 AND seq = $2)",
+        &[&device_id, &seq],
+    )
+    .await?;
     Ok(row.get(0))
 }
 
@@ -455,12 +483,12 @@ async fn care_fold(
     c: &impl GenericClient,
     input: &Input,
 ) -> Result<(String, Option<i32>), AlarmError> {
-    let row = c
-        .query_opt(
-            "SELECT person_id FROM devices WHERE id = $1",
-            &[&input.device_id],
-        )
-        .await?;
+    let row = cached::query_opt(
+        c,
+        "SELECT person_id FROM devices WHERE id = $1",
+        &[&input.device_id],
+    )
+    .await?;
     let person: Option<i32> = row.and_then(|r| r.get(0));
     Ok(match person {
         Some(p) => (format!("p{p}"), Some(p)),
@@ -477,12 +505,12 @@ async fn local_hour(
     at: DateTime<Utc>,
     tz: &str,
 ) -> Result<u32, AlarmError> {
-    let row = c
-        .query_one(
-            "SELECT extract(hour FROM ($1::timestamptz AT TIME ZONE $2::text))::int4",
-            &[&at, &tz],
-        )
-        .await?;
+    let row = cached::query_one(
+        c,
+        "SELECT extract(hour FROM ($1::timestamptz AT TIME ZONE $2::text))::int4",
+        &[&at, &tz],
+    )
+    .await?;
     let hour: i32 = row.get(0);
     Ok(u32::try_from(hour).unwrap_or(0))
 }
@@ -621,13 +649,13 @@ pub async fn apply_heartbeats(
         set.into_iter().collect()
     };
     let mut prev: HashMap<i32, Beat> = HashMap::new();
-    for row in c
-        .query(
-            "SELECT device_id, last_heartbeat_at, last_seq, interval_s FROM device_health \
+    for row in cached::query(
+        c,
+        "SELECT device_id, last_heartbeat_at, last_seq, interval_s FROM device_health \
               WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
-            &[&devices],
-        )
-        .await?
+        &[&devices],
+    )
+    .await?
     {
         let interval: i32 = row.get(3);
         prev.insert(
@@ -641,35 +669,21 @@ pub async fn apply_heartbeats(
     }
     // Open technical alarms a heartbeat may clear: (device, kind) -> (id, raised_at).
     let mut open: HashMap<(i32, AlarmKind), (i64, DateTime<Utc>)> = HashMap::new();
-    for row in c
-        .query(
-            "SELECT last_device_id, kind, id, raised_at FROM alarms \
+    for row in cached::query(
+        c,
+        "SELECT last_device_id, kind, id, raised_at FROM alarms \
               WHERE last_device_id = ANY($1) AND category = 'technical' \
                 AND kind IN ('heartbeat_missing', 'battery_low') \
                 AND state IN ('raised', 'acknowledged', 'dispatched', 'on_site')",
-            &[&devices],
-        )
-        .await?
+        &[&devices],
+    )
+    .await?
     {
         let kind: String = row.get(1);
         if let Some(kind) = AlarmKind::parse(&kind) {
             open.insert((row.get(0), kind), (row.get(2), row.get(3)));
         }
     }
-    let device_ids: Vec<i32> = run.iter().map(|i| i.device_id).collect();
-    let seqs: Vec<i64> = run.iter().map(|i| i.seq).collect();
-    let done: HashSet<(i32, i64)> = c
-        .query(
-            "SELECT e.device_id, e.seq FROM alarm_events e \
-               JOIN unnest($1::int4[], $2::int8[]) AS t(device_id, seq) \
-                 ON e.device_id = t.device_id AND e.seq = t.seq",
-            &[&device_ids, &seqs],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-
     let mut changes = Vec::new();
     let mut latest: HashMap<i32, &Input> = HashMap::new();
     for hb in run {
@@ -680,8 +694,12 @@ pub async fn apply_heartbeats(
         let newer = prev
             .get(&hb.device_id)
             .is_none_or(|p| hb.received_at > p.at);
-        if done.contains(&(hb.device_id, hb.seq)) || !newer {
+        if !newer {
             // Seen before (catch-up, retry) or older than what is known: nothing to derive.
+            // `device_health` is written in the same transaction as any alarm a heartbeat
+            // raises or clears, so a heartbeat already derived is never newer than it: no need
+            // to look each one up in `alarm_events` (that lookup was most of this function's
+            // cost under load).
             continue;
         }
         let cause = Cause::Event {
@@ -764,7 +782,8 @@ pub async fn apply_heartbeats(
             battery.push(hb.battery);
             signal.push(hb.signal);
         }
-        c.execute(
+        cached::execute(
+            c,
             "INSERT INTO device_health (device_id, organisation_id, last_heartbeat_at, last_seq, \
                                         interval_s, battery, signal) \
              SELECT * FROM unnest($1::int4[], $2::int4[], $3::timestamptz[], $4::int8[], \
@@ -820,9 +839,9 @@ pub async fn sweep(
     ids: &IdMap,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, AlarmError> {
-    let rows = c
-        .query(
-            "SELECT h.device_id, h.organisation_id, d.uid, h.last_heartbeat_at, h.last_seq, \
+    let rows = cached::query(
+        c,
+        "SELECT h.device_id, h.organisation_id, d.uid, h.last_heartbeat_at, h.last_seq, \
                     h.interval_s \
                FROM device_health h JOIN devices d ON d.id = h.device_id \
               WHERE d.disabled_at IS NULL \
@@ -830,9 +849,9 @@ pub async fn sweep(
                 AND NOT EXISTS (SELECT 1 FROM alarms a WHERE a.source_device_id = h.device_id \
                                    AND a.source_seq = h.last_seq AND a.kind = 'heartbeat_missing') \
               ORDER BY h.device_id",
-            &[&rules.missing_factor, &now],
-        )
-        .await?;
+        &[&rules.missing_factor, &now],
+    )
+    .await?;
     let mut changes = Vec::new();
     for row in rows {
         let last: DateTime<Utc> = row.get(3);
@@ -893,12 +912,12 @@ pub async fn apply_action(
     rules: &Rules,
     a: &ActionRow,
 ) -> Result<Vec<Change>, AlarmError> {
-    let row = c
-        .query_opt(
-            "SELECT category FROM alarms WHERE id = $1 AND organisation_id = $2",
-            &[&a.alarm_id, &a.organisation_id],
-        )
-        .await?;
+    let row = cached::query_opt(
+        c,
+        "SELECT category FROM alarms WHERE id = $1 AND organisation_id = $2",
+        &[&a.alarm_id, &a.organisation_id],
+    )
+    .await?;
     let Some(row) = row else {
         return Ok(Vec::new());
     };

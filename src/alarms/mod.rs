@@ -246,11 +246,28 @@ pub fn start(
             instance.clone(),
             feed_shutdown.clone(),
         ));
-        while let Some(batch) = committed.recv().await {
+        while let Some(first) = committed.recv().await {
+            // Everything already waiting joins this pass (it costs the first alarm nothing
+            // and keeps derivation abreast of ingest under load).
+            let mut batches = vec![first];
+            let mut queued = batches[0].len();
+            while queued < MAX_DERIVE_BATCH {
+                match committed.try_recv() {
+                    Ok(more) => {
+                        queued += more.len();
+                        batches.push(more);
+                    }
+                    Err(_) => break,
+                }
+            }
             let mut care: Vec<Input> = Vec::new();
             let mut technical: Vec<Input> = Vec::new();
             let mut newest = None;
-            for input in batch.iter().filter_map(Input::from_committed) {
+            for input in batches
+                .iter()
+                .flat_map(|b| b.iter())
+                .filter_map(Input::from_committed)
+            {
                 newest = newest.max(Some(input.received_at));
                 if is_technical(input.kind) {
                     technical.push(input);
@@ -376,8 +393,10 @@ async fn backoff(attempt: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>
     }
 }
 
-/// Derives alarms from newly stored events, in order: each non-heartbeat event in its own
-/// transaction, published as soon as it commits; runs of heartbeats together.
+/// Derives alarms from newly stored events, in order (runs of heartbeats together), in one
+/// transaction, and publishes the changes once it has committed. One commit per pass rather
+/// than per event: under load the care events of a pass are many, and a commit each (an fsync
+/// each) was what made derivation fall behind ingest.
 pub async fn process(
     pool: &deadpool_postgres::Pool,
     rules: &Rules,
@@ -386,25 +405,24 @@ pub async fn process(
 ) -> Result<(), AlarmError> {
     let mut client = pool.get().await?;
     let ids = IdMap::new();
+    let tx = client.transaction().await?;
+    let mut changes = Vec::new();
     let mut i = 0;
     while i < inputs.len() {
-        let tx = client.transaction().await?;
-        let changes = if inputs[i].kind == homeward_proto::EventKind::Heartbeat {
+        if inputs[i].kind == homeward_proto::EventKind::Heartbeat {
             let end = inputs[i..]
                 .iter()
                 .position(|e| e.kind != homeward_proto::EventKind::Heartbeat)
                 .map_or(inputs.len(), |p| i + p);
-            let changes = derive::apply_heartbeats(&*tx, rules, &ids, &inputs[i..end]).await?;
+            changes.extend(derive::apply_heartbeats(&tx, rules, &ids, &inputs[i..end]).await?);
             i = end;
-            changes
         } else {
-            let changes = derive::apply_event(&*tx, rules, &ids, &inputs[i]).await?;
+            changes.extend(derive::apply_event(&tx, rules, &ids, &inputs[i]).await?);
             i += 1;
-            changes
-        };
-        tx.commit().await?;
-        publish(live, &changes);
+        }
     }
+    tx.commit().await?;
+    publish(live, &changes);
     Ok(())
 }
 
@@ -464,7 +482,7 @@ pub async fn catch_up(
     loop {
         let (inputs, next) = {
             let client = pool.get().await?;
-            derive::events_page(&**client, after, 5000).await?
+            derive::events_page(&client, after, 5000).await?
         };
         looked += inputs.len();
         process(pool, rules, live, &inputs).await?;
@@ -500,7 +518,7 @@ pub async fn run_sweep(
     if !locked {
         return Ok(0);
     }
-    let changes = derive::sweep(&*tx, rules, &IdMap::new(), now).await?;
+    let changes = derive::sweep(&tx, rules, &IdMap::new(), now).await?;
     tx.commit().await?;
     publish(live, &changes);
     Ok(changes.len())

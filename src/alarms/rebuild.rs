@@ -6,7 +6,7 @@
 //! be rebuilt from raw events and the reference data."
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 
 use super::derive::{self, ActionRow, IdMap, Input, Rules};
 use super::model::{Action, AlarmKind, Outcome};
@@ -94,24 +94,21 @@ pub async fn rebuild_with(
     let mut after = (DateTime::<Utc>::UNIX_EPOCH, 0, 0);
     let mut newest = None;
     loop {
-        let (inputs, next) = derive::events_page(&*tx, after, 5000).await?;
+        let (inputs, next) = derive::events_page(&tx, after, 5000).await?;
         for input in inputs {
             report.events += 1;
             newest = Some(input.received_at);
             while let Some(action) = pending.next_if(|a| a.at < input.received_at) {
-                flush(&*tx, &rules, &ids, &mut run).await?;
-                if derive::apply_action(&*tx, &rules, &action)
-                    .await?
-                    .is_empty()
-                {
+                flush(&tx, &rules, &ids, &mut run).await?;
+                if derive::apply_action(&tx, &rules, &action).await?.is_empty() {
                     report.skipped_actions += 1;
                 }
             }
             if input.kind == homeward_proto::EventKind::Heartbeat {
                 run.push(input);
             } else {
-                flush(&*tx, &rules, &ids, &mut run).await?;
-                derive::apply_event(&*tx, &rules, &ids, &input).await?;
+                flush(&tx, &rules, &ids, &mut run).await?;
+                derive::apply_event(&tx, &rules, &ids, &input).await?;
             }
         }
         match next {
@@ -119,16 +116,13 @@ pub async fn rebuild_with(
             None => break,
         }
     }
-    flush(&*tx, &rules, &ids, &mut run).await?;
+    flush(&tx, &rules, &ids, &mut run).await?;
     for action in pending {
-        if derive::apply_action(&*tx, &rules, &action)
-            .await?
-            .is_empty()
-        {
+        if derive::apply_action(&tx, &rules, &action).await?.is_empty() {
             report.skipped_actions += 1;
         }
     }
-    derive::sweep(&*tx, &rules, &ids, now).await?;
+    derive::sweep(&tx, &rules, &ids, now).await?;
     if let Some(at) = newest {
         super::set_cursor(&*tx, "rebuild", at).await?;
     }

@@ -320,7 +320,7 @@ async fn act(
         outcome,
         fall: body.fall,
     };
-    let changes = derive::apply_action(&*tx, &rules, &action_row).await?;
+    let changes = derive::apply_action(&tx, &rules, &action_row).await?;
     let Some(change) = changes.first().cloned() else {
         return Err(ApiError::Conflict(format!(
             "alarm {id} changed meanwhile; reload it"

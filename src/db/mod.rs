@@ -6,6 +6,7 @@
 //! a new one. That is what lets every part of Homeward recover from a database outage without a
 //! restart.
 
+pub mod cached;
 pub mod embedded;
 pub mod maintenance;
 pub mod migrate;
@@ -121,10 +122,18 @@ impl Database {
 }
 
 pub fn build_pool(
-    pg_config: tokio_postgres::Config,
+    mut pg_config: tokio_postgres::Config,
     size: usize,
     acquire_timeout_secs: u64,
 ) -> Pool {
+    // Hot statements are prepared once per connection (`db::cached`), but always planned for
+    // their parameters: the alarm tables grow from empty, and a generic plan made while they
+    // were small kept scanning a whole organisation's alarms for a lookup by id.
+    let options = match pg_config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c plan_cache_mode=force_custom_plan"),
+        _ => "-c plan_cache_mode=force_custom_plan".to_owned(),
+    };
+    pg_config.options(&options);
     let manager = Manager::from_config(
         pg_config,
         NoTls,

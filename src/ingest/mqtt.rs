@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use homeward_proto::topic::{self, TopicKind};
-use homeward_proto::{AckRanges, DeviceId, Downlink, Encoding, Event};
+use homeward_proto::{AckRanges, Batch, DeviceId, Downlink, Encoding, Event};
 use rumqttc::{AckMode, AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -256,12 +256,13 @@ async fn process_loop(
     writer: WriterHandle,
     settings: IngestSettings,
 ) {
+    let queue_depth = metrics::gauge!("homeward_ingest_queue_depth", "stage" => "mqtt");
     while let Some((publish, epoch)) = rx.recv().await {
         let left = depth.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        metrics::gauge!("homeward_ingest_queue_depth", "stage" => "mqtt").set(left as f64);
-        let item = to_item(&publish, &directory, &settings).await;
+        queue_depth.set(left as f64);
+        let items = to_items(&publish, &directory, &settings).await;
         let job = Job {
-            items: vec![item],
+            items,
             source: Source::Mqtt { publish, epoch },
         };
         if writer.submit(job).await.is_err() {
@@ -270,68 +271,94 @@ async fn process_loop(
     }
 }
 
-/// Decodes one message into what the writer stores. Waits (with back-off) while the device
-/// directory cannot reach the database, since nothing may be acked before it is stored.
-async fn to_item(
+/// Decodes one message into what the writer stores: an event, each event of a batch
+/// (`homeward_proto::batch`), a status change, or dead letters. Waits (with back-off) while the
+/// device directory cannot reach the database, since nothing may be acked before it is stored.
+async fn to_items(
     publish: &rumqttc::Publish,
     directory: &DeviceDirectory,
     settings: &IngestSettings,
-) -> Item {
+) -> Vec<Item> {
     let received_at = Utc::now();
     let topic_text = String::from_utf8_lossy(&publish.topic).into_owned();
+    let dead_bytes =
+        |device: Option<&super::DeviceRef>, code: &str, reason: String, payload: Bytes| {
+            metrics::counter!("homeward_ingest_dead_letters_total", "reason" => code.to_string())
+                .increment(1);
+            Item::DeadLetter(DeadLetter {
+                organisation_id: device.map(|d| d.organisation_id),
+                device_id: device.map(|d| d.id),
+                device_uid: topic::parse(&topic_text).map(|(uid, _)| uid.to_string()),
+                source: "mqtt",
+                topic: Some(topic_text.clone()),
+                payload,
+                reason_code: code.to_string(),
+                reason,
+            })
+        };
     let dead = |device: Option<&super::DeviceRef>, code: &str, reason: String| {
-        metrics::counter!("homeward_ingest_dead_letters_total", "reason" => code.to_string())
-            .increment(1);
-        Item::DeadLetter(DeadLetter {
-            organisation_id: device.map(|d| d.organisation_id),
-            device_id: device.map(|d| d.id),
-            device_uid: topic::parse(&topic_text).map(|(uid, _)| uid.to_string()),
-            source: "mqtt",
-            topic: Some(topic_text.clone()),
-            payload: publish.payload.clone(),
-            reason_code: code.to_string(),
-            reason,
-        })
+        dead_bytes(device, code, reason, publish.payload.clone())
     };
     let Some((uid, kind)) = topic::parse(&topic_text) else {
-        return dead(
+        return vec![dead(
             None,
             "unknown_topic",
             format!("topic `{topic_text}` is not a Homeward v1 device topic"),
-        );
+        )];
     };
     let device = lookup_until_answered(directory, uid).await;
     let Some(device) = device else {
-        return dead(
+        return vec![dead(
             None,
             "unknown_device",
             format!("no device `{uid}` is registered"),
-        );
+        )];
     };
     match kind {
-        TopicKind::Events => match decode(&publish.payload, received_at, settings) {
-            Ok(event) => Item::Event(event_item(
-                &device,
-                event,
-                &publish.payload,
-                received_at,
-                settings,
-            )),
-            Err(e) => dead(Some(&device), e.reason_code(), e.to_string()),
+        TopicKind::Events => match Batch::parse(&publish.payload) {
+            Err(e) => vec![dead(Some(&device), e.reason_code(), e.to_string())],
+            Ok(batch) => {
+                let n = batch.len();
+                batch
+                    .events()
+                    .enumerate()
+                    .map(|(i, bytes)| {
+                        match decode_as(bytes, batch.encoding(), received_at, settings) {
+                            Ok(event) => Item::Event(event_item(
+                                &device,
+                                event,
+                                bytes,
+                                received_at,
+                                settings,
+                            )),
+                            Err(e) if batch.is_single() => {
+                                dead(Some(&device), e.reason_code(), e.to_string())
+                            }
+                            // The dead letter keeps this event's bytes; its neighbours are stored.
+                            Err(e) => dead_bytes(
+                                Some(&device),
+                                e.reason_code(),
+                                format!("event {} of {n} in the batch: {e}", i + 1),
+                                publish.payload.slice_ref(bytes),
+                            ),
+                        }
+                    })
+                    .collect()
+            }
         },
-        TopicKind::Status => match homeward_proto::decode_status(&publish.payload) {
+        TopicKind::Status => vec![match homeward_proto::decode_status(&publish.payload) {
             Ok(status) => Item::Status(StatusItem {
                 device_id: device.id,
                 online: matches!(status, homeward_proto::Status::Online),
                 at: received_at,
             }),
             Err(e) => dead(Some(&device), e.reason_code(), e.to_string()),
-        },
-        TopicKind::Downlink => dead(
+        }],
+        TopicKind::Downlink => vec![dead(
             Some(&device),
             "unknown_topic",
             "downlink topics carry no events".into(),
-        ),
+        )],
     }
 }
 
@@ -355,7 +382,32 @@ pub fn decode(
     received_at: DateTime<Utc>,
     settings: &IngestSettings,
 ) -> Result<Event, homeward_proto::DecodeError> {
-    let event = homeward_proto::decode_event(payload)?;
+    check_time(
+        homeward_proto::decode_event(payload)?,
+        received_at,
+        settings,
+    )
+}
+
+/// [`decode`] for one event of a batch, whose encoding the batch's framing gave.
+fn decode_as(
+    payload: &[u8],
+    encoding: Encoding,
+    received_at: DateTime<Utc>,
+    settings: &IngestSettings,
+) -> Result<Event, homeward_proto::DecodeError> {
+    let event = match encoding {
+        Encoding::Json => homeward_proto::decode_event_json(payload)?,
+        Encoding::Cbor => homeward_proto::decode_event_cbor(payload)?,
+    };
+    check_time(event, received_at, settings)
+}
+
+fn check_time(
+    event: Event,
+    received_at: DateTime<Utc>,
+    settings: &IngestSettings,
+) -> Result<Event, homeward_proto::DecodeError> {
     event.validate_time(
         received_at.timestamp_millis(),
         settings.max_future_secs as i64 * 1000,

@@ -206,6 +206,127 @@ async fn bad_payloads_become_dead_letters_and_the_stream_goes_on() {
     app.stop().await;
 }
 
+/// A device sends several events per message (wire format, "Batches"): each event is stored,
+/// acknowledged end to end and, if bad, dead-lettered on its own; a malformed batch is one dead
+/// letter; a resend of a batch doubles nothing.
+#[tokio::test]
+async fn batches_are_judged_event_by_event() {
+    use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+    let app = spawn_app().await;
+    let (org, _) = app
+        .org_with_user("Batch Org", OrgKind::Provider, Role::ProviderStaff)
+        .await;
+    let secret = app.device(&org, "hub-batch", "hub").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let bad = format!("{{\"seq\":2,\"t\":{now},\"kind\":\"teleport\"}}").into_bytes();
+    let json_parts = [
+        heartbeat(1, now, Encoding::Json),
+        bad.clone(),
+        heartbeat(3, now, Encoding::Json),
+    ];
+    let refs: Vec<&[u8]> = json_parts.iter().map(Vec::as_slice).collect();
+    let json_batch = homeward_proto::encode_batch_vec(&refs, Encoding::Json);
+    let cbor_parts = [
+        heartbeat(4, now, Encoding::Cbor),
+        heartbeat(5, now, Encoding::Cbor),
+    ];
+    let refs: Vec<&[u8]> = cbor_parts.iter().map(Vec::as_slice).collect();
+    let cbor_batch = homeward_proto::encode_batch_vec(&refs, Encoding::Cbor);
+    let malformed = format!(
+        "[{},",
+        String::from_utf8(heartbeat(6, now, Encoding::Json)).unwrap()
+    )
+    .into_bytes();
+
+    let mut options = MqttOptions::new("hub-batch", (app.mqtt.host.clone(), app.mqtt.port));
+    options.set_credentials("hub-batch", secret.clone());
+    let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
+    client
+        .subscribe("homeward/v1/hub-batch/downlink", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let topic = "homeward/v1/hub-batch/events";
+    // Wait for the SUBACK so that no end-to-end ack is missed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) =
+            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
+        {
+            break;
+        }
+    }
+    for p in [&json_batch, &cbor_batch, &malformed, &json_batch] {
+        client
+            .publish(topic, p.clone(), PublishOptions::new(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+    }
+    let mut acked = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.len() < 4 && Instant::now() < deadline {
+        if let Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
+        {
+            if let Ok(homeward_proto::Downlink::Ack(ranges)) =
+                homeward_proto::decode_downlink(&p.payload)
+            {
+                acked.extend(ranges.iter().flatten());
+            }
+        }
+    }
+    assert_eq!(
+        acked.into_iter().collect::<Vec<_>>(),
+        vec![1, 3, 4, 5],
+        "the stored seqs acked end to end"
+    );
+    let stored = eventually(Duration::from_secs(10), || async {
+        let client = app.pool.get().await.unwrap();
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM dead_letters", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (n == 3).then_some(())
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "three dead letters: the bad event twice, the malformed batch once"
+    );
+    assert_eq!(
+        event_counts(&app.pool, "hub-batch").await,
+        (4, 4),
+        "stored once, resend included"
+    );
+
+    let client = app.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT reason_code, reason, payload FROM dead_letters ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let first: (String, String, Vec<u8>) = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(first.0, "unknown_kind");
+    assert!(
+        first.1.starts_with("event 2 of 3 in the batch: "),
+        "{}",
+        first.1
+    );
+    assert_eq!(
+        first.2, bad,
+        "the dead letter keeps the bad event's own bytes"
+    );
+    let second: (String, Vec<u8>) = (rows[1].get(0), rows[1].get(2));
+    assert_eq!(
+        second,
+        ("invalid_json".to_string(), malformed),
+        "a malformed batch is one dead letter"
+    );
+    app.stop().await;
+}
+
 fn basic(uid: &str, secret: &str) -> String {
     format!(
         "Basic {}",

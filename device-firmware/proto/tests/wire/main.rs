@@ -2,6 +2,7 @@
 //! every kind in both encodings, error messages and reason codes, size limits, and decoders
 //! fed arbitrary bytes. One binary, one module per concern.
 
+mod batch;
 mod errors;
 mod limits;
 mod pins;
