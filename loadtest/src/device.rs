@@ -119,23 +119,25 @@ impl Device {
     }
 
     /// One message with these events: the event itself, or a batch.
-    fn publish_events(&mut self, events: &[Bytes], dup: bool) {
+    fn publish_events(&mut self, events: &[Bytes]) {
         match events {
             [] => {}
-            [one] => self.publish(one.clone(), dup),
+            [one] => self.publish(one.clone()),
             many => {
                 let parts: Vec<&[u8]> = many.iter().map(|b| b.as_ref()).collect();
                 let batch = homeward_proto::encode_batch_vec(&parts, self.encoding);
-                self.publish(Bytes::from(batch), dup);
+                self.publish(Bytes::from(batch));
             }
         }
     }
 
-    fn publish(&mut self, payload: Bytes, dup: bool) {
+    /// A new QoS 1 message. A resend of an event is a new message too (new packet id, DUP not
+    /// set): DUP is for the MQTT layer's own redelivery of one packet, which this device
+    /// leaves to the end-to-end ack.
+    fn publish(&mut self, payload: Bytes) {
         let mut p = Publish::from_bytes("", QoS::AtLeastOnce, payload);
         p.topic = self.topic.clone();
         p.pkid = self.pkid();
-        p.dup = dup;
         p.write(&mut self.out).expect("a publish encodes");
     }
 
@@ -155,7 +157,7 @@ impl Device {
             };
             message.push(payload.clone());
             if message.len() == self.batch_max {
-                self.publish_events(&message, false);
+                self.publish_events(&message);
                 message.clear();
             }
             let now = Instant::now();
@@ -177,7 +179,7 @@ impl Device {
                 },
             );
         }
-        self.publish_events(&message, false);
+        self.publish_events(&message);
         self.urgent = self.queue.iter().any(|(_, _, alarm)| *alarm);
         self.gathering_since = (!self.queue.is_empty()).then(Instant::now);
     }
@@ -200,7 +202,7 @@ impl Device {
         }
         self.resends += due.len() as u64;
         for chunk in due.chunks(self.batch_max) {
-            self.publish_events(chunk, true);
+            self.publish_events(chunk);
         }
     }
 

@@ -376,6 +376,21 @@ async fn derive_with_retry(
                     return;
                 }
             }
+            Err(e) if inputs.len() > 1 && !e.is_transient() => {
+                // One pass is one transaction: keep one bad event from costing the others.
+                tracing::warn!(error = %e, events = inputs.len(), "alarm derivation failed for a pass; deriving its events one by one");
+                for input in inputs {
+                    Box::pin(derive_with_retry(
+                        pool,
+                        rules,
+                        live,
+                        std::slice::from_ref(input),
+                        shutdown,
+                    ))
+                    .await;
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = inputs.len(), "alarm derivation failed for a batch");
                 return;
