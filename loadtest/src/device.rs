@@ -98,6 +98,8 @@ struct Device {
     urgent: bool,
     next_pkid: u16,
     resends: u64,
+    /// No event in flight is due for a resend before this (so most ticks scan nothing).
+    next_resend: Instant,
     out: BytesMut,
 }
 
@@ -187,19 +189,23 @@ impl Device {
     /// Resends (byte-identical payloads) what no ack has covered in time, at most 256 a call.
     fn resend_due(&mut self) {
         let now = Instant::now();
+        if now < self.next_resend {
+            return;
+        }
         let mut due = Vec::new();
+        let mut next = now + self.resend_after;
         for p in self.inflight.values_mut() {
             let wait = self.resend_after * (1u32 << p.attempts.saturating_sub(1).min(3));
-            if now.duration_since(p.last) < wait {
+            if due.len() >= 256 || now.duration_since(p.last) < wait {
+                next = next.min(p.last + wait);
                 continue;
             }
             p.last = now;
             p.attempts += 1;
             due.push(p.payload.clone());
-            if due.len() >= 256 {
-                break;
-            }
         }
+        // After 256 resends, the rest wait for the next tick.
+        self.next_resend = if due.len() >= 256 { now } else { next };
         self.resends += due.len() as u64;
         for chunk in due.chunks(self.batch_max) {
             self.publish_events(chunk);
@@ -267,6 +273,7 @@ pub async fn run(
         urgent: false,
         next_pkid: 0,
         resends: 0,
+        next_resend: Instant::now(),
         out: BytesMut::with_capacity(64 * 1024),
     };
     for (body, t) in std::mem::take(&mut cfg.backlog) {
@@ -319,6 +326,7 @@ pub async fn run(
             p.last = now - dev.resend_after * 16;
             p.attempts = 0;
         }
+        dev.next_resend = now;
         dev.resend_due();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut last_ping = Instant::now();

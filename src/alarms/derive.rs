@@ -210,6 +210,16 @@ pub enum Cause {
     Action(i64),
 }
 
+impl Cause {
+    /// `alarm_events`' device_id, seq and action_id.
+    fn columns(self) -> (Option<i32>, Option<i64>, Option<i64>) {
+        match self {
+            Cause::Event { device_id, seq } => (Some(device_id), Some(seq), None),
+            Cause::Action(id) => (None, None, Some(id)),
+        }
+    }
+}
+
 /// Which alarms a transition applies to.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
@@ -256,7 +266,9 @@ const STEP_BY_FOLD_SQL: &str = "WITH prev AS ( \
           AND ($6::text IS NULL OR kind = $6::text) AND $4::int8 IS NULL \
         ORDER BY id FOR UPDATE) ";
 
-const STEP_SQL: &str = "UPDATE alarms a SET \
+/// The update, and the row it appends to each alarm's history (`alarm_events`), in one
+/// statement: `$13` the transition, `$14`/`$15` the causing event or `$16` the staff action.
+const STEP_SQL: &str = ", updated AS (UPDATE alarms a SET \
        state = $7::text, \
        acknowledged_at = CASE WHEN $7::text = 'acknowledged' THEN $8::timestamptz ELSE a.acknowledged_at END, \
        acknowledged_by = CASE WHEN $7::text = 'acknowledged' THEN $9::int4 ELSE a.acknowledged_by END, \
@@ -276,6 +288,13 @@ const STEP_SQL: &str = "UPDATE alarms a SET \
                    - a.raised_at) >= $12::float8, false) \
      FROM prev WHERE a.id = prev.id \
      RETURNING prev.state AS from_state, ";
+
+const STEP_RECORD_SQL: &str = "), recorded AS ( \
+       INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, to_state, \
+                                 device_id, seq, action_id) \
+       SELECT organisation_id, id, $8::timestamptz, $13::text, from_state, $7::text, \
+              $14::int4, $15::int8, $16::int8 FROM updated) \
+     SELECT * FROM updated";
 
 /// Applies one transition to the alarms it targets (none if none is in a `from` state).
 pub async fn step(
@@ -297,7 +316,9 @@ pub async fn step(
         );
         STEP_BY_FOLD_SQL
     };
-    let sql = format!("{target}{STEP_SQL}{VIEW_COLUMNS}");
+    let sql = format!("{target}{STEP_SQL}{VIEW_COLUMNS}{STEP_RECORD_SQL}");
+    let transition = s.to.transition();
+    let (device_id, seq, action_id) = s.cause.columns();
     let rows = cached::query(
         c,
         &sql,
@@ -314,72 +335,36 @@ pub async fn step(
             &s.outcome.map(|o| o.as_str()),
             &s.fall,
             &rules.long_lie_secs,
-        ],
-    )
-    .await?;
-    let mut changes = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let view = AlarmView::from_row(row)?;
-        let from_state: String = row.get("from_state");
-        let transition = s.to.transition();
-        record(
-            c,
-            view.organisation_id,
-            view.id,
-            s.at,
-            transition,
-            Some(&from_state),
-            s.to,
-            s.cause,
-        )
-        .await?;
-        changes.push(Change { view, transition });
-    }
-    Ok(changes)
-}
-
-/// Appends one row to the alarm's history.
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    c: &impl GenericClient,
-    organisation_id: i32,
-    alarm_id: i64,
-    at: DateTime<Utc>,
-    transition: Transition,
-    from_state: Option<&str>,
-    to_state: State,
-    cause: Cause,
-) -> Result<(), AlarmError> {
-    let (device_id, seq, action_id) = match cause {
-        Cause::Event { device_id, seq } => (Some(device_id), Some(seq), None),
-        Cause::Action(id) => (None, None, Some(id)),
-    };
-    cached::execute(
-            c,
-        "INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, to_state, \
-                                   device_id, seq, action_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &organisation_id,
-            &alarm_id,
-            &at,
             &transition.as_str(),
-            &from_state,
-            &to_state.as_str(),
             &device_id,
             &seq,
             &action_id,
         ],
     )
     .await?;
-    Ok(())
+    rows.iter()
+        .map(|row| {
+            Ok(Change {
+                view: AlarmView::from_row(row)?,
+                transition,
+            })
+        })
+        .collect()
 }
 
-const RAISE_SQL: &str = "INSERT INTO alarms AS a (id, organisation_id, category, kind, severity, \
+const RAISE_SQL: &str =
+    "WITH raised AS (INSERT INTO alarms AS a (id, organisation_id, category, kind, severity, \
        state, fold_key, person_id, source_device_id, source_seq, last_device_id, last_seq, count, \
        is_fall, raised_at, received_at, last_seen_at) \
      VALUES (COALESCE($1::int8, nextval(pg_get_serial_sequence('alarms', 'id'))), $2, $3, $4, $5, \
        'raised', $6, $7, $8, $9, $8, $9, 1, $10, $11, $12, $11) ";
+
+/// The alarm raised (or folded into) and the row it appends to its history, in one statement.
+const RAISE_RECORD_SQL: &str = "), recorded AS ( \
+       INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, to_state, device_id, seq) \
+       SELECT organisation_id, id, $11, CASE WHEN inserted THEN 'raised' ELSE 'repeated' END, \
+              state, $8, $9 FROM raised) \
+     SELECT * FROM raised";
 
 /// A repeat while one is open folds into it.
 const FOLD_SQL: &str = "ON CONFLICT (organisation_id, fold_key, kind) \
@@ -417,7 +402,7 @@ async fn raise(
     } else {
         FOLD_SQL
     };
-    let sql = format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}");
+    let sql = format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}{RAISE_RECORD_SQL}");
     let row = cached::query_opt(
         c,
         &sql,
@@ -445,23 +430,89 @@ async fn raise(
     } else {
         Transition::Repeated
     };
-    record(
-        c,
-        view.organisation_id,
-        view.id,
-        r.raised_at,
-        transition,
-        None,
-        view.state,
-        Cause::Event {
-            device_id: r.input.device_id,
-            seq: r.source_seq,
-        },
-    )
-    .await?;
     // A missing heartbeat names the heartbeat it stands on; the stream shows the event seen.
     view.seq = r.source_seq;
     Ok(Some(Change { view, transition }))
+}
+
+/// What a pass looks up once for all its events rather than once for each: which of them
+/// already caused a transition (catch-up and retries see events again), and each device's
+/// person. [`Known::default`] looks each up when asked (a rebuild, where staff actions come
+/// between events).
+#[derive(Debug, Default)]
+pub struct Known {
+    loaded: bool,
+    done: HashSet<(i32, i64)>,
+    person: HashMap<i32, Option<i32>>,
+}
+
+impl Known {
+    /// Looks up every event of `inputs` except heartbeats (which [`Heartbeats`] handles).
+    pub async fn load(c: &impl GenericClient, inputs: &[Input]) -> Result<Self, AlarmError> {
+        let mut known = Self {
+            loaded: true,
+            ..Self::default()
+        };
+        let (devices, seqs): (Vec<i32>, Vec<i64>) = inputs
+            .iter()
+            .filter(|i| i.kind != EventKind::Heartbeat)
+            .map(|i| (i.device_id, i.seq))
+            .unzip();
+        if devices.is_empty() {
+            return Ok(known);
+        }
+        for row in cached::query(
+            c,
+            // A probe of the index per event whatever the plan (a LATERAL ... LIMIT is never
+            // turned into a join; as a semi-join, a generic plan hashed all of alarm_events).
+            "SELECT k.device_id, k.seq FROM unnest($1::int4[], $2::int8[]) AS k (device_id, seq) \
+              CROSS JOIN LATERAL (SELECT 1 FROM alarm_events e WHERE e.device_id IS NOT NULL \
+                                     AND e.device_id = k.device_id AND e.seq = k.seq LIMIT 1) found",
+            &[&devices, &seqs],
+        )
+        .await?
+        {
+            known.done.insert((row.get(0), row.get(1)));
+        }
+        let mut unique = devices;
+        unique.sort_unstable();
+        unique.dedup();
+        for row in cached::query(
+            c,
+            "SELECT id, person_id FROM devices WHERE id = ANY($1)",
+            &[&unique],
+        )
+        .await?
+        {
+            known.person.insert(row.get(0), row.get(1));
+        }
+        Ok(known)
+    }
+
+    async fn is_done(&self, c: &impl GenericClient, input: &Input) -> Result<bool, AlarmError> {
+        if self.loaded {
+            Ok(self.done.contains(&(input.device_id, input.seq)))
+        } else {
+            already_done(c, input.device_id, input.seq).await
+        }
+    }
+
+    async fn person(
+        &self,
+        c: &impl GenericClient,
+        device_id: i32,
+    ) -> Result<Option<i32>, AlarmError> {
+        if let Some(person) = self.person.get(&device_id) {
+            return Ok(*person);
+        }
+        let row = cached::query_opt(
+            c,
+            "SELECT person_id FROM devices WHERE id = $1",
+            &[&device_id],
+        )
+        .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
 }
 
 async fn already_done(
@@ -481,16 +532,10 @@ async fn already_done(
 /// What repeats of a care alarm fold on: the person, or the device when it has none.
 async fn care_fold(
     c: &impl GenericClient,
+    known: &Known,
     input: &Input,
 ) -> Result<(String, Option<i32>), AlarmError> {
-    let row = cached::query_opt(
-        c,
-        "SELECT person_id FROM devices WHERE id = $1",
-        &[&input.device_id],
-    )
-    .await?;
-    let person: Option<i32> = row.and_then(|r| r.get(0));
-    Ok(match person {
+    Ok(match known.person(c, input.device_id).await? {
         Some(p) => (format!("p{p}"), Some(p)),
         None => (device_fold(input.device_id), None),
     })
@@ -515,16 +560,31 @@ async fn local_hour(
     Ok(u32::try_from(hour).unwrap_or(0))
 }
 
-/// Applies one event other than a heartbeat (heartbeats go through [`apply_heartbeats`]).
+/// Applies one event other than a heartbeat (heartbeats go through [`Heartbeats`]).
 pub async fn apply_event(
     c: &impl GenericClient,
     rules: &Rules,
     ids: &IdMap,
+    known: &mut Known,
     input: &Input,
 ) -> Result<Vec<Change>, AlarmError> {
-    if already_done(c, input.device_id, input.seq).await? {
+    if known.is_done(c, input).await? {
         return Ok(Vec::new());
     }
+    let changes = derive_event(c, rules, ids, known, input).await?;
+    if !changes.is_empty() {
+        known.done.insert((input.device_id, input.seq));
+    }
+    Ok(changes)
+}
+
+async fn derive_event(
+    c: &impl GenericClient,
+    rules: &Rules,
+    ids: &IdMap,
+    known: &Known,
+    input: &Input,
+) -> Result<Vec<Change>, AlarmError> {
     let cause = Cause::Event {
         device_id: input.device_id,
         seq: input.seq,
@@ -537,7 +597,7 @@ pub async fn apply_event(
             }
         }
         let (fold_key, person_id) = match kind.category() {
-            Category::Care => care_fold(c, input).await?,
+            Category::Care => care_fold(c, known, input).await?,
             Category::Technical => (device_fold(input.device_id), None),
         };
         let change = raise(
@@ -604,7 +664,7 @@ pub async fn apply_event(
             ),
             _ => return Ok(Vec::new()),
         };
-    let (key, _) = care_fold(c, input).await?;
+    let (key, _) = care_fold(c, known, input).await?;
     step(
         c,
         rules,
@@ -631,85 +691,135 @@ struct Beat {
     interval_s: i64,
 }
 
-/// Applies a run of heartbeats (no other event between them): keeps `device_health`, raises
-/// `heartbeat_missing` for a silence longer than allowed that the sweep has not caught yet,
-/// clears `heartbeat_missing`, and clears `battery_low` when the battery is above the
-/// threshold. Done per run, not per event: heartbeats are most of the traffic.
-pub async fn apply_heartbeats(
-    c: &impl GenericClient,
-    rules: &Rules,
-    ids: &IdMap,
-    run: &[Input],
-) -> Result<Vec<Change>, AlarmError> {
-    if run.is_empty() {
-        return Ok(Vec::new());
+/// What derivation knows of the devices whose heartbeats a pass handles: their latest
+/// heartbeat (`device_health`, locked for the pass) and their open technical alarms a heartbeat
+/// may clear. Loaded once per pass, kept up to date in memory as the pass goes, and written
+/// back once at its end, so each device's `device_health` row changes once per pass rather
+/// than once per run of heartbeats (under load that update, repeated inside one long
+/// transaction, left dead row versions nothing could prune).
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    prev: HashMap<i32, Beat>,
+    /// Open technical alarms a heartbeat may clear: (device, kind) -> (id, raised_at).
+    open: HashMap<(i32, AlarmKind), (i64, DateTime<Utc>)>,
+    /// The newest heartbeat derived per device: (organisation, received_at, seq, battery,
+    /// signal).
+    latest: HashMap<i32, (i32, DateTime<Utc>, i64, Option<i16>, Option<i16>)>,
+}
+
+impl Heartbeats {
+    /// Locks and reads the state of the devices sending the heartbeats among `inputs`.
+    pub async fn load(c: &impl GenericClient, inputs: &[Input]) -> Result<Self, AlarmError> {
+        let mut devices: Vec<i32> = inputs
+            .iter()
+            .filter(|i| i.kind == EventKind::Heartbeat)
+            .map(|i| i.device_id)
+            .collect::<HashSet<i32>>()
+            .into_iter()
+            .collect();
+        let mut state = Self::default();
+        if devices.is_empty() {
+            return Ok(state);
+        }
+        // Locked in device order, as written at the end: two instances never wait on each
+        // other in a circle.
+        devices.sort_unstable();
+        for row in cached::query(
+            c,
+            "SELECT device_id, last_heartbeat_at, last_seq, interval_s FROM device_health \
+                  WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
+            &[&devices],
+        )
+        .await?
+        {
+            let interval: i32 = row.get(3);
+            state.prev.insert(
+                row.get(0),
+                Beat {
+                    at: row.get(1),
+                    seq: row.get(2),
+                    interval_s: i64::from(interval),
+                },
+            );
+        }
+        for row in cached::query(
+            c,
+            "SELECT last_device_id, kind, id, raised_at FROM alarms \
+                  WHERE last_device_id = ANY($1) AND category = 'technical' \
+                    AND kind IN ('heartbeat_missing', 'battery_low') \
+                    AND state IN ('raised', 'acknowledged', 'dispatched', 'on_site')",
+            &[&devices],
+        )
+        .await?
+        {
+            let kind: String = row.get(1);
+            if let Some(kind) = AlarmKind::parse(&kind) {
+                state
+                    .open
+                    .insert((row.get(0), kind), (row.get(2), row.get(3)));
+            }
+        }
+        Ok(state)
     }
-    let devices: Vec<i32> = {
-        let set: HashSet<i32> = run.iter().map(|i| i.device_id).collect();
-        set.into_iter().collect()
-    };
-    let mut prev: HashMap<i32, Beat> = HashMap::new();
-    for row in cached::query(
-        c,
-        "SELECT device_id, last_heartbeat_at, last_seq, interval_s FROM device_health \
-              WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
-        &[&devices],
-    )
-    .await?
-    {
-        let interval: i32 = row.get(3);
-        prev.insert(
-            row.get(0),
-            Beat {
-                at: row.get(1),
-                seq: row.get(2),
-                interval_s: i64::from(interval),
-            },
-        );
-    }
-    // Open technical alarms a heartbeat may clear: (device, kind) -> (id, raised_at).
-    let mut open: HashMap<(i32, AlarmKind), (i64, DateTime<Utc>)> = HashMap::new();
-    for row in cached::query(
-        c,
-        "SELECT last_device_id, kind, id, raised_at FROM alarms \
-              WHERE last_device_id = ANY($1) AND category = 'technical' \
-                AND kind IN ('heartbeat_missing', 'battery_low') \
-                AND state IN ('raised', 'acknowledged', 'dispatched', 'on_site')",
-        &[&devices],
-    )
-    .await?
-    {
-        let kind: String = row.get(1);
-        if let Some(kind) = AlarmKind::parse(&kind) {
-            open.insert((row.get(0), kind), (row.get(2), row.get(3)));
+
+    /// Takes note of what another event of `device_id` did in this pass: a `battery_low` it
+    /// raised is one a later heartbeat may clear.
+    pub fn note(&mut self, device_id: i32, changes: &[Change]) {
+        for change in changes {
+            let kind = change.view.kind;
+            if !matches!(kind, AlarmKind::HeartbeatMissing | AlarmKind::BatteryLow) {
+                continue;
+            }
+            if change.view.state.is_open() {
+                self.open
+                    .insert((device_id, kind), (change.view.id, change.view.raised_at));
+            } else if self
+                .open
+                .get(&(device_id, kind))
+                .is_some_and(|(id, _)| *id == change.view.id)
+            {
+                self.open.remove(&(device_id, kind));
+            }
         }
     }
-    let mut changes = Vec::new();
-    let mut latest: HashMap<i32, &Input> = HashMap::new();
-    for hb in run {
+
+    /// Derives one heartbeat of a device [`load`](Self::load) saw: raises `heartbeat_missing`
+    /// for a silence longer than allowed that the sweep has not caught yet, clears
+    /// `heartbeat_missing`, and clears `battery_low` when the battery is above the threshold.
+    pub async fn apply(
+        &mut self,
+        c: &impl GenericClient,
+        rules: &Rules,
+        ids: &IdMap,
+        hb: &Input,
+    ) -> Result<Vec<Change>, AlarmError> {
+        let mut changes = Vec::new();
         let interval_s = hb
             .interval_s
             .filter(|s| *s > 0)
             .unwrap_or(rules.default_interval_s);
-        let newer = prev
+        let newer = self
+            .prev
             .get(&hb.device_id)
             .is_none_or(|p| hb.received_at > p.at);
         if !newer {
             // Seen before (catch-up, retry) or older than what is known: nothing to derive.
             // `device_health` is written in the same transaction as any alarm a heartbeat
             // raises or clears, so a heartbeat already derived is never newer than it: no need
-            // to look each one up in `alarm_events` (that lookup was most of this function's
-            // cost under load).
-            continue;
+            // to look each one up in `alarm_events` (that lookup was most of the cost under
+            // load).
+            return Ok(changes);
         }
         let cause = Cause::Event {
             device_id: hb.device_id,
             seq: hb.seq,
         };
-        if let Some(p) = prev.get(&hb.device_id).copied() {
+        if let Some(p) = self.prev.get(&hb.device_id).copied() {
             let due = rules.heartbeat_due(p.at, p.interval_s);
             if hb.received_at > due
-                && !open.contains_key(&(hb.device_id, AlarmKind::HeartbeatMissing))
+                && !self
+                    .open
+                    .contains_key(&(hb.device_id, AlarmKind::HeartbeatMissing))
             {
                 let raised = raise(
                     c,
@@ -726,7 +836,7 @@ pub async fn apply_heartbeats(
                 )
                 .await?;
                 if let Some(change) = raised {
-                    open.insert(
+                    self.open.insert(
                         (hb.device_id, AlarmKind::HeartbeatMissing),
                         (change.view.id, due),
                     );
@@ -736,20 +846,26 @@ pub async fn apply_heartbeats(
         }
         // Any heartbeat newer than the one a silence stands on ends it (an injected clock
         // can put the silence after the heartbeat; the clearing time never precedes it).
-        if let Some((id, raised_at)) = open.remove(&(hb.device_id, AlarmKind::HeartbeatMissing)) {
+        if let Some((id, raised_at)) = self
+            .open
+            .remove(&(hb.device_id, AlarmKind::HeartbeatMissing))
+        {
             let at = hb.received_at.max(raised_at);
             changes.extend(clear(c, rules, hb, id, at, cause).await?);
         }
         if hb.battery.is_some_and(|b| b > rules.battery_ok_above) {
-            if let Some((id, raised_at)) = open.get(&(hb.device_id, AlarmKind::BatteryLow)).copied()
+            if let Some((id, raised_at)) = self
+                .open
+                .get(&(hb.device_id, AlarmKind::BatteryLow))
+                .copied()
             {
                 if hb.occurred_at >= raised_at {
                     changes.extend(clear(c, rules, hb, id, hb.occurred_at, cause).await?);
-                    open.remove(&(hb.device_id, AlarmKind::BatteryLow));
+                    self.open.remove(&(hb.device_id, AlarmKind::BatteryLow));
                 }
             }
         }
-        prev.insert(
+        self.prev.insert(
             hb.device_id,
             Beat {
                 at: hb.received_at,
@@ -757,30 +873,50 @@ pub async fn apply_heartbeats(
                 interval_s,
             },
         );
-        latest.insert(hb.device_id, hb);
+        self.latest.insert(
+            hb.device_id,
+            (
+                hb.organisation_id,
+                hb.received_at,
+                hb.seq,
+                hb.battery,
+                hb.signal,
+            ),
+        );
+        Ok(changes)
     }
-    if !latest.is_empty() {
-        let mut dev = Vec::with_capacity(latest.len());
-        let mut org = Vec::with_capacity(latest.len());
-        let mut at = Vec::with_capacity(latest.len());
-        let mut seq = Vec::with_capacity(latest.len());
-        let mut interval = Vec::with_capacity(latest.len());
-        let mut battery = Vec::with_capacity(latest.len());
-        let mut signal = Vec::with_capacity(latest.len());
-        // In device order, like the locks above: two instances never wait on each other in a
-        // circle.
-        let mut latest: Vec<(i32, &Input)> = latest.into_iter().collect();
-        latest.sort_by_key(|(device_id, _)| *device_id);
-        for (device_id, hb) in &latest {
-            let beat = prev.get(device_id).copied();
-            dev.push(*device_id);
-            org.push(hb.organisation_id);
-            at.push(hb.received_at);
-            seq.push(hb.seq);
-            let interval_s = beat.map_or(rules.default_interval_s, |b| b.interval_s);
+
+    /// Writes each device's newest heartbeat to `device_health`, one statement for the pass.
+    pub async fn store(self, c: &impl GenericClient, rules: &Rules) -> Result<(), AlarmError> {
+        if self.latest.is_empty() {
+            return Ok(());
+        }
+        let n = self.latest.len();
+        let (mut dev, mut org, mut at, mut seq) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut interval, mut battery, mut signal) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut latest: Vec<_> = self.latest.into_iter().collect();
+        latest.sort_unstable_by_key(|(device_id, _)| *device_id);
+        for (device_id, (organisation_id, received_at, s, b, sig)) in latest {
+            let interval_s = self
+                .prev
+                .get(&device_id)
+                .map_or(rules.default_interval_s, |p| p.interval_s);
+            dev.push(device_id);
+            org.push(organisation_id);
+            at.push(received_at);
+            seq.push(s);
             interval.push(i32::try_from(interval_s).unwrap_or(i32::MAX));
-            battery.push(hb.battery);
-            signal.push(hb.signal);
+            battery.push(b);
+            signal.push(sig);
         }
         cached::execute(
             c,
@@ -795,7 +931,24 @@ pub async fn apply_heartbeats(
             &[&dev, &org, &at, &seq, &interval, &battery, &signal],
         )
         .await?;
+        Ok(())
     }
+}
+
+/// Applies a run of heartbeats (no other event between them) in one go: [`Heartbeats`] for
+/// just these.
+pub async fn apply_heartbeats(
+    c: &impl GenericClient,
+    rules: &Rules,
+    ids: &IdMap,
+    run: &[Input],
+) -> Result<Vec<Change>, AlarmError> {
+    let mut state = Heartbeats::load(c, run).await?;
+    let mut changes = Vec::new();
+    for hb in run.iter().filter(|i| i.kind == EventKind::Heartbeat) {
+        changes.extend(state.apply(c, rules, ids, hb).await?);
+    }
+    state.store(c, rules).await?;
     Ok(changes)
 }
 

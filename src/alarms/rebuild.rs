@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use super::derive::{self, ActionRow, IdMap, Input, Rules};
+use super::derive::{self, ActionRow, IdMap, Input, Known, Rules};
 use super::model::{Action, AlarmKind, Outcome};
 use super::{AlarmError, AlarmSettings};
 
@@ -108,7 +108,7 @@ pub async fn rebuild_with(
                 run.push(input);
             } else {
                 flush(&tx, &rules, &ids, &mut run).await?;
-                derive::apply_event(&tx, &rules, &ids, &input).await?;
+                derive::apply_event(&tx, &rules, &ids, &mut Known::default(), &input).await?;
             }
         }
         match next {

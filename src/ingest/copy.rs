@@ -28,8 +28,9 @@ pub struct EventRow {
 /// The column list matching [`encode`]'s field order.
 pub const COLUMNS: &str = "device_id, seq, occurred_at, received_at, kind, sensor, late, data";
 
-pub fn encode(rows: &[EventRow]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(19 + 2 + rows.len() * 96);
+pub fn encode<'a>(rows: impl IntoIterator<Item = &'a EventRow>) -> Bytes {
+    let rows = rows.into_iter();
+    let mut buf = BytesMut::with_capacity(19 + 2 + rows.size_hint().0 * 96);
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0); // flags: no OIDs
     buf.put_i32(0); // header extension length

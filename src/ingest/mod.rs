@@ -89,6 +89,7 @@ pub struct CommittedEvent {
 pub type CommittedBatch = Arc<[CommittedEvent]>;
 
 /// The device's retained online/offline status.
+#[derive(Debug, Clone)]
 pub struct StatusItem {
     pub device_id: i32,
     pub online: bool,

@@ -1,5 +1,11 @@
-//! The batch writer: one task, one database connection of its own, jobs committed in the order
-//! they arrive, so MQTT acknowledgements go out in the order the messages came in.
+//! The batch writer: one task that gathers jobs into batches and completes them in the order
+//! they arrived, so MQTT acknowledgements go out in the order the messages came in.
+//!
+//! Up to [`PIPELINE`] batches are written at once, each on a database connection of its own:
+//! while one batch commits (waiting for its WAL flush), the next is copied in. Their rows are
+//! copied in (device, seq) order, so two batches holding the same event (a resend) wait for
+//! each other in one order and never deadlock. However they commit, batches are completed (acks,
+//! replies, end-to-end acks, the derivations' feed) strictly in order.
 //!
 //! A batch closes when it holds `ingest.batch_size` items, when `ingest.linger_ms` has passed
 //! since its first job, or at once when a priority event (alarm, fall) joins it. It is written
@@ -13,17 +19,21 @@
 //! database refuses) is isolated by writing the batch job by job; a job that still fails has its
 //! events dead-lettered with the database's reason, so one bad row never blocks the stream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::SinkExt;
 use homeward_proto::{AckRanges, Encoding};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::copy;
-use super::{CommittedBatch, CommittedEvent, DeadLetter, Item, Job, Outcome, Source, WriteError};
+use super::{
+    CommittedBatch, CommittedEvent, DeadLetter, Item, Job, Outcome, Source, StatusItem, WriteError,
+};
 use crate::config::IngestSettings;
 use crate::http::problem::is_connection_error;
 
@@ -55,13 +65,44 @@ impl WriterHandle {
     }
 }
 
+/// Most batches being written at once (one connection each).
+pub const PIPELINE: usize = 2;
+
 pub struct Writer {
     pool: Pool,
     settings: IngestSettings,
     rx: mpsc::Receiver<Job>,
     acker: Option<Arc<dyn Acker>>,
-    conn: Option<Object>,
+    /// Connections not writing a batch now, each with its staging table.
+    idle: Vec<Object>,
     committed: Vec<mpsc::Sender<CommittedBatch>>,
+    /// Jobs that arrived while an earlier batch was held (database away): they are written
+    /// next, after every batch before them, so completions stay in order.
+    deferred: VecDeque<Job>,
+}
+
+/// A batch's rows and other items, owned, so that it can be written on a task of its own.
+struct Prepared {
+    /// The binary COPY of its events, in (device, seq) order; `None` when it has none.
+    copy: Option<Bytes>,
+    rows: usize,
+    others: Vec<Other>,
+}
+
+enum Other {
+    DeadLetter(DeadLetter),
+    Status(StatusItem),
+}
+
+/// A connection back (unless it broke) and the (device, seq) of the rows inserted.
+type Written = (Option<Object>, Result<Vec<(i32, i64)>, BatchError>);
+
+/// A batch being written.
+struct InFlight {
+    batch: Vec<Job>,
+    rows: usize,
+    started: Instant,
+    handle: JoinHandle<Written>,
 }
 
 impl Writer {
@@ -73,8 +114,9 @@ impl Writer {
                 settings,
                 rx,
                 acker: None,
-                conn: None,
+                idle: Vec::new(),
                 committed: Vec::new(),
+                deferred: VecDeque::new(),
             },
             WriterHandle { tx },
         )
@@ -95,46 +137,179 @@ impl Writer {
     /// Runs until every handle is dropped and the queue is drained, or until `shutdown` fires
     /// (then it still commits what it already holds, once).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let linger = Duration::from_millis(self.settings.linger_ms);
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let first = tokio::select! {
-                job = self.rx.recv() => job,
-                _ = shutdown.changed() => {
+            let room = inflight.len() < PIPELINE;
+            let head = async {
+                match inflight.front_mut() {
+                    Some(f) => (&mut f.handle).await,
+                    None => std::future::pending().await,
+                }
+            };
+            enum Next {
+                Written(Result<Written, tokio::task::JoinError>),
+                Job(Option<Job>),
+                Shutdown,
+            }
+            // Completing the oldest batch comes first: its acks are waiting.
+            let next = tokio::select! {
+                biased;
+                written = head => Next::Written(written),
+                _ = shutdown.changed() => Next::Shutdown,
+                job = self.next_job(), if room => Next::Job(job),
+            };
+            match next {
+                Next::Written(written) => {
+                    let f = inflight.pop_front().expect("the head was polled");
+                    self.settle(f, written, &mut inflight, &mut shutdown).await;
+                }
+                Next::Job(Some(first)) => {
+                    let batch = self.gather(first).await;
+                    metrics::gauge!("homeward_ingest_queue_depth", "stage" => "writer")
+                        .set(self.rx.len() as f64);
+                    match self.start(batch).await {
+                        Ok(f) => inflight.push_back(f),
+                        Err(batch) => {
+                            // No connection: settle what is in flight first, then hold this
+                            // one (retrying) behind them.
+                            self.settle_all(&mut inflight, &mut shutdown).await;
+                            self.commit_with_retry(batch, &mut shutdown).await;
+                        }
+                    }
+                }
+                Next::Job(None) => {
+                    self.settle_all(&mut inflight, &mut shutdown).await;
+                    return;
+                }
+                Next::Shutdown => {
+                    self.settle_all(&mut inflight, &mut shutdown).await;
                     self.drain_on_shutdown().await;
                     return;
                 }
-            };
-            let Some(first) = first else { return };
-            let mut batch = Vec::with_capacity(64);
-            let mut items = first.items.len();
-            let mut urgent = is_urgent(&first);
-            batch.push(first);
-            let deadline = tokio::time::Instant::now() + linger;
-            while items < self.settings.batch_size {
-                // Take what is already queued without waiting, then wait out the linger; an
-                // urgent job ends the wait (what is already queued still joins it: that costs
-                // the alarm no time and keeps batches large under load).
-                let next = match self.rx.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(_) if urgent => None,
-                    Err(_) => tokio::select! {
-                        job = self.rx.recv() => job,
-                        _ = tokio::time::sleep_until(deadline) => None,
-                    },
-                };
-                let Some(job) = next else { break };
-                items += job.items.len();
-                urgent |= is_urgent(&job);
-                batch.push(job);
             }
-            metrics::gauge!("homeward_ingest_queue_depth", "stage" => "writer")
-                .set(self.rx.len() as f64);
-            self.commit_with_retry(batch, &mut shutdown).await;
+        }
+    }
+
+    /// The next job: one deferred behind a held batch, else the queue's next.
+    async fn next_job(&mut self) -> Option<Job> {
+        match self.deferred.pop_front() {
+            Some(job) => Some(job),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// Gathers a batch from `first`: up to `ingest.batch_size` items or the linger, ended early
+    /// by an urgent job (what is already queued still joins it: that costs the alarm no time
+    /// and keeps batches large under load).
+    async fn gather(&mut self, first: Job) -> Vec<Job> {
+        let linger = Duration::from_millis(self.settings.linger_ms);
+        let mut batch = Vec::with_capacity(64);
+        let mut items = first.items.len();
+        let mut urgent = is_urgent(&first);
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + linger;
+        while items < self.settings.batch_size {
+            let next = match self
+                .deferred
+                .pop_front()
+                .map_or_else(|| self.rx.try_recv(), Ok)
+            {
+                Ok(job) => Some(job),
+                Err(_) if urgent => None,
+                Err(_) => tokio::select! {
+                    job = self.rx.recv() => job,
+                    _ = tokio::time::sleep_until(deadline) => None,
+                },
+            };
+            let Some(job) = next else { break };
+            items += job.items.len();
+            urgent |= is_urgent(&job);
+            batch.push(job);
+        }
+        batch
+    }
+
+    /// Starts writing `batch` on a connection of its own; gives the batch back when there is
+    /// no connection to be had.
+    async fn start(&mut self, batch: Vec<Job>) -> Result<InFlight, Vec<Job>> {
+        let conn = match self.take_connection().await {
+            Ok(conn) => conn,
+            Err(_) => return Err(batch),
+        };
+        let prepared = prepare(&batch);
+        let rows = prepared.rows;
+        Ok(InFlight {
+            batch,
+            rows,
+            started: Instant::now(),
+            handle: tokio::spawn(write_on(conn, prepared)),
+        })
+    }
+
+    /// Completes a written batch, or when its write failed, retries or isolates it after the
+    /// batches behind it have been written (they are completed after it, in order).
+    async fn settle(
+        &mut self,
+        f: InFlight,
+        written: Result<Written, tokio::task::JoinError>,
+        inflight: &mut VecDeque<InFlight>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let (conn, result) = written.unwrap_or_else(|e| {
+            (
+                None,
+                Err(BatchError::Unavailable(format!("the write failed: {e}"))),
+            )
+        });
+        if let Some(conn) = conn {
+            self.idle.push(conn);
+        }
+        match result {
+            Ok(inserted) => {
+                record_commit(f.started, f.rows);
+                let outcomes = outcomes_of(&f.batch, inserted);
+                self.finish(f.batch, outcomes).await;
+            }
+            Err(error) => {
+                let mut later = Vec::with_capacity(inflight.len());
+                while let Some(mut g) = inflight.pop_front() {
+                    let written = (&mut g.handle).await;
+                    later.push((g, written));
+                }
+                match error {
+                    BatchError::Unavailable(_) => self.commit_with_retry(f.batch, shutdown).await,
+                    BatchError::Rejected(reason) => {
+                        tracing::warn!(%reason, "the database refused a batch; writing it job by job");
+                        self.isolate(f.batch, shutdown).await;
+                    }
+                }
+                for (g, written) in later {
+                    if *shutdown.borrow() {
+                        // The batch before it was not completed: completing this one would ack
+                        // out of order. Its messages stay unacknowledged; resends are stored
+                        // once, and the derivations catch up on start.
+                        fail_all(g.batch, WriteError::ShuttingDown);
+                        continue;
+                    }
+                    Box::pin(self.settle(g, written, &mut VecDeque::new(), shutdown)).await;
+                }
+            }
+        }
+    }
+
+    async fn settle_all(
+        &mut self,
+        inflight: &mut VecDeque<InFlight>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        while let Some(mut f) = inflight.pop_front() {
+            let written = (&mut f.handle).await;
+            self.settle(f, written, inflight, shutdown).await;
         }
     }
 
     async fn drain_on_shutdown(&mut self) {
-        let mut batch = Vec::new();
+        let mut batch: Vec<Job> = self.deferred.drain(..).collect();
         while let Ok(job) = self.rx.try_recv() {
             batch.push(job);
         }
@@ -160,7 +335,6 @@ impl Writer {
                     return;
                 }
                 Err(BatchError::Unavailable(reason)) => {
-                    self.conn = None;
                     // Phones retry on 503; devices' messages wait, unacknowledged.
                     let (http, kept): (Vec<Job>, Vec<Job>) = batch
                         .into_iter()
@@ -182,7 +356,8 @@ impl Writer {
                                 Some(job) if matches!(job.source, Source::Http(_)) => {
                                     fail_all(vec![job], WriteError::Unavailable)
                                 }
-                                Some(job) => batch.push(job),
+                                // Written after this batch and any already written.
+                                Some(job) => self.deferred.push_back(job),
                                 None => break,
                             },
                             _ = shutdown.changed() => {
@@ -299,80 +474,110 @@ impl Writer {
         }
     }
 
-    async fn connection(&mut self) -> Result<&mut Object, BatchError> {
-        if self.conn.is_none() {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| BatchError::Unavailable(e.to_string()))?;
-            conn.batch_execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS events_staging
-                   (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-            )
-            .await
-            .map_err(classify)?;
-            self.conn = Some(conn);
+    /// An idle connection, or a new one from the pool with its staging table.
+    async fn take_connection(&mut self) -> Result<Object, BatchError> {
+        if let Some(conn) = self.idle.pop() {
+            return Ok(conn);
         }
-        Ok(self.conn.as_mut().expect("just set"))
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| BatchError::Unavailable(e.to_string()))?;
+        conn.batch_execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS events_staging
+               (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .map_err(classify)?;
+        Ok(conn)
     }
 
-    /// One transaction for the whole batch; returns each job's item outcomes.
+    /// Writes one batch and waits for it (the held and isolated batches); returns each job's
+    /// item outcomes.
     async fn write(&mut self, batch: &[Job]) -> Result<Vec<Vec<Outcome>>, BatchError> {
         let started = Instant::now();
-        let rows: Vec<copy::EventRow> = batch
-            .iter()
-            .flat_map(|j| j.items.iter())
-            .filter_map(|i| match i {
-                Item::Event(e) => Some(e.row.clone()),
-                _ => None,
-            })
-            .collect();
-        let conn = self.connection().await?;
-        let result = write_batch(conn, batch, &rows).await;
-        if let Err(BatchError::Unavailable(_)) = &result {
-            // Never hand a broken connection back to the pool.
-            if let Some(conn) = self.conn.take() {
-                let _ = Object::take(conn);
-            }
+        let conn = self.take_connection().await?;
+        let prepared = prepare(batch);
+        let rows = prepared.rows;
+        let (conn, result) = write_on(conn, prepared).await;
+        if let Some(conn) = conn {
+            self.idle.push(conn);
         }
         let inserted = result?;
-        metrics::histogram!("homeward_ingest_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("homeward_ingest_batch_size").record(rows.len() as f64);
-
-        let mut new_rows: HashSet<(i32, i64)> = inserted.into_iter().collect();
-        Ok(batch
-            .iter()
-            .map(|job| {
-                job.items
-                    .iter()
-                    .map(|item| match item {
-                        // The first occurrence of a new key was stored; any other is a duplicate.
-                        Item::Event(e) => {
-                            if new_rows.remove(&(e.row.device_id, e.row.seq)) {
-                                Outcome::Stored
-                            } else {
-                                Outcome::Duplicate
-                            }
-                        }
-                        Item::Status(_) => Outcome::StatusRecorded,
-                        Item::DeadLetter(_) => Outcome::DeadLettered,
-                    })
-                    .collect()
-            })
-            .collect())
+        record_commit(started, rows);
+        Ok(outcomes_of(batch, inserted))
     }
+}
+
+fn record_commit(started: Instant, rows: usize) {
+    metrics::histogram!("homeward_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("homeward_ingest_batch_size").record(rows as f64);
+}
+
+/// Each job's item outcomes, from the keys the insert stored.
+fn outcomes_of(batch: &[Job], inserted: Vec<(i32, i64)>) -> Vec<Vec<Outcome>> {
+    let mut new_rows: HashSet<(i32, i64)> = inserted.into_iter().collect();
+    batch
+        .iter()
+        .map(|job| {
+            job.items
+                .iter()
+                .map(|item| match item {
+                    // The first occurrence of a new key was stored; any other is a duplicate.
+                    Item::Event(e) => {
+                        if new_rows.remove(&(e.row.device_id, e.row.seq)) {
+                            Outcome::Stored
+                        } else {
+                            Outcome::Duplicate
+                        }
+                    }
+                    Item::Status(_) => Outcome::StatusRecorded,
+                    Item::DeadLetter(_) => Outcome::DeadLettered,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The batch's COPY, its rows sorted by (device, seq) (stable: of two copies of one event, the
+/// first received is the one stored), and its other items.
+fn prepare(batch: &[Job]) -> Prepared {
+    let mut rows: Vec<&copy::EventRow> = Vec::new();
+    let mut others = Vec::new();
+    for item in batch.iter().flat_map(|j| j.items.iter()) {
+        match item {
+            Item::Event(e) => rows.push(&e.row),
+            Item::DeadLetter(d) => others.push(Other::DeadLetter(d.clone())),
+            Item::Status(s) => others.push(Other::Status(s.clone())),
+        }
+    }
+    rows.sort_by_key(|r| (r.device_id, r.seq));
+    Prepared {
+        copy: (!rows.is_empty()).then(|| copy::encode(rows.iter().copied())),
+        rows: rows.len(),
+        others,
+    }
+}
+
+/// Writes a prepared batch in one transaction; hands the connection back unless it broke.
+async fn write_on(mut conn: Object, prepared: Prepared) -> Written {
+    let result = write_batch(&mut conn, &prepared).await;
+    if let Err(BatchError::Unavailable(_)) = &result {
+        // Never hand a broken connection back to the pool.
+        let _ = Object::take(conn);
+        return (None, result);
+    }
+    (Some(conn), result)
 }
 
 async fn write_batch(
     conn: &mut Object,
-    batch: &[Job],
-    rows: &[copy::EventRow],
+    prepared: &Prepared,
 ) -> Result<Vec<(i32, i64)>, BatchError> {
     let tx = conn.transaction().await.map_err(classify)?;
     let mut inserted = Vec::new();
-    if !rows.is_empty() {
+    if let Some(copy_data) = &prepared.copy {
         let sink = tx
             .copy_in(&format!(
                 "COPY events_staging ({}) FROM STDIN (FORMAT binary)",
@@ -381,7 +586,7 @@ async fn write_batch(
             .await
             .map_err(classify)?;
         let mut sink = Box::pin(sink);
-        sink.send(copy::encode(rows)).await.map_err(classify)?;
+        sink.send(copy_data.clone()).await.map_err(classify)?;
         // An unfinished COPY is silently aborted: finish() is what commits the data to the table.
         sink.as_mut().finish().await.map_err(classify)?;
         let insert = tx
@@ -395,9 +600,9 @@ async fn write_batch(
         let stored = tx.query(&insert, &[]).await.map_err(classify)?;
         inserted = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
     }
-    for item in batch.iter().flat_map(|j| j.items.iter()) {
-        match item {
-            Item::DeadLetter(d) => {
+    for other in &prepared.others {
+        match other {
+            Other::DeadLetter(d) => {
                 tx.execute(
                     "INSERT INTO dead_letters
                        (organisation_id, device_id, device_uid, source, topic, payload, reason_code, reason)
@@ -416,7 +621,7 @@ async fn write_batch(
                 .await
                 .map_err(classify)?;
             }
-            Item::Status(s) => {
+            Other::Status(s) => {
                 tx.execute(
                     "INSERT INTO device_presence (device_id, online, changed_at) VALUES ($1, $2, $3)
                      ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, changed_at = excluded.changed_at
@@ -426,7 +631,6 @@ async fn write_batch(
                 .await
                 .map_err(classify)?;
             }
-            Item::Event(_) => {}
         }
     }
     tx.commit().await.map_err(classify)?;
@@ -441,7 +645,13 @@ enum BatchError {
 }
 
 fn classify(e: tokio_postgres::Error) -> BatchError {
-    if is_connection_error(&e) {
+    use tokio_postgres::error::SqlState;
+    // Two batches in flight wait on each other only in one order (their rows are sorted), so a
+    // deadlock should not happen; if one does, the batch is simply written again.
+    let retry = e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    });
+    if is_connection_error(&e) || retry {
         BatchError::Unavailable(e.to_string())
     } else {
         let message = e
