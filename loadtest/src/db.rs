@@ -75,18 +75,59 @@ pub struct BaselineResult {
     pub seconds: f64,
     pub rows_per_s: f64,
     pub batch_rows: usize,
+    pub connections: usize,
     pub method: &'static str,
 }
 
 /// PostgreSQL alone: binary COPY of heartbeat rows into a temporary staging table, then one
-/// `INSERT ... ON CONFLICT DO NOTHING RETURNING` into `events`, one transaction per batch, on
-/// one connection, as the server's writer does (src/ingest/writer.rs), for `duration`.
+/// `INSERT ... ON CONFLICT DO NOTHING RETURNING` into `events`, one transaction per batch, as
+/// the server's writer does (src/ingest/writer.rs), for `duration`, on `connections`
+/// connections at once (each with its own share of the devices; 1 is one COPY stream).
 pub async fn copy_baseline(
     config: &Config,
     device_ids: &[i32],
     batch_rows: usize,
+    connections: usize,
     duration: Duration,
 ) -> anyhow::Result<BaselineResult> {
+    let connections = connections.clamp(1, device_ids.len().max(1));
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(connections);
+    for k in 0..connections {
+        let devices: Vec<i32> = device_ids
+            .iter()
+            .skip(k)
+            .step_by(connections)
+            .copied()
+            .collect();
+        let config = config.clone();
+        streams.push(tokio::spawn(async move {
+            copy_stream(&config, &devices, batch_rows, started, duration).await
+        }));
+    }
+    let mut rows_done = 0u64;
+    for stream in streams {
+        rows_done += stream.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BaselineResult {
+        rows: rows_done,
+        seconds: (seconds * 100.0).round() / 100.0,
+        rows_per_s: (rows_done as f64 / seconds).round(),
+        batch_rows,
+        connections,
+        method: "binary COPY into a temporary staging table, INSERT ... ON CONFLICT DO NOTHING RETURNING into events, one transaction per batch",
+    })
+}
+
+/// One connection's share of the baseline; returns the rows it inserted.
+async fn copy_stream(
+    config: &Config,
+    device_ids: &[i32],
+    batch_rows: usize,
+    started: Instant,
+    duration: Duration,
+) -> anyhow::Result<u64> {
     let client = connect(config).await?;
     client
         .batch_execute(
@@ -102,7 +143,6 @@ pub async fn copy_baseline(
         "INSERT INTO events ({c}) SELECT {c} FROM events_staging ON CONFLICT DO NOTHING RETURNING device_id, seq",
         c = copy::COLUMNS
     );
-    let started = Instant::now();
     let mut rows_done = 0u64;
     let mut seq = 0i64;
     let max_batches = 100_000;
@@ -131,8 +171,7 @@ pub async fn copy_baseline(
                 }
             })
             .collect();
-        let tx_started = client.batch_execute("BEGIN").await;
-        tx_started?;
+        client.batch_execute("BEGIN").await?;
         let sink = client.copy_in(&copy_sql).await?;
         let mut sink = Box::pin(sink);
         sink.send(copy::encode(&rows)).await?;
@@ -141,14 +180,7 @@ pub async fn copy_baseline(
         client.batch_execute("COMMIT").await?;
         rows_done += inserted.len() as u64;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(BaselineResult {
-        rows: rows_done,
-        seconds: (seconds * 100.0).round() / 100.0,
-        rows_per_s: (rows_done as f64 / seconds).round(),
-        batch_rows,
-        method: "binary COPY into a temporary staging table, INSERT ... ON CONFLICT DO NOTHING RETURNING into events, one transaction per batch, one connection",
-    })
+    Ok(rows_done)
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

@@ -184,14 +184,16 @@ async fn drive(
     .await?;
     let baseline = if scn.baseline.duration_s > 0.0 {
         eprintln!(
-            "COPY baseline: {:.0} s of {}-row batches",
+            "COPY baseline: {:.0} s of {}-row batches on {} connection(s)",
             scn.baseline.duration_s * ts,
-            scn.baseline.batch_rows
+            scn.baseline.batch_rows,
+            scn.baseline.connections.max(1)
         );
         let b = db::copy_baseline(
             &sut.database,
             &fx.baseline_device_ids,
             scn.baseline.batch_rows,
+            scn.baseline.connections,
             Duration::from_secs_f64(scn.baseline.duration_s * ts),
         )
         .await

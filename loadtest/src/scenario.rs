@@ -135,6 +135,9 @@ pub struct Baseline {
     /// Rows per COPY transaction (the server's `ingest.batch_size` default).
     pub batch_rows: usize,
     pub devices: usize,
+    /// Connections copying at once, each with its own share of the devices (default 1: one
+    /// COPY stream).
+    pub connections: usize,
 }
 
 impl Default for Baseline {
@@ -143,6 +146,7 @@ impl Default for Baseline {
             duration_s: 8.0,
             batch_rows: 2000,
             devices: 100,
+            connections: 1,
         }
     }
 }

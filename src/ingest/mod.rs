@@ -65,8 +65,9 @@ pub struct EventItem {
     pub row: copy::EventRow,
     pub organisation_id: i32,
     pub device_uid: Arc<str>,
-    /// The decoded event, handed to the derivations once stored.
-    pub event: homeward_proto::Event,
+    /// The decoded event, handed to the derivations once stored. Boxed: an event can carry a
+    /// visit's texts inline (hundreds of bytes), and it moves several times on its way.
+    pub event: Box<homeward_proto::Event>,
     pub encoding: Encoding,
     /// Alarms and falls: flush the batch at once.
     pub priority: bool,
@@ -82,7 +83,7 @@ pub struct CommittedEvent {
     pub seq: i64,
     pub occurred_at: chrono::DateTime<chrono::Utc>,
     pub received_at: chrono::DateTime<chrono::Utc>,
-    pub event: homeward_proto::Event,
+    pub event: Box<homeward_proto::Event>,
 }
 
 /// What derivations receive: the stored events of one committed batch, in order.

@@ -427,22 +427,23 @@ pub fn event_item(
     let occurred_at = DateTime::from_timestamp_millis(event.time_ms()).unwrap_or(received_at);
     let late = (received_at - occurred_at).num_seconds() > settings.late_after_secs as i64;
     let data = homeward_proto::encode_fields_json_string(event.body());
+    let kind = event.kind();
     EventItem {
         organisation_id: device.organisation_id,
-        event: event.clone(),
         row: EventRow {
             device_id: device.id,
             seq: event.seq() as i64,
             occurred_at,
             received_at,
-            kind: i16::from(event.kind().code()),
+            kind: i16::from(kind.code()),
             sensor: event.sensor().map(i32::from),
             late,
             data: (data != "{}").then_some(data),
         },
+        event: Box::new(event),
         device_uid: device.uid.clone(),
         encoding: Encoding::detect(payload).unwrap_or(Encoding::Json),
-        priority: event.kind().is_priority(),
+        priority: kind.is_priority(),
     }
 }
 

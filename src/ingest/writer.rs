@@ -402,28 +402,8 @@ impl Writer {
 
     /// After commit: complete the jobs, then feed the derivations.
     async fn finish(&mut self, batch: Vec<Job>, outcomes: Vec<Vec<Outcome>>) {
-        let stored: Vec<CommittedEvent> = if self.committed.is_empty() {
-            Vec::new()
-        } else {
-            batch
-                .iter()
-                .zip(&outcomes)
-                .flat_map(|(job, outcomes)| job.items.iter().zip(outcomes))
-                .filter_map(|(item, outcome)| match (item, outcome) {
-                    (Item::Event(e), Outcome::Stored) => Some(CommittedEvent {
-                        device_id: e.row.device_id,
-                        organisation_id: e.organisation_id,
-                        device_uid: e.device_uid.clone(),
-                        seq: e.row.seq,
-                        occurred_at: e.row.occurred_at,
-                        received_at: e.row.received_at,
-                        event: e.event.clone(),
-                    }),
-                    _ => None,
-                })
-                .collect()
-        };
-        self.complete(batch, outcomes);
+        let feed = !self.committed.is_empty();
+        let stored = self.complete(batch, outcomes, feed);
         if stored.is_empty() {
             return;
         }
@@ -434,21 +414,31 @@ impl Writer {
         }
     }
 
-    /// Completes committed jobs in order: acks, replies, end-to-end acks.
-    fn complete(&self, batch: Vec<Job>, outcomes: Vec<Vec<Outcome>>) {
+    /// Completes committed jobs in order: acks, replies, end-to-end acks. Returns the newly
+    /// stored events (moved out of the jobs) when `feed` is set.
+    fn complete(
+        &self,
+        batch: Vec<Job>,
+        outcomes: Vec<Vec<Outcome>>,
+        feed: bool,
+    ) -> Vec<CommittedEvent> {
         let mut e2e: HashMap<Arc<str>, (AckRanges, Encoding)> = HashMap::new();
         // Counted per batch, not per event: a metrics lookup per event shows in profiles.
         let mut counts: HashMap<&'static str, u64> = HashMap::new();
+        let mut stored_count = 0;
         for outcome in outcomes.iter().flatten() {
             *counts.entry(outcome.label()).or_default() += 1;
+            stored_count += usize::from(*outcome == Outcome::Stored);
         }
         for (label, n) in counts {
             metrics::counter!("homeward_ingest_events_total", "outcome" => label).increment(n);
         }
+        let mut stored = Vec::with_capacity(if feed { stored_count } else { 0 });
         for (job, outcomes) in batch.into_iter().zip(outcomes) {
-            match job.source {
+            let Job { items, source } = job;
+            match source {
                 Source::Mqtt { publish, epoch } => {
-                    for item in &job.items {
+                    for item in &items {
                         if let Item::Event(e) = item {
                             let entry = e2e
                                 .entry(e.device_uid.clone())
@@ -462,9 +452,24 @@ impl Writer {
                     }
                 }
                 Source::Http(reply) => {
-                    let _ = reply.send(Ok(outcomes));
+                    let _ = reply.send(Ok(outcomes.clone()));
                 }
                 Source::None => {}
+            }
+            if feed {
+                for (item, outcome) in items.into_iter().zip(&outcomes) {
+                    if let (Item::Event(e), Outcome::Stored) = (item, outcome) {
+                        stored.push(CommittedEvent {
+                            device_id: e.row.device_id,
+                            organisation_id: e.organisation_id,
+                            device_uid: e.device_uid,
+                            seq: e.row.seq,
+                            occurred_at: e.row.occurred_at,
+                            received_at: e.row.received_at,
+                            event: e.event,
+                        });
+                    }
+                }
             }
         }
         if let Some(acker) = &self.acker {
@@ -472,6 +477,7 @@ impl Writer {
                 acker.stored(&uid, &ranges, encoding);
             }
         }
+        stored
     }
 
     /// An idle connection, or a new one from the pool with its staging table.

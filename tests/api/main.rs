@@ -15,3 +15,4 @@ mod outcomes;
 mod scaleout;
 mod storage;
 mod visits;
+mod writer;
