@@ -115,8 +115,35 @@ pub struct ServerFigures {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RampStep {
+    /// The step's target rate.
     pub offered_per_s: f64,
+    /// Events the devices actually took on during the step, per second.
+    pub created_per_s: f64,
     pub acked_per_s: f64,
+    /// Events created but not yet acknowledged, when the step began and when it ended.
+    pub backlog_start: u64,
+    pub backlog_end: u64,
+    pub seconds: f64,
+}
+
+impl RampStep {
+    /// The server kept up: the backlog grew by less than 5 % of the step's events (it always
+    /// holds what is in flight, and more of it at a higher rate).
+    pub fn kept_up(&self) -> bool {
+        self.backlog_end as f64
+            <= self.backlog_start as f64 + 0.05 * self.created_per_s * self.seconds
+    }
+}
+
+/// The rate a ramp sustained: the best step that kept up and was followed by another that
+/// kept up (ten seconds, so a backlog draining in a burst does not count), at its acknowledged
+/// rate capped at its created rate (acks above that were the backlog draining).
+pub fn sustained_of(steps: &[RampStep]) -> f64 {
+    steps
+        .windows(2)
+        .filter(|w| w[0].kept_up() && w[1].kept_up())
+        .map(|w| w[0].acked_per_s.min(w[0].created_per_s))
+        .fold(0.0, f64::max)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,8 +177,8 @@ pub struct Report {
     pub load_seconds: f64,
     pub offered: Rates,
     pub acknowledged: Rates,
-    /// The ingest rate this run sustained: the best ramp step's acknowledged rate (ramps), else
-    /// the acknowledged rate over the load phase.
+    /// The ingest rate this run sustained: for a ramp, [`sustained_of`] its steps; else the
+    /// best 5 s of acknowledged rate.
     pub sustained_rate_per_s: f64,
     pub baseline_copy: Option<BaselineResult>,
     pub ratio_to_copy: Option<f64>,
@@ -362,5 +389,44 @@ mod tests {
         assert_eq!(nice(2.2), 2.5);
         let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 100.0 + i as f64)).collect();
         assert_eq!(slope_per_min(&pts), Some(60.0));
+    }
+}
+
+#[cfg(test)]
+mod sustained_tests {
+    use super::*;
+
+    fn step(created: f64, acked: f64, backlog: (u64, u64)) -> RampStep {
+        RampStep {
+            offered_per_s: created,
+            created_per_s: created,
+            acked_per_s: acked,
+            backlog_start: backlog.0,
+            backlog_end: backlog.1,
+            seconds: 5.0,
+        }
+    }
+
+    #[test]
+    fn sustained_counts_only_steps_kept_up_for_ten_seconds_and_never_a_drain() {
+        let steps = [
+            step(30_000.0, 30_000.0, (1_000, 1_500)),
+            step(33_000.0, 32_900.0, (1_500, 2_000)),
+            // Fell behind (backlog +20,000, over 5 % of 180,000).
+            step(36_000.0, 32_000.0, (2_000, 22_000)),
+            // A burst drains the backlog: acks above the created rate.
+            step(39_000.0, 43_000.0, (22_000, 2_000)),
+            step(42_000.0, 35_000.0, (2_000, 37_000)),
+        ];
+        // 33,000 kept up but the step after it fell behind; 39,000 kept up (draining) but the
+        // step after it fell behind.
+        assert_eq!(sustained_of(&steps), 30_000.0);
+        assert!(!steps[2].kept_up());
+        assert!(steps[3].kept_up());
+        assert_eq!(
+            sustained_of(&steps[..1]),
+            0.0,
+            "one step is not ten seconds"
+        );
     }
 }

@@ -458,7 +458,7 @@ async fn drive(
     let sustained = if ramp_steps.is_empty() {
         best_window
     } else {
-        ramp_steps.iter().map(|s| s.acked_per_s).fold(0.0, f64::max)
+        crate::report::sustained_of(&ramp_steps)
     };
     let ratio_to_copy = baseline
         .as_ref()
@@ -667,6 +667,7 @@ async fn generate(
     let mut steps = Vec::new();
     let mut step_index = 0u64;
     let mut step_acked_at = shared.acked.load(Ordering::Relaxed);
+    let mut step_created_at = shared.offered.load(Ordering::Relaxed);
     let mut flat = 0u32;
     let mut best = 0.0f64;
     let mut per_device: Vec<Vec<EventBody>> = vec![Vec::new(); devices.len()];
@@ -695,14 +696,20 @@ async fn generate(
                 if k > step_index {
                     // A step ended: its acknowledged rate.
                     let acked = shared.acked.load(Ordering::Relaxed);
+                    let created = shared.offered.load(Ordering::Relaxed);
                     let offered = (r0 + step * step_index as f64).min(*max);
                     let got = (acked - step_acked_at) as f64 / step_s;
-                    step_acked_at = acked;
-                    step_index = k;
                     steps.push(RampStep {
                         offered_per_s: offered,
+                        created_per_s: ((created - step_created_at) as f64 / step_s).round(),
                         acked_per_s: got.round(),
+                        backlog_start: step_created_at.saturating_sub(step_acked_at),
+                        backlog_end: created.saturating_sub(acked),
+                        seconds: *step_s,
                     });
+                    step_acked_at = acked;
+                    step_created_at = created;
+                    step_index = k;
                     if got <= best * (1.0 + flat_growth) {
                         flat += 1;
                     } else {

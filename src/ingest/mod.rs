@@ -12,9 +12,11 @@
 //!   (never from the payload). Anything it cannot accept becomes a dead letter.
 //! - The [`writer`] batches jobs (size or a few milliseconds, at once for alarms and falls),
 //!   copies events into a staging table with binary COPY and inserts them with
-//!   `ON CONFLICT DO NOTHING`, all in one transaction with the batch's dead letters. Only after
-//!   the commit are MQTT messages acknowledged (in the order received), HTTP requests answered,
-//!   and each device told which of its sequence numbers are stored (the end-to-end ack).
+//!   `ON CONFLICT DO NOTHING`, all in one transaction with the batch's dead letters; two batches
+//!   are written at once on two connections (one commits while the next is copied in). Only
+//!   after the commit are MQTT messages acknowledged (in the order received, batch after
+//!   batch), HTTP requests answered, and each device told which of its sequence numbers are
+//!   stored (the end-to-end ack).
 //! - While the database is down the writer keeps its MQTT jobs and retries; nothing is acked,
 //!   so the broker keeps the messages. HTTP jobs are answered 503 at once.
 
