@@ -296,6 +296,29 @@ const STEP_RECORD_SQL: &str = "), recorded AS ( \
               $14::int4, $15::int8, $16::int8 FROM updated) \
      SELECT * FROM updated";
 
+fn step_sql(target: &str) -> String {
+    format!("{target}{STEP_SQL}{VIEW_COLUMNS}{STEP_RECORD_SQL}")
+}
+
+fn raise_sql(conflict: &str) -> String {
+    format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}{RAISE_RECORD_SQL}")
+}
+
+/// Prepares on this connection every statement [`derive_event`] may run, so that a run of
+/// events can be sent at once and still execute in order (a statement prepared on first use
+/// would go out after the ones behind it).
+pub async fn prepare_event_statements(c: &impl GenericClient) -> Result<(), AlarmError> {
+    for sql in [
+        step_sql(STEP_BY_ID_SQL),
+        step_sql(STEP_BY_FOLD_SQL),
+        raise_sql(FOLD_SQL),
+        raise_sql(ONCE_SQL),
+    ] {
+        c.prepare_cached(&sql).await?;
+    }
+    Ok(())
+}
+
 /// Applies one transition to the alarms it targets (none if none is in a `from` state).
 pub async fn step(
     c: &impl GenericClient,
@@ -316,7 +339,7 @@ pub async fn step(
         );
         STEP_BY_FOLD_SQL
     };
-    let sql = format!("{target}{STEP_SQL}{VIEW_COLUMNS}{STEP_RECORD_SQL}");
+    let sql = step_sql(target);
     let transition = s.to.transition();
     let (device_id, seq, action_id) = s.cause.columns();
     let rows = cached::query(
@@ -402,7 +425,7 @@ async fn raise(
     } else {
         FOLD_SQL
     };
-    let sql = format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}{RAISE_RECORD_SQL}");
+    let sql = raise_sql(conflict);
     let row = cached::query_opt(
         c,
         &sql,
@@ -444,11 +467,17 @@ pub struct Known {
     loaded: bool,
     done: HashSet<(i32, i64)>,
     person: HashMap<i32, Option<i32>>,
+    /// The local hour (rules' time zone) of each `door_open_too_long`'s device time.
+    hour: HashMap<DateTime<Utc>, u32>,
 }
 
 impl Known {
     /// Looks up every event of `inputs` except heartbeats (which [`Heartbeats`] handles).
-    pub async fn load(c: &impl GenericClient, inputs: &[Input]) -> Result<Self, AlarmError> {
+    pub async fn load(
+        c: &impl GenericClient,
+        rules: &Rules,
+        inputs: &[Input],
+    ) -> Result<Self, AlarmError> {
         let mut known = Self {
             loaded: true,
             ..Self::default()
@@ -486,7 +515,36 @@ impl Known {
         {
             known.person.insert(row.get(0), row.get(1));
         }
+        let times: Vec<DateTime<Utc>> = inputs
+            .iter()
+            .filter(|i| i.kind == EventKind::DoorOpenTooLong)
+            .map(|i| i.occurred_at)
+            .collect();
+        if !times.is_empty() {
+            for row in cached::query(
+                c,
+                "SELECT t, extract(hour FROM (t AT TIME ZONE $2::text))::int4 \
+                   FROM unnest($1::timestamptz[]) AS t",
+                &[&times, &rules.timezone],
+            )
+            .await?
+            {
+                let hour: i32 = row.get(1);
+                known.hour.insert(row.get(0), u32::try_from(hour).unwrap_or(0));
+            }
+        }
         Ok(known)
+    }
+
+    /// Whether the event already caused a transition, when [`load`](Self::load) looked.
+    pub fn done(&self, input: &Input) -> Option<bool> {
+        self.loaded
+            .then(|| self.done.contains(&(input.device_id, input.seq)))
+    }
+
+    /// Takes note that the event caused a transition.
+    pub fn mark_done(&mut self, input: &Input) {
+        self.done.insert((input.device_id, input.seq));
     }
 
     async fn is_done(&self, c: &impl GenericClient, input: &Input) -> Result<bool, AlarmError> {
@@ -578,7 +636,9 @@ pub async fn apply_event(
     Ok(changes)
 }
 
-async fn derive_event(
+/// [`apply_event`] without the check that the event was already derived. At most one
+/// statement when [`Known::load`] saw the event.
+pub async fn derive_event(
     c: &impl GenericClient,
     rules: &Rules,
     ids: &IdMap,
@@ -591,7 +651,10 @@ async fn derive_event(
     };
     if let Some(kind) = AlarmKind::raised_by(input.kind) {
         if kind == AlarmKind::DoorOpenTooLong {
-            let hour = local_hour(c, input.occurred_at, &rules.timezone).await?;
+            let hour = match known.hour.get(&input.occurred_at) {
+                Some(hour) => *hour,
+                None => local_hour(c, input.occurred_at, &rules.timezone).await?,
+            };
             if !is_night(hour, rules.night_start_hour, rules.night_end_hour) {
                 return Ok(Vec::new());
             }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod rebuild;
 pub mod routes;
 
+use std::future::Future;
 use std::time::Duration;
 
 use actix_web::web;
@@ -430,16 +431,53 @@ pub async fn process(
     // one by one, in order. Each device's heartbeats interact only with that device's
     // technical alarms, so this gives the same rows as taking runs of heartbeats in turn.
     let mut heartbeats = derive::Heartbeats::load(&tx, inputs).await?;
-    let mut known = derive::Known::load(&tx, inputs).await?;
+    let mut known = derive::Known::load(&tx, rules, inputs).await?;
+    derive::prepare_event_statements(&tx).await?;
     let mut changes = Vec::new();
-    for input in inputs {
-        if input.kind == homeward_proto::EventKind::Heartbeat {
-            changes.extend(heartbeats.apply(&tx, rules, &ids, input).await?);
-        } else {
-            let done = derive::apply_event(&tx, rules, &ids, &mut known, input).await?;
+    let mut i = 0;
+    while i < inputs.len() {
+        if inputs[i].kind == homeward_proto::EventKind::Heartbeat {
+            changes.extend(heartbeats.apply(&tx, rules, &ids, &inputs[i]).await?);
+            i += 1;
+            continue;
+        }
+        // A run of other events goes out at once (pipelined on the connection) and runs in
+        // order: each is at most one statement, already prepared. Heartbeats after the run see
+        // what it did.
+        let end = inputs[i..]
+            .iter()
+            .position(|e| e.kind == homeward_proto::EventKind::Heartbeat)
+            .map_or(inputs.len(), |p| i + p);
+        let run: Vec<&Input> = inputs[i..end]
+            .iter()
+            .filter(|input| known.done(input) != Some(true))
+            .collect();
+        let mut pending: Vec<_> = run
+            .iter()
+            .map(|input| Box::pin(derive::derive_event(&tx, rules, &ids, &known, input)))
+            .collect();
+        // Poll each once, in order: that sends its statement.
+        let mut first = Vec::with_capacity(pending.len());
+        for fut in &mut pending {
+            first.push(
+                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await,
+            );
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (fut, polled) in pending.into_iter().zip(first) {
+            results.push(match polled {
+                std::task::Poll::Ready(result) => result?,
+                std::task::Poll::Pending => fut.await?,
+            });
+        }
+        for (input, done) in run.into_iter().zip(results) {
+            if !done.is_empty() {
+                known.mark_done(input);
+            }
             heartbeats.note(input.device_id, &done);
             changes.extend(done);
         }
+        i = end;
     }
     heartbeats.store(&tx, rules).await?;
     tx.commit().await?;
