@@ -530,7 +530,9 @@ impl Known {
             .await?
             {
                 let hour: i32 = row.get(1);
-                known.hour.insert(row.get(0), u32::try_from(hour).unwrap_or(0));
+                known
+                    .hour
+                    .insert(row.get(0), u32::try_from(hour).unwrap_or(0));
             }
         }
         Ok(known)

@@ -183,8 +183,10 @@ pub(crate) fn publish(live: &LiveHub, changes: &[Change]) {
     }
 }
 
-/// How long derivation gathers heartbeats before writing them (alarms never wait).
-const HEARTBEAT_LINGER: Duration = Duration::from_millis(50);
+/// How long derivation gathers technical events (heartbeats above all) before a pass; care
+/// alarms never wait. Each pass reads and writes every device's heartbeat state once, so a
+/// longer linger is less work; a technical alarm (battery, power, link) shows this much later.
+const HEARTBEAT_LINGER: Duration = Duration::from_millis(200);
 /// Most events derived in one pass.
 const MAX_DERIVE_BATCH: usize = 20_000;
 

@@ -1277,7 +1277,11 @@ async fn a_pass_applies_its_events_in_order() {
     assert_eq!(
         rows,
         [
-            ("resolved".to_owned(), 1, Some("false_or_accidental".to_owned())),
+            (
+                "resolved".to_owned(),
+                1,
+                Some("false_or_accidental".to_owned())
+            ),
             ("on_site".to_owned(), 2, None),
         ]
     );
