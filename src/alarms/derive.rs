@@ -767,9 +767,18 @@ pub struct Heartbeats {
     prev: HashMap<i32, Beat>,
     /// Open technical alarms a heartbeat may clear: (device, kind) -> (id, raised_at).
     open: HashMap<(i32, AlarmKind), (i64, DateTime<Utc>)>,
-    /// The newest heartbeat derived per device: (organisation, received_at, seq, battery,
-    /// signal).
-    latest: HashMap<i32, (i32, DateTime<Utc>, i64, Option<i16>, Option<i16>)>,
+    /// The newest heartbeat derived per device.
+    latest: HashMap<i32, Latest>,
+}
+
+/// A device's newest heartbeat, as `device_health` keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    organisation_id: i32,
+    received_at: DateTime<Utc>,
+    seq: i64,
+    battery: Option<i16>,
+    signal: Option<i16>,
 }
 
 impl Heartbeats {
@@ -940,13 +949,13 @@ impl Heartbeats {
         );
         self.latest.insert(
             hb.device_id,
-            (
-                hb.organisation_id,
-                hb.received_at,
-                hb.seq,
-                hb.battery,
-                hb.signal,
-            ),
+            Latest {
+                organisation_id: hb.organisation_id,
+                received_at: hb.received_at,
+                seq: hb.seq,
+                battery: hb.battery,
+                signal: hb.signal,
+            },
         );
         Ok(changes)
     }
@@ -970,18 +979,18 @@ impl Heartbeats {
         );
         let mut latest: Vec<_> = self.latest.into_iter().collect();
         latest.sort_unstable_by_key(|(device_id, _)| *device_id);
-        for (device_id, (organisation_id, received_at, s, b, sig)) in latest {
+        for (device_id, l) in latest {
             let interval_s = self
                 .prev
                 .get(&device_id)
                 .map_or(rules.default_interval_s, |p| p.interval_s);
             dev.push(device_id);
-            org.push(organisation_id);
-            at.push(received_at);
-            seq.push(s);
+            org.push(l.organisation_id);
+            at.push(l.received_at);
+            seq.push(l.seq);
             interval.push(i32::try_from(interval_s).unwrap_or(i32::MAX));
-            battery.push(b);
-            signal.push(sig);
+            battery.push(l.battery);
+            signal.push(l.signal);
         }
         cached::execute(
             c,
