@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -35,6 +35,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0,
                 ])
+                .expect("static bucket list is not empty")
+                // Rows, not seconds.
+                .set_buckets_for_metric(
+                    Matcher::Full("homeward_ingest_batch_size".into()),
+                    &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
+                )
                 .expect("static bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
