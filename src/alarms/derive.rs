@@ -313,6 +313,7 @@ pub async fn prepare_event_statements(c: &impl GenericClient) -> Result<(), Alar
         step_sql(STEP_BY_FOLD_SQL),
         raise_sql(FOLD_SQL),
         raise_sql(ONCE_SQL),
+        raise_many_sql(),
     ] {
         c.prepare_cached(&sql).await?;
     }
@@ -636,6 +637,156 @@ pub async fn apply_event(
         known.done.insert((input.device_id, input.seq));
     }
     Ok(changes)
+}
+
+/// The key an event's transitions are ordered on: events with different keys touch different
+/// alarms, so they may apply in any order. `None` when the event does nothing (or [`Known`]
+/// did not see it).
+pub fn order_key(rules: &Rules, known: &Known, input: &Input) -> Option<String> {
+    let care = |input: &Input| {
+        let person = known.person.get(&input.device_id)?;
+        Some(match person {
+            Some(p) => format!("p{p}"),
+            None => device_fold(input.device_id),
+        })
+    };
+    if let Some(kind) = AlarmKind::raised_by(input.kind) {
+        if kind == AlarmKind::DoorOpenTooLong {
+            let hour = known.hour.get(&input.occurred_at)?;
+            if !is_night(*hour, rules.night_start_hour, rules.night_end_hour) {
+                return None;
+            }
+        }
+        return match kind.category() {
+            Category::Care => care(input),
+            Category::Technical => Some(device_fold(input.device_id)),
+        };
+    }
+    if AlarmKind::cleared_by(input.kind).is_some() {
+        return Some(device_fold(input.device_id));
+    }
+    match input.kind {
+        EventKind::FallCancelled | EventKind::AlarmReset | EventKind::ResponderPresent => {
+            care(input)
+        }
+        _ => None,
+    }
+}
+
+/// An alarm an event raises, when [`Known`] has all it needs: the input for [`raise_many`].
+pub fn planned_raise<'a>(
+    rules: &Rules,
+    known: &Known,
+    input: &'a Input,
+) -> Option<(AlarmKind, String, Option<i32>, &'a Input)> {
+    let kind = AlarmKind::raised_by(input.kind)?;
+    let fold_key = order_key(rules, known, input)?;
+    let person_id = match kind.category() {
+        Category::Care => *known.person.get(&input.device_id)?,
+        Category::Technical => None,
+    };
+    Some((kind, fold_key, person_id, input))
+}
+
+/// Raises (or folds) several alarms in one statement, with their history rows. No two may
+/// share an open alarm's key (organisation, fold key, kind): one statement cannot fold twice
+/// into the same row. Returns each raise's change, in the order given (`None`: nothing).
+pub async fn raise_many(
+    c: &impl GenericClient,
+    ids: &IdMap,
+    raises: &[(AlarmKind, String, Option<i32>, &Input)],
+) -> Result<Vec<Option<Change>>, AlarmError> {
+    let n = raises.len();
+    let mut reuse = Vec::with_capacity(n);
+    let mut org = Vec::with_capacity(n);
+    let mut category = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut severity = Vec::with_capacity(n);
+    let mut fold = Vec::with_capacity(n);
+    let mut person = Vec::with_capacity(n);
+    let mut device = Vec::with_capacity(n);
+    let mut seq = Vec::with_capacity(n);
+    let mut fall = Vec::with_capacity(n);
+    let mut raised_at = Vec::with_capacity(n);
+    let mut received_at = Vec::with_capacity(n);
+    for (k, fold_key, person_id, input) in raises {
+        reuse.push(ids.get(&(input.device_id, input.seq, *k)).copied());
+        org.push(input.organisation_id);
+        category.push(k.category().as_str());
+        kind.push(k.as_str());
+        severity.push(k.severity().as_str());
+        fold.push(fold_key.as_str());
+        person.push(*person_id);
+        device.push(input.device_id);
+        seq.push(input.seq);
+        fall.push(*k == AlarmKind::FallDetected);
+        raised_at.push(input.occurred_at);
+        received_at.push(input.received_at);
+    }
+    let rows = cached::query(
+        c,
+        &raise_many_sql(),
+        &[
+            &reuse,
+            &org,
+            &category,
+            &kind,
+            &severity,
+            &fold,
+            &person,
+            &device,
+            &seq,
+            &fall,
+            &raised_at,
+            &received_at,
+        ],
+    )
+    .await?;
+    let mut by_event: HashMap<(i32, i64), Change> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let inserted: bool = row.get("inserted");
+        let view = AlarmView::from_row(row)?;
+        let transition = if inserted {
+            Transition::Raised
+        } else {
+            Transition::Repeated
+        };
+        by_event.insert(
+            (row.get("raised_device_id"), view.seq),
+            Change { view, transition },
+        );
+    }
+    Ok(raises
+        .iter()
+        .map(|(_, _, _, input)| by_event.remove(&(input.device_id, input.seq)))
+        .collect())
+}
+
+fn raise_many_sql() -> String {
+    format!(
+        "WITH input AS MATERIALIZED ( \
+           SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[], \
+                                $6::text[], $7::int4[], $8::int4[], $9::int8[], $10::bool[], \
+                                $11::timestamptz[], $12::timestamptz[]) \
+             AS i (reuse, organisation_id, category, kind, severity, fold_key, person_id, \
+                   device_id, seq, is_fall, raised_at, received_at)), \
+         raised AS (INSERT INTO alarms AS a (id, organisation_id, category, kind, severity, \
+             state, fold_key, person_id, source_device_id, source_seq, last_device_id, last_seq, \
+             count, is_fall, raised_at, received_at, last_seen_at) \
+           SELECT COALESCE(reuse, nextval(pg_get_serial_sequence('alarms', 'id'))), \
+                  organisation_id, category, kind, severity, 'raised', fold_key, person_id, \
+                  device_id, seq, device_id, seq, 1, is_fall, raised_at, received_at, raised_at \
+             FROM input \
+           {FOLD_SQL}{VIEW_COLUMNS}, a.last_device_id AS raised_device_id), \
+         recorded AS ( \
+           INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, to_state, \
+                                     device_id, seq) \
+           SELECT r.organisation_id, r.id, i.raised_at, \
+                  CASE WHEN r.inserted THEN 'raised' ELSE 'repeated' END, r.state, \
+                  i.device_id, i.seq \
+             FROM raised r JOIN input i ON i.device_id = r.raised_device_id AND i.seq = r.last_seq) \
+         SELECT * FROM raised"
+    )
 }
 
 /// [`apply_event`] without the check that the event was already derived. At most one

@@ -17,6 +17,7 @@ pub mod model;
 pub mod rebuild;
 pub mod routes;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -443,9 +444,10 @@ pub async fn process(
             i += 1;
             continue;
         }
-        // A run of other events goes out at once (pipelined on the connection) and runs in
-        // order: each is at most one statement, already prepared. Heartbeats after the run see
-        // what it did.
+        // A run of other events goes out at once, pipelined on the connection. Events whose
+        // alarms cannot interact (different fold keys) need no order among themselves, so the
+        // run is cut into rounds, the k-th event of each key in round k: a round's raises are
+        // one statement, and every other event is at most one statement, sent in order.
         let end = inputs[i..]
             .iter()
             .position(|e| e.kind == homeward_proto::EventKind::Heartbeat)
@@ -454,10 +456,56 @@ pub async fn process(
             .iter()
             .filter(|input| known.done(input) != Some(true))
             .collect();
-        let mut pending: Vec<_> = run
-            .iter()
-            .map(|input| Box::pin(derive::derive_event(&tx, rules, &ids, &known, input)))
-            .collect();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut rounds: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for (n, input) in run.iter().enumerate() {
+            let round = match derive::order_key(rules, &known, input) {
+                Some(key) => {
+                    let k = seen.entry(key).or_default();
+                    *k += 1;
+                    *k - 1
+                }
+                None => 0,
+            };
+            if rounds.len() <= round {
+                rounds.resize_with(round + 1, Default::default);
+            }
+            if derive::planned_raise(rules, &known, input).is_some() {
+                rounds[round].0.push(n);
+            } else {
+                rounds[round].1.push(n);
+            }
+        }
+        type Done = Vec<(usize, Vec<derive::Change>)>;
+        let mut pending: Vec<std::pin::Pin<Box<dyn Future<Output = Result<Done, AlarmError>> + Send + '_>>> =
+            Vec::new();
+        for (raises, others) in &rounds {
+            if !raises.is_empty() {
+                let planned: Vec<_> = raises
+                    .iter()
+                    .filter_map(|n| derive::planned_raise(rules, &known, run[*n]))
+                    .collect();
+                let order = raises.clone();
+                let (tx, ids) = (&tx, &ids);
+                pending.push(Box::pin(async move {
+                    let changes = derive::raise_many(tx, ids, &planned).await?;
+                    Ok(order
+                        .into_iter()
+                        .zip(changes)
+                        .map(|(n, c)| (n, c.into_iter().collect()))
+                        .collect())
+                }));
+            }
+            for n in others {
+                let (n, tx, ids, known, input) = (*n, &tx, &ids, &known, run[*n]);
+                pending.push(Box::pin(async move {
+                    Ok(vec![(
+                        n,
+                        derive::derive_event(tx, rules, ids, known, input).await?,
+                    )])
+                }));
+            }
+        }
         // Poll each once, in order: that sends its statement.
         let mut first = Vec::with_capacity(pending.len());
         for fut in &mut pending {
@@ -465,12 +513,15 @@ pub async fn process(
                 std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await,
             );
         }
-        let mut results = Vec::with_capacity(pending.len());
+        let mut results: Vec<Vec<derive::Change>> = vec![Vec::new(); run.len()];
         for (fut, polled) in pending.into_iter().zip(first) {
-            results.push(match polled {
+            let done = match polled {
                 std::task::Poll::Ready(result) => result?,
                 std::task::Poll::Pending => fut.await?,
-            });
+            };
+            for (n, changes) in done {
+                results[n] = changes;
+            }
         }
         for (input, done) in run.into_iter().zip(results) {
             if !done.is_empty() {

@@ -1221,70 +1221,88 @@ async fn a_door_open_too_long_raises_an_alarm_only_at_night() {
     app.stop().await;
 }
 
-/// One pass derives its events pipelined on one connection: they must still apply in order.
+/// One pass derives its events pipelined on one connection, the raises of different people in
+/// one statement: each person's must still apply in order.
 #[tokio::test]
 async fn a_pass_applies_its_events_in_order() {
     let app = spawn_app_with(quiet_settings()).await;
     let p = provider(&app, "Order Care").await;
-    let (person, _) = person_with(&app, &p.org, "P-O", &[("pendant-o1", "pendant")]).await;
-    let device_id: i32 = {
-        let client = app.pool.get().await.unwrap();
-        client
-            .query_one("SELECT id FROM devices WHERE person_id = $1", &[&person])
-            .await
-            .unwrap()
-            .get(0)
+    let (a, _) = person_with(&app, &p.org, "P-O1", &[("pendant-o1", "pendant")]).await;
+    let (b, _) = person_with(&app, &p.org, "P-O2", &[("pendant-o2", "pendant")]).await;
+    let client = app.pool.get().await.unwrap();
+    let device_of = |person: i32| {
+        let client = &client;
+        async move {
+            let id: i32 = client
+                .query_one("SELECT id FROM devices WHERE person_id = $1", &[&person])
+                .await
+                .unwrap()
+                .get(0);
+            id
+        }
     };
+    let (da, db) = (device_of(a).await, device_of(b).await);
     let rules = Rules::from(&AlarmSettings::default());
     let now = chrono::Utc::now();
     use homeward_proto::EventKind as K;
-    let inputs: Vec<_> = [
-        K::PendantAlarm,
-        K::AlarmReset,
-        K::PendantAlarm,
-        K::PendantAlarm,
-        K::ResponderPresent,
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, kind)| homeward::alarms::derive::Input {
-        device_id,
-        organisation_id: p.org.id,
-        device_uid: "pendant-o1".into(),
-        seq: i as i64 + 1,
-        occurred_at: now + chrono::Duration::seconds(i as i64),
-        received_at: now + chrono::Duration::seconds(i as i64),
-        kind,
-        battery: None,
-        signal: None,
-        interval_s: None,
-    })
-    .collect();
+    let events = [
+        (da, K::PendantAlarm),
+        (db, K::PendantAlarm),
+        (da, K::AlarmReset),
+        (db, K::PendantAlarm),
+        (da, K::PendantAlarm),
+        (da, K::PendantAlarm),
+        (db, K::ResponderPresent),
+        (da, K::ResponderPresent),
+    ];
+    let inputs: Vec<_> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (device_id, kind))| homeward::alarms::derive::Input {
+            device_id,
+            organisation_id: p.org.id,
+            device_uid: if device_id == da { "pendant-o1" } else { "pendant-o2" }.into(),
+            seq: i as i64 + 1,
+            occurred_at: now + chrono::Duration::seconds(i as i64),
+            received_at: now + chrono::Duration::seconds(i as i64),
+            kind,
+            battery: None,
+            signal: None,
+            interval_s: None,
+        })
+        .collect();
     homeward::alarms::process(&app.pool, &rules, &LiveHub::default(), &inputs)
         .await
         .unwrap();
-    let client = app.pool.get().await.unwrap();
-    let rows: Vec<(String, i32, Option<String>)> = client
-        .query(
-            "SELECT state, count, outcome FROM alarms WHERE person_id = $1 ORDER BY id",
-            &[&person],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let alarms_of = |person: i32| {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT state, count, outcome FROM alarms WHERE person_id = $1 ORDER BY id",
+                    &[&person],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect::<Vec<(String, i32, Option<String>)>>()
+        }
+    };
     assert_eq!(
-        rows,
+        alarms_of(a).await,
         [
-            (
-                "resolved".to_owned(),
-                1,
-                Some("false_or_accidental".to_owned())
-            ),
+            ("resolved".to_owned(), 1, Some("false_or_accidental".to_owned())),
             ("on_site".to_owned(), 2, None),
         ]
     );
+    assert_eq!(alarms_of(b).await, [("on_site".to_owned(), 2, None)]);
+    let history: i64 = client
+        .query_one("SELECT count(*) FROM alarm_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 8, "one history row per transition");
     // Processing the same events again (a retry, catch-up) changes nothing.
     homeward::alarms::process(&app.pool, &rules, &LiveHub::default(), &inputs)
         .await
@@ -1294,6 +1312,7 @@ async fn a_pass_applies_its_events_in_order() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(again, 5);
+    assert_eq!(again, 8);
+    drop(client);
     app.stop().await;
 }
