@@ -412,6 +412,11 @@ async fn backoff(attempt: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>
     }
 }
 
+/// What one statement of a pass gave: each event's changes, by its place in the run.
+type Done = Vec<(usize, Vec<derive::Change>)>;
+/// A statement of a pass, sent (pipelined) and awaited in order.
+type Sent<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Done, AlarmError>> + Send + 'a>>;
+
 /// Derives alarms from newly stored events, in order (runs of heartbeats together), in one
 /// transaction, and publishes the changes once it has committed. One commit per pass rather
 /// than per event: under load the care events of a pass are many, and a commit each (an fsync
@@ -476,9 +481,7 @@ pub async fn process(
                 rounds[round].1.push(n);
             }
         }
-        type Done = Vec<(usize, Vec<derive::Change>)>;
-        let mut pending: Vec<std::pin::Pin<Box<dyn Future<Output = Result<Done, AlarmError>> + Send + '_>>> =
-            Vec::new();
+        let mut pending: Vec<Sent<'_>> = Vec::new();
         for (raises, others) in &rounds {
             if !raises.is_empty() {
                 let planned: Vec<_> = raises

@@ -1261,7 +1261,12 @@ async fn a_pass_applies_its_events_in_order() {
         .map(|(i, (device_id, kind))| homeward::alarms::derive::Input {
             device_id,
             organisation_id: p.org.id,
-            device_uid: if device_id == da { "pendant-o1" } else { "pendant-o2" }.into(),
+            device_uid: if device_id == da {
+                "pendant-o1"
+            } else {
+                "pendant-o2"
+            }
+            .into(),
             seq: i as i64 + 1,
             occurred_at: now + chrono::Duration::seconds(i as i64),
             received_at: now + chrono::Duration::seconds(i as i64),
@@ -1292,7 +1297,11 @@ async fn a_pass_applies_its_events_in_order() {
     assert_eq!(
         alarms_of(a).await,
         [
-            ("resolved".to_owned(), 1, Some("false_or_accidental".to_owned())),
+            (
+                "resolved".to_owned(),
+                1,
+                Some("false_or_accidental".to_owned())
+            ),
             ("on_site".to_owned(), 2, None),
         ]
     );
