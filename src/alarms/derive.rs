@@ -312,7 +312,6 @@ pub async fn prepare_event_statements(c: &impl GenericClient) -> Result<(), Alar
         step_sql(STEP_BY_ID_SQL),
         step_sql(STEP_BY_FOLD_SQL),
         raise_sql(FOLD_SQL),
-        raise_sql(ONCE_SQL),
         raise_many_sql(),
     ] {
         c.prepare_cached(&sql).await?;
@@ -673,12 +672,15 @@ pub fn order_key(rules: &Rules, known: &Known, input: &Input) -> Option<String> 
     }
 }
 
+/// An alarm to raise: its kind, fold key, person and the event raising it.
+pub type PlannedRaise<'a> = (AlarmKind, String, Option<i32>, &'a Input);
+
 /// An alarm an event raises, when [`Known`] has all it needs: the input for [`raise_many`].
 pub fn planned_raise<'a>(
     rules: &Rules,
     known: &Known,
     input: &'a Input,
-) -> Option<(AlarmKind, String, Option<i32>, &'a Input)> {
+) -> Option<PlannedRaise<'a>> {
     let kind = AlarmKind::raised_by(input.kind)?;
     let fold_key = order_key(rules, known, input)?;
     let person_id = match kind.category() {
@@ -694,7 +696,7 @@ pub fn planned_raise<'a>(
 pub async fn raise_many(
     c: &impl GenericClient,
     ids: &IdMap,
-    raises: &[(AlarmKind, String, Option<i32>, &Input)],
+    raises: &[PlannedRaise<'_>],
 ) -> Result<Vec<Option<Change>>, AlarmError> {
     let n = raises.len();
     let mut reuse = Vec::with_capacity(n);

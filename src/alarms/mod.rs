@@ -462,9 +462,16 @@ pub async fn process(
             .filter(|input| known.done(input) != Some(true))
             .collect();
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut rounds: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        // Per round: the raises planned (with their place in the run), and the other events.
+        let mut rounds: Vec<(Vec<usize>, Vec<derive::PlannedRaise>, Vec<usize>)> = Vec::new();
         for (n, input) in run.iter().enumerate() {
-            let round = match derive::order_key(rules, &known, input) {
+            // A raise's fold key is its order key: worked out once.
+            let planned = derive::planned_raise(rules, &known, input);
+            let key = match &planned {
+                Some(p) => Some(p.1.clone()),
+                None => derive::order_key(rules, &known, input),
+            };
+            let round = match key {
                 Some(key) => {
                     let k = seen.entry(key).or_default();
                     *k += 1;
@@ -475,20 +482,17 @@ pub async fn process(
             if rounds.len() <= round {
                 rounds.resize_with(round + 1, Default::default);
             }
-            if derive::planned_raise(rules, &known, input).is_some() {
-                rounds[round].0.push(n);
-            } else {
-                rounds[round].1.push(n);
+            match planned {
+                Some(p) => {
+                    rounds[round].0.push(n);
+                    rounds[round].1.push(p);
+                }
+                None => rounds[round].2.push(n),
             }
         }
         let mut pending: Vec<Sent<'_>> = Vec::new();
-        for (raises, others) in &rounds {
-            if !raises.is_empty() {
-                let planned: Vec<_> = raises
-                    .iter()
-                    .filter_map(|n| derive::planned_raise(rules, &known, run[*n]))
-                    .collect();
-                let order = raises.clone();
+        for (order, planned, others) in rounds {
+            if !planned.is_empty() {
                 let (tx, ids) = (&tx, &ids);
                 pending.push(Box::pin(async move {
                     let changes = derive::raise_many(tx, ids, &planned).await?;
@@ -500,7 +504,7 @@ pub async fn process(
                 }));
             }
             for n in others {
-                let (n, tx, ids, known, input) = (*n, &tx, &ids, &known, run[*n]);
+                let (tx, ids, known, input) = (&tx, &ids, &known, run[n]);
                 pending.push(Box::pin(async move {
                     Ok(vec![(
                         n,
