@@ -8,6 +8,12 @@ use homeward::cli::{AdminCommand, Cli, Command, Derivation};
 use homeward::config::Settings;
 use homeward::{auth, db, startup::Application, telemetry};
 
+/// mimalloc instead of the system allocator: the ingest path allocates per event (decoded
+/// events, rows, queue nodes), and glibc's malloc and free were about a sixth of the server's
+/// CPU at saturation (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(&cli.overrides()) {

@@ -83,12 +83,15 @@ pub struct BaselineResult {
 /// `INSERT ... ON CONFLICT DO NOTHING RETURNING` into `events`, one transaction per batch, as
 /// the server's writer does (src/ingest/writer.rs), for `duration`, on `connections`
 /// connections at once (each with its own share of the devices; 1 is one COPY stream).
+/// Sequence numbers start after `after_seq`, so a second baseline on the same devices inserts
+/// new rows rather than meeting the first one's.
 pub async fn copy_baseline(
     config: &Config,
     device_ids: &[i32],
     batch_rows: usize,
     connections: usize,
     duration: Duration,
+    after_seq: i64,
 ) -> anyhow::Result<BaselineResult> {
     let connections = connections.clamp(1, device_ids.len().max(1));
     let started = Instant::now();
@@ -102,7 +105,7 @@ pub async fn copy_baseline(
             .collect();
         let config = config.clone();
         streams.push(tokio::spawn(async move {
-            copy_stream(&config, &devices, batch_rows, started, duration).await
+            copy_stream(&config, &devices, batch_rows, started, duration, after_seq).await
         }));
     }
     let mut rows_done = 0u64;
@@ -127,6 +130,7 @@ async fn copy_stream(
     batch_rows: usize,
     started: Instant,
     duration: Duration,
+    after_seq: i64,
 ) -> anyhow::Result<u64> {
     let client = connect(config).await?;
     client
@@ -144,7 +148,7 @@ async fn copy_stream(
         c = copy::COLUMNS
     );
     let mut rows_done = 0u64;
-    let mut seq = 0i64;
+    let mut seq = after_seq;
     let max_batches = 100_000;
     for _ in 0..max_batches {
         if started.elapsed() >= duration {

@@ -180,7 +180,14 @@ pub struct Report {
     /// The ingest rate this run sustained: for a ramp, [`sustained_of`] its steps; else the
     /// best 5 s of acknowledged rate.
     pub sustained_rate_per_s: f64,
+    /// The COPY baseline before the load.
     pub baseline_copy: Option<BaselineResult>,
+    /// The same after the load, with `[baseline] after_load`.
+    pub baseline_copy_after: Option<BaselineResult>,
+    /// The baseline the ratio is judged against: the mean of the two rates when both ran,
+    /// else the one before the load.
+    pub baseline_rows_per_s: Option<f64>,
+    /// `sustained_rate_per_s / baseline_rows_per_s`.
     pub ratio_to_copy: Option<f64>,
     pub latency_ms: Latency,
     pub alarm_path: AlarmPath,
@@ -228,9 +235,8 @@ pub fn svg(r: &Report) -> String {
             r.scenario, r.started_at
         )),
         r.sustained_rate_per_s,
-        r.baseline_copy
-            .as_ref()
-            .map(|b| format!("{:.0} rows/s", b.rows_per_s))
+        r.baseline_rows_per_s
+            .map(|b| format!("{b:.0} rows/s"))
             .unwrap_or_else(|| "-".into()),
         r.ratio_to_copy
             .map(|v| format!("{v:.2}"))

@@ -195,6 +195,7 @@ async fn drive(
             scn.baseline.batch_rows,
             scn.baseline.connections,
             Duration::from_secs_f64(scn.baseline.duration_s * ts),
+            0,
         )
         .await
         .context("COPY baseline")?;
@@ -447,6 +448,30 @@ async fn drive(
         );
     }
 
+    // The baseline again, on the database the load has filled (`[baseline] after_load`).
+    let baseline_after = match &baseline {
+        Some(before) if scn.baseline.after_load => {
+            eprintln!("COPY baseline after the load");
+            let b = db::copy_baseline(
+                &sut.database,
+                &fx.baseline_device_ids,
+                scn.baseline.batch_rows,
+                scn.baseline.connections,
+                Duration::from_secs_f64(scn.baseline.duration_s * ts),
+                before.rows as i64,
+            )
+            .await
+            .context("COPY baseline after the load")?;
+            eprintln!("COPY baseline after the load: {:.0} rows/s", b.rows_per_s);
+            Some(b)
+        }
+        _ => None,
+    };
+    let baseline_rows_per_s = baseline.as_ref().map(|b| match &baseline_after {
+        Some(a) => ((b.rows_per_s + a.rows_per_s) / 2.0).round(),
+        None => b.rows_per_s,
+    });
+
     // 6. Figures.
     let hists = shared.hists.lock().expect("not poisoned");
     let mqtt_off = shared.offered.load(Ordering::Relaxed);
@@ -460,10 +485,9 @@ async fn drive(
     } else {
         crate::report::sustained_of(&ramp_steps)
     };
-    let ratio_to_copy = baseline
-        .as_ref()
-        .filter(|b| b.rows_per_s > 0.0)
-        .map(|b| (sustained / b.rows_per_s * 1000.0).round() / 1000.0);
+    let ratio_to_copy = baseline_rows_per_s
+        .filter(|b| *b > 0.0)
+        .map(|b| (sustained / b * 1000.0).round() / 1000.0);
     let alarms = shared.alarms.lock().expect("not poisoned");
     let alarm_sent = shared.alarms_sent.load(Ordering::Relaxed);
     let alarm_note = if alarms.frames == 0 {
@@ -565,6 +589,8 @@ async fn drive(
         },
         sustained_rate_per_s: sustained.round(),
         baseline_copy: baseline,
+        baseline_copy_after: baseline_after,
+        baseline_rows_per_s,
         ratio_to_copy,
         latency_ms: latency,
         alarm_path,
@@ -668,8 +694,8 @@ async fn generate(
     let mut step_index = 0u64;
     let mut step_acked_at = shared.acked.load(Ordering::Relaxed);
     let mut step_created_at = shared.offered.load(Ordering::Relaxed);
-    let mut flat = 0u32;
-    let mut best = 0.0f64;
+    // Steps in a row the server did not keep up with.
+    let mut behind = 0u32;
     let mut per_device: Vec<Vec<EventBody>> = vec![Vec::new(); devices.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -689,8 +715,7 @@ async fn generate(
                 step,
                 step_s,
                 max,
-                flat_steps,
-                flat_growth,
+                behind_steps,
             } => {
                 let k = (t / step_s) as u64;
                 if k > step_index {
@@ -699,25 +724,27 @@ async fn generate(
                     let created = shared.offered.load(Ordering::Relaxed);
                     let offered = (r0 + step * step_index as f64).min(*max);
                     let got = (acked - step_acked_at) as f64 / step_s;
-                    steps.push(RampStep {
+                    let done = RampStep {
                         offered_per_s: offered,
                         created_per_s: ((created - step_created_at) as f64 / step_s).round(),
                         acked_per_s: got.round(),
                         backlog_start: step_created_at.saturating_sub(step_acked_at),
                         backlog_end: created.saturating_sub(acked),
                         seconds: *step_s,
-                    });
+                    };
+                    if done.kept_up() {
+                        behind = 0;
+                    } else {
+                        behind += 1;
+                    }
+                    steps.push(done);
                     step_acked_at = acked;
                     step_created_at = created;
                     step_index = k;
-                    if got <= best * (1.0 + flat_growth) {
-                        flat += 1;
-                    } else {
-                        flat = 0;
-                    }
-                    best = best.max(got);
-                    if flat >= *flat_steps {
-                        eprintln!("\nacknowledged rate stopped growing at {best:.0} ev/s");
+                    if behind >= *behind_steps {
+                        eprintln!(
+                            "\nthe server fell behind for {behind} steps in a row, at {offered:.0} ev/s offered"
+                        );
                         break;
                     }
                 }

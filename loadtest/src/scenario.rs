@@ -72,17 +72,17 @@ fn d_batch_max() -> usize {
 pub enum Rate {
     /// A constant offered rate (MQTT events per second, all devices together).
     Fixed { events_per_s: f64 },
-    /// Steps of `step` events/s every `step_s` seconds from `start`, until the acknowledged
-    /// rate has grown less than `flat_growth` (fraction) for `flat_steps` steps, or `max`.
+    /// Steps of `step` events/s every `step_s` seconds from `start` (at most `max`), until
+    /// the server has not kept up with `behind_steps` steps in a row (its backlog grew by 5 %
+    /// of a step's events or more: [`crate::report::RampStep::kept_up`]). One step behind and
+    /// the next caught up (a checkpoint, say) does not end the ramp.
     Ramp {
         start: f64,
         step: f64,
         step_s: f64,
         max: f64,
-        #[serde(default = "d_flat_steps")]
-        flat_steps: u32,
-        #[serde(default = "d_flat_growth")]
-        flat_growth: f64,
+        #[serde(default = "d_behind_steps")]
+        behind_steps: u32,
     },
     /// `fraction` of the saturation rate (from `--saturation-rate` or the latest
     /// `reports/saturation-*.json`).
@@ -138,6 +138,11 @@ pub struct Baseline {
     /// Connections copying at once, each with its own share of the devices (default 1: one
     /// COPY stream).
     pub connections: usize,
+    /// Run the baseline a second time after the load (and the verification), and judge the
+    /// ratio against the mean of the two rates. The machine's speed drifts over minutes and
+    /// the `events` table is empty before the load and full after it; one measurement on each
+    /// side of the load brackets both. Default false (one baseline, before the load).
+    pub after_load: bool,
 }
 
 impl Default for Baseline {
@@ -147,6 +152,7 @@ impl Default for Baseline {
             batch_rows: 2000,
             devices: 100,
             connections: 1,
+            after_load: false,
         }
     }
 }
@@ -199,11 +205,8 @@ fn d_resend() -> f64 {
 fn d_encoding() -> String {
     "mixed".into()
 }
-fn d_flat_steps() -> u32 {
+fn d_behind_steps() -> u32 {
     2
-}
-fn d_flat_growth() -> f64 {
-    0.05
 }
 fn d_batch() -> usize {
     50

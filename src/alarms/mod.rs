@@ -441,11 +441,12 @@ pub async fn process(
     let mut heartbeats = derive::Heartbeats::load(&tx, inputs).await?;
     let mut known = derive::Known::load(&tx, rules, inputs).await?;
     derive::prepare_event_statements(&tx).await?;
+    let inputs = pass_order(inputs);
     let mut changes = Vec::new();
     let mut i = 0;
     while i < inputs.len() {
         if inputs[i].kind == homeward_proto::EventKind::Heartbeat {
-            changes.extend(heartbeats.apply(&tx, rules, &ids, &inputs[i]).await?);
+            changes.extend(heartbeats.apply(&tx, rules, &ids, inputs[i]).await?);
             i += 1;
             continue;
         }
@@ -459,6 +460,7 @@ pub async fn process(
             .map_or(inputs.len(), |p| i + p);
         let run: Vec<&Input> = inputs[i..end]
             .iter()
+            .copied()
             .filter(|input| known.done(input) != Some(true))
             .collect();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -543,6 +545,39 @@ pub async fn process(
     tx.commit().await?;
     publish(live, &changes);
     Ok(())
+}
+
+/// The order a pass applies its events in: each device's technical events (heartbeats,
+/// battery, power, link: they only ever touch that device's technical alarms and heartbeat
+/// state) keep their order, and so do the care events among themselves (they fold per person,
+/// across devices), but nothing else is ordered. So the events between one device's heartbeats
+/// no longer cut the pass into runs of one: every group's first run of heartbeats comes first,
+/// then every group's first run of other events together (one pipelined run, its raises in
+/// rounds of one statement each), then every group's second run of heartbeats, and so on.
+///
+/// Each event gets a level: within its group, heartbeats take even levels and other events odd
+/// ones, and the level only grows; a stable sort by level keeps each group's order. Care and
+/// technical alarms never interact (different categories; care events never touch heartbeat
+/// state), so this gives the same rows as the events' own order, which is what a rebuild uses.
+fn pass_order(inputs: &[Input]) -> Vec<&Input> {
+    use homeward_proto::EventKind as K;
+    // Each group's current level: a device's technical events, or (None) the care events.
+    let mut level: HashMap<Option<i32>, u32> = HashMap::new();
+    let mut keyed: Vec<(u32, &Input)> = inputs
+        .iter()
+        .map(|input| {
+            let heartbeat = input.kind == K::Heartbeat;
+            let group = is_technical(input.kind).then_some(input.device_id);
+            let l = level.entry(group).or_insert(0);
+            // Even levels hold heartbeats, odd ones everything else.
+            if heartbeat == (*l % 2 == 1) {
+                *l += 1;
+            }
+            (*l, input)
+        })
+        .collect();
+    keyed.sort_by_key(|(l, _)| *l);
+    keyed.into_iter().map(|(_, input)| input).collect()
 }
 
 async fn set_cursor_in(
@@ -641,4 +676,116 @@ pub async fn run_sweep(
     tx.commit().await?;
     publish(live, &changes);
     Ok(changes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homeward_proto::EventKind as K;
+    use std::collections::HashSet;
+
+    fn input(device_id: i32, seq: i64, kind: K) -> Input {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        Input {
+            device_id,
+            organisation_id: 1,
+            device_uid: format!("d{device_id}").into(),
+            seq,
+            occurred_at: at,
+            received_at: at,
+            kind,
+            battery: None,
+            signal: None,
+            interval_s: None,
+        }
+    }
+
+    fn order(inputs: &[Input]) -> Vec<(i32, i64)> {
+        pass_order(inputs)
+            .into_iter()
+            .map(|i| (i.device_id, i.seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_pass_keeps_each_groups_order_and_gathers_the_runs_between_heartbeats() {
+        let inputs = [
+            input(1, 1, K::Heartbeat),
+            input(1, 2, K::BatteryLow),
+            input(2, 1, K::Heartbeat),
+            input(1, 3, K::Heartbeat),
+            input(3, 1, K::PendantAlarm),
+            input(2, 2, K::PowerFailure),
+            input(4, 1, K::AlarmReset),
+            input(2, 3, K::Heartbeat),
+            input(2, 4, K::PowerRestored),
+        ];
+        assert_eq!(
+            order(&inputs),
+            [
+                // Level 0: each device's first heartbeats.
+                (1, 1),
+                (2, 1),
+                // Level 1: the first run of other events of every group, care ones in order.
+                (1, 2),
+                (3, 1),
+                (2, 2),
+                (4, 1),
+                // Level 2: the heartbeats after them.
+                (1, 3),
+                (2, 3),
+                // Level 3.
+                (2, 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn within_each_group_the_order_is_the_events_own() {
+        // Any interleaving of groups: each device's technical events, and the care events,
+        // come out in the order they went in.
+        let kinds = [K::Heartbeat, K::BatteryLow, K::LinkFailure, K::LinkRestored];
+        let care = [K::PendantAlarm, K::AlarmReset, K::ResponderPresent];
+        let mut inputs = Vec::new();
+        for n in 0..300i64 {
+            let device = (n * 7 % 5) as i32 + 1;
+            let kind = if n % 11 == 3 {
+                care[(n % 3) as usize]
+            } else {
+                kinds[((n * 13) % 4) as usize]
+            };
+            inputs.push(input(device, n + 1, kind));
+        }
+        let out = pass_order(&inputs);
+        assert_eq!(out.len(), inputs.len());
+        let group = |i: &Input| is_technical(i.kind).then_some(i.device_id);
+        for g in inputs.iter().map(group).collect::<HashSet<_>>() {
+            let before: Vec<i64> = inputs
+                .iter()
+                .filter(|i| group(i) == g)
+                .map(|i| i.seq)
+                .collect();
+            let after: Vec<i64> = out
+                .iter()
+                .filter(|i| group(i) == g)
+                .map(|i| i.seq)
+                .collect();
+            assert_eq!(before, after, "group {g:?}");
+        }
+        // Fewer runs of non-heartbeat events than in the events' own order.
+        let runs = |v: &mut dyn Iterator<Item = K>| {
+            let mut n = 0;
+            let mut prev = K::Heartbeat;
+            for k in v {
+                if k != K::Heartbeat && prev == K::Heartbeat {
+                    n += 1;
+                }
+                prev = k;
+            }
+            n
+        };
+        assert!(
+            runs(&mut out.iter().map(|i| i.kind)) < runs(&mut inputs.iter().map(|i| i.kind)) / 4
+        );
+    }
 }

@@ -1325,3 +1325,132 @@ async fn a_pass_applies_its_events_in_order() {
     drop(client);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_pass_of_technical_events_gives_the_rows_of_their_own_order() {
+    // Four hubs with the same story, interleaved as they would reach one pass. Two of them are
+    // derived in one pass (which regroups the events between heartbeats), the other two one
+    // event at a time, in order: every row must come out the same.
+    let app = spawn_app_with(quiet_settings()).await;
+    let p = provider(&app, "Technical Care").await;
+    let mut devices = Vec::new();
+    for n in 0..4 {
+        let uid = format!("hub-t{n}");
+        app.device(&p.org, &uid, "hub").await;
+        let client = app.pool.get().await.unwrap();
+        let id: i32 = client
+            .query_one("SELECT id FROM devices WHERE uid = $1", &[&uid])
+            .await
+            .unwrap()
+            .get(0);
+        devices.push((id, uid));
+    }
+    use homeward_proto::EventKind as K;
+    let story = [
+        (K::Heartbeat, Some(50)),
+        (K::BatteryLow, Some(15)),
+        (K::Heartbeat, Some(15)), // still low: battery_low stays open
+        (K::PowerFailure, None),
+        (K::Heartbeat, Some(60)), // clears battery_low
+        (K::PowerRestored, None), // clears power_failure
+        (K::BatteryLow, Some(10)),
+        (K::BatteryLow, Some(9)), // folds into the open one
+        (K::Heartbeat, Some(12)),
+        (K::LinkFailure, None),
+    ];
+    let now = chrono::Utc::now();
+    let input = |(id, uid): &(i32, String), i: usize| {
+        let (kind, battery) = story[i];
+        homeward::alarms::derive::Input {
+            device_id: *id,
+            organisation_id: p.org.id,
+            device_uid: uid.as_str().into(),
+            seq: i as i64 + 1,
+            occurred_at: now + chrono::Duration::seconds(i as i64),
+            received_at: now + chrono::Duration::seconds(i as i64),
+            kind,
+            battery,
+            signal: (kind == K::Heartbeat).then_some(-70),
+            interval_s: (kind == K::Heartbeat).then_some(900),
+        }
+    };
+    let rules = Rules::from(&AlarmSettings::default());
+    let live = LiveHub::default();
+    let pass: Vec<_> = (0..story.len())
+        .flat_map(|i| devices[..2].iter().map(move |d| (d, i)))
+        .map(|(d, i)| input(d, i))
+        .collect();
+    homeward::alarms::process(&app.pool, &rules, &live, &pass)
+        .await
+        .unwrap();
+    for i in 0..story.len() {
+        for d in &devices[2..] {
+            homeward::alarms::process(&app.pool, &rules, &live, &[input(d, i)])
+                .await
+                .unwrap();
+        }
+    }
+    let client = app.pool.get().await.unwrap();
+    let rows_of = |device: i32| {
+        let client = &client;
+        async move {
+            let alarms: Vec<String> = client
+                .query(
+                    "SELECT kind, state, count, source_seq, last_seq FROM alarms \
+                      WHERE source_device_id = $1 ORDER BY source_seq, kind",
+                    &[&device],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let (k, s, c, a, b): (String, String, i32, i64, i64) =
+                        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+                    format!("{k} {s} x{c} {a}..{b}")
+                })
+                .collect();
+            let history: Vec<String> = client
+                .query(
+                    "SELECT a.kind, e.transition, e.to_state, e.seq FROM alarm_events e \
+                       JOIN alarms a ON a.id = e.alarm_id \
+                      WHERE a.source_device_id = $1 ORDER BY e.seq, a.kind",
+                    &[&device],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let (k, t, s, q): (String, String, String, Option<i64>) =
+                        (r.get(0), r.get(1), r.get(2), r.get(3));
+                    format!("{k} {t} {s} {q:?}")
+                })
+                .collect();
+            let health = client
+                .query_one(
+                    "SELECT last_seq, battery FROM device_health WHERE device_id = $1",
+                    &[&device],
+                )
+                .await
+                .unwrap();
+            let health: (i64, Option<i16>) = (health.get(0), health.get(1));
+            (alarms, history, health)
+        }
+    };
+    let expected = rows_of(devices[2].0).await;
+    assert_eq!(
+        expected.0,
+        [
+            "battery_low cleared x1 2..2",
+            "power_failure cleared x1 4..4",
+            "battery_low raised x2 7..8",
+            "link_failure raised x1 10..10",
+        ],
+        "the events' own order"
+    );
+    assert_eq!(expected.2, (9, Some(12)));
+    for (id, uid) in &devices {
+        assert_eq!(rows_of(*id).await, expected, "{uid}");
+    }
+    drop(client);
+    app.stop().await;
+}
