@@ -189,16 +189,9 @@ async fn drive(
             scn.baseline.batch_rows,
             scn.baseline.connections.max(1)
         );
-        let b = db::copy_baseline(
-            &sut.database,
-            &fx.baseline_device_ids,
-            scn.baseline.batch_rows,
-            scn.baseline.connections,
-            Duration::from_secs_f64(scn.baseline.duration_s * ts),
-            0,
-        )
-        .await
-        .context("COPY baseline")?;
+        let b = copy_baseline(&sut.database, scn, ts, &fx.baseline_device_ids, 0)
+            .await
+            .context("COPY baseline")?;
         eprintln!("COPY baseline: {:.0} rows/s", b.rows_per_s);
         Some(b)
     } else {
@@ -452,12 +445,11 @@ async fn drive(
     let baseline_after = match &baseline {
         Some(before) if scn.baseline.after_load => {
             eprintln!("COPY baseline after the load");
-            let b = db::copy_baseline(
+            let b = copy_baseline(
                 &sut.database,
+                scn,
+                ts,
                 &fx.baseline_device_ids,
-                scn.baseline.batch_rows,
-                scn.baseline.connections,
-                Duration::from_secs_f64(scn.baseline.duration_s * ts),
                 before.rows as i64,
             )
             .await
@@ -617,6 +609,25 @@ async fn drive(
     drop(hists);
     drop(alarms);
     Ok(report)
+}
+
+/// The scenario's COPY baseline on its own devices, numbering rows after `after_seq`.
+async fn copy_baseline(
+    database: &tokio_postgres::Config,
+    scn: &Scenario,
+    ts: f64,
+    devices: &[i32],
+    after_seq: i64,
+) -> anyhow::Result<db::BaselineResult> {
+    db::copy_baseline(
+        database,
+        devices,
+        scn.baseline.batch_rows,
+        scn.baseline.connections,
+        Duration::from_secs_f64(scn.baseline.duration_s * ts),
+        after_seq,
+    )
+    .await
 }
 
 /// The mean of the best `n` consecutive seconds of acknowledged rate.
