@@ -135,6 +135,12 @@ impl RampStep {
     }
 }
 
+/// How many of the last steps in a row the server did not keep up with (a ramp ends when this
+/// reaches its `behind_steps`).
+pub fn behind_at_end(steps: &[RampStep]) -> usize {
+    steps.iter().rev().take_while(|s| !s.kept_up()).count()
+}
+
 /// The rate a ramp sustained: the best step that kept up and was followed by another that
 /// kept up (ten seconds, so a backlog draining in a burst does not count), at its acknowledged
 /// rate capped at its created rate (acks above that were the backlog draining).
@@ -434,5 +440,19 @@ mod sustained_tests {
             0.0,
             "one step is not ten seconds"
         );
+    }
+
+    #[test]
+    fn a_ramp_is_behind_only_for_the_steps_in_a_row_at_its_end() {
+        let kept = step(30_000.0, 30_000.0, (1_000, 1_500));
+        let behind = step(36_000.0, 32_000.0, (2_000, 22_000));
+        assert_eq!(behind_at_end(&[]), 0);
+        assert_eq!(behind_at_end(&[kept.clone(), behind.clone()]), 1);
+        // One step behind that the next caught up does not count.
+        assert_eq!(
+            behind_at_end(&[behind.clone(), kept.clone(), behind.clone()]),
+            1
+        );
+        assert_eq!(behind_at_end(&[kept, behind.clone(), behind]), 2);
     }
 }

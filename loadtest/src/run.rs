@@ -705,8 +705,6 @@ async fn generate(
     let mut step_index = 0u64;
     let mut step_acked_at = shared.acked.load(Ordering::Relaxed);
     let mut step_created_at = shared.offered.load(Ordering::Relaxed);
-    // Steps in a row the server did not keep up with.
-    let mut behind = 0u32;
     let mut per_device: Vec<Vec<EventBody>> = vec![Vec::new(); devices.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -735,24 +733,19 @@ async fn generate(
                     let created = shared.offered.load(Ordering::Relaxed);
                     let offered = (r0 + step * step_index as f64).min(*max);
                     let got = (acked - step_acked_at) as f64 / step_s;
-                    let done = RampStep {
+                    steps.push(RampStep {
                         offered_per_s: offered,
                         created_per_s: ((created - step_created_at) as f64 / step_s).round(),
                         acked_per_s: got.round(),
                         backlog_start: step_created_at.saturating_sub(step_acked_at),
                         backlog_end: created.saturating_sub(acked),
                         seconds: *step_s,
-                    };
-                    if done.kept_up() {
-                        behind = 0;
-                    } else {
-                        behind += 1;
-                    }
-                    steps.push(done);
+                    });
                     step_acked_at = acked;
                     step_created_at = created;
                     step_index = k;
-                    if behind >= *behind_steps {
+                    let behind = crate::report::behind_at_end(&steps);
+                    if behind >= *behind_steps as usize {
                         eprintln!(
                             "\nthe server fell behind for {behind} steps in a row, at {offered:.0} ev/s offered"
                         );

@@ -268,13 +268,16 @@ impl Scenario {
                 step,
                 step_s,
                 max,
-                ..
+                behind_steps,
             } => {
                 bounded("rate.start", *start, 1e6)?;
                 bounded("rate.step", *step, 1e6)?;
                 bounded("rate.max", *max, 1e6)?;
                 if *step_s < 1.0 {
                     bail!("rate.step_s must be at least 1");
+                }
+                if *behind_steps == 0 {
+                    bail!("rate.behind_steps must be at least 1 (steps behind in a row that end the ramp)");
                 }
             }
             Rate::FractionOfSaturation { fraction } => bounded("rate.fraction", *fraction, 1.0)?,
@@ -288,5 +291,43 @@ impl Scenario {
             bail!("target.metric must be one of {}", METRICS.join(", "));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled(name: &str) -> Scenario {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        Scenario::load(&dir.join(format!("{name}.toml"))).unwrap()
+    }
+
+    #[test]
+    fn the_saturation_scenarios_ramp_until_behind_with_a_baseline_on_each_side() {
+        for name in ["saturation", "saturation-single"] {
+            let s = bundled(name);
+            assert!(
+                matches!(
+                    s.rate,
+                    Rate::Ramp {
+                        behind_steps: 2,
+                        ..
+                    }
+                ),
+                "{name}"
+            );
+            assert!(s.baseline.after_load, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_ramp_that_would_end_before_its_first_step_is_refused() {
+        let mut s = bundled("saturation");
+        if let Rate::Ramp { behind_steps, .. } = &mut s.rate {
+            *behind_steps = 0;
+        }
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("rate.behind_steps"), "{e}");
     }
 }

@@ -84,7 +84,20 @@ fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
         report["offered"]["http_events"].as_u64().unwrap() > 0,
         "phones took part"
     );
-    assert!(report["baseline_copy"]["rows_per_s"].as_f64().unwrap() > 0.0);
+    let before = report["baseline_copy"]["rows_per_s"].as_f64().unwrap();
+    let after = report["baseline_copy_after"]["rows_per_s"]
+        .as_f64()
+        .unwrap();
+    assert!(before > 0.0 && after > 0.0, "{before} {after}");
+    // The ratio is judged against the mean of the baselines before and after the load.
+    assert_eq!(
+        report["baseline_rows_per_s"].as_f64().unwrap(),
+        ((before + after) / 2.0).round()
+    );
+    assert!(
+        report["baseline_copy_after"]["rows"].as_u64().unwrap() > 0,
+        "the second baseline inserted rows of its own"
+    );
     assert!(!report["timeline"].as_array().unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&reports);
 }

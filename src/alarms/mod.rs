@@ -435,9 +435,10 @@ pub async fn process(
     // them reaches its rows by a key or a unique index whatever the parameters.
     tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
         .await?;
-    // Heartbeats keep their state in memory for the whole pass; the events between them go
-    // one by one, in order. Each device's heartbeats interact only with that device's
-    // technical alarms, so this gives the same rows as taking runs of heartbeats in turn.
+    // Heartbeats keep their state in memory for the whole pass; the runs of other events
+    // between them go out pipelined, in the order [`pass_order`] gives (each device's technical
+    // events, and the care events, in their own order). Each device's heartbeats interact only
+    // with that device's technical alarms, so this gives the same rows as the events' order.
     let mut heartbeats = derive::Heartbeats::load(&tx, inputs).await?;
     let mut known = derive::Known::load(&tx, rules, inputs).await?;
     derive::prepare_event_statements(&tx).await?;
