@@ -160,12 +160,16 @@ async fn admin(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
         settings.ensure_data_dir()?;
     }
     let database = db::Database::open_for_admin(&settings).await?;
-    let result = admin_with(cmd, &database).await;
+    let result = admin_with(cmd, &database, &settings).await;
     database.close().await?;
     result
 }
 
-async fn admin_with(cmd: AdminCommand, database: &db::Database) -> anyhow::Result<()> {
+async fn admin_with(
+    cmd: AdminCommand,
+    database: &db::Database,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     let mut client = database.pool.get().await?;
     db::migrate::run(&mut client).await?;
     let client = &**client;
@@ -207,6 +211,9 @@ async fn admin_with(cmd: AdminCommand, database: &db::Database) -> anyhow::Resul
             );
         }
         AdminCommand::CreateDevice { org, uid, kind } => {
+            if let Some(reserved) = auth::reserved_device_id(&uid, &settings.mqtt.client_id) {
+                return Err(reserved.into());
+            }
             let org = auth::find_organisation(client, &org).await?;
             let (id, secret) = auth::create_device(client, &org, &uid, &kind).await?;
             println!("device {id} `{uid}` ({kind}) in `{}`", org.name);

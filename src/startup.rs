@@ -134,7 +134,8 @@ impl Application {
 
         let (broker, mqtt) = match settings.broker_url() {
             None => {
-                let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
+                let (auth, service_password) =
+                    DeviceAuthenticator::new(db.pool.clone(), &settings.mqtt.client_id);
                 let config = BrokerConfig {
                     bind: settings.mqtt.embedded_listen,
                     // Throughput is bounded by the unacknowledged window divided by the commit

@@ -15,6 +15,9 @@ pub enum AdminError {
     Invalid(String),
     #[error("{0} already exists")]
     Exists(String),
+    /// The name is kept for Homeward's own use (a device id that is one of its MQTT client ids).
+    #[error("{0}")]
+    Reserved(String),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
@@ -185,7 +188,35 @@ pub async fn create_contract(
 /// Device kinds, as stored in `devices.kind`.
 pub const DEVICE_KINDS: &[&str] = &["hub", "pendant", "fall_detector", "sensor", "phone"];
 
+/// Every MQTT client id Homeward uses for itself begins with this: the default ingest client
+/// `homeward-ingest`, its downlink client `homeward-ingest-downlink`, and the ids the embedded
+/// broker assigns to clients that send none (`homeward-auto-N`). A device's uid is its client
+/// id, so no device may have an id that begins with it (compared ignoring ASCII case).
+pub const RESERVED_CLIENT_ID_PREFIX: &str = "homeward";
+
+/// Why `uid` cannot be a device id, if it cannot: it begins with
+/// [`RESERVED_CLIENT_ID_PREFIX`] or with `service_client_id` (the configured `mqtt.client_id`,
+/// whose downlink client is `{mqtt.client_id}-downlink`). Ignores ASCII case.
+pub fn reserved_device_id(uid: &str, service_client_id: &str) -> Option<AdminError> {
+    let starts = |prefix: &str| {
+        !prefix.is_empty()
+            && uid
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let prefix = [RESERVED_CLIENT_ID_PREFIX, service_client_id]
+        .into_iter()
+        .find(|p| starts(p))?;
+    Some(AdminError::Reserved(format!(
+        "device id `{uid}` is reserved: ids beginning with `{prefix}` are MQTT client ids of \
+         Homeward's own clients"
+    )))
+}
+
 /// A new device credential; returns the device's row id and its secret (shown once).
+///
+/// Refuses ids beginning with [`RESERVED_CLIENT_ID_PREFIX`]; callers that know the configured
+/// `mqtt.client_id` check it too with [`reserved_device_id`].
 pub async fn create_device(
     client: &impl GenericClient,
     organisation: &Organisation,
@@ -201,6 +232,9 @@ pub async fn create_device(
         return Err(AdminError::Invalid(format!(
             "device id `{uid}` must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'"
         )));
+    }
+    if let Some(reserved) = reserved_device_id(uid, RESERVED_CLIENT_ID_PREFIX) {
+        return Err(reserved);
     }
     if !DEVICE_KINDS.contains(&kind) {
         return Err(AdminError::Invalid(format!(

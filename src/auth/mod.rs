@@ -258,4 +258,28 @@ mod tests {
         assert!(!hashes_equal(&hash_secret(&a), &hash_secret(&b)));
         assert!(!hashes_equal(&[1, 2], &[1]));
     }
+
+    #[test]
+    fn homewards_client_ids_are_reserved() {
+        for uid in [
+            "homeward",
+            "homeward-ingest",
+            "homeward-ingest-downlink",
+            "Homeward-auto-3",
+            "ingest-eu-1-downlink",
+        ] {
+            assert!(
+                matches!(
+                    reserved_device_id(uid, "ingest-eu-1"),
+                    Some(AdminError::Reserved(_))
+                ),
+                "{uid}"
+            );
+        }
+        for uid in ["hub-0001", "home-ward", "my-homeward", "ingest-eu-2"] {
+            assert!(reserved_device_id(uid, "ingest-eu-1").is_none(), "{uid}");
+        }
+        // An empty configured id reserves nothing beyond the built-in prefix.
+        assert!(reserved_device_id("hub-1", "").is_none());
+    }
 }

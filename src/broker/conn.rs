@@ -122,7 +122,21 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
         close: close.clone(),
         will: will.clone(),
     };
-    let (session, present, old_will) = shared.open_session(client_id.clone(), clean_session, link);
+    let opened = shared.open_session(client_id.clone(), clean_session, &principal, &acl, link);
+    let (session, present, old_will) = match opened {
+        Ok(opened) => opened,
+        Err(owned) => {
+            metrics::counter!("homeward_broker_auth_failures_total", "reason" => "session_owner")
+                .increment(1);
+            tracing::warn!(
+                %principal,
+                owner = %owned.owner,
+                "client id belongs to another principal's session; refusing"
+            );
+            refuse(&mut stream, ConnectReturnCode::NotAuthorized).await;
+            return;
+        }
+    };
     if let Some(old_will) = old_will {
         // The connection we took over did not say goodbye: its will goes out now, before this
         // connection's CONNACK (the writer has not started yet).

@@ -170,6 +170,12 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<(Principal, Acl)>, AuthError>>;
 }
 
+/// A connection asked for a session that another principal owns.
+#[derive(Debug)]
+struct SessionOwned {
+    owner: Principal,
+}
+
 /// A snapshot of the broker's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {
@@ -309,12 +315,21 @@ impl Shared {
     /// Attach a connection to the session for `client_id`, creating or replacing it as
     /// `clean_session` requires. Returns the session, whether it was resumed, and the will of
     /// a connection it took over (for the caller to publish before anything else happens).
+    ///
+    /// A session belongs to the principal that created it. A connection by anyone else with
+    /// the same client id is refused and changes nothing: it neither attaches to the session
+    /// (and so inherits none of its subscriptions or queued messages) nor discards it, nor
+    /// closes the owner's connection. A resumed session's subscriptions are checked again
+    /// against the principal's current ACL, so rights that were withdrawn while the session
+    /// was offline are not kept by it.
     fn open_session(
         &self,
         client_id: Arc<str>,
         clean_session: bool,
+        owner: &Principal,
+        acl: &Acl,
         link: Link,
-    ) -> (Arc<Session>, bool, Option<LastWill>) {
+    ) -> Result<(Arc<Session>, bool, Option<LastWill>), SessionOwned> {
         let mut forget = None;
         let mut old_will = None;
         let (session, present) = {
@@ -322,6 +337,11 @@ impl Shared {
             // A persistent session is only discarded with the map locked, so this check holds
             // until we attach.
             let existing = map.get(&client_id).filter(|s| !s.is_discarded()).cloned();
+            if let Some(other) = existing.as_ref().filter(|s| s.owner() != owner) {
+                return Err(SessionOwned {
+                    owner: other.owner().clone(),
+                });
+            }
             match existing {
                 Some(old) if !clean_session && old.is_persistent() => {
                     old_will = old.attach(&mut old.lock(), link, connack(true));
@@ -335,6 +355,7 @@ impl Shared {
                     }
                     let s = Arc::new(Session::new(
                         client_id.clone(),
+                        owner.clone(),
                         !clean_session,
                         self.config.max_queued,
                     ));
@@ -349,7 +370,19 @@ impl Shared {
             self.subs_write().remove_session(old.id());
             self.rehome(msgs);
         }
-        (session, present, old_will)
+        if present {
+            let dropped = self
+                .subs_write()
+                .retain_session(session.id(), |filter| acl.may_subscribe(filter));
+            for filter in dropped {
+                tracing::warn!(
+                    client_id = %session.client_id(),
+                    %filter,
+                    "resumed session's subscription is outside the current ACL; removed"
+                );
+            }
+        }
+        Ok((session, present, old_will))
     }
 
     /// Publish a last will (the ACL was checked at CONNECT).

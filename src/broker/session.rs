@@ -16,7 +16,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::Notify;
 
 use super::trie::ShareKey;
-use super::CloseSignal;
+use super::{CloseSignal, Principal};
 
 /// A message waiting for a subscriber, with the share group it was routed through (if any).
 #[derive(Clone)]
@@ -83,6 +83,9 @@ pub(super) struct SessionState {
 pub(super) struct Session {
     id: u64,
     client_id: Arc<str>,
+    /// The principal that created the session. Only it may attach to, take over or discard
+    /// the session: a client id is a name anyone can type, the principal is what was proven.
+    owner: Principal,
     /// Created by a clean_session=false CONNECT: outlives its connections.
     persistent: bool,
     max_queued: usize,
@@ -104,10 +107,16 @@ pub(super) struct Batch {
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
-    pub(super) fn new(client_id: Arc<str>, persistent: bool, max_queued: usize) -> Self {
+    pub(super) fn new(
+        client_id: Arc<str>,
+        owner: Principal,
+        persistent: bool,
+        max_queued: usize,
+    ) -> Self {
         Self {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             client_id,
+            owner,
             persistent,
             max_queued: max_queued.max(1),
             connected: AtomicBool::new(false),
@@ -134,6 +143,10 @@ impl Session {
 
     pub(super) fn client_id(&self) -> &Arc<str> {
         &self.client_id
+    }
+
+    pub(super) fn owner(&self) -> &Principal {
+        &self.owner
     }
 
     pub(super) fn is_persistent(&self) -> bool {

@@ -30,7 +30,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How long to watch for something that must not arrive.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// `svc` is the service; `dev1` and `dev2` are devices that may publish under
+/// `svc` is the service (`svc-narrow` too, with the right to subscribe to statuses only);
+/// `dev1` and `dev2` are devices that may publish under
 /// `devices/{id}/up/#` and `devices/{id}/status` and subscribe to `devices/{id}/down/#`;
 /// `db-down` makes the backing store fail; `slow` never answers in time.
 struct TestAuth;
@@ -44,6 +45,14 @@ impl Authenticator for TestAuth {
             let password = creds.password.unwrap_or_default();
             Ok(match creds.username {
                 Some("svc") if password == b"svc-secret" => Some((Principal::Service, Acl::all())),
+                // The same principal with fewer rights, as after an ACL change.
+                Some("svc-narrow") if password == b"svc-narrow-secret" => Some((
+                    Principal::Service,
+                    Acl {
+                        publish: vec![],
+                        subscribe: vec!["devices/+/status".to_owned()],
+                    },
+                )),
                 Some(id @ ("dev1" | "dev2")) if password == format!("{id}-secret").as_bytes() => {
                     Some((
                         Principal::Device { id: id.to_owned() },
@@ -1127,5 +1136,124 @@ async fn many_subscribe_filters_and_stats() {
     let stats = broker.stats();
     assert_eq!(stats.connected_clients, 1);
     assert_eq!(stats.sessions, 1);
+    broker.shutdown().await;
+}
+
+/// The takeover that once let a tenant's device read and acknowledge Homeward's own ingest
+/// stream: a device connecting with the service's client id. It must be refused without
+/// touching the service's session, online or offline, with or without clean_session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_belongs_to_the_principal_that_created_it() {
+    let broker = start_broker(test_config()).await;
+    let mut o = options(&broker, "ingest", "svc");
+    o.set_clean_session(false);
+    let (mut svc, _) = TestClient::connect(o.clone()).await;
+    svc.subscribe("devices/+/up/#", QoS::AtLeastOnce).await;
+    let (dev1, _) = TestClient::connect(options(&broker, "dev1", "dev1")).await;
+
+    for clean in [false, true] {
+        let mut intruder = options(&broker, "ingest", "dev2");
+        intruder.set_clean_session(clean);
+        let mut c = TestClient::start(intruder);
+        let err = c.connack().await.expect_err("another principal is refused");
+        assert!(
+            err.contains("NotAuthorized"),
+            "clean_session={clean}: {err}"
+        );
+    }
+    for n in 0u32..10 {
+        publish(
+            &dev1,
+            "devices/dev1/up/x",
+            QoS::AtLeastOnce,
+            n.to_be_bytes(),
+        )
+        .await;
+    }
+    for n in 0u32..10 {
+        let p = svc
+            .next_publish(WAIT)
+            .await
+            .expect("the owner keeps receiving");
+        assert_eq!(payload_u32(&p), n);
+    }
+
+    // Offline, the session still belongs to the service: an intruder neither resumes nor
+    // discards it, and the service gets what was queued meanwhile.
+    wait_stats(&broker, |s| s.inflight_messages == 0).await;
+    svc.kill().await;
+    wait_stats(&broker, |s| s.connected_clients == 1).await;
+    for n in 10u32..15 {
+        publish(
+            &dev1,
+            "devices/dev1/up/x",
+            QoS::AtLeastOnce,
+            n.to_be_bytes(),
+        )
+        .await;
+    }
+    wait_stats(&broker, |s| s.queued_messages == 5).await;
+    for clean in [false, true] {
+        let mut intruder = options(&broker, "ingest", "dev2");
+        intruder.set_clean_session(clean);
+        let mut c = TestClient::start(intruder);
+        let err = c.connack().await.expect_err("refused while offline too");
+        assert!(
+            err.contains("NotAuthorized"),
+            "clean_session={clean}: {err}"
+        );
+    }
+    assert_eq!(
+        broker.stats().queued_messages,
+        5,
+        "the refused CONNECT changed nothing"
+    );
+    let (mut svc, ack) = TestClient::connect(o).await;
+    assert!(ack.session_present, "the service's session survived");
+    for n in 10u32..15 {
+        let p = svc
+            .next_publish(WAIT)
+            .await
+            .expect("queued message delivered");
+        assert_eq!(payload_u32(&p), n);
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_keeps_only_the_subscriptions_its_acl_allows_now() {
+    let broker = start_broker(test_config()).await;
+    let mut o = options(&broker, "narrowing", "svc");
+    o.set_clean_session(false);
+    let (mut svc, _) = TestClient::connect(o).await;
+    svc.subscribe("devices/+/up/#", QoS::AtLeastOnce).await;
+    svc.subscribe("devices/+/status", QoS::AtLeastOnce).await;
+    svc.disconnect().await;
+
+    let mut o = options(&broker, "narrowing", "svc-narrow");
+    o.set_clean_session(false);
+    let (mut narrow, ack) = TestClient::connect(o).await;
+    assert!(ack.session_present);
+    let (dev1, _) = TestClient::connect(options(&broker, "dev1", "dev1")).await;
+    publish(
+        &dev1,
+        "devices/dev1/up/x",
+        QoS::AtLeastOnce,
+        1u32.to_be_bytes(),
+    )
+    .await;
+    publish(
+        &dev1,
+        "devices/dev1/status",
+        QoS::AtLeastOnce,
+        2u32.to_be_bytes(),
+    )
+    .await;
+    let p = narrow.next_publish(WAIT).await.expect("status delivered");
+    assert_eq!(&p.topic[..], b"devices/dev1/status");
+    assert!(
+        narrow.next_publish(QUIET).await.is_none(),
+        "the withdrawn subscription delivers nothing"
+    );
     broker.shutdown().await;
 }

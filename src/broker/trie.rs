@@ -155,6 +155,42 @@ impl SubscriptionTrie {
         true
     }
 
+    /// Keep only the subscriptions of a session whose filter (the inner filter, for a shared
+    /// one) `allowed` accepts; returns the filters removed, as the client wrote them.
+    pub(super) fn retain_session(
+        &mut self,
+        session_id: u64,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let Some(keys) = self.by_session.get_mut(&session_id) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        keys.retain(|key| {
+            let filter = match key {
+                SubKey::Direct(filter) | SubKey::Shared { filter, .. } => filter,
+            };
+            let keep = allowed(filter);
+            if !keep {
+                removed.push(key.clone());
+            }
+            keep
+        });
+        if keys.is_empty() {
+            self.by_session.remove(&session_id);
+        }
+        removed
+            .into_iter()
+            .map(|key| {
+                remove_key(&mut self.root, session_id, &key);
+                match key {
+                    SubKey::Direct(filter) => filter,
+                    SubKey::Shared { group, filter } => format!("$share/{group}/{filter}"),
+                }
+            })
+            .collect()
+    }
+
     /// Forget every subscription of a session.
     pub(super) fn remove_session(&mut self, session_id: u64) {
         if let Some(keys) = self.by_session.remove(&session_id) {

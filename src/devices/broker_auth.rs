@@ -2,8 +2,11 @@
 //! service client by a password generated at each start.
 //!
 //! ACL: a device may publish only on its own `events` and `status` topics and subscribe only to
-//! its own `downlink`. Its client id must be its uid, so no device can take over another's
-//! persistent session.
+//! its own `downlink`. Its client id must be its uid, and the broker keeps every session for the
+//! principal that created it, so no device can take over another's persistent session or
+//! Homeward's own. Ids reserved for Homeward's clients ([`reserved_device_id`]) are refused
+//! even for a device registered before the reservation existed: otherwise it could connect
+//! first and hold the ingest client's id.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use deadpool_postgres::Pool;
 use futures_util::future::BoxFuture;
 use homeward_proto::{topic, DeviceId};
 
-use crate::auth::{hash_secret, hashes_equal, random_token};
+use crate::auth::{hash_secret, hashes_equal, random_token, reserved_device_id};
 use crate::broker::{Acl, AuthError, Authenticator, Credentials, Principal};
 
 /// The user name of Homeward's own MQTT client on the embedded broker. It starts with `$`, which
@@ -21,16 +24,20 @@ pub const SERVICE_USER: &str = "$homeward";
 pub struct DeviceAuthenticator {
     pool: Pool,
     service_password: String,
+    /// The configured `mqtt.client_id`, which no device may use as a prefix of its id.
+    service_client_id: String,
 }
 
 impl DeviceAuthenticator {
-    /// Returns the authenticator and the service password for Homeward's own client.
-    pub fn new(pool: Pool) -> (Arc<Self>, String) {
+    /// Returns the authenticator and the service password for Homeward's own client, whose
+    /// client id is `service_client_id` (`mqtt.client_id`).
+    pub fn new(pool: Pool, service_client_id: &str) -> (Arc<Self>, String) {
         let service_password = random_token(32);
         (
             Arc::new(Self {
                 pool,
                 service_password: service_password.clone(),
+                service_client_id: service_client_id.to_owned(),
             }),
             service_password,
         )
@@ -56,6 +63,13 @@ impl DeviceAuthenticator {
             }));
         }
         if creds.client_id != user {
+            return Ok(None);
+        }
+        if reserved_device_id(user, &self.service_client_id).is_some() {
+            tracing::warn!(
+                uid = user,
+                "device id is reserved for Homeward's own clients; refused"
+            );
             return Ok(None);
         }
         let Some(device) = DeviceId::new(user) else {

@@ -69,6 +69,9 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
     let client = state.pool.get().await?;
+    if let Some(reserved) = auth::reserved_device_id(&body.uid, &state.settings.mqtt.client_id) {
+        return Err(admin_error(reserved));
+    }
     let org = auth::find_organisation(&**client, &caller.organisation_id.to_string())
         .await
         .map_err(admin_error)?;
@@ -88,6 +91,7 @@ pub(crate) fn admin_error(e: AdminError) -> ApiError {
         AdminError::NotFound(what) => ApiError::NotFound(what),
         AdminError::Invalid(msg) => ApiError::BadRequest(msg),
         AdminError::Exists(what) => ApiError::Conflict(format!("{what} already exists")),
+        AdminError::Reserved(why) => ApiError::Conflict(why),
         AdminError::Db(e) => e.into(),
     }
 }

@@ -11,6 +11,7 @@ mod broker;
 mod cli;
 mod health;
 mod ingest;
+mod isolation;
 mod outcomes;
 mod scaleout;
 mod storage;

@@ -1,0 +1,133 @@
+//! Tenant isolation through real clients: what one organisation's credentials can reach of
+//! another's, and of Homeward's own.
+
+use std::time::Duration;
+
+use homeward::auth::{self, OrgKind, Role};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet};
+
+use crate::device::run_device;
+use crate::helpers::{event_counts, spawn_app, TestApp};
+
+/// Connects and polls until CONNACK or failure.
+async fn try_connect(
+    app: &TestApp,
+    client_id: &str,
+    secret: &str,
+    clean: bool,
+) -> Result<(), ConnectionError> {
+    let mut options = MqttOptions::new(client_id, (app.mqtt.host.clone(), app.mqtt.port));
+    options
+        .set_credentials(client_id, secret.to_owned())
+        .set_keep_alive(5)
+        .set_clean_session(clean);
+    let (_client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .expect("the broker answers")?
+        {
+            Event::Incoming(Packet::ConnAck(_)) => return Ok(()),
+            _ => continue,
+        }
+    }
+}
+
+/// The takeover once seen: a second organisation registered a device named like Homeward's
+/// own ingest client, connected with that client id and `clean_session = false`, inherited the
+/// ingest session's subscriptions and acknowledged (so lost) another tenant's events.
+#[tokio::test]
+async fn a_tenant_cannot_take_over_homewards_broker_session() {
+    let app = spawn_app().await;
+    let (org_a, _) = app
+        .org_with_user("Tenant A", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let (org_b, token_b) = app
+        .org_with_user("Tenant B", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let ingest_id = homeward::config::Settings::default().mqtt.client_id;
+
+    // Homeward's client ids, and anything that begins like them, cannot be registered.
+    for uid in [
+        ingest_id.clone(),
+        format!("{ingest_id}-downlink"),
+        "HOMEWARD-Ingest".to_owned(),
+        "homeward-auto-7".to_owned(),
+    ] {
+        let r = app
+            .client
+            .post(app.url("/v1/devices"))
+            .bearer_auth(&token_b)
+            .json(&serde_json::json!({ "uid": uid, "kind": "hub" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "{uid} is refused");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains("reserved"),
+            "{uid}: {problem}"
+        );
+    }
+
+    // A device registered under that id before the reservation existed (written straight to
+    // the table) is refused by the broker, however it asks for the session.
+    let secret = auth::random_token(32);
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO devices (organisation_id, uid, kind, secret_hash) VALUES ($1, $2, 'hub', $3)",
+            &[&org_b.id, &ingest_id, &auth::hash_secret(&secret).as_slice()],
+        )
+        .await
+        .unwrap();
+
+    // Meanwhile the first organisation's hub sends 29 heartbeats and waits for Homeward's
+    // end-to-end acknowledgement of each.
+    let secret_a = app.device(&org_a, "hub-a", "hub").await;
+    let hub = tokio::spawn(run_device(
+        chrono::Utc::now().timestamp_millis(),
+        app.mqtt.host.clone(),
+        app.mqtt.port,
+        "hub-a".to_owned(),
+        Some(("hub-a".to_owned(), secret_a)),
+        29,
+        4,
+        Duration::from_secs(60),
+    ));
+    for attempt in 0..6 {
+        let result = try_connect(&app, &ingest_id, &secret, attempt % 2 == 0).await;
+        assert!(
+            matches!(result, Err(ConnectionError::ConnectionRefused(_))),
+            "attempt {attempt}: the intruder is refused, got {:?}",
+            result
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let run = hub.await.unwrap();
+    assert!(run.unacked.is_empty(), "unacknowledged: {:?}", run.unacked);
+    assert_eq!(
+        event_counts(&app.pool, "hub-a").await,
+        (29, 29),
+        "every event stored exactly once"
+    );
+    // Homeward's subscriber was never thrown off, and the broker counted every refusal.
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(value("homeward_mqtt_reconnects_total"), 0.0, "{metrics}");
+    assert_eq!(
+        value("homeward_broker_auth_failures_total{reason=\"refused\"}"),
+        6.0,
+        "{metrics}"
+    );
+    app.stop().await;
+}
