@@ -16,6 +16,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
                                        else $XDG_DATA_HOME/homeward (~/.local/share/homeward)
   http.listen                          HTTP API, /healthz, /readyz, /metrics [127.0.0.1:8080]
   http.shutdown_grace_secs             seconds for in-flight requests at shutdown [10]
+  auth.token_ttl_days                  days a user's API token is valid; service tokens
+                                       never expire [90]
   database.url                         PostgreSQL/TimescaleDB URL (secret) [unset: embedded]
   database.pool_size                   pool connections [16]
   database.acquire_timeout_secs        wait for a connection before 503 [5]
@@ -24,7 +26,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   mqtt.url                             external broker mqtt://user:pw@host:1883 (secret)
                                        [unset: embedded broker]
   mqtt.embedded_listen                 embedded broker address [127.0.0.1:1883]
-  mqtt.client_id                       subscriber's fixed client id [homeward-ingest]
+  mqtt.client_id                       subscriber's fixed client id, begins with homeward
+                                       [homeward-ingest]
   mqtt.shared_group                    $share group for several instances [unset]
   storage.retention_days               raw event retention [2922]
   storage.partitions_ahead_days        native partitions created ahead [7]
@@ -136,7 +139,8 @@ pub enum AdminCommand {
         #[arg(long, value_enum)]
         kind: OrgKind,
     },
-    /// Create a user and print their first API token (shown once).
+    /// Create a user and print their first API token (shown once; it expires after
+    /// auth.token_ttl_days unless --service).
     CreateUser {
         /// Organisation id or name.
         #[arg(long)]
@@ -146,8 +150,12 @@ pub enum AdminCommand {
         name: String,
         #[arg(long, value_enum)]
         role: Role,
+        /// Make the first token a service token, which never expires (for machines).
+        #[arg(long)]
+        service: bool,
     },
-    /// Print a new API token for an existing user (shown once).
+    /// Print a new API token for an existing user (shown once; it expires after
+    /// auth.token_ttl_days unless --service).
     CreateToken {
         /// The user's numeric id.
         #[arg(long)]
@@ -155,6 +163,52 @@ pub enum AdminCommand {
         /// A note to recognise the token by.
         #[arg(long)]
         label: Option<String>,
+        /// A service token, which never expires (it can still be revoked).
+        #[arg(long)]
+        service: bool,
+    },
+    /// List a user's API tokens: id, prefix, label, expiry, last use (never the token).
+    ListTokens {
+        /// The user's numeric id.
+        #[arg(long)]
+        user: i32,
+    },
+    /// Revoke an API token: refused at once, its open event streams end within a second.
+    RevokeToken {
+        /// The token's numeric id (from list-tokens).
+        #[arg(long)]
+        id: i32,
+    },
+    /// Disable a user: all their tokens stop working, their event streams end.
+    DisableUser {
+        /// The user's numeric id.
+        #[arg(long)]
+        user: i32,
+    },
+    /// Enable a disabled user again (tokens that have not expired or been revoked work again).
+    EnableUser {
+        /// The user's numeric id.
+        #[arg(long)]
+        user: i32,
+    },
+    /// Disable a device: its MQTT connection is closed and refused, its HTTP calls refused.
+    DisableDevice {
+        /// The device's uid.
+        #[arg(long)]
+        uid: String,
+    },
+    /// Enable a disabled device again.
+    EnableDevice {
+        /// The device's uid.
+        #[arg(long)]
+        uid: String,
+    },
+    /// Give a device a new secret (printed once); the old one stops working and its live
+    /// connection is closed.
+    RotateDeviceSecret {
+        /// The device's uid.
+        #[arg(long)]
+        uid: String,
     },
     /// Record a contract between a commissioner and a provider.
     CreateContract {

@@ -39,6 +39,10 @@ impl<T> fmt::Debug for Secret<T> {
     }
 }
 
+/// Every MQTT client id Homeward uses for itself begins with this, and no device id may (see
+/// `auth::reserved_device_id`).
+pub const SERVICE_CLIENT_ID_PREFIX: &str = "homeward";
+
 /// Everything Homeward can be configured with. Each field documents its default; `--help` and
 /// `docs/configuration.md` repeat them.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -49,6 +53,7 @@ pub struct Settings {
     /// `$XDG_DATA_HOME/homeward` (`~/.local/share/homeward`).
     pub data_dir: PathBuf,
     pub http: HttpSettings,
+    pub auth: AuthSettings,
     pub database: DatabaseSettings,
     pub mqtt: MqttSettings,
     pub storage: StorageSettings,
@@ -66,6 +71,20 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Seconds in-flight requests get to finish on shutdown. Default 10.
     pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Days a user's API token stays valid after it is created. Service tokens (created with
+    /// `--service` or `"service": true`) never expire. Default 90.
+    pub token_ttl_days: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { token_ttl_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -177,6 +196,7 @@ impl Default for Settings {
         Self {
             data_dir: default_data_dir(),
             http: HttpSettings::default(),
+            auth: AuthSettings::default(),
             database: DatabaseSettings::default(),
             mqtt: MqttSettings::default(),
             storage: StorageSettings::default(),
@@ -322,13 +342,26 @@ impl Settings {
         if let Some(url) = &self.mqtt.url {
             parse_broker_url(url.expose())?;
         }
+        if self.auth.token_ttl_days == 0 || self.auth.token_ttl_days > 3660 {
+            return Err(ConfigError(
+                "auth.token_ttl_days must be 1 to 3660; use service tokens for ones that never expire".into(),
+            ));
+        }
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
         }
-        if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
-            return Err(ConfigError(
-                "mqtt.client_id must be 1 to 64 characters".into(),
-            ));
+        let reserved = SERVICE_CLIENT_ID_PREFIX;
+        if self.mqtt.client_id.len() > 64
+            || !self
+                .mqtt
+                .client_id
+                .get(..reserved.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(reserved))
+        {
+            return Err(ConfigError(format!(
+                "mqtt.client_id must be at most 64 characters and begin with `{reserved}` (the \
+                 prefix no device may take), e.g. homeward-ingest-2"
+            )));
         }
         if let Some(group) = &self.mqtt.shared_group {
             if group.is_empty() || group.contains(['/', '+', '#']) {
@@ -465,6 +498,34 @@ fn one_line(e: &figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn homewards_client_id_begins_with_the_reserved_prefix_and_tokens_expire() {
+        let mut settings = Settings::default();
+        settings.validate().unwrap();
+        for ok in ["homeward-ingest-2", "Homeward-eu"] {
+            settings.mqtt.client_id = ok.into();
+            settings.validate().unwrap();
+        }
+        for bad in [
+            "ingest-a",
+            "",
+            "home",
+            &format!("homeward-{}", "x".repeat(60)),
+        ] {
+            settings.mqtt.client_id = bad.into();
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("mqtt.client_id"), "{bad}: {err}");
+        }
+        let mut settings = Settings::default();
+        assert_eq!(settings.auth.token_ttl_days, 90);
+        settings.auth.token_ttl_days = 0;
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.token_ttl_days"));
+    }
 
     #[test]
     fn secrets_do_not_print() {

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use homeward::auth::Scope;
 use homeward::cli::{AdminCommand, Cli, Command, Derivation};
 use homeward::config::Settings;
 use homeward::{auth, db, startup::Application, telemetry};
@@ -183,17 +184,75 @@ async fn admin_with(
                 org.kind.as_str()
             );
         }
-        AdminCommand::CreateUser { org, name, role } => {
+        AdminCommand::CreateUser {
+            org,
+            name,
+            role,
+            service,
+        } => {
             let org = auth::find_organisation(client, &org).await?;
-            let (id, token) = auth::create_user(client, &org, &name, role).await?;
+            let lifetime = token_lifetime(settings, service);
+            let (id, token) = auth::create_user_with(client, &org, &name, role, lifetime).await?;
             println!("user {id} `{name}` ({}) in `{}`", role.as_str(), org.name);
             println!("token: {token}");
-            println!("(shown once; send it as `Authorization: Bearer <token>`)");
+            println!(
+                "(shown once; {}; send it as `Authorization: Bearer <token>`)",
+                describe(lifetime)
+            );
         }
-        AdminCommand::CreateToken { user, label } => {
-            let token = auth::create_token(client, user, label.as_deref()).await?;
+        AdminCommand::CreateToken {
+            user,
+            label,
+            service,
+        } => {
+            let lifetime = token_lifetime(settings, service);
+            let token = auth::create_token(client, user, label.as_deref(), lifetime).await?;
             println!("token: {token}");
-            println!("(shown once)");
+            println!("(shown once; {})", describe(lifetime));
+        }
+        AdminCommand::ListTokens { user } => {
+            let tokens = auth::list_tokens(client, Scope::Any, user).await?;
+            println!("id\tprefix\tstate\tservice\tcreated\texpires\tlast used\tlabel");
+            for t in tokens {
+                let state = match (t.active, t.revoked_at) {
+                    (true, _) => "active",
+                    (false, Some(_)) => "revoked",
+                    (false, None) => "expired",
+                };
+                let when = |d: Option<chrono::DateTime<chrono::Utc>>| {
+                    d.map_or("-".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string())
+                };
+                println!(
+                    "{}\t{}\t{state}\t{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.prefix.as_deref().unwrap_or("-"),
+                    if t.service { "yes" } else { "no" },
+                    when(Some(t.created_at)),
+                    when(t.expires_at),
+                    when(t.last_used_at),
+                    t.label.as_deref().unwrap_or(""),
+                );
+            }
+        }
+        AdminCommand::RevokeToken { id } => {
+            let revoked = auth::revoke_token(client, Scope::Any, id, None).await?;
+            println!(
+                "token {id} {}",
+                if revoked {
+                    "revoked"
+                } else {
+                    "was already revoked"
+                }
+            );
+        }
+        AdminCommand::DisableUser { user } => set_user(client, user, true).await?,
+        AdminCommand::EnableUser { user } => set_user(client, user, false).await?,
+        AdminCommand::DisableDevice { uid } => set_device(client, &uid, true).await?,
+        AdminCommand::EnableDevice { uid } => set_device(client, &uid, false).await?,
+        AdminCommand::RotateDeviceSecret { uid } => {
+            let secret = auth::rotate_device_secret(client, Scope::Any, &uid).await?;
+            println!("device `{uid}`: new secret: {secret}");
+            println!("(shown once; the old secret no longer works)");
         }
         AdminCommand::CreateContract {
             commissioner,
@@ -211,9 +270,6 @@ async fn admin_with(
             );
         }
         AdminCommand::CreateDevice { org, uid, kind } => {
-            if let Some(reserved) = auth::reserved_device_id(&uid, &settings.mqtt.client_id) {
-                return Err(reserved.into());
-            }
             let org = auth::find_organisation(client, &org).await?;
             let (id, secret) = auth::create_device(client, &org, &uid, &kind).await?;
             println!("device {id} `{uid}` ({kind}) in `{}`", org.name);
@@ -222,4 +278,44 @@ async fn admin_with(
         }
     }
     Ok(())
+}
+
+async fn set_user(client: &tokio_postgres::Client, user: i32, disable: bool) -> anyhow::Result<()> {
+    let changed = auth::set_user_disabled(client, Scope::Any, user, disable).await?;
+    println!("user {user} {}", state_word(disable, changed));
+    Ok(())
+}
+
+async fn set_device(
+    client: &tokio_postgres::Client,
+    uid: &str,
+    disable: bool,
+) -> anyhow::Result<()> {
+    let changed = auth::set_device_disabled(client, Scope::Any, uid, disable).await?;
+    println!("device `{uid}` {}", state_word(disable, changed));
+    Ok(())
+}
+
+fn token_lifetime(settings: &Settings, service: bool) -> auth::TokenLifetime {
+    if service {
+        auth::TokenLifetime::Service
+    } else {
+        auth::TokenLifetime::Days(settings.auth.token_ttl_days)
+    }
+}
+
+fn describe(lifetime: auth::TokenLifetime) -> String {
+    match lifetime {
+        auth::TokenLifetime::Days(days) => format!("expires in {days} days"),
+        auth::TokenLifetime::Service => "a service token: never expires".to_owned(),
+    }
+}
+
+fn state_word(disable: bool, changed: bool) -> &'static str {
+    match (disable, changed) {
+        (true, true) => "disabled",
+        (true, false) => "was already disabled",
+        (false, true) => "enabled",
+        (false, false) => "was not disabled",
+    }
 }

@@ -15,12 +15,73 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, BrokerConfig, BrokerHandle};
+use crate::auth::revocations::{Revocations, Revoked};
+use crate::broker::{Broker, BrokerConfig, BrokerControl, BrokerHandle, Principal};
 use crate::config::Settings;
 use crate::db::{self, maintenance, Database, StorageMode};
 use crate::devices::{DeviceAuthenticator, SERVICE_USER};
 use crate::http::{self, AppState, BrokerProbe};
 use crate::ingest::{mqtt, DeviceDirectory, Writer};
+
+/// Devices registered under an id now reserved for Homeward's own clients (before the
+/// reservation existed) are refused at CONNECT; say which, once, so an operator can replace
+/// them.
+async fn warn_of_reserved_device_ids(client: &deadpool_postgres::Client) {
+    let found = client
+        .query(
+            "SELECT uid FROM devices WHERE lower(left(uid, $1)) = lower($2) ORDER BY uid LIMIT 100",
+            &[
+                &i32::try_from(crate::auth::RESERVED_CLIENT_ID_PREFIX.len()).unwrap_or(i32::MAX),
+                &crate::auth::RESERVED_CLIENT_ID_PREFIX,
+            ],
+        )
+        .await;
+    match found {
+        Ok(rows) if !rows.is_empty() => {
+            let uids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            tracing::warn!(
+                devices = %uids.join(", "),
+                "these devices have ids reserved for Homeward's own MQTT clients and cannot \
+                 connect; register them again under other ids"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check devices for reserved ids"),
+    }
+}
+
+/// Closes the MQTT connections of devices whose credential was revoked (embedded broker only:
+/// an external broker is told by its own configuration, see `docs/operations.md`) and drops
+/// them from the ingest directory. Ends at shutdown.
+async fn end_revoked_device_sessions(
+    mut revoked: tokio::sync::broadcast::Receiver<Revoked>,
+    broker: Option<BrokerControl>,
+    directory: Arc<DeviceDirectory>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let received = tokio::select! {
+            r = revoked.recv() => r,
+            _ = shutdown.changed() => return,
+        };
+        match received {
+            Ok(Revoked::Device(uid)) => {
+                directory.forget(&uid);
+                if let Some(broker) = &broker {
+                    broker.close_principal(&Principal::Device {
+                        id: uid.to_string(),
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "revocations missed by the device session task");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -116,6 +177,7 @@ impl Application {
             let report = db::migrate::run(&mut client)
                 .await
                 .map_err(db::DbError::from)?;
+            warn_of_reserved_device_ids(&client).await;
             report.mode
         };
         let report =
@@ -134,8 +196,7 @@ impl Application {
 
         let (broker, mqtt) = match settings.broker_url() {
             None => {
-                let (auth, service_password) =
-                    DeviceAuthenticator::new(db.pool.clone(), &settings.mqtt.client_id);
+                let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
                 let config = BrokerConfig {
                     bind: settings.mqtt.embedded_listen,
                     // Throughput is bounded by the unacknowledged window divided by the commit
@@ -173,6 +234,18 @@ impl Application {
         let (mqtt_stop_tx, mqtt_stop_rx) = watch::channel(false);
         let (writer_stop_tx, writer_stop_rx) = watch::channel(false);
         let directory = DeviceDirectory::new(db.pool.clone());
+
+        // Revoked credentials end their live sessions: the watcher finds them, this task closes
+        // a device's MQTT connections and forgets it in the directory; event streams listen
+        // themselves.
+        let revocations = Revocations::default();
+        tasks.push(revocations.watch(db.pool.clone(), shutdown_rx.clone()));
+        tasks.push(tokio::spawn(end_revoked_device_sessions(
+            revocations.subscribe(),
+            broker.as_ref().map(BrokerHandle::control),
+            directory.clone(),
+            shutdown_rx.clone(),
+        )));
         let (mut writer, writer_handle) = Writer::new(db.pool.clone(), settings.ingest.clone());
         let subscriber = mqtt::start(
             &mqtt,
@@ -218,6 +291,7 @@ impl Application {
             settings: settings.clone(),
             writer: writer_handle,
             live,
+            revocations,
             downlinks,
             broker: Arc::new(ReadyProbe { connected }),
             metrics: crate::telemetry::metrics_handle(),

@@ -5,7 +5,8 @@ use chrono::NaiveDate;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
-use super::{hash_secret, new_api_token, random_token, OrgKind, Role};
+use super::credentials::{create_token, TokenLifetime};
+use super::{hash_secret, random_token, OrgKind, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -20,6 +21,19 @@ pub enum AdminError {
     Reserved(String),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+}
+
+impl From<AdminError> for crate::http::ApiError {
+    fn from(e: AdminError) -> Self {
+        use crate::http::ApiError;
+        match e {
+            AdminError::NotFound(what) => ApiError::NotFound(what),
+            AdminError::Invalid(msg) => ApiError::BadRequest(msg),
+            AdminError::Exists(what) => ApiError::Conflict(format!("{what} already exists")),
+            AdminError::Reserved(why) => ApiError::Conflict(why),
+            AdminError::Db(e) => e.into(),
+        }
+    }
 }
 
 fn exists_or(what: impl FnOnce() -> String) -> impl FnOnce(tokio_postgres::Error) -> AdminError {
@@ -101,12 +115,24 @@ pub async fn create_organisation(
     })
 }
 
-/// A new user and their first API token (returned once, stored only as a hash).
+/// A new user and their first API token (returned once, stored only as a hash), valid for
+/// [`TokenLifetime::default`].
 pub async fn create_user(
     client: &impl GenericClient,
     organisation: &Organisation,
     name: &str,
     role: Role,
+) -> Result<(i32, String), AdminError> {
+    create_user_with(client, organisation, name, role, TokenLifetime::default()).await
+}
+
+/// A new user and their first API token, which lives `lifetime`.
+pub async fn create_user_with(
+    client: &impl GenericClient,
+    organisation: &Organisation,
+    name: &str,
+    role: Role,
+    lifetime: TokenLifetime,
 ) -> Result<(i32, String), AdminError> {
     if !role.fits(organisation.kind) {
         return Err(AdminError::Invalid(format!(
@@ -131,28 +157,8 @@ pub async fn create_user(
             format!("user `{name}` in `{}`", organisation.name)
         }))?;
     let user_id: i32 = row.get(0);
-    let token = create_token(client, user_id, Some("created with the user")).await?;
+    let token = create_token(client, user_id, Some("created with the user"), lifetime).await?;
     Ok((user_id, token))
-}
-
-/// Another API token for an existing user.
-pub async fn create_token(
-    client: &impl GenericClient,
-    user_id: i32,
-    label: Option<&str>,
-) -> Result<String, AdminError> {
-    let token = new_api_token();
-    let inserted = client
-        .execute(
-            "INSERT INTO api_tokens (user_id, token_hash, label)
-             SELECT id, $2, $3 FROM users WHERE id = $1 AND disabled_at IS NULL",
-            &[&user_id, &hash_secret(&token).as_slice(), &label],
-        )
-        .await?;
-    if inserted == 0 {
-        return Err(AdminError::NotFound(format!("active user {user_id}")));
-    }
-    Ok(token)
 }
 
 pub async fn create_contract(
@@ -188,35 +194,32 @@ pub async fn create_contract(
 /// Device kinds, as stored in `devices.kind`.
 pub const DEVICE_KINDS: &[&str] = &["hub", "pendant", "fall_detector", "sensor", "phone"];
 
-/// Every MQTT client id Homeward uses for itself begins with this: the default ingest client
-/// `homeward-ingest`, its downlink client `homeward-ingest-downlink`, and the ids the embedded
-/// broker assigns to clients that send none (`homeward-auto-N`). A device's uid is its client
-/// id, so no device may have an id that begins with it (compared ignoring ASCII case).
-pub const RESERVED_CLIENT_ID_PREFIX: &str = "homeward";
+/// Every MQTT client id Homeward uses for itself begins with this: the ingest client
+/// (`mqtt.client_id`, which configuration requires to begin with it, so that the ids of every
+/// instance of a scaled-out deployment are covered), its downlink client
+/// (`<mqtt.client_id>-downlink`) and the ids the embedded broker assigns to clients that send
+/// none (`homeward-auto-N`). A device's uid is its client id, so no device may have an id that
+/// begins with it (compared ignoring ASCII case).
+pub const RESERVED_CLIENT_ID_PREFIX: &str = crate::config::SERVICE_CLIENT_ID_PREFIX;
 
 /// Why `uid` cannot be a device id, if it cannot: it begins with
-/// [`RESERVED_CLIENT_ID_PREFIX`] or with `service_client_id` (the configured `mqtt.client_id`,
-/// whose downlink client is `{mqtt.client_id}-downlink`). Ignores ASCII case.
-pub fn reserved_device_id(uid: &str, service_client_id: &str) -> Option<AdminError> {
-    let starts = |prefix: &str| {
-        !prefix.is_empty()
-            && uid
-                .get(..prefix.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    };
-    let prefix = [RESERVED_CLIENT_ID_PREFIX, service_client_id]
-        .into_iter()
-        .find(|p| starts(p))?;
-    Some(AdminError::Reserved(format!(
-        "device id `{uid}` is reserved: ids beginning with `{prefix}` are MQTT client ids of \
-         Homeward's own clients"
-    )))
+/// [`RESERVED_CLIENT_ID_PREFIX`], ignoring ASCII case.
+pub fn reserved_device_id(uid: &str) -> Option<AdminError> {
+    let prefix = RESERVED_CLIENT_ID_PREFIX;
+    let reserved = uid
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+    reserved.then(|| {
+        AdminError::Reserved(format!(
+            "device id `{uid}` is reserved: ids beginning with `{prefix}` are the MQTT client ids \
+             of Homeward's own clients"
+        ))
+    })
 }
 
 /// A new device credential; returns the device's row id and its secret (shown once).
 ///
-/// Refuses ids beginning with [`RESERVED_CLIENT_ID_PREFIX`]; callers that know the configured
-/// `mqtt.client_id` check it too with [`reserved_device_id`].
+/// Refuses ids beginning with [`RESERVED_CLIENT_ID_PREFIX`].
 pub async fn create_device(
     client: &impl GenericClient,
     organisation: &Organisation,
@@ -233,7 +236,7 @@ pub async fn create_device(
             "device id `{uid}` must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'"
         )));
     }
-    if let Some(reserved) = reserved_device_id(uid, RESERVED_CLIENT_ID_PREFIX) {
+    if let Some(reserved) = reserved_device_id(uid) {
         return Err(reserved);
     }
     if !DEVICE_KINDS.contains(&kind) {

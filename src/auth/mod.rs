@@ -8,6 +8,8 @@
 //! - The admin functions here back `homeward admin ...`.
 
 mod admin;
+mod credentials;
+pub mod revocations;
 pub mod routes;
 
 use std::future::Future;
@@ -20,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::http::{ApiError, AppState};
 pub use admin::*;
+pub use credentials::*;
 
 /// The kind of organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -101,6 +104,8 @@ impl Role {
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, Serialize)]
 pub struct Caller {
+    /// The API token this request came with (`api_tokens.id`).
+    pub token_id: i32,
     pub user_id: i32,
     pub user_name: String,
     pub organisation_id: i32,
@@ -163,26 +168,37 @@ pub async fn caller_for_token(
         return Ok(None);
     }
     let client = pool.get().await?;
+    // One statement: find the token and note its use (at most once a minute, so a busy client
+    // does not turn every request into a write).
     let row = client
         .query_opt(
-            "SELECT u.id, u.name, o.id, o.kind, u.role
-               FROM api_tokens t
-               JOIN users u ON u.id = t.user_id
-               JOIN organisations o ON o.id = u.organisation_id
-              WHERE t.token_hash = $1
-                AND t.revoked_at IS NULL
-                AND (t.expires_at IS NULL OR t.expires_at > now())
-                AND u.disabled_at IS NULL",
+            "WITH t AS (
+                 SELECT t.id, u.id AS user_id, u.name, o.id AS org_id, o.kind, u.role,
+                        t.last_used_at
+                   FROM api_tokens t
+                   JOIN users u ON u.id = t.user_id
+                   JOIN organisations o ON o.id = u.organisation_id
+                  WHERE t.token_hash = $1
+                    AND t.revoked_at IS NULL
+                    AND (t.expires_at IS NULL OR t.expires_at > now())
+                    AND u.disabled_at IS NULL),
+             touched AS (
+                 UPDATE api_tokens SET last_used_at = now()
+                  WHERE id = (SELECT id FROM t
+                               WHERE last_used_at IS NULL
+                                  OR last_used_at < now() - interval '1 minute'))
+             SELECT id, user_id, name, org_id, kind, role FROM t",
             &[&hash_secret(token).as_slice()],
         )
         .await?;
     Ok(row.and_then(|r| {
         Some(Caller {
-            user_id: r.get(0),
-            user_name: r.get(1),
-            organisation_id: r.get(2),
-            organisation_kind: OrgKind::parse(r.get(3))?,
-            role: Role::parse(r.get(4))?,
+            token_id: r.get(0),
+            user_id: r.get(1),
+            user_name: r.get(2),
+            organisation_id: r.get(3),
+            organisation_kind: OrgKind::parse(r.get(4))?,
+            role: Role::parse(r.get(5))?,
         })
     }))
 }
@@ -266,20 +282,15 @@ mod tests {
             "homeward-ingest",
             "homeward-ingest-downlink",
             "Homeward-auto-3",
-            "ingest-eu-1-downlink",
+            "HOMEWARD-2-downlink",
         ] {
             assert!(
-                matches!(
-                    reserved_device_id(uid, "ingest-eu-1"),
-                    Some(AdminError::Reserved(_))
-                ),
+                matches!(reserved_device_id(uid), Some(AdminError::Reserved(_))),
                 "{uid}"
             );
         }
-        for uid in ["hub-0001", "home-ward", "my-homeward", "ingest-eu-2"] {
-            assert!(reserved_device_id(uid, "ingest-eu-1").is_none(), "{uid}");
+        for uid in ["hub-0001", "home-ward", "my-homeward", "homewar"] {
+            assert!(reserved_device_id(uid).is_none(), "{uid}");
         }
-        // An empty configured id reserves nothing beyond the built-in prefix.
-        assert!(reserved_device_id("hub-1", "").is_none());
     }
 }

@@ -21,8 +21,9 @@
 //!
 //! Concurrency: there is no global lock held across an await. Routing takes the subscription
 //! index's read lock for one walk, then each target session's mutex for a push. Lock order,
-//! where two are held at once: sessions map, then one session. The index lock and the retained
-//! store lock are never held together with a session lock.
+//! where two are held at once: sessions map, then one session; or sessions map, then the index
+//! (a resumed session's subscriptions are re-checked before it is attached). The index lock and
+//! the retained store lock are never held together with a session lock.
 
 mod conn;
 mod session;
@@ -258,6 +259,13 @@ impl BrokerHandle {
         tracing::info!(local_addr = %self.local_addr, "embedded MQTT broker stopped");
     }
 
+    /// A cheap handle for closing connections from elsewhere in the process.
+    pub fn control(&self) -> BrokerControl {
+        BrokerControl {
+            shared: self.shared.clone(),
+        }
+    }
+
     pub fn stats(&self) -> BrokerStats {
         let sessions: Vec<Arc<Session>> = self.shared.sessions().values().cloned().collect();
         let (mut queued, mut inflight) = (0, 0);
@@ -273,6 +281,39 @@ impl BrokerHandle {
             queued_messages: queued,
             inflight_messages: inflight,
         }
+    }
+}
+
+/// Acts on a running broker's connections (see [`BrokerHandle::control`]).
+#[derive(Clone)]
+pub struct BrokerControl {
+    shared: Arc<Shared>,
+}
+
+impl BrokerControl {
+    /// Closes every connection of `principal` (a device whose credential was revoked), as if
+    /// its network had failed: its will is published, its persistent session stays (a device
+    /// that reconnects with valid credentials resumes it). Whether it may reconnect is the
+    /// authenticator's decision. Returns how many connections were closed.
+    pub fn close_principal(&self, principal: &Principal) -> usize {
+        let sessions: Vec<Arc<Session>> = self
+            .shared
+            .sessions()
+            .values()
+            .filter(|s| s.owner() == principal)
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for session in sessions {
+            if let Some(link) = session.lock().link.as_ref() {
+                link.close.close(CloseReason::Revoked);
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(%principal, connections = closed, "credential revoked: connections closed");
+        }
+        closed
     }
 }
 
@@ -344,6 +385,18 @@ impl Shared {
             }
             match existing {
                 Some(old) if !clean_session && old.is_persistent() => {
+                    // Before attaching, and with the map locked, so that nothing reaches the
+                    // new connection through a subscription it may no longer hold.
+                    let dropped = self
+                        .subs_write()
+                        .retain_session(old.id(), |filter| acl.may_subscribe(filter));
+                    for filter in dropped {
+                        tracing::warn!(
+                            client_id = %client_id,
+                            %filter,
+                            "resumed session's subscription is outside the current ACL; removed"
+                        );
+                    }
                     old_will = old.attach(&mut old.lock(), link, connack(true));
                     (old, true)
                 }
@@ -369,18 +422,6 @@ impl Shared {
         if let Some((old, msgs)) = forget {
             self.subs_write().remove_session(old.id());
             self.rehome(msgs);
-        }
-        if present {
-            let dropped = self
-                .subs_write()
-                .retain_session(session.id(), |filter| acl.may_subscribe(filter));
-            for filter in dropped {
-                tracing::warn!(
-                    client_id = %session.client_id(),
-                    %filter,
-                    "resumed session's subscription is outside the current ACL; removed"
-                );
-            }
         }
         Ok((session, present, old_will))
     }
@@ -549,6 +590,8 @@ fn connack(session_present: bool) -> Packet {
 enum CloseReason {
     /// Another connection took over the session (or the session was discarded).
     TakenOver,
+    /// The principal's credential was revoked.
+    Revoked,
     /// Writing to the socket failed.
     WriteFailed,
     /// The reader ended; the writer should stop.

@@ -24,20 +24,16 @@ pub const SERVICE_USER: &str = "$homeward";
 pub struct DeviceAuthenticator {
     pool: Pool,
     service_password: String,
-    /// The configured `mqtt.client_id`, which no device may use as a prefix of its id.
-    service_client_id: String,
 }
 
 impl DeviceAuthenticator {
-    /// Returns the authenticator and the service password for Homeward's own client, whose
-    /// client id is `service_client_id` (`mqtt.client_id`).
-    pub fn new(pool: Pool, service_client_id: &str) -> (Arc<Self>, String) {
+    /// Returns the authenticator and the service password for Homeward's own client.
+    pub fn new(pool: Pool) -> (Arc<Self>, String) {
         let service_password = random_token(32);
         (
             Arc::new(Self {
                 pool,
                 service_password: service_password.clone(),
-                service_client_id: service_client_id.to_owned(),
             }),
             service_password,
         )
@@ -65,7 +61,7 @@ impl DeviceAuthenticator {
         if creds.client_id != user {
             return Ok(None);
         }
-        if reserved_device_id(user, &self.service_client_id).is_some() {
+        if reserved_device_id(user).is_some() {
             tracing::warn!(
                 uid = user,
                 "device id is reserved for Homeward's own clients; refused"

@@ -4,11 +4,16 @@ use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
 
 use super::Device;
-use crate::auth::{self, AdminError, Caller, Role};
+use crate::auth::{self, Caller, Role, Scope};
 use crate::http::{ApiError, AppState};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(list).service(read).service(create);
+    cfg.service(list)
+        .service(read)
+        .service(create)
+        .service(disable)
+        .service(enable)
+        .service(rotate_secret);
 }
 
 const READERS: &[Role] = &[
@@ -69,15 +74,12 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
     let client = state.pool.get().await?;
-    if let Some(reserved) = auth::reserved_device_id(&body.uid, &state.settings.mqtt.client_id) {
-        return Err(admin_error(reserved));
-    }
     let org = auth::find_organisation(&**client, &caller.organisation_id.to_string())
         .await
-        .map_err(admin_error)?;
+        .map_err(ApiError::from)?;
     let (_, secret) = auth::create_device(&**client, &org, &body.uid, &body.kind)
         .await
-        .map_err(admin_error)?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Created().json(serde_json::json!({
         "uid": body.uid,
         "kind": body.kind,
@@ -86,12 +88,58 @@ async fn create(
     })))
 }
 
-pub(crate) fn admin_error(e: AdminError) -> ApiError {
-    match e {
-        AdminError::NotFound(what) => ApiError::NotFound(what),
-        AdminError::Invalid(msg) => ApiError::BadRequest(msg),
-        AdminError::Exists(what) => ApiError::Conflict(format!("{what} already exists")),
-        AdminError::Reserved(why) => ApiError::Conflict(why),
-        AdminError::Db(e) => e.into(),
-    }
+/// Disables a device: its MQTT connection is closed within a second and refused afterwards, its
+/// HTTP calls are refused, and events that still arrive are dead-lettered, not stored.
+#[post("/v1/devices/{uid}/disable")]
+async fn disable(
+    caller: Caller,
+    state: web::Data<AppState>,
+    uid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_disabled(caller, state, uid.into_inner(), true).await
+}
+
+#[post("/v1/devices/{uid}/enable")]
+async fn enable(
+    caller: Caller,
+    state: web::Data<AppState>,
+    uid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_disabled(caller, state, uid.into_inner(), false).await
+}
+
+async fn set_disabled(
+    caller: Caller,
+    state: web::Data<AppState>,
+    uid: String,
+    disabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::ProviderAdmin])?;
+    let client = state.pool.get().await?;
+    let scope = Scope::Organisation(caller.organisation_id);
+    let changed = auth::set_device_disabled(&**client, scope, &uid, disabled).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "uid": uid,
+        "disabled": disabled,
+        "changed": changed,
+    })))
+}
+
+/// Gives a device a new secret, returned once; the old one stops working and the device's live
+/// connection is closed, so it reconnects with the new one.
+#[post("/v1/devices/{uid}/rotate-secret")]
+async fn rotate_secret(
+    caller: Caller,
+    state: web::Data<AppState>,
+    uid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::ProviderAdmin])?;
+    let client = state.pool.get().await?;
+    let scope = Scope::Organisation(caller.organisation_id);
+    let secret = auth::rotate_device_secret(&**client, scope, &uid).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "uid": uid.as_str(),
+        "secret": secret,
+        "note": "the secret is shown only now; the old one no longer works",
+    })))
 }

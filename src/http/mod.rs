@@ -24,6 +24,8 @@ pub struct AppState {
     pub settings: crate::config::Settings,
     pub writer: crate::ingest::WriterHandle,
     pub live: crate::live::LiveHub,
+    /// Revoked credentials, for live streams to end themselves.
+    pub revocations: crate::auth::revocations::Revocations,
     pub downlinks: Arc<dyn crate::ingest::DownlinkSender>,
     pub broker: Arc<dyn BrokerProbe>,
     pub metrics: PrometheusHandle,

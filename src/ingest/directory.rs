@@ -1,5 +1,6 @@
 //! Device uid -> (device id, organisation), cached. Devices are never renamed, so a cached
-//! entry stays true; a miss asks the database.
+//! entry stays true until the device is disabled: the revocation watcher then calls
+//! [`DeviceDirectory::forget`], and a miss asks the database. Disabled devices are not cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +12,15 @@ pub struct DeviceRef {
     pub id: i32,
     pub organisation_id: i32,
     pub uid: Arc<str>,
+}
+
+/// What the directory knows of a uid.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Active(DeviceRef),
+    /// Registered, but disabled: its events are not stored.
+    Disabled(DeviceRef),
+    Unknown,
 }
 
 pub struct DeviceDirectory {
@@ -30,15 +40,23 @@ impl DeviceDirectory {
         })
     }
 
-    /// `Ok(None)`: no such device. `Err`: the database could not be asked.
-    pub async fn lookup(&self, uid: &str) -> Result<Option<DeviceRef>, LookupError> {
+    /// Drops a cached device (it was disabled), so the next lookup asks the database.
+    pub fn forget(&self, uid: &str) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    /// `Err`: the database could not be asked.
+    pub async fn lookup(&self, uid: &str) -> Result<Lookup, LookupError> {
         if let Some(found) = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(uid)
         {
-            return Ok(Some(found.clone()));
+            return Ok(Lookup::Active(found.clone()));
         }
         let client = self
             .pool
@@ -47,21 +65,26 @@ impl DeviceDirectory {
             .map_err(|e| LookupError(e.to_string()))?;
         let row = client
             .query_opt(
-                "SELECT id, organisation_id FROM devices WHERE uid = $1",
+                "SELECT id, organisation_id, disabled_at IS NOT NULL FROM devices WHERE uid = $1",
                 &[&uid],
             )
             .await
             .map_err(|e| LookupError(e.to_string()))?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else {
+            return Ok(Lookup::Unknown);
+        };
         let device = DeviceRef {
             id: row.get(0),
             organisation_id: row.get(1),
             uid: Arc::from(uid),
         };
+        if row.get::<_, bool>(2) {
+            return Ok(Lookup::Disabled(device));
+        }
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(uid.to_string(), device.clone());
-        Ok(Some(device))
+        Ok(Lookup::Active(device))
     }
 }

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use homeward_proto::Encoding;
 use tokio::sync::oneshot;
 
-pub use directory::{DeviceDirectory, DeviceRef};
+pub use directory::{DeviceDirectory, DeviceRef, Lookup};
 pub use mqtt::DownlinkSender;
 pub use writer::{Writer, WriterHandle};
 

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::copy::EventRow;
 use super::writer::{Acker, WriterHandle};
-use super::{DeadLetter, DeviceDirectory, EventItem, Item, Job, Source, StatusItem};
+use super::{DeadLetter, DeviceDirectory, EventItem, Item, Job, Lookup, Source, StatusItem};
 use crate::config::{IngestSettings, MqttSettings};
 use crate::startup::MqttEndpoint;
 
@@ -306,13 +306,22 @@ async fn to_items(
             format!("topic `{topic_text}` is not a Homeward v1 device topic"),
         )];
     };
-    let device = lookup_until_answered(directory, uid).await;
-    let Some(device) = device else {
-        return vec![dead(
-            None,
-            "unknown_device",
-            format!("no device `{uid}` is registered"),
-        )];
+    let device = match lookup_until_answered(directory, uid).await {
+        Lookup::Active(device) => device,
+        Lookup::Disabled(device) => {
+            return vec![dead(
+                Some(&device),
+                "device_disabled",
+                format!("device `{uid}` is disabled"),
+            )]
+        }
+        Lookup::Unknown => {
+            return vec![dead(
+                None,
+                "unknown_device",
+                format!("no device `{uid}` is registered"),
+            )]
+        }
     };
     match kind {
         TopicKind::Events => match Batch::parse(&publish.payload) {
@@ -362,7 +371,7 @@ async fn to_items(
     }
 }
 
-async fn lookup_until_answered(directory: &DeviceDirectory, uid: &str) -> Option<super::DeviceRef> {
+async fn lookup_until_answered(directory: &DeviceDirectory, uid: &str) -> Lookup {
     let mut backoff = Duration::from_millis(100);
     loop {
         match directory.lookup(uid).await {

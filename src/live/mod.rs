@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::auth::revocations::Revoked;
 use crate::auth::{Caller, Role};
 use crate::http::{ApiError, AppState};
 
@@ -68,32 +69,63 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
     let rx = state.live.subscribe();
+    let revoked = state.revocations.subscribe();
     let org = caller.organisation_id;
+    let (token_id, user_id) = (caller.token_id, caller.user_id);
+    let pool = state.pool.clone();
     let stream = futures_util::stream::unfold(
-        (rx, tokio::time::interval(Duration::from_secs(15)), true),
-        move |(mut rx, mut keepalive, first)| async move {
-            if first {
-                // Tell the client at once that the stream is open.
-                let hello = Bytes::from_static(b": connected\n\n");
-                return Some((Ok::<_, actix_web::Error>(hello), (rx, keepalive, false)));
-            }
-            loop {
-                tokio::select! {
-                    received = rx.recv() => match received {
-                        Ok(event) if event.organisation_id == org => {
-                            let body = serde_json::to_string(&*event).unwrap_or_default();
-                            let frame = format!("event: {}\ndata: {}\n\n", event.topic, body);
-                            return Some((Ok(Bytes::from(frame)), (rx, keepalive, false)));
+        (
+            rx,
+            revoked,
+            tokio::time::interval(Duration::from_secs(15)),
+            true,
+        ),
+        move |(mut rx, mut revoked, mut keepalive, first)| {
+            let pool = pool.clone();
+            async move {
+                if first {
+                    // Tell the client at once that the stream is open.
+                    let hello = Bytes::from_static(b": connected\n\n");
+                    return Some((
+                        Ok::<_, actix_web::Error>(hello),
+                        (rx, revoked, keepalive, false),
+                    ));
+                }
+                loop {
+                    tokio::select! {
+                        received = rx.recv() => match received {
+                            Ok(event) if event.organisation_id == org => {
+                                let body = serde_json::to_string(&*event).unwrap_or_default();
+                                let frame = format!("event: {}\ndata: {}\n\n", event.topic, body);
+                                return Some((Ok(Bytes::from(frame)), (rx, revoked, keepalive, false)));
+                            }
+                            Ok(_) => continue,
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                let frame = format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n");
+                                return Some((Ok(Bytes::from(frame)), (rx, revoked, keepalive, false)));
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        // A revoked token or a disabled user ends the stream; so does one whose
+                        // revocation may have been missed and whose token no longer works.
+                        gone = revoked.recv() => match gone {
+                            Ok(Revoked::Token(id)) if id == token_id => return None,
+                            Ok(Revoked::User(id)) if id == user_id => return None,
+                            Ok(_) => continue,
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                if !still_valid(&pool, token_id).await {
+                                    return None;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = keepalive.tick() => {
+                            // A token that expired since the stream opened ends it here.
+                            if !still_valid(&pool, token_id).await {
+                                return None;
+                            }
+                            return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, revoked, keepalive, false)));
                         }
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            let frame = format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n");
-                            return Some((Ok(Bytes::from(frame)), (rx, keepalive, false)));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = keepalive.tick() => {
-                        return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, keepalive, false)));
                     }
                 }
             }
@@ -104,4 +136,22 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(stream))
+}
+
+/// Is this token still usable (not revoked or expired, its user not disabled)? On a database
+/// error, yes: the stream is not cut for an outage.
+async fn still_valid(pool: &deadpool_postgres::Pool, token_id: i32) -> bool {
+    let Ok(client) = pool.get().await else {
+        return true;
+    };
+    client
+        .query_opt(
+            "SELECT 1 FROM api_tokens t JOIN users u ON u.id = t.user_id
+              WHERE t.id = $1 AND t.revoked_at IS NULL
+                AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.disabled_at IS NULL",
+            &[&token_id],
+        )
+        .await
+        .map(|row| row.is_some())
+        .unwrap_or(true)
 }

@@ -1,0 +1,300 @@
+//! The lifecycle of credentials: API tokens (issued with a lifetime, listed without ever being
+//! shown again, revoked), users (disabled and enabled) and device secrets (disabled, enabled,
+//! rotated).
+//!
+//! Every change that takes a right away also appends a row to `credential_revocations`, in the
+//! same statement, so the two cannot disagree. Every running server polls that table
+//! ([`super::revocations`]) and ends the live sessions the change concerns (MQTT connections,
+//! event streams) within a second, whichever process (API, CLI, another instance) made it.
+//!
+//! Every function takes the organisation the caller may act in (`Scope::Organisation`), or
+//! `Scope::Any` for the command line, which is run by whoever holds the database.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use super::{hash_secret, new_api_token, random_token, AdminError, TOKEN_PREFIX};
+
+/// How long a new API token is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLifetime {
+    /// A user's token: valid this many days (`auth.token_ttl_days`).
+    Days(u32),
+    /// A service token, for machines: never expires (it can still be revoked).
+    Service,
+}
+
+impl Default for TokenLifetime {
+    /// `auth.token_ttl_days`'s default.
+    fn default() -> Self {
+        Self::Days(90)
+    }
+}
+
+/// Which organisation's credentials a caller may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only this organisation's (the API: from the caller's credential).
+    Organisation(i32),
+    /// Any (the command line).
+    Any,
+}
+
+impl Scope {
+    fn org(self) -> Option<i32> {
+        match self {
+            Self::Organisation(id) => Some(id),
+            Self::Any => None,
+        }
+    }
+}
+
+/// Characters of a token kept to recognise it in a list: the prefix and 8 hex digits (32 of the
+/// token's 256 random bits, too few to help a guess).
+const SHOWN_PREFIX_LEN: usize = TOKEN_PREFIX.len() + 8;
+
+/// Another API token for an active user; returns the token, shown only now.
+pub async fn create_token(
+    client: &impl GenericClient,
+    user_id: i32,
+    label: Option<&str>,
+    lifetime: TokenLifetime,
+) -> Result<String, AdminError> {
+    if label.is_some_and(|l| l.len() > 200) {
+        return Err(AdminError::Invalid(
+            "a token label must be at most 200 characters".into(),
+        ));
+    }
+    let token = new_api_token();
+    let (days, service) = match lifetime {
+        TokenLifetime::Days(days) => (Some(i32::try_from(days).unwrap_or(i32::MAX)), false),
+        TokenLifetime::Service => (None, true),
+    };
+    let inserted = client
+        .execute(
+            "INSERT INTO api_tokens (user_id, token_hash, label, prefix, service, expires_at)
+             SELECT id, $2, $3, $4, $5, now() + make_interval(days => $6)
+               FROM users WHERE id = $1 AND disabled_at IS NULL",
+            &[
+                &user_id,
+                &hash_secret(&token).as_slice(),
+                &label,
+                &&token[..SHOWN_PREFIX_LEN],
+                &service,
+                &days,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Err(AdminError::NotFound(format!("active user {user_id}")));
+    }
+    Ok(token)
+}
+
+/// A token as listed: never the token itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: i32,
+    /// The token's first characters (`hw_` and 8 hex digits); absent for tokens made before
+    /// prefixes were kept.
+    pub prefix: Option<String>,
+    pub label: Option<String>,
+    pub service: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Neither revoked nor expired.
+    pub active: bool,
+}
+
+/// A user's tokens, newest first. `NotFound` if the user is not in `scope`.
+pub async fn list_tokens(
+    client: &impl GenericClient,
+    scope: Scope,
+    user_id: i32,
+) -> Result<Vec<TokenInfo>, AdminError> {
+    user_in_scope(client, scope, user_id).await?;
+    let rows = client
+        .query(
+            "SELECT id, prefix, label, service, created_at, expires_at, last_used_at, revoked_at,
+                    revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+               FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+            &[&user_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TokenInfo {
+            id: r.get(0),
+            prefix: r.get(1),
+            label: r.get(2),
+            service: r.get(3),
+            created_at: r.get(4),
+            expires_at: r.get(5),
+            last_used_at: r.get(6),
+            revoked_at: r.get(7),
+            active: r.get(8),
+        })
+        .collect())
+}
+
+/// The user behind a token in `scope`, or `NotFound`.
+pub async fn token_owner(
+    client: &impl GenericClient,
+    scope: Scope,
+    token_id: i32,
+) -> Result<i32, AdminError> {
+    client
+        .query_opt(
+            "SELECT t.user_id FROM api_tokens t JOIN users u ON u.id = t.user_id
+              WHERE t.id = $1 AND ($2::int IS NULL OR u.organisation_id = $2)",
+            &[&token_id, &scope.org()],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .ok_or_else(|| AdminError::NotFound(format!("token {token_id}")))
+}
+
+/// Revokes a token. Returns false if it was already revoked; `NotFound` outside `scope`.
+pub async fn revoke_token(
+    client: &impl GenericClient,
+    scope: Scope,
+    token_id: i32,
+    revoked_by: Option<i32>,
+) -> Result<bool, AdminError> {
+    token_owner(client, scope, token_id).await?;
+    let revoked = client
+        .query(
+            "WITH t AS (
+                 UPDATE api_tokens SET revoked_at = now(), revoked_by = $2
+                  WHERE id = $1 AND revoked_at IS NULL RETURNING id)
+             INSERT INTO credential_revocations (token_id, reason)
+             SELECT id, 'token_revoked' FROM t RETURNING token_id",
+            &[&token_id, &revoked_by],
+        )
+        .await?;
+    Ok(!revoked.is_empty())
+}
+
+/// Disables (every token stops working, open streams end) or enables a user. Returns whether
+/// anything changed; `NotFound` outside `scope`.
+pub async fn set_user_disabled(
+    client: &impl GenericClient,
+    scope: Scope,
+    user_id: i32,
+    disabled: bool,
+) -> Result<bool, AdminError> {
+    user_in_scope(client, scope, user_id).await?;
+    let changed = if disabled {
+        client
+            .query(
+                "WITH u AS (
+                     UPDATE users SET disabled_at = now()
+                      WHERE id = $1 AND disabled_at IS NULL RETURNING id)
+                 INSERT INTO credential_revocations (user_id, reason)
+                 SELECT id, 'user_disabled' FROM u RETURNING user_id",
+                &[&user_id],
+            )
+            .await?
+            .len()
+    } else {
+        client
+            .query(
+                "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL
+                 RETURNING id",
+                &[&user_id],
+            )
+            .await?
+            .len()
+    };
+    Ok(changed > 0)
+}
+
+/// A device's row id, if `uid` is in `scope`.
+async fn device_in_scope(
+    client: &impl GenericClient,
+    scope: Scope,
+    uid: &str,
+) -> Result<i32, AdminError> {
+    client
+        .query_opt(
+            "SELECT id FROM devices WHERE uid = $1 AND ($2::int IS NULL OR organisation_id = $2)",
+            &[&uid, &scope.org()],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .ok_or_else(|| AdminError::NotFound(format!("device `{uid}`")))
+}
+
+async fn user_in_scope(
+    client: &impl GenericClient,
+    scope: Scope,
+    user_id: i32,
+) -> Result<(), AdminError> {
+    client
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 AND ($2::int IS NULL OR organisation_id = $2)",
+            &[&user_id, &scope.org()],
+        )
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| AdminError::NotFound(format!("user {user_id}")))
+}
+
+/// Disables a device (its MQTT connection is closed and refused, HTTP calls and ingest refuse
+/// it) or enables it again. Returns whether anything changed; `NotFound` outside `scope`.
+pub async fn set_device_disabled(
+    client: &impl GenericClient,
+    scope: Scope,
+    uid: &str,
+    disabled: bool,
+) -> Result<bool, AdminError> {
+    let id = device_in_scope(client, scope, uid).await?;
+    let changed = if disabled {
+        client
+            .query(
+                "WITH d AS (
+                     UPDATE devices SET disabled_at = now()
+                      WHERE id = $1 AND disabled_at IS NULL RETURNING id)
+                 INSERT INTO credential_revocations (device_id, reason)
+                 SELECT id, 'device_disabled' FROM d RETURNING device_id",
+                &[&id],
+            )
+            .await?
+            .len()
+    } else {
+        client
+            .query(
+                "UPDATE devices SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL
+                 RETURNING id",
+                &[&id],
+            )
+            .await?
+            .len()
+    };
+    Ok(changed > 0)
+}
+
+/// Gives a device a new secret (returned once); the old one stops working at once and the
+/// device's live connection is closed, so it must reconnect with the new one.
+pub async fn rotate_device_secret(
+    client: &impl GenericClient,
+    scope: Scope,
+    uid: &str,
+) -> Result<String, AdminError> {
+    let id = device_in_scope(client, scope, uid).await?;
+    let secret = random_token(32);
+    client
+        .query_one(
+            "WITH d AS (
+                 UPDATE devices SET secret_hash = $2, secret_rotated_at = now()
+                  WHERE id = $1 RETURNING id)
+             INSERT INTO credential_revocations (device_id, reason)
+             SELECT id, 'device_secret_rotated' FROM d RETURNING device_id",
+            &[&id, &hash_secret(&secret).as_slice()],
+        )
+        .await?;
+    Ok(secret)
+}
