@@ -28,6 +28,20 @@
 /// Capacity of the posture-block ring: bounds `lookback_ms / block_ms`.
 pub const MAX_BLOCKS: usize = 32;
 
+/// Capacity of the ring of recent raw samples used for the change-of-acceleration impact
+/// test: bounds `jerk_span_ms` in samples (50 ms at up to 300 Hz).
+pub const MAX_JERK_LAG: usize = 16;
+
+/// The kind of worn device, which decides where the accelerometer sits and so which
+/// detector preset it runs ([`FallConfig::for_wearable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wearable {
+    /// A pendant on a lanyard, hanging at the chest: [`FallConfig::CHEST_PENDANT`].
+    ChestPendant,
+    /// A clip worn on the belt: [`FallConfig::SISFALL_WAIST`].
+    WaistClip,
+}
+
 /// Which device axis points up (reads about +1 g) when the wearer stands upright.
 ///
 /// An accelerometer at rest measures the reaction to gravity, so the axis that points up
@@ -83,6 +97,16 @@ pub struct FallConfig {
     pub settle_ms: u16,
     /// Length of the window in which the lying posture and stillness are measured.
     pub observe_ms: u16,
+    /// Impact by change: the acceleration vector changes by at least this much (the length
+    /// of the difference vector) between two samples `jerk_span_ms` apart. Either this or
+    /// [`FallConfig::impact_mg`] starts a candidate fall. 0 turns the test off.
+    pub jerk_mg: u16,
+    /// Span of the change-of-acceleration test, ms (rounded to whole samples, at least one).
+    pub jerk_span_ms: u16,
+    /// If the first observation window is not lying and still, further windows of
+    /// `observe_ms` follow, one after another, as long as they start within this time of
+    /// the first. 0 gives a single window.
+    pub still_within_ms: u16,
 }
 
 impl FallConfig {
@@ -118,7 +142,63 @@ impl FallConfig {
         // 1.5 s of lying: long enough to see a steady posture, short enough to decide 3 s
         // after the impact (and inside SisFall's 15 s trials).
         observe_ms: 1500,
+        // At 200 Hz the peak of a hit is always sampled: the magnitude test suffices.
+        jerk_mg: 0,
+        jerk_span_ms: 50,
+        still_within_ms: 0,
     };
+
+    /// A pendant on a lanyard at the chest, sampled at 20 Hz (the slowest rate it supports;
+    /// at up to 50 Hz set `sample_rate_hz`, every duration is in milliseconds), a 16-bit
+    /// accelerometer at ±8 g (4096 counts per g), +X pointing up along the lanyard.
+    ///
+    /// The figures quoted are from UMAFall's chest SensorTag at 20 Hz (subjects 01–09; falls
+    /// onto a mattress, lying down on a bed among the ADLs), see `device-firmware/README.md`.
+    pub const CHEST_PENDANT: FallConfig = FallConfig {
+        sample_rate_hz: 20,
+        counts_per_g: 4096,
+        up_axis: UpAxis::PosX,
+        // 3 g: at 20 Hz the single highest sample of a hit is usually missed (UMAFall's chest
+        // fall peaks: median 2.9 g, 2.1 g the lowest) and some chest sensors clip at 2 g, so
+        // the magnitude alone cannot find soft falls; the change test below does. A
+        // magnitude of 3 g still counts on its own: lying down on a bed peaks at 1.3 to
+        // 2.2 g, sitting down at 1.2 to 2.0 g.
+        impact_mg: 3000,
+        // 45°: a pendant hangs along the trunk, which is within 25° of vertical standing,
+        // walking or sitting upright (UMAFall: every fall starts within 25°).
+        upright_max_deg: 45,
+        // 60°: after a fall the chest lies 64° to 130° from its upright posture (UMAFall;
+        // forward falls onto the front the least, the pendant lying on the floor beside the
+        // chest); sitting or leaning turns it less than 45°.
+        turn_min_deg: 60,
+        // 0.3 g: lying after a fall the chest moves by 0.01 to 0.18 g (breathing, an arm;
+        // a pendant resting on the chest or the floor); walking or getting straight up
+        // again moves it by 0.3 g or more. A lanyard swinging right after the fall is
+        // left to `still_within_ms`.
+        still_max_mg: 300,
+        block_ms: 250,
+        lookback_ms: 4000,
+        settle_ms: 1500,
+        observe_ms: 1500,
+        // 1.5 g in 50 ms: a fall's impact changes the chest's acceleration by 1.8 to 20 g
+        // between two samples 50 ms apart (UMAFall, falls onto a mattress); lying down on a
+        // bed by 0.3 to 1.1 g (one trial 1.8 g), sitting down by 0.2 to 1.1 g. 1.5 g lies
+        // between, and a hit is seen whether or not its highest sample is caught.
+        jerk_mg: 1500,
+        jerk_span_ms: 50,
+        // 5 s: a pendant may swing or the wearer shift for a moment after falling; lying
+        // still within 5 s of the first look is still a fall (decided at most 8 s after
+        // the impact).
+        still_within_ms: 5000,
+    };
+
+    /// The preset for a kind of worn device.
+    pub const fn for_wearable(wearable: Wearable) -> FallConfig {
+        match wearable {
+            Wearable::ChestPendant => FallConfig::CHEST_PENDANT,
+            Wearable::WaistClip => FallConfig::SISFALL_WAIST,
+        }
+    }
 
     fn ms_to_samples(&self, ms: u16) -> u32 {
         (u32::from(ms) * u32::from(self.sample_rate_hz)).div_ceil(1000)
@@ -150,6 +230,8 @@ pub enum ConfigError {
     AngleOutOfRange,
     /// `impact_mg` or `still_max_mg` is zero.
     ZeroThreshold,
+    /// `jerk_span_ms` is more than [`MAX_JERK_LAG`] samples.
+    JerkSpanTooLong,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -161,6 +243,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::ObserveOutOfRange => "observe_ms must hold 1..=65535 samples",
             ConfigError::AngleOutOfRange => "upright_max_deg must be <= 90, turn_min_deg <= 180",
             ConfigError::ZeroThreshold => "impact_mg and still_max_mg must be positive",
+            ConfigError::JerkSpanTooLong => "jerk_span_ms must be at most 16 samples",
         })
     }
 }
@@ -179,6 +262,9 @@ pub struct FallEvent {
     pub confidence: u8,
     /// Largest acceleration magnitude of the impact(s), milli-g.
     pub peak_mg: u32,
+    /// Largest change of the acceleration vector over `jerk_span_ms` during the impact(s),
+    /// milli-g (0 when the change test is off).
+    pub jerk_mg: u32,
     /// Smallest acceleration magnitude in the second before the impact, milli-g.
     pub free_fall_min_mg: u32,
     /// Angle between the reference (upright) posture and the lying posture, whole degrees.
@@ -209,8 +295,11 @@ enum Phase {
         impact: u64,
         reference: [i32; 3],
         peak_mag2: u64,
+        peak_jerk2: u64,
         free_fall_min_mag2: u64,
         observe_from: u64,
+        /// No new observation window starts after this sample.
+        last_window_start: u64,
     },
 }
 
@@ -226,6 +315,10 @@ struct Derived {
     free_fall_blocks: usize,
     settle_len: u64,
     observe_len: u32,
+    /// `jerk_mg` squared in counts; `u64::MAX` when the test is off.
+    jerk2: u64,
+    jerk_lag: usize,
+    still_within_len: u64,
 }
 
 /// Streaming fall detector. Feed it every sample with [`FallDetector::push`].
@@ -248,6 +341,8 @@ pub struct FallDetector {
     obs_n: u32,
     obs_sum: [i64; 3],
     obs_sq: [i64; 3],
+    // The last `MAX_JERK_LAG` raw samples, for the change-of-acceleration test.
+    lag: [[i16; 3]; MAX_JERK_LAG],
 }
 
 /// cos(d°) in Q14 (16384 = 1.0) for d in 0..=90.
@@ -329,8 +424,13 @@ impl FallDetector {
         if observe_len == 0 || observe_len > u32::from(u16::MAX) {
             return Err(ConfigError::ObserveOutOfRange);
         }
+        let jerk_lag = (config.ms_to_samples(config.jerk_span_ms) as usize).max(1);
+        if config.jerk_mg > 0 && jerk_lag > MAX_JERK_LAG {
+            return Err(ConfigError::JerkSpanTooLong);
+        }
         let impact = u64::from(config.mg_to_counts(config.impact_mg));
         let still = i64::from(config.mg_to_counts(config.still_max_mg));
+        let jerk = u64::from(config.mg_to_counts(config.jerk_mg));
         let d = Derived {
             impact_mag2: impact * impact,
             still_var_counts2: still * still,
@@ -343,6 +443,13 @@ impl FallDetector {
                 .clamp(1, MAX_BLOCKS),
             settle_len: u64::from(config.ms_to_samples(config.settle_ms)),
             observe_len,
+            jerk2: if config.jerk_mg == 0 {
+                u64::MAX
+            } else {
+                jerk * jerk
+            },
+            jerk_lag: jerk_lag.min(MAX_JERK_LAG),
+            still_within_len: u64::from(config.ms_to_samples(config.still_within_ms)),
         };
         Ok(FallDetector {
             config,
@@ -358,6 +465,7 @@ impl FallDetector {
             obs_n: 0,
             obs_sum: [0; 3],
             obs_sq: [0; 3],
+            lag: [[0; 3]; MAX_JERK_LAG],
         })
     }
 
@@ -392,19 +500,37 @@ impl FallDetector {
             .iter()
             .map(|&c| (i64::from(c) * i64::from(c)).unsigned_abs())
             .sum::<u64>();
-        let impact = mag2 >= self.d.impact_mag2;
+        // Change of the acceleration vector since `jerk_lag` samples ago (none before the
+        // first `jerk_lag` samples), squared.
+        let jerk2 = if self.d.jerk2 == u64::MAX || index < self.d.jerk_lag as u64 {
+            0
+        } else {
+            let slot = (index as usize + MAX_JERK_LAG - self.d.jerk_lag) % MAX_JERK_LAG;
+            let old = self.lag[slot];
+            (0..3)
+                .map(|k| {
+                    let d = i64::from(sample[k]) - i64::from(old[k]);
+                    (d * d).unsigned_abs()
+                })
+                .sum::<u64>()
+        };
+        self.lag[index as usize % MAX_JERK_LAG] = sample;
+        let impact = mag2 >= self.d.impact_mag2 || jerk2 >= self.d.jerk2;
 
         let mut event = None;
         match &mut self.phase {
             Phase::Idle => {
                 if impact {
                     if let Some(reference) = self.upright_reference() {
+                        let observe_from = index + 1 + self.d.settle_len;
                         self.phase = Phase::Watching {
                             impact: index,
                             reference,
                             peak_mag2: mag2,
+                            peak_jerk2: jerk2,
                             free_fall_min_mag2: self.recent_min_mag2(),
-                            observe_from: index + 1 + self.d.settle_len,
+                            observe_from,
+                            last_window_start: observe_from + self.d.still_within_len,
                         };
                         self.clear_observation();
                     }
@@ -413,7 +539,9 @@ impl FallDetector {
             Phase::Watching {
                 impact: impact_at,
                 peak_mag2,
+                peak_jerk2,
                 observe_from,
+                last_window_start,
                 ..
             } => {
                 if impact {
@@ -421,13 +549,21 @@ impl FallDetector {
                     // the posture from before the first one.
                     *impact_at = index;
                     *peak_mag2 = (*peak_mag2).max(mag2);
+                    *peak_jerk2 = (*peak_jerk2).max(jerk2);
                     *observe_from = index + 1 + self.d.settle_len;
+                    *last_window_start = *observe_from + self.d.still_within_len;
                     self.clear_observation();
                 } else if index >= *observe_from {
+                    let last_window_start = *last_window_start;
                     self.observe(v);
                     if self.obs_n >= self.d.observe_len {
                         event = self.decide(index);
-                        self.phase = Phase::Idle;
+                        if event.is_none() && index < last_window_start {
+                            // Not yet lying still: look again over the next window.
+                            self.clear_observation();
+                        } else {
+                            self.phase = Phase::Idle;
+                        }
                     }
                 }
             }
@@ -514,6 +650,7 @@ impl FallDetector {
             impact,
             reference,
             peak_mag2,
+            peak_jerk2,
             free_fall_min_mag2,
             ..
         } = self.phase
@@ -541,6 +678,7 @@ impl FallDetector {
         let g = i64::from(self.config.counts_per_g);
         let to_mg = |mag2: u64| mag2.isqrt() as i64 * 1000 / g;
         let peak_mg = to_mg(peak_mag2);
+        let jerk_mg = to_mg(peak_jerk2);
         let free_fall_min_mg = if free_fall_min_mag2 == u64::MAX {
             1000
         } else {
@@ -549,8 +687,16 @@ impl FallDetector {
         let still_mg = (spread.unsigned_abs().isqrt() as i64) * 1000 / (n * g);
         // Confidence: 10 for meeting every condition, plus how far beyond each threshold.
         let confidence = 10
-            // Impact: from the threshold up to 6 g, a hard fall on the floor.
-            + ramp(peak_mg, i64::from(self.config.impact_mg), 6000, 30)
+            // Impact: from the threshold up to 6 g, a hard fall on the floor (or, by change,
+            // from the threshold up to 3 times it), whichever is clearer.
+            + ramp(peak_mg, i64::from(self.config.impact_mg), 6000, 30).max(
+                if self.config.jerk_mg == 0 {
+                    0
+                } else {
+                    let j = i64::from(self.config.jerk_mg);
+                    ramp(jerk_mg, j, 3 * j, 30)
+                },
+            )
             // Free fall: none at 0.8 g, full at 0.3 g (falling freely for a moment).
             + ramp(free_fall_min_mg, 800, 300, 20)
             // Turn: from the threshold to 90°, lying flat after standing or sitting.
@@ -563,6 +709,7 @@ impl FallDetector {
             detected_ms: index * 1000 / u64::from(self.config.sample_rate_hz),
             confidence: confidence.clamp(0, 100) as u8,
             peak_mg: peak_mg.clamp(0, i64::from(u32::MAX)) as u32,
+            jerk_mg: jerk_mg.clamp(0, i64::from(u32::MAX)) as u32,
             free_fall_min_mg: free_fall_min_mg.clamp(0, i64::from(u32::MAX)) as u32,
             turn_deg: acos_deg(cos_turn.clamp(-16384, 16384) as i32),
         })
