@@ -24,8 +24,8 @@
 //!   two ordinary samples between scaled ones is scaled too. The values ±32511/16384 g are
 //!   excluded from the test: some chest tags clip at ±2 g in their correct scale, and that
 //!   is where they clip.
-//! - **Corrupt samples.** A component beyond ±8 g (the range in use) cannot be a reading;
-//!   such a sample is replaced by the one before it.
+//! - **Corrupt samples.** A SensorTag component beyond ±8 g (the range in use) cannot be a
+//!   reading; such a sample is replaced by the one before it.
 //!
 //! Samples are stored in counts of 1/4096 g (the SensorTag's ±8 g resolution), clamped to
 //! the `i16` range.
@@ -174,8 +174,17 @@ pub struct Stream {
     pub rows: Vec<(u64, [f64; 3])>,
 }
 
-/// The sensor map of a file's header: sensor id → position.
-pub fn parse_sensor_map(text: &str) -> BTreeMap<u32, Position> {
+/// One entry of a file's sensor map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sensor {
+    pub position: Position,
+    /// A SensorTag (16-bit readings in g, where the quarter-scale fault occurs), as opposed
+    /// to the phone.
+    pub sensor_tag: bool,
+}
+
+/// The sensor map of a file's header: sensor id → sensor.
+pub fn parse_sensor_map(text: &str) -> BTreeMap<u32, Sensor> {
     let mut map = BTreeMap::new();
     for line in text.lines() {
         let Some(line) = line.trim().strip_prefix('%') else {
@@ -186,7 +195,16 @@ pub fn parse_sensor_map(text: &str) -> BTreeMap<u32, Position> {
             continue;
         }
         if let (Ok(id), Some(position)) = (cells[1].parse(), Position::from_header(cells[2])) {
-            map.insert(id, position);
+            let sensor_tag = cells
+                .get(3)
+                .is_some_and(|m| m.eq_ignore_ascii_case("SensorTag"));
+            map.insert(
+                id,
+                Sensor {
+                    position,
+                    sensor_tag,
+                },
+            );
         }
     }
     map
@@ -205,24 +223,37 @@ fn is_mac(s: &str) -> bool {
 pub fn parse_stream(text: &str, id: u32) -> Result<Stream, usize> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
+        let line = line.trim().trim_end_matches(';');
         if line.is_empty() || line.starts_with('%') {
             continue;
         }
-        let cells: Vec<&str> = line.split(';').map(str::trim).collect();
-        if cells.len() < 7 {
+        // The last two cells first, without allocating: most rows belong to other sensors.
+        let mut tail = line.rsplitn(3, ';');
+        let (Some(sensor), Some(kind), Some(head)) = (tail.next(), tail.next(), tail.next()) else {
             return Err(i + 1);
-        }
-        // Cheap checks first: most rows belong to other sensors.
-        let (Ok(kind), Ok(sensor)) = (cells[5].parse::<u32>(), cells[6].parse::<u32>()) else {
+        };
+        let (Ok(kind), Ok(sensor)) = (kind.trim().parse::<u32>(), sensor.trim().parse::<u32>())
+        else {
             return Err(i + 1);
         };
         if kind != 0 || sensor != id {
             continue;
         }
-        let counter: u64 = cells[1].parse().map_err(|_| i + 1)?;
+        let mut cells = head.split(';').map(str::trim);
+        // TimeStamp (unused: reception time), Sample No, X, Y, Z.
+        let (Some(_), Some(counter), Some(x), Some(y), Some(z), None) = (
+            cells.next(),
+            cells.next(),
+            cells.next(),
+            cells.next(),
+            cells.next(),
+            cells.next(),
+        ) else {
+            return Err(i + 1);
+        };
+        let counter: u64 = counter.parse().map_err(|_| i + 1)?;
         let mut v = [0.0; 3];
-        for (k, c) in v.iter_mut().zip(&cells[2..5]) {
+        for (k, c) in v.iter_mut().zip([x, y, z]) {
             *k = c.parse().map_err(|_| i + 1)?;
         }
         rows.push((counter, v));
@@ -247,11 +278,12 @@ pub struct Cleaning {
 }
 
 /// Corrects the samples of one stream (see the module docs) and converts them to counts of
-/// 1/4096 g.
-pub fn clean(values: &[[f64; 3]]) -> (Vec<[i16; 3]>, Cleaning) {
+/// 1/4096 g. `sensor_tag`: look for quarter-scale samples (the phone has a finer resolution
+/// of its own, so the grid test does not apply to it).
+pub fn clean(values: &[[f64; 3]], sensor_tag: bool) -> (Vec<[i16; 3]>, Cleaning) {
     let mut scaled: Vec<bool> = values
         .iter()
-        .map(|v| v.iter().any(|&c| off_coarse_grid(c)))
+        .map(|v| sensor_tag && v.iter().any(|&c| off_coarse_grid(c)))
         .collect();
     // Fill gaps of one or two samples between scaled samples.
     let marked: Vec<usize> = (0..scaled.len()).filter(|&i| scaled[i]).collect();
@@ -268,7 +300,9 @@ pub fn clean(values: &[[f64; 3]]) -> (Vec<[i16; 3]>, Cleaning) {
         let k = if is_scaled { 4.0 } else { 1.0 };
         stats.rescaled += usize::from(is_scaled);
         let g = v.map(|c| c * k);
-        if g.iter().any(|c| c.abs() > 8.0 + 1e-9) {
+        // The tags ran at ±8 g; the phone's range is ±16 g (its samples are clamped to the
+        // ±8 g that 16-bit counts of 1/4096 g hold).
+        if sensor_tag && g.iter().any(|c| c.abs() > 8.0 + 1e-9) {
             stats.corrupt += 1;
             let previous = out.last().copied().unwrap_or([0, 0, COUNTS_PER_G as i16]);
             out.push(previous);
@@ -370,7 +404,7 @@ pub fn load(root: &Path, position: Position) -> Result<(Dataset, LoadNotes), Eva
                 what: "no sensor map (`%MAC; id; POSITION; model` lines) in the header".into(),
             });
         }
-        let Some((&id, _)) = map.iter().find(|(_, &p)| p == position) else {
+        let Some((&id, sensor)) = map.iter().find(|(_, s)| s.position == position) else {
             notes.without_position.push(path);
             continue;
         };
@@ -389,7 +423,7 @@ pub fn load(root: &Path, position: Position) -> Result<(Dataset, LoadNotes), Eva
             1
         };
         let values: Vec<[f64; 3]> = stream.rows.iter().step_by(step).map(|r| r.1).collect();
-        let (samples, cleaning) = clean(&values);
+        let (samples, cleaning) = clean(&values, sensor.sensor_tag);
         notes.cleaning.rescaled += cleaning.rescaled;
         notes.cleaning.corrupt += cleaning.corrupt;
         notes.samples += samples.len();
@@ -469,8 +503,20 @@ mod tests {
     fn sensor_map_and_stream() {
         let map = parse_sensor_map(SAMPLE);
         assert_eq!(map.len(), 3);
-        assert_eq!(map[&7], Position::Chest);
-        assert_eq!(map[&0], Position::Pocket);
+        assert_eq!(
+            map[&7],
+            Sensor {
+                position: Position::Chest,
+                sensor_tag: true
+            }
+        );
+        assert_eq!(
+            map[&0],
+            Sensor {
+                position: Position::Pocket,
+                sensor_tag: false
+            }
+        );
         // Chest rows only (id 7, type 0), in counter order whatever the line order.
         let s = parse_stream(SAMPLE, 7).expect("parses");
         assert_eq!(s.rows, vec![(1, [0.5, 0.25, 0.125]), (2, [1.0, 0.0, 0.0])]);
@@ -492,7 +538,7 @@ mod tests {
             // Beyond 8 g: replaced by the sample before.
             [9.5, 0.0, 0.0],
         ];
-        let (out, stats) = clean(&values);
+        let (out, stats) = clean(&values, true);
         assert_eq!(
             stats,
             Cleaning {
@@ -505,5 +551,8 @@ mod tests {
         assert_eq!(out[3], [4096, 0, 0]);
         assert_eq!(out[4], [-8128, 2048, 8192]);
         assert_eq!(out[5], out[4]);
+        // The phone's own fine resolution is not a fault.
+        let (_, phone) = clean(&values[..1], false);
+        assert_eq!(phone.rescaled, 0);
     }
 }
