@@ -1029,6 +1029,108 @@ mod tests {
         assert_eq!(f.events, 0);
     }
 
+    // Device axes for the chest pendant: +X points up along the lanyard.
+    const P_UPRIGHT: [i32; 3] = [1000, 0, 0];
+    const P_ON_BACK: [i32; 3] = [0, 0, 1000];
+
+    #[test]
+    fn presets_by_product() {
+        assert_eq!(
+            FallConfig::for_wearable(Wearable::ChestPendant),
+            FallConfig::CHEST_PENDANT
+        );
+        assert_eq!(
+            FallConfig::for_wearable(Wearable::WaistClip),
+            FallConfig::SISFALL_WAIST
+        );
+        // The pendant preset runs at 20 Hz and at 50 Hz (durations are in milliseconds).
+        for rate in [20, 25, 50] {
+            let c = FallConfig {
+                sample_rate_hz: rate,
+                ..FallConfig::CHEST_PENDANT
+            };
+            assert!(FallDetector::new(c).is_ok(), "{rate} Hz");
+        }
+        assert_eq!(
+            FallDetector::new(FallConfig {
+                jerk_span_ms: 100,
+                sample_rate_hz: 200,
+                ..FallConfig::CHEST_PENDANT
+            })
+            .err(),
+            Some(ConfigError::JerkSpanTooLong)
+        );
+    }
+
+    #[test]
+    fn pendant_finds_a_soft_fall_whose_samples_stay_under_2_g() {
+        // At 20 Hz the highest moment of the hit falls between samples: the samples read
+        // 0.3 g (falling) then 1.8 g. The change of 1.8 g in 50 ms is the impact.
+        let fall = |config: FallConfig| {
+            let mut f = Feed::new(config);
+            f.hold(P_UPRIGHT, 5_000)
+                .sweep(P_UPRIGHT, [300, 0, 100], 300)
+                .hold([0, 0, 1800], 50)
+                .hold(P_ON_BACK, 10_000);
+            (f.events, f.first)
+        };
+        let (events, first) = fall(FallConfig::CHEST_PENDANT);
+        assert_eq!(events, 1);
+        let e = first.expect("fall");
+        assert!(e.peak_mg < 2000, "{e:?}");
+        assert!((1700..=1900).contains(&e.jerk_mg), "{e:?}");
+        assert!((85..=95).contains(&e.turn_deg), "{e:?}");
+        // Settle 1.5 s (30 samples), observe 1.5 s (30 samples).
+        assert_eq!(e.detected_sample, e.impact_sample + 30 + 30);
+        // The magnitude test alone (the waist preset's, at 2 g) misses it.
+        let magnitude_only = FallConfig {
+            jerk_mg: 0,
+            impact_mg: 2000,
+            ..FallConfig::CHEST_PENDANT
+        };
+        assert_eq!(fall(magnitude_only).0, 0);
+    }
+
+    #[test]
+    fn pendant_lying_down_on_a_bed_is_not_a_fall() {
+        // Lowering oneself onto a bed: a turn to lying and a soft landing (0.8 g of change
+        // in 50 ms, 1.5 g at most), then still.
+        let mut f = Feed::new(FallConfig::CHEST_PENDANT);
+        f.hold(P_UPRIGHT, 5_000)
+            .sweep(P_UPRIGHT, [500, 0, 866], 1_000)
+            .hold([0, 0, 1500], 50)
+            .hold(P_ON_BACK, 20_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn pendant_swinging_after_the_fall_then_still_is_a_fall_decided_later() {
+        let run = |config: FallConfig| {
+            let mut f = Feed::new(config);
+            f.hold(P_UPRIGHT, 5_000)
+                .hold([200, 0, 0], 300)
+                .hold([2000, 1500, 2500], 50);
+            // Lying, but moving by about 0.4 g for 4 s (the pendant swinging, the wearer
+            // shifting), then still.
+            for _ in 0..40 {
+                f.hold([0, 400, 1000], 50).hold([0, -400, 1000], 50);
+            }
+            f.hold(P_ON_BACK, 10_000);
+            (f.events, f.first)
+        };
+        let (events, first) = run(FallConfig::CHEST_PENDANT);
+        assert_eq!(events, 1);
+        let e = first.expect("fall");
+        // Not in the first window (from 1.5 s to 3 s after the impact), but once still.
+        assert!(e.detected_sample >= e.impact_sample + 80 + 30, "{e:?}");
+        // With a single window the movement hides the fall.
+        let one_window = FallConfig {
+            still_within_ms: 0,
+            ..FallConfig::CHEST_PENDANT
+        };
+        assert_eq!(run(one_window).0, 0);
+    }
+
     #[test]
     fn cosine_table_and_inverse() {
         assert_eq!(cos_q14(0), 16384);

@@ -415,7 +415,7 @@ pub fn load_dataset(root: &Path) -> Result<(Dataset, Vec<PathBuf>), EvalError> {
 /// caught or missed as it would be on the device.
 pub fn resample(dataset: &Dataset, to_hz: u16) -> Result<Dataset, EvalError> {
     let from = dataset.sample_rate_hz;
-    if to_hz == 0 || to_hz > from || from % to_hz != 0 {
+    if to_hz == 0 || to_hz > from || !from.is_multiple_of(to_hz) {
         return Err(EvalError::BadRate { from, to: to_hz });
     }
     let step = usize::from(from / to_hz);
