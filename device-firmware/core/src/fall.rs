@@ -171,11 +171,13 @@ impl FallConfig {
         // forward falls onto the front the least, the pendant lying on the floor beside the
         // chest); sitting or leaning turns it less than 45°.
         turn_min_deg: 60,
-        // 0.3 g: lying after a fall the chest moves by 0.01 to 0.18 g (breathing, an arm;
-        // a pendant resting on the chest or the floor); walking or getting straight up
-        // again moves it by 0.3 g or more. A lanyard swinging right after the fall is
-        // left to `still_within_ms`.
-        still_max_mg: 300,
+        // 0.5 g: lying after a fall onto a mattress the chest moves by 0.01 to 0.18 g in
+        // most trials, up to 0.38 g (UMAFall 01-09; the wearer shifting, the pendant
+        // rocking on the lanyard; UMAFall's other subjects reach 0.2 to 0.48 g), breathing
+        // by a few hundredths of a g; jogging or hopping moves it by about 1 g. At the chest
+        // the turn test, not this one, tells lying from walking (which moves it by 0.13 to
+        // 0.35 g), so the threshold can sit above every lying value seen.
+        still_max_mg: 500,
         block_ms: 250,
         lookback_ms: 4000,
         settle_ms: 1500,
@@ -186,9 +188,9 @@ impl FallConfig {
         // between, and a hit is seen whether or not its highest sample is caught.
         jerk_mg: 1500,
         jerk_span_ms: 50,
-        // 5 s: a pendant may swing or the wearer shift for a moment after falling; lying
-        // still within 5 s of the first look is still a fall (decided at most 8 s after
-        // the impact).
+        // 5 s: the wearer may roll or shift, or the pendant swing, for a few seconds after
+        // falling; lying still in a window starting within 5 s of the first is still a fall
+        // (decided at most 8 s after the impact, well inside the 30 s cancel window).
         still_within_ms: 5000,
     };
 
@@ -1110,10 +1112,10 @@ mod tests {
             f.hold(P_UPRIGHT, 5_000)
                 .hold([200, 0, 0], 300)
                 .hold([2000, 1500, 2500], 50);
-            // Lying, but moving by about 0.4 g for 4 s (the pendant swinging, the wearer
-            // shifting), then still.
+            // Lying, but moving by about 0.65 g for 4 s (the pendant swinging, the wearer
+            // shifting; 1.3 g between samples, under the impact's 1.5 g), then still.
             for _ in 0..40 {
-                f.hold([0, 400, 1000], 50).hold([0, -400, 1000], 50);
+                f.hold([0, 650, 1000], 50).hold([0, -650, 1000], 50);
             }
             f.hold(P_ON_BACK, 10_000);
             (f.events, f.first)

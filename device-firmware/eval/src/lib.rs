@@ -674,14 +674,14 @@ impl fmt::Display for Report {
         writeln!(f)?;
         writeln!(
             f,
-            "sensitivity  {:>6}  ({} of {} fall trials detected, F codes)",
+            "sensitivity  {:>6}  ({} of {} fall trials detected)",
             pct(self.sensitivity),
             self.falls_detected,
             self.fall_trials
         )?;
         writeln!(
             f,
-            "specificity  {:>6}  ({} of {} ADL trials without a false alarm, D codes)",
+            "specificity  {:>6}  ({} of {} ADL trials without a false alarm)",
             pct(self.specificity),
             self.adl_trials - self.adl_trials_with_false_alarm,
             self.adl_trials
