@@ -1134,6 +1134,14 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_detector_stays_small() {
+        // 768 bytes on a 64-bit host (the block ring is 384, the raw-sample ring 96); less
+        // on a 32-bit microcontroller. No allocation: it is all here.
+        assert!(core::mem::size_of::<FallDetector>() <= 800);
+        assert_eq!(core::mem::size_of::<[Block; MAX_BLOCKS]>(), 384);
+    }
+
+    #[test]
     fn cosine_table_and_inverse() {
         assert_eq!(cos_q14(0), 16384);
         assert_eq!(cos_q14(60), 8192);
