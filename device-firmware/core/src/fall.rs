@@ -6,11 +6,16 @@
 //!    upright (standing or sitting): the gravity direction of at least one
 //!    [`FallConfig::block_ms`] block lay within [`FallConfig::upright_max_deg`] of the device's
 //!    "up" axis. The most upright such block is the *reference posture*.
-//! 2. **Impact.** The acceleration magnitude reached [`FallConfig::impact_mg`].
+//! 2. **Impact.** The acceleration magnitude reached [`FallConfig::impact_mg`], or (when
+//!    [`FallConfig::jerk_mg`] is set) the acceleration vector changed by that much within
+//!    [`FallConfig::jerk_span_ms`]: at a pendant's 20 Hz the highest sample of a hit is
+//!    usually missed, but the abrupt change is seen whatever the sampling phase.
 //! 3. **Lying still after.** Once [`FallConfig::settle_ms`] have passed since the last impact,
 //!    over the next [`FallConfig::observe_ms`] the mean gravity direction is turned by at least
 //!    [`FallConfig::turn_min_deg`] from the reference posture, and the acceleration vector moves
-//!    little (its standard deviation is at most [`FallConfig::still_max_mg`]).
+//!    little (its standard deviation is at most [`FallConfig::still_max_mg`]). With
+//!    [`FallConfig::still_within_ms`] set, a window that fails is followed by further ones
+//!    (the wearer rolling or the pendant rocking for a moment after the fall).
 //!
 //! A free-fall phase (magnitude well below 1 g before the impact) is *not* required: slumping
 //! falls from a chair often show none (in 61 of SisFall's 525 fall trials the magnitude never
@@ -21,9 +26,10 @@
 //! integer square roots and a fixed-point cosine table only once per posture block or per
 //! candidate event. Memory: one fixed ring of [`MAX_BLOCKS`] posture blocks.
 //!
-//! Why each default threshold has the value it has is written next to it in
-//! [`FallConfig::SISFALL_WAIST`]; `device-firmware/README.md` has the measured effect of
-//! moving each one by ±10%.
+//! Why each threshold has the value it has is written next to it in the presets,
+//! [`FallConfig::SISFALL_WAIST`] (a waist clip) and [`FallConfig::CHEST_PENDANT`] (a
+//! pendant), chosen by product with [`FallConfig::for_wearable`];
+//! `device-firmware/README.md` has the measured effect of moving each one by ±10%.
 
 /// Capacity of the posture-block ring: bounds `lookback_ms / block_ms`.
 pub const MAX_BLOCKS: usize = 32;
@@ -164,12 +170,13 @@ impl FallConfig {
         // magnitude of 3 g still counts on its own: lying down on a bed peaks at 1.3 to
         // 2.2 g, sitting down at 1.2 to 2.0 g.
         impact_mg: 3000,
-        // 45°: a pendant hangs along the trunk, which is within 25° of vertical standing,
-        // walking or sitting upright (UMAFall: every fall starts within 25°).
+        // 45°: a pendant hangs along the trunk; before every UMAFall fall the chest's most
+        // upright 0.25 s is within 25° of vertical, while lying (70° or more) never counts.
         upright_max_deg: 45,
-        // 60°: after a fall the chest lies 64° to 130° from its upright posture (UMAFall;
-        // forward falls onto the front the least, the pendant lying on the floor beside the
-        // chest); sitting or leaning turns it less than 45°.
+        // 60°: after a fall the chest lies 64° to 130° from its upright posture (UMAFall,
+        // but for one subject who sat straight up); walking keeps it within 50°. Bending and
+        // sitting down lean the chest further for moments (up to 84° to 113°), so at the
+        // chest this confirms lying; the change test does most of the separating.
         turn_min_deg: 60,
         // 0.5 g: lying after a fall onto a mattress the chest moves by 0.01 to 0.18 g in
         // most trials, up to 0.38 g (UMAFall 01-09; the wearer shifting, the pendant
