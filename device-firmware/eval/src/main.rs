@@ -295,6 +295,8 @@ struct NotesOut {
     samples: usize,
     rescaled_samples: usize,
     corrupt_samples: usize,
+    repeated_counter_rows: usize,
+    filled_counter_gaps: usize,
     files_without_position: Vec<String>,
 }
 
@@ -304,6 +306,8 @@ fn notes_out(position: Position, n: &LoadNotes) -> NotesOut {
         samples: n.samples,
         rescaled_samples: n.cleaning.rescaled,
         corrupt_samples: n.cleaning.corrupt,
+        repeated_counter_rows: n.cleaning.repeated,
+        filled_counter_gaps: n.cleaning.filled,
         files_without_position: n
             .without_position
             .iter()
@@ -610,10 +614,13 @@ fn write_text(
     if let Some(n) = view.notes {
         writeln!(
             out,
-            "UMAFall {}: {} samples at 20 Hz by the sensor counter; {} on the 1/16384 g grid \
-             rescaled x4 ({:.1}%), {} beyond 8 g replaced; {} files without this position",
+            "UMAFall {}: {} samples at 20 Hz by the sensor counter ({} repeated rows dropped, {} \
+             missing samples held); {} on the 1/16384 g grid rescaled x4 ({:.1}%), {} beyond 8 g \
+             replaced; {} files without this position",
             n.position,
             n.samples,
+            n.repeated_counter_rows,
+            n.filled_counter_gaps,
             n.rescaled_samples,
             100.0 * n.rescaled_samples as f64 / n.samples.max(1) as f64,
             n.corrupt_samples,

@@ -13,8 +13,8 @@
 //! - **Timing from the counter.** The SensorTags sample at 20 Hz by their `Sample No`
 //!   counter (50 ms a step); the timestamps are the phone's reception times, which jitter by
 //!   about 20 ms and stall for up to 2.5 s while samples queue. Resampling on those
-//!   timestamps blurs the short peak of an impact, so samples are taken in counter order, one
-//!   per step. The phone samples at about 200 Hz (5 ms a step by its counter) and is
+//!   timestamps blurs the short peak of an impact, so samples are taken one per counter step
+//!   ([`on_counter`]: a repeated counter is dropped, a gap of up to 5 s held). The phone samples at about 200 Hz (5 ms a step by its counter) and is
 //!   decimated to 20 Hz like the tags, by keeping every tenth sample.
 //! - **Samples four times too small.** Some runs of samples, mostly at the start of a chest
 //!   recording, lie on a 1/16384 g grid: they read 0.25 g at rest and clip at ±2.0, i.e. the
@@ -218,8 +218,9 @@ fn is_mac(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The accelerometer rows of sensor `id` (sensor type 0), sorted by `Sample No`. Returns
-/// the 1-based number of a malformed data line on error.
+/// The accelerometer rows of sensor `id` (sensor type 0), in file order (which is counter
+/// order: a sensor's rows are written as they arrive, in sequence). Returns the 1-based number
+/// of a malformed data line on error.
 pub fn parse_stream(text: &str, id: u32) -> Result<Stream, usize> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -258,8 +259,39 @@ pub fn parse_stream(text: &str, id: u32) -> Result<Stream, usize> {
         }
         rows.push((counter, v));
     }
-    rows.sort_by_key(|&(n, _)| n);
     Ok(Stream { rows })
+}
+
+/// Longest counter gap that is filled (5 s at 20 Hz); a longer jump or a step back is taken
+/// as the sensor restarting its count, and the samples are joined as they are.
+const MAX_GAP_STEPS: u64 = 100;
+
+/// The samples one per counter step: a repeated counter is dropped, a gap of up to
+/// [`MAX_GAP_STEPS`] is filled by holding the sample before it (the detector's timing is
+/// the sample count). Returns the samples and how many were dropped and filled.
+pub fn on_counter(rows: &[(u64, [f64; 3])]) -> (Vec<[f64; 3]>, usize, usize) {
+    let mut out: Vec<[f64; 3]> = Vec::with_capacity(rows.len());
+    let (mut dropped, mut filled) = (0, 0);
+    let mut last: Option<u64> = None;
+    for &(n, v) in rows {
+        match last {
+            Some(prev) if n == prev => {
+                dropped += 1;
+                continue;
+            }
+            Some(prev) if n > prev + 1 && n - prev <= MAX_GAP_STEPS => {
+                let hold = out.last().copied().unwrap_or(v);
+                for _ in prev + 1..n {
+                    out.push(hold);
+                    filled += 1;
+                }
+            }
+            _ => {}
+        }
+        out.push(v);
+        last = Some(n);
+    }
+    (out, dropped, filled)
 }
 
 /// Is `v` (g) off the 1/4096 g grid, i.e. a reading divided by 16384 instead of 4096?
@@ -275,6 +307,10 @@ pub struct Cleaning {
     pub rescaled: usize,
     /// Samples beyond ±8 g, replaced by the sample before.
     pub corrupt: usize,
+    /// Rows whose `Sample No` repeats the one before, dropped.
+    pub repeated: usize,
+    /// Samples missing from the counter (a gap of up to 5 s), filled by holding the one before.
+    pub filled: usize,
 }
 
 /// Corrects the samples of one stream (see the module docs) and converts them to counts of
@@ -422,10 +458,13 @@ pub fn load(root: &Path, position: Position) -> Result<(Dataset, LoadNotes), Eva
         } else {
             1
         };
-        let values: Vec<[f64; 3]> = stream.rows.iter().step_by(step).map(|r| r.1).collect();
+        let (timed, repeated, filled) = on_counter(&stream.rows);
+        let values: Vec<[f64; 3]> = timed.into_iter().step_by(step).collect();
         let (samples, cleaning) = clean(&values, sensor.sensor_tag);
         notes.cleaning.rescaled += cleaning.rescaled;
         notes.cleaning.corrupt += cleaning.corrupt;
+        notes.cleaning.repeated += repeated;
+        notes.cleaning.filled += filled;
         notes.samples += samples.len();
         recordings.push(Recording {
             code: parsed.activity.clone(),
@@ -495,8 +534,8 @@ mod tests {
         %B0:B4:48:B8:77:03; 4; ANKLE; SensorTag\n\
         % TimeStamp; Sample No; X-Axis; Y-Axis; Z-Axis; Sensor Type; Sensor ID;\n\
         102;1;-0.13;0.88;0.33;0;0\n\
-        130;2;1.0;0.0;0.0;0;7\n\
         123;1;0.5;0.25;0.125;0;7\n\
+        130;2;1.0;0.0;0.0;0;7\n\
         131;2;9.0;0.0;0.0;1;7\n";
 
     #[test]
@@ -517,10 +556,26 @@ mod tests {
                 sensor_tag: false
             }
         );
-        // Chest rows only (id 7, type 0), in counter order whatever the line order.
+        // Chest rows only (id 7, type 0), in file order.
         let s = parse_stream(SAMPLE, 7).expect("parses");
         assert_eq!(s.rows, vec![(1, [0.5, 0.25, 0.125]), (2, [1.0, 0.0, 0.0])]);
-        assert_eq!(parse_stream("1;2;3\n", 7), Err(1));
+        // A chest row with columns missing.
+        assert_eq!(parse_stream("1;2;0;7\n", 7), Err(1));
+    }
+
+    #[test]
+    fn samples_are_timed_by_the_counter() {
+        let a = [1.0, 0.0, 0.0];
+        let b = [0.0, 1.0, 0.0];
+        let c = [0.0, 0.0, 1.0];
+        // 10, 10 (repeated), 13 (two missing: held), then a restart at 0.
+        let rows = [(10, a), (10, b), (13, b), (14, c), (0, a), (1, b)];
+        let (out, dropped, filled) = on_counter(&rows);
+        assert_eq!((dropped, filled), (1, 2));
+        assert_eq!(out, vec![a, a, a, b, c, a, b]);
+        // A jump beyond 5 s is a restart, not a gap.
+        let (out, _, filled) = on_counter(&[(1, a), (500, b)]);
+        assert_eq!((out.len(), filled), (2, 0));
     }
 
     #[test]
@@ -543,7 +598,8 @@ mod tests {
             stats,
             Cleaning {
                 rescaled: 3,
-                corrupt: 1
+                corrupt: 1,
+                ..Cleaning::default()
             }
         );
         assert_eq!(out[0], [4097, 3, -5]);
