@@ -297,6 +297,7 @@ struct NotesOut {
     corrupt_samples: usize,
     repeated_counter_rows: usize,
     filled_counter_gaps: usize,
+    malformed_lines_skipped: usize,
     files_without_position: Vec<String>,
 }
 
@@ -308,6 +309,7 @@ fn notes_out(position: Position, n: &LoadNotes) -> NotesOut {
         corrupt_samples: n.cleaning.corrupt,
         repeated_counter_rows: n.cleaning.repeated,
         filled_counter_gaps: n.cleaning.filled,
+        malformed_lines_skipped: n.malformed_lines,
         files_without_position: n
             .without_position
             .iter()
@@ -616,7 +618,7 @@ fn write_text(
             out,
             "UMAFall {}: {} samples at 20 Hz by the sensor counter ({} repeated rows dropped, {} \
              missing samples held); {} on the 1/16384 g grid rescaled x4 ({:.1}%), {} beyond 8 g \
-             replaced; {} files without this position",
+             replaced; {} files without this position; {} unreadable lines skipped",
             n.position,
             n.samples,
             n.repeated_counter_rows,
@@ -624,7 +626,8 @@ fn write_text(
             n.rescaled_samples,
             100.0 * n.rescaled_samples as f64 / n.samples.max(1) as f64,
             n.corrupt_samples,
-            n.files_without_position.len()
+            n.files_without_position.len(),
+            n.malformed_lines_skipped
         )?;
     }
     writeln!(out, "{report}")?;

@@ -167,11 +167,13 @@ pub fn parse_file_name(name: &str) -> Option<FileName> {
     })
 }
 
-/// One sensor's stream from a file, as read (values in g), in counter order.
+/// One sensor's stream from a file, as read (values in g), in file order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stream {
     /// (`Sample No`, [x, y, z] in g).
     pub rows: Vec<(u64, [f64; 3])>,
+    /// 1-based numbers of data lines that could not be read (any sensor's), skipped.
+    pub malformed: Vec<usize>,
 }
 
 /// One entry of a file's sensor map.
@@ -219,47 +221,61 @@ fn is_mac(s: &str) -> bool {
 }
 
 /// The accelerometer rows of sensor `id` (sensor type 0), in file order (which is counter
-/// order: a sensor's rows are written as they arrive, in sequence). Returns the 1-based number
-/// of a malformed data line on error.
-pub fn parse_stream(text: &str, id: u32) -> Result<Stream, usize> {
+/// order: a sensor's rows are written as they arrive, in sequence). A data line that cannot be
+/// read is skipped and its number kept in [`Stream::malformed`]: one bad line must not hide a
+/// whole recording.
+pub fn parse_stream(text: &str, id: u32) -> Stream {
     let mut rows = Vec::new();
+    let mut malformed = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim().trim_end_matches(';');
         if line.is_empty() || line.starts_with('%') {
             continue;
         }
-        // The last two cells first, without allocating: most rows belong to other sensors.
-        let mut tail = line.rsplitn(3, ';');
-        let (Some(sensor), Some(kind), Some(head)) = (tail.next(), tail.next(), tail.next()) else {
-            return Err(i + 1);
-        };
-        let (Ok(kind), Ok(sensor)) = (kind.trim().parse::<u32>(), sensor.trim().parse::<u32>())
-        else {
-            return Err(i + 1);
-        };
-        if kind != 0 || sensor != id {
-            continue;
+        match parse_row(line, id) {
+            Ok(Some(row)) => rows.push(row),
+            Ok(None) => {}
+            Err(()) => malformed.push(i + 1),
         }
-        let mut cells = head.split(';').map(str::trim);
-        // TimeStamp (unused: reception time), Sample No, X, Y, Z.
-        let (Some(_), Some(counter), Some(x), Some(y), Some(z), None) = (
-            cells.next(),
-            cells.next(),
-            cells.next(),
-            cells.next(),
-            cells.next(),
-            cells.next(),
-        ) else {
-            return Err(i + 1);
-        };
-        let counter: u64 = counter.parse().map_err(|_| i + 1)?;
-        let mut v = [0.0; 3];
-        for (k, c) in v.iter_mut().zip([x, y, z]) {
-            *k = c.parse().map_err(|_| i + 1)?;
-        }
-        rows.push((counter, v));
     }
-    Ok(Stream { rows })
+    Stream { rows, malformed }
+}
+
+/// One data line: `Some` if it is an accelerometer row of sensor `id`.
+fn parse_row(line: &str, id: u32) -> Result<Option<(u64, [f64; 3])>, ()> {
+    // The last two cells first, without allocating: most rows belong to other sensors.
+    let mut tail = line.rsplitn(3, ';');
+    let (Some(sensor), Some(kind), Some(head)) = (tail.next(), tail.next(), tail.next()) else {
+        return Err(());
+    };
+    let (Ok(kind), Ok(sensor)) = (kind.trim().parse::<u32>(), sensor.trim().parse::<u32>()) else {
+        return Err(());
+    };
+    if kind != 0 || sensor != id {
+        return Ok(None);
+    }
+    let mut cells = head.split(';').map(str::trim);
+    // TimeStamp (unused: reception time), Sample No, X, Y, Z.
+    let (Some(_), Some(counter), Some(x), Some(y), Some(z), None) = (
+        cells.next(),
+        cells.next(),
+        cells.next(),
+        cells.next(),
+        cells.next(),
+        cells.next(),
+    ) else {
+        return Err(());
+    };
+    let counter: u64 = counter.parse().map_err(|_| ())?;
+    let mut v = [0.0; 3];
+    for (k, c) in v.iter_mut().zip([x, y, z]) {
+        let value: f64 = c.parse().map_err(|_| ())?;
+        if !value.is_finite() {
+            return Err(());
+        }
+        *k = value;
+    }
+    Ok(Some((counter, v)))
 }
 
 /// Longest counter gap that is filled (5 s at 20 Hz); a longer jump or a step back is taken
@@ -364,6 +380,8 @@ pub struct LoadNotes {
     pub cleaning: Cleaning,
     /// Samples loaded (after decimation), for the rescaled share.
     pub samples: usize,
+    /// Data lines that could not be read, skipped (over all files, any sensor).
+    pub malformed_lines: usize,
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), EvalError> {
@@ -444,11 +462,8 @@ pub fn load(root: &Path, position: Position) -> Result<(Dataset, LoadNotes), Eva
             notes.without_position.push(path);
             continue;
         };
-        let stream = parse_stream(&text, id).map_err(|line| EvalError::BadLine {
-            text: text.lines().nth(line - 1).unwrap_or_default().to_string(),
-            path: path.clone(),
-            line,
-        })?;
+        let stream = parse_stream(&text, id);
+        notes.malformed_lines += stream.malformed.len();
         if stream.rows.is_empty() {
             notes.without_position.push(path);
             continue;
@@ -557,10 +572,14 @@ mod tests {
             }
         );
         // Chest rows only (id 7, type 0), in file order.
-        let s = parse_stream(SAMPLE, 7).expect("parses");
+        let s = parse_stream(SAMPLE, 7);
         assert_eq!(s.rows, vec![(1, [0.5, 0.25, 0.125]), (2, [1.0, 0.0, 0.0])]);
-        // A chest row with columns missing.
-        assert_eq!(parse_stream("1;2;0;7\n", 7), Err(1));
+        assert!(s.malformed.is_empty());
+        // A chest row with columns missing, a value that is not a number, a line of text:
+        // skipped and counted, the good row kept.
+        let s = parse_stream("1;2;0;7\n5;3;0.1;x;0.3;0;7\nhello\n9;4;1;0;0;0;7;\n", 7);
+        assert_eq!(s.rows, vec![(4, [1.0, 0.0, 0.0])]);
+        assert_eq!(s.malformed, vec![1, 2, 3]);
     }
 
     #[test]

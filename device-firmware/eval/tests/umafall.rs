@@ -60,6 +60,9 @@ fn pendant_preset_meets_the_targets_at_the_chest() {
         notes.cleaning
     );
     assert_eq!(notes.cleaning.corrupt, 0);
+    // Every data line reads, one per counter step.
+    assert_eq!(notes.malformed_lines, 0);
+    assert_eq!((notes.cleaning.repeated, notes.cleaning.filled), (0, 0));
 
     let all = pendant(dataset, |_| true);
     assert_eq!(all.subjects.len(), 9, "{:?}", all.subjects);
