@@ -76,11 +76,6 @@ pub enum EvalError {
         line: usize,
         text: String,
     },
-    /// A UMAFall file whose header has no sensor map, or no sensor at the position.
-    NoSensor {
-        path: PathBuf,
-        what: String,
-    },
     /// A resampling rate that does not divide the recordings' rate.
     BadRate {
         from: u16,
@@ -107,7 +102,6 @@ impl fmt::Display for EvalError {
                 "{} line {line}: expected `x,y,z` integers, found {text:?}",
                 path.display()
             ),
-            EvalError::NoSensor { path, what } => write!(f, "{}: {what}", path.display()),
             EvalError::BadRate { from, to } => write!(
                 f,
                 "cannot resample {from} Hz to {to} Hz: the new rate must divide the old one"

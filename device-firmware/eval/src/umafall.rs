@@ -374,7 +374,8 @@ pub fn clean(values: &[[f64; 3]], sensor_tag: bool) -> (Vec<[i16; 3]>, Cleaning)
 pub struct LoadNotes {
     /// Files whose name is not a UMAFall trial name.
     pub skipped: Vec<PathBuf>,
-    /// Trial files without the chosen position in their sensor map, or without its rows.
+    /// Trial files without the chosen position in their sensor map (or without a sensor
+    /// map), or without its rows.
     pub without_position: Vec<PathBuf>,
     /// Samples rescaled (×4) and replaced (beyond ±8 g), over the files loaded.
     pub cleaning: Cleaning,
@@ -452,12 +453,6 @@ pub fn load(root: &Path, position: Position) -> Result<(Dataset, LoadNotes), Eva
         };
         let text = read_text(&path)?;
         let map = parse_sensor_map(&text);
-        if map.is_empty() {
-            return Err(EvalError::NoSensor {
-                path,
-                what: "no sensor map (`%MAC; id; POSITION; model` lines) in the header".into(),
-            });
-        }
         let Some((&id, sensor)) = map.iter().find(|(_, s)| s.position == position) else {
             notes.without_position.push(path);
             continue;

@@ -126,3 +126,66 @@ fn each_file_s_sensor_map_decides_the_position() {
     assert!(wrist.cleaning.corrupt >= 1, "{:?}", wrist.cleaning);
     assert!(wrist.without_position.is_empty());
 }
+
+#[test]
+fn ids_come_from_each_file_s_own_map() {
+    // Two trials whose maps give the chest different ids; a file without a map; a stray file.
+    let dir = std::env::temp_dir().join(format!("homeward-umafall-map-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let trial = |chest: u32, ankle: u32| {
+        format!(
+            "% MAC Address; Sensor_ID; Position; Device Model\n\
+             %C4:BE:84:70:64:8A; {chest}; CHEST; SensorTag\n\
+             %B0:B4:48:B8:77:03; {ankle}; ANKLE; SensorTag\n\
+             % TimeStamp; Sample No; X-Axis; Y-Axis; Z-Axis; Sensor Type; Sensor ID;\n\
+             100;1;1.0;0.0;0.0;0;{chest}\n\
+             101;1;0.0;0.0;-1.0;0;{ankle}\n\
+             150;2;0.5;0.0;0.0;0;{chest}\n\
+             151;2;0.5;0.5;0.0;1;{chest}\n"
+        )
+    };
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write");
+    write(
+        "UMAFall_Subject_11_ADL_Walking_1_2017-01-01_10-00-00.csv",
+        &trial(1, 4),
+    );
+    write(
+        "UMAFall_Subject_12_Fall_forwardFall_2_2017-01-01_10-01-00.csv",
+        &trial(3, 0),
+    );
+    write(
+        "UMAFall_Subject_12_ADL_Jogging_1_2017-01-01_10-02-00.csv",
+        "% no map\n100;1;1.0;0.0;0.0;0;1\n",
+    );
+    write("notes.txt.csv", "whatever\n");
+
+    let (dataset, notes) = umafall::load(&dir, Position::Chest).expect("loads");
+    assert_eq!(notes.skipped.len(), 1, "{:?}", notes.skipped);
+    assert_eq!(
+        notes.without_position.len(),
+        1,
+        "{:?}",
+        notes.without_position
+    );
+    assert_eq!(dataset.recordings.len(), 2);
+    for rec in &dataset.recordings {
+        // The chest's accelerometer rows only, whatever its id: 1 g then 0.5 g along +X.
+        assert_eq!(
+            rec.samples,
+            vec![[4096, 0, 0], [2048, 0, 0]],
+            "{}",
+            rec.name
+        );
+    }
+    let fall = dataset.recordings.iter().find(|r| r.fall).expect("a fall");
+    assert_eq!(
+        (fall.subject.as_str(), fall.code.as_str()),
+        ("UMA12", "forwardFall")
+    );
+    let (ankle, _) = umafall::load(&dir, Position::Ankle).expect("loads");
+    assert!(ankle
+        .recordings
+        .iter()
+        .all(|r| r.samples == vec![[0, 0, -4096]]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
