@@ -633,12 +633,12 @@ impl fmt::Display for Report {
             self.subjects.join(" ")
         )?;
         writeln!(f)?;
+        // At least as wide as the header's "code" (SisFall's codes are three letters).
         let width = self
             .per_code
             .iter()
             .map(|c| c.code.len())
-            .max()
-            .unwrap_or(4);
+            .fold(4, usize::max);
         writeln!(
             f,
             "{:<width$}  trials  detected  result       description",
