@@ -25,7 +25,7 @@ use homeward_proto::topic::{self, Topic, TopicKind};
 use homeward_proto::{DecodeError, DeviceId, Downlink, EventBody, Percent, SignalDbm, Status};
 
 use crate::cancel::{CancelAction, CancelConfig, CancelWindow};
-use crate::fall::{ConfigError, FallConfig, FallDetector, FallEvent};
+use crate::fall::{ConfigError, FallConfig, FallDetector, FallEvent, Wearable};
 use crate::hw::{Board, Indication, Storage};
 use crate::store::{Class, OpenError, PushError, Pushed, Queue, QueueConfig, Restored};
 
@@ -65,7 +65,9 @@ pub struct DeviceConfig {
     pub battery_rearm_percent: u8,
     /// `door_open_too_long` after a door has been open this long. Default 10 minutes.
     pub door_open_too_long_ms: u32,
-    /// The fall detector (pendants).
+    /// The fall detector (pendants). [`DeviceConfig::new`] gives the waist preset
+    /// (`FallConfig::SISFALL_WAIST`, which the simulator's SisFall motion matches);
+    /// [`DeviceConfig::worn`] chooses the preset by product.
     pub fall: FallConfig,
     /// The cancel window and long press.
     pub cancel: CancelConfig,
@@ -86,6 +88,18 @@ impl DeviceConfig {
             fall: FallConfig::default(),
             cancel: CancelConfig::default(),
             queue: QueueConfig::default(),
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// Defaults for a worn device (a [`Role::Pendant`]) of the given kind: the fall detector
+    /// runs the preset for where that product sits on the body
+    /// ([`FallConfig::for_wearable`]: a chest pendant on a lanyard or a waist clip).
+    pub fn worn(wearable: Wearable) -> Self {
+        DeviceConfig {
+            fall: FallConfig::for_wearable(wearable),
+            ..DeviceConfig::new(Role::Pendant)
         }
     }
 }

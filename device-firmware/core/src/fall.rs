@@ -6,11 +6,16 @@
 //!    upright (standing or sitting): the gravity direction of at least one
 //!    [`FallConfig::block_ms`] block lay within [`FallConfig::upright_max_deg`] of the device's
 //!    "up" axis. The most upright such block is the *reference posture*.
-//! 2. **Impact.** The acceleration magnitude reached [`FallConfig::impact_mg`].
+//! 2. **Impact.** The acceleration magnitude reached [`FallConfig::impact_mg`], or (when
+//!    [`FallConfig::jerk_mg`] is set) the acceleration vector changed by that much within
+//!    [`FallConfig::jerk_span_ms`]: at a pendant's 20 Hz the highest sample of a hit is
+//!    usually missed, but the abrupt change is seen whatever the sampling phase.
 //! 3. **Lying still after.** Once [`FallConfig::settle_ms`] have passed since the last impact,
 //!    over the next [`FallConfig::observe_ms`] the mean gravity direction is turned by at least
 //!    [`FallConfig::turn_min_deg`] from the reference posture, and the acceleration vector moves
-//!    little (its standard deviation is at most [`FallConfig::still_max_mg`]).
+//!    little (its standard deviation is at most [`FallConfig::still_max_mg`]). With
+//!    [`FallConfig::still_within_ms`] set, a window that fails is followed by further ones
+//!    (the wearer rolling or the pendant rocking for a moment after the fall).
 //!
 //! A free-fall phase (magnitude well below 1 g before the impact) is *not* required: slumping
 //! falls from a chair often show none (in 61 of SisFall's 525 fall trials the magnitude never
@@ -21,12 +26,27 @@
 //! integer square roots and a fixed-point cosine table only once per posture block or per
 //! candidate event. Memory: one fixed ring of [`MAX_BLOCKS`] posture blocks.
 //!
-//! Why each default threshold has the value it has is written next to it in
-//! [`FallConfig::SISFALL_WAIST`]; `device-firmware/README.md` has the measured effect of
-//! moving each one by ±10%.
+//! Why each threshold has the value it has is written next to it in the presets,
+//! [`FallConfig::SISFALL_WAIST`] (a waist clip) and [`FallConfig::CHEST_PENDANT`] (a
+//! pendant), chosen by product with [`FallConfig::for_wearable`];
+//! `device-firmware/README.md` has the measured effect of moving each one by ±10%.
 
 /// Capacity of the posture-block ring: bounds `lookback_ms / block_ms`.
 pub const MAX_BLOCKS: usize = 32;
+
+/// Capacity of the ring of recent raw samples used for the change-of-acceleration impact
+/// test: bounds `jerk_span_ms` in samples (50 ms at up to 300 Hz).
+pub const MAX_JERK_LAG: usize = 16;
+
+/// The kind of worn device, which decides where the accelerometer sits and so which
+/// detector preset it runs ([`FallConfig::for_wearable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wearable {
+    /// A pendant on a lanyard, hanging at the chest: [`FallConfig::CHEST_PENDANT`].
+    ChestPendant,
+    /// A clip worn on the belt: [`FallConfig::SISFALL_WAIST`].
+    WaistClip,
+}
 
 /// Which device axis points up (reads about +1 g) when the wearer stands upright.
 ///
@@ -83,6 +103,16 @@ pub struct FallConfig {
     pub settle_ms: u16,
     /// Length of the window in which the lying posture and stillness are measured.
     pub observe_ms: u16,
+    /// Impact by change: the acceleration vector changes by at least this much (the length
+    /// of the difference vector) between two samples `jerk_span_ms` apart. Either this or
+    /// [`FallConfig::impact_mg`] starts a candidate fall. 0 turns the test off.
+    pub jerk_mg: u16,
+    /// Span of the change-of-acceleration test, ms (rounded to whole samples, at least one).
+    pub jerk_span_ms: u16,
+    /// If the first observation window is not lying and still, further windows of
+    /// `observe_ms` follow, one after another, as long as they start within this time of
+    /// the first. 0 gives a single window.
+    pub still_within_ms: u16,
 }
 
 impl FallConfig {
@@ -118,7 +148,66 @@ impl FallConfig {
         // 1.5 s of lying: long enough to see a steady posture, short enough to decide 3 s
         // after the impact (and inside SisFall's 15 s trials).
         observe_ms: 1500,
+        // At 200 Hz the peak of a hit is always sampled: the magnitude test suffices.
+        jerk_mg: 0,
+        jerk_span_ms: 50,
+        still_within_ms: 0,
     };
+
+    /// A pendant on a lanyard at the chest, sampled at 20 Hz (the slowest rate it supports;
+    /// at up to 50 Hz set `sample_rate_hz`, every duration is in milliseconds), a 16-bit
+    /// accelerometer at ±8 g (4096 counts per g), +X pointing up along the lanyard.
+    ///
+    /// The figures quoted are from UMAFall's chest SensorTag at 20 Hz (subjects 01–09; falls
+    /// onto a mattress, lying down on a bed among the ADLs), see `device-firmware/README.md`.
+    pub const CHEST_PENDANT: FallConfig = FallConfig {
+        sample_rate_hz: 20,
+        counts_per_g: 4096,
+        up_axis: UpAxis::PosX,
+        // 3 g: at 20 Hz the single highest sample of a hit is usually missed (UMAFall's chest
+        // fall peaks: median 2.9 g, 2.1 g the lowest) and some chest sensors clip at 2 g, so
+        // the magnitude alone cannot find soft falls; the change test below does. A
+        // magnitude of 3 g still counts on its own: lying down on a bed peaks at 1.3 to
+        // 2.2 g, sitting down at 1.2 to 2.0 g.
+        impact_mg: 3000,
+        // 45°: a pendant hangs along the trunk; before every UMAFall fall the chest's most
+        // upright 0.25 s is within 25° of vertical, while lying (70° or more) never counts.
+        upright_max_deg: 45,
+        // 60°: after a fall the chest lies 64° to 130° from its upright posture (UMAFall,
+        // but for one subject who sat straight up); walking keeps it within 50°. Bending and
+        // sitting down lean the chest further for moments (up to 84° to 113°), so at the
+        // chest this confirms lying; the change test does most of the separating.
+        turn_min_deg: 60,
+        // 0.5 g: lying after a fall onto a mattress the chest moves by 0.01 to 0.18 g in
+        // most trials, up to 0.38 g (UMAFall 01-09; the wearer shifting, the pendant
+        // rocking on the lanyard; UMAFall's other subjects reach 0.2 to 0.48 g), breathing
+        // by a few hundredths of a g; jogging or hopping moves it by about 1 g. At the chest
+        // the turn test, not this one, tells lying from walking (which moves it by 0.13 to
+        // 0.35 g), so the threshold can sit above every lying value seen.
+        still_max_mg: 500,
+        block_ms: 250,
+        lookback_ms: 4000,
+        settle_ms: 1500,
+        observe_ms: 1500,
+        // 1.5 g in 50 ms: a fall's impact changes the chest's acceleration by 1.8 to 20 g
+        // between two samples 50 ms apart (UMAFall, falls onto a mattress); lying down on a
+        // bed by 0.3 to 1.1 g (one trial 1.8 g), sitting down by 0.2 to 1.1 g. 1.5 g lies
+        // between, and a hit is seen whether or not its highest sample is caught.
+        jerk_mg: 1500,
+        jerk_span_ms: 50,
+        // 5 s: the wearer may roll or shift, or the pendant swing, for a few seconds after
+        // falling; lying still in a window starting within 5 s of the first is still a fall
+        // (decided at most 8 s after the impact, well inside the 30 s cancel window).
+        still_within_ms: 5000,
+    };
+
+    /// The preset for a kind of worn device.
+    pub const fn for_wearable(wearable: Wearable) -> FallConfig {
+        match wearable {
+            Wearable::ChestPendant => FallConfig::CHEST_PENDANT,
+            Wearable::WaistClip => FallConfig::SISFALL_WAIST,
+        }
+    }
 
     fn ms_to_samples(&self, ms: u16) -> u32 {
         (u32::from(ms) * u32::from(self.sample_rate_hz)).div_ceil(1000)
@@ -150,6 +239,8 @@ pub enum ConfigError {
     AngleOutOfRange,
     /// `impact_mg` or `still_max_mg` is zero.
     ZeroThreshold,
+    /// `jerk_span_ms` is more than [`MAX_JERK_LAG`] samples.
+    JerkSpanTooLong,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -161,6 +252,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::ObserveOutOfRange => "observe_ms must hold 1..=65535 samples",
             ConfigError::AngleOutOfRange => "upright_max_deg must be <= 90, turn_min_deg <= 180",
             ConfigError::ZeroThreshold => "impact_mg and still_max_mg must be positive",
+            ConfigError::JerkSpanTooLong => "jerk_span_ms must be at most 16 samples",
         })
     }
 }
@@ -179,6 +271,9 @@ pub struct FallEvent {
     pub confidence: u8,
     /// Largest acceleration magnitude of the impact(s), milli-g.
     pub peak_mg: u32,
+    /// Largest change of the acceleration vector over `jerk_span_ms` during the impact(s),
+    /// milli-g (0 when the change test is off).
+    pub jerk_mg: u32,
     /// Smallest acceleration magnitude in the second before the impact, milli-g.
     pub free_fall_min_mg: u32,
     /// Angle between the reference (upright) posture and the lying posture, whole degrees.
@@ -209,8 +304,11 @@ enum Phase {
         impact: u64,
         reference: [i32; 3],
         peak_mag2: u64,
+        peak_jerk2: u64,
         free_fall_min_mag2: u64,
         observe_from: u64,
+        /// No new observation window starts after this sample.
+        last_window_start: u64,
     },
 }
 
@@ -226,6 +324,10 @@ struct Derived {
     free_fall_blocks: usize,
     settle_len: u64,
     observe_len: u32,
+    /// `jerk_mg` squared in counts; `u64::MAX` when the test is off.
+    jerk2: u64,
+    jerk_lag: usize,
+    still_within_len: u64,
 }
 
 /// Streaming fall detector. Feed it every sample with [`FallDetector::push`].
@@ -248,6 +350,8 @@ pub struct FallDetector {
     obs_n: u32,
     obs_sum: [i64; 3],
     obs_sq: [i64; 3],
+    // The last `MAX_JERK_LAG` raw samples, for the change-of-acceleration test.
+    lag: [[i16; 3]; MAX_JERK_LAG],
 }
 
 /// cos(d°) in Q14 (16384 = 1.0) for d in 0..=90.
@@ -329,8 +433,13 @@ impl FallDetector {
         if observe_len == 0 || observe_len > u32::from(u16::MAX) {
             return Err(ConfigError::ObserveOutOfRange);
         }
+        let jerk_lag = (config.ms_to_samples(config.jerk_span_ms) as usize).max(1);
+        if config.jerk_mg > 0 && jerk_lag > MAX_JERK_LAG {
+            return Err(ConfigError::JerkSpanTooLong);
+        }
         let impact = u64::from(config.mg_to_counts(config.impact_mg));
         let still = i64::from(config.mg_to_counts(config.still_max_mg));
+        let jerk = u64::from(config.mg_to_counts(config.jerk_mg));
         let d = Derived {
             impact_mag2: impact * impact,
             still_var_counts2: still * still,
@@ -343,6 +452,13 @@ impl FallDetector {
                 .clamp(1, MAX_BLOCKS),
             settle_len: u64::from(config.ms_to_samples(config.settle_ms)),
             observe_len,
+            jerk2: if config.jerk_mg == 0 {
+                u64::MAX
+            } else {
+                jerk * jerk
+            },
+            jerk_lag: jerk_lag.min(MAX_JERK_LAG),
+            still_within_len: u64::from(config.ms_to_samples(config.still_within_ms)),
         };
         Ok(FallDetector {
             config,
@@ -358,6 +474,7 @@ impl FallDetector {
             obs_n: 0,
             obs_sum: [0; 3],
             obs_sq: [0; 3],
+            lag: [[0; 3]; MAX_JERK_LAG],
         })
     }
 
@@ -392,19 +509,37 @@ impl FallDetector {
             .iter()
             .map(|&c| (i64::from(c) * i64::from(c)).unsigned_abs())
             .sum::<u64>();
-        let impact = mag2 >= self.d.impact_mag2;
+        // Change of the acceleration vector since `jerk_lag` samples ago (none before the
+        // first `jerk_lag` samples), squared.
+        let jerk2 = if self.d.jerk2 == u64::MAX || index < self.d.jerk_lag as u64 {
+            0
+        } else {
+            let slot = (index as usize + MAX_JERK_LAG - self.d.jerk_lag) % MAX_JERK_LAG;
+            let old = self.lag[slot];
+            (0..3)
+                .map(|k| {
+                    let d = i64::from(sample[k]) - i64::from(old[k]);
+                    (d * d).unsigned_abs()
+                })
+                .sum::<u64>()
+        };
+        self.lag[index as usize % MAX_JERK_LAG] = sample;
+        let impact = mag2 >= self.d.impact_mag2 || jerk2 >= self.d.jerk2;
 
         let mut event = None;
         match &mut self.phase {
             Phase::Idle => {
                 if impact {
                     if let Some(reference) = self.upright_reference() {
+                        let observe_from = index + 1 + self.d.settle_len;
                         self.phase = Phase::Watching {
                             impact: index,
                             reference,
                             peak_mag2: mag2,
+                            peak_jerk2: jerk2,
                             free_fall_min_mag2: self.recent_min_mag2(),
-                            observe_from: index + 1 + self.d.settle_len,
+                            observe_from,
+                            last_window_start: observe_from + self.d.still_within_len,
                         };
                         self.clear_observation();
                     }
@@ -413,7 +548,9 @@ impl FallDetector {
             Phase::Watching {
                 impact: impact_at,
                 peak_mag2,
+                peak_jerk2,
                 observe_from,
+                last_window_start,
                 ..
             } => {
                 if impact {
@@ -421,13 +558,21 @@ impl FallDetector {
                     // the posture from before the first one.
                     *impact_at = index;
                     *peak_mag2 = (*peak_mag2).max(mag2);
+                    *peak_jerk2 = (*peak_jerk2).max(jerk2);
                     *observe_from = index + 1 + self.d.settle_len;
+                    *last_window_start = *observe_from + self.d.still_within_len;
                     self.clear_observation();
                 } else if index >= *observe_from {
+                    let last_window_start = *last_window_start;
                     self.observe(v);
                     if self.obs_n >= self.d.observe_len {
                         event = self.decide(index);
-                        self.phase = Phase::Idle;
+                        if event.is_none() && index < last_window_start {
+                            // Not yet lying still: look again over the next window.
+                            self.clear_observation();
+                        } else {
+                            self.phase = Phase::Idle;
+                        }
                     }
                 }
             }
@@ -514,6 +659,7 @@ impl FallDetector {
             impact,
             reference,
             peak_mag2,
+            peak_jerk2,
             free_fall_min_mag2,
             ..
         } = self.phase
@@ -541,6 +687,7 @@ impl FallDetector {
         let g = i64::from(self.config.counts_per_g);
         let to_mg = |mag2: u64| mag2.isqrt() as i64 * 1000 / g;
         let peak_mg = to_mg(peak_mag2);
+        let jerk_mg = to_mg(peak_jerk2);
         let free_fall_min_mg = if free_fall_min_mag2 == u64::MAX {
             1000
         } else {
@@ -549,8 +696,16 @@ impl FallDetector {
         let still_mg = (spread.unsigned_abs().isqrt() as i64) * 1000 / (n * g);
         // Confidence: 10 for meeting every condition, plus how far beyond each threshold.
         let confidence = 10
-            // Impact: from the threshold up to 6 g, a hard fall on the floor.
-            + ramp(peak_mg, i64::from(self.config.impact_mg), 6000, 30)
+            // Impact: from the threshold up to 6 g, a hard fall on the floor (or, by change,
+            // from the threshold up to 3 times it), whichever is clearer.
+            + ramp(peak_mg, i64::from(self.config.impact_mg), 6000, 30).max(
+                if self.config.jerk_mg == 0 {
+                    0
+                } else {
+                    let j = i64::from(self.config.jerk_mg);
+                    ramp(jerk_mg, j, 3 * j, 30)
+                },
+            )
             // Free fall: none at 0.8 g, full at 0.3 g (falling freely for a moment).
             + ramp(free_fall_min_mg, 800, 300, 20)
             // Turn: from the threshold to 90°, lying flat after standing or sitting.
@@ -563,6 +718,7 @@ impl FallDetector {
             detected_ms: index * 1000 / u64::from(self.config.sample_rate_hz),
             confidence: confidence.clamp(0, 100) as u8,
             peak_mg: peak_mg.clamp(0, i64::from(u32::MAX)) as u32,
+            jerk_mg: jerk_mg.clamp(0, i64::from(u32::MAX)) as u32,
             free_fall_min_mg: free_fall_min_mg.clamp(0, i64::from(u32::MAX)) as u32,
             turn_deg: acos_deg(cos_turn.clamp(-16384, 16384) as i32),
         })
@@ -880,6 +1036,116 @@ mod tests {
         // No upright history any more: an immediate impact and lying is not a fall.
         f.hold(HARD_HIT, 40).hold(ON_BACK, 10_000);
         assert_eq!(f.events, 0);
+    }
+
+    // Device axes for the chest pendant: +X points up along the lanyard.
+    const P_UPRIGHT: [i32; 3] = [1000, 0, 0];
+    const P_ON_BACK: [i32; 3] = [0, 0, 1000];
+
+    #[test]
+    fn presets_by_product() {
+        assert_eq!(
+            FallConfig::for_wearable(Wearable::ChestPendant),
+            FallConfig::CHEST_PENDANT
+        );
+        assert_eq!(
+            FallConfig::for_wearable(Wearable::WaistClip),
+            FallConfig::SISFALL_WAIST
+        );
+        // The pendant preset runs at 20 Hz and at 50 Hz (durations are in milliseconds).
+        for rate in [20, 25, 50] {
+            let c = FallConfig {
+                sample_rate_hz: rate,
+                ..FallConfig::CHEST_PENDANT
+            };
+            assert!(FallDetector::new(c).is_ok(), "{rate} Hz");
+        }
+        assert_eq!(
+            FallDetector::new(FallConfig {
+                jerk_span_ms: 100,
+                sample_rate_hz: 200,
+                ..FallConfig::CHEST_PENDANT
+            })
+            .err(),
+            Some(ConfigError::JerkSpanTooLong)
+        );
+    }
+
+    #[test]
+    fn pendant_finds_a_soft_fall_whose_samples_stay_under_2_g() {
+        // At 20 Hz the highest moment of the hit falls between samples: the samples read
+        // 0.3 g (falling) then 1.8 g. The change of 1.8 g in 50 ms is the impact.
+        let fall = |config: FallConfig| {
+            let mut f = Feed::new(config);
+            f.hold(P_UPRIGHT, 5_000)
+                .sweep(P_UPRIGHT, [300, 0, 100], 300)
+                .hold([0, 0, 1800], 50)
+                .hold(P_ON_BACK, 10_000);
+            (f.events, f.first)
+        };
+        let (events, first) = fall(FallConfig::CHEST_PENDANT);
+        assert_eq!(events, 1);
+        let e = first.expect("fall");
+        assert!(e.peak_mg < 2000, "{e:?}");
+        assert!((1700..=1900).contains(&e.jerk_mg), "{e:?}");
+        assert!((85..=95).contains(&e.turn_deg), "{e:?}");
+        // Settle 1.5 s (30 samples), observe 1.5 s (30 samples).
+        assert_eq!(e.detected_sample, e.impact_sample + 30 + 30);
+        // The magnitude test alone (the waist preset's, at 2 g) misses it.
+        let magnitude_only = FallConfig {
+            jerk_mg: 0,
+            impact_mg: 2000,
+            ..FallConfig::CHEST_PENDANT
+        };
+        assert_eq!(fall(magnitude_only).0, 0);
+    }
+
+    #[test]
+    fn pendant_lying_down_on_a_bed_is_not_a_fall() {
+        // Lowering oneself onto a bed: a turn to lying and a soft landing (0.8 g of change
+        // in 50 ms, 1.5 g at most), then still.
+        let mut f = Feed::new(FallConfig::CHEST_PENDANT);
+        f.hold(P_UPRIGHT, 5_000)
+            .sweep(P_UPRIGHT, [500, 0, 866], 1_000)
+            .hold([0, 0, 1500], 50)
+            .hold(P_ON_BACK, 20_000);
+        assert_eq!(f.events, 0);
+    }
+
+    #[test]
+    fn pendant_swinging_after_the_fall_then_still_is_a_fall_decided_later() {
+        let run = |config: FallConfig| {
+            let mut f = Feed::new(config);
+            f.hold(P_UPRIGHT, 5_000)
+                .hold([200, 0, 0], 300)
+                .hold([2000, 1500, 2500], 50);
+            // Lying, but moving by about 0.65 g for 4 s (the pendant swinging, the wearer
+            // shifting; 1.3 g between samples, under the impact's 1.5 g), then still.
+            for _ in 0..40 {
+                f.hold([0, 650, 1000], 50).hold([0, -650, 1000], 50);
+            }
+            f.hold(P_ON_BACK, 10_000);
+            (f.events, f.first)
+        };
+        let (events, first) = run(FallConfig::CHEST_PENDANT);
+        assert_eq!(events, 1);
+        let e = first.expect("fall");
+        // Not in the first window (from 1.5 s to 3 s after the impact), but once still.
+        assert!(e.detected_sample >= e.impact_sample + 80 + 30, "{e:?}");
+        // With a single window the movement hides the fall.
+        let one_window = FallConfig {
+            still_within_ms: 0,
+            ..FallConfig::CHEST_PENDANT
+        };
+        assert_eq!(run(one_window).0, 0);
+    }
+
+    #[test]
+    fn the_whole_detector_stays_small() {
+        // 768 bytes on a 64-bit host (the block ring is 384, the raw-sample ring 96); less
+        // on a 32-bit microcontroller. No allocation: it is all here.
+        assert!(core::mem::size_of::<FallDetector>() <= 800);
+        assert_eq!(core::mem::size_of::<[Block; MAX_BLOCKS]>(), 384);
     }
 
     #[test]

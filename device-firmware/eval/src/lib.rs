@@ -1,13 +1,22 @@
 //! Evaluation of the pendant fall detector on recorded trials.
 //!
-//! The dataset is a folder laid out like SisFall (`../shared/datasets/sisfall`): any
-//! number of subfolders holding `<CODE>_<SUBJECT>_R<TRIAL>.csv.gz` files, one trial per
-//! file, one `x,y,z` sample in raw counts per line. Codes `Fxx` are falls, `Dxx` activities
-//! of daily living (ADLs). A trial counts as detected if the detector raises a fall at any
-//! point in it: a fall trial without one is a miss, an ADL trial with one a false alarm.
+//! Two dataset layouts are read:
 //!
-//! [`load_dataset`] reads the recordings once; [`evaluate`] runs one detector
-//! configuration over them (optionally only some subjects) and returns a [`Report`].
+//! - **SisFall** ([`load_dataset`]): any number of subfolders holding
+//!   `<CODE>_<SUBJECT>_R<TRIAL>.csv.gz` files, one trial per file, one `x,y,z` sample in raw
+//!   counts per line (ADXL345 at the waist, 200 Hz, 256 counts per g). Codes `Fxx` are
+//!   falls, `Dxx` activities of daily living (ADLs).
+//! - **UMAFall** ([`umafall::load`]), as published: one CSV per trial holding every sensor
+//!   (chest, waist, wrist, ankle, a phone in the pocket); one position is read from each.
+//!
+//! A trial counts as detected if the detector raises a fall at any point in it: a fall trial
+//! without one is a miss, an ADL trial with one a false alarm.
+//!
+//! The loaders read the recordings once; [`resample`] decimates them to a lower rate (a
+//! slower pendant); [`evaluate`] runs one detector configuration over them (optionally only
+//! some subjects) and returns a [`Report`].
+
+pub mod umafall;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,8 +30,12 @@ use serde::Serialize;
 /// One trial: who did what, and the samples.
 #[derive(Debug, Clone)]
 pub struct Recording {
-    /// Activity code, e.g. `F01` or `D13`.
+    /// Activity code, e.g. `F01` or `D13` (SisFall), `forwardFall` or `Walking` (UMAFall).
     pub code: String,
+    /// A fall (else an ADL).
+    pub fall: bool,
+    /// Name used in error lists, e.g. `F01_SA01_R03`.
+    pub name: String,
     /// Subject, e.g. `SA01`.
     pub subject: String,
     /// Trial number within the code, from the `R<TRIAL>` part of the name.
@@ -33,7 +46,7 @@ pub struct Recording {
 
 impl Recording {
     pub fn is_fall(&self) -> bool {
-        self.code.starts_with('F')
+        self.fall
     }
 }
 
@@ -41,6 +54,10 @@ impl Recording {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub root: PathBuf,
+    /// Samples per second of every recording.
+    pub sample_rate_hz: u16,
+    /// Raw counts per g of every recording.
+    pub counts_per_g: u16,
     pub recordings: Vec<Recording>,
     /// Code -> description.
     pub descriptions: BTreeMap<String, String>,
@@ -58,6 +75,11 @@ pub enum EvalError {
         path: PathBuf,
         line: usize,
         text: String,
+    },
+    /// A resampling rate that does not divide the recordings' rate.
+    BadRate {
+        from: u16,
+        to: u16,
     },
 }
 
@@ -79,6 +101,10 @@ impl fmt::Display for EvalError {
                 f,
                 "{} line {line}: expected `x,y,z` integers, found {text:?}",
                 path.display()
+            ),
+            EvalError::BadRate { from, to } => write!(
+                f,
+                "cannot resample {from} Hz to {to} Hz: the new rate must divide the old one"
             ),
         }
     }
@@ -336,6 +362,8 @@ pub fn load_dataset(root: &Path) -> Result<(Dataset, Vec<PathBuf>), EvalError> {
         };
         let samples = read_recording(&path)?;
         recordings.push(Recording {
+            fall: code.starts_with('F'),
+            name: format!("{code}_{subject}_R{trial:02}"),
             code,
             subject,
             trial,
@@ -366,12 +394,31 @@ pub fn load_dataset(root: &Path) -> Result<(Dataset, Vec<PathBuf>), EvalError> {
     Ok((
         Dataset {
             root: root.to_path_buf(),
+            sample_rate_hz: 200,
+            counts_per_g: 256,
             recordings,
             descriptions,
             descriptions_source,
         },
         skipped,
     ))
+}
+
+/// Decimates every recording to `to_hz` by keeping every n-th sample (n = rate / `to_hz`),
+/// as a sensor read at the lower rate would deliver them: no averaging, so a short peak is
+/// caught or missed as it would be on the device.
+pub fn resample(dataset: &Dataset, to_hz: u16) -> Result<Dataset, EvalError> {
+    let from = dataset.sample_rate_hz;
+    if to_hz == 0 || to_hz > from || !from.is_multiple_of(to_hz) {
+        return Err(EvalError::BadRate { from, to: to_hz });
+    }
+    let step = usize::from(from / to_hz);
+    let mut out = dataset.clone();
+    out.sample_rate_hz = to_hz;
+    for rec in &mut out.recordings {
+        rec.samples = rec.samples.iter().copied().step_by(step).collect();
+    }
+    Ok(out)
 }
 
 /// Figures for one activity code.
@@ -388,7 +435,8 @@ pub struct CodeResult {
     pub rate: f64,
 }
 
-/// Figures for a subject group (adults `SA..`, elderly `SE..`, or others).
+/// Figures for a subject group (SisFall: adults `SA..`, elderly `SE..`; otherwise each
+/// subject on its own).
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupResult {
     pub group: String,
@@ -440,11 +488,14 @@ fn group_of(subject: &str) -> String {
     match subject.get(..2) {
         Some("SA") => "adults (SA)".to_string(),
         Some("SE") => "elderly (SE)".to_string(),
-        _ => "other".to_string(),
+        _ => subject.to_string(),
     }
 }
 
 /// Runs `config` over the recordings of `dataset` whose subject passes `include`.
+///
+/// `config.sample_rate_hz` should be the dataset's rate; false alarms per hour are timed
+/// from the dataset's rate.
 pub fn evaluate(
     dataset: &Dataset,
     config: FallConfig,
@@ -489,7 +540,7 @@ pub fn evaluate(
                 adl_trials: 0,
                 adl_false_alarms: 0,
             });
-        let name = format!("{}_{}_R{:02}", rec.code, rec.subject, rec.trial);
+        let name = &rec.name;
         if rec.is_fall() {
             fall_trials += 1;
             group.fall_trials += 1;
@@ -514,11 +565,17 @@ pub fn evaluate(
         }
     }
 
-    let adl_hours = adl_samples as f64 / f64::from(config.sample_rate_hz) / 3600.0;
+    let adl_hours = adl_samples as f64 / f64::from(dataset.sample_rate_hz.max(1)) / 3600.0;
+    let fall_codes: std::collections::BTreeSet<&str> = dataset
+        .recordings
+        .iter()
+        .filter(|r| r.fall)
+        .map(|r| r.code.as_str())
+        .collect();
     let per_code = per_code
         .into_iter()
         .map(|(code, t)| {
-            let fall = code.starts_with('F');
+            let fall = fall_codes.contains(code);
             CodeResult {
                 code: code.to_string(),
                 description: dataset.descriptions.get(code).cloned().unwrap_or_default(),
@@ -536,7 +593,7 @@ pub fn evaluate(
     Ok(Report {
         dataset: dataset.root.display().to_string(),
         subjects: subjects.into_iter().collect(),
-        sample_rate_hz: config.sample_rate_hz,
+        sample_rate_hz: dataset.sample_rate_hz,
         fall_trials,
         falls_detected,
         sensitivity: ratio(falls_detected, fall_trials),
@@ -576,12 +633,22 @@ impl fmt::Display for Report {
             self.subjects.join(" ")
         )?;
         writeln!(f)?;
-        writeln!(f, "code  trials  detected  result       description")?;
+        // At least as wide as the header's "code" (SisFall's codes are three letters).
+        let width = self
+            .per_code
+            .iter()
+            .map(|c| c.code.len())
+            .fold(4, usize::max);
+        writeln!(
+            f,
+            "{:<width$}  trials  detected  result       description",
+            "code"
+        )?;
         for c in &self.per_code {
             let what = if c.fall { "sens" } else { "spec" };
             writeln!(
                 f,
-                "{:<4}  {:>6}  {:>8}  {} {:>6}  {}",
+                "{:<width$}  {:>6}  {:>8}  {} {:>6}  {}",
                 c.code,
                 c.trials,
                 c.detected,
@@ -594,21 +661,21 @@ impl fmt::Display for Report {
         for g in &self.per_group {
             writeln!(
                 f,
-                "{:<13} falls {}/{} detected, ADLs {}/{} with a false alarm",
+                "{:<13} falls {:>3}/{:<3} detected, ADLs {:>3}/{:<3} with a false alarm",
                 g.group, g.falls_detected, g.fall_trials, g.adl_false_alarms, g.adl_trials
             )?;
         }
         writeln!(f)?;
         writeln!(
             f,
-            "sensitivity  {:>6}  ({} of {} fall trials detected, F codes)",
+            "sensitivity  {:>6}  ({} of {} fall trials detected)",
             pct(self.sensitivity),
             self.falls_detected,
             self.fall_trials
         )?;
         writeln!(
             f,
-            "specificity  {:>6}  ({} of {} ADL trials without a false alarm, D codes)",
+            "specificity  {:>6}  ({} of {} ADL trials without a false alarm)",
             pct(self.specificity),
             self.adl_trials - self.adl_trials_with_false_alarm,
             self.adl_trials

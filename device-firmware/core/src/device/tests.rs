@@ -448,3 +448,31 @@ fn an_alarm_with_no_room_waits_for_the_next_ack() {
         "queued once there was room"
     );
 }
+
+#[test]
+fn a_worn_device_runs_the_preset_of_its_product() {
+    use crate::fall::Wearable;
+    let pendant = DeviceConfig::worn(Wearable::ChestPendant);
+    assert_eq!(pendant.role, Role::Pendant);
+    assert_eq!(pendant.fall, FallConfig::CHEST_PENDANT);
+    let clip = DeviceConfig::worn(Wearable::WaistClip);
+    assert_eq!(clip.role, Role::Pendant);
+    assert_eq!(clip.fall, FallConfig::SISFALL_WAIST);
+    // Everything else is the pendant's default.
+    assert_eq!(
+        DeviceConfig {
+            fall: FallConfig::SISFALL_WAIST,
+            ..pendant
+        },
+        DeviceConfig::new(Role::Pendant)
+    );
+    let mut mem = Mem::new();
+    let (device, _): (Dev<'_>, _) = Device::boot(
+        DeviceId::new("pendant-1").unwrap(),
+        pendant,
+        board(),
+        &mut mem,
+    )
+    .expect("boots with the pendant preset");
+    assert_eq!(device.config().fall.sample_rate_hz, 20);
+}
