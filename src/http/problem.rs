@@ -38,6 +38,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Conflict(String),
+    /// A per-credential limit was reached (e.g. open event streams).
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("request body too large: {0}")]
     PayloadTooLarge(String),
     #[error("the database is unavailable; retry later")]
@@ -59,6 +62,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Validation(_) => "validation",
             Self::Conflict(_) => "conflict",
+            Self::TooManyRequests(_) => "too-many-requests",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unavailable => "unavailable",
             Self::Unexpected(_) => "internal",
@@ -75,6 +79,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,11 +2,13 @@
 //! dashboards of provider staff and responders.
 //!
 //! Domains publish [`LiveEvent`]s to the [`LiveHub`]; each connected client receives those of
-//! its own organisation. The hub is in-process: with several instances behind a load balancer a
+//! its own organisation, through that organisation's own channel. A token may hold at most
+//! [`MAX_STREAMS_PER_TOKEN`] streams at once (429 beyond). The hub is in-process: with several instances behind a load balancer a
 //! client sees the changes made by the instance it is connected to (see docs/operations.md).
 //! A client that falls behind gets a `lagged` event and should refetch the lists.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{get, web, HttpResponse};
@@ -30,10 +32,27 @@ pub struct LiveEvent {
     pub data: serde_json::Value,
 }
 
+/// Where changes are published and streams subscribe: one broadcast channel per organisation,
+/// so that one tenant's burst never makes another's streams lag, and the `lagged` count a
+/// client sees is its own organisation's.
 #[derive(Clone)]
 pub struct LiveHub {
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    inner: Arc<HubInner>,
 }
+
+struct HubInner {
+    /// Events each organisation's channel holds for a slow client before it lags.
+    capacity: usize,
+    channels: Mutex<HashMap<i32, broadcast::Sender<Arc<LiveEvent>>>>,
+    /// Every organisation's events, for in-process observers (tests, diagnostics); never
+    /// served to a client.
+    all: broadcast::Sender<Arc<LiveEvent>>,
+    /// Open streams per API token.
+    streams: Mutex<HashMap<i32, usize>>,
+}
+
+/// Streams one API token may hold open at once.
+pub const MAX_STREAMS_PER_TOKEN: usize = 4;
 
 impl Default for LiveHub {
     fn default() -> Self {
@@ -44,18 +63,85 @@ impl Default for LiveHub {
 impl LiveHub {
     pub fn new(capacity: usize) -> Self {
         Self {
-            tx: broadcast::channel(capacity).0,
+            inner: Arc::new(HubInner {
+                capacity,
+                channels: Mutex::new(HashMap::new()),
+                all: broadcast::channel(capacity).0,
+                streams: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     /// Sends to every connected client of the event's organisation (none connected is fine).
     pub fn publish(&self, event: LiveEvent) {
         metrics::counter!("homeward_live_events_total", "topic" => event.topic).increment(1);
-        let _ = self.tx.send(Arc::new(event));
+        let event = Arc::new(event);
+        {
+            let mut channels = self
+                .inner
+                .channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = channels.get(&event.organisation_id) {
+                if tx.send(event.clone()).is_err() {
+                    // Nobody of that organisation listens any more.
+                    channels.remove(&event.organisation_id);
+                }
+            }
+        }
+        if self.inner.all.receiver_count() > 0 {
+            let _ = self.inner.all.send(event);
+        }
     }
 
+    /// One organisation's events.
+    pub fn subscribe_org(&self, organisation_id: i32) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(organisation_id)
+            .or_insert_with(|| broadcast::channel(self.inner.capacity).0)
+            .subscribe()
+    }
+
+    /// Every organisation's events: for in-process observers only, never for a client.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
-        self.tx.subscribe()
+        self.inner.all.subscribe()
+    }
+
+    /// Counts a stream of `token_id` until the guard is dropped; `None` if the token already
+    /// holds [`MAX_STREAMS_PER_TOKEN`].
+    fn open_stream(&self, token_id: i32) -> Option<StreamSlot> {
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let open = streams.entry(token_id).or_insert(0);
+        if *open >= MAX_STREAMS_PER_TOKEN {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot {
+            hub: self.inner.clone(),
+            token_id,
+        })
+    }
+}
+
+/// One open stream of a token, given back when the stream ends (the client goes away or the
+/// token is revoked).
+struct StreamSlot {
+    hub: Arc<HubInner>,
+    token_id: i32,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.hub.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = streams.get_mut(&self.token_id) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.token_id);
+            }
+        }
     }
 }
 
@@ -68,7 +154,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[get("/v1/live")]
 async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
-    let rx = state.live.subscribe();
+    let slot = state.live.open_stream(caller.token_id).ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "this token already has {MAX_STREAMS_PER_TOKEN} open event streams; close one first"
+        ))
+    })?;
+    let rx = state.live.subscribe_org(caller.organisation_id);
     let revoked = state.revocations.subscribe();
     let org = caller.organisation_id;
     let (token_id, user_id) = (caller.token_id, caller.user_id);
@@ -82,6 +173,9 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
         ),
         move |(mut rx, mut revoked, mut keepalive, first)| {
             let pool = pool.clone();
+            // The slot is moved into this closure, so it lives as long as the stream and is
+            // given back when the stream is dropped.
+            let _slot = &slot;
             async move {
                 if first {
                     // Tell the client at once that the stream is open.
@@ -154,4 +248,59 @@ async fn still_valid(pool: &deadpool_postgres::Pool, token_id: i32) -> bool {
         .await
         .map(|row| row.is_some())
         .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(org: i32, n: u64) -> LiveEvent {
+        LiveEvent {
+            organisation_id: org,
+            topic: "alarm",
+            at: Utc::now(),
+            data: serde_json::json!({ "n": n }),
+        }
+    }
+
+    /// One tenant's burst fills only its own channel: another tenant's stream neither lags nor
+    /// learns how many events the first one had.
+    #[tokio::test]
+    async fn a_burst_of_one_organisation_does_not_make_another_lag() {
+        let hub = LiveHub::new(16);
+        let mut a = hub.subscribe_org(1);
+        let mut b = hub.subscribe_org(2);
+        for n in 0..10_000 {
+            hub.publish(event(1, n));
+        }
+        hub.publish(event(2, 7));
+        let got = b.recv().await.expect("B's own event, not a lag");
+        assert_eq!(
+            (got.organisation_id, &got.data["n"]),
+            (2, &serde_json::json!(7))
+        );
+        assert!(b.try_recv().is_err(), "nothing of A's reaches B");
+        assert!(matches!(
+            a.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+    }
+
+    #[test]
+    fn a_token_holds_a_bounded_number_of_streams() {
+        let hub = LiveHub::default();
+        let slots: Vec<_> = (0..MAX_STREAMS_PER_TOKEN)
+            .map(|_| hub.open_stream(7).expect("within the cap"))
+            .collect();
+        assert!(hub.open_stream(7).is_none());
+        assert!(
+            hub.open_stream(8).is_some(),
+            "another token is not affected"
+        );
+        drop(slots);
+        assert!(
+            hub.open_stream(7).is_some(),
+            "closed streams give their slot back"
+        );
+    }
 }

@@ -138,3 +138,27 @@ async fn a_tenant_cannot_take_over_homewards_broker_session() {
     assert_eq!(after.1 - before.1, 6.0, "refused CONNECTs");
     app.stop().await;
 }
+
+/// A token may hold a few event streams, not exhaust the server's with many.
+#[tokio::test]
+async fn a_token_holds_at_most_four_event_streams() {
+    let app = spawn_app().await;
+    let (_, token) = app
+        .org_with_user("Streams Org", OrgKind::Provider, Role::ProviderStaff)
+        .await;
+    let (_, other) = app
+        .org_with_user("Other Streams", OrgKind::Provider, Role::ProviderStaff)
+        .await;
+    let mut open = Vec::new();
+    for _ in 0..homeward::live::MAX_STREAMS_PER_TOKEN {
+        let r = app.get("/v1/live", Some(&token)).await;
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let r = app.get("/v1/live", Some(&token)).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(app.get("/v1/live", Some(&other)).await.status(), 200);
+    drop(open);
+    app.stop().await;
+}
