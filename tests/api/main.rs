@@ -12,6 +12,7 @@ mod cli;
 mod health;
 mod ingest;
 mod outcomes;
+mod routes;
 mod scaleout;
 mod storage;
 mod visits;
