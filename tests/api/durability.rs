@@ -287,6 +287,10 @@ async fn database_down_mid_stream(stop: Stop) {
         "{} unacknowledged",
         run.unacked.len()
     );
+    eprintln!(
+        "{before_stop} stored before the stop; device resent {} events across it",
+        run.resends
+    );
     assert!(run.resends > 0, "the device resent across the outage");
     assert_eq!(
         event_counts(&app.pool, "hub-out").await,
