@@ -350,7 +350,8 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
 }
 
 /// Live derivation makes a visit, an alarm with its history and a device's health; the
-/// derived rows are then deleted, and `homeward rebuild` must bring back the same rows.
+/// derived rows are then deleted, and `homeward rebuild` must bring back the same rows (a
+/// visits or an alarms rebuild that derives nothing turns it red).
 #[tokio::test]
 async fn rebuild_recomputes_the_derived_tables() {
     use crate::visits::{ms, now_s, phone_sends, publish, schedule, setup, HOME};

@@ -217,7 +217,7 @@ async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_
 }
 
 /// Expired partitions and DEFAULT rows go; partitions and DEFAULT rows inside the retention
-/// window stay, down to the boundary day.
+/// window stay, down to the boundary day (a retention that drops everything turns this red).
 #[tokio::test]
 async fn retention_drops_expired_partitions_and_default_rows() {
     let server = TestServer::get().await.unwrap();

@@ -809,6 +809,8 @@ async fn snapshot(pool: &deadpool_postgres::Pool) -> Vec<String> {
         .collect()
 }
 
+/// Live derivation and a rebuild from corrupted rows must agree (a rebuild that derives
+/// nothing turns this red).
 #[tokio::test]
 async fn rebuilding_from_raw_events_gives_the_same_visits() {
     let app = spawn_app().await;
