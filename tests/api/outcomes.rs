@@ -314,7 +314,8 @@ async fn episodes_plans_report_and_statement() {
     assert_eq!(s, 200);
     assert_eq!(stored["input_hash"], r["inputs"]["hash"]);
     assert_eq!(stored["method_version"], "outcomes/1");
-    // One input row changed: a different hash; changed back: the first hash again.
+    // One input row changed: a different hash; changed back: the first hash again. (An
+    // `input_hash` that returns a constant fails here.)
     let hash_with = |long_lie: bool| {
         let (app, client, t) = (&app, &client, t);
         async move {
