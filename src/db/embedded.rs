@@ -174,6 +174,12 @@ impl EmbeddedPostgres {
         self.pg_ctl_stop().await
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no shutdown checkpoint,
+    /// so [`Self::resume`] recovers from the write-ahead log). Used by the crash tests.
+    pub async fn crash(&mut self) -> Result<(), EmbeddedError> {
+        self.pg_ctl_stop_mode("immediate").await
+    }
+
     pub async fn resume(&mut self) -> Result<(), EmbeddedError> {
         self.pg_ctl_start(&[]).await
     }
@@ -237,12 +243,16 @@ impl EmbeddedPostgres {
     }
 
     async fn pg_ctl_stop(&self) -> Result<(), EmbeddedError> {
+        self.pg_ctl_stop_mode("fast").await
+    }
+
+    async fn pg_ctl_stop_mode(&self, mode: &str) -> Result<(), EmbeddedError> {
         let mut cmd = self.command("pg_ctl");
         cmd.arg("stop")
             .arg("-D")
             .arg(&self.pgdata)
             .arg("-m")
-            .arg("fast")
+            .arg(mode)
             .arg("-w")
             .arg("-t")
             .arg("120");

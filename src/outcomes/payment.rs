@@ -513,11 +513,13 @@ mod tests {
             admissions_avoided: &none,
         };
         let lines = statement(&terms, &inputs, &period(), &OutcomeSettings::default());
-        let lower = falls.interval[0];
-        assert!(lower > 40.0 && lower < 60.0);
-        assert_eq!(
-            lines[0].amount_pence,
-            (lower * 100_000.0 * 0.5).round() as i64
+        // Expected 100 (no uncertainty from a reference rate); observed 40, whose exact 95%
+        // Poisson upper limit is 54.4686 (published tables: 54.47). The lower bound of falls
+        // avoided is 100 - 54.4686 = 45.5314; 45.5314 x £1,000 x 50% = £22,765.68.
+        assert!(
+            (lines[0].amount_pence - 2_276_568).abs() <= 1,
+            "{:?}",
+            lines[0]
         );
         let mut t = terms.clone();
         if let Some(s) = t.shared_savings.as_mut() {
@@ -536,6 +538,56 @@ mod tests {
         assert_eq!(t.validate().unwrap_err().0, "terms.withhold.withheld_bp");
         assert!(
             serde_json::from_value::<Terms>(serde_json::json!({"per_minute_pence": 10})).is_err()
+        );
+        assert_eq!(
+            serde_json::from_value::<Terms>(serde_json::json!({"reablement": {"per_episode_pence": -1, "no_further_support_bonus_pence": 0}}))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .0,
+            "terms.reablement.per_episode_pence"
+        );
+
+        // Every part, to JSON and back: the same terms, and the JSON a contract stores.
+        let every = serde_json::json!({
+            "plan_upfront": {"upfront_bp": 2000},
+            "fixed_plus_outcome": {"fixed_pence": 1420, "outcome_pence": 100},
+            "withhold": {"base_pence": 1_000_000, "withheld_bp": 2500},
+            "reablement": {"per_episode_pence": 150_000, "no_further_support_bonus_pence": 30_000},
+            "unmet_outcome_penalty_pence": 5000,
+            "early_outcome_reward_pence": 2500,
+            "shared_savings": {"share_bp": 5000, "fall_cost_pence": 100_000, "admission_cost_pence": 250_000, "basis": "estimate"}
+        });
+        let terms: Terms = serde_json::from_value(every.clone()).unwrap();
+        assert_eq!(terms.validate(), Ok(()));
+        assert_eq!(
+            terms.withhold,
+            Some(Withhold {
+                base_pence: 1_000_000,
+                withheld_bp: 2500
+            })
+        );
+        assert_eq!(
+            terms.shared_savings.as_ref().map(|s| s.basis),
+            Some(SavingsBasis::Estimate)
+        );
+        assert_eq!(serde_json::to_value(&terms).unwrap(), every);
+        let back: Terms = serde_json::from_str(&serde_json::to_string(&terms).unwrap()).unwrap();
+        assert_eq!(back, terms);
+        // Parts left out stay out; the basis defaults to the lower bound and is written out.
+        let few: Terms = serde_json::from_value(serde_json::json!({
+            "shared_savings": {"share_bp": 1, "fall_cost_pence": 2, "admission_cost_pence": 3}
+        }))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&few).unwrap(),
+            serde_json::json!({
+                "shared_savings": {"share_bp": 1, "fall_cost_pence": 2, "admission_cost_pence": 3, "basis": "lower_bound"}
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(Terms::default()).unwrap(),
+            serde_json::json!({})
         );
     }
 }

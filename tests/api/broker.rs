@@ -55,6 +55,25 @@ fn drive(
     rx
 }
 
+/// Polls until the broker acknowledges a subscription, which must succeed.
+async fn until_suback(eventloop: &mut EventLoop) {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .expect("SUBACK in time")
+            .expect("connection stays up");
+        if let Event::Incoming(Packet::SubAck(ack)) = event {
+            assert!(
+                ack.return_codes
+                    .iter()
+                    .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+                "{ack:?}"
+            );
+            return;
+        }
+    }
+}
+
 async fn app_with_devices() -> (TestApp, String, String) {
     let app = spawn_app().await;
     let (org, _) = app
@@ -103,8 +122,10 @@ async fn a_device_cannot_publish_on_another_devices_topic() {
         .subscribe("homeward/v1/+/events", QoS::AtLeastOnce)
         .await
         .unwrap();
+    // Listening before the forgery: the SUBACK has come back.
+    let mut service_loop = service_loop;
+    until_suback(&mut service_loop).await;
     let mut received = drive(service_loop);
-    tokio::time::sleep(Duration::from_millis(200)).await; // SUBACK
 
     // hub-a pretends to be hub-b: the broker drops the connection and delivers nothing.
     let (device, device_loop) = connect(options(&app, "hub-a", "hub-a", &secret_a))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use homeward::db::test_cluster::TestServer;
 
-use crate::helpers::url_of;
+use crate::helpers::{derived_snapshot, eventually, spawn_app_on, test_settings, url_of};
 
 fn homeward() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
@@ -76,29 +76,63 @@ fn bad_configuration_stops_start_up_with_one_clear_line() {
     }
 }
 
+/// Every key of `Settings` as a file key (`section.key`), from the settings themselves.
+fn setting_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, keys: &mut Vec<String>) {
+        match value.as_object() {
+            Some(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, keys);
+                }
+            }
+            None => keys.push(prefix.to_string()),
+        }
+    }
+    let mut keys = Vec::new();
+    let settings = serde_json::to_value(homeward::config::Settings::default()).unwrap();
+    walk("", &settings, &mut keys);
+    keys
+}
+
 #[test]
 fn help_documents_every_setting() {
+    let keys = setting_keys();
+    assert!(keys.len() > 50, "{keys:?}");
     let (code, stdout, _) = run(homeward().arg("--help"));
     assert_eq!(code, 0);
-    for key in [
-        "database.url",
-        "mqtt.url",
-        "http.listen",
-        "storage.retention_days",
-        "log.format",
-        "HOMEWARD__",
-    ] {
-        assert!(stdout.contains(key), "--help mentions {key}");
+    assert!(stdout.contains("HOMEWARD__"));
+    let configuration = include_str!("../../docs/configuration.md");
+    for key in &keys {
+        // A whole word: `alarms.answer_target_secs` does not document `..._share`.
+        let documented = |text: &str| {
+            text.match_indices(key.as_str()).any(|(i, _)| {
+                let next = text[i + key.len()..].chars().next();
+                !matches!(next, Some(c) if c.is_alphanumeric() || c == '_' || c == '.')
+            })
+        };
+        assert!(documented(&stdout), "--help documents {key}");
+        assert!(
+            documented(configuration),
+            "docs/configuration.md documents {key}"
+        );
     }
     let (code, stdout, _) = run(homeward().args(["admin", "--help"]));
     assert_eq!(code, 0);
-    assert!(stdout.contains("create-device"));
+    for command in ["create-organisation", "create-user", "create-device"] {
+        assert!(stdout.contains(command), "{stdout}");
+    }
 }
 
 #[tokio::test]
 async fn admin_commands_create_what_they_say() {
     let server = TestServer::get().await.unwrap();
-    let url = url_of(&server.fresh_database().await.unwrap());
+    let db = server.fresh_database().await.unwrap();
+    let url = url_of(&db);
     let admin = |args: &[&str]| {
         let mut cmd = homeward();
         cmd.env("HOMEWARD__DATABASE__URL", &url)
@@ -124,7 +158,15 @@ async fn admin_commands_create_what_they_say() {
         "provider-admin",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.lines().any(|l| l.starts_with("token: hw_")), "{out}");
+    let printed = |out: &str, label: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("`{label}` in {out}"))
+            .trim()
+            .to_string()
+    };
+    let token = printed(&out, "token: ");
+    assert!(token.starts_with("hw_"), "{out}");
     let (code, out, _) = admin(&[
         "create-device",
         "--org",
@@ -135,7 +177,7 @@ async fn admin_commands_create_what_they_say() {
         "hub",
     ]);
     assert_eq!(code, 0);
-    assert!(out.lines().any(|l| l.starts_with("secret: ")), "{out}");
+    let secret = printed(&out, "secret: ");
     let (code, _, err) = admin(&[
         "create-organisation",
         "--name",
@@ -156,6 +198,41 @@ async fn admin_commands_create_what_they_say() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("does not belong"), "{err}");
+
+    // What was printed works: the token over HTTP, the secret over MQTT.
+    let app = spawn_app_on(test_settings(), db).await;
+    let me = app.get("/v1/me", Some(&token)).await;
+    assert_eq!(me.status(), 200);
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["user"]["name"], "Ann");
+    assert_eq!(me["user"]["role"], "provider_admin");
+    assert_eq!(me["organisation"]["name"], "Care Co");
+    assert_eq!(me["organisation"]["kind"], "provider");
+    let connect = |secret: String| {
+        let mut options =
+            rumqttc::MqttOptions::new("hub-1", (app.mqtt.host.clone(), app.mqtt.port));
+        options.set_credentials("hub-1", secret);
+        let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).capacity(10).build();
+        async move {
+            let _client = client;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+                    .await
+                    .expect("the broker answers")
+                {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        }
+    };
+    assert!(connect(secret.clone()).await, "the printed secret connects");
+    assert!(
+        !connect("0".repeat(secret.len())).await,
+        "another is refused"
+    );
+    app.stop().await;
 }
 
 struct Server {
@@ -272,22 +349,94 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
     assert!(!dir.path().join("postgres/postmaster.pid").exists());
 }
 
+/// Live derivation makes a visit, an alarm with its history and a device's health; the
+/// derived rows are then deleted, and `homeward rebuild` must bring back the same rows (a
+/// visits or an alarms rebuild that derives nothing turns it red).
 #[tokio::test]
 async fn rebuild_recomputes_the_derived_tables() {
+    use crate::visits::{ms, now_s, phone_sends, publish, schedule, setup, HOME};
+    use serde_json::json;
+
     let server = TestServer::get().await.unwrap();
-    let url = url_of(&server.fresh_database().await.unwrap());
-    let mut cmd = homeward();
-    cmd.env("HOMEWARD__DATABASE__URL", &url).arg("rebuild");
-    let (code, out, err) = run(&mut cmd);
+    let db = server.fresh_database().await.unwrap();
+    let url = url_of(&db);
+    let pool = homeward::db::build_pool(db.clone(), 2, 5);
+    let app = spawn_app_on(test_settings(), db).await;
+    let s = setup(&app, "CLI Rebuild", json!({})).await;
+    let start = now_s() - chrono::Duration::minutes(40);
+    schedule(&app, &s, "V-1", start, 30).await;
+    phone_sends(
+        &app,
+        &s.phone,
+        &s.secret,
+        json!([
+            {"seq": 1, "t": ms(start + chrono::Duration::minutes(5)), "kind": "check_in", "method": "gps", "visit": "V-1", "lat": HOME.0, "lon": HOME.1, "accuracy_m": 10.0, "fix_age_s": 2},
+            {"seq": 2, "t": ms(start + chrono::Duration::minutes(30)), "kind": "check_out", "method": "gps", "visit": "V-1", "lat": HOME.0, "lon": HOME.1, "accuracy_m": 10.0, "fix_age_s": 2},
+        ]),
+    )
+    .await;
+    let pendant = app.device(&s.p.org, "pendant-cli", "pendant").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    publish(
+        &app,
+        "pendant-cli",
+        &pendant,
+        vec![
+            json!({"seq": 1, "t": now - 2000, "kind": "heartbeat", "battery": 80, "signal": -70, "interval_s": 900}),
+            json!({"seq": 2, "t": now - 1000, "kind": "pendant_alarm"}),
+        ],
+    )
+    .await;
+    let derived = eventually(Duration::from_secs(20), || async {
+        let d = derived_snapshot(&app.pool).await;
+        let done = d.visits.len() == 1
+            && d.visits[0].contains("\"check_out\": {")
+            && d.alarms.len() == 1
+            && d.device_health.len() == 1;
+        done.then_some(d)
+    })
+    .await;
+    let before = derived.expect("live derivation made a visit, an alarm and device health");
+    assert!(!before.alarm_events.is_empty());
+    app.stop().await;
+
+    let wipe = || async {
+        let client = pool.get().await.unwrap();
+        client
+            .batch_execute(
+                "DELETE FROM visits; DELETE FROM alarm_events; DELETE FROM alarms; \
+                 DELETE FROM device_health; DELETE FROM alarm_cursor; DELETE FROM evv_checkpoint;",
+            )
+            .await
+            .unwrap();
+    };
+    wipe().await;
+    let rebuild = |only: Option<&str>| {
+        let mut cmd = homeward();
+        cmd.env("HOMEWARD__DATABASE__URL", &url).arg("rebuild");
+        if let Some(only) = only {
+            cmd.args(["--only", only]);
+        }
+        run(&mut cmd)
+    };
+    let (code, out, err) = rebuild(None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("visits: 0 visits") && out.contains("alarms: 0 alarms"),
+        out.contains("visits: 1 visits from 1 devices")
+            && out.contains("alarms: 1 alarms from 2 events"),
         "{out}"
     );
-    let mut cmd = homeward();
-    cmd.env("HOMEWARD__DATABASE__URL", &url)
-        .args(["rebuild", "--only", "alarms"]);
-    let (code, out, _) = run(&mut cmd);
-    assert_eq!(code, 0);
-    assert!(!out.contains("visits:"));
+    assert_eq!(derived_snapshot(&pool).await, before);
+
+    // `--only alarms` leaves visits alone.
+    wipe().await;
+    let (code, out, err) = rebuild(Some("alarms"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("visits:"), "{out}");
+    let after = derived_snapshot(&pool).await;
+    assert!(after.visits.is_empty());
+    assert_eq!(
+        (after.alarms, after.alarm_events, after.device_health),
+        (before.alarms, before.alarm_events, before.device_health)
+    );
 }

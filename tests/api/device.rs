@@ -19,6 +19,9 @@ pub fn heartbeat(seq: u64, time_ms: i64, encoding: Encoding) -> Vec<u8> {
     homeward_proto::encode_event_vec(&Event::new(seq, time_ms, body).unwrap(), encoding)
 }
 
+/// How long the device waits for an end-to-end acknowledgement before it resends an event.
+pub const RESEND_AFTER: Duration = Duration::from_secs(3);
+
 pub struct DeviceRun {
     pub sent: u64,
     pub resends: u64,
@@ -67,7 +70,6 @@ pub async fn run_device(
     });
 
     let start = Instant::now();
-    let resend_after = Duration::from_secs(3);
     // seq -> (payload, last sent)
     let mut pending: BTreeMap<u64, (Vec<u8>, Instant)> = BTreeMap::new();
     let mut next = 1u64;
@@ -90,7 +92,7 @@ pub async fn run_device(
                 let now = Instant::now();
                 let due: Vec<u64> = pending
                     .iter()
-                    .filter(|(_, (_, sent))| now.duration_since(*sent) > resend_after)
+                    .filter(|(_, (_, sent))| now.duration_since(*sent) > RESEND_AFTER)
                     .map(|(s, _)| *s)
                     .take(200)
                     .collect();

@@ -1,4 +1,8 @@
-use crate::helpers::spawn_app;
+use std::time::Duration;
+
+use homeward::auth::{OrgKind, Role};
+
+use crate::helpers::{eventually, metric_value, spawn_app};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_without_authentication() {
@@ -13,19 +17,42 @@ async fn healthz_and_readyz_answer_without_authentication() {
     app.stop().await;
 }
 
+/// After real traffic (a device's events, one of them sent twice), `/metrics` shows the
+/// application's own counters with the values that traffic implies.
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
     let app = spawn_app().await;
-    // Make sure at least one metric exists.
-    metrics::counter!("homeward_test_probe_total").increment(1);
-    let r = app.get("/metrics", None).await;
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = r.text().await.unwrap();
-    assert!(text.contains("homeward_test_probe_total"), "{text}");
+    let (org, _) = app
+        .org_with_user("Metrics Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let secret = app.device(&org, "hub-metrics", "hub").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = |seq: i64| serde_json::json!({"seq": seq, "t": now - 1000 + seq, "kind": "smoke"});
+    crate::visits::publish(&app, "hub-metrics", &secret, vec![event(1), event(2)]).await;
+    crate::visits::publish(&app, "hub-metrics", &secret, vec![event(2)]).await;
+    let stored = "homeward_ingest_events_total{outcome=\"stored\"}";
+    let duplicate = "homeward_ingest_events_total{outcome=\"duplicate\"}";
+    let text = eventually(Duration::from_secs(10), || async {
+        let r = app.get("/metrics", None).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = r.text().await.unwrap();
+        (metric_value(&text, duplicate).is_some()).then_some(text)
+    })
+    .await
+    .expect("the duplicate is counted");
+    assert!(
+        text.contains("# TYPE homeward_ingest_events_total counter"),
+        "{text}"
+    );
+    assert_eq!(metric_value(&text, stored), Some(2.0), "{text}");
+    assert_eq!(metric_value(&text, duplicate), Some(1.0), "{text}");
+    // The device's three publishes, and the acknowledgements Homeward sent back through it.
+    let through_broker = metric_value(&text, "homeward_broker_messages_received_total");
+    assert!(through_broker.unwrap_or(0.0) >= 3.0, "{text}");
     app.stop().await;
 }
 

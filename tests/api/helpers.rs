@@ -242,3 +242,54 @@ impl Drop for Mosquitto {
         let _ = self.child.wait();
     }
 }
+
+/// Every derived row (visits, alarms, alarm history, device health) without surrogate ids, in
+/// a stable order: what a rebuild from the raw events and the reference data must reproduce.
+/// Alarm history names its alarm by the event that opened it, not by the alarm's id.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Derived {
+    pub visits: Vec<String>,
+    pub alarms: Vec<String>,
+    pub alarm_events: Vec<String>,
+    pub device_health: Vec<String>,
+}
+
+pub async fn derived_snapshot(pool: &deadpool_postgres::Pool) -> Derived {
+    let client = pool.get().await.unwrap();
+    let rows = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let mut rows: Vec<String> = client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            rows.sort();
+            rows
+        }
+    };
+    Derived {
+        visits: rows("SELECT (to_jsonb(v) - 'id')::text FROM visits v").await,
+        alarms: rows("SELECT (to_jsonb(a) - 'id')::text FROM alarms a").await,
+        alarm_events: rows(
+            "SELECT (to_jsonb(e) - 'id' - 'alarm_id'
+                     || jsonb_build_object('alarm', jsonb_build_array(a.source_device_id, a.source_seq, a.kind)))::text
+               FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id",
+        )
+        .await,
+        device_health: rows("SELECT to_jsonb(h)::text FROM device_health h").await,
+    }
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

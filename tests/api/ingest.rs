@@ -10,7 +10,8 @@ use homeward_proto::Encoding;
 
 use crate::device::{heartbeat, run_device};
 use crate::helpers::{
-    event_counts, eventually, spawn_app, spawn_app_with, test_settings, Mosquitto, TestApp,
+    event_counts, eventually, metric_value, spawn_app, spawn_app_with, test_settings, Mosquitto,
+    TestApp,
 };
 
 async fn dead_letter_reasons(pool: &deadpool_postgres::Pool) -> Vec<(String, String)> {
@@ -54,6 +55,16 @@ async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
         run.unacked
     );
     assert_eq!(event_counts(&app.pool, "hub-e2e").await, (500, 500));
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let series = |outcome: &str| format!("homeward_ingest_events_total{{outcome=\"{outcome}\"}}");
+    let counted = |text: &str, outcome: &str| metric_value(text, &series(outcome)).unwrap_or(0.0);
+    // Every message is counted once: stored the first time, a duplicate when resent.
+    assert_eq!(counted(&metrics, "stored"), 500.0, "{metrics}");
+    assert_eq!(
+        counted(&metrics, "duplicate"),
+        run.resends as f64,
+        "{metrics}"
+    );
 
     // The same events again (a device that lost its acks): acknowledged, stored once.
     let again = run_device(
@@ -69,24 +80,52 @@ async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
     .await;
     assert!(again.unacked.is_empty());
     assert_eq!(event_counts(&app.pool, "hub-e2e").await, (500, 500));
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert_eq!(counted(&metrics, "stored"), 500.0, "{metrics}");
+    assert_eq!(
+        counted(&metrics, "duplicate"),
+        (run.resends + 500 + again.resends) as f64,
+        "each of the 500 counted as a duplicate: {metrics}"
+    );
 
-    // Both encodings decoded into the same columns.
+    // Both encodings (odd seqs JSON, even CBOR) decoded into the same columns, each with the
+    // values the device put in.
     let client = app.pool.get().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT kind, data->>'battery', late FROM events WHERE seq = 42",
-            &[],
+    let base_time = chrono::DateTime::from_timestamp_millis(base).unwrap();
+    let rows = client
+        .query(
+            "SELECT seq, kind, occurred_at = $1::timestamptz + seq * interval '1 millisecond',
+                    data, late
+               FROM events WHERE seq IN (41, 42) ORDER BY seq",
+            &[&base_time],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i16>(0), 16);
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("42"));
-    assert!(!row.get::<_, bool>(2));
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    assert!(
-        metrics.contains("homeward_ingest_events_total{outcome=\"duplicate\"}"),
-        "{metrics}"
-    );
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let seq: i64 = row.get(0);
+        assert_eq!(row.get::<_, i16>(1), 16, "heartbeat, seq {seq}");
+        assert!(row.get::<_, bool>(2), "device time, seq {seq}");
+        assert_eq!(
+            row.get::<_, serde_json::Value>(3),
+            serde_json::json!({"battery": seq % 100, "signal": -70, "interval_s": 900}),
+            "seq {seq}"
+        );
+        assert!(!row.get::<_, bool>(4));
+    }
+    // And every other event of either encoding the same way.
+    let matching: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events
+              WHERE kind = 16 AND NOT late
+                AND occurred_at = $1::timestamptz + seq * interval '1 millisecond'
+                AND data = jsonb_build_object('battery', seq % 100, 'signal', -70, 'interval_s', 900)",
+            &[&base_time],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(matching, 500);
     app.stop().await;
 }
 
@@ -431,14 +470,20 @@ async fn mosquitto_pub(port: u16, topic: &str, message: &str, auth: Option<(&str
         .success()
 }
 
-/// Waits for one message on `topic` with mosquitto_sub, in the background.
-fn mosquitto_sub_one(
+/// Waits for one message on `topic` with mosquitto_sub, in the background. Returns once
+/// mosquitto_sub has its SUBACK (its debug output says so), with the thread that yields the
+/// message.
+async fn mosquitto_sub_one(
     port: u16,
     topic: &str,
     auth: Option<(&str, &str)>,
 ) -> std::thread::JoinHandle<String> {
-    let mut cmd = Command::new("mosquitto_sub");
+    // Line-buffered, or the debug lines wait in a pipe buffer until mosquitto_sub exits.
+    let mut cmd = Command::new("stdbuf");
     cmd.args([
+        "-oL",
+        "mosquitto_sub",
+        "-d",
         "-h",
         "127.0.0.1",
         "-p",
@@ -451,13 +496,40 @@ fn mosquitto_sub_one(
         "1",
         "-W",
         "20",
-    ]);
+    ])
+    .stdout(Stdio::piped());
     if let Some((user, password)) = auth {
         cmd.args(["-i", user, "-u", user, "-P", password]);
     }
-    std::thread::spawn(move || {
-        String::from_utf8_lossy(&cmd.output().expect("mosquitto_sub runs").stdout).into_owned()
-    })
+    let mut child = cmd.spawn().expect("mosquitto_sub runs");
+    let stdout = child.stdout.take().unwrap();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut subscribed_tx = Some(subscribed_tx);
+        let mut message = String::new();
+        // Debug lines start with "Client "; the message is the line that does not.
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            if line.starts_with("Client ") {
+                if line.contains("received SUBACK") {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            } else if !line.starts_with("Subscribed") {
+                message.push_str(&line);
+                message.push('\n');
+            }
+        }
+        let _ = child.wait();
+        message
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .expect("mosquitto_sub subscribes in time")
+        .expect("mosquitto_sub got its SUBACK");
+    reader
 }
 
 #[tokio::test]
@@ -475,8 +547,7 @@ async fn interoperates_with_mosquitto_and_its_clients() {
         .await;
     app.device(&org, "hub-m1", "hub").await;
     let now = chrono::Utc::now().timestamp_millis();
-    let ack = mosquitto_sub_one(broker.port, "homeward/v1/hub-m1/downlink", None);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ack = mosquitto_sub_one(broker.port, "homeward/v1/hub-m1/downlink", None).await;
     assert!(
         mosquitto_pub(
             broker.port,

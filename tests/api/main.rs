@@ -14,6 +14,7 @@ mod health;
 mod ingest;
 mod isolation;
 mod outcomes;
+mod routes;
 mod scaleout;
 mod storage;
 mod visits;

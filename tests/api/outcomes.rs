@@ -314,6 +314,26 @@ async fn episodes_plans_report_and_statement() {
     assert_eq!(s, 200);
     assert_eq!(stored["input_hash"], r["inputs"]["hash"]);
     assert_eq!(stored["method_version"], "outcomes/1");
+    // One input row changed: a different hash; changed back: the first hash again. (An
+    // `input_hash` that returns a constant fails here.)
+    let hash_with = |long_lie: bool| {
+        let (app, client, t) = (&app, &client, t);
+        async move {
+            client
+                .execute("UPDATE alarms SET long_lie = $1", &[&long_lie])
+                .await
+                .unwrap();
+            let (_, r) = get(app, t, &format!("/v1/outcomes/report?scope=provider&{q}")).await;
+            r["inputs"]["hash"].as_str().unwrap().to_string()
+        }
+    };
+    let first = r["inputs"]["hash"].as_str().unwrap();
+    assert_ne!(
+        hash_with(false).await,
+        first,
+        "the hash covers the input rows"
+    );
+    assert_eq!(hash_with(true).await, first);
 
     // The commissioner: population scope uses its population: 1 per 50,000 = 2 per 100,000.
     let (s, pr) = get(

@@ -8,7 +8,7 @@ use homeward::auth::{OrgKind, Role};
 use homeward::db::test_cluster::TestServer;
 
 use crate::device::run_device;
-use crate::helpers::{spawn_app_on, test_settings, Mosquitto};
+use crate::helpers::{event_counts, eventually, spawn_app_on, test_settings, Mosquitto};
 
 #[tokio::test]
 async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_stops() {
@@ -48,8 +48,19 @@ async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_
         500,
         Duration::from_secs(90),
     ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mid-stream: some events stored, most still to come.
+    let stored = eventually(Duration::from_secs(30), || async {
+        let (n, _) = event_counts(&b.pool, "hub-s1").await;
+        (n > 200).then_some(n)
+    })
+    .await;
+    assert!(stored.is_some(), "events flow before the stop");
     a.stop().await;
+    let (at_stop, _) = event_counts(&b.pool, "hub-s1").await;
+    assert!(
+        at_stop < 2000,
+        "stopped mid-stream: {at_stop} of 2000 stored"
+    );
     let run = device.await.unwrap();
     assert!(
         run.unacked.is_empty(),

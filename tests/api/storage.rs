@@ -216,6 +216,8 @@ async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_
     assert_eq!(again, 0);
 }
 
+/// Expired partitions and DEFAULT rows go; partitions and DEFAULT rows inside the retention
+/// window stay, down to the boundary day (a retention that drops everything turns this red).
 #[tokio::test]
 async fn retention_drops_expired_partitions_and_default_rows() {
     let server = TestServer::get().await.unwrap();
@@ -227,36 +229,61 @@ async fn retention_drops_expired_partitions_and_default_rows() {
         partitions_ahead_days: 1,
         maintenance_interval_minutes: 60,
     };
-    let start = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
-    maintenance::run_once(&pool, StorageMode::Native, &settings, start)
+    let at = |d: u32, h: u32, m: u32, s: u32| Utc.with_ymd_and_hms(2026, 1, d, h, m, s).unwrap();
+    // Partitions for 31 Dec to 2 Jan and for 22 to 24 Jan (with a retention that drops none).
+    let keep_all = StorageSettings {
+        retention_days: 3650,
+        ..settings.clone()
+    };
+    for now in [at(1, 12, 0, 0), at(23, 12, 0, 0)] {
+        let report = maintenance::run_once(&pool, StorageMode::Native, &keep_all, now)
+            .await
+            .unwrap();
+        assert_eq!(report.created.len(), 3, "{report:?}");
+    }
+    let insert = "INSERT INTO events (device_id, seq, occurred_at, kind) VALUES (1, $1, $2, 16)";
+    let rows = [
+        // (seq, time, kept): with `now` on 31 Jan the cutoff is 21 Jan 00:00.
+        (1i64, at(1, 12, 0, 0), false), // partition 1 Jan
+        (2, Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap(), false), // DEFAULT, long ago
+        (3, at(20, 23, 59, 59), false), // DEFAULT, a second early
+        (4, at(21, 0, 0, 0), true),     // DEFAULT, on the cutoff
+        (5, at(22, 8, 0, 0), true),     // partition 22 Jan
+        (6, at(24, 23, 0, 0), true),    // partition 24 Jan
+        (7, at(27, 9, 0, 0), true),     // DEFAULT, recent
+    ];
+    for (seq, t, _) in &rows {
+        client.execute(insert, &[seq, t]).await.unwrap();
+    }
+    let report = maintenance::run_once(&pool, StorageMode::Native, &settings, at(31, 12, 0, 0))
         .await
         .unwrap();
-    let insert = "INSERT INTO events (device_id, seq, occurred_at, kind) VALUES (1, $1, $2, 16)";
-    client.execute(insert, &[&1i64, &start]).await.unwrap();
-    client
-        .execute(
-            insert,
-            &[&2i64, &Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap()],
+    let mut dropped = report.dropped.clone();
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        ["events_p20251231", "events_p20260101", "events_p20260102"],
+        "only partitions wholly before the cutoff go"
+    );
+    let left: Vec<(i64, String)> = client
+        .query(
+            "SELECT seq, tableoid::regclass::text FROM events ORDER BY seq",
+            &[],
         )
         .await
-        .unwrap();
-    let report = maintenance::run_once(
-        &pool,
-        StorageMode::Native,
-        &settings,
-        start + Duration::days(30),
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.dropped.contains(&"events_p20260101".to_string()),
-        "{:?}",
-        report.dropped
-    );
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
-        .await
         .unwrap()
-        .get(0);
-    assert_eq!(count, 0);
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (4, "events_default".to_string()),
+            (5, "events_p20260122".to_string()),
+            (6, "events_p20260124".to_string()),
+            (7, "events_default".to_string()),
+        ],
+        "kept: {:?}",
+        rows.iter().filter(|r| r.2).map(|r| r.0).collect::<Vec<_>>()
+    );
 }

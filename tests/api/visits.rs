@@ -13,15 +13,15 @@ use serde_json::{json, Value};
 use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
 
 /// Home of the people in these tests (Westminster).
-const HOME: (f64, f64) = (51.5007, -0.1246);
+pub(crate) const HOME: (f64, f64) = (51.5007, -0.1246);
 /// About 450 m away (the London Eye).
 const FAR: (f64, f64) = (51.5033, -0.1196);
 /// Metres per degree of latitude.
 const M_PER_DEG: f64 = 111_195.0;
 
-struct Provider {
-    org: homeward::auth::Organisation,
-    token: String,
+pub(crate) struct Provider {
+    pub(crate) org: homeward::auth::Organisation,
+    pub(crate) token: String,
 }
 
 async fn provider(app: &TestApp, name: &str) -> Provider {
@@ -58,7 +58,7 @@ fn basic(uid: &str, secret: &str) -> String {
 }
 
 /// Sends check events from a phone over HTTP; each must be stored.
-async fn phone_sends(app: &TestApp, uid: &str, secret: &str, events: Value) {
+pub(crate) async fn phone_sends(app: &TestApp, uid: &str, secret: &str, events: Value) {
     let r = app
         .client
         .post(app.url("/v1/check-ins"))
@@ -73,11 +73,11 @@ async fn phone_sends(app: &TestApp, uid: &str, secret: &str, events: Value) {
 }
 
 /// Now, in whole seconds (device times are in milliseconds; comparisons stay exact).
-fn now_s() -> DateTime<Utc> {
+pub(crate) fn now_s() -> DateTime<Utc> {
     DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -85,16 +85,16 @@ fn north(metres: f64) -> (f64, f64) {
     (HOME.0 + metres / M_PER_DEG, HOME.1)
 }
 
-struct Setup {
-    p: Provider,
-    person: i64,
-    worker: i64,
-    phone: String,
-    secret: String,
+pub(crate) struct Setup {
+    pub(crate) p: Provider,
+    pub(crate) person: i64,
+    pub(crate) worker: i64,
+    pub(crate) phone: String,
+    pub(crate) secret: String,
 }
 
 /// A provider with one person at HOME, one worker with a linked phone.
-async fn setup(app: &TestApp, name: &str, person_extra: Value) -> Setup {
+pub(crate) async fn setup(app: &TestApp, name: &str, person_extra: Value) -> Setup {
     let p = provider(app, name).await;
     let phone = format!("phone-{}", name.to_lowercase().replace(' ', "-"));
     let secret = app.device(&p.org, &phone, "phone").await;
@@ -122,7 +122,7 @@ async fn setup(app: &TestApp, name: &str, person_extra: Value) -> Setup {
     }
 }
 
-async fn schedule(
+pub(crate) async fn schedule(
     app: &TestApp,
     s: &Setup,
     reference: &str,
@@ -219,20 +219,37 @@ async fn verified_gps_visit_is_assembled_and_exported_with_the_six_elements() {
     let export = get_json(&app, &s.p.token, "/v1/visits/export?format=json").await;
     let rows = export["items"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{export}");
-    for row in rows {
-        for element in [
-            "service_type",
-            "person",
-            "date",
-            "location",
-            "worker",
-            "start",
-            "end",
-        ] {
-            let value = row[element].as_str().unwrap_or_default();
-            assert!(!value.is_empty(), "{element} missing in {row}");
-        }
-    }
+    let row = &rows[0];
+    let (check_in, check_out) = (
+        start + chrono::Duration::minutes(20),
+        start + chrono::Duration::minutes(35),
+    );
+    let time = |element: &str| {
+        row[element]
+            .as_str()
+            .unwrap_or_else(|| panic!("{element} in {row}"))
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+    };
+    // The six elements, with the values of this visit.
+    assert_eq!(row["service_type"], "personal_care", "{row}");
+    assert_eq!(row["person"], "P-1");
+    assert_eq!(row["worker"], "W-1");
+    assert_eq!(row["location"], "home");
+    assert_eq!(row["date"], check_in.date_naive().to_string());
+    assert_eq!(time("start"), check_in);
+    assert_eq!(time("end"), check_out);
+    assert_eq!((time("raw_start"), time("raw_end")), (check_in, check_out));
+    assert_eq!(row["adjusted"], false);
+    assert_eq!(row["scheduled_reference"], "V-1");
+    assert_eq!(
+        (&row["check_in_method"], &row["check_in_verdict"]),
+        (&json!("gps"), &json!("verified"))
+    );
+    assert_eq!(
+        (&row["check_out_method"], &row["check_out_verdict"]),
+        (&json!("gps"), &json!("verified"))
+    );
     let csv = app
         .get("/v1/visits/export?format=csv", Some(&s.p.token))
         .await;
@@ -246,19 +263,16 @@ async fn verified_gps_visit_is_assembled_and_exported_with_the_six_elements() {
     let headers = reader.headers().unwrap().clone();
     let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(records.len(), 1, "{text}");
-    for record in &records {
-        for element in [
-            "service_type",
-            "person",
-            "date",
-            "location",
-            "worker",
-            "start",
-            "end",
-        ] {
-            let i = headers.iter().position(|h| h == element).unwrap();
-            assert!(!record[i].is_empty(), "{element} missing in {text}");
-        }
+    // The CSV row says what the JSON row says, column for column.
+    let fields = row.as_object().unwrap();
+    assert_eq!(headers.len(), fields.len(), "{text}");
+    for (header, value) in headers.iter().zip(records[0].iter()) {
+        let expected = match &fields[header] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        assert_eq!(value, expected, "{header} in {text}");
     }
     assert_eq!(
         app.get("/v1/visits/export?format=xml", Some(&s.p.token))
@@ -752,7 +766,7 @@ async fn mqtt_check_ins_make_visits_and_commissioners_see_pseudonyms() {
     app.stop().await;
 }
 
-async fn publish(app: &TestApp, uid: &str, secret: &str, events: Vec<Value>) {
+pub(crate) async fn publish(app: &TestApp, uid: &str, secret: &str, events: Vec<Value>) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
     let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
     options.set_credentials(uid, secret.to_string());
@@ -795,6 +809,8 @@ async fn snapshot(pool: &deadpool_postgres::Pool) -> Vec<String> {
         .collect()
 }
 
+/// Live derivation and a rebuild from corrupted rows must agree (a rebuild that derives
+/// nothing turns this red).
 #[tokio::test]
 async fn rebuilding_from_raw_events_gives_the_same_visits() {
     let app = spawn_app().await;
@@ -841,12 +857,32 @@ async fn rebuilding_from_raw_events_gives_the_same_visits() {
 
     let live = snapshot(&app.pool).await;
     assert_eq!(live.len(), 4, "{live:?}");
+    // The derived rows go wrong: one lost, one altered, one that no event supports.
+    let corrupt = || async {
+        let client = app.pool.get().await.unwrap();
+        client
+            .batch_execute(
+                "DELETE FROM visits WHERE id = (SELECT min(id) FROM visits);
+                 UPDATE visits SET started_at = started_at - interval '1 hour', adjustments = adjustments + 1
+                  WHERE id = (SELECT max(id) FROM visits);
+                 INSERT INTO visits (organisation_id, visit_key, match_method, check_in)
+                 SELECT organisation_id, 'stray', 'unmatched', '{}'::jsonb FROM visits LIMIT 1;",
+            )
+            .await
+            .unwrap();
+        assert_ne!(snapshot(&app.pool).await, live);
+    };
+    corrupt().await;
     let report = homeward::evv::rebuild_with(&app.pool, &EvvSettings::default())
         .await
         .unwrap();
     assert_eq!(report.visits, 4);
     assert_eq!(snapshot(&app.pool).await, live);
-    // And a second time: idempotent.
+    // And a second time, from an emptied table.
+    {
+        let client = app.pool.get().await.unwrap();
+        client.execute("DELETE FROM visits", &[]).await.unwrap();
+    }
     homeward::evv::rebuild(&app.pool).await.unwrap();
     assert_eq!(snapshot(&app.pool).await, live);
     app.stop().await;

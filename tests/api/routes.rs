@@ -1,0 +1,185 @@
+//! Every route of the HTTP API with who may call it: the table the role test checks route by
+//! route, and that any other sweep over the API (cross-tenant checks) can reuse. It lists
+//! exactly the operations of `docs/openapi.json` (a test keeps the two equal), so a new route
+//! cannot be added without deciding who may call it.
+//!
+//! The roles are those the handlers require, written out here rather than read from the code:
+//! a handler that checks the wrong roles disagrees with this table.
+
+use homeward::auth::Role;
+use serde_json::{json, Value};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// Anyone, without credentials (health and metrics).
+    Public,
+    /// Devices with their own credentials (HTTP Basic); a user's token is not enough.
+    Device,
+    /// Users holding one of these roles; any other role gets 403.
+    Roles(&'static [Role]),
+}
+
+/// One operation: method, path as in the OpenAPI description, who may call it, and a query
+/// and a body that parse (so that the role check, not a parser, decides). Ids in bodies and
+/// paths need not exist: a caller the role check lets through then gets 404 or 422.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub query: &'static str,
+    pub body: fn() -> Option<Value>,
+}
+
+impl Route {
+    /// The path with each `{parameter}` filled in with a value that parses, and the query.
+    pub fn concrete_path(&self) -> String {
+        let path = self
+            .path
+            .split('/')
+            .map(|seg| match seg {
+                "{uid}" => "hub-1",
+                "{area}" => "area-1",
+                "{age_group}" => "65%2B",
+                s if s.starts_with('{') => "1",
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        if self.query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", self.query)
+        }
+    }
+}
+
+use Role::{Auditor, Commissioner, ProviderAdmin as Admin, ProviderStaff as Staff, Responder};
+
+const ALL: &[Role] = &[Admin, Staff, Responder, Commissioner, Auditor];
+const ADMIN: &[Role] = &[Admin];
+/// Provider staff who manage people, visits, alarms and outcome records.
+const STAFF: &[Role] = &[Admin, Staff];
+/// Everyone who attends alarms.
+const ATTEND: &[Role] = &[Admin, Staff, Responder];
+/// Readers of visits and outcomes: providers' office staff, commissioners, auditors.
+const READERS: &[Role] = &[Admin, Staff, Commissioner, Auditor];
+const DEVICE_READERS: &[Role] = &[Admin, Staff, Responder, Auditor];
+const DEAD_LETTER_READERS: &[Role] = &[Admin, Staff, Auditor];
+const FIGURE_READERS: &[Role] = &[Admin, Staff, Commissioner];
+const COMMISSIONER: &[Role] = &[Commissioner];
+
+fn none() -> Option<Value> {
+    None
+}
+
+macro_rules! route {
+    ($method:literal $path:literal, $access:expr) => {
+        Route {
+            method: $method,
+            path: $path,
+            access: $access,
+            query: "",
+            body: none,
+        }
+    };
+    ($method:literal $path:literal, $access:expr, $body:tt) => {
+        Route {
+            method: $method,
+            path: $path,
+            access: $access,
+            query: "",
+            body: || Some(json!($body)),
+        }
+    };
+}
+
+/// Every operation of the API.
+pub const ROUTES: &[Route] = &[
+    route!("GET" "/healthz", Access::Public),
+    route!("GET" "/readyz", Access::Public),
+    route!("GET" "/metrics", Access::Public),
+    route!("GET" "/v1/me", Access::Roles(ALL)),
+    route!("GET" "/v1/devices", Access::Roles(DEVICE_READERS)),
+    route!("POST" "/v1/devices", Access::Roles(ADMIN), {"uid": "pendant-9", "kind": "pendant"}),
+    route!("GET" "/v1/devices/{uid}", Access::Roles(DEVICE_READERS)),
+    route!("POST" "/v1/check-ins", Access::Device, []),
+    route!("GET" "/v1/dead-letters", Access::Roles(DEAD_LETTER_READERS)),
+    route!("GET" "/v1/live", Access::Roles(ATTEND)),
+    route!("POST" "/v1/people", Access::Roles(STAFF), {"external_ref": "P-9"}),
+    route!("GET" "/v1/people", Access::Roles(STAFF)),
+    route!("GET" "/v1/people/{id}", Access::Roles(STAFF)),
+    route!("PUT" "/v1/geofence-policies/{area}", Access::Roles(ADMIN), {"geofence_policy": "warn"}),
+    route!("POST" "/v1/workers", Access::Roles(STAFF), {"external_ref": "W-9"}),
+    route!("GET" "/v1/workers", Access::Roles(STAFF)),
+    route!("PUT" "/v1/workers/{id}/phones/{uid}", Access::Roles(STAFF)),
+    route!("POST" "/v1/scheduled-visits", Access::Roles(STAFF), {
+        "reference": "V-9", "person_id": 1, "window_start": "2026-01-01T09:00:00Z",
+        "window_end": "2026-01-01T10:00:00Z", "service_type": "personal_care"
+    }),
+    route!("GET" "/v1/scheduled-visits", Access::Roles(STAFF)),
+    route!("POST" "/v1/scheduled-visits/{id}/cancel", Access::Roles(STAFF), {"reason": "in hospital"}),
+    route!("GET" "/v1/visits", Access::Roles(READERS)),
+    route!("GET" "/v1/visits/{id}", Access::Roles(READERS)),
+    route!("POST" "/v1/visits/{id}/adjustments", Access::Roles(STAFF), {"reason_code": "forgot_to_check_out"}),
+    route!("POST" "/v1/visits/manual", Access::Roles(STAFF), {
+        "scheduled_visit_id": 1, "start": "2026-01-01T09:00:00Z", "end": "2026-01-01T10:00:00Z",
+        "reason_code": "office_entry", "memo": "paper timesheet"
+    }),
+    route!("GET" "/v1/visits/exceptions", Access::Roles(READERS)),
+    route!("GET" "/v1/visits/export", Access::Roles(READERS)),
+    route!("GET" "/v1/missed-visits", Access::Roles(ATTEND)),
+    route!("GET" "/v1/alarms", Access::Roles(ATTEND)),
+    route!("GET" "/v1/technical-alarms", Access::Roles(ATTEND)),
+    route!("GET" "/v1/alarms/{id}", Access::Roles(ATTEND)),
+    route!("POST" "/v1/alarms/{id}/acknowledge", Access::Roles(STAFF)),
+    route!("POST" "/v1/alarms/{id}/dispatch", Access::Roles(STAFF)),
+    route!("POST" "/v1/alarms/{id}/arrive", Access::Roles(ATTEND)),
+    route!("POST" "/v1/alarms/{id}/resolve", Access::Roles(ATTEND), {"outcome": "resolved_by_talking"}),
+    route!("POST" "/v1/alarms/{id}/close", Access::Roles(STAFF)),
+    route!("GET" "/v1/alarms/response-times", Access::Roles(FIGURE_READERS)),
+    route!("GET" "/v1/device-health", Access::Roles(ATTEND)),
+    route!("POST" "/v1/outcomes/service-periods", Access::Roles(STAFF), {"person_id": 1, "started_on": "2026-01-01"}),
+    route!("POST" "/v1/outcomes/hospital-stays", Access::Roles(STAFF), {"person_id": 1, "admitted_on": "2026-01-01"}),
+    route!("POST" "/v1/outcomes/hospital-stays/{id}/discharge", Access::Roles(STAFF), {
+        "discharged_on": "2026-01-05", "discharge_destination": "home"
+    }),
+    route!("POST" "/v1/outcomes/reablement-episodes", Access::Roles(STAFF), {"person_id": 1, "started_on": "2026-01-01"}),
+    route!("POST" "/v1/outcomes/reablement-episodes/{id}/end", Access::Roles(STAFF), {
+        "ended_on": "2026-02-01", "result": "no_further_support"
+    }),
+    route!("POST" "/v1/outcomes/care-home-admissions", Access::Roles(STAFF), {
+        "person_id": 1, "admitted_on": "2026-01-01", "setting": "residential", "permanent": true
+    }),
+    route!("POST" "/v1/outcomes/deaths", Access::Roles(STAFF), {"person_id": 1, "died_on": "2026-01-01"}),
+    route!("POST" "/v1/outcomes/recorded-falls", Access::Roles(STAFF), {
+        "person_id": 1, "occurred_on": "2026-01-01", "source": "GP record"
+    }),
+    route!("GET" "/v1/outcomes/people/{id}/episodes", Access::Roles(STAFF)),
+    route!("POST" "/v1/outcome-plans", Access::Roles(STAFF), {
+        "person_id": 1, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
+        "outcomes": [{"statement": "I can cook a meal for myself", "kind": "reablement", "payable": false, "target_date": "2026-03-01"}]
+    }),
+    route!("GET" "/v1/outcome-plans/{id}", Access::Roles(READERS)),
+    // The provider's side of the agreement; the council's is the commissioner's alone.
+    route!("POST" "/v1/outcome-plans/{id}/agree", Access::Roles(STAFF), {"party": "provider"}),
+    route!("POST" "/v1/outcome-plans/{id}/outcomes/{outcome}/achieve", Access::Roles(STAFF), {
+        "achieved_on": "2026-02-01", "confirmed_by_person": true
+    }),
+    route!("PUT" "/v1/outcomes/populations/{age_group}", Access::Roles(COMMISSIONER), {"population": 50000}),
+    route!("GET" "/v1/contracts/{id}/terms", Access::Roles(READERS)),
+    route!("PUT" "/v1/contracts/{id}/terms", Access::Roles(COMMISSIONER), {}),
+    Route {
+        query: "scope=provider&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+        ..route!("GET" "/v1/outcomes/report", Access::Roles(READERS))
+    },
+    Route {
+        query: "from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+        ..route!("GET" "/v1/outcomes/statements", Access::Roles(READERS))
+    },
+    route!("GET" "/v1/outcomes/reports/{id}", Access::Roles(READERS)),
+];
+
+/// Every role, for sweeps over them.
+pub const ROLES: &[Role] = ALL;
