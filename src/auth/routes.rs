@@ -132,8 +132,22 @@ async fn revoke_token(
 ) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let owner = super::token_owner(&**client, scope, *token_id).await?;
-    token_manager(&caller, owner)?;
+    if caller.role == Role::ProviderAdmin {
+        super::token_owner(&**client, scope, *token_id).await?;
+    } else {
+        // Anyone else may revoke only their own: another's token is refused whether or not it
+        // exists, which tells nothing about it.
+        let own = super::token_owner(&**client, scope, *token_id)
+            .await
+            .is_ok_and(|owner| owner == caller.user_id);
+        if !own {
+            return Err(ApiError::Forbidden(
+                "you may revoke only your own tokens; a provider admin may revoke any of the \
+                 organisation's"
+                    .into(),
+            ));
+        }
+    }
     super::revoke_token(&**client, scope, *token_id, Some(caller.user_id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

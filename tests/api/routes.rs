@@ -104,6 +104,17 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/v1/devices", Access::Roles(DEVICE_READERS)),
     route!("POST" "/v1/devices", Access::Roles(ADMIN), {"uid": "pendant-9", "kind": "pendant"}),
     route!("GET" "/v1/devices/{uid}", Access::Roles(DEVICE_READERS)),
+    route!("POST" "/v1/devices/{uid}/disable", Access::Roles(ADMIN)),
+    route!("POST" "/v1/devices/{uid}/enable", Access::Roles(ADMIN)),
+    route!("POST" "/v1/devices/{uid}/rotate-secret", Access::Roles(ADMIN)),
+    // Users and tokens. `{id}` is the first user, another member of the provider admin's
+    // organisation, so only an admin may act on it (a user may on their own, not tabled here).
+    route!("GET" "/v1/users", Access::Roles(ADMIN)),
+    route!("GET" "/v1/users/{id}/tokens", Access::Roles(ADMIN)),
+    route!("POST" "/v1/users/{id}/tokens", Access::Roles(ADMIN), {"label": "from the role test"}),
+    route!("POST" "/v1/users/{id}/disable", Access::Roles(ADMIN)),
+    route!("POST" "/v1/users/{id}/enable", Access::Roles(ADMIN)),
+    route!("DELETE" "/v1/tokens/{id}", Access::Roles(ADMIN)),
     route!("POST" "/v1/check-ins", Access::Device, []),
     route!("GET" "/v1/dead-letters", Access::Roles(DEAD_LETTER_READERS)),
     route!("GET" "/v1/live", Access::Roles(ATTEND)),
