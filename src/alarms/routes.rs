@@ -379,6 +379,8 @@ async fn response_times(
     q: web::Query<FiguresQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Commissioner])?;
+    crate::http::dates::check_time("from", q.from)?;
+    crate::http::dates::check_time("to", q.to)?;
     let to = q.to.unwrap_or_else(Utc::now);
     let from = q.from.unwrap_or(to - chrono::Duration::days(30));
     if from >= to {

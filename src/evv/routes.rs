@@ -584,6 +584,8 @@ struct Range {
 impl Range {
     /// Defaults to the last 7 days up to tomorrow; at most 93 days.
     fn bounds(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        crate::http::dates::check_time("from", self.from)?;
+        crate::http::dates::check_time("to", self.to)?;
         let now = Utc::now();
         let to = self.to.unwrap_or(now + Duration::days(1));
         let from = self.from.unwrap_or(to - Duration::days(8));
@@ -1400,7 +1402,7 @@ async fn export(
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"visits.csv\""))
-        .body(bytes))
+        .body(safe_csv(&bytes)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1451,4 +1453,9 @@ async fn list_missed(
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+/// The CSV with formula-like cells made text (see `http::csv_safe`).
+fn safe_csv(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    crate::http::csv_safe::defuse(bytes).map_err(|e| ApiError::Unexpected(e.into()))
 }

@@ -2,6 +2,8 @@
 //! documents, health checks and the Prometheus endpoint. Authentication lives in
 //! [`crate::auth`]; each domain module exports its own `routes`.
 
+pub mod csv_safe;
+pub mod dates;
 pub mod problem;
 
 use std::sync::Arc;

@@ -779,6 +779,9 @@ struct ReportQuery {
 }
 
 fn period(q: &ReportQuery) -> Result<Period, ApiError> {
+    crate::http::dates::check_date("from", Some(q.from))?;
+    crate::http::dates::check_date("to", Some(q.to))?;
+    crate::http::dates::check_date("as_of", q.as_of)?;
     if q.from >= q.to {
         return Err(ApiError::invalid("from", "must be before `to`"));
     }
@@ -864,7 +867,7 @@ async fn report_endpoint(
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
             .insert_header(("X-Report-Id", id.to_string()))
-            .body(report::to_csv(&r)?));
+            .body(safe_csv(report::to_csv(&r)?.as_bytes())?));
     }
     let mut body = figures;
     body["report_id"] = id.into();
@@ -994,7 +997,7 @@ async fn statements(
             .content_type("text/csv; charset=utf-8")
             .insert_header(("X-Report-Id", id.to_string()))
             .insert_header(("X-Input-Hash", hash))
-            .body(bytes));
+            .body(safe_csv(&bytes)?));
     }
     Ok(HttpResponse::Ok().json(body))
 }
@@ -1021,4 +1024,9 @@ async fn stored_report(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("report {id}")))?;
     Ok(HttpResponse::Ok().json(row.get::<_, serde_json::Value>(0)))
+}
+
+/// The CSV with formula-like cells made text (see `http::csv_safe`).
+fn safe_csv(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    crate::http::csv_safe::defuse(bytes).map_err(|e| ApiError::Unexpected(e.into()))
 }

@@ -162,3 +162,81 @@ async fn a_token_holds_at_most_four_event_streams() {
     drop(open);
     app.stop().await;
 }
+
+/// Every date in a query, at the edges of what the server's date type can hold, is refused
+/// with a problem document naming it (422), never a panic or a 500 from date arithmetic that
+/// overflows.
+#[tokio::test]
+async fn dates_at_the_edge_of_the_calendar_are_refused_in_every_query() {
+    let app = spawn_app().await;
+    let (_, token) = app
+        .org_with_user("Dates Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let spec: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+    const DATE_PARAMS: &[&str] = &["from", "to", "as_of"];
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for route in crate::routes::ROUTES.iter().filter(|r| r.method == "GET") {
+        let params: Vec<String> = spec["paths"][route.path]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str())
+            .filter(|n| DATE_PARAMS.contains(n))
+            .map(str::to_owned)
+            .collect();
+        for param in &params {
+            // A plain date where the route's own example is one, else a date and time.
+            let plain_date = route
+                .query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .any(|(k, v)| k == param && !v.contains('T'));
+            let edges: &[&str] = if plain_date {
+                &["9999-12-31", "-9999-01-01", "1000-01-01"]
+            } else {
+                &[
+                    "9999-12-31T23:59:59Z",
+                    "-9999-01-01T00:00:00Z",
+                    "1000-01-01T00:00:00Z",
+                ]
+            };
+            for &edge in edges {
+                // The route's own valid query, with this one parameter replaced.
+                let mut query: Vec<(String, String)> = route
+                    .query
+                    .split('&')
+                    .filter(|kv| !kv.is_empty())
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(k, _)| k != param)
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                query.push((param.clone(), edge.to_owned()));
+                let path = route.concrete_path();
+                let path = path.split('?').next().unwrap();
+                let r = app
+                    .client
+                    .get(app.url(path))
+                    .query(&query)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{path}?{param}={edge}: no answer ({e})"));
+                checked += 1;
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                if status != 422 || !body.contains(param.as_str()) {
+                    wrong.push(format!("{path} {param}={edge}: {status} {body}"));
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 48,
+        "only {checked} cases: the route table lost its date parameters"
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    app.stop().await;
+}

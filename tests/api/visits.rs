@@ -917,3 +917,55 @@ async fn a_restart_catches_up_on_check_events_stored_while_down() {
     assert_eq!(visits[0]["check_in"]["verdict"], "verified", "{visits:?}");
     app.stop().await;
 }
+
+/// A name typed into Homeward must not run as a formula in the spreadsheet a CSV export is
+/// opened in: cells beginning with `=`, `+`, `-` or `@` are exported as text.
+#[tokio::test]
+async fn csv_exports_defuse_formulas_typed_into_names() {
+    let app = spawn_app().await;
+    let s = setup(
+        &app,
+        "EVV Csv",
+        json!({"external_ref": "=HYPERLINK(\"http://x\",\"y\")"}),
+    )
+    .await;
+    let start = now_s() - chrono::Duration::minutes(40);
+    schedule(&app, &s, "V-1", start, 30).await;
+    phone_sends(
+        &app,
+        &s.phone,
+        &s.secret,
+        json!([
+            {"seq": 1, "t": ms(start + chrono::Duration::minutes(1)), "kind": "check_in", "method": "gps", "visit": "V-1", "lat": HOME.0, "lon": HOME.1, "accuracy_m": 8.0},
+            {"seq": 2, "t": ms(start + chrono::Duration::minutes(30)), "kind": "check_out", "method": "gps", "visit": "V-1", "lat": HOME.0, "lon": HOME.1, "accuracy_m": 8.0},
+        ]),
+    )
+    .await;
+    visits_when(&app, &s.p.token, |v| {
+        v.len() == 1 && v[0]["completed"] == true
+    })
+    .await;
+    let csv = app
+        .get("/v1/visits/export?format=csv", Some(&s.p.token))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let person = rows
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "person")
+        .unwrap();
+    let row = rows.records().next().expect("one visit").unwrap();
+    assert_eq!(&row[person], "'=HYPERLINK(\"http://x\",\"y\")", "{csv}");
+    for cell in row.iter() {
+        assert!(
+            !cell.starts_with(['=', '+', '@'])
+                && (!cell.starts_with('-') || cell.parse::<f64>().is_ok()),
+            "a formula-like cell: {cell}"
+        );
+    }
+    app.stop().await;
+}
