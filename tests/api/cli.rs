@@ -83,6 +83,8 @@ fn help_documents_every_setting() {
     for key in [
         "database.url",
         "mqtt.url",
+        "mqtt.device_max_messages_per_sec",
+        "mqtt.max_queued_bytes",
         "http.listen",
         "storage.retention_days",
         "log.format",

@@ -9,6 +9,7 @@ mod alarms;
 mod auth;
 mod broker;
 mod cli;
+mod flood;
 mod health;
 mod ingest;
 mod isolation;
