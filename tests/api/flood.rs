@@ -224,6 +224,8 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let flooded = flooder.await.unwrap();
+    // What reached the database by the end of the flood went through the broker's pacing.
+    let (stored_by_then, _) = event_counts(&app.pool, "flood-hub").await;
     let (max_msgs, max_bytes, max_rss) = sampler.await.unwrap();
 
     for (i, latency) in latencies.iter().enumerate() {
@@ -255,13 +257,13 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
     let pendant = homeward_proto::EventKind::PendantAlarm as i32;
     assert!(kinds.iter().all(|k| *k == pendant), "{kinds:?}");
 
-    // The flooder was paced: not more than its burst plus its rate over the flood (with
-    // slack), and the broker says it was throttled.
+    // The flooder was paced: the broker took no more than its burst plus its rate over the
+    // flood (with slack; its client queued more, held back by TCP), and says it throttled it.
     let metrics = metrics_text(&app).await;
     let allowed = 1000.0 + 500.0 * flood_for.as_secs_f64();
     assert!(
-        (flooded as f64) < allowed * 1.3,
-        "the flooder published {flooded} in {flood_for:?}"
+        stored_by_then > 0 && (stored_by_then as f64) < allowed * 1.15,
+        "{stored_by_then} of the flooder's {flooded} events stored in {flood_for:?}"
     );
     assert!(
         metric(&metrics, "homeward_broker_throttled_total") > 0.0,
@@ -285,7 +287,7 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
         );
     }
     println!(
-        "flood: {flooded} events in {flood_for:?}; alarm acks {latencies:?}; queues peaked at {max_msgs} messages / {max_bytes} bytes; rss before {rss_before:?}, peak {max_rss}"
+        "flood: {flooded} events queued by the client, {stored_by_then} stored in {flood_for:?}; alarm acks {latencies:?}; queues peaked at {max_msgs} messages / {max_bytes} bytes; rss before {rss_before:?}, peak {max_rss}"
     );
     drop(hub);
     app.stop().await;
