@@ -1348,6 +1348,35 @@ async fn rate_limit_delays_a_flooding_device_while_another_flows() {
     broker.shutdown().await;
 }
 
+/// The byte rate paces a device sending few, large messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_rate_paces_large_messages() {
+    let broker = start_broker(BrokerConfig {
+        device_max_messages_per_sec: 0,
+        device_max_bytes_per_sec: 100 * 1024,
+        device_burst: Duration::from_millis(100), // 10 KiB
+        ..test_config()
+    })
+    .await;
+    let (mut svc, _) = TestClient::connect(options(&broker, "svc", "svc")).await;
+    svc.subscribe("devices/+/up/#", QoS::AtLeastOnce).await;
+    let (dev, _) = TestClient::connect(options(&broker, "dev1", "dev1")).await;
+    let started = Instant::now();
+    for i in 0u32..20 {
+        let mut p = i.to_be_bytes().to_vec();
+        p.resize(10 * 1024, 0);
+        publish(&dev, "devices/dev1/up/e", QoS::AtLeastOnce, p).await;
+    }
+    for i in 0u32..20 {
+        let p = svc.next_publish(WAIT).await.expect("delivered, late");
+        assert_eq!(payload_u32(&p), i);
+    }
+    // 200 KiB beyond a 10 KiB burst at 100 KiB/s: about 1.9 s.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+    broker.shutdown().await;
+}
+
 /// Homeward's own service principal is never rate limited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_principal_is_not_rate_limited() {
