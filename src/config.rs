@@ -539,4 +539,17 @@ mod tests {
         assert!(err.contains("database.url"), "{err}");
         assert!(!err.contains('\n'));
     }
+
+    #[test]
+    fn broker_limits_must_be_positive() {
+        assert!(Settings::default().validate().is_ok());
+        let mut settings = Settings::default();
+        settings.mqtt.max_queued_bytes = 0;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("mqtt.max_queued_bytes"), "{err}");
+        // A rate of 0 means unlimited.
+        let mut settings = Settings::default();
+        settings.mqtt.device_max_messages_per_sec = 0;
+        assert!(settings.validate().is_ok());
+    }
 }

@@ -75,7 +75,8 @@ pub(super) enum Enqueued {
     Yes,
     /// Queue full of QoS 1 messages: the new message was dropped.
     DroppedNew(QueueLimit),
-    /// This many older QoS 0 messages were dropped to make room.
+    /// Older QoS 0 messages were dropped to make room: this many messages in all, the new one
+    /// included if even that did not make enough room.
     DroppedOld(QueueLimit, usize),
     /// The session no longer exists.
     Gone,
