@@ -1485,6 +1485,31 @@ async fn connection_cap_refuses_devices_with_server_unavailable() {
     broker.shutdown().await;
 }
 
+/// Sockets that have not sent CONNECT count too: past the cap plus its headroom (64 here) a
+/// new one is closed at once, long before the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_past_the_hard_cap_are_closed_at_once() {
+    let broker = start_broker(BrokerConfig {
+        max_connections: 0,
+        connect_timeout: Duration::from_secs(5),
+        ..test_config()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(Raw::open(&broker).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = Raw::open(&broker).await;
+    assert!(extra.closed_within(Duration::from_secs(1)).await);
+    // One of the 64 going away makes room again.
+    drop(idle.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = Raw::open(&broker).await;
+    assert!(!again.closed_within(Duration::from_millis(500)).await);
+    broker.shutdown().await;
+}
+
 /// A device may hold at most `max_subscriptions_per_client` subscriptions, shared ones
 /// included; renewing one it holds is not a new one. The service is not capped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
