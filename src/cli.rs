@@ -29,6 +29,15 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   mqtt.client_id                       subscriber's fixed client id, begins with homeward
                                        [homeward-ingest]
   mqtt.shared_group                    $share group for several instances [unset]
+  mqtt.device_max_messages_per_sec     embedded broker: messages/s per device, excess
+                                       delayed; 0 = unlimited [1000]
+  mqtt.device_max_bytes_per_sec        bytes/s per device, excess delayed [1048576]
+  mqtt.device_burst_secs               allowance a device saves up, seconds of its rates [10]
+  mqtt.max_connections                 connected devices; more are refused [20000]
+  mqtt.max_subscriptions_per_client    subscriptions per device, $share included [64]
+  mqtt.max_queued_messages             messages waiting per broker session [100000]
+  mqtt.max_queued_bytes                bytes waiting per broker session [67108864]
+  mqtt.idle_timeout_secs               idle limit of a connection with keep_alive 0 [1800]
   storage.retention_days               raw event retention [2922]
   storage.partitions_ahead_days        native partitions created ahead [7]
   storage.maintenance_interval_minutes partition maintenance period [60]

@@ -125,6 +125,26 @@ pub struct MqttSettings {
     /// Share group: when set, the subscriber uses `$share/<group>/...` so several instances split
     /// the stream. Default unset.
     pub shared_group: Option<String>,
+    // Flow control of the embedded broker (see `broker::BrokerConfig`).
+    /// Most MQTT messages per second one device may send, on average (0 = unlimited); a device
+    /// above it is delayed, not dropped. Default 1000.
+    pub device_max_messages_per_sec: u64,
+    /// Most bytes per second one device may send, on average (0 = unlimited). Default 1 MiB.
+    pub device_max_bytes_per_sec: u64,
+    /// Allowance a device may save up, in seconds of its rates (a backlog after an outage goes
+    /// out at full speed up to this). Default 10.
+    pub device_burst_secs: u64,
+    /// Most connected devices (Homeward's own clients are not counted). Default 20 000.
+    pub max_connections: usize,
+    /// Most subscriptions per device session, `$share` ones included. Default 64.
+    pub max_subscriptions_per_client: usize,
+    /// Most messages waiting in one session's queue. Default 100 000.
+    pub max_queued_messages: usize,
+    /// Most bytes waiting in one session's queue. Default 64 MiB.
+    pub max_queued_bytes: usize,
+    /// A connection with `keep_alive = 0` is closed after this many seconds without a packet.
+    /// Default 1800.
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,6 +256,14 @@ impl Default for MqttSettings {
             embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             client_id: "homeward-ingest".into(),
             shared_group: None,
+            device_max_messages_per_sec: 1000,
+            device_max_bytes_per_sec: 1024 * 1024,
+            device_burst_secs: 10,
+            max_connections: 20_000,
+            max_subscriptions_per_client: 64,
+            max_queued_messages: 100_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            idle_timeout_secs: 1800,
         }
     }
 }
@@ -368,6 +396,20 @@ impl Settings {
                 return Err(ConfigError(
                     "mqtt.shared_group must be non-empty and contain no '/', '+' or '#'".into(),
                 ));
+            }
+        }
+        for (key, value) in [
+            ("mqtt.device_burst_secs", self.mqtt.device_burst_secs),
+            ("mqtt.max_connections", self.mqtt.max_connections as u64),
+            (
+                "mqtt.max_queued_messages",
+                self.mqtt.max_queued_messages as u64,
+            ),
+            ("mqtt.max_queued_bytes", self.mqtt.max_queued_bytes as u64),
+            ("mqtt.idle_timeout_secs", self.mqtt.idle_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be at least 1")));
             }
         }
         if self.storage.retention_days == 0 {
@@ -557,5 +599,18 @@ mod tests {
         let err = settings.validate().unwrap_err().to_string();
         assert!(err.contains("database.url"), "{err}");
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn broker_limits_must_be_positive() {
+        assert!(Settings::default().validate().is_ok());
+        let mut settings = Settings::default();
+        settings.mqtt.max_queued_bytes = 0;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("mqtt.max_queued_bytes"), "{err}");
+        // A rate of 0 means unlimited.
+        let mut settings = Settings::default();
+        settings.mqtt.device_max_messages_per_sec = 0;
+        assert!(settings.validate().is_ok());
     }
 }

@@ -197,11 +197,20 @@ impl Application {
         let (broker, mqtt) = match settings.broker_url() {
             None => {
                 let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
+                let m = &settings.mqtt;
                 let config = BrokerConfig {
-                    bind: settings.mqtt.embedded_listen,
+                    bind: m.embedded_listen,
                     // Throughput is bounded by the unacknowledged window divided by the commit
                     // cycle; a wide window lets the writer fill large batches.
                     max_inflight: 10_000,
+                    max_queued: m.max_queued_messages,
+                    max_queued_bytes: m.max_queued_bytes,
+                    device_max_messages_per_sec: m.device_max_messages_per_sec,
+                    device_max_bytes_per_sec: m.device_max_bytes_per_sec,
+                    device_burst: Duration::from_secs(m.device_burst_secs),
+                    max_connections: m.max_connections,
+                    max_subscriptions_per_client: m.max_subscriptions_per_client,
+                    idle_timeout: Duration::from_secs(m.idle_timeout_secs),
                     ..BrokerConfig::default()
                 };
                 let handle = Broker::bind(config, auth).await.map_err(|source| {

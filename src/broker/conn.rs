@@ -48,7 +48,9 @@ pub(super) async fn run(
     done: mpsc::Sender<()>,
 ) {
     let span = tracing::debug_span!("mqtt_conn", %peer, client_id = tracing::field::Empty);
-    serve(stream, shared, done).instrument(span).await;
+    serve(stream, shared.clone(), done).instrument(span).await;
+    // Counted by the accept loop.
+    shared.sockets.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Why the CONNECT phase did not produce a session.
@@ -111,6 +113,38 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
     } = accepted;
     tracing::Span::current().record("client_id", &*client_id);
 
+    // The connection cap applies to devices; Homeward's own clients are always let in, so a
+    // crowd of devices cannot lock out the ingest. The slot is taken before the session is
+    // touched and given back if the session is refused.
+    let limited = matches!(principal, Principal::Device { .. });
+    let slot = !limited || {
+        let max = shared.config.max_connections;
+        shared
+            .device_connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    };
+    let release_slot = || {
+        if limited {
+            shared.device_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    };
+    if !slot {
+        metrics::counter!("homeward_broker_refused_total", "reason" => "connections").increment(1);
+        if let Some(suppressed) = shared.drop_log.should_log() {
+            tracing::warn!(
+                %principal,
+                max_connections = shared.config.max_connections,
+                suppressed,
+                "connection cap reached; refusing"
+            );
+        }
+        refuse(&mut stream, ConnectReturnCode::ServiceUnavailable).await;
+        return;
+    }
+
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let wake = Arc::new(Notify::new());
     let close = Arc::new(CloseSignal::new());
@@ -126,6 +160,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
     let (session, present, old_will) = match opened {
         Ok(opened) => opened,
         Err(owned) => {
+            release_slot();
             metrics::counter!("homeward_broker_auth_failures_total", "reason" => "session_owner")
                 .increment(1);
             tracing::warn!(
@@ -166,19 +201,29 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
         .in_current_span(),
     );
 
+    let limiter = shared.limiter_for(&principal);
     let mut reader = Reader {
         shared: shared.clone(),
         session: session.clone(),
         conn_id,
         client_id: client_id.clone(),
         acl,
+        limited,
+        publishes: 0,
         control: Vec::new(),
         received: metrics::counter!("homeward_broker_messages_received_total"),
     };
-    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-    let idle = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(3600)));
+    // Without a keep-alive the connection still may not sit idle forever.
+    let idle_after = if keep_alive > 0 {
+        Duration::from_millis(u64::from(keep_alive) * 1500)
+    } else {
+        shared.config.idle_timeout
+    };
+    let idle = tokio::time::sleep(idle_after);
     tokio::pin!(idle);
     let max_packet = shared.config.max_packet_bytes;
+    // Bytes read since they were last charged to the device's limiter.
+    let mut unpaid_bytes = 0u64;
 
     let end = 'conn: loop {
         let mut got_packet = false;
@@ -197,9 +242,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
             }
         }
         if got_packet {
-            if let Some(ka) = keep_alive {
-                idle.as_mut().reset(Instant::now() + ka);
-            }
+            idle.as_mut().reset(Instant::now() + idle_after);
         }
         match reader.flush() {
             None => break End::Closed(CloseReason::TakenOver),
@@ -214,6 +257,29 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
             }
             Some(_) => {}
         }
+        if let Some(limiter) = &limiter {
+            let messages = std::mem::take(&mut reader.publishes);
+            let bytes = std::mem::take(&mut unpaid_bytes);
+            let pause = limiter.lock().unwrap_or_else(|e| e.into_inner()).charge(
+                messages,
+                bytes,
+                std::time::Instant::now(),
+            );
+            if let Some((pause, why)) = pause {
+                // Delay rather than drop: nothing more is read from this device until its
+                // allowance has refilled, so TCP pushes back and the device keeps its data.
+                metrics::counter!("homeward_broker_throttled_total", "reason" => why.label())
+                    .increment(1);
+                tokio::select! {
+                    biased;
+                    r = close.closed() => break End::Closed(r),
+                    _ = shutdown_requested(&mut shutdown) => break End::Shutdown,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                // Time spent waiting on us is not the client's silence.
+                idle.as_mut().reset(Instant::now() + idle_after);
+            }
+        }
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
@@ -221,12 +287,12 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
             biased;
             r = close.closed() => break End::Closed(r),
             _ = shutdown_requested(&mut shutdown) => break End::Shutdown,
-            _ = &mut idle, if keep_alive.is_some() => break End::KeepAlive,
+            _ = &mut idle => break End::KeepAlive,
             r = rd.read_buf(&mut buf) => r,
         };
         match read {
             Ok(0) => break End::Eof,
-            Ok(_) => {}
+            Ok(n) => unpaid_bytes += n as u64,
             Err(e) => break End::Io(e),
         }
     };
@@ -250,6 +316,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
         shared.forget_session(&session, msgs);
     }
     shared.connected.fetch_sub(1, Ordering::Relaxed);
+    release_slot();
     metrics::gauge!("homeward_broker_connections").decrement(1.0);
 
     let publish_will = match &end {
@@ -263,7 +330,10 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
             true
         }
         End::KeepAlive => {
-            tracing::info!("keep-alive expired; closing connection");
+            tracing::info!(
+                ?idle_after,
+                "keep-alive expired (or idle timeout); closing connection"
+            );
             true
         }
         End::Eof => {
@@ -465,6 +535,10 @@ struct Reader {
     conn_id: u64,
     client_id: Arc<str>,
     acl: Acl,
+    /// A device: subject to the subscription cap.
+    limited: bool,
+    /// PUBLISH packets read since they were last charged to the device's limiter.
+    publishes: u64,
     /// Answers collected while processing one read chunk.
     control: Vec<Packet>,
     received: metrics::Counter,
@@ -515,6 +589,7 @@ impl Reader {
             );
             return Err(Violation::AclDenied);
         }
+        self.publishes += 1;
         match publish.qos {
             QoS::AtMostOnce => self.route(&publish, topic),
             QoS::AtLeastOnce => {
@@ -544,7 +619,23 @@ impl Reader {
         {
             let mut subs = self.shared.subs_write();
             for f in &subscribe.filters {
+                let max_subs = self.shared.config.max_subscriptions_per_client;
                 let code = match FilterSpec::parse(&f.path) {
+                    Some(spec)
+                        if self.limited
+                            && self.acl.may_subscribe(spec.filter())
+                            && subs.would_exceed(self.session.id(), &spec, max_subs) =>
+                    {
+                        metrics::counter!("homeward_broker_refused_total", "reason" => "subscriptions")
+                            .increment(1);
+                        tracing::warn!(
+                            client_id = %self.client_id,
+                            filter = %f.path,
+                            max_subscriptions = max_subs,
+                            "subscription cap reached; refused"
+                        );
+                        SubscribeReasonCode::Failure
+                    }
                     Some(spec) if self.acl.may_subscribe(spec.filter()) => {
                         let qos = min_qos(f.qos, QoS::AtLeastOnce);
                         if subs.subscribe(&self.session, &spec, qos) {

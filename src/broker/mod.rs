@@ -17,15 +17,34 @@
 //!
 //! Layout: `topic` (filter syntax, matching, ACL coverage), `trie` (the subscription index),
 //! `session` (per-client queue and inflight window), `conn` (one task pair per network
-//! connection: a reader that parses and routes, a writer that batches packets to the socket).
+//! connection: a reader that parses and routes, a writer that batches packets to the socket),
+//! `limits` (per-device token buckets).
+//!
+//! Flow control, so that one device cannot exhaust memory or crowd out other tenants:
+//!
+//! - **Per-device rates** ([`BrokerConfig::device_max_messages_per_sec`], `..._bytes_per_sec`,
+//!   with a burst allowance): excess is *delayed*, never dropped. The device's reader stops
+//!   reading its socket until the device's bucket has refilled, TCP pushes back, and the device
+//!   keeps what it has not had acknowledged. Homeward's own service principal is never limited.
+//! - **Session queues** are bounded in messages and in bytes; past either bound the oldest
+//!   QoS 0 message is dropped, else the new one (counted by reason).
+//! - **Connections**: at most [`BrokerConfig::max_connections`] device connections (CONNACK
+//!   "server unavailable" beyond); Homeward's own clients are always admitted.
+//! - **Subscriptions**: at most [`BrokerConfig::max_subscriptions_per_client`] per device
+//!   session, `$share` ones included (SUBACK failure beyond).
+//! - **Idle connections**: a connection must send CONNECT within
+//!   [`BrokerConfig::connect_timeout`]; after it, silence for 1.5 × its keep-alive closes it, or
+//!   for [`BrokerConfig::idle_timeout`] if it asked for no keep-alive (`keep_alive = 0`).
 //!
 //! Concurrency: there is no global lock held across an await. Routing takes the subscription
 //! index's read lock for one walk, then each target session's mutex for a push. Lock order,
 //! where two are held at once: sessions map, then one session; or sessions map, then the index
 //! (a resumed session's subscriptions are re-checked before it is attached). The index lock and
-//! the retained store lock are never held together with a session lock.
+//! the retained store lock are never held together with a session lock. The device limiter map
+//! and a device's limiter are each held alone (the reaper holds the map, then one limiter).
 
 mod conn;
+mod limits;
 mod session;
 mod topic;
 mod trie;
@@ -46,6 +65,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use self::limits::DeviceLimiter;
 use self::session::{Enqueued, Link, Message, Session};
 use self::trie::{ShareKey, SubscriptionTrie, Target};
 
@@ -67,6 +87,27 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// How long an offline persistent session (and its queue) is kept. Default 24 h.
     pub session_expiry: Duration,
+    /// Per-session bound on the bytes (topic and payload) of the messages waiting, applied as
+    /// `max_queued` is. Default 64 MiB.
+    pub max_queued_bytes: usize,
+    /// Most PUBLISH packets per second a device may send, on average; 0 = unlimited. A device
+    /// above it is not read from until its allowance has refilled. Default 1000.
+    pub device_max_messages_per_sec: u64,
+    /// Most bytes per second a device may send, on average; 0 = unlimited. Default 1 MiB.
+    pub device_max_bytes_per_sec: u64,
+    /// How much unused allowance a device may save up, in seconds of its rates: a hub coming
+    /// back with a backlog sends this much at full speed. Default 10 s.
+    pub device_burst: Duration,
+    /// Most connected devices; more are refused with CONNACK "server unavailable". Homeward's
+    /// own clients are not counted against it. Default 20 000.
+    pub max_connections: usize,
+    /// Most subscriptions per device session, `$share` ones included; more get a SUBACK
+    /// failure. Default 64.
+    pub max_subscriptions_per_client: usize,
+    /// Idle limit for a connection that asked for no keep-alive (`keep_alive = 0`): it is
+    /// closed after this long without a packet. Default 30 min (two default heartbeat
+    /// intervals).
+    pub idle_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +119,13 @@ impl Default for BrokerConfig {
             max_queued: 100_000,
             connect_timeout: Duration::from_secs(10),
             session_expiry: Duration::from_secs(24 * 3600),
+            max_queued_bytes: 64 * 1024 * 1024,
+            device_max_messages_per_sec: 1000,
+            device_max_bytes_per_sec: 1024 * 1024,
+            device_burst: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_subscriptions_per_client: 64,
+            idle_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -187,6 +235,8 @@ pub struct BrokerStats {
     pub retained_messages: usize,
     /// Messages waiting in session queues (not yet sent).
     pub queued_messages: usize,
+    /// Their bytes (topic and payload), as counted against `max_queued_bytes`.
+    pub queued_bytes: usize,
     /// QoS 1 messages sent and awaiting PUBACK.
     pub inflight_messages: usize,
 }
@@ -212,11 +262,15 @@ impl Broker {
             subs: RwLock::new(SubscriptionTrie::default()),
             retained: Mutex::new(HashMap::new()),
             connected: AtomicUsize::new(0),
+            device_connections: AtomicUsize::new(0),
+            sockets: AtomicUsize::new(0),
+            limiters: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             drop_log: DropLog::new(),
             shutdown: shutdown_rx,
         });
         tokio::spawn(reap_sessions(shared.clone(), done_tx.clone()));
+        tokio::spawn(report_stats(shared.clone(), done_tx.clone()));
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), done_tx));
         tracing::info!(%local_addr, "embedded MQTT broker listening");
         Ok(BrokerHandle {
@@ -267,20 +321,7 @@ impl BrokerHandle {
     }
 
     pub fn stats(&self) -> BrokerStats {
-        let sessions: Vec<Arc<Session>> = self.shared.sessions().values().cloned().collect();
-        let (mut queued, mut inflight) = (0, 0);
-        for s in &sessions {
-            let st = s.lock();
-            queued += st.queued();
-            inflight += st.inflight();
-        }
-        BrokerStats {
-            connected_clients: self.shared.connected.load(Ordering::Relaxed),
-            sessions: sessions.len(),
-            retained_messages: self.shared.retained().len(),
-            queued_messages: queued,
-            inflight_messages: inflight,
-        }
+        self.shared.stats()
     }
 }
 
@@ -324,7 +365,14 @@ struct Shared {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     subs: RwLock<SubscriptionTrie>,
     retained: Mutex<HashMap<String, Publish>>,
+    /// Connections that completed CONNECT.
     connected: AtomicUsize,
+    /// Of those, devices' (counted against `max_connections`).
+    device_connections: AtomicUsize,
+    /// Open sockets, in the handshake or connected.
+    sockets: AtomicUsize,
+    /// Per-device rate limiters, by device id (see `limits`).
+    limiters: Mutex<HashMap<String, Arc<Mutex<DeviceLimiter>>>>,
     next_conn_id: AtomicU64,
     drop_log: DropLog,
     shutdown: watch::Receiver<bool>,
@@ -347,6 +395,47 @@ impl Shared {
 
     fn subs_write(&self) -> RwLockWriteGuard<'_, SubscriptionTrie> {
         self.subs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats(&self) -> BrokerStats {
+        let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+        let (mut queued, mut queued_bytes, mut inflight) = (0, 0, 0);
+        for s in &sessions {
+            let st = s.lock();
+            queued += st.queued();
+            queued_bytes += st.queued_bytes();
+            inflight += st.inflight();
+        }
+        BrokerStats {
+            connected_clients: self.connected.load(Ordering::Relaxed),
+            sessions: sessions.len(),
+            retained_messages: self.retained().len(),
+            queued_messages: queued,
+            queued_bytes,
+            inflight_messages: inflight,
+        }
+    }
+
+    /// The rate limiter for a principal's connection: `None` for Homeward's own service
+    /// principal, or when no rate is configured.
+    fn limiter_for(&self, principal: &Principal) -> Option<Arc<Mutex<DeviceLimiter>>> {
+        let Principal::Device { id } = principal else {
+            return None;
+        };
+        let c = &self.config;
+        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = map.get(id) {
+            return Some(l.clone());
+        }
+        let limiter = DeviceLimiter::new(
+            c.device_max_messages_per_sec,
+            c.device_max_bytes_per_sec,
+            c.device_burst,
+            Instant::now(),
+        )?;
+        let limiter = Arc::new(Mutex::new(limiter));
+        map.insert(id.clone(), limiter.clone());
+        Some(limiter)
     }
 
     fn max_inflight(&self) -> usize {
@@ -411,6 +500,7 @@ impl Shared {
                         owner.clone(),
                         !clean_session,
                         self.config.max_queued,
+                        self.config.max_queued_bytes,
                     ));
                     // A fresh session has no previous connection, hence no will to return.
                     let _ = s.attach(&mut s.lock(), link, connack(false));
@@ -523,16 +613,22 @@ impl Shared {
 
     fn deliver(&self, session: &Session, msg: Message) -> Enqueued {
         let result = session.enqueue(msg);
-        if matches!(result, Enqueued::DroppedNew | Enqueued::DroppedOld) {
-            metrics::counter!("homeward_broker_dropped_total").increment(1);
-            if let Some(suppressed) = self.drop_log.should_log() {
-                tracing::warn!(
-                    client_id = %session.client_id(),
-                    max_queued = self.config.max_queued,
-                    suppressed,
-                    "session queue full: message dropped"
-                );
-            }
+        let (limit, dropped) = match result {
+            Enqueued::DroppedNew(limit) => (limit, 1),
+            Enqueued::DroppedOld(limit, n) => (limit, n),
+            Enqueued::Yes | Enqueued::Gone => return result,
+        };
+        metrics::counter!("homeward_broker_dropped_total", "reason" => limit.label())
+            .increment(dropped as u64);
+        if let Some(suppressed) = self.drop_log.should_log() {
+            tracing::warn!(
+                client_id = %session.client_id(),
+                max_queued = self.config.max_queued,
+                max_queued_bytes = self.config.max_queued_bytes,
+                bound = limit.label(),
+                suppressed,
+                "session queue full: message dropped"
+            );
         }
         result
     }
@@ -686,6 +782,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sen
             _ = shutdown_requested(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Sockets still in the handshake count too, with headroom for Homeward's
+                    // own clients (admitted past `max_connections`) and for handshakes that
+                    // are about to be refused with a CONNACK.
+                    let cap = shared.config.max_connections;
+                    let hard_cap = cap.saturating_add(cap / 8).saturating_add(64);
+                    if shared.sockets.load(Ordering::Relaxed) >= hard_cap {
+                        metrics::counter!("homeward_broker_refused_total", "reason" => "connections")
+                            .increment(1);
+                        if let Some(suppressed) = shared.drop_log.should_log() {
+                            tracing::warn!(%peer, hard_cap, suppressed, "too many open connections; closing a new one");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    shared.sockets.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
@@ -735,5 +846,33 @@ async fn reap_sessions(shared: Arc<Shared>, _done: mpsc::Sender<()>) {
             tracing::info!(client_id = %session.client_id(), "offline session expired");
             shared.forget_session(&session, msgs);
         }
+        // A limiter no connection holds and that has refilled is the same as a new one.
+        let now = Instant::now();
+        shared
+            .limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, l| {
+                Arc::strong_count(l) > 1
+                    || !l.lock().unwrap_or_else(|e| e.into_inner()).is_rested(now)
+            });
+    }
+}
+
+/// Publish queue sizes as gauges once a second.
+async fn report_stats(shared: Arc<Shared>, _done: mpsc::Sender<()>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown_requested(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        let stats = shared.stats();
+        metrics::gauge!("homeward_broker_sessions").set(stats.sessions as f64);
+        metrics::gauge!("homeward_broker_queued_messages").set(stats.queued_messages as f64);
+        metrics::gauge!("homeward_broker_queued_bytes").set(stats.queued_bytes as f64);
+        metrics::gauge!("homeward_broker_inflight_messages").set(stats.inflight_messages as f64);
     }
 }

@@ -54,15 +54,38 @@ impl Link {
     }
 }
 
+/// Which bound of a session queue was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum QueueLimit {
+    Messages,
+    Bytes,
+}
+
+impl QueueLimit {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            QueueLimit::Messages => "queue_messages",
+            QueueLimit::Bytes => "queue_bytes",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Enqueued {
     Yes,
     /// Queue full of QoS 1 messages: the new message was dropped.
-    DroppedNew,
-    /// An older QoS 0 message was dropped to make room.
-    DroppedOld,
+    DroppedNew(QueueLimit),
+    /// Older QoS 0 messages were dropped to make room: this many messages in all, the new one
+    /// included if even that did not make enough room.
+    DroppedOld(QueueLimit, usize),
     /// The session no longer exists.
     Gone,
+}
+
+/// What a queued message counts against [`Session`]'s byte bound: topic, payload and a
+/// little for the packet header.
+pub(super) fn message_bytes(publish: &Publish) -> usize {
+    publish.topic.len() + publish.payload.len() + 8
 }
 
 pub(super) struct SessionState {
@@ -70,6 +93,8 @@ pub(super) struct SessionState {
     /// Packets that answer the client (CONNACK, PUBACK, SUBACK, ...), written before messages.
     control: Vec<Packet>,
     queue: VecDeque<Message>,
+    /// [`message_bytes`] of everything in `queue`.
+    queued_bytes: usize,
     qos0_queued: usize,
     inflight: VecDeque<Inflight>,
     unsent_inflight: usize,
@@ -89,6 +114,7 @@ pub(super) struct Session {
     /// Created by a clean_session=false CONNECT: outlives its connections.
     persistent: bool,
     max_queued: usize,
+    max_queued_bytes: usize,
     // Lock-free mirrors of the state, read by shared-subscription routing.
     connected: AtomicBool,
     load: AtomicUsize,
@@ -112,6 +138,7 @@ impl Session {
         owner: Principal,
         persistent: bool,
         max_queued: usize,
+        max_queued_bytes: usize,
     ) -> Self {
         Self {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
@@ -119,6 +146,7 @@ impl Session {
             owner,
             persistent,
             max_queued: max_queued.max(1),
+            max_queued_bytes: max_queued_bytes.max(1),
             connected: AtomicBool::new(false),
             load: AtomicUsize::new(0),
             discarded: AtomicBool::new(false),
@@ -126,6 +154,7 @@ impl Session {
                 link: None,
                 control: Vec::new(),
                 queue: VecDeque::new(),
+                queued_bytes: 0,
                 qos0_queued: 0,
                 inflight: VecDeque::new(),
                 unsent_inflight: 0,
@@ -224,6 +253,7 @@ impl Session {
         st.awaiting_rel.clear();
         st.unsent_inflight = 0;
         st.qos0_queued = 0;
+        st.queued_bytes = 0;
         let mut out: Vec<Message> = st.inflight.drain(..).map(|m| m.msg).collect();
         out.extend(st.queue.drain(..));
         self.update_load(st);
@@ -248,15 +278,28 @@ impl Session {
         self.lock().control.len()
     }
 
-    /// Queue a message, applying the bound: when full, drop the oldest QoS 0 message, else the
-    /// new one.
+    /// Queue a message, applying the bounds (messages and bytes): while the new message does
+    /// not fit, drop the oldest QoS 0 message; if there is none, drop the new one. A message
+    /// always fits into an empty queue, so the byte bound may be passed by one message.
     pub(super) fn enqueue(&self, msg: Message) -> Enqueued {
         let mut st = self.lock();
         if self.is_discarded() {
             return Enqueued::Gone;
         }
-        let mut result = Enqueued::Yes;
-        if st.queue.len() >= self.max_queued {
+        let size = message_bytes(&msg.publish);
+        let mut dropped = 0;
+        let mut limit = QueueLimit::Messages;
+        loop {
+            if st.queue.is_empty() {
+                break;
+            }
+            if st.queue.len() >= self.max_queued {
+                limit = QueueLimit::Messages;
+            } else if st.queued_bytes + size > self.max_queued_bytes {
+                limit = QueueLimit::Bytes;
+            } else {
+                break;
+            }
             let victim = if st.qos0_queued > 0 {
                 st.queue
                     .iter()
@@ -264,19 +307,29 @@ impl Session {
             } else {
                 None
             };
-            match victim {
-                Some(pos) => {
-                    st.queue.remove(pos);
-                    st.qos0_queued -= 1;
-                    result = Enqueued::DroppedOld;
-                }
-                None => return Enqueued::DroppedNew,
-            }
+            let Some(old) = victim.and_then(|pos| st.queue.remove(pos)) else {
+                return if dropped == 0 {
+                    Enqueued::DroppedNew(limit)
+                } else {
+                    // Room was made but not enough: the new message goes too.
+                    self.update_load(&st);
+                    Enqueued::DroppedOld(limit, dropped + 1)
+                };
+            };
+            st.qos0_queued -= 1;
+            st.queued_bytes -= message_bytes(&old.publish);
+            dropped += 1;
         }
         if msg.publish.qos == QoS::AtMostOnce {
             st.qos0_queued += 1;
         }
+        st.queued_bytes += size;
         st.queue.push_back(msg);
+        let result = if dropped == 0 {
+            Enqueued::Yes
+        } else {
+            Enqueued::DroppedOld(limit, dropped)
+        };
         self.update_load(&st);
         if let Some(link) = &st.link {
             link.wake.notify_one();
@@ -352,7 +405,9 @@ impl Session {
             let Some(mut msg) = st.queue.pop_front() else {
                 break;
             };
-            bytes += msg.publish.topic.len() + msg.publish.payload.len() + 8;
+            let size = message_bytes(&msg.publish);
+            st.queued_bytes -= size;
+            bytes += size;
             if qos == QoS::AtMostOnce {
                 st.qos0_queued -= 1;
                 batch.packets.push(Packet::Publish(msg.publish));
@@ -382,6 +437,10 @@ impl SessionState {
 
     pub(super) fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    pub(super) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     pub(super) fn inflight(&self) -> usize {

@@ -30,6 +30,18 @@ enum SubKey {
     Shared { group: String, filter: String },
 }
 
+impl SubKey {
+    fn of(spec: &FilterSpec<'_>) -> Self {
+        match *spec {
+            FilterSpec::Direct(filter) => SubKey::Direct(filter.to_owned()),
+            FilterSpec::Shared { group, filter } => SubKey::Shared {
+                group: group.to_owned(),
+                filter: filter.to_owned(),
+            },
+        }
+    }
+}
+
 struct Member {
     session: Arc<Session>,
     qos: QoS,
@@ -134,13 +146,7 @@ impl SubscriptionTrie {
 
     /// Remove one subscription; returns whether it existed.
     pub(super) fn unsubscribe(&mut self, session_id: u64, spec: &FilterSpec<'_>) -> bool {
-        let key = match *spec {
-            FilterSpec::Direct(filter) => SubKey::Direct(filter.to_owned()),
-            FilterSpec::Shared { group, filter } => SubKey::Shared {
-                group: group.to_owned(),
-                filter: filter.to_owned(),
-            },
-        };
+        let key = SubKey::of(spec);
         let Some(keys) = self.by_session.get_mut(&session_id) else {
             return false;
         };
@@ -153,6 +159,15 @@ impl SubscriptionTrie {
         }
         remove_key(&mut self.root, session_id, &key);
         true
+    }
+
+    /// Whether a SUBSCRIBE to `spec` would add a subscription for the session (rather than
+    /// replace one) while it already has `max` (direct and shared alike).
+    pub(super) fn would_exceed(&self, session_id: u64, spec: &FilterSpec<'_>, max: usize) -> bool {
+        let Some(keys) = self.by_session.get(&session_id) else {
+            return max == 0;
+        };
+        keys.len() >= max && !keys.contains(&SubKey::of(spec))
     }
 
     /// Keep only the subscriptions of a session whose filter (the inner filter, for a shared

@@ -1,13 +1,14 @@
 //! Ingest: telecare events over MQTT and check-ins over HTTP, stored exactly once.
 //!
 //! ```text
-//! broker --(QoS 1, manual ack)--> mqtt::poll loop --unbounded--> mqtt::processor --bounded--> writer --COPY--> events
+//! broker --(QoS 1, manual ack)--> mqtt::poll loop --bounded---> mqtt::processor --bounded--> writer --COPY--> events
 //! phone  --POST /v1/check-ins--> http handler ------------------------------------bounded--^
 //! ```
 //!
 //! - The MQTT poll loop only polls and forwards; it never awaits anything slow (rumqttc freezes
-//!   otherwise). Its queue is bounded in practice by the broker's inflight window, since
-//!   nothing is acknowledged before it is stored.
+//!   otherwise). Its queue is bounded: by the broker's inflight window for QoS 1 (nothing is
+//!   acknowledged before it is stored), by a fixed share for QoS 0, and past its capacity
+//!   the poll loop waits, leaving the rest with the broker (see `mqtt`).
 //! - The processor decodes and validates each payload and resolves the device from the topic
 //!   (never from the payload). Anything it cannot accept becomes a dead letter.
 //! - The [`writer`] batches jobs (size or a few milliseconds, at once for alarms and falls),

@@ -2,9 +2,14 @@
 //! manual acknowledgements sent only after the batch holding a message has committed.
 //!
 //! Three pieces, so the event loop is never blocked:
-//! - the poll task only polls rumqttc's event loop and forwards publishes (never awaits a full
-//!   channel; subscribes with `try_subscribe`); on an error it waits with back-off and polls
-//!   again, which reconnects;
+//! - the poll task only polls rumqttc's event loop and forwards publishes over a bounded
+//!   channel (subscribes with `try_subscribe`); on an error it waits with back-off and polls
+//!   again, which reconnects. QoS 1 messages are bounded by the broker's inflight window (the
+//!   embedded broker's is smaller than the channel); past the channel's capacity (a broker with
+//!   an unlimited window) the poll task waits for room, so the broker keeps the rest and
+//!   nothing is lost. QoS 0 messages may take at most [`QOS0_CAPACITY`] places; one that finds
+//!   them taken is dropped and counted (`homeward_mqtt_qos0_dropped_total`): it carries no
+//!   promise, and must not crowd out QoS 1;
 //! - the processor decodes, validates and resolves the device, and hands jobs to the writer;
 //! - [`MqttAcker`] acks from the writer with `try_ack` (never waiting on rumqttc's channel,
 //!   which blocks forever once full while the broker is gone) and publishes the end-to-end acks.
@@ -71,7 +76,7 @@ pub fn start(
         .set_keep_alive(30)
         .set_clean_session(false)
         .set_ack_mode(AckMode::Manual)
-        .set_inflight(1000)
+        .set_inflight(INFLIGHT)
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_request_channel_capacity(REQUEST_CAPACITY);
     let (client, eventloop) = AsyncClient::builder(options)
@@ -86,8 +91,9 @@ pub fn start(
             None => f.to_string(),
         })
         .collect();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(PROCESS_CAPACITY);
     let depth = Arc::new(AtomicUsize::new(0));
+    let qos0_depth = Arc::new(AtomicUsize::new(0));
     let shutdown_down = shutdown.clone();
     let poll = tokio::spawn(poll_loop(
         eventloop,
@@ -97,9 +103,17 @@ pub fn start(
         connected.clone(),
         tx,
         depth.clone(),
+        qos0_depth.clone(),
         shutdown,
     ));
-    let processor = tokio::spawn(process_loop(rx, depth, directory, writer, ingest.clone()));
+    let processor = tokio::spawn(process_loop(
+        rx,
+        depth,
+        qos0_depth,
+        directory,
+        writer,
+        ingest.clone(),
+    ));
 
     // Downlinks (end-to-end acks, notices) go out on a connection of their own, so that a
     // burst of them, or a slow broker on that side, never queues in front of the PUBACKs the
@@ -173,6 +187,14 @@ async fn downlink_loop(
 
 /// rumqttc's request channel: acks and downlinks for at least a full inflight window.
 const REQUEST_CAPACITY: usize = 50_000;
+/// QoS 1 messages the subscriber may have published and not had acknowledged (downlinks go on
+/// their own connection; this is the ingest connection's own window).
+const INFLIGHT: u16 = 1000;
+/// Messages between the poll task and the processor: more than the embedded broker's inflight
+/// window (10,000), so that with it the poll task never waits.
+const PROCESS_CAPACITY: usize = 16 * 1024;
+/// Of those, at most this many QoS 0 messages.
+const QOS0_CAPACITY: usize = 1024;
 
 #[allow(clippy::too_many_arguments)]
 async fn poll_loop(
@@ -181,8 +203,9 @@ async fn poll_loop(
     filters: Vec<String>,
     epoch: Arc<AtomicU64>,
     connected: Connected,
-    tx: mpsc::UnboundedSender<(rumqttc::Publish, u64)>,
+    tx: mpsc::Sender<(rumqttc::Publish, u64)>,
     depth: Arc<AtomicUsize>,
+    qos0_depth: Arc<AtomicUsize>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -217,10 +240,29 @@ async fn poll_loop(
                 }
             }
             Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
-                depth.fetch_add(1, Ordering::Relaxed);
                 let current = epoch.load(Ordering::SeqCst);
-                if tx.send((publish, current)).is_err() {
-                    break;
+                if publish.qos == QoS::AtMostOnce {
+                    if qos0_depth.load(Ordering::Relaxed) >= QOS0_CAPACITY {
+                        metrics::counter!("homeward_mqtt_qos0_dropped_total").increment(1);
+                        continue;
+                    }
+                    qos0_depth.fetch_add(1, Ordering::Relaxed);
+                }
+                depth.fetch_add(1, Ordering::Relaxed);
+                match tx.try_send((publish, current)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        // Backpressure: stop polling (so stop reading from the broker) until
+                        // the processor has room.
+                        let sent = tokio::select! {
+                            r = tx.send(item) => r.is_ok(),
+                            _ = shutdown.changed() => false,
+                        };
+                        if !sent {
+                            break;
+                        }
+                    }
                 }
             }
             Ok(_) => {}
@@ -250,8 +292,9 @@ async fn poll_loop(
 }
 
 async fn process_loop(
-    mut rx: mpsc::UnboundedReceiver<(rumqttc::Publish, u64)>,
+    mut rx: mpsc::Receiver<(rumqttc::Publish, u64)>,
     depth: Arc<AtomicUsize>,
+    qos0_depth: Arc<AtomicUsize>,
     directory: Arc<DeviceDirectory>,
     writer: WriterHandle,
     settings: IngestSettings,
@@ -259,6 +302,9 @@ async fn process_loop(
     let queue_depth = metrics::gauge!("homeward_ingest_queue_depth", "stage" => "mqtt");
     while let Some((publish, epoch)) = rx.recv().await {
         let left = depth.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        if publish.qos == QoS::AtMostOnce {
+            qos0_depth.fetch_sub(1, Ordering::Relaxed);
+        }
         queue_depth.set(left as f64);
         let items = to_items(&publish, &directory, &settings).await;
         let job = Job {

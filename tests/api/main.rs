@@ -10,6 +10,7 @@ mod auth;
 mod broker;
 mod cli;
 mod credentials;
+mod flood;
 mod health;
 mod ingest;
 mod isolation;
