@@ -20,6 +20,7 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
                                        never expire [90]
   database.url                         PostgreSQL/TimescaleDB URL (secret) [unset: embedded]
   database.pool_size                   pool connections [16]
+  database.auth_pool_size              connections for credential checks, apart [4]
   database.acquire_timeout_secs        wait for a connection before 503 [5]
   database.embedded.port               embedded PostgreSQL port on 127.0.0.1 [0 = any free]
   database.embedded.bin_dir            folder with initdb/pg_ctl [newest /usr/lib/postgresql/*/bin]

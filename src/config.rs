@@ -95,6 +95,9 @@ pub struct DatabaseSettings {
     pub url: Option<Secret<String>>,
     /// Maximum connections in the pool. Default 16.
     pub pool_size: usize,
+    /// Connections of a separate pool for credential checks (API tokens, device secrets), so
+    /// that sign-ins and the rest never starve each other. Default 4.
+    pub auth_pool_size: usize,
     /// Seconds to wait for a connection from the pool before answering 503. Default 5.
     pub acquire_timeout_secs: u64,
     /// The embedded PostgreSQL, used only when `url` is unset.
@@ -243,6 +246,7 @@ impl Default for DatabaseSettings {
         Self {
             url: None,
             pool_size: 16,
+            auth_pool_size: 4,
             acquire_timeout_secs: 5,
             embedded: EmbeddedDatabaseSettings::default(),
         }
@@ -377,6 +381,11 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
+        }
+        if self.database.auth_pool_size == 0 {
+            return Err(ConfigError(
+                "database.auth_pool_size must be at least 1".into(),
+            ));
         }
         let reserved = SERVICE_CLIENT_ID_PREFIX;
         if self.mqtt.client_id.len() > 64

@@ -194,9 +194,11 @@ impl Application {
             shutdown_rx.clone(),
         )));
 
+        let auth_failures = Arc::new(crate::auth::FailedCredentials::default());
         let (broker, mqtt) = match settings.broker_url() {
             None => {
-                let (auth, service_password) = DeviceAuthenticator::new(db.pool.clone());
+                let (auth, service_password) =
+                    DeviceAuthenticator::new(db.auth_pool.clone(), auth_failures.clone());
                 let m = &settings.mqtt;
                 let config = BrokerConfig {
                     bind: m.embedded_listen,
@@ -297,6 +299,8 @@ impl Application {
             })?;
         let state = web::Data::new(AppState {
             pool: db.pool.clone(),
+            auth_pool: db.auth_pool.clone(),
+            auth_failures,
             settings: settings.clone(),
             writer: writer_handle,
             live,

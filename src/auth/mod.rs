@@ -9,6 +9,7 @@
 
 mod admin;
 mod credentials;
+mod failures;
 pub mod revocations;
 pub mod routes;
 
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::http::{ApiError, AppState};
 pub use admin::*;
 pub use credentials::*;
+pub use failures::{FailedCredentials, REMEMBER as FAILURE_REMEMBERED_FOR};
 
 /// The kind of organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -140,7 +142,7 @@ impl FromRequest for Caller {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            caller_for_token(&state.pool, &token)
+            caller_for_token(&state.auth_pool, &state.auth_failures, &token)
                 .await?
                 .ok_or(ApiError::Unauthorized)
         })
@@ -160,11 +162,21 @@ fn bearer_token(req: &HttpRequest) -> Option<String> {
 }
 
 /// Looks up the active user behind an API token.
+///
+/// A token that failed within the last few seconds is refused from memory (`failures`), without
+/// a query.
 pub async fn caller_for_token(
     pool: &deadpool_postgres::Pool,
+    failures: &FailedCredentials,
     token: &str,
 ) -> Result<Option<Caller>, ApiError> {
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
+        return Ok(None);
+    }
+    let digest = hash_secret(token);
+    if failures.recently_failed(&digest) {
+        metrics::counter!("homeward_auth_failures_total", "credential" => "token", "cached" => "true")
+            .increment(1);
         return Ok(None);
     }
     let client = pool.get().await?;
@@ -188,9 +200,14 @@ pub async fn caller_for_token(
                                WHERE last_used_at IS NULL
                                   OR last_used_at < now() - interval '1 minute'))
              SELECT id, user_id, name, org_id, kind, role FROM t",
-            &[&hash_secret(token).as_slice()],
+            &[&digest.as_slice()],
         )
         .await?;
+    if row.is_none() {
+        failures.remember(digest);
+        metrics::counter!("homeward_auth_failures_total", "credential" => "token", "cached" => "false")
+            .increment(1);
+    }
     Ok(row.and_then(|r| {
         Some(Caller {
             token_id: r.get(0),

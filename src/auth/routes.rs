@@ -188,6 +188,9 @@ async fn set_user_disabled(
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     let changed = super::set_user_disabled(&**client, scope, user_id, disabled).await?;
+    if !disabled {
+        state.auth_failures.forget_all();
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": user_id,
         "disabled": disabled,

@@ -197,8 +197,7 @@ impl EmbeddedPostgres {
         std::fs::set_permissions(&self.pgdata, std::fs::Permissions::from_mode(0o700))?;
         // initdb reads the password from a file that the postgres user must be able to read.
         let pwfile = data_dir.join(".initdb-password");
-        std::fs::write(&pwfile, format!("{}\n", self.password))?;
-        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
+        write_private(&pwfile, format!("{}\n", self.password).as_bytes())?;
         self.chown(&self.pgdata)?;
         self.chown(&pwfile)?;
         let mut cmd = self.command("initdb");
@@ -339,9 +338,27 @@ fn ensure_password(data_dir: &Path) -> Result<String, EmbeddedError> {
         }
     }
     let password = crate::auth::random_token(24);
-    std::fs::write(&path, &password)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&path, password.as_bytes())?;
     Ok(password)
+}
+
+/// Writes a file only its owner can read, from the moment it exists: created with mode 0600
+/// (not written and then restricted, which leaves it readable by everyone in between under the
+/// usual umask); an existing file is restricted before anything is written to it.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 fn postgres_user_if_root() -> Result<Option<(Uid, Gid)>, EmbeddedError> {
@@ -428,4 +445,27 @@ fn check_reachable(dir: &Path, uid: Uid, gid: Gid) -> Result<(), EmbeddedError> 
 fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_written_private_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postgres.password");
+        write_private(&path, b"first").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A file left readable by others is restricted before it is written.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, b"second").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(ensure_password(dir.path()).unwrap(), "second");
+    }
 }

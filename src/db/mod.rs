@@ -36,9 +36,13 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
-/// The pool plus, when Homeward runs its own PostgreSQL, that cluster.
+/// The pools plus, when Homeward runs its own PostgreSQL, that cluster.
 pub struct Database {
     pub pool: Pool,
+    /// A few connections of their own for credential checks (tokens, device secrets), so that a
+    /// flood of requests with bad credentials cannot take the connections ingest and the API
+    /// need, and a busy pool cannot stop devices and users from signing in.
+    pub auth_pool: Pool,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -64,12 +68,21 @@ impl Database {
                 (pg.pg_config(embedded::DATABASE_NAME), Some(pg))
             }
         };
+        let auth_pool = build_pool(
+            pg_config.clone(),
+            settings.database.auth_pool_size,
+            settings.database.acquire_timeout_secs,
+        );
         let pool = build_pool(
             pg_config,
             settings.database.pool_size,
             settings.database.acquire_timeout_secs,
         );
-        Ok(Self { pool, embedded })
+        Ok(Self {
+            pool,
+            auth_pool,
+            embedded,
+        })
     }
 
     /// For admin commands: the configured database, or the embedded cluster of a running
@@ -88,6 +101,7 @@ impl Database {
                     settings.database.acquire_timeout_secs,
                 );
                 return Ok(Self {
+                    auth_pool: pool.clone(),
                     pool,
                     embedded: None,
                 });
@@ -96,9 +110,16 @@ impl Database {
         Self::open(settings).await
     }
 
+    /// One pool for everything (credential checks included).
     pub fn from_pool(pool: Pool) -> Self {
+        Self::from_pools(pool.clone(), pool)
+    }
+
+    /// A pool, and another for credential checks.
+    pub fn from_pools(pool: Pool, auth_pool: Pool) -> Self {
         Self {
             pool,
+            auth_pool,
             embedded: None,
         }
     }
@@ -114,6 +135,7 @@ impl Database {
     /// Closes the pool and stops the embedded cluster if this process started it.
     pub async fn close(mut self) -> Result<(), DbError> {
         self.pool.close();
+        self.auth_pool.close();
         if let Some(pg) = self.embedded.as_mut() {
             pg.stop().await?;
         }

@@ -14,7 +14,7 @@ use deadpool_postgres::Pool;
 use futures_util::future::BoxFuture;
 use homeward_proto::{topic, DeviceId};
 
-use crate::auth::{hash_secret, hashes_equal, random_token, reserved_device_id};
+use crate::auth::{hash_secret, hashes_equal, random_token, reserved_device_id, FailedCredentials};
 use crate::broker::{Acl, AuthError, Authenticator, Credentials, Principal};
 
 /// The user name of Homeward's own MQTT client on the embedded broker. It starts with `$`, which
@@ -22,18 +22,23 @@ use crate::broker::{Acl, AuthError, Authenticator, Credentials, Principal};
 pub const SERVICE_USER: &str = "$homeward";
 
 pub struct DeviceAuthenticator {
+    /// The pool kept for credential checks.
     pool: Pool,
     service_password: String,
+    /// Device credentials that failed a moment ago, refused without a query (a device with a
+    /// wrong secret reconnecting in a loop costs nothing).
+    failures: Arc<FailedCredentials>,
 }
 
 impl DeviceAuthenticator {
     /// Returns the authenticator and the service password for Homeward's own client.
-    pub fn new(pool: Pool) -> (Arc<Self>, String) {
+    pub fn new(pool: Pool, failures: Arc<FailedCredentials>) -> (Arc<Self>, String) {
         let service_password = random_token(32);
         (
             Arc::new(Self {
                 pool,
                 service_password: service_password.clone(),
+                failures,
             }),
             service_password,
         )
@@ -71,6 +76,12 @@ impl DeviceAuthenticator {
         let Some(device) = DeviceId::new(user) else {
             return Ok(None);
         };
+        let key = FailedCredentials::device_key(user, password);
+        if self.failures.recently_failed(&key) {
+            metrics::counter!("homeward_auth_failures_total", "credential" => "device", "cached" => "true")
+                .increment(1);
+            return Ok(None);
+        }
         let client = self
             .pool
             .get()
@@ -83,9 +94,14 @@ impl DeviceAuthenticator {
             )
             .await
             .map_err(|e| AuthError::new(e.to_string()))?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.get(0);
-        if !hashes_equal(&stored, &hash_secret(password)) {
+        let valid = row.is_some_and(|row| {
+            let stored: Vec<u8> = row.get(0);
+            hashes_equal(&stored, &hash_secret(password))
+        });
+        if !valid {
+            self.failures.remember(key);
+            metrics::counter!("homeward_auth_failures_total", "credential" => "device", "cached" => "false")
+                .increment(1);
             return Ok(None);
         }
         let acl = Acl {

@@ -27,18 +27,24 @@ impl FromRequest for DeviceCaller {
             let (uid, secret) = creds.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            let client = state.pool.get().await?;
+            let key = crate::auth::FailedCredentials::device_key(&uid, &secret);
+            if state.auth_failures.recently_failed(&key) {
+                return Err(ApiError::Unauthorized);
+            }
+            let client = state.auth_pool.get().await?;
             let row = client
                 .query_opt(
                     "SELECT id, organisation_id, secret_hash FROM devices WHERE uid = $1 AND disabled_at IS NULL",
                     &[&uid],
                 )
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
-            let stored: Vec<u8> = row.get(2);
-            if !hashes_equal(&stored, &hash_secret(&secret)) {
+                .await?;
+            let stored: Option<Vec<u8>> = row.as_ref().map(|r| r.get(2));
+            let Some(row) =
+                row.filter(|_| stored.is_some_and(|s| hashes_equal(&s, &hash_secret(&secret))))
+            else {
+                state.auth_failures.remember(key);
                 return Err(ApiError::Unauthorized);
-            }
+            };
             Ok(DeviceCaller {
                 device: DeviceRef {
                     id: row.get(0),

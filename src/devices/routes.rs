@@ -118,6 +118,9 @@ async fn set_disabled(
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     let changed = auth::set_device_disabled(&**client, scope, &uid, disabled).await?;
+    if !disabled {
+        state.auth_failures.forget_all();
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "uid": uid,
         "disabled": disabled,

@@ -23,6 +23,10 @@ pub trait BrokerProbe: Send + Sync {
 /// Shared by every handler through `web::Data<AppState>`.
 pub struct AppState {
     pub pool: Pool,
+    /// For credential checks only (see `db::Database::auth_pool`).
+    pub auth_pool: Pool,
+    /// Credentials that failed a moment ago, refused without a query.
+    pub auth_failures: Arc<crate::auth::FailedCredentials>,
     pub settings: crate::config::Settings,
     pub writer: crate::ingest::WriterHandle,
     pub live: crate::live::LiveHub,

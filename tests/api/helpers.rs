@@ -46,9 +46,12 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config) -> TestApp {
     homeward::telemetry::init_logs(&settings.log);
     let pool = build_pool(db_config.clone(), 8, 5);
-    let app = Application::build_with_database(settings, Database::from_pool(pool.clone()))
-        .await
-        .expect("application starts");
+    // Credential checks on a pool of their own, as in production.
+    let auth_pool = build_pool(db_config.clone(), 2, 5);
+    let app =
+        Application::build_with_database(settings, Database::from_pools(pool.clone(), auth_pool))
+            .await
+            .expect("application starts");
     let http = app.http_addr();
     let mqtt = app.mqtt_endpoint().clone();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -240,3 +240,53 @@ async fn dates_at_the_edge_of_the_calendar_are_refused_in_every_query() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     app.stop().await;
 }
+
+/// Credential checks have connections of their own: with every connection of the main pool
+/// taken (a stalled writer, a slow report), devices still sign in and bad tokens are still
+/// refused; and a bad credential repeated in a loop is refused from memory, not from the
+/// database.
+#[tokio::test]
+async fn credential_checks_cannot_starve_or_be_starved_by_the_rest() {
+    let app = spawn_app().await;
+    let (org, _) = app
+        .org_with_user("Auth Pool Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let secret = app.device(&org, "hub-pool", "hub").await;
+    let before = app.get("/metrics", None).await.text().await.unwrap();
+
+    // Take every connection of the main pool (the test's pool is the application's).
+    let mut held = Vec::new();
+    while let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(500), app.pool.get()).await {
+        held.push(c);
+    }
+    assert!(!held.is_empty());
+    try_connect(&app, "hub-pool", &secret, true)
+        .await
+        .expect("a device signs in while the main pool is exhausted");
+    let bad = format!("hw_{}", "0".repeat(64));
+    for _ in 0..300 {
+        assert_eq!(app.get("/v1/me", Some(&bad)).await.status(), 401);
+    }
+    drop(held);
+
+    let after = app.get("/metrics", None).await.text().await.unwrap();
+    let count = |text: &str, cached: &str| -> f64 {
+        let series =
+            format!("homeward_auth_failures_total{{credential=\"token\",cached=\"{cached}\"}}");
+        text.lines()
+            .filter(|l| l.starts_with(&series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        count(&after, "false") - count(&before, "false"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        count(&after, "true") - count(&before, "true"),
+        299.0,
+        "{after}"
+    );
+    app.stop().await;
+}
