@@ -72,10 +72,13 @@ fn target(within: u32, hits: i64, of: i64, target_share: f64) -> Target {
     }
 }
 
+/// `commissioner`: count only alarms of people that commissioner funds on the alarm's day
+/// (`homeward_funded`); `None` for the provider's own view of all its alarms.
 pub async fn response_times(
     c: &impl GenericClient,
     s: &AlarmSettings,
     provider_id: i32,
+    commissioner: Option<i32>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<ResponseFigures, AlarmError> {
@@ -92,7 +95,9 @@ pub async fn response_times(
                       NOT (acknowledged_at IS NULL AND resolved_at IS NOT NULL AND resolved_by IS NULL) AS is_call \
                  FROM alarms \
                 WHERE organisation_id = $1 AND category = 'care' \
-                  AND received_at >= $2 AND received_at < $3) \
+                  AND received_at >= $2 AND received_at < $3 \
+                  AND ($8::int IS NULL OR homeward_funded($8, organisation_id, person_id, \
+                                                         (received_at AT TIME ZONE 'UTC')::date))) \
              SELECT count(*), \
                     count(*) FILTER (WHERE is_call), \
                     count(*) FILTER (WHERE is_call AND answer_s IS NOT NULL), \
@@ -111,7 +116,16 @@ pub async fn response_times(
                     count(*) FILTER (WHERE outcome IS NOT NULL AND outcome NOT IN \
                         ('ambulance_called_not_conveyed', 'conveyed_to_hospital', 'admitted_to_hospital')) \
                FROM a",
-            &[&provider_id, &from, &to, &answer_t, &answer_l, &site_t, &site_l],
+            &[
+                &provider_id,
+                &from,
+                &to,
+                &answer_t,
+                &answer_l,
+                &site_t,
+                &site_l,
+                &commissioner,
+            ],
         )
         .await?;
     let calls: i64 = row.get(1);
@@ -122,8 +136,10 @@ pub async fn response_times(
             "SELECT outcome, count(*) FROM alarms \
               WHERE organisation_id = $1 AND category = 'care' AND outcome IS NOT NULL \
                 AND received_at >= $2 AND received_at < $3 \
+                AND ($4::int IS NULL OR homeward_funded($4, organisation_id, person_id, \
+                                                       (received_at AT TIME ZONE 'UTC')::date)) \
               GROUP BY outcome ORDER BY outcome",
-            &[&provider_id, &from, &to],
+            &[&provider_id, &from, &to, &commissioner],
         )
         .await?
     {

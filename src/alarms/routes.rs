@@ -403,9 +403,15 @@ async fn response_times(
             _ => caller.organisation_id,
         }
     };
-    let figures =
-        super::figures::response_times(&**client, &state.settings.alarms, provider, from, to)
-            .await?;
+    let figures = super::figures::response_times(
+        &**client,
+        &state.settings.alarms,
+        provider,
+        (caller.role == Role::Commissioner).then_some(caller.organisation_id),
+        from,
+        to,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(figures))
 }
 

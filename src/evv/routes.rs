@@ -47,6 +47,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 struct Scope {
     orgs: Vec<i32>,
     pseudonymise: bool,
+    /// For a commissioner: only people it funds, on days its contract and their service
+    /// period cover (`homeward_funded` in the database).
+    commissioner: Option<i32>,
 }
 
 async fn scope(caller: &Caller, client: &impl GenericClient) -> Result<Scope, ApiError> {
@@ -55,6 +58,7 @@ async fn scope(caller: &Caller, client: &impl GenericClient) -> Result<Scope, Ap
         OrgKind::Provider => Ok(Scope {
             orgs: vec![caller.organisation_id],
             pseudonymise: false,
+            commissioner: None,
         }),
         OrgKind::Commissioner => {
             let rows = client
@@ -66,6 +70,7 @@ async fn scope(caller: &Caller, client: &impl GenericClient) -> Result<Scope, Ap
             Ok(Scope {
                 orgs: rows.iter().map(|r| r.get(0)).collect(),
                 pseudonymise: true,
+                commissioner: Some(caller.organisation_id),
             })
         }
     }
@@ -672,6 +677,11 @@ async fn cancel_scheduled(
 
 // ---------------------------------------------------------------- visits
 
+/// A commissioner (`$5`, NULL for providers) sees a visit only if it funds the person on the
+/// visit's day (UTC): see `homeward_funded` in migration 0008.
+const VISIT_FUNDED: &str = "($5::int IS NULL OR homeward_funded($5, v.organisation_id, v.person_id,
+        (coalesce(v.adjusted_start, v.started_at, v.ended_at) AT TIME ZONE 'UTC')::date))";
+
 const VISIT_SELECT: &str = "SELECT v.id, v.organisation_id, v.visit_key, v.device_id, v.worker_id,
         v.person_id, v.scheduled_visit_id, v.match_method, v.check_in, v.check_out, v.started_at,
         v.ended_at, v.superseded, v.adjusted_start, v.adjusted_end, v.adjustments,
@@ -933,10 +943,17 @@ async fn load_visits(
                     AND coalesce(v.adjusted_start, v.started_at, v.ended_at) >= $2
                     AND coalesce(v.adjusted_start, v.started_at, v.ended_at) < $3
                     AND (NOT $4 OR v.scheduled_visit_id IS NULL)
+                    AND {VISIT_FUNDED}
                   ORDER BY coalesce(v.adjusted_start, v.started_at, v.ended_at), v.id
                   LIMIT 10000"
             ),
-            &[&scope.orgs, &from, &to, &unmatched_only],
+            &[
+                &scope.orgs,
+                &from,
+                &to,
+                &unmatched_only,
+                &scope.commissioner,
+            ],
         )
         .await?)
 }
@@ -969,8 +986,12 @@ async fn read_visit(
     let scope = scope(&caller, &client).await?;
     let row = client
         .query_opt(
-            &format!("{VISIT_SELECT} WHERE v.organisation_id = ANY($1) AND v.id = $2"),
-            &[&scope.orgs, &path.into_inner()],
+            &format!(
+                "{VISIT_SELECT} WHERE v.organisation_id = ANY($1) AND v.id = $2
+                   AND {}",
+                VISIT_FUNDED.replace("$5", "$3")
+            ),
+            &[&scope.orgs, &path.into_inner(), &scope.commissioner],
         )
         .await?
         .ok_or_else(|| ApiError::NotFound("visit".into()))?;
@@ -1271,12 +1292,21 @@ async fn list_exceptions(
                FROM scheduled_visits s JOIN people p ON p.id = s.person_id
                LEFT JOIN workers w ON w.id = s.worker_id
               WHERE s.organisation_id = ANY($1) AND s.cancelled_at IS NULL
+                AND ($6::int IS NULL OR homeward_funded($6, s.organisation_id, s.person_id,
+                                                       (s.window_start AT TIME ZONE 'UTC')::date))
                 AND s.window_start >= $2 AND s.window_start < $3
                 AND s.window_start + ($4::float8 * interval '1 second') < $5
                 AND NOT EXISTS (SELECT 1 FROM visits v WHERE v.scheduled_visit_id = s.id
                                   AND (v.started_at IS NOT NULL OR v.adjusted_start IS NOT NULL))
               ORDER BY s.window_start, s.id",
-            &[&scope.orgs, &from, &to, &(grace.num_seconds() as f64), &now],
+            &[
+                &scope.orgs,
+                &from,
+                &to,
+                &(grace.num_seconds() as f64),
+                &now,
+                &scope.commissioner,
+            ],
         )
         .await?;
     for s in &missing {

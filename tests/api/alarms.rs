@@ -692,6 +692,18 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
     for i in 0..codes.len() {
         let uid = format!("pendant-o{i}");
         let secret = app.device(&p.org, &uid, "pendant").await;
+        // Each pendant is a different person's (so no alarm folds into another's), which a
+        // commissioner's view below needs: it counts only people funded under its contract.
+        let client = app.pool.get().await.unwrap();
+        client
+            .execute(
+                "WITH p AS (INSERT INTO people (organisation_id, external_ref) VALUES ($1, $2)
+                            RETURNING id)
+                 UPDATE devices SET person_id = (SELECT id FROM p) WHERE uid = $2",
+                &[&p.org.id, &uid],
+            )
+            .await
+            .unwrap();
         devices.push(Device::connect(&app, &uid, &secret).await);
     }
     for d in &mut devices {
@@ -809,19 +821,29 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
         .await;
     let path = format!("/v1/alarms/response-times?provider_id={}", p.org.id);
     assert_eq!(app.get(&path, Some(&council_token)).await.status(), 404);
-    {
-        let client = app.pool.get().await.unwrap();
-        auth::create_contract(
-            &**client,
-            &council,
-            &p.org,
-            "C-1",
-            chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-            None,
+    let client = app.pool.get().await.unwrap();
+    let contract = auth::create_contract(
+        &**client,
+        &council,
+        &p.org,
+        "C-1",
+        chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    // A contract alone counts nobody: only the alarms of people funded under it.
+    let theirs = get(&app, &path, &council_token).await;
+    assert_eq!(theirs["alarms"], 0);
+    client
+        .execute(
+            "INSERT INTO service_periods (organisation_id, person_id, contract_id, started_on)
+             SELECT DISTINCT organisation_id, person_id, $2::int, date '2026-01-01'
+               FROM alarms WHERE organisation_id = $1 AND person_id IS NOT NULL",
+            &[&p.org.id, &contract],
         )
         .await
         .unwrap();
-    }
     let theirs = get(&app, &path, &council_token).await;
     assert_eq!(theirs["alarms"], 8);
     // ... but not the alarms themselves.
