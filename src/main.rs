@@ -206,7 +206,7 @@ async fn admin_with(
             service,
         } => {
             let lifetime = token_lifetime(settings, service);
-            let token = auth::create_token(client, user, label.as_deref(), lifetime).await?;
+            let token = auth::create_token(client, user, label.as_deref(), lifetime, None).await?;
             println!("token: {token}");
             println!("(shown once; {})", describe(lifetime));
         }

@@ -76,7 +76,12 @@ async fn end_revoked_device_sessions(
             }
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => {
+                // Which devices were revoked is lost: make every device sign in again.
                 tracing::warn!(missed = n, "revocations missed by the device session task");
+                directory.forget_all();
+                if let Some(broker) = &broker {
+                    broker.close_all_devices();
+                }
             }
             Err(RecvError::Closed) => return,
         }

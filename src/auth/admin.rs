@@ -19,6 +19,9 @@ pub enum AdminError {
     /// The name is kept for Homeward's own use (a device id that is one of its MQTT client ids).
     #[error("{0}")]
     Reserved(String),
+    /// A per-user limit was reached (active tokens).
+    #[error("{0}")]
+    Limit(String),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
@@ -31,6 +34,7 @@ impl From<AdminError> for crate::http::ApiError {
             AdminError::Invalid(msg) => ApiError::BadRequest(msg),
             AdminError::Exists(what) => ApiError::Conflict(format!("{what} already exists")),
             AdminError::Reserved(why) => ApiError::Conflict(why),
+            AdminError::Limit(why) => ApiError::Conflict(why),
             AdminError::Db(e) => e.into(),
         }
     }
@@ -157,7 +161,14 @@ pub async fn create_user_with(
             format!("user `{name}` in `{}`", organisation.name)
         }))?;
     let user_id: i32 = row.get(0);
-    let token = create_token(client, user_id, Some("created with the user"), lifetime).await?;
+    let token = create_token(
+        client,
+        user_id,
+        Some("created with the user"),
+        lifetime,
+        None,
+    )
+    .await?;
     Ok((user_id, token))
 }
 

@@ -54,17 +54,36 @@ impl Scope {
 /// token's 256 random bits, too few to help a guess).
 const SHOWN_PREFIX_LEN: usize = TOKEN_PREFIX.len() + 8;
 
-/// Another API token for an active user; returns the token, shown only now.
+/// Most tokens a user may hold that are neither revoked nor expired.
+pub const MAX_ACTIVE_TOKENS: i64 = 20;
+
+/// Another API token for an active user; returns the token, shown only now. `issued_with` is
+/// the token of the request that issues it over the API (revoking that one revokes this one
+/// too); `None` from the command line.
 pub async fn create_token(
     client: &impl GenericClient,
     user_id: i32,
     label: Option<&str>,
     lifetime: TokenLifetime,
+    issued_with: Option<i32>,
 ) -> Result<String, AdminError> {
     if label.is_some_and(|l| l.len() > 200) {
         return Err(AdminError::Invalid(
             "a token label must be at most 200 characters".into(),
         ));
+    }
+    let active: i64 = client
+        .query_one(
+            "SELECT count(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL
+                AND (expires_at IS NULL OR expires_at > now())",
+            &[&user_id],
+        )
+        .await?
+        .get(0);
+    if active >= MAX_ACTIVE_TOKENS {
+        return Err(AdminError::Limit(format!(
+            "user {user_id} already holds {active} active tokens (at most {MAX_ACTIVE_TOKENS}); revoke one first"
+        )));
     }
     let token = new_api_token();
     let (days, service) = match lifetime {
@@ -73,8 +92,9 @@ pub async fn create_token(
     };
     let inserted = client
         .execute(
-            "INSERT INTO api_tokens (user_id, token_hash, label, prefix, service, expires_at)
-             SELECT id, $2, $3, $4, $5, now() + make_interval(days => $6)
+            "INSERT INTO api_tokens (user_id, token_hash, label, prefix, service, expires_at,
+                                     issued_with)
+             SELECT id, $2, $3, $4, $5, now() + make_interval(days => $6), $7
                FROM users WHERE id = $1 AND disabled_at IS NULL",
             &[
                 &user_id,
@@ -83,6 +103,7 @@ pub async fn create_token(
                 &&token[..SHOWN_PREFIX_LEN],
                 &service,
                 &days,
+                &issued_with,
             ],
         )
         .await?;
@@ -157,7 +178,8 @@ pub async fn token_owner(
         .ok_or_else(|| AdminError::NotFound(format!("token {token_id}")))
 }
 
-/// Revokes a token. Returns false if it was already revoked; `NotFound` outside `scope`.
+/// Revokes a token and every token issued with it over the API (and with those, and so on).
+/// Returns false if it was already revoked; `NotFound` outside `scope`.
 pub async fn revoke_token(
     client: &impl GenericClient,
     scope: Scope,
@@ -167,15 +189,19 @@ pub async fn revoke_token(
     token_owner(client, scope, token_id).await?;
     let revoked = client
         .query(
-            "WITH t AS (
+            "WITH RECURSIVE tree (id) AS (
+                 SELECT $1::int
+                 UNION
+                 SELECT c.id FROM api_tokens c JOIN tree ON c.issued_with = tree.id),
+             t AS (
                  UPDATE api_tokens SET revoked_at = now(), revoked_by = $2
-                  WHERE id = $1 AND revoked_at IS NULL RETURNING id)
+                  WHERE id IN (SELECT id FROM tree) AND revoked_at IS NULL RETURNING id)
              INSERT INTO credential_revocations (token_id, reason)
              SELECT id, 'token_revoked' FROM t RETURNING token_id",
             &[&token_id, &revoked_by],
         )
         .await?;
-    Ok(!revoked.is_empty())
+    Ok(revoked.iter().any(|r| r.get::<_, i32>(0) == token_id))
 }
 
 /// Disables (every token stops working, open streams end) or enables a user. Returns whether

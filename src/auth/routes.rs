@@ -113,7 +113,14 @@ async fn create_token(
     let client = state.pool.get().await?;
     // The user must be in the caller's organisation (and active, which create_token checks).
     super::list_tokens(&**client, scope, *user_id).await?;
-    let token = super::create_token(&**client, *user_id, body.label.as_deref(), lifetime).await?;
+    let token = super::create_token(
+        &**client,
+        *user_id,
+        body.label.as_deref(),
+        lifetime,
+        Some(caller.token_id),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
         "user_id": *user_id,
         "token": token,

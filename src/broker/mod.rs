@@ -356,6 +356,31 @@ impl BrokerControl {
         }
         closed
     }
+
+    /// Closes every device's connection (not Homeward's own): for when revocations may have
+    /// been missed, so that every device signs in again against the current credentials.
+    /// Devices keep what was not acknowledged end to end and resend it, so nothing is lost.
+    pub fn close_all_devices(&self) -> usize {
+        let sessions: Vec<Arc<Session>> = self
+            .shared
+            .sessions()
+            .values()
+            .filter(|s| matches!(s.owner(), Principal::Device { .. }))
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for session in sessions {
+            if let Some(link) = session.lock().link.as_ref() {
+                link.close.close(CloseReason::Revoked);
+                closed += 1;
+            }
+        }
+        tracing::warn!(
+            connections = closed,
+            "closed every device connection to re-check credentials"
+        );
+        closed
+    }
 }
 
 /// State shared by all broker tasks.

@@ -480,6 +480,8 @@ async fn create_scheduled(
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let s = body.into_inner();
+    crate::http::dates::check_time("window_start", Some(s.window_start))?;
+    crate::http::dates::check_time("window_end", Some(s.window_end))?;
     let mut errors = Vec::new();
     if !valid_id(&s.reference) {
         errors.push(FieldError::new(
@@ -1098,6 +1100,8 @@ async fn adjust(
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let a = body.into_inner();
+    crate::http::dates::check_time("start", a.start)?;
+    crate::http::dates::check_time("end", a.end)?;
     let org = caller.organisation_id;
     let id = path.into_inner();
     let mut errors = Vec::new();
@@ -1203,6 +1207,8 @@ async fn manual_entry(
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let m = body.into_inner();
+    crate::http::dates::check_time("start", Some(m.start))?;
+    crate::http::dates::check_time("end", Some(m.end))?;
     let org = caller.organisation_id;
     let mut errors = Vec::new();
     check_reason(&m.reason_code, &m.memo, true, &mut errors);

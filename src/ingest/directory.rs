@@ -48,6 +48,14 @@ impl DeviceDirectory {
             .remove(uid);
     }
 
+    /// Drops every cached device.
+    pub fn forget_all(&self) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// `Err`: the database could not be asked.
     pub async fn lookup(&self, uid: &str) -> Result<Lookup, LookupError> {
         if let Some(found) = self

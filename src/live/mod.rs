@@ -161,6 +161,11 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
     })?;
     let rx = state.live.subscribe_org(caller.organisation_id);
     let revoked = state.revocations.subscribe();
+    // A revocation broadcast between the credential check and the subscription above would be
+    // missed: check once more now that the stream listens.
+    if !still_valid(&state.pool, caller.token_id).await {
+        return Err(ApiError::Unauthorized);
+    }
     let org = caller.organisation_id;
     let (token_id, user_id) = (caller.token_id, caller.user_id);
     let pool = state.pool.clone();

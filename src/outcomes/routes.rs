@@ -487,6 +487,8 @@ async fn create_plan(
     b: web::Json<PlanBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
+    crate::http::dates::check_date("starts_on", Some(b.starts_on))?;
+    crate::http::dates::check_date("ends_on", Some(b.ends_on))?;
     if b.ends_on < b.starts_on || b.ends_on > b.starts_on + chrono::Duration::days(183) {
         return Err(ApiError::invalid(
             "ends_on",

@@ -523,3 +523,66 @@ async fn the_command_line_lists_revokes_disables_and_rotates() {
         "token, device disabled, secret rotated, user"
     );
 }
+
+/// A stolen token cannot leave offspring behind: revoking it revokes every token issued with
+/// it (and with those); and a user holds a bounded number of active tokens.
+#[tokio::test]
+async fn revoking_a_token_revokes_what_was_issued_with_it() {
+    let app = spawn_app().await;
+    let (org, admin) = app
+        .org_with_user("Offspring Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let client = app.pool.get().await.unwrap();
+    let (staff_id, stolen) = auth::create_user(&**client, &org, "Kim", Role::ProviderStaff)
+        .await
+        .unwrap();
+    let path = format!("/v1/users/{staff_id}/tokens");
+    let (status, child) = send(&app, reqwest::Method::POST, &path, &stolen, Some(json!({}))).await;
+    assert_eq!(status, 201, "{child}");
+    let child = child["token"].as_str().unwrap().to_owned();
+    let (_, grandchild) = send(&app, reqwest::Method::POST, &path, &child, Some(json!({}))).await;
+    let grandchild = grandchild["token"].as_str().unwrap().to_owned();
+    // Issued by the admin with the admin's own token: not the stolen token's offspring.
+    let (_, by_admin) = send(&app, reqwest::Method::POST, &path, &admin, Some(json!({}))).await;
+    let by_admin = by_admin["token"].as_str().unwrap().to_owned();
+    for t in [&stolen, &child, &grandchild, &by_admin] {
+        assert_eq!(me(&app, t).await, 200);
+    }
+    let (_, list) = send(&app, reqwest::Method::GET, &path, &admin, None).await;
+    let stolen_id = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prefix"] == stolen[..11])
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/tokens/{stolen_id}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for t in [&stolen, &child, &grandchild] {
+        assert_eq!(
+            me(&app, t).await,
+            401,
+            "revoked with the token it came from"
+        );
+    }
+    assert_eq!(me(&app, &by_admin).await, 200);
+
+    // At most 20 active tokens: the 21st is refused until one is revoked.
+    let active = 1; // by_admin
+    for _ in active..auth::MAX_ACTIVE_TOKENS {
+        let (status, _) = send(&app, reqwest::Method::POST, &path, &admin, Some(json!({}))).await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = send(&app, reqwest::Method::POST, &path, &admin, Some(json!({}))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("active tokens"));
+    app.stop().await;
+}

@@ -237,6 +237,42 @@ async fn dates_at_the_edge_of_the_calendar_are_refused_in_every_query() {
         checked >= 48,
         "only {checked} cases: the route table lost its date parameters"
     );
+    // Dates in bodies too, where the handler computes with them.
+    for (path, body, field) in [
+        (
+            "/v1/scheduled-visits",
+            serde_json::json!({"reference": "V-EDGE", "person_id": 1, "window_start": "+262142-12-31T00:00:00Z",
+                               "window_end": "+262142-12-31T01:00:00Z", "service_type": "personal_care"}),
+            "window_start",
+        ),
+        (
+            "/v1/visits/manual",
+            serde_json::json!({"scheduled_visit_id": 1, "start": "9999-12-31T23:00:00Z", "end": "9999-12-31T23:59:59Z",
+                               "reason_code": "office_entry", "memo": "edge"}),
+            "start",
+        ),
+        (
+            "/v1/outcome-plans",
+            serde_json::json!({"person_id": 1, "starts_on": "+262142-06-01", "ends_on": "+262142-12-31",
+                               "outcomes": [{"statement": "I can cook a meal", "kind": "reablement",
+                                             "payable": false, "target_date": "+262142-09-01"}]}),
+            "starts_on",
+        ),
+    ] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer ({e})"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        if !(status == 422 && text.contains(field)) {
+            wrong.push(format!("{path}: {status} {text}"));
+        }
+    }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     app.stop().await;
 }
