@@ -86,6 +86,10 @@ fn help_documents_every_setting() {
         "http.listen",
         "storage.retention_days",
         "log.format",
+        "tls.cert_file",
+        "tls.key_file",
+        "mqtt.embedded_tls_listen",
+        "mqtt.ca_file",
         "HOMEWARD__",
     ] {
         assert!(stdout.contains(key), "--help mentions {key}");
@@ -93,6 +97,7 @@ fn help_documents_every_setting() {
     let (code, stdout, _) = run(homeward().args(["admin", "--help"]));
     assert_eq!(code, 0);
     assert!(stdout.contains("create-device"));
+    assert!(stdout.contains("make-self-signed"));
 }
 
 #[tokio::test]

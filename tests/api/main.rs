@@ -16,5 +16,6 @@ mod isolation;
 mod outcomes;
 mod scaleout;
 mod storage;
+mod tls;
 mod visits;
 mod writer;
