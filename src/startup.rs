@@ -103,7 +103,7 @@ pub enum StartupError {
     /// Wraps a [`crate::broker::TlsBindError`], which names the address.
     #[error("{0}; choose another with mqtt.embedded_tls_listen")]
     BrokerTlsBind(std::io::Error),
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
 

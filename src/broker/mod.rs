@@ -1,7 +1,8 @@
 //! The embedded MQTT 3.1.1 broker, run in-process when no external broker is configured, so
 //! that one command runs the whole system.
 //!
-//! Devices and the server's own ingest client connect to it over TCP like to any broker. It is
+//! Devices and the server's own ingest client connect to it over TCP like to any broker, and
+//! devices also over TLS on an optional second listener ([`BrokerConfig::tls`]). It is
 //! built to be correct and robust on the data path rather than feature-complete:
 //!
 //! - MQTT 3.1.1 only (protocol level 4); QoS 0, 1 and 2 inbound, at most QoS 1 outbound.

@@ -264,7 +264,12 @@ fn bad_tls_settings_stop_start_up_with_one_clear_line() {
         assert!(!out.status.success(), "{env:?} must fail");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "one line for {env:?}: {stderr}");
-        assert!(lines[0].contains(needle), "`{needle}` in: {}", lines[0]);
+        assert_eq!(
+            lines[0].matches(needle).count(),
+            1,
+            "`{needle}` once in: {}",
+            lines[0]
+        );
         assert!(!lines[0].contains("PRIVATE KEY"), "{}", lines[0]);
     }
     // Nothing was started: no embedded PostgreSQL cluster was created.
