@@ -206,6 +206,40 @@ async fn homewards_client_reaches_an_external_broker_over_mqtts() {
     app.stop().await;
 }
 
+/// Without `mqtt.ca_file` the system's roots are trusted, which a self-signed broker certificate
+/// does not chain to: Homeward's client does not connect, so the application never gets ready.
+#[tokio::test]
+async fn homewards_client_refuses_an_untrusted_broker_certificate() {
+    let (_dir, cert, key) = self_signed_pair();
+    let broker = Mosquitto::start_tls(&cert, &key);
+    let tls_port = broker.tls_port.unwrap();
+    let mut settings = test_settings();
+    settings.mqtt.url = Some(Secret::new(format!("mqtts://localhost:{tls_port}")));
+    settings.mqtt.client_id = format!("homeward-test-{tls_port}");
+    let server = homeward::db::test_cluster::TestServer::get().await.unwrap();
+    let pool = homeward::db::build_pool(server.fresh_database().await.unwrap(), 8, 5);
+    let app = homeward::startup::Application::build_with_database(
+        settings,
+        homeward::db::Database::from_pool(pool),
+    )
+    .await
+    .expect("starts; the broker is only unreachable");
+    let readyz = format!("http://{}/readyz", app.http_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    // The same set-up with mqtt.ca_file is ready well within this (the test above).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = reqwest::get(&readyz).await.unwrap().status();
+    assert_eq!(
+        status, 503,
+        "not ready: the broker's certificate is not trusted"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
 /// `serve` with bad TLS settings stops with one line naming the setting, before starting
 /// anything, and never shows the key.
 #[test]
