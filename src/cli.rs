@@ -24,8 +24,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   database.acquire_timeout_secs        wait for a connection before 503 [5]
   database.embedded.port               embedded PostgreSQL port on 127.0.0.1 [0 = any free]
   database.embedded.bin_dir            folder with initdb/pg_ctl [newest /usr/lib/postgresql/*/bin]
-  mqtt.url                             external broker mqtt://user:pw@host:1883 (secret)
-                                       [unset: embedded broker]
+  mqtt.url                             external broker mqtt://user:pw@host:1883, or
+                                       mqtts://...:8883 for TLS (secret) [unset: embedded broker]
   mqtt.embedded_listen                 embedded broker address [127.0.0.1:1883]
   mqtt.client_id                       subscriber's fixed client id, begins with homeward
                                        [homeward-ingest]
@@ -85,6 +85,11 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   log.format                           pretty | json [pretty]
   log.filter                           tracing filter; RUST_LOG overrides
                                        [info,tokio_postgres=warn]
+  mqtt.embedded_tls_listen             embedded broker's mqtts listener, only with
+                                       tls.cert_file [127.0.0.1:8883]
+  mqtt.ca_file                         PEM roots for an mqtts:// mqtt.url [unset: system roots]
+  tls.cert_file                        PEM certificate chain for HTTPS and mqtts [unset: plain]
+  tls.key_file                         PEM private key of tls.cert_file [unset]
 
 A file is read from --config, else ./homeward.toml if present. Unknown keys are errors.
 See docs/configuration.md.";
@@ -245,6 +250,16 @@ pub enum AdminCommand {
         /// Last day, YYYY-MM-DD (open-ended if absent).
         #[arg(long)]
         ends_on: Option<chrono::NaiveDate>,
+    },
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for trying TLS; set
+    /// tls.cert_file and tls.key_file to them. Needs no database.
+    MakeSelfSigned {
+        /// Folder to write cert.pem and key.pem to (created if missing; files are not replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Host name clients will connect to (repeatable); 127.0.0.1 is always included.
+        #[arg(long = "host", value_name = "NAME", default_value = "localhost")]
+        hosts: Vec<String>,
     },
     /// Register a device and print its MQTT secret (shown once).
     CreateDevice {

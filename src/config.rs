@@ -62,6 +62,7 @@ pub struct Settings {
     pub alarms: crate::alarms::AlarmSettings,
     pub outcomes: crate::outcomes::OutcomeSettings,
     pub log: LogSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -148,6 +149,13 @@ pub struct MqttSettings {
     /// A connection with `keep_alive = 0` is closed after this many seconds without a packet.
     /// Default 1800.
     pub idle_timeout_secs: u64,
+    /// Address of the embedded broker's MQTT over TLS (`mqtts`) listener, opened only when
+    /// `tls.cert_file` is set; the plain listener on `embedded_listen` stays (Homeward's own
+    /// client uses it). Default `127.0.0.1:8883`.
+    pub embedded_tls_listen: SocketAddr,
+    /// PEM file of the certificates that an external `mqtts://` broker's certificate must chain
+    /// to. Unset (the default): the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -195,6 +203,16 @@ impl Default for IngestSettings {
     }
 }
 
+/// HTTPS and the embedded broker's `mqtts` listener share one certificate.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first. Unset (the default): HTTP and MQTT are plain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1); set with `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -228,6 +246,7 @@ impl Default for Settings {
             alarms: crate::alarms::AlarmSettings::default(),
             outcomes: crate::outcomes::OutcomeSettings::default(),
             log: LogSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -268,6 +287,8 @@ impl Default for MqttSettings {
             max_queued_messages: 100_000,
             max_queued_bytes: 64 * 1024 * 1024,
             idle_timeout_secs: 1800,
+            embedded_tls_listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            ca_file: None,
         }
     }
 }
@@ -325,6 +346,8 @@ pub struct BrokerUrl {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<Secret<String>>,
+    /// `mqtts://`: TLS, verified against `mqtt.ca_file` or the system's roots.
+    pub tls: bool,
 }
 
 impl Settings {
@@ -371,8 +394,21 @@ impl Settings {
                 ))
             })?;
         }
-        if let Some(url) = &self.mqtt.url {
-            parse_broker_url(url.expose())?;
+        let broker_tls = match &self.mqtt.url {
+            Some(url) => parse_broker_url(url.expose())?.tls,
+            None => false,
+        };
+        if self.mqtt.ca_file.is_some() && !broker_tls {
+            return Err(ConfigError(
+                "mqtt.ca_file is only used with an mqtts:// mqtt.url; unset it or use mqtts://"
+                    .into(),
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError(
+                "tls.cert_file and tls.key_file go together: set both (PEM files) or neither"
+                    .into(),
+            ));
         }
         if self.auth.token_ttl_days == 0 || self.auth.token_ttl_days > 3660 {
             return Err(ConfigError(
@@ -488,17 +524,28 @@ impl Settings {
     }
 }
 
-/// `mqtt://[user[:password]@]host[:port]`; `tcp://` is accepted as a synonym.
+/// `mqtt://[user[:password]@]host[:port]` (port 1883 by default; `tcp://` is a synonym), or
+/// `mqtts://...` for TLS (port 8883 by default; `ssl://` is a synonym).
 pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, ConfigError> {
     let bad = |why: &str| {
         ConfigError(format!(
-            "mqtt.url is not a valid broker URL ({why}); expected mqtt://user:password@host:1883"
+            "mqtt.url is not a valid broker URL ({why}); expected mqtt://user:password@host:1883 \
+             or mqtts://user:password@host:8883"
         ))
     };
-    let rest = url
+    let (tls, rest) = if let Some(rest) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| bad("it must start with mqtt://"))?;
+    {
+        (false, rest)
+    } else if let Some(rest) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (true, rest)
+    } else {
+        return Err(bad("it must start with mqtt:// or mqtts://"));
+    };
     let rest = rest.trim_end_matches('/');
     let (userinfo, hostport) = match rest.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -510,7 +557,7 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, ConfigError> {
             p.parse::<u16>()
                 .map_err(|_| bad("the port is not a number"))?,
         ),
-        None => (hostport, 1883),
+        None => (hostport, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() || host.contains('/') {
         return Err(bad("the host is missing"));
@@ -527,6 +574,7 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, ConfigError> {
         port,
         username,
         password,
+        tls,
     })
 }
 
@@ -599,6 +647,26 @@ mod tests {
         assert!(parse_broker_url("http://localhost").is_err());
         assert!(parse_broker_url("mqtt://host:notaport").is_err());
         assert!(parse_broker_url("mqtt://").is_err());
+        assert!(!parse_broker_url("mqtt://localhost").unwrap().tls);
+        let u = parse_broker_url("mqtts://broker.example").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 8883);
+        assert_eq!(parse_broker_url("ssl://b:9883").unwrap().port, 9883);
+    }
+
+    #[test]
+    fn tls_settings_go_together() {
+        let mut settings = Settings::default();
+        settings.tls.cert_file = Some("cert.pem".into());
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("tls.cert_file and tls.key_file"), "{err}");
+        settings.tls.key_file = Some("key.pem".into());
+        settings.validate().unwrap();
+        settings.mqtt.ca_file = Some("ca.pem".into());
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("mqtt.ca_file"), "{err}");
+        settings.mqtt.url = Some(Secret::new("mqtts://broker".into()));
+        settings.validate().unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!
 //! Shared plumbing beside them: [`config`], [`db`] (pool, migrations, the embedded PostgreSQL,
 //! partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
-//! documents, health), [`live`] (the server-sent event stream), [`telemetry`], [`startup`] (building and running the application) and
+//! documents, health), [`live`] (the server-sent event stream), [`telemetry`], [`tls`] (certificates for HTTPS and MQTT over TLS), [`startup`] (building and running the application) and
 //! [`cli`].
 //!
 //! # Invariants
@@ -38,3 +38,4 @@ pub mod live;
 pub mod outcomes;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;

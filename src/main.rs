@@ -118,16 +118,23 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "Homeward is running (storage: {}).",
         app.storage_mode().as_str()
     );
-    println!("  HTTP API:     http://{}/v1/", app.http_addr());
-    println!(
-        "  health:       http://{0}/healthz  http://{0}/readyz",
+    let http = format!(
+        "{}://{}",
+        if app.https() { "https" } else { "http" },
         app.http_addr()
     );
-    println!("  metrics:      http://{}/metrics", app.http_addr());
+    println!("  HTTP API:     {http}/v1/");
+    println!("  health:       {http}/healthz  {http}/readyz");
+    println!("  metrics:      {http}/metrics");
     println!(
-        "  MQTT broker:  mqtt://{}:{} ({embedded})",
-        mqtt.host, mqtt.port
+        "  MQTT broker:  {}://{}:{} ({embedded})",
+        if mqtt.tls.is_some() { "mqtts" } else { "mqtt" },
+        mqtt.host,
+        mqtt.port
     );
+    if let Some(addr) = app.mqtt_tls_addr() {
+        println!("  MQTT TLS:     mqtts://{addr} (embedded)");
+    }
     println!("Press Ctrl-C to stop.");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
@@ -157,6 +164,22 @@ async fn shutdown_signal() {
 }
 
 async fn admin(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
+    if let AdminCommand::MakeSelfSigned { out, hosts } = &cmd {
+        let (cert, key) = homeward::tls::write_self_signed(out, hosts)?;
+        println!("certificate: {}", cert.display());
+        println!("private key: {}", key.display());
+        println!(
+            "(self-signed, for trials; clients must trust the certificate itself, e.g. \
+             curl --cacert {0}, mosquitto_pub --cafile {0})",
+            cert.display()
+        );
+        println!(
+            "set tls.cert_file = \"{}\" and tls.key_file = \"{}\"",
+            cert.display(),
+            key.display()
+        );
+        return Ok(());
+    }
     if settings.database.url.is_none() {
         settings.ensure_data_dir()?;
     }
@@ -269,6 +292,8 @@ async fn admin_with(
                 c.name, p.name
             );
         }
+        // Written by `admin` before any database is opened.
+        AdminCommand::MakeSelfSigned { .. } => {}
         AdminCommand::CreateDevice { org, uid, kind } => {
             let org = auth::find_organisation(client, &org).await?;
             let (id, secret) = auth::create_device(client, &org, &uid, &kind).await?;

@@ -22,6 +22,7 @@ use crate::db::{self, maintenance, Database, StorageMode};
 use crate::devices::{DeviceAuthenticator, SERVICE_USER};
 use crate::http::{self, AppState, BrokerProbe};
 use crate::ingest::{mqtt, DeviceDirectory, Writer};
+use crate::tls::TlsSetup;
 
 /// Devices registered under an id now reserved for Homeward's own clients (before the
 /// reservation existed) are refused at CONNECT; say which, once, so an operator can replace
@@ -104,6 +105,11 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Wraps a [`crate::broker::TlsBindError`], which names the address.
+    #[error("{0}; choose another with mqtt.embedded_tls_listen")]
+    BrokerTlsBind(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What domain modules get at start-up to run their background work.
@@ -124,6 +130,9 @@ pub struct MqttEndpoint {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<crate::config::Secret<String>>,
+    /// TLS to the broker (an `mqtts://` `mqtt.url`); Homeward's own client reaches the embedded
+    /// broker on its plain loopback listener.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub struct Application {
@@ -132,6 +141,8 @@ pub struct Application {
     mqtt: MqttEndpoint,
     server: actix_web::dev::Server,
     db: Database,
+    https: bool,
+    mqtt_tls_addr: Option<SocketAddr>,
     mode: StorageMode,
     broker: Option<BrokerHandle>,
     shutdown_tx: watch::Sender<bool>,
@@ -152,6 +163,8 @@ impl Application {
         if settings.database.url.is_none() {
             settings.ensure_data_dir()?;
         }
+        // Bad TLS files stop start-up before the database is started.
+        TlsSetup::load(&settings)?;
         let db = Database::open(&settings).await?;
         Self::build_with_database(settings, db).await
     }
@@ -161,7 +174,10 @@ impl Application {
         settings: Settings,
         db: Database,
     ) -> Result<Self, StartupError> {
-        let result = Self::start(settings, &db).await;
+        let result = match TlsSetup::load(&settings) {
+            Ok(tls) => Self::start(settings, tls, &db).await,
+            Err(e) => Err(e.into()),
+        };
         match result {
             Ok(parts) => Ok(parts.finish(db)),
             Err(e) => {
@@ -172,7 +188,11 @@ impl Application {
         }
     }
 
-    async fn start(settings: Settings, db: &Database) -> Result<Parts, StartupError> {
+    async fn start(
+        settings: Settings,
+        tls: TlsSetup,
+        db: &Database,
+    ) -> Result<Parts, StartupError> {
         let mode = {
             let mut client = db
                 .pool
@@ -218,12 +238,23 @@ impl Application {
                     max_connections: m.max_connections,
                     max_subscriptions_per_client: m.max_subscriptions_per_client,
                     idle_timeout: Duration::from_secs(m.idle_timeout_secs),
+                    tls: tls.server.clone().map(|server| crate::broker::TlsListener {
+                        bind: settings.mqtt.embedded_tls_listen,
+                        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+                    }),
                     ..BrokerConfig::default()
                 };
                 let handle = Broker::bind(config, auth).await.map_err(|source| {
-                    StartupError::BrokerBind {
-                        addr: settings.mqtt.embedded_listen,
-                        source,
+                    let tls_failed = source
+                        .get_ref()
+                        .is_some_and(|e| e.is::<crate::broker::TlsBindError>());
+                    if tls_failed {
+                        StartupError::BrokerTlsBind(source)
+                    } else {
+                        StartupError::BrokerBind {
+                            addr: settings.mqtt.embedded_listen,
+                            source,
+                        }
                     }
                 })?;
                 let addr = handle.local_addr();
@@ -232,6 +263,7 @@ impl Application {
                     port: addr.port(),
                     username: Some(SERVICE_USER.to_string()),
                     password: Some(crate::config::Secret::new(service_password)),
+                    tls: None,
                 };
                 (Some(handle), endpoint)
             }
@@ -241,6 +273,7 @@ impl Application {
                     port: url.port,
                     username: url.username,
                     password: url.password,
+                    tls: tls.mqtt_client.clone(),
                 };
                 (None, endpoint)
             }
@@ -338,13 +371,18 @@ impl Application {
                 .max(2),
         )
         .disable_signals()
-        .shutdown_timeout(settings.http.shutdown_grace_secs)
-        .listen(listener)
+        .shutdown_timeout(settings.http.shutdown_grace_secs);
+        let https = tls.server.is_some();
+        let server = match tls.server {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartupError::HttpBind {
             addr: settings.http.listen,
             source,
         })?
         .run();
+        let mqtt_tls_addr = broker.as_ref().and_then(BrokerHandle::tls_local_addr);
 
         let metrics = crate::telemetry::metrics_handle();
         let mut upkeep_shutdown = shutdown_rx.clone();
@@ -369,6 +407,8 @@ impl Application {
             http_addr,
             mqtt,
             server,
+            https,
+            mqtt_tls_addr,
             mode,
             broker,
             shutdown_tx,
@@ -379,6 +419,16 @@ impl Application {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// True when HTTP is served over TLS (`tls.cert_file` is set).
+    pub fn https(&self) -> bool {
+        self.https
+    }
+
+    /// The embedded broker's `mqtts` listener, when it has one.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls_addr
     }
 
     /// Where devices and Homeward's own client reach the broker.
@@ -446,6 +496,8 @@ struct Parts {
     http_addr: SocketAddr,
     mqtt: MqttEndpoint,
     server: actix_web::dev::Server,
+    https: bool,
+    mqtt_tls_addr: Option<SocketAddr>,
     mode: StorageMode,
     broker: Option<BrokerHandle>,
     shutdown_tx: watch::Sender<bool>,
@@ -461,6 +513,8 @@ impl Parts {
             mqtt: self.mqtt,
             server: self.server,
             db,
+            https: self.https,
+            mqtt_tls_addr: self.mqtt_tls_addr,
             mode: self.mode,
             broker: self.broker,
             shutdown_tx: self.shutdown_tx,

@@ -17,9 +17,7 @@ use rumqttc::mqttbytes::v4::{
     Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -41,8 +39,12 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 8 * 1024;
 
-pub(super) async fn run(
-    stream: TcpStream,
+/// What a connection runs over: a TCP socket, or a TLS stream on one.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
+
+pub(super) async fn run<S: Stream>(
+    stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     done: mpsc::Sender<()>,
@@ -61,7 +63,7 @@ enum Refusal {
     Close(String),
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()>) {
+async fn serve<S: Stream>(mut stream: S, shared: Arc<Shared>, done: mpsc::Sender<()>) {
     let mut shutdown = shared.shutdown.clone();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let deadline = Instant::now() + shared.config.connect_timeout;
@@ -186,7 +188,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, done: mpsc::Sender<()
         "client connected"
     );
 
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     let writer = tokio::spawn(
         write_loop(WriterCtx {
             wr,
@@ -371,8 +373,8 @@ struct Accepted {
     acl: Acl,
 }
 
-async fn read_connect(
-    stream: &mut TcpStream,
+async fn read_connect<S: Stream>(
+    stream: &mut S,
     buf: &mut BytesMut,
     max_packet: usize,
 ) -> Result<Connect, Refusal> {
@@ -489,7 +491,7 @@ async fn check_connect(shared: &Shared, connect: Connect) -> Result<Accepted, Re
 }
 
 /// Send a refusing CONNACK and close, without letting a slow peer hold us.
-async fn refuse(stream: &mut TcpStream, code: ConnectReturnCode) {
+async fn refuse<S: Stream>(stream: &mut S, code: ConnectReturnCode) {
     let mut out = BytesMut::new();
     if Packet::ConnAck(ConnAck::new(code, false))
         .write(&mut out, usize::MAX)
@@ -728,8 +730,8 @@ async fn wait_until(notify: &Notify, mut cond: impl FnMut() -> bool) {
     }
 }
 
-struct WriterCtx {
-    wr: OwnedWriteHalf,
+struct WriterCtx<S> {
+    wr: WriteHalf<S>,
     session: Arc<Session>,
     conn_id: u64,
     wake: Arc<Notify>,
@@ -742,7 +744,7 @@ struct WriterCtx {
 }
 
 /// Pull batches from the session and write each with one socket write.
-async fn write_loop(mut ctx: WriterCtx) {
+async fn write_loop<S: Stream>(mut ctx: WriterCtx<S>) {
     let delivered = metrics::counter!("homeward_broker_messages_delivered_total");
     let mut out = BytesMut::with_capacity(4 * 1024);
     loop {

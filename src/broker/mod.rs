@@ -1,7 +1,8 @@
 //! The embedded MQTT 3.1.1 broker, run in-process when no external broker is configured, so
 //! that one command runs the whole system.
 //!
-//! Devices and the server's own ingest client connect to it over TCP like to any broker. It is
+//! Devices and the server's own ingest client connect to it over TCP like to any broker, and
+//! devices also over TLS on an optional second listener ([`BrokerConfig::tls`]). It is
 //! built to be correct and robust on the data path rather than feature-complete:
 //!
 //! - MQTT 3.1.1 only (protocol level 4); QoS 0, 1 and 2 inbound, at most QoS 1 outbound.
@@ -108,6 +109,33 @@ pub struct BrokerConfig {
     /// closed after this long without a packet. Default 30 min (two default heartbeat
     /// intervals).
     pub idle_timeout: Duration,
+    /// A second listener for MQTT over TLS, beside the plain one. Default none.
+    pub tls: Option<TlsListener>,
+}
+
+/// Where the `mqtts` listener binds and the TLS it speaks. The handshake must finish within
+/// [`BrokerConfig::connect_timeout`], after which CONNECT gets its own.
+#[derive(Clone)]
+pub struct TlsListener {
+    pub bind: SocketAddr,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `mqtts` listener could not be bound (the plain one was); see [`Broker::bind`].
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for MQTT over TLS on {addr}: {source}")]
+pub struct TlsBindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
 }
 
 impl Default for BrokerConfig {
@@ -126,6 +154,7 @@ impl Default for BrokerConfig {
             max_connections: 20_000,
             max_subscriptions_per_client: 64,
             idle_timeout: Duration::from_secs(30 * 60),
+            tls: None,
         }
     }
 }
@@ -245,14 +274,33 @@ pub struct BrokerStats {
 pub struct Broker;
 
 impl Broker {
-    /// Bind the listener and start the broker. Returns once the socket is bound, so
-    /// [`BrokerHandle::local_addr`] gives the real port.
+    /// Bind the listener (and the TLS one, if configured) and start the broker. Returns once
+    /// the sockets are bound, so [`BrokerHandle::local_addr`] gives the real port. A failure
+    /// to bind the TLS listener is an error wrapping a [`TlsBindError`].
     pub async fn bind(
         config: BrokerConfig,
         auth: Arc<dyn Authenticator>,
     ) -> std::io::Result<BrokerHandle> {
         let listener = TcpListener::bind(config.bind).await?;
         let local_addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            Some(tls) => {
+                let l = TcpListener::bind(tls.bind).await.map_err(|source| {
+                    let kind = source.kind();
+                    std::io::Error::new(
+                        kind,
+                        TlsBindError {
+                            addr: tls.bind,
+                            source,
+                        },
+                    )
+                })?;
+                let addr = l.local_addr()?;
+                Some((l, addr, tls.acceptor.clone()))
+            }
+            None => None,
+        };
+        let tls_local_addr = tls.as_ref().map(|(_, addr, _)| *addr);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let shared = Arc::new(Shared {
@@ -271,10 +319,21 @@ impl Broker {
         });
         tokio::spawn(reap_sessions(shared.clone(), done_tx.clone()));
         tokio::spawn(report_stats(shared.clone(), done_tx.clone()));
-        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), done_tx));
-        tracing::info!(%local_addr, "embedded MQTT broker listening");
+        let plain = accept_loop(listener, None, shared.clone(), done_tx.clone());
+        let tls =
+            tls.map(|(l, _, acceptor)| accept_loop(l, Some(acceptor), shared.clone(), done_tx));
+        let accept_task = tokio::spawn(async move {
+            match tls {
+                Some(tls) => {
+                    tokio::join!(plain, tls);
+                }
+                None => plain.await,
+            }
+        });
+        tracing::info!(%local_addr, tls = ?tls_local_addr, "embedded MQTT broker listening");
         Ok(BrokerHandle {
             local_addr,
+            tls_local_addr,
             shared,
             shutdown_tx,
             accept_task,
@@ -287,6 +346,7 @@ impl Broker {
 /// [`BrokerHandle::shutdown`].
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
@@ -297,6 +357,11 @@ pub struct BrokerHandle {
 impl BrokerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The `mqtts` listener's address, if there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     /// True until shutdown is requested or the accept loop has died.
@@ -800,7 +865,13 @@ async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|&stop| stop).await;
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sender<()>) {
+/// Accepts on one listener; with `tls`, each connection does its TLS handshake in its own task.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    done: mpsc::Sender<()>,
+) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
@@ -825,7 +896,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sen
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
-                    tokio::spawn(conn::run(stream, peer, shared.clone(), done.clone()));
+                    let (shared, done) = (shared.clone(), done.clone());
+                    match &tls {
+                        None => tokio::spawn(conn::run(stream, peer, shared, done)),
+                        Some(tls) => tokio::spawn(tls_then_run(tls.accept(stream), peer, shared, done)),
+                    };
                 }
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -900,4 +975,25 @@ async fn report_stats(shared: Arc<Shared>, _done: mpsc::Sender<()>) {
         metrics::gauge!("homeward_broker_queued_bytes").set(stats.queued_bytes as f64);
         metrics::gauge!("homeward_broker_inflight_messages").set(stats.inflight_messages as f64);
     }
+}
+
+/// Finishes the TLS handshake within the CONNECT timeout, then serves the connection.
+async fn tls_then_run(
+    handshake: tokio_rustls::Accept<tokio::net::TcpStream>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    done: mpsc::Sender<()>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(shared.config.connect_timeout, handshake) => r,
+        _ = shutdown_requested(&mut shutdown) => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => return conn::run(stream, peer, shared, done).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+    // `conn::run` gives the socket's place back; without it, do so here.
+    shared.sockets.fetch_sub(1, Ordering::Relaxed);
 }

@@ -45,6 +45,16 @@ impl Connected {
     }
 }
 
+/// TLS to an `mqtts://` broker, verified against the roots in the endpoint's configuration and
+/// the host name of the URL.
+fn set_tls(options: &mut MqttOptions, endpoint: &MqttEndpoint) {
+    if let Some(config) = &endpoint.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config.clone()),
+        ));
+    }
+}
+
 pub struct Subscriber {
     pub connected: Connected,
     pub acker: Arc<MqttAcker>,
@@ -72,6 +82,7 @@ pub fn start(
             .unwrap_or_default();
         options.set_credentials(user.clone(), password);
     }
+    set_tls(&mut options, endpoint);
     options
         .set_keep_alive(30)
         .set_clean_session(false)
@@ -130,6 +141,7 @@ pub fn start(
             .unwrap_or_default();
         down_options.set_credentials(user.clone(), password);
     }
+    set_tls(&mut down_options, endpoint);
     down_options
         .set_keep_alive(30)
         .set_clean_session(true)

@@ -123,7 +123,12 @@ fn help_documents_every_setting() {
     }
     let (code, stdout, _) = run(homeward().args(["admin", "--help"]));
     assert_eq!(code, 0);
-    for command in ["create-organisation", "create-user", "create-device"] {
+    for command in [
+        "create-organisation",
+        "create-user",
+        "create-device",
+        "make-self-signed",
+    ] {
         assert!(stdout.contains(command), "{stdout}");
     }
 }

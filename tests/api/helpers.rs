@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 pub struct TestApp {
     pub http: SocketAddr,
     pub mqtt: MqttEndpoint,
+    /// The embedded broker's `mqtts` listener, when TLS is configured.
+    pub mqtt_tls: Option<SocketAddr>,
     pub pool: deadpool_postgres::Pool,
     pub db_config: tokio_postgres::Config,
     pub client: reqwest::Client,
@@ -45,6 +47,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 /// Starts the application against a database of the caller's choosing.
 pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config) -> TestApp {
     homeward::telemetry::init_logs(&settings.log);
+    // With TLS, readiness is asked with curl trusting the (self-signed) certificate.
+    let ca = settings.tls.cert_file.clone();
     let pool = build_pool(db_config.clone(), 8, 5);
     // Credential checks on a pool of their own, as in production.
     let auth_pool = build_pool(db_config.clone(), 2, 5);
@@ -54,6 +58,7 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
             .expect("application starts");
     let http = app.http_addr();
     let mqtt = app.mqtt_endpoint().clone();
+    let mqtt_tls = app.mqtt_tls_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -65,6 +70,7 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
     let app = TestApp {
         http,
         mqtt,
+        mqtt_tls,
         pool,
         db_config,
         client: reqwest::Client::builder()
@@ -76,6 +82,12 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
     };
     // Ready means the ingest subscriber is connected too.
     let ready = eventually(Duration::from_secs(20), || async {
+        if let Some(ca) = &ca {
+            let url = format!("https://localhost:{}/readyz", app.http.port());
+            return curl_ok(&["--cacert", &ca.to_string_lossy(), &url])
+                .await
+                .then_some(());
+        }
         let r = app.client.get(app.url("/readyz")).send().await.ok()?;
         (r.status() == 200).then_some(())
     })
@@ -144,6 +156,18 @@ impl TestApp {
     }
 }
 
+/// Runs `curl -sSf <args>` without blocking the runtime; true if it succeeded.
+pub async fn curl_ok(args: &[&str]) -> bool {
+    tokio::process::Command::new("curl")
+        .args(["-sSf", "-o", "/dev/null", "--max-time", "10"])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("curl is installed (scripts/install-deps.sh test)")
+        .success()
+}
+
 /// Retries `check` until it returns `Some`, for up to `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
@@ -204,21 +228,40 @@ pub async fn event_counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i6
 pub struct Mosquitto {
     child: std::process::Child,
     pub port: u16,
+    /// Its MQTT over TLS listener ([`Mosquitto::start_tls`]).
+    pub tls_port: Option<u16>,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Also listens for MQTT over TLS on `tls_port`, with this PEM certificate and key.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"
-            ),
-        )
-        .unwrap();
+        let mut config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"
+        );
+        let tls_port = tls.map(|(cert, key)| {
+            let tls_port = free_port();
+            // Run as root, Mosquitto would switch to its own user, who cannot read the key in
+            // the test's private folder.
+            config.push_str(&format!(
+                "user root\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                cert.display(),
+                key.display()
+            ));
+            tls_port
+        });
+        std::fs::write(&conf, config).unwrap();
         let child = std::process::Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -227,13 +270,16 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto is installed (scripts/install-deps.sh test)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "mosquitto listens");
-            std::thread::sleep(Duration::from_millis(50));
+        for port in std::iter::once(port).chain(tls_port) {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "mosquitto listens");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Self {
             child,
             port,
+            tls_port,
             _dir: dir,
         }
     }
