@@ -68,7 +68,7 @@ async fn publish_backlog(port: u16) {
     .await;
 }
 
-/// Stores of the `events` table so far.
+/// Rows in `events` so far.
 async fn stored(client: &deadpool_postgres::Client) -> i64 {
     client
         .query_one("SELECT count(*) FROM events", &[])
