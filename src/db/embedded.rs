@@ -10,6 +10,11 @@
 //! - A cluster left running by a process that was killed is stopped and started again, so a
 //!   crash never leaves Homeward unable to start.
 //! - [`EmbeddedPostgres::stop`] stops it cleanly (`pg_ctl stop -m fast`).
+//! - When the installation has TimescaleDB's library (`timescaledb.so` in the folder PostgreSQL
+//!   loads libraries from), the server is started with `shared_preload_libraries=timescaledb`
+//!   (TimescaleDB works only when preloaded) and `timescaledb.telemetry_level=off` (it would
+//!   otherwise report usage to its vendor), as command-line settings at every start, so
+//!   `postgresql.conf` is never edited. The migrations then choose the TimescaleDB mode.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -47,6 +52,8 @@ pub struct EmbeddedPostgres {
     password: String,
     run_as: Option<(Uid, Gid)>,
     running: bool,
+    /// Preload TimescaleDB (its library was found in this installation).
+    timescaledb: bool,
 }
 
 /// Options for [`EmbeddedPostgres::start`].
@@ -70,6 +77,15 @@ impl EmbeddedPostgres {
             check_reachable(&data_dir, uid, gid)?;
         }
         let password = ensure_password(&data_dir)?;
+        let timescaledb = match library_dir(&bin_dir).await {
+            Some(dir) => has_timescaledb(&dir),
+            None => false,
+        };
+        if timescaledb {
+            tracing::info!(
+                "TimescaleDB is installed: the embedded PostgreSQL preloads it, with its telemetry off"
+            );
+        }
         let mut this = Self {
             pgdata,
             bin_dir,
@@ -77,6 +93,7 @@ impl EmbeddedPostgres {
             password,
             run_as,
             running: false,
+            timescaledb,
         };
         if !this.pgdata.join("PG_VERSION").is_file() {
             this.initdb(&data_dir).await?;
@@ -123,7 +140,8 @@ impl EmbeddedPostgres {
             port,
             password,
             run_as: postgres_user_if_root()?,
-            running: false, // not ours to stop
+            running: false,     // not ours to stop
+            timescaledb: false, // not ours to start
         };
         Ok(this.is_running().await.then_some(this))
     }
@@ -215,13 +233,7 @@ impl EmbeddedPostgres {
     }
 
     async fn pg_ctl_start(&self, settings: &[(String, String)]) -> Result<(), EmbeddedError> {
-        let mut opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories= -c max_connections=200",
-            self.port
-        );
-        for (k, v) in settings {
-            opts.push_str(&format!(" -c {k}={v}"));
-        }
+        let opts = server_options(self.port, self.timescaledb, settings);
         let mut cmd = self.command("pg_ctl");
         cmd.arg("start")
             .arg("-D")
@@ -413,6 +425,46 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError>
     ))
 }
 
+/// The `postgres` options of every start: loopback only, no Unix socket, TimescaleDB preloaded
+/// (telemetry off) when installed, then the caller's settings (which may override these).
+fn server_options(port: u16, timescaledb: bool, settings: &[(String, String)]) -> String {
+    let mut opts = format!(
+        "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories= -c max_connections=200"
+    );
+    if timescaledb {
+        opts.push_str(
+            " -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off",
+        );
+    }
+    for (k, v) in settings {
+        opts.push_str(&format!(" -c {k}={v}"));
+    }
+    opts
+}
+
+/// The folder this installation loads extension libraries from: `pg_config --pkglibdir` beside
+/// `initdb`, else `<bin>/../lib` (the layout of Debian's packages).
+async fn library_dir(bin_dir: &Path) -> Option<PathBuf> {
+    let pg_config = bin_dir.join("pg_config");
+    if pg_config.is_file() {
+        if let Ok(out) = Command::new(&pg_config).arg("--pkglibdir").output().await {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if out.status.success() && dir.is_dir() {
+                return Some(dir);
+            }
+        }
+    }
+    let dir = bin_dir.parent()?.join("lib");
+    dir.is_dir().then_some(dir)
+}
+
+/// Is TimescaleDB's loader library there? Preloading `timescaledb` loads `timescaledb.so`
+/// (which then loads the versioned `timescaledb-<version>.so`); without it PostgreSQL would not
+/// start, so only that file counts.
+pub fn has_timescaledb(library_dir: &Path) -> bool {
+    library_dir.join("timescaledb.so").is_file()
+}
+
 /// The postgres user needs search permission on every folder above its data.
 fn check_reachable(dir: &Path, uid: Uid, gid: Gid) -> Result<(), EmbeddedError> {
     for ancestor in dir.ancestors() {
@@ -467,5 +519,42 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
         assert_eq!(ensure_password(dir.path()).unwrap(), "second");
+    }
+
+    #[test]
+    fn timescaledb_is_preloaded_only_when_its_loader_library_is_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_timescaledb(dir.path()), "empty folder");
+        // The versioned library alone cannot be preloaded as `timescaledb`.
+        std::fs::write(dir.path().join("timescaledb-2.22.1.so"), b"").unwrap();
+        std::fs::write(dir.path().join("timescaledb-tsl-2.22.1.so"), b"").unwrap();
+        assert!(!has_timescaledb(dir.path()));
+        std::fs::write(dir.path().join("timescaledb.so"), b"").unwrap();
+        assert!(has_timescaledb(dir.path()));
+
+        let with = server_options(5432, true, &[("fsync".into(), "off".into())]);
+        assert!(
+            with.contains(
+                " -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
+            ),
+            "{with}"
+        );
+        assert!(
+            with.ends_with(" -c fsync=off"),
+            "the caller's settings come last: {with}"
+        );
+        let without = server_options(5432, false, &[]);
+        assert!(!without.contains("timescaledb"), "{without}");
+    }
+
+    #[tokio::test]
+    async fn the_library_folder_of_this_installation_is_found() {
+        // Whatever PostgreSQL this machine has: its library folder holds PostgreSQL's own
+        // modules (plpgsql.so ships with every server).
+        let Ok(bin) = find_bin_dir(None) else {
+            return;
+        };
+        let dir = library_dir(&bin).await.expect("a library folder");
+        assert!(dir.join("plpgsql.so").is_file(), "{}", dir.display());
     }
 }

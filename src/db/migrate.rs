@@ -1,9 +1,11 @@
 //! The migration runner. Rules for the files are in `migrations/README.md`.
 //!
 //! - Runs under a PostgreSQL advisory lock, so several instances starting together migrate once.
-//! - Decides the storage mode once, by trying `CREATE EXTENSION timescaledb` (the extension's
-//!   files may be installed while its library is not preloaded; then the statement fails and
-//!   we take the native path), and records it in `homeward_storage`.
+//! - Decides the storage mode once and records it in `homeward_storage`: TimescaleDB when the
+//!   extension is installed (`pg_available_extensions`) and preloaded
+//!   (`shared_preload_libraries`) and `CREATE EXTENSION` then succeeds, native partitioning
+//!   otherwise. The catalogues are read first because the extension's files may be installed
+//!   while its library is not preloaded, and then `CREATE EXTENSION` ends the session.
 //! - Each applied file is recorded with a SHA-256 of its text; an applied file that changed is
 //!   an error, because migrations are never edited once landed.
 
@@ -21,7 +23,7 @@ const MIGRATION_LOCK: i64 = 0x686f_6d65_7761_7264;
 pub enum StorageMode {
     /// Plain PostgreSQL with declarative partitioning.
     Native,
-    /// TimescaleDB hypertables, compression, retention policies and continuous aggregates.
+    /// TimescaleDB hypertables with compression and retention policies.
     TimescaleDb,
 }
 
@@ -55,6 +57,8 @@ pub enum MigrateError {
     BadName(String),
     #[error("the database records storage mode `{0}`, which this version does not know")]
     UnknownMode(String),
+    #[error("the database was migrated for TimescaleDB, but the server has no timescaledb extension or does not preload it (shared_preload_libraries)")]
+    TimescaleMissing,
     #[error("migrations: {0}")]
     Postgres(#[from] tokio_postgres::Error),
 }
@@ -113,6 +117,8 @@ fn parse_name(name: &'static str, sql: &'static str) -> Result<Migration, Migrat
 #[derive(Debug, Clone)]
 pub struct Report {
     pub mode: StorageMode,
+    /// Why TimescaleDB is not used, when this run decided the mode and chose native.
+    pub native_reason: Option<String>,
     pub applied: Vec<&'static str>,
 }
 
@@ -145,7 +151,7 @@ async fn run_locked(client: &mut Client) -> Result<Report, MigrateError> {
              );",
         )
         .await?;
-    let mode = storage_mode(client).await?;
+    let (mode, native_reason) = storage_mode(client).await?;
     let applied: Vec<(String, Vec<u8>)> = client
         .query("SELECT name, checksum FROM homeward_migrations", &[])
         .await?
@@ -154,6 +160,7 @@ async fn run_locked(client: &mut Client) -> Result<Report, MigrateError> {
         .collect();
     let mut report = Report {
         mode,
+        native_reason,
         applied: Vec::new(),
     };
     for migration in all()? {
@@ -205,8 +212,8 @@ async fn apply(client: &mut Client, migration: &Migration) -> Result<(), Migrate
     Ok(())
 }
 
-/// The recorded mode, or, on first run, the result of trying to enable TimescaleDB.
-async fn storage_mode(client: &mut Client) -> Result<StorageMode, MigrateError> {
+/// The recorded mode, or, on first run, the mode the server supports (see [`decide_mode`]).
+async fn storage_mode(client: &mut Client) -> Result<(StorageMode, Option<String>), MigrateError> {
     if let Some(row) = client
         .query_opt("SELECT mode FROM homeward_storage", &[])
         .await?
@@ -214,29 +221,62 @@ async fn storage_mode(client: &mut Client) -> Result<StorageMode, MigrateError> 
         let mode: String = row.get(0);
         let mode = StorageMode::parse(&mode).ok_or(MigrateError::UnknownMode(mode))?;
         if mode == StorageMode::TimescaleDb {
-            // Keep the extension current with the installed library version is the operator's
-            // job (ALTER EXTENSION); here we only make sure it exists.
+            // Never run a statement that loads the library when it is known not to be
+            // preloaded: that ends the session. Say what is wrong instead.
+            let probe = probe_timescale(client).await?;
+            if !probe.available || probe.preloaded == Some(false) {
+                return Err(MigrateError::TimescaleMissing);
+            }
+            // Keeping the extension current with the installed library version is the
+            // operator's job (ALTER EXTENSION); here we only make sure it exists.
             client
                 .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 .await?;
         }
-        return Ok(mode);
+        return Ok((mode, None));
     }
-    let mode = match client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        .await
-    {
-        Ok(()) => {
-            tracing::info!("TimescaleDB is available: using hypertables, compression and continuous aggregates");
-            StorageMode::TimescaleDb
+    let probe = probe_timescale(client).await?;
+    let (mode, reason) = match decide_mode(probe) {
+        ModeDecision::Native(reason) => {
+            if probe.available {
+                tracing::warn!(
+                    reason,
+                    "TimescaleDB is not used: using native PostgreSQL partitioning"
+                );
+            } else {
+                tracing::info!(
+                    reason,
+                    "TimescaleDB is not available: using native PostgreSQL partitioning"
+                );
+            }
+            (StorageMode::Native, Some(reason.to_string()))
         }
-        Err(e) => {
-            let why = e
-                .as_db_error()
-                .map(|d| d.message().to_string())
-                .unwrap_or_else(|| e.to_string());
-            tracing::info!(reason = %why, "TimescaleDB is not available: using native PostgreSQL partitioning");
-            StorageMode::Native
+        ModeDecision::TryTimescale => {
+            // In a transaction, so that an ordinary failure (a role without the right to create
+            // it, say) rolls back and leaves this session usable for the native path.
+            let tx = client.transaction().await?;
+            match tx
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                .await
+            {
+                Ok(()) => {
+                    tx.commit().await?;
+                    tracing::info!(
+                        "TimescaleDB is available: using hypertables, compression and retention policies"
+                    );
+                    (StorageMode::TimescaleDb, None)
+                }
+                Err(e) => {
+                    let why = e
+                        .as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    // A FATAL error has closed the session: nothing more can run on it.
+                    tx.rollback().await.map_err(|_| MigrateError::Postgres(e))?;
+                    tracing::warn!(reason = %why, "TimescaleDB could not be enabled: using native PostgreSQL partitioning");
+                    (StorageMode::Native, Some(why))
+                }
+            }
         }
     };
     client
@@ -245,7 +285,81 @@ async fn storage_mode(client: &mut Client) -> Result<StorageMode, MigrateError> 
             &[&mode.as_str()],
         )
         .await?;
-    Ok(mode)
+    Ok((mode, reason))
+}
+
+/// What the server says about TimescaleDB, read from its catalogues without loading anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimescaleProbe {
+    /// The extension's files are installed (`pg_available_extensions`).
+    pub available: bool,
+    /// `shared_preload_libraries` names it; `None` when this role may not read the setting
+    /// (it is visible only to superusers and members of `pg_read_all_settings`).
+    pub preloaded: Option<bool>,
+    /// `CREATE EXTENSION timescaledb` has already been run in this database.
+    pub created: bool,
+}
+
+/// What to do about TimescaleDB on the first migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeDecision {
+    /// Try `CREATE EXTENSION IF NOT EXISTS timescaledb` (inside a transaction).
+    TryTimescale,
+    /// Use native partitioning, for this reason (logged once).
+    Native(&'static str),
+}
+
+/// Decides from the catalogues alone. `CREATE EXTENSION timescaledb` is only attempted when the
+/// library is known to be preloaded (or the extension already exists here): with the files
+/// installed but the library not preloaded, TimescaleDB's loader ends the session with a FATAL
+/// error ("extension \"timescaledb\" must be preloaded"), which would leave the migration
+/// running on a dead connection.
+pub fn decide_mode(probe: TimescaleProbe) -> ModeDecision {
+    if !probe.available {
+        return ModeDecision::Native("the timescaledb extension is not installed on the server");
+    }
+    match probe.preloaded {
+        Some(true) => ModeDecision::TryTimescale,
+        Some(false) => ModeDecision::Native(
+            "the timescaledb extension is installed but not in shared_preload_libraries \
+             (add it there and restart PostgreSQL to use TimescaleDB)",
+        ),
+        None if probe.created => ModeDecision::TryTimescale,
+        None => ModeDecision::Native(
+            "cannot read shared_preload_libraries (needs a superuser or pg_read_all_settings), \
+             so TimescaleDB is not tried; create the extension first to use it",
+        ),
+    }
+}
+
+/// Does a `shared_preload_libraries` value name TimescaleDB? Entries may be quoted, carry a
+/// path (`$libdir/timescaledb`) or a `.so` suffix.
+pub fn preloads_timescaledb(setting: &str) -> bool {
+    setting.split(',').any(|entry| {
+        let entry = entry.trim().trim_matches('"').trim();
+        let base = entry.rsplit('/').next().unwrap_or(entry);
+        let base = base.strip_suffix(".so").unwrap_or(base);
+        base == "timescaledb"
+    })
+}
+
+/// Reads the catalogues; loads no library and cannot fail for lack of TimescaleDB.
+pub async fn probe_timescale(client: &Client) -> Result<TimescaleProbe, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+            &[],
+        )
+        .await?;
+    let setting: Option<String> = row.get(1);
+    Ok(TimescaleProbe {
+        available: row.get(0),
+        // pg_settings hides the row from roles that may not read it.
+        preloaded: setting.map(|s| preloads_timescaledb(&s)),
+        created: row.get(2),
+    })
 }
 
 /// The mode recorded in an already migrated database.
@@ -306,5 +420,57 @@ mod tests {
         assert_eq!((m.version, m.only_for), (3, Some(StorageMode::TimescaleDb)));
         assert!(parse_name("3_x.sql", "").is_err());
         assert!(parse_name("0003_x.other.sql", "").is_err());
+    }
+
+    #[test]
+    fn the_mode_is_decided_without_loading_an_unpreloaded_library() {
+        let probe = |available, preloaded, created| TimescaleProbe {
+            available,
+            preloaded,
+            created,
+        };
+        // Not installed: native, whatever else holds.
+        assert!(matches!(
+            decide_mode(probe(false, Some(true), false)),
+            ModeDecision::Native(r) if r.contains("not installed")
+        ));
+        // Installed but not preloaded (the state right after installing the package): native,
+        // without trying CREATE EXTENSION, which would end the session.
+        for created in [false, true] {
+            assert!(matches!(
+                decide_mode(probe(true, Some(false), created)),
+                ModeDecision::Native(r) if r.contains("shared_preload_libraries")
+            ));
+        }
+        // Installed and preloaded: try it.
+        assert_eq!(
+            decide_mode(probe(true, Some(true), false)),
+            ModeDecision::TryTimescale
+        );
+        // The setting is hidden from this role: try only if the extension already exists.
+        assert_eq!(
+            decide_mode(probe(true, None, true)),
+            ModeDecision::TryTimescale
+        );
+        assert!(matches!(
+            decide_mode(probe(true, None, false)),
+            ModeDecision::Native(_)
+        ));
+    }
+
+    #[test]
+    fn preload_settings_are_read_as_postgresql_writes_them() {
+        for yes in [
+            "timescaledb",
+            "pg_stat_statements, timescaledb",
+            "\"timescaledb\"",
+            "$libdir/timescaledb",
+            "timescaledb.so,auto_explain",
+        ] {
+            assert!(preloads_timescaledb(yes), "{yes}");
+        }
+        for no in ["", "pg_stat_statements", "timescaledb_toolkit"] {
+            assert!(!preloads_timescaledb(no), "{no}");
+        }
     }
 }

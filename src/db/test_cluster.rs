@@ -5,6 +5,13 @@
 //!
 //! With `HOMEWARD_TEST_DATABASE_URL` set (a superuser URL, e.g. to a TimescaleDB server), tests
 //! use that server instead.
+//!
+//! PostgreSQL clones a database only while no other session is connected to it. TimescaleDB's
+//! background-worker scheduler keeps a connection to every database that has the extension, so
+//! the finished template is sealed: its workers stopped (`timescaledb_pre_restore()`, which
+//! stops them until `timescaledb_post_restore()`), then `IS_TEMPLATE true ALLOW_CONNECTIONS
+//! false` (the scheduler does not run in template databases, and nothing can connect to it any
+//! more), any session still there terminated; a clone that still finds one is retried.
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
@@ -72,12 +79,17 @@ impl TestServer {
     /// A new, migrated database of its own.
     pub async fn fresh_database(&self) -> Result<tokio_postgres::Config, DbError> {
         let name = format!("t_{}", crate::auth::random_token(8));
-        self.exec(&format!(
-            "CREATE DATABASE {name} TEMPLATE {}",
-            self.template
-        ))
+        self.exec_while_in_use(
+            &format!("CREATE DATABASE {name} TEMPLATE {}", self.template),
+            &self.template,
+        )
         .await?;
         Ok(self.config_for(&name))
+    }
+
+    /// The name of the migrated template that [`Self::fresh_database`] clones.
+    pub fn template(&self) -> &str {
+        &self.template
     }
 
     /// A new, empty database (no migrations), for migration tests.
@@ -102,6 +114,31 @@ impl TestServer {
         Ok(result?)
     }
 
+    /// Runs `sql` (a clone or rename of `db`), retrying while another session is connected to
+    /// `db` ("being accessed by other users"), and ending such sessions between tries.
+    async fn exec_while_in_use(&self, sql: &str, db: &str) -> Result<(), DbError> {
+        let mut delay = std::time::Duration::from_millis(50);
+        for attempt in 1.. {
+            match self.exec(sql).await {
+                Err(DbError::Postgres(e))
+                    if attempt < 20
+                        && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+                {
+                    tracing::debug!(db, attempt, "database in use; retrying");
+                    self.exec(&format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                          WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+                    ))
+                    .await?;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     async fn ensure_template(&self) -> Result<(), DbError> {
         let (client, conn) = self.admin.connect(NoTls).await?;
         let task = tokio::spawn(conn);
@@ -119,18 +156,35 @@ impl TestServer {
         }
         // Build under another name and rename, so a half-built template is never cloned.
         let building = format!("{}_building", self.template);
-        self.exec(&format!("DROP DATABASE IF EXISTS {building}"))
+        // FORCE: a scheduler (or a killed builder's session) may still be connected.
+        self.exec(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
             .await?;
         self.exec(&format!("CREATE DATABASE {building}")).await?;
         {
             let (mut client, conn) = self.config_for(&building).connect(NoTls).await?;
             let task = tokio::spawn(conn);
-            super::migrate::run(&mut client).await?;
+            let report = super::migrate::run(&mut client).await?;
+            if report.mode == super::StorageMode::TimescaleDb {
+                // Stops this database's background workers (and keeps them stopped here; the
+                // setting is per database, so clones do not inherit it).
+                client
+                    .batch_execute("SELECT timescaledb_pre_restore()")
+                    .await?;
+            }
             drop(client);
             let _ = task.await;
         }
         self.exec(&format!(
-            "ALTER DATABASE {building} RENAME TO {}",
+            "ALTER DATABASE {building} WITH ALLOW_CONNECTIONS false"
+        ))
+        .await?;
+        self.exec_while_in_use(
+            &format!("ALTER DATABASE {building} RENAME TO {}", self.template),
+            &building,
+        )
+        .await?;
+        self.exec(&format!(
+            "ALTER DATABASE {} WITH IS_TEMPLATE true",
             self.template
         ))
         .await?;
@@ -153,6 +207,9 @@ pub async fn stop() -> Result<bool, DbError> {
 
 fn template_name() -> String {
     let mut hasher = Sha256::new();
+    // How the template is built (sealed against connections since "sealed-1"), so a cluster
+    // holding a template built the older way gets a new one.
+    hasher.update(b"sealed-1");
     for migration in super::migrate::all().unwrap_or_default() {
         hasher.update(migration.name.as_bytes());
         hasher.update(migration.sql.as_bytes());

@@ -15,10 +15,17 @@
 //!   which blocks forever once full while the broker is gone) and publishes the end-to-end acks.
 //!
 //! Every (re)connection starts a new epoch. An ack for a message received in an earlier epoch
-//! is not sent: the broker redelivers that message and the database stores it once.
+//! is never sent: the broker redelivers that message and the database stores it once. Checking
+//! the epoch when an ack is queued is not enough, because rumqttc sends queued requests later,
+//! possibly on the next connection (whose packet ids mean other messages; rumqttc itself then
+//! drops the connection with "Unsolicited puback request"). So the check and the queueing
+//! happen under an [`AckGate`] that the poll task closes as soon as `poll()` reports the
+//! connection lost, and after closing it the poll task has rumqttc discard every ack still
+//! queued (`EventLoop::clean`, which drops queued PUBACKs). An ack of epoch N therefore either
+//! leaves on connection N or not at all.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,7 +100,7 @@ pub fn start(
     let (client, eventloop) = AsyncClient::builder(options)
         .capacity(REQUEST_CAPACITY)
         .build();
-    let epoch = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(AckGate::default());
     let connected = Connected::default();
     let filters: Vec<String> = [topic::EVENTS_FILTER, topic::STATUS_FILTER]
         .iter()
@@ -110,7 +117,7 @@ pub fn start(
         eventloop,
         client.clone(),
         filters,
-        epoch.clone(),
+        gate.clone(),
         connected.clone(),
         tx,
         depth.clone(),
@@ -155,7 +162,7 @@ pub fn start(
     let acker = Arc::new(MqttAcker {
         client,
         downlink,
-        epoch,
+        gate,
     });
     Subscriber {
         connected,
@@ -213,7 +220,7 @@ async fn poll_loop(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
-    epoch: Arc<AtomicU64>,
+    gate: Arc<AckGate>,
     connected: Connected,
     tx: mpsc::Sender<(rumqttc::Publish, u64)>,
     depth: Arc<AtomicUsize>,
@@ -228,7 +235,7 @@ async fn poll_loop(
         };
         match event {
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                let now = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                let now = gate.open();
                 connected.0.store(true, Ordering::SeqCst);
                 backoff = Duration::from_millis(100);
                 tracing::info!(
@@ -252,7 +259,7 @@ async fn poll_loop(
                 }
             }
             Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
-                let current = epoch.load(Ordering::SeqCst);
+                let current = gate.epoch();
                 if publish.qos == QoS::AtMostOnce {
                     if qos0_depth.load(Ordering::Relaxed) >= QOS0_CAPACITY {
                         metrics::counter!("homeward_mqtt_qos0_dropped_total").increment(1);
@@ -279,6 +286,10 @@ async fn poll_loop(
             }
             Ok(_) => {}
             Err(e) => {
+                // No ack of this connection may be queued from now on, and those queued
+                // before are dropped, so none can go out on the next connection.
+                gate.close();
+                eventloop.clean();
                 if connected.0.swap(false, Ordering::SeqCst) {
                     tracing::warn!(error = %e, "MQTT subscriber disconnected; reconnecting");
                 } else {
@@ -545,18 +556,20 @@ pub struct MqttAcker {
     client: AsyncClient,
     /// The downlink connection: end-to-end acks and notices.
     downlink: AsyncClient,
-    epoch: Arc<AtomicU64>,
+    gate: Arc<AckGate>,
 }
 
 impl Acker for MqttAcker {
     fn ack(&self, publish: &rumqttc::Publish, epoch: u64) {
-        if epoch != self.epoch.load(Ordering::SeqCst) {
+        let admitted = self.gate.admit(epoch, || {
+            if let Err(e) = self.client.try_ack(publish) {
+                metrics::counter!("homeward_mqtt_pubacks_dropped_total").increment(1);
+                tracing::debug!(error = %e, "could not queue an ack; the message will be redelivered");
+            }
+        });
+        if !admitted {
             // Received on an earlier connection: the broker will redeliver it.
-            return;
-        }
-        if let Err(e) = self.client.try_ack(publish) {
-            metrics::counter!("homeward_mqtt_pubacks_dropped_total").increment(1);
-            tracing::debug!(error = %e, "could not queue an ack; the message will be redelivered");
+            metrics::counter!("homeward_mqtt_pubacks_stale_total").increment(1);
         }
     }
 
@@ -576,5 +589,123 @@ impl Acker for MqttAcker {
                 .increment(1);
             tracing::debug!(error = %e, device = device_uid, "could not queue an end-to-end ack");
         }
+    }
+}
+
+/// Which connection acks may be queued for: the one that is up, identified by its epoch.
+#[derive(Debug, Default)]
+pub struct AckGate(RwLock<GateState>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct GateState {
+    epoch: u64,
+    open: bool,
+}
+
+impl AckGate {
+    fn state(&self) -> GateState {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection is up (CONNACK): a new epoch, open for acks. Returns the epoch.
+    pub fn open(&self) -> u64 {
+        let mut state = self.0.write().unwrap_or_else(|e| e.into_inner());
+        state.epoch += 1;
+        state.open = true;
+        state.epoch
+    }
+
+    /// The connection is lost. When this returns, no [`Self::admit`] of its epoch is running
+    /// and none will run again.
+    pub fn close(&self) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).open = false;
+    }
+
+    /// The epoch that messages received now belong to.
+    pub fn epoch(&self) -> u64 {
+        self.state().epoch
+    }
+
+    /// Runs `queue` (which must not block) if `epoch` is the open connection's, keeping the
+    /// gate from closing until it returns. Returns whether it ran.
+    pub fn admit(&self, epoch: u64, queue: impl FnOnce()) -> bool {
+        let state = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if !(state.open && state.epoch == epoch) {
+            return false;
+        }
+        queue();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_is_admitted_only_for_the_open_connection() {
+        let gate = AckGate::default();
+        assert!(
+            !gate.admit(0, || {}),
+            "nothing is open before the first CONNACK"
+        );
+        let first = gate.open();
+        assert!(gate.admit(first, || {}));
+        gate.close();
+        assert!(!gate.admit(first, || panic!("queued after the loss")));
+        // Reconnected: acks of the first connection stay out for good.
+        let second = gate.open();
+        assert_ne!(first, second);
+        assert!(!gate.admit(first, || panic!("queued on the next connection")));
+        assert!(gate.admit(second, || {}));
+        assert_eq!(gate.epoch(), second);
+    }
+
+    #[test]
+    fn close_waits_for_an_ack_being_queued() {
+        let gate = Arc::new(AckGate::default());
+        let epoch = gate.open();
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let g = gate.clone();
+        let acker = std::thread::spawn(move || {
+            g.admit(epoch, || {
+                inside_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            })
+        });
+        inside_rx.recv().unwrap();
+        let g = gate.clone();
+        let closer = std::thread::spawn(move || g.close());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !closer.is_finished(),
+            "close waits while an ack is being queued"
+        );
+        go_tx.send(()).unwrap();
+        assert!(acker.join().unwrap());
+        closer.join().unwrap();
+        assert!(!gate.admit(epoch, || {}));
+    }
+
+    /// What the poll task relies on after closing the gate: rumqttc's `clean()` discards the
+    /// PUBACKs still queued for the lost connection (and keeps other requests).
+    #[test]
+    fn rumqttc_clean_drops_queued_acks() {
+        let mut options = MqttOptions::new("homeward-test", ("127.0.0.1", 1));
+        options.set_ack_mode(AckMode::Manual);
+        let (client, mut eventloop) = AsyncClient::builder(options).capacity(16).build();
+        let mut publish = rumqttc::Publish::new("t", QoS::AtLeastOnce, "x");
+        publish.pkid = 7;
+        client.try_ack(&publish).unwrap();
+        client
+            .try_subscribe("homeward/v1/+/events", QoS::AtLeastOnce)
+            .unwrap();
+        eventloop.clean();
+        assert_eq!(
+            eventloop.pending_len(),
+            1,
+            "the subscription is kept, the ack is not"
+        );
     }
 }

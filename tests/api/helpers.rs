@@ -225,6 +225,8 @@ pub async fn event_counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i6
 }
 
 /// A Mosquitto broker from Debian's packages on a free port, anonymous, in memory; killed on drop.
+/// Its inflight window is the bounded one `docs/operations.md` recommends (with
+/// `max_inflight_messages 0`, Mosquitto 2.0.11 reuses packet ids that are still unacknowledged).
 pub struct Mosquitto {
     child: std::process::Child,
     pub port: u16,
@@ -248,7 +250,7 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         let mut config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 10000\nmax_queued_messages 1000000\n"
         );
         let tls_port = tls.map(|(cert, key)| {
             let tls_port = free_port();

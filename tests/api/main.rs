@@ -2,6 +2,7 @@
 //! database cloned from a migrated template, talked to as clients do (HTTP and MQTT).
 
 mod device;
+mod drain;
 mod durability;
 mod helpers;
 

@@ -1,4 +1,7 @@
-//! Migrations and the native partitioning path.
+//! Migrations and both storage paths. Each test checks the mode its database is in: native
+//! partitioning on plain PostgreSQL (this machine), hypertables and policies when
+//! `HOMEWARD_TEST_DATABASE_URL` points at a TimescaleDB server (or the embedded test cluster
+//! found TimescaleDB installed and preloaded it).
 
 use chrono::{Duration, TimeZone, Utc};
 use homeward::config::StorageSettings;
@@ -10,6 +13,23 @@ async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
     let (client, conn) = config.connect(NoTls).await.unwrap();
     tokio::spawn(conn);
     client
+}
+
+/// The mode a migrated database is in.
+async fn mode_of(client: &tokio_postgres::Client) -> StorageMode {
+    migrate::recorded_mode(client)
+        .await
+        .unwrap()
+        .expect("a migrated database records its mode")
+}
+
+/// The mode the migrations must choose on this server, from its catalogues.
+async fn expected_mode(client: &tokio_postgres::Client) -> StorageMode {
+    let probe = migrate::probe_timescale(client).await.unwrap();
+    match migrate::decide_mode(probe) {
+        migrate::ModeDecision::TryTimescale => StorageMode::TimescaleDb,
+        migrate::ModeDecision::Native(_) => StorageMode::Native,
+    }
 }
 
 /// Everything a migration could change: relations, columns, indexes, constraints, functions.
@@ -42,25 +62,48 @@ async fn migrations_apply_to_an_empty_database_and_again_change_nothing() {
     let config = server.empty_database().await.unwrap();
     let mut client = connect(&config).await;
 
+    let expected = expected_mode(&client).await;
     let first = migrate::run(&mut client).await.unwrap();
+    assert_eq!(first.mode, expected);
+    // The reason is given exactly when TimescaleDB is not used.
     assert_eq!(
-        first.mode,
-        StorageMode::Native,
-        "no TimescaleDB on this machine"
+        first.native_reason.is_some(),
+        first.mode == StorageMode::Native,
+        "{:?}",
+        first.native_reason
     );
+    // Deciding never costs the migration its connection (a failed CREATE EXTENSION of an
+    // installed but not preloaded TimescaleDB would).
+    let alive: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(alive, 1);
+    assert_eq!(mode_of(&client).await, first.mode);
     assert_eq!(
         first.applied.len(),
         migrate::all()
             .unwrap()
             .iter()
-            .filter(|m| m.only_for != Some(StorageMode::TimescaleDb))
+            .filter(|m| m.only_for.is_none_or(|only| only == first.mode))
             .count()
     );
     let before = schema_snapshot(&client).await;
-    assert!(
-        before.iter().any(|l| l == "rel events p"),
-        "events is partitioned"
-    );
+    match first.mode {
+        StorageMode::Native => assert!(
+            before.iter().any(|l| l == "rel events p"),
+            "events is partitioned"
+        ),
+        StorageMode::TimescaleDb => {
+            let hypertable: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                                     WHERE hypertable_name = 'events')",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(hypertable, "events is a hypertable");
+        }
+    }
 
     let second = migrate::run(&mut client).await.unwrap();
     assert!(second.applied.is_empty(), "{:?}", second.applied);
@@ -87,7 +130,7 @@ async fn an_edited_migration_is_refused() {
 }
 
 #[tokio::test]
-async fn native_partitioning_has_the_expected_tables() {
+async fn time_series_tables_have_the_layout_of_their_mode() {
     let server = TestServer::get().await.unwrap();
     let config = server.fresh_database().await.unwrap();
     let client = connect(&config).await;
@@ -109,6 +152,19 @@ async fn native_partitioning_has_the_expected_tables() {
             .get(0);
         assert!(exists, "table {table}");
     }
+    // Integer keys on the hot table.
+    let device_type: String = client
+        .query_one(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'device_id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(device_type, "integer");
+    if mode_of(&client).await == StorageMode::TimescaleDb {
+        return timescale_layout(&client).await;
+    }
     // events: partitioned by range on occurred_at, with a DEFAULT partition.
     let strategy: String = client
         .query_one("SELECT pg_get_partkeydef('events'::regclass)", &[])
@@ -126,16 +182,110 @@ async fn native_partitioning_has_the_expected_tables() {
         .unwrap()
         .get(0);
     assert_eq!(default, "events_default");
-    // Integer keys on the hot table.
-    let device_type: String = client
+    // No TimescaleDB objects in native mode.
+    let extension: bool = client
         .query_one(
-            "SELECT data_type FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'device_id'",
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(device_type, "integer");
+    assert!(!extension);
+}
+
+/// TimescaleDB: every time-series table is a hypertable on its time column with one-day
+/// chunks, compressed after 7 days by a policy.
+async fn timescale_layout(client: &tokio_postgres::Client) {
+    let tables: Vec<(String, String)> = client
+        .query(
+            "SELECT table_name, time_column FROM homeward_timeseries_tables ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(tables.iter().any(|(t, _)| t == "events"), "{tables:?}");
+    for (table, column) in &tables {
+        let row = client
+            .query_one(
+                "SELECT h.compression_enabled, d.column_name::text, d.time_interval::text
+                   FROM timescaledb_information.hypertables h
+                   JOIN timescaledb_information.dimensions d
+                     ON d.hypertable_schema = h.hypertable_schema
+                    AND d.hypertable_name = h.hypertable_name
+                  WHERE h.hypertable_name = $1",
+                &[table],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{table} is a hypertable: {e}"));
+        let compressed: bool = row.get(0);
+        let dimension: String = row.get(1);
+        let interval: Option<String> = row.get(2);
+        assert!(compressed, "{table} is compressed");
+        assert_eq!(&dimension, column);
+        assert_eq!(interval.as_deref(), Some("1 day"), "{table}");
+        let compress_after: Option<String> = client
+            .query_opt(
+                "SELECT (config->>'compress_after')::interval::text
+                   FROM timescaledb_information.jobs
+                  WHERE proc_name = 'policy_compression' AND hypertable_name = $1",
+                &[table],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        assert_eq!(compress_after.as_deref(), Some("7 days"), "{table}");
+    }
+}
+
+/// TimescaleDB: maintenance sets the retention policy from the configuration and replaces it
+/// when the setting changes. (Native retention is tested below.)
+#[tokio::test]
+async fn timescale_retention_policy_follows_the_setting() {
+    let server = TestServer::get().await.unwrap();
+    let config = server.fresh_database().await.unwrap();
+    let client = connect(&config).await;
+    if mode_of(&client).await != StorageMode::TimescaleDb {
+        eprintln!("native mode: TimescaleDB retention is not in play (see retention_drops_expired_partitions_and_default_rows)");
+        return;
+    }
+    let pool = build_pool(config.clone(), 2, 5);
+    let drop_after = || {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT (config->>'drop_after')::interval::text
+                       FROM timescaledb_information.jobs
+                      WHERE proc_name = 'policy_retention' AND hypertable_name = 'events'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    for days in [30, 10, 10] {
+        let settings = StorageSettings {
+            retention_days: days,
+            partitions_ahead_days: 2,
+            maintenance_interval_minutes: 60,
+        };
+        let report = maintenance::run_once(&pool, StorageMode::TimescaleDb, &settings, Utc::now())
+            .await
+            .unwrap();
+        assert!(report.created.is_empty() && report.dropped.is_empty());
+        assert_eq!(
+            drop_after().await,
+            [format!("{days} days")],
+            "one policy, replaced"
+        );
+    }
 }
 
 #[tokio::test]
@@ -144,6 +294,10 @@ async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_
     let config = server.fresh_database().await.unwrap();
     let pool = build_pool(config.clone(), 2, 5);
     let client = connect(&config).await;
+    if mode_of(&client).await != StorageMode::Native {
+        eprintln!("TimescaleDB mode: no native partitions (see timescale_retention_policy_follows_the_setting)");
+        return;
+    }
     // Retention long enough to keep the 1999 row.
     let settings = StorageSettings {
         retention_days: 20_000,
@@ -224,6 +378,10 @@ async fn retention_drops_expired_partitions_and_default_rows() {
     let config = server.fresh_database().await.unwrap();
     let pool = build_pool(config.clone(), 2, 5);
     let client = connect(&config).await;
+    if mode_of(&client).await != StorageMode::Native {
+        eprintln!("TimescaleDB mode: no native partitions (see timescale_retention_policy_follows_the_setting)");
+        return;
+    }
     let settings = StorageSettings {
         retention_days: 10,
         partitions_ahead_days: 1,
@@ -286,4 +444,46 @@ async fn retention_drops_expired_partitions_and_default_rows() {
         "kept: {:?}",
         rows.iter().filter(|r| r.2).map(|r| r.0).collect::<Vec<_>>()
     );
+}
+
+/// The template every test database is cloned from is sealed: a template nobody can connect
+/// to, so no session (TimescaleDB's scheduler keeps one in every database with the extension)
+/// can make a clone fail with "source database is being accessed by other users".
+#[tokio::test]
+async fn the_test_template_is_sealed_against_connections() {
+    let server = TestServer::get().await.unwrap();
+    let config = server.fresh_database().await.unwrap();
+    let client = connect(&config).await;
+    let row = client
+        .query_one(
+            "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = $1",
+            &[&server.template()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, bool>(1)),
+        (true, false)
+    );
+    // A clone is an ordinary database: connectable, not a template.
+    let row = client
+        .query_one(
+            "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, bool>(1)),
+        (false, true)
+    );
+    let sessions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            &[&server.template()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 0);
 }
