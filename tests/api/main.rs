@@ -18,5 +18,6 @@ mod outcomes;
 mod routes;
 mod scaleout;
 mod storage;
+mod sweep;
 mod visits;
 mod writer;
