@@ -300,6 +300,15 @@ struct Seeded {
 impl Seeded {
     /// The route's path with A's ids, named by the segment before each parameter.
     fn path(&self, route: &Route) -> String {
+        self.path_for(route, false)
+    }
+
+    /// The route's path with ids no one has.
+    fn missing_path(&self, route: &Route) -> String {
+        self.path_for(route, true)
+    }
+
+    fn path_for(&self, route: &Route, missing: bool) -> String {
         let segments: Vec<&str> = route.path.split('/').collect();
         let mut out = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
@@ -326,6 +335,13 @@ impl Seeded {
                     panic!("no seeded id of A's for {s} in {}", route.path)
                 }
                 (s, _) => s.to_string(),
+            };
+            let value = match *seg {
+                "{uid}" if missing => "nosuch-uid".to_string(),
+                s if missing && s.starts_with('{') && value.parse::<i64>().is_ok() => {
+                    "2000000000".to_string()
+                }
+                _ => value,
             };
             out.push(value);
         }
@@ -360,6 +376,26 @@ impl Seeded {
             }
         }
         (Some(body), replaced)
+    }
+
+    /// An answer with its ids and uids blotted out, to compare answers about A's ids with
+    /// answers about missing ones.
+    fn blot(&self, text: &str) -> String {
+        let text = text
+            .replace(&self.hub, "U")
+            .replace(&self.phone, "U")
+            .replace("nosuch-uid", "U");
+        let mut out = String::new();
+        for c in text.chars() {
+            if c.is_ascii_digit() {
+                if !out.ends_with('N') {
+                    out.push('N');
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// Whether a body of another tenant's holds any of A's data.
@@ -1007,6 +1043,18 @@ async fn no_route_reaches_another_organisations_data() {
                             u.label()
                         ));
                     }
+                    // Nor can B tell A's id from one that does not exist.
+                    calls += 1;
+                    let missing = s.missing_path(route);
+                    let (status2, text2) =
+                        call(&app, route.method, &missing, token, body.as_ref()).await;
+                    if (status, s.blot(&text)) != (status2, s.blot(&text2)) {
+                        wrong.push(format!(
+                            "{} {url} as {} tells A's id from a missing one: {status} {text} / {status2} {text2}",
+                            route.method,
+                            u.label()
+                        ));
+                    }
                 }
             }
         }
@@ -1139,6 +1187,21 @@ async fn no_route_reaches_another_organisations_data() {
     if s.leaks(&b_visits.to_string()) {
         wrong.push(format!(
             "B's visit from check-ins naming A's visit: {b_visits}"
+        ));
+    }
+    let b_visit = b_visits["items"][0]["id"].as_i64().unwrap();
+    calls += 1;
+    let (status, text) = call(
+        &app,
+        "POST",
+        &format!("/v1/visits/{b_visit}/adjustments"),
+        Some(admin_b),
+        Some(&json!({"scheduled_visit_id": s.scheduled, "reason_code": "wrong_visit"})),
+    )
+    .await;
+    if status != 422 {
+        wrong.push(format!(
+            "B's visit matched to A's scheduled visit: {status} {text}"
         ));
     }
 
