@@ -6,8 +6,11 @@
 //! A. Provider B and commissioner C2 (contracting only B) are the other tenants. For every
 //! route and every user of B and C2: a role outside the route's set gets 403; an id route
 //! answers 404; a list answers without any of A's data; a create route refuses A's ids in its
-//! body; nothing of A's (or C1's) rows changes. Then A's and C1's own users get past the id
-//! routes (not 404), so the 404s above mean something, and A's lists hold A's data.
+//! body; nothing of A's (or C1's) rows changes; and B cannot tell A's id from a missing one
+//! (same status, same answer with ids blotted out). Probes mix B's ids with A's where a route
+//! takes two, and B's streams listen while A acts on its alarm. Then A's and C1's own users
+//! get past the id routes (not 404), so the 404s above mean something, and A's lists (and
+//! C1's, where a commissioner may read) hold A's data.
 //!
 //! Every route must be classified in `SWEEP`: a route added to the table (and to the OpenAPI
 //! description) without a classification fails the test.
@@ -884,7 +887,7 @@ async fn no_route_reaches_another_organisations_data() {
         .filter(|u| u.org == "B" || u.org == "C2")
         .collect();
     let mut wrong: Vec<String> = Vec::new();
-    // Answers that leak nothing but differ from the 404 another route gives (for the report).
+    // Answers that leak nothing but differ from the 404 other routes give: printed, not failed.
     let mut notes: Vec<String> = Vec::new();
     let mut calls = 0usize;
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
@@ -1393,6 +1396,7 @@ async fn no_route_reaches_another_organisations_data() {
         wrong.len(),
         wrong.join("\n")
     );
+    eprintln!("owners' side: {calls} calls as A and C1");
     if !notes.is_empty() {
         eprintln!("notes:\n{}", notes.join("\n"));
     }
