@@ -96,6 +96,10 @@ async fn filter_for(
         Scope::Person(id) => f.person = Some(id),
         Scope::Provider(id) => {
             if commissioner {
+                // Only a provider it contracts, as for statements and response times.
+                if !crate::auth::commissions(c, org, id).await? {
+                    return Err(ApiError::NotFound(format!("provider {id}")));
+                }
                 f.provider = Some(id);
             } else if id != org {
                 return Err(ApiError::NotFound(format!("provider {id}")));

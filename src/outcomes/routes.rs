@@ -847,9 +847,12 @@ async fn report_endpoint(
         .map_err(|e| ApiError::Unexpected(anyhow::anyhow!(e)))?;
     let scope = Scope::parse(
         q.scope.as_deref().unwrap_or("provider"),
-        q.id.or(q.provider_id).or((caller.role != Role::Commissioner
-            && q.scope.as_deref().unwrap_or("provider") == "provider")
-            .then_some(caller.organisation_id)),
+        // A provider's own figures by default; a commissioner's organisation (auditors
+        // included) must name the provider.
+        q.id.or(q.provider_id)
+            .or((caller.organisation_kind == crate::auth::OrgKind::Provider
+                && q.scope.as_deref().unwrap_or("provider") == "provider")
+                .then_some(caller.organisation_id)),
     )?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;

@@ -19,6 +19,7 @@ mod outcomes;
 mod routes;
 mod scaleout;
 mod storage;
+mod sweep;
 mod tls;
 mod visits;
 mod writer;
