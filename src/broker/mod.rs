@@ -402,20 +402,7 @@ impl BrokerControl {
     /// that reconnects with valid credentials resumes it). Whether it may reconnect is the
     /// authenticator's decision. Returns how many connections were closed.
     pub fn close_principal(&self, principal: &Principal) -> usize {
-        let sessions: Vec<Arc<Session>> = self
-            .shared
-            .sessions()
-            .values()
-            .filter(|s| s.owner() == principal)
-            .cloned()
-            .collect();
-        let mut closed = 0;
-        for session in sessions {
-            if let Some(link) = session.lock().link.as_ref() {
-                link.close.close(CloseReason::Revoked);
-                closed += 1;
-            }
-        }
+        let closed = self.close_where(|owner| owner == principal);
         if closed > 0 {
             tracing::info!(%principal, connections = closed, "credential revoked: connections closed");
         }
@@ -426,11 +413,21 @@ impl BrokerControl {
     /// been missed, so that every device signs in again against the current credentials.
     /// Devices keep what was not acknowledged end to end and resend it, so nothing is lost.
     pub fn close_all_devices(&self) -> usize {
+        let closed = self.close_where(|owner| matches!(owner, Principal::Device { .. }));
+        tracing::warn!(
+            connections = closed,
+            "closed every device connection to re-check credentials"
+        );
+        closed
+    }
+
+    /// Closes the connections of the sessions whose owner `which` selects; returns how many.
+    fn close_where(&self, which: impl Fn(&Principal) -> bool) -> usize {
         let sessions: Vec<Arc<Session>> = self
             .shared
             .sessions()
             .values()
-            .filter(|s| matches!(s.owner(), Principal::Device { .. }))
+            .filter(|s| which(s.owner()))
             .cloned()
             .collect();
         let mut closed = 0;
@@ -440,10 +437,6 @@ impl BrokerControl {
                 closed += 1;
             }
         }
-        tracing::warn!(
-            connections = closed,
-            "closed every device connection to re-check credentials"
-        );
         closed
     }
 }

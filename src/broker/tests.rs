@@ -1629,3 +1629,50 @@ async fn a_connection_without_connect_is_closed_after_the_connect_timeout() {
     wait_stats(&broker, |s| s.connected_clients == 0 && s.sessions == 0).await;
     broker.shutdown().await;
 }
+
+/// Revocation closes the connections it concerns and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_principals_lose_their_connections_and_only_they() {
+    let broker = start_broker(test_config()).await;
+    let (mut svc, _) = TestClient::connect(options(&broker, "svc", "svc")).await;
+    svc.subscribe("devices/+/up/#", QoS::AtLeastOnce).await;
+    let (mut dev1, _) = TestClient::connect(options(&broker, "dev1", "dev1")).await;
+    let (mut dev2, _) = TestClient::connect(options(&broker, "dev2", "dev2")).await;
+    let control = broker.control();
+
+    let dev1_id = Principal::Device {
+        id: "dev1".to_owned(),
+    };
+    assert_eq!(control.close_principal(&dev1_id), 1);
+    assert!(dev1.closed(WAIT).await, "dev1 is closed");
+    publish(
+        &dev2,
+        "devices/dev2/up/x",
+        QoS::AtLeastOnce,
+        1u32.to_be_bytes(),
+    )
+    .await;
+    let p = svc
+        .next_publish(WAIT)
+        .await
+        .expect("dev2 and the service carry on");
+    assert_eq!(payload_u32(&p), 1);
+
+    // Every device, never the service.
+    assert_eq!(control.close_all_devices(), 1);
+    assert!(dev2.closed(WAIT).await, "dev2 is closed");
+    let (dev1, _) = TestClient::connect(options(&broker, "dev1", "dev1")).await;
+    publish(
+        &dev1,
+        "devices/dev1/up/x",
+        QoS::AtLeastOnce,
+        2u32.to_be_bytes(),
+    )
+    .await;
+    let p = svc
+        .next_publish(WAIT)
+        .await
+        .expect("the service stays connected");
+    assert_eq!(payload_u32(&p), 2);
+    broker.shutdown().await;
+}
