@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// How often the watcher looks for new revocations.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a revocation row is looked at again after its time.
 const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
