@@ -254,7 +254,8 @@ async fn device_in_scope(
         .ok_or_else(|| AdminError::NotFound(format!("device `{uid}`")))
 }
 
-async fn user_in_scope(
+/// `NotFound` unless the user is in `scope`.
+pub async fn user_in_scope(
     client: &impl GenericClient,
     scope: Scope,
     user_id: i32,

@@ -113,27 +113,33 @@ impl Watcher {
             self.horizon = Some(now);
             return Ok(());
         };
+        // One query per poll: the clock always, the new rows if any (then `r.id` is not null).
         let rows = client
             .query(
-                "SELECT r.id, r.at, r.token_id, r.user_id, d.uid, now()
-                   FROM credential_revocations r
+                "SELECT n.now, r.id, r.at, r.token_id, r.user_id, d.uid
+                   FROM (SELECT now() AS now) n
+                   LEFT JOIN credential_revocations r ON r.at > $1
                    LEFT JOIN devices d ON d.id = r.device_id
-                  WHERE r.at > $1 ORDER BY r.id",
+                  ORDER BY r.id",
                 &[&horizon],
             )
             .await?;
-        let mut now = None;
+        let now: DateTime<Utc> = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or("the clock query returned no row")?;
         for row in &rows {
-            now = Some(row.get::<_, DateTime<Utc>>(5));
-            let id: i64 = row.get(0);
+            let Some(id) = row.get::<_, Option<i64>>(1) else {
+                continue;
+            };
             if self.seen.contains_key(&id) {
                 continue;
             }
-            self.seen.insert(id, row.get(1));
+            self.seen.insert(id, row.get(2));
             let revoked = match (
-                row.get::<_, Option<i32>>(2),
                 row.get::<_, Option<i32>>(3),
-                row.get::<_, Option<String>>(4),
+                row.get::<_, Option<i32>>(4),
+                row.get::<_, Option<String>>(5),
             ) {
                 (Some(token), _, _) => Revoked::Token(token),
                 (_, Some(user), _) => Revoked::User(user),
@@ -144,10 +150,6 @@ impl Watcher {
             // No receiver is fine: nothing live to end.
             let _ = self.tx.send(revoked);
         }
-        let now = match now {
-            Some(now) => now,
-            None => client.query_one("SELECT now()", &[]).await?.get(0),
-        };
         let horizon = now - OVERLAP;
         if horizon > self.horizon.unwrap_or(horizon) {
             self.horizon = Some(horizon);

@@ -112,7 +112,7 @@ async fn create_token(
     };
     let client = state.pool.get().await?;
     // The user must be in the caller's organisation (and active, which create_token checks).
-    super::list_tokens(&**client, scope, *user_id).await?;
+    super::user_in_scope(&**client, scope, *user_id).await?;
     let token = super::create_token(
         &**client,
         *user_id,
@@ -139,9 +139,8 @@ async fn revoke_token(
 ) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    if caller.role == Role::ProviderAdmin {
-        super::token_owner(&**client, scope, *token_id).await?;
-    } else {
+    // An admin may revoke any of the organisation's (revoke_token answers 404 for others').
+    if caller.role != Role::ProviderAdmin {
         // Anyone else may revoke only their own: another's token is refused whether or not it
         // exists, which tells nothing about it.
         let own = super::token_owner(&**client, scope, *token_id)

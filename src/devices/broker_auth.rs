@@ -76,32 +76,10 @@ impl DeviceAuthenticator {
         let Some(device) = DeviceId::new(user) else {
             return Ok(None);
         };
-        let key = FailedCredentials::device_key(user, password);
-        if self.failures.recently_failed(&key) {
-            metrics::counter!("homeward_auth_failures_total", "credential" => "device", "cached" => "true")
-                .increment(1);
-            return Ok(None);
-        }
-        let client = self
-            .pool
-            .get()
+        let verified = super::verify::verify_device(&self.pool, &self.failures, user, password)
             .await
-            .map_err(|e| AuthError::new(e.to_string()))?;
-        let row = client
-            .query_opt(
-                "SELECT secret_hash FROM devices WHERE uid = $1 AND disabled_at IS NULL",
-                &[&user],
-            )
-            .await
-            .map_err(|e| AuthError::new(e.to_string()))?;
-        let valid = row.is_some_and(|row| {
-            let stored: Vec<u8> = row.get(0);
-            hashes_equal(&stored, &hash_secret(password))
-        });
-        if !valid {
-            self.failures.remember(key);
-            metrics::counter!("homeward_auth_failures_total", "credential" => "device", "cached" => "false")
-                .increment(1);
+            .map_err(AuthError::new)?;
+        if verified.is_none() {
             return Ok(None);
         }
         let acl = Acl {

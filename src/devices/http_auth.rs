@@ -7,7 +7,6 @@ use std::pin::Pin;
 use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine;
 
-use crate::auth::{hash_secret, hashes_equal};
 use crate::http::{ApiError, AppState};
 use crate::ingest::DeviceRef;
 
@@ -27,31 +26,15 @@ impl FromRequest for DeviceCaller {
             let (uid, secret) = creds.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            let key = crate::auth::FailedCredentials::device_key(&uid, &secret);
-            if state.auth_failures.recently_failed(&key) {
-                return Err(ApiError::Unauthorized);
-            }
-            let client = state.auth_pool.get().await?;
-            let row = client
-                .query_opt(
-                    "SELECT id, organisation_id, secret_hash FROM devices WHERE uid = $1 AND disabled_at IS NULL",
-                    &[&uid],
-                )
-                .await?;
-            let stored: Option<Vec<u8>> = row.as_ref().map(|r| r.get(2));
-            let Some(row) =
-                row.filter(|_| stored.is_some_and(|s| hashes_equal(&s, &hash_secret(&secret))))
-            else {
-                state.auth_failures.remember(key);
-                return Err(ApiError::Unauthorized);
-            };
-            Ok(DeviceCaller {
-                device: DeviceRef {
-                    id: row.get(0),
-                    organisation_id: row.get(1),
-                    uid: uid.as_str().into(),
-                },
-            })
+            let device =
+                super::verify::verify_device(&state.auth_pool, &state.auth_failures, &uid, &secret)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "cannot check a device's credential");
+                        ApiError::Unavailable
+                    })?
+                    .ok_or(ApiError::Unauthorized)?;
+            Ok(DeviceCaller { device })
         })
     }
 }

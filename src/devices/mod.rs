@@ -7,6 +7,7 @@
 mod broker_auth;
 mod http_auth;
 pub mod routes;
+mod verify;
 
 pub use broker_auth::{DeviceAuthenticator, SERVICE_USER};
 pub use http_auth::DeviceCaller;

@@ -679,10 +679,14 @@ async fn cancel_scheduled(
 
 // ---------------------------------------------------------------- visits
 
-/// A commissioner (`$5`, NULL for providers) sees a visit only if it funds the person on the
-/// visit's day (UTC): see `homeward_funded` in migration 0008.
-const VISIT_FUNDED: &str = "($5::int IS NULL OR homeward_funded($5, v.organisation_id, v.person_id,
-        (coalesce(v.adjusted_start, v.started_at, v.ended_at) AT TIME ZONE 'UTC')::date))";
+/// The condition that a commissioner (the query parameter `param`, NULL for providers) funds
+/// the visit's person on the visit's day (UTC): see `homeward_funded` in migration 0008.
+fn visit_funded(param: &str) -> String {
+    format!(
+        "({param}::int IS NULL OR homeward_funded({param}, v.organisation_id, v.person_id,
+            (coalesce(v.adjusted_start, v.started_at, v.ended_at) AT TIME ZONE 'UTC')::date))"
+    )
+}
 
 const VISIT_SELECT: &str = "SELECT v.id, v.organisation_id, v.visit_key, v.device_id, v.worker_id,
         v.person_id, v.scheduled_visit_id, v.match_method, v.check_in, v.check_out, v.started_at,
@@ -945,9 +949,10 @@ async fn load_visits(
                     AND coalesce(v.adjusted_start, v.started_at, v.ended_at) >= $2
                     AND coalesce(v.adjusted_start, v.started_at, v.ended_at) < $3
                     AND (NOT $4 OR v.scheduled_visit_id IS NULL)
-                    AND {VISIT_FUNDED}
+                    AND {}
                   ORDER BY coalesce(v.adjusted_start, v.started_at, v.ended_at), v.id
-                  LIMIT 10000"
+                  LIMIT 10000",
+                visit_funded("$5")
             ),
             &[
                 &scope.orgs,
@@ -991,7 +996,7 @@ async fn read_visit(
             &format!(
                 "{VISIT_SELECT} WHERE v.organisation_id = ANY($1) AND v.id = $2
                    AND {}",
-                VISIT_FUNDED.replace("$5", "$3")
+                visit_funded("$3")
             ),
             &[&scope.orgs, &path.into_inner(), &scope.commissioner],
         )
