@@ -1,4 +1,4 @@
-//! Scenarios as data: `loadtest/scenarios/<name>.toml` (STYLE.md, Load tests).
+//! Scenarios as data: `loadtest/scenarios/<name>.toml` with a fixed seed, the load shape and the target metric.
 
 use std::collections::BTreeMap;
 use std::path::Path;

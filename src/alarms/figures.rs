@@ -1,4 +1,4 @@
-//! Response figures per provider and period, against the targets in DOMAIN.md ("Telecare"):
+//! Response figures per provider and period, against the telecare targets (the TSA code of practice):
 //! calls answered 97.5% within 60 s and 99% within 180 s (TSA code of practice); mobile
 //! responders on site 90% within 45 minutes and all within 60 minutes. All configurable.
 //!
@@ -57,7 +57,7 @@ pub struct ResponseFigures {
     pub long_lies: i64,
     /// Resolved alarms by outcome code.
     pub outcomes: serde_json::Map<String, serde_json::Value>,
-    /// An activity measure, not an outcome (DOMAIN.md): resolved alarms whose outcome involved
+    /// An activity measure, not an outcome: resolved alarms whose outcome involved
     /// no ambulance.
     pub resolved_without_ambulance: i64,
 }

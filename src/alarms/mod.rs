@@ -34,7 +34,7 @@ use crate::startup::Services;
 use derive::{Change, IdMap, Input, Rules};
 pub use rebuild::{rebuild, rebuild_with, RebuildReport};
 
-/// Settings under `[alarms]`. Targets and thresholds cite DOMAIN.md ("Telecare").
+/// Settings under `[alarms]`. Targets and thresholds follow the TSA code of practice for telecare.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlarmSettings {
@@ -664,7 +664,7 @@ pub async fn run_sweep(
 ) -> Result<usize, AlarmError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    // One instance at a time does the check (DESIGN.md: work that must run once takes an
+    // One instance at a time does the check (work that must run once takes an
     // advisory lock); the others skip this round.
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])

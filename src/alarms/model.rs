@@ -69,7 +69,7 @@ sql_enum! {
 }
 
 sql_enum! {
-    /// How urgent an alarm is (device-platform practice, DOMAIN.md "Telecare").
+    /// How urgent an alarm is (as telecare device platforms grade them).
     Severity {
         Critical = "critical",
         High = "high",

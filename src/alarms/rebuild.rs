@@ -2,7 +2,7 @@
 //! sources of truth: raw `events`, reference data (`devices`) and staff actions
 //! (`alarm_actions`). Events and actions are replayed merged in time order through the same
 //! functions as live derivation, in one transaction, and every alarm keeps its id (by the event
-//! that opened it) so staff actions still point at it. DESIGN.md: "Every derived table ... can
+//! that opened it) so staff actions still point at it. Every derived table can
 //! be rebuilt from raw events and the reference data."
 
 use chrono::{DateTime, Utc};

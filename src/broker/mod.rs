@@ -13,7 +13,7 @@
 //!   (`$share/{group}/{filter}`, one member per message, round robin).
 //! - **Not durable**: sessions, queues and retained messages live in memory and are lost when
 //!   the process stops. That is by design: devices keep every event until Homeward's own
-//!   end-to-end acknowledgement covers it (see DESIGN.md, "The data flow"), so a broker restart
+//!   end-to-end acknowledgement covers it (`docs/wire-format.md`, downlink acknowledgements), so a broker restart
 //!   costs a resend, never an event.
 //!
 //! Layout: `topic` (filter syntax, matching, ACL coverage), `trie` (the subscription index),

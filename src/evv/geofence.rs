@@ -5,7 +5,7 @@
 //! capped so a wildly inaccurate fix cannot stretch the fence to the next town. A fix older
 //! than the limit is flagged as stale; it can still place the worker at home, but only with a
 //! warning. Figures (radii of 75 m to 500 m in practice, stale fixes and wrong map pins as the
-//! main causes of false rejections) are from `DOMAIN.md`, "Electronic visit verification".
+//! main causes of false rejections) are those EVV systems in use report.
 //! Pure functions only: the derivation feeds them what the database holds.
 
 use geo::{Distance, Haversine, Point};

@@ -32,7 +32,7 @@ pub use derive::{rebuild, rebuild_with, RebuildReport};
 pub use geofence::GeofencePolicy;
 pub use missed::check_missed_visits;
 
-/// Settings under `[evv]`. Figures from `DOMAIN.md` (EVV): radii of 75 m to 500 m are used in
+/// Settings under `[evv]`. Figures from EVV practice: radii of 75 m to 500 m are used in
 /// practice; vendors alert on no-shows after 5 to 60 minutes, commonly 30.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -165,7 +165,7 @@ async fn create_person(
         )),
     }
     if let Some(r) = p.geofence_radius_m {
-        // DOMAIN.md: radii from about 75 m to 500 m, one aggregator 1 mile.
+        // EVV systems use radii from about 75 m to 500 m, one aggregator 1 mile.
         if !(10.0..=2000.0).contains(&r) {
             errors.push(FieldError::new(
                 "geofence_radius_m",
@@ -748,7 +748,7 @@ struct VisitView {
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
     date: Option<NaiveDate>,
-    /// Coarse location (DOMAIN.md: "home" or "community").
+    /// Coarse location, as the Cures Act asks: "home" or "community".
     location: &'static str,
     check_in: Option<CheckRecord>,
     check_out: Option<CheckRecord>,
@@ -1334,7 +1334,7 @@ async fn list_exceptions(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
-/// One completed visit with the six elements of the 21st Century Cures Act (DOMAIN.md, EVV):
+/// One completed visit with the six elements of the 21st Century Cures Act:
 /// type of service, person served, date, location, worker, start and end.
 #[derive(Debug, Serialize)]
 struct ExportRow {

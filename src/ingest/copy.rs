@@ -1,7 +1,7 @@
 //! PostgreSQL's binary COPY format for the `events` columns, written by hand.
 //!
 //! tokio-postgres's `BinaryCopyInWriter` encodes row by row through `ToSql` and is slow for big
-//! batches (DESIGN.md, pitfalls); this writes the whole batch into one buffer, with the exact
+//! batches (it encodes row by row through `ToSql`); this writes the whole batch into one buffer, with the exact
 //! layout PostgreSQL documents for `COPY ... (FORMAT binary)`: a signature, flags and header
 //! extension length, then per row a field count and length-prefixed fields, then -1.
 

@@ -2,7 +2,7 @@
 //! a weighted sum of Poisson counts, and expected-minus-observed with a MOVER interval.
 //! No database here; property and known-truth tests at the bottom.
 //!
-//! Method (docs/outcomes.md, "Falls and admissions avoided"; DOMAIN.md "Estimating what was
+//! Method (docs/outcomes.md, "Falls and admissions avoided"; "Estimating what was
 //! avoided"):
 //! - observed O: the count in the days at risk; exact (Garwood) Poisson interval;
 //! - expected E = E_own + E_ref: E_own = sum_i x_i * d_i / h_i over people with enough history

@@ -25,7 +25,7 @@ use crate::startup::Services;
 /// Bumped whenever a definition or method changes, so old reports stay explainable.
 pub const METHOD_VERSION: &str = "outcomes/1";
 
-/// Settings under `[outcomes]`. Reference figures cite DOMAIN.md; councils differ, so all are
+/// Settings under `[outcomes]`. Reference figures are published averages; councils differ, so all are
 /// configurable.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

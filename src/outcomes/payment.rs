@@ -1,5 +1,5 @@
 //! Payment statements from contract terms held as data (`contracts.terms`). Every line follows
-//! an outcome or a fixed sum; no line is priced by minutes (DESIGN.md). Money is integer pence;
+//! an outcome or a fixed sum; no line is priced by minutes. Money is integer pence;
 //! shares are basis points (1/100 of a per cent). Models and worked examples: docs/outcomes.md.
 
 use serde::{Deserialize, Serialize};

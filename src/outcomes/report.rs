@@ -332,7 +332,7 @@ pub struct Context {
     pub median_answer_secs: Option<f64>,
     pub answered_within_target_share: Option<f64>,
     pub median_on_site_minutes: Option<f64>,
-    /// An activity measure, not an outcome (DOMAIN.md).
+    /// An activity measure, not an outcome.
     pub alarm_calls_resolved_without_ambulance: i64,
     pub alarm_calls_resolved_without_ambulance_label: &'static str,
 }

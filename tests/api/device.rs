@@ -1,4 +1,4 @@
-//! A store-and-forward test device, as DESIGN.md describes devices: it numbers its events,
+//! A store-and-forward test device, as devices work: it numbers its events,
 //! keeps each until Homeward's end-to-end acknowledgement covers it, and resends after a
 //! timeout, across broker and server restarts.
 

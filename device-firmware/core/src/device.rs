@@ -55,7 +55,7 @@ pub const MAX_DOORS: usize = 4;
 pub struct DeviceConfig {
     /// Pendant or hub.
     pub role: Role,
-    /// Heartbeat period. Default 15 minutes (DESIGN.md's sizing figure).
+    /// Heartbeat period. Default 15 minutes, the usual telecare heartbeat period.
     pub heartbeat_interval_ms: u32,
     /// How often the battery is read between heartbeats. Default 60 s.
     pub battery_check_ms: u32,
