@@ -61,6 +61,7 @@ pub struct Settings {
     pub evv: crate::evv::EvvSettings,
     pub alarms: crate::alarms::AlarmSettings,
     pub outcomes: crate::outcomes::OutcomeSettings,
+    pub live: crate::live::LiveSettings,
     pub log: LogSettings,
     pub tls: TlsSettings,
 }
@@ -245,6 +246,7 @@ impl Default for Settings {
             evv: crate::evv::EvvSettings::default(),
             alarms: crate::alarms::AlarmSettings::default(),
             outcomes: crate::outcomes::OutcomeSettings::default(),
+            live: crate::live::LiveSettings::default(),
             log: LogSettings::default(),
             tls: TlsSettings::default(),
         }

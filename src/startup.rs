@@ -306,6 +306,20 @@ impl Application {
         );
         writer.set_acker(subscriber.acker.clone());
         let live = crate::live::LiveHub::default();
+        // With a database of their own (not the embedded one, which serves one instance),
+        // instances show each other's changes on their live streams.
+        let relay = match db.connect_config() {
+            Some(connect) if settings.live.share_between_instances && db.embedded().is_none() => {
+                crate::live::relay::start(
+                    &live,
+                    db.pool.clone(),
+                    connect.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await
+            }
+            _ => Vec::new(),
+        };
         let downlinks: Arc<dyn crate::ingest::DownlinkSender> = subscriber.acker.clone();
         let services = Services {
             pool: db.pool.clone(),
@@ -395,6 +409,9 @@ impl Application {
                 }
             }
         }));
+
+        // Last, so that at shutdown the relay still carries the derivations' final changes.
+        tasks.extend(relay);
 
         let ingest = IngestTasks {
             subscriber: subscriber.tasks,

@@ -43,6 +43,9 @@ pub struct Database {
     /// flood of requests with bad credentials cannot take the connections ingest and the API
     /// need, and a busy pool cannot stop devices and users from signing in.
     pub auth_pool: Pool,
+    /// How the pools connect, for a connection of one's own outside them (the live stream's
+    /// `LISTEN`); `None` when the pools were handed in without it.
+    connect: Option<tokio_postgres::Config>,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -74,13 +77,14 @@ impl Database {
             settings.database.acquire_timeout_secs,
         );
         let pool = build_pool(
-            pg_config,
+            pg_config.clone(),
             settings.database.pool_size,
             settings.database.acquire_timeout_secs,
         );
         Ok(Self {
             pool,
             auth_pool,
+            connect: Some(pg_config),
             embedded,
         })
     }
@@ -103,6 +107,7 @@ impl Database {
                 return Ok(Self {
                     auth_pool: pool.clone(),
                     pool,
+                    connect: Some(pg.pg_config(embedded::DATABASE_NAME)),
                     embedded: None,
                 });
             }
@@ -120,8 +125,21 @@ impl Database {
         Self {
             pool,
             auth_pool,
+            connect: None,
             embedded: None,
         }
+    }
+
+    /// Says how the pools connect (tests that build their own pools), so that parts needing a
+    /// connection of their own can open one.
+    pub fn with_connect_config(mut self, config: tokio_postgres::Config) -> Self {
+        self.connect = Some(config);
+        self
+    }
+
+    /// How the pools connect, when known.
+    pub fn connect_config(&self) -> Option<&tokio_postgres::Config> {
+        self.connect.as_ref()
     }
 
     pub fn embedded(&self) -> Option<&EmbeddedPostgres> {

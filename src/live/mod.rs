@@ -3,9 +3,18 @@
 //!
 //! Domains publish [`LiveEvent`]s to the [`LiveHub`]; each connected client receives those of
 //! its own organisation, through that organisation's own channel. A token may hold at most
-//! [`MAX_STREAMS_PER_TOKEN`] streams at once (429 beyond). The hub is in-process: with several instances behind a load balancer a
-//! client sees the changes made by the instance it is connected to (see docs/operations.md).
-//! A client that falls behind gets a `lagged` event and should refetch the lists.
+//! [`MAX_STREAMS_PER_TOKEN`] streams at once (429 beyond). A client that falls behind gets a
+//! `lagged` event and should refetch the lists.
+//!
+//! Several instances on one database: with `live.share_between_instances` (the default) the
+//! hub also hands every change to [`relay`], which passes it to the other instances through
+//! PostgreSQL `NOTIFY` after it has been published here, and republishes theirs to this
+//! instance's clients, each to its own organisation's channel. A client therefore sees every
+//! instance's changes, whichever instance it is connected to. What cannot be relayed (a full
+//! relay queue, an event larger than a notification may be, a lost connection) reaches the
+//! affected clients as `lagged`, never as silence.
+
+pub mod relay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +23,7 @@ use std::time::Duration;
 use actix_web::{get, web, HttpResponse};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::auth::revocations::Revoked;
@@ -32,6 +41,33 @@ pub struct LiveEvent {
     pub data: serde_json::Value,
 }
 
+/// Settings under `[live]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSettings {
+    /// Relay changes between the instances that share the database (PostgreSQL
+    /// `LISTEN`/`NOTIFY`), so that a client sees every instance's changes. Has no effect with
+    /// the embedded database, which serves one instance. Default true.
+    pub share_between_instances: bool,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            share_between_instances: true,
+        }
+    }
+}
+
+/// What an organisation's channel carries to its streams.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Event(Arc<LiveEvent>),
+    /// Changes were missed on the way (`Some(n)`: that many; `None`: an unknown number): the
+    /// client should refetch. Sent as `event: lagged`.
+    Lagged(Option<u64>),
+}
+
 /// Where changes are published and streams subscribe: one broadcast channel per organisation,
 /// so that one tenant's burst never makes another's streams lag, and the `lagged` count a
 /// client sees is its own organisation's.
@@ -43,12 +79,15 @@ pub struct LiveHub {
 struct HubInner {
     /// Events each organisation's channel holds for a slow client before it lags.
     capacity: usize,
-    channels: Mutex<HashMap<i32, broadcast::Sender<Arc<LiveEvent>>>>,
+    channels: Mutex<HashMap<i32, broadcast::Sender<Delivery>>>,
     /// Every organisation's events, for in-process observers (tests, diagnostics); never
     /// served to a client.
     all: broadcast::Sender<Arc<LiveEvent>>,
     /// Open streams per API token.
     streams: Mutex<HashMap<i32, usize>>,
+    /// Where this instance's changes leave for the other instances, once [`relay::start`] has
+    /// run; unset, the hub is this process's alone.
+    relay: std::sync::OnceLock<relay::Outbox>,
 }
 
 /// Streams one API token may hold open at once.
@@ -68,34 +107,61 @@ impl LiveHub {
                 channels: Mutex::new(HashMap::new()),
                 all: broadcast::channel(capacity).0,
                 streams: Mutex::new(HashMap::new()),
+                relay: std::sync::OnceLock::new(),
             }),
         }
     }
 
-    /// Sends to every connected client of the event's organisation (none connected is fine).
+    /// Sends to every connected client of the event's organisation (none connected is fine),
+    /// here and, through the relay, on the other instances. Never waits.
     pub fn publish(&self, event: LiveEvent) {
         metrics::counter!("homeward_live_events_total", "topic" => event.topic).increment(1);
         let event = Arc::new(event);
-        {
-            let mut channels = self
-                .inner
-                .channels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(tx) = channels.get(&event.organisation_id) {
-                if tx.send(event.clone()).is_err() {
-                    // Nobody of that organisation listens any more.
-                    channels.remove(&event.organisation_id);
-                }
-            }
+        self.deliver(event.clone());
+        if let Some(outbox) = self.inner.relay.get() {
+            outbox.push(event);
         }
+    }
+
+    /// Sends to this instance's clients of the event's organisation only.
+    fn deliver(&self, event: Arc<LiveEvent>) {
+        self.send_to(event.organisation_id, Delivery::Event(event.clone()));
         if self.inner.all.receiver_count() > 0 {
             let _ = self.inner.all.send(event);
         }
     }
 
+    /// Tells this instance's clients of one organisation that they missed changes.
+    fn lag(&self, organisation_id: i32, missed: Option<u64>) {
+        self.send_to(organisation_id, Delivery::Lagged(missed));
+    }
+
+    /// Tells every client of this instance that it may have missed changes.
+    fn lag_everyone(&self) {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        channels.retain(|_, tx| tx.send(Delivery::Lagged(None)).is_ok());
+    }
+
+    fn send_to(&self, organisation_id: i32, delivery: Delivery) {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = channels.get(&organisation_id) {
+            if tx.send(delivery).is_err() {
+                // Nobody of that organisation listens any more.
+                channels.remove(&organisation_id);
+            }
+        }
+    }
+
     /// One organisation's events.
-    pub fn subscribe_org(&self, organisation_id: i32) -> broadcast::Receiver<Arc<LiveEvent>> {
+    pub fn subscribe_org(&self, organisation_id: i32) -> broadcast::Receiver<Delivery> {
         self.inner
             .channels
             .lock()
@@ -193,15 +259,17 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
                 loop {
                     tokio::select! {
                         received = rx.recv() => match received {
-                            Ok(event) if event.organisation_id == org => {
+                            Ok(Delivery::Event(event)) if event.organisation_id == org => {
                                 let body = serde_json::to_string(&*event).unwrap_or_default();
                                 let frame = format!("event: {}\ndata: {}\n\n", event.topic, body);
                                 return Some((Ok(Bytes::from(frame)), (rx, revoked, keepalive, false)));
                             }
-                            Ok(_) => continue,
+                            Ok(Delivery::Event(_)) => continue,
+                            Ok(Delivery::Lagged(missed)) => {
+                                return Some((Ok(lagged_frame(missed)), (rx, revoked, keepalive, false)));
+                            }
                             Err(broadcast::error::RecvError::Lagged(n)) => {
-                                let frame = format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n");
-                                return Some((Ok(Bytes::from(frame)), (rx, revoked, keepalive, false)));
+                                return Some((Ok(lagged_frame(Some(n))), (rx, revoked, keepalive, false)));
                             }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         },
@@ -235,6 +303,12 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(stream))
+}
+
+/// `event: lagged` with the number of changes missed, `null` when it is not known.
+fn lagged_frame(missed: Option<u64>) -> Bytes {
+    let missed = missed.map_or_else(|| "null".to_owned(), |n| n.to_string());
+    Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n"))
 }
 
 /// Is this token still usable (not revoked or expired, its user not disabled)? On a database
@@ -279,7 +353,9 @@ mod tests {
             hub.publish(event(1, n));
         }
         hub.publish(event(2, 7));
-        let got = b.recv().await.expect("B's own event, not a lag");
+        let Delivery::Event(got) = b.recv().await.expect("B's own event, not a lag") else {
+            panic!("an event, not a lag");
+        };
         assert_eq!(
             (got.organisation_id, &got.data["n"]),
             (2, &serde_json::json!(7))

@@ -52,10 +52,12 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
     let pool = build_pool(db_config.clone(), 8, 5);
     // Credential checks on a pool of their own, as in production.
     let auth_pool = build_pool(db_config.clone(), 2, 5);
-    let app =
-        Application::build_with_database(settings, Database::from_pools(pool.clone(), auth_pool))
-            .await
-            .expect("application starts");
+    // The connect settings too, so that the live stream is relayed as in production.
+    let database =
+        Database::from_pools(pool.clone(), auth_pool).with_connect_config(db_config.clone());
+    let app = Application::build_with_database(settings, database)
+        .await
+        .expect("application starts");
     let http = app.http_addr();
     let mqtt = app.mqtt_endpoint().clone();
     let mqtt_tls = app.mqtt_tls_addr();
