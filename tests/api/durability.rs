@@ -16,13 +16,18 @@ use crate::helpers::{
 };
 
 /// `homeward serve` as its own process, so it can be killed with SIGKILL.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    http: String,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) http: String,
 }
 
 impl ServerProcess {
-    fn start(envs: &[(&str, String)], mqtt_port: u16, data_dir: &std::path::Path) -> Self {
+    pub(crate) fn start(
+        envs: &[(&str, String)],
+        mqtt_port: u16,
+        data_dir: &std::path::Path,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
         for (key, _) in std::env::vars() {
             if key.starts_with("HOMEWARD") {
@@ -59,7 +64,7 @@ impl ServerProcess {
         }
     }
 
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let url = format!("{}/readyz", self.http);
         let ready = eventually(Duration::from_secs(30), || async {
@@ -70,14 +75,22 @@ impl ServerProcess {
         assert!(ready.is_some(), "server ready");
     }
 
-    fn kill_hard(mut self) {
+    pub(crate) fn kill_hard(mut self) {
         self.child.kill().unwrap(); // SIGKILL: no shutdown, no flush, no acks
         self.child.wait().unwrap();
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// A test that fails half-way leaves no server behind.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

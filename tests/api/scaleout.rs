@@ -1,42 +1,286 @@
-//! Two instances share one subscription on a clustered-style broker (Mosquitto, `$share`), on one
-//! database: the stream is split, one instance stops mid-stream, and every event is still stored
-//! once.
+//! Two instances, each its own `homeward serve` process, on one database and one shared
+//! subscription on a clustered-style broker (Mosquitto, `$share`): each stores a share of the
+//! stream (read from each one's own `/metrics`), a dashboard on either sees the alarms the
+//! other raised (relayed through the database) and another organisation's dashboard sees none
+//! of them, and when one instance is killed mid-stream every event is still stored once.
 
 use std::time::Duration;
 
-use homeward::auth::{OrgKind, Role};
+use homeward::auth::{self, OrgKind, Role};
+use homeward::db::build_pool;
 use homeward::db::test_cluster::TestServer;
+use homeward_proto::{Downlink, Encoding, Event, EventBody};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::device::run_device;
-use crate::helpers::{event_counts, eventually, spawn_app_on, test_settings, Mosquitto};
+use crate::durability::ServerProcess;
+use crate::helpers::{event_counts, eventually, free_port, metric_value, url_of, Mosquitto};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How soon a dashboard on one instance must show an alarm another instance stored.
+const RELAY_BOUND: Duration = Duration::from_secs(1);
+
+const RAISED: &str = r#"homeward_alarm_transitions_total{category="care",transition="raised"}"#;
+const STORED: &str = r#"homeward_ingest_events_total{outcome="stored"}"#;
+
+/// One series of an instance's own `/metrics` (0 while absent).
+async fn metric(http: &reqwest::Client, server: &ServerProcess, series: &str) -> f64 {
+    let text = http
+        .get(format!("{}/metrics", server.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric_value(&text, series).unwrap_or(0.0)
+}
+
+/// One frame of a live stream and when the test read it.
+#[derive(Debug)]
+struct Frame {
+    event: String,
+    data: Value,
+    at: Instant,
+}
+
+/// Opens `GET /v1/live` and reads it in the background, timing each frame as it arrives.
+async fn live_stream(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    token: &str,
+) -> mpsc::UnboundedReceiver<Frame> {
+    let mut response = http
+        .get(format!("{}/v1/live", server.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b": connected"));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buffer = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let at = Instant::now();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let text: String = buffer.drain(..end + 2).collect();
+                let mut event = None;
+                let mut data = None;
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(v).ok();
+                    }
+                }
+                if let (Some(event), Some(data)) = (event, data) {
+                    if tx.send(Frame { event, data, at }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The `raised` frame of `uid`'s alarm on this stream (other frames are skipped).
+async fn raised_frame(rx: &mut mpsc::UnboundedReceiver<Frame>, uid: &str) -> Frame {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = rx.recv().await.expect("stream open");
+            let data = &frame.data["data"];
+            if frame.event == "alarm" && data["device_uid"] == uid && data["transition"] == "raised"
+            {
+                return frame;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the alarm of {uid} on the stream in time"))
+}
+
+/// A pendant presses its button once; returns when Homeward's end-to-end acknowledgement,
+/// sent once the event is stored, reached it.
+async fn press_pendant(port: u16, uid: &str) -> Instant {
+    let mut options = MqttOptions::new(uid, ("127.0.0.1", port));
+    options.set_keep_alive(5).set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
+    let event = Event::new(
+        1,
+        chrono::Utc::now().timestamp_millis(),
+        EventBody::PendantAlarm,
+    )
+    .unwrap();
+    let payload = homeward_proto::encode_event_vec(&event, Encoding::Json);
+    let acked = tokio::time::timeout(WAIT, async {
+        loop {
+            match eventloop.poll().await.expect("the broker is up") {
+                MqttEvent::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .subscribe(format!("homeward/v1/{uid}/downlink"), QoS::AtLeastOnce)
+                        .await
+                        .unwrap();
+                }
+                MqttEvent::Incoming(Packet::SubAck(_)) => {
+                    client
+                        .publish(
+                            format!("homeward/v1/{uid}/events"),
+                            payload.clone(),
+                            PublishOptions::new(QoS::AtLeastOnce),
+                        )
+                        .await
+                        .unwrap();
+                }
+                MqttEvent::Incoming(Packet::Publish(p)) => {
+                    if let Ok(Downlink::Ack(ranges)) = homeward_proto::decode_downlink(&p.payload) {
+                        if ranges.iter().any(|r| r.contains(&1)) {
+                            return Instant::now();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{uid}'s alarm acknowledged in time"));
+    let _ = client.disconnect().await;
+    acked
+}
 
 #[tokio::test]
-async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_stops() {
+async fn two_instances_split_the_stream_share_their_live_changes_and_store_every_event_once_when_one_is_killed(
+) {
     let mosquitto = Mosquitto::start();
     let port = mosquitto.port;
-
     let db = TestServer::get()
         .await
         .unwrap()
         .fresh_database()
         .await
         .unwrap();
-    let instance = |n: u32| {
-        let mut settings = test_settings();
-        settings.mqtt.url = Some(homeward::config::Secret::new(format!(
-            "mqtt://127.0.0.1:{port}"
-        )));
-        settings.mqtt.client_id = format!("homeward-{port}-{n}");
-        settings.mqtt.shared_group = Some("homeward".into());
-        settings
+    let pool = build_pool(db.clone(), 2, 5);
+    let pendants: Vec<String> = (1..=8).map(|n| format!("pendant-s{n}")).collect();
+    let (staff, other_staff) = {
+        let client = pool.get().await.unwrap();
+        let org = auth::create_organisation(&**client, "Shared Org", OrgKind::Provider)
+            .await
+            .unwrap();
+        let (_, staff) = auth::create_user(&**client, &org, "Shared staff", Role::ProviderStaff)
+            .await
+            .unwrap();
+        auth::create_device(&**client, &org, "hub-s1", "hub")
+            .await
+            .unwrap();
+        for uid in &pendants {
+            auth::create_device(&**client, &org, uid, "pendant")
+                .await
+                .unwrap();
+        }
+        let other = auth::create_organisation(&**client, "Other Org", OrgKind::Provider)
+            .await
+            .unwrap();
+        let (_, other_staff) =
+            auth::create_user(&**client, &other, "Other staff", Role::ProviderStaff)
+                .await
+                .unwrap();
+        auth::create_device(&**client, &other, "pendant-y", "pendant")
+            .await
+            .unwrap();
+        (staff, other_staff)
     };
-    let a = spawn_app_on(instance(1), db.clone()).await;
-    let b = spawn_app_on(instance(2), db.clone()).await;
-    let (org, _) = a
-        .org_with_user("Shared Org", OrgKind::Provider, Role::ProviderAdmin)
-        .await;
-    a.device(&org, "hub-s1", "hub").await;
+    let instance = |n: u32| {
+        vec![
+            ("HOMEWARD__DATABASE__URL", url_of(&db)),
+            ("HOMEWARD__MQTT__URL", format!("mqtt://127.0.0.1:{port}")),
+            ("HOMEWARD__MQTT__CLIENT_ID", format!("homeward-{port}-{n}")),
+            ("HOMEWARD__MQTT__SHARED_GROUP", "homeward".into()),
+        ]
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ServerProcess::start(&instance(1), free_port(), dir_a.path());
+    a.wait_ready().await;
+    let b = ServerProcess::start(&instance(2), free_port(), dir_b.path());
+    b.wait_ready().await;
+    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
 
+    // Live changes: dashboards of the organisation on both instances, and one of another
+    // organisation on B. Pendants press one after another until each instance has raised an
+    // alarm (the broker hands the shared subscription's messages out in turn); which instance
+    // raised it is read from the instances' own counters.
+    // (Without the request timeout, which would cut the streams.)
+    let streams = reqwest::Client::new();
+    let mut on_a = live_stream(&streams, &a, &staff).await;
+    let mut on_b = live_stream(&streams, &b, &staff).await;
+    let mut other_on_b = live_stream(&streams, &b, &other_staff).await;
+    let (mut a_to_b, mut b_to_a) = (None, None);
+    let mut raised_by_a = 0.0;
+    for (n, uid) in pendants.iter().enumerate() {
+        let acked = press_pendant(port, uid).await;
+        let (by_a, _) = eventually(WAIT, || async {
+            let counts = (
+                metric(&http, &a, RAISED).await,
+                metric(&http, &b, RAISED).await,
+            );
+            (counts.0 + counts.1 == (n + 1) as f64).then_some(counts)
+        })
+        .await
+        .expect("one instance raised the alarm");
+        // Both streams show it, wherever it was raised.
+        let (seen_a, seen_b) = (
+            raised_frame(&mut on_a, uid).await,
+            raised_frame(&mut on_b, uid).await,
+        );
+        if by_a > raised_by_a {
+            a_to_b.get_or_insert(seen_b.at.saturating_duration_since(acked));
+        } else {
+            b_to_a.get_or_insert(seen_a.at.saturating_duration_since(acked));
+        }
+        raised_by_a = by_a;
+        if a_to_b.is_some() && b_to_a.is_some() {
+            break;
+        }
+    }
+    eprintln!("relayed alarm latency: A to B {a_to_b:?}, B to A {b_to_a:?}");
+    let a_to_b = a_to_b.expect("an alarm raised through A");
+    let b_to_a = b_to_a.expect("an alarm raised through B");
+    assert!(
+        a_to_b < RELAY_BOUND,
+        "B's dashboard showed A's alarm {a_to_b:?} after A acknowledged it"
+    );
+    assert!(
+        b_to_a < RELAY_BOUND,
+        "A's dashboard showed B's alarm {b_to_a:?} after B acknowledged it"
+    );
+    // The other organisation's dashboard: its first frame is its own alarm, raised after all
+    // of the first organisation's had reached B; none of those came before it.
+    press_pendant(port, "pendant-y").await;
+    let first = tokio::time::timeout(WAIT, other_on_b.recv())
+        .await
+        .expect("the other organisation's alarm in time")
+        .unwrap();
+    assert_eq!(
+        (first.event.as_str(), &first.data["data"]["device_uid"]),
+        ("alarm", &Value::from("pendant-y")),
+        "another organisation's dashboard got {first:?}"
+    );
+    drop((on_a, on_b, other_on_b));
+
+    // The split: one device streams through the shared subscription; both instances store a
+    // share, by their own counts.
+    let (stored_a, stored_b) = (
+        metric(&http, &a, STORED).await,
+        metric(&http, &b, STORED).await,
+    );
+    let count = 2000;
     let base = chrono::Utc::now().timestamp_millis() - 60_000;
     let device = tokio::spawn(run_device(
         base,
@@ -44,35 +288,50 @@ async fn two_instances_on_a_shared_subscription_store_every_event_once_when_one_
         port,
         "hub-s1".into(),
         None,
-        2000,
+        count,
         500,
-        Duration::from_secs(90),
+        Duration::from_secs(120),
     ));
-    // Mid-stream: some events stored, most still to come.
-    let stored = eventually(Duration::from_secs(30), || async {
-        let (n, _) = event_counts(&b.pool, "hub-s1").await;
-        (n > 200).then_some(n)
+    let mid = eventually(Duration::from_secs(30), || async {
+        let (n, _) = event_counts(&pool, "hub-s1").await;
+        (n > 400).then_some(n)
     })
     .await;
-    assert!(stored.is_some(), "events flow before the stop");
-    a.stop().await;
-    let (at_stop, _) = event_counts(&b.pool, "hub-s1").await;
+    assert!(mid.is_some(), "events flow before the kill");
+    let share_a = metric(&http, &a, STORED).await - stored_a;
+    let share_b = metric(&http, &b, STORED).await - stored_b;
+    let (in_db, _) = event_counts(&pool, "hub-s1").await;
+    eprintln!("stored so far: {share_a} by A, {share_b} by B, {in_db} in the database");
     assert!(
-        at_stop < 2000,
-        "stopped mid-stream: {at_stop} of 2000 stored"
+        share_a > 0.0 && share_b > 0.0,
+        "each instance stored a share: A {share_a}, B {share_b}"
+    );
+    assert!(
+        share_a + share_b <= in_db as f64,
+        "the instances stored no more than the database holds"
+    );
+
+    // One instance is killed outright: no shutdown, no acknowledgement of what it held.
+    a.kill_hard();
+    let (at_kill, _) = event_counts(&pool, "hub-s1").await;
+    assert!(
+        at_kill < count as i64,
+        "killed mid-stream: {at_kill} of {count} stored"
     );
     let run = device.await.unwrap();
+    eprintln!(
+        "{at_kill} stored at the kill; the device resent {} events",
+        run.resends
+    );
     assert!(
         run.unacked.is_empty(),
         "{} unacknowledged",
         run.unacked.len()
     );
-
-    let client = b.pool.get().await.unwrap();
-    let row = client
-        .query_one("SELECT count(*), count(DISTINCT seq) FROM events", &[])
-        .await
-        .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2000, 2000));
-    b.stop().await;
+    assert_eq!(
+        event_counts(&pool, "hub-s1").await,
+        (count as i64, count as i64),
+        "every (device, seq) exactly once"
+    );
+    b.stop();
 }
