@@ -5,7 +5,9 @@
 //! clients first, then hands the event to the [`Outbox`], a bounded queue that never makes the
 //! publisher wait. A sender task takes what has queued up and notifies it in one statement on a
 //! pool connection; the notifications are delivered when that statement commits, which is after
-//! the change itself committed (domains publish only committed changes). A listener task holds a
+//! the change itself committed (domains publish only committed changes). Notifying in a
+//! statement of its own, never inside a domain's transaction, keeps the database-wide lock that
+//! PostgreSQL takes to commit notifications off the write path. A listener task holds a
 //! connection of its own with `LISTEN homeward_live` and republishes the events of the other
 //! instances, each to its own organisation's channel only; its own come back too and are
 //! skipped by their id.
