@@ -4,17 +4,25 @@
 //! - [`measures`]: the indicators from loaded rows (falls, avoided, ASCOF measures, plans).
 //! - [`payment`]: statements from contract terms held as data; never priced by minutes.
 //! - [`report`]: loads a scope's rows (tenant-filtered), hashes them, builds reports, CSV.
-//! - [`routes`]: episodes, plans, populations, terms, reports and statements over HTTP.
+//! - [`contracts`]: contracts' terms, over HTTP for commissioners.
+//! - The API, one file each: `episodes`, `plans`, `populations`, `reports`, `statements`;
+//!   `routes` gathers them.
 //!
 //! A report records its period, the SHA-256 of its input rows and [`METHOD_VERSION`]; the
 //! figures are a pure function of those, so the same inputs give the same figures.
 //! Definitions: docs/outcomes.md.
 
+mod contracts;
+mod episodes;
 pub mod estimate;
 pub mod measures;
 pub mod payment;
+mod plans;
+mod populations;
 pub mod report;
+mod reports;
 mod routes;
+mod statements;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};

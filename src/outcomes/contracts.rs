@@ -1,0 +1,77 @@
+//! Contracts between a commissioner and a provider, and their payment terms held as data
+//! (`contracts.terms`, priced by [`super::payment`]); commissioners set terms over HTTP.
+
+use actix_web::{get, put, web, HttpResponse};
+use tokio_postgres::GenericClient;
+
+use super::payment::Terms;
+use super::routes::READERS;
+use crate::auth::{Caller, Role};
+use crate::http::{ApiError, AppState};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(put_terms).service(get_terms);
+}
+
+/// Passes if there is no contract, or it is one of the caller's (a provider's) contracts.
+pub(super) async fn own_contract(
+    c: &impl GenericClient,
+    caller: &Caller,
+    id: Option<i32>,
+) -> Result<(), ApiError> {
+    let Some(id) = id else { return Ok(()) };
+    let ok = c
+        .query_opt(
+            "SELECT 1 FROM contracts WHERE id = $1 AND provider_id = $2",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .is_some();
+    ok.then_some(())
+        .ok_or_else(|| ApiError::invalid("contract_id", "no such contract with your organisation"))
+}
+
+#[put("/v1/contracts/{id}/terms")]
+async fn put_terms(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Commissioner])?;
+    let id = path.into_inner();
+    let terms: Terms =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("terms", e.to_string()))?;
+    terms.validate().map_err(|(f, m)| ApiError::invalid(f, m))?;
+    let value = serde_json::to_value(&terms).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let c = state.pool.get().await?;
+    let n = c
+        .execute(
+            "UPDATE contracts SET terms = $3 WHERE id = $1 AND commissioner_id = $2",
+            &[&id, &caller.organisation_id, &value],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("contract {id}")));
+    }
+    Ok(HttpResponse::Ok().json(value))
+}
+
+#[get("/v1/contracts/{id}/terms")]
+async fn get_terms(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    let row = c
+        .query_opt(
+            "SELECT terms FROM contracts WHERE id = $1 AND (commissioner_id = $2 OR provider_id = $2)",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("contract {id}")))?;
+    Ok(HttpResponse::Ok().json(row.get::<_, serde_json::Value>(0)))
+}

@@ -1,0 +1,407 @@
+//! What providers record of a person's care and its events: service periods, hospital stays and
+//! their discharge, reablement episodes and how they ended, care-home admissions, deaths and
+//! falls known from records. Owns those tables; the indicators read them.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use super::contracts::own_contract;
+use super::routes::{created, own_person, STAFF};
+use crate::auth::Caller;
+use crate::http::{ApiError, AppState};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(service_period)
+        .service(hospital_stay)
+        .service(discharge)
+        .service(reablement_episode)
+        .service(end_episode)
+        .service(care_home_admission)
+        .service(death)
+        .service(recorded_fall)
+        .service(person_episodes);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicePeriodBody {
+    person_id: i32,
+    contract_id: Option<i32>,
+    started_on: NaiveDate,
+    ended_on: Option<NaiveDate>,
+    history_from: Option<NaiveDate>,
+}
+
+#[post("/v1/outcomes/service-periods")]
+async fn service_period(
+    caller: Caller,
+    state: web::Data<AppState>,
+    b: web::Json<ServicePeriodBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    if b.ended_on.is_some_and(|e| e < b.started_on) {
+        return Err(ApiError::invalid(
+            "ended_on",
+            "must not be before started_on",
+        ));
+    }
+    if b.history_from.is_some_and(|h| h > b.started_on) {
+        return Err(ApiError::invalid(
+            "history_from",
+            "must not be after started_on",
+        ));
+    }
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, b.person_id).await?;
+    own_contract(&**c, &caller, b.contract_id).await?;
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO service_periods (organisation_id, person_id, contract_id, started_on, ended_on, history_from)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.contract_id, &b.started_on, &b.ended_on, &b.history_from],
+        )
+        .await?
+        .get(0);
+    Ok(created(id))
+}
+
+const DESTINATIONS: &[&str] = &["home", "home_with_reablement", "care_home", "died", "other"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StayBody {
+    person_id: i32,
+    admitted_on: NaiveDate,
+    #[serde(default = "yes")]
+    emergency: bool,
+    discharged_on: Option<NaiveDate>,
+    discharge_destination: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn check_discharge(
+    admitted: NaiveDate,
+    on: Option<NaiveDate>,
+    dest: &Option<String>,
+) -> Result<(), ApiError> {
+    if on.is_some_and(|d| d < admitted) {
+        return Err(ApiError::invalid(
+            "discharged_on",
+            "must not be before admitted_on",
+        ));
+    }
+    if on.is_some() != dest.is_some() {
+        return Err(ApiError::invalid(
+            "discharge_destination",
+            "give discharged_on and discharge_destination together",
+        ));
+    }
+    if let Some(d) = dest {
+        if !DESTINATIONS.contains(&d.as_str()) {
+            return Err(ApiError::invalid(
+                "discharge_destination",
+                DESTINATIONS.join(", "),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[post("/v1/outcomes/hospital-stays")]
+async fn hospital_stay(
+    caller: Caller,
+    state: web::Data<AppState>,
+    b: web::Json<StayBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    check_discharge(b.admitted_on, b.discharged_on, &b.discharge_destination)?;
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, b.person_id).await?;
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO hospital_stays (organisation_id, person_id, admitted_on, emergency, discharged_on, discharge_destination, recorded_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.admitted_on, &b.emergency, &b.discharged_on, &b.discharge_destination, &caller.user_id],
+        )
+        .await?
+        .get(0);
+    Ok(created(id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DischargeBody {
+    discharged_on: NaiveDate,
+    discharge_destination: String,
+}
+
+#[post("/v1/outcomes/hospital-stays/{id}/discharge")]
+async fn discharge(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    b: web::Json<DischargeBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    let row = c
+        .query_opt(
+            "SELECT admitted_on, discharged_on FROM hospital_stays WHERE id = $1 AND organisation_id = $2",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("hospital stay {id}")))?;
+    if row.get::<_, Option<NaiveDate>>(1).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "hospital stay {id} is already discharged"
+        )));
+    }
+    let dest = Some(b.discharge_destination.clone());
+    check_discharge(row.get(0), Some(b.discharged_on), &dest)?;
+    c.execute(
+        "UPDATE hospital_stays SET discharged_on = $2, discharge_destination = $3 WHERE id = $1",
+        &[&id, &b.discharged_on, &dest],
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+}
+
+const RESULTS: &[&str] = &[
+    "no_further_support",
+    "less_support",
+    "same_support",
+    "more_support",
+    "residential_care",
+    "nursing_care",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpisodeBody {
+    person_id: i32,
+    contract_id: Option<i32>,
+    hospital_stay_id: Option<i64>,
+    #[serde(default = "yes")]
+    aim_home: bool,
+    started_on: NaiveDate,
+}
+
+#[post("/v1/outcomes/reablement-episodes")]
+async fn reablement_episode(
+    caller: Caller,
+    state: web::Data<AppState>,
+    b: web::Json<EpisodeBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, b.person_id).await?;
+    own_contract(&**c, &caller, b.contract_id).await?;
+    if let Some(stay) = b.hospital_stay_id {
+        let ok = c
+            .query_opt(
+                "SELECT 1 FROM hospital_stays WHERE id = $1 AND person_id = $2 AND organisation_id = $3",
+                &[&stay, &b.person_id, &caller.organisation_id],
+            )
+            .await?
+            .is_some();
+        if !ok {
+            return Err(ApiError::invalid(
+                "hospital_stay_id",
+                "no such stay of this person",
+            ));
+        }
+    }
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home, started_on, recorded_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.contract_id, &b.hospital_stay_id, &b.aim_home, &b.started_on, &caller.user_id],
+        )
+        .await?
+        .get(0);
+    Ok(created(id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndBody {
+    ended_on: NaiveDate,
+    result: String,
+}
+
+#[post("/v1/outcomes/reablement-episodes/{id}/end")]
+async fn end_episode(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    b: web::Json<EndBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    if !RESULTS.contains(&b.result.as_str()) {
+        return Err(ApiError::invalid("result", RESULTS.join(", ")));
+    }
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    let row = c
+        .query_opt(
+            "SELECT started_on, ended_on FROM reablement_episodes WHERE id = $1 AND organisation_id = $2",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("reablement episode {id}")))?;
+    if row.get::<_, Option<NaiveDate>>(1).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "episode {id} has already ended"
+        )));
+    }
+    if b.ended_on < row.get::<_, NaiveDate>(0) {
+        return Err(ApiError::invalid(
+            "ended_on",
+            "must not be before started_on",
+        ));
+    }
+    c.execute(
+        "UPDATE reablement_episodes SET ended_on = $2, result = $3 WHERE id = $1",
+        &[&id, &b.ended_on, &b.result],
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CareHomeBody {
+    person_id: i32,
+    admitted_on: NaiveDate,
+    setting: String,
+    permanent: bool,
+}
+
+#[post("/v1/outcomes/care-home-admissions")]
+async fn care_home_admission(
+    caller: Caller,
+    state: web::Data<AppState>,
+    b: web::Json<CareHomeBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    if !["residential", "nursing"].contains(&b.setting.as_str()) {
+        return Err(ApiError::invalid("setting", "residential or nursing"));
+    }
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, b.person_id).await?;
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO care_home_admissions (organisation_id, person_id, admitted_on, setting, permanent, recorded_by)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.admitted_on, &b.setting, &b.permanent, &caller.user_id],
+        )
+        .await?
+        .get(0);
+    Ok(created(id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeathBody {
+    person_id: i32,
+    died_on: NaiveDate,
+}
+
+#[post("/v1/outcomes/deaths")]
+async fn death(
+    caller: Caller,
+    state: web::Data<AppState>,
+    b: web::Json<DeathBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, b.person_id).await?;
+    let n = c
+        .execute(
+            "INSERT INTO deaths (person_id, organisation_id, died_on, recorded_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (person_id) DO NOTHING",
+            &[&b.person_id, &caller.organisation_id, &b.died_on, &caller.user_id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::Conflict(format!(
+            "the death of person {} is already recorded",
+            b.person_id
+        )));
+    }
+    Ok(created(i64::from(b.person_id)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallBody {
+    person_id: i32,
+    occurred_on: NaiveDate,
+    source: String,
+}
+
+#[post("/v1/outcomes/recorded-falls")]
+async fn recorded_fall(
+    caller: Caller,
+    state: web::Data<AppState>,
+    b: web::Json<FallBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    if b.source.is_empty() || b.source.len() > 100 {
+        return Err(ApiError::invalid(
+            "source",
+            "1 to 100 characters (GP, hospital, self-report ...)",
+        ));
+    }
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, b.person_id).await?;
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO recorded_falls (organisation_id, person_id, occurred_on, source, recorded_by)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.occurred_on, &b.source, &caller.user_id],
+        )
+        .await?
+        .get(0);
+    Ok(created(id))
+}
+
+/// A person's episodes (provider staff only: they carry dates of clinical events).
+#[get("/v1/outcomes/people/{id}/episodes")]
+async fn person_episodes(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    own_person(&**c, &caller, id)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("person {id}")))?;
+    let q = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let rows = c.query(sql, &[&id]).await?;
+            Ok::<_, ApiError>(
+                rows.iter()
+                    .map(|r| r.get::<_, serde_json::Value>(0))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "person_id": id,
+        "service_periods": q("SELECT to_jsonb(x) - 'organisation_id' FROM service_periods x WHERE person_id = $1 ORDER BY started_on, id").await?,
+        "hospital_stays": q("SELECT to_jsonb(x) - 'organisation_id' FROM hospital_stays x WHERE person_id = $1 ORDER BY admitted_on, id").await?,
+        "reablement_episodes": q("SELECT to_jsonb(x) - 'organisation_id' FROM reablement_episodes x WHERE person_id = $1 ORDER BY started_on, id").await?,
+        "care_home_admissions": q("SELECT to_jsonb(x) - 'organisation_id' FROM care_home_admissions x WHERE person_id = $1 ORDER BY admitted_on, id").await?,
+        "deaths": q("SELECT to_jsonb(x) - 'organisation_id' FROM deaths x WHERE person_id = $1").await?,
+        "recorded_falls": q("SELECT to_jsonb(x) - 'organisation_id' FROM recorded_falls x WHERE person_id = $1 ORDER BY occurred_on, id").await?,
+    })))
+}

@@ -1,0 +1,161 @@
+//! Indicator reports over HTTP (JSON or CSV), and every stored report read back as produced.
+//! Owns `outcome_reports`: each report and statement is stored with its period, input hash and
+//! method version. Loading and building the figures is [`super::report`]'s.
+
+use actix_web::{get, web, HttpResponse};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use tokio_postgres::GenericClient;
+
+use super::measures::Period;
+use super::report::{self, Scope};
+use super::routes::READERS;
+use super::METHOD_VERSION;
+use crate::auth::Caller;
+use crate::http::{ApiError, AppState};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(report_endpoint).service(stored_report);
+}
+
+/// The query of a report or a statement; statements read only the period, the provider and
+/// the format.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportQuery {
+    scope: Option<String>,
+    id: Option<i32>,
+    pub(super) provider_id: Option<i32>,
+    from: NaiveDate,
+    to: NaiveDate,
+    as_of: Option<NaiveDate>,
+    pub(super) format: Option<String>,
+}
+
+pub(super) fn period(q: &ReportQuery) -> Result<Period, ApiError> {
+    crate::http::dates::check_date("from", Some(q.from))?;
+    crate::http::dates::check_date("to", Some(q.to))?;
+    crate::http::dates::check_date("as_of", q.as_of)?;
+    if q.from >= q.to {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    if q.to - q.from > chrono::Duration::days(3 * 366) {
+        return Err(ApiError::invalid("to", "a period is at most three years"));
+    }
+    // Judged by default 91 days after the period (the longest look-ahead), but never later
+    // than today: the date is recorded, so the figures stay reproducible.
+    let today = chrono::Utc::now().date_naive();
+    let as_of = q
+        .as_of
+        .unwrap_or_else(|| (q.to + chrono::Duration::days(91)).min(today).max(q.to));
+    if as_of < q.to {
+        return Err(ApiError::invalid("as_of", "must not be before `to`"));
+    }
+    Ok(Period {
+        from: q.from,
+        to: q.to,
+        as_of,
+    })
+}
+
+pub(super) fn wants_csv(f: &Option<String>) -> Result<bool, ApiError> {
+    match f.as_deref() {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        _ => Err(ApiError::invalid("format", "json or csv")),
+    }
+}
+
+/// `what`: (kind, scope, scope id).
+pub(super) async fn store(
+    c: &impl GenericClient,
+    caller: &Caller,
+    (kind, scope, scope_id): (&str, &str, Option<i32>),
+    p: &Period,
+    hash: &str,
+    figures: &serde_json::Value,
+) -> Result<i64, ApiError> {
+    Ok(c.query_one(
+        "INSERT INTO outcome_reports (organisation_id, kind, scope, scope_id, period_from, period_to, as_of, method_version, input_hash, figures, generated_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        &[&caller.organisation_id, &kind, &scope, &scope_id, &p.from, &p.to, &p.as_of, &METHOD_VERSION, &hash, figures, &caller.user_id],
+    )
+    .await?
+    .get(0))
+}
+
+/// Indicators for a person, a provider, a contract or a commissioner's population.
+#[get("/v1/outcomes/report")]
+async fn report_endpoint(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<ReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    state
+        .settings
+        .outcomes
+        .check()
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!(e)))?;
+    let scope = Scope::parse(
+        q.scope.as_deref().unwrap_or("provider"),
+        // A provider's own figures by default; a commissioner's organisation (auditors
+        // included) must name the provider.
+        q.id.or(q.provider_id)
+            .or((caller.organisation_kind == crate::auth::OrgKind::Provider
+                && q.scope.as_deref().unwrap_or("provider") == "provider")
+                .then_some(caller.organisation_id)),
+    )?;
+    let p = period(&q)?;
+    let csv = wants_csv(&q.format)?;
+    let c = state.pool.get().await?;
+    let r = report::build(&**c, &caller, scope, p, &state.settings).await?;
+    let figures = serde_json::to_value(&r).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let id = store(
+        &**c,
+        &caller,
+        ("indicators", scope.name(), scope.id()),
+        &p,
+        &r.inputs.hash,
+        &figures,
+    )
+    .await?;
+    if csv {
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header(("X-Report-Id", id.to_string()))
+            .body(safe_csv(report::to_csv(&r)?.as_bytes())?));
+    }
+    let mut body = figures;
+    body["report_id"] = id.into();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A stored report, as produced (for auditors reproducing a figure).
+#[get("/v1/outcomes/reports/{id}")]
+async fn stored_report(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    let row = c
+        .query_opt(
+            "SELECT jsonb_build_object('id', id, 'kind', kind, 'scope', scope, 'scope_id', scope_id,
+                    'period_from', period_from, 'period_to', period_to, 'as_of', as_of,
+                    'method_version', method_version, 'input_hash', input_hash,
+                    'generated_at', generated_at, 'figures', figures)
+               FROM outcome_reports WHERE id = $1 AND organisation_id = $2",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("report {id}")))?;
+    Ok(HttpResponse::Ok().json(row.get::<_, serde_json::Value>(0)))
+}
+
+/// The CSV with formula-like cells made text (see `http::csv_safe`).
+pub(super) fn safe_csv(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    crate::http::csv_safe::defuse(bytes).map_err(|e| ApiError::Unexpected(e.into()))
+}
