@@ -7,7 +7,7 @@ use clap::Parser;
 use homeward::auth::Scope;
 use homeward::cli::{AdminCommand, Cli, Command, Derivation};
 use homeward::config::Settings;
-use homeward::{auth, db, startup::Application, telemetry};
+use homeward::{auth, db, outcomes, startup::Application, telemetry};
 
 /// mimalloc instead of the system allocator: the ingest path allocates per event (decoded
 /// events, rows, queue nodes), and glibc's malloc and free were about 12 % of the server's CPU
@@ -286,7 +286,10 @@ async fn admin_with(
         } => {
             let c = auth::find_organisation(client, &commissioner).await?;
             let p = auth::find_organisation(client, &provider).await?;
-            let id = auth::create_contract(client, &c, &p, &reference, starts_on, ends_on).await?;
+            let id = outcomes::contracts::create_contract(
+                client, &c, &p, &reference, starts_on, ends_on,
+            )
+            .await?;
             println!(
                 "contract {id} `{reference}`: {} commissions {}",
                 c.name, p.name

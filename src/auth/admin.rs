@@ -1,7 +1,7 @@
-//! Creating organisations, users, tokens, contracts and device credentials. Used by the
-//! `homeward admin` subcommands and by the admin API.
+//! Creating organisations, users, tokens and device credentials. Used by the `homeward admin`
+//! subcommands and by the admin API. (Contracts are created by `outcomes::contracts`, the one
+//! writer of that table.)
 
-use chrono::NaiveDate;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
@@ -170,36 +170,6 @@ pub async fn create_user_with(
     )
     .await?;
     Ok((user_id, token))
-}
-
-pub async fn create_contract(
-    client: &impl GenericClient,
-    commissioner: &Organisation,
-    provider: &Organisation,
-    reference: &str,
-    starts_on: NaiveDate,
-    ends_on: Option<NaiveDate>,
-) -> Result<i32, AdminError> {
-    if commissioner.kind != OrgKind::Commissioner || provider.kind != OrgKind::Provider {
-        return Err(AdminError::Invalid(
-            "a contract is between a commissioner and a provider".into(),
-        ));
-    }
-    let row = client
-        .query_one(
-            "INSERT INTO contracts (commissioner_id, provider_id, reference, starts_on, ends_on)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[
-                &commissioner.id,
-                &provider.id,
-                &reference,
-                &starts_on,
-                &ends_on,
-            ],
-        )
-        .await
-        .map_err(exists_or(|| format!("contract `{reference}`")))?;
-    Ok(row.get(0))
 }
 
 /// Device kinds, as stored in `devices.kind`.

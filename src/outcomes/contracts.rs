@@ -1,16 +1,70 @@
 //! Contracts between a commissioner and a provider, and their payment terms held as data
-//! (`contracts.terms`, priced by [`super::payment`]); commissioners set terms over HTTP.
+//! (`contracts.terms`, priced by [`super::payment`]). The one writer of `contracts`: the admin
+//! command line creates contracts through [`create_contract`], commissioners set terms over HTTP.
 
 use actix_web::{get, put, web, HttpResponse};
+use chrono::NaiveDate;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
 use super::payment::Terms;
 use super::routes::READERS;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, OrgKind, Organisation, Role};
 use crate::http::{ApiError, AppState};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(put_terms).service(get_terms);
+}
+
+/// Why a contract could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// The parties are not a commissioner and a provider.
+    #[error("{0}")]
+    Invalid(String),
+    /// The commissioner already has a contract with this reference.
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Records a contract in which `commissioner` commissions `provider`, with no terms yet; returns
+/// its id. A commissioner's references are unique.
+pub async fn create_contract(
+    client: &impl GenericClient,
+    commissioner: &Organisation,
+    provider: &Organisation,
+    reference: &str,
+    starts_on: NaiveDate,
+    ends_on: Option<NaiveDate>,
+) -> Result<i32, ContractError> {
+    if commissioner.kind != OrgKind::Commissioner || provider.kind != OrgKind::Provider {
+        return Err(ContractError::Invalid(
+            "a contract is between a commissioner and a provider".into(),
+        ));
+    }
+    let row = client
+        .query_one(
+            "INSERT INTO contracts (commissioner_id, provider_id, reference, starts_on, ends_on)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &commissioner.id,
+                &provider.id,
+                &reference,
+                &starts_on,
+                &ends_on,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                ContractError::Exists(format!("contract `{reference}`"))
+            } else {
+                ContractError::Db(e)
+            }
+        })?;
+    Ok(row.get(0))
 }
 
 /// Passes if there is no contract, or it is one of the caller's (a provider's) contracts.

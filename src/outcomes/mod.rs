@@ -4,7 +4,7 @@
 //! - [`measures`]: the indicators from loaded rows (falls, avoided, ASCOF measures, plans).
 //! - [`payment`]: statements from contract terms held as data; never priced by minutes.
 //! - [`report`]: loads a scope's rows (tenant-filtered), hashes them, builds reports, CSV.
-//! - [`contracts`]: contracts' terms, over HTTP for commissioners.
+//! - [`contracts`]: contracts (created only here) and their terms, over HTTP for commissioners.
 //! - The API, one file each: `episodes`, `plans`, `populations`, `reports`, `statements`;
 //!   `routes` gathers them.
 //!
@@ -12,7 +12,7 @@
 //! figures are a pure function of those, so the same inputs give the same figures.
 //! Definitions: docs/outcomes.md.
 
-mod contracts;
+pub mod contracts;
 mod episodes;
 pub mod estimate;
 pub mod measures;

@@ -822,7 +822,7 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
     let path = format!("/v1/alarms/response-times?provider_id={}", p.org.id);
     assert_eq!(app.get(&path, Some(&council_token)).await.status(), 404);
     let client = app.pool.get().await.unwrap();
-    let contract = auth::create_contract(
+    let contract = homeward::outcomes::contracts::create_contract(
         &**client,
         &council,
         &p.org,

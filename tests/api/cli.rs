@@ -203,6 +203,48 @@ async fn admin_commands_create_what_they_say() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("does not belong"), "{err}");
+    // A contract: between a commissioner and a provider, each reference once per commissioner.
+    let (code, out, err) = admin(&[
+        "create-organisation",
+        "--name",
+        "Shire Council",
+        "--kind",
+        "commissioner",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let contract = |reference: &str, commissioner: &str, provider: &str| {
+        admin(&[
+            "create-contract",
+            "--commissioner",
+            commissioner,
+            "--provider",
+            provider,
+            "--reference",
+            reference,
+            "--starts-on",
+            "2026-01-01",
+        ])
+    };
+    let (code, out, err) = contract("SC-1", "Shire Council", "Care Co");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("`SC-1`: Shire Council commissions Care Co"),
+        "{out}"
+    );
+    let contract_id: i32 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("a contract id in {out}"));
+    let (code, _, err) = contract("SC-1", "Shire Council", "Care Co");
+    assert_ne!(code, 0);
+    assert!(err.contains("contract `SC-1` already exists"), "{err}");
+    let (code, _, err) = contract("SC-2", "Care Co", "Shire Council");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("a contract is between a commissioner and a provider"),
+        "{err}"
+    );
 
     // What was printed works: the token over HTTP, the secret over MQTT.
     let app = spawn_app_on(test_settings(), db).await;
@@ -213,6 +255,15 @@ async fn admin_commands_create_what_they_say() {
     assert_eq!(me["user"]["role"], "provider_admin");
     assert_eq!(me["organisation"]["name"], "Care Co");
     assert_eq!(me["organisation"]["kind"], "provider");
+    // The contract is Care Co's: its provider reads its (still empty) terms.
+    let terms = app
+        .get(&format!("/v1/contracts/{contract_id}/terms"), Some(&token))
+        .await;
+    assert_eq!(terms.status(), 200);
+    assert_eq!(
+        terms.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({})
+    );
     let connect = |secret: String| {
         let mut options =
             rumqttc::MqttOptions::new("hub-1", (app.mqtt.host.clone(), app.mqtt.port));

@@ -1012,7 +1012,7 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
         .await;
     let client = app.pool.get().await.unwrap();
     // Council One's contract ended two days ago; Council Two's runs on.
-    let contract_1 = homeward::auth::create_contract(
+    let contract_1 = homeward::outcomes::contracts::create_contract(
         &**client,
         &council_1,
         &s.p.org,
@@ -1022,7 +1022,7 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
     )
     .await
     .unwrap();
-    let contract_2 = homeward::auth::create_contract(
+    let contract_2 = homeward::outcomes::contracts::create_contract(
         &**client,
         &council_2,
         &s.p.org,
