@@ -28,14 +28,29 @@ const SERVICE_PASSWORD: &str = "service-password-for-tests";
 /// Runs `homeward admin export-mosquitto` against `db`, with Homeward's user in `mqtt_url`;
 /// returns its standard output.
 async fn export(db: &tokio_postgres::Config, mqtt_url: &str, passwd: &Path, acl: &Path) -> String {
+    let out = run_export(db, mqtt_url, passwd, acl).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "export fails: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn run_export(
+    db: &tokio_postgres::Config,
+    mqtt_url: &str,
+    passwd: &Path,
+    acl: &Path,
+) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_homeward"));
     for (key, _) in std::env::vars() {
         if key.starts_with("HOMEWARD") {
             cmd.env_remove(key);
         }
     }
-    let out = cmd
-        .env("RUST_LOG", "warn")
+    cmd.env("RUST_LOG", "warn")
         .env("HOMEWARD__DATABASE__URL", url_of(db))
         .env("HOMEWARD__MQTT__URL", mqtt_url)
         .args(["admin", "export-mosquitto", "--password-file"])
@@ -44,14 +59,7 @@ async fn export(db: &tokio_postgres::Config, mqtt_url: &str, passwd: &Path, acl:
         .arg(acl)
         .output()
         .await
-        .expect("homeward runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "export fails: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        .expect("homeward runs")
 }
 
 /// Mosquitto as `docs/operations.md` configures it for Homeward: the exported password and ACL
@@ -410,6 +418,52 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
     .await;
     assert!(stored.is_some(), "hub-b goes on as before");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_export_needs_homewards_user_and_never_carries_a_stale_hash() {
+    let server = TestServer::get().await.unwrap();
+    let db = server.fresh_database().await.unwrap();
+    let pool = build_pool(db.clone(), 2, 5);
+    let client = pool.get().await.unwrap();
+    let org = auth::create_organisation(&**client, "Stale Org", OrgKind::Provider)
+        .await
+        .unwrap();
+    auth::create_device(&**client, &org, "hub-x", "hub")
+        .await
+        .unwrap();
+    auth::create_device(&**client, &org, "hub-y", "hub")
+        .await
+        .unwrap();
+    // A writer that knows only the SHA-256 changes hub-x's secret: the Mosquitto hash, which
+    // now belongs to no secret, goes.
+    client
+        .execute(
+            "UPDATE devices SET secret_hash = decode(repeat('11', 32), 'hex') WHERE uid = 'hub-x'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (passwd, acl) = (dir.path().join("passwd"), dir.path().join("acl"));
+
+    let out = run_export(&db, "mqtt://127.0.0.1:1883", &passwd, &acl).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mqtt.url"), "{stderr}");
+    assert!(!passwd.exists() && !acl.exists(), "nothing written");
+
+    let report = export(&db, "mqtt://homeward:pw@127.0.0.1:1883", &passwd, &acl).await;
+    assert!(
+        report.contains("NOT EXPORTED: 1 device(s)") && report.contains("hub-x"),
+        "{report}"
+    );
+    let users: Vec<String> = std::fs::read_to_string(&passwd)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(':').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["homeward", "hub-y"]);
 }
 
 /// POSTs `body` to an EMQX hook as EMQX does (JSON, the configured headers); (status, body).
