@@ -658,3 +658,138 @@ async fn emqx_hooks_decide_as_the_embedded_broker_does() {
     }
     app.stop().await;
 }
+
+/// How the embedded broker treats one client: connects or not, and for a connected device one
+/// PUBLISH (acknowledged, or the connection closed) or one SUBSCRIBE (its SUBACK code).
+async fn embedded_allows(
+    app: &crate::helpers::TestApp,
+    client_id: &str,
+    user: &str,
+    password: &str,
+    act: Option<(&str, &str)>,
+) -> bool {
+    let mut opts = MqttOptions::new(client_id, (app.mqtt.host.clone(), app.mqtt.port));
+    opts.set_credentials(user, password.to_string())
+        .set_keep_alive(5);
+    let (client, mut eventloop) = AsyncClient::builder(opts).capacity(10).build();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .expect("the broker answers")
+        {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    let Some((action, topic)) = act else {
+        return true;
+    };
+    match action {
+        "publish" => {
+            client
+                .publish(topic, b"{}".to_vec(), PublishOptions::new(QoS::AtLeastOnce))
+                .await
+                .unwrap();
+        }
+        _ => client.subscribe(topic, QoS::AtLeastOnce).await.unwrap(),
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .expect("the broker answers")
+        {
+            Ok(Event::Incoming(Packet::PubAck(_))) => return true,
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                return matches!(
+                    ack.return_codes[..],
+                    [rumqttc::SubscribeReasonCode::Success(_)]
+                )
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The embedded broker and the EMQX hooks, asked the same questions about the same devices,
+/// give the same answers.
+#[tokio::test]
+async fn the_emqx_hooks_and_the_embedded_broker_agree() {
+    const HOOK: &str = "emqx-hook-secret-for-tests";
+    let mut settings = test_settings();
+    settings.mqtt.emqx_hook_secret = Some(Secret::new(HOOK.into()));
+    let app = spawn_app_with(settings).await;
+    let (org, _) = app
+        .org_with_user("Agree Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    let a = app.device(&org, "hub-a", "hub").await;
+    let b = app.device(&org, "hub-b", "hub").await;
+    let off = app.device(&org, "hub-off", "hub").await;
+    {
+        let client = app.pool.get().await.unwrap();
+        auth::set_device_disabled(&**client, Scope::Any, "hub-off", true)
+            .await
+            .unwrap();
+    }
+    let mut answers = Vec::new();
+    for (client_id, user, password) in [
+        ("hub-a", "hub-a", a.as_str()),
+        ("hub-a", "hub-a", b.as_str()),
+        ("hub-b", "hub-a", a.as_str()),
+        ("hub-off", "hub-off", off.as_str()),
+        ("ghost", "ghost", a.as_str()),
+    ] {
+        let embedded = embedded_allows(&app, client_id, user, password, None).await;
+        let (_, hook) = hook(
+            &app,
+            "/v1/emqx/authenticate",
+            Some(HOOK),
+            authn(client_id, user, password),
+        )
+        .await;
+        answers.push((
+            format!("connect {client_id}/{user}"),
+            embedded,
+            hook["result"] == "allow",
+        ));
+    }
+    for (action, topic) in [
+        ("publish", "homeward/v1/hub-a/events"),
+        ("publish", "homeward/v1/hub-a/status"),
+        ("publish", "homeward/v1/hub-a/downlink"),
+        ("publish", "homeward/v1/hub-b/events"),
+        ("publish", "homeward/v1/hub-a/events/x"),
+        ("publish", "other/topic"),
+        ("subscribe", "homeward/v1/hub-a/downlink"),
+        ("subscribe", "$share/g/homeward/v1/hub-a/downlink"),
+        ("subscribe", "homeward/v1/hub-b/downlink"),
+        ("subscribe", "homeward/v1/+/downlink"),
+        ("subscribe", "homeward/v1/hub-a/#"),
+        ("subscribe", "homeward/v1/hub-a/events"),
+        ("subscribe", "#"),
+        ("subscribe", "$SYS/#"),
+    ] {
+        let embedded = embedded_allows(&app, "hub-a", "hub-a", &a, Some((action, topic))).await;
+        let (_, hook) = hook(
+            &app,
+            "/v1/emqx/authorize",
+            Some(HOOK),
+            authz("hub-a", "hub-a", action, topic),
+        )
+        .await;
+        answers.push((
+            format!("{action} {topic}"),
+            embedded,
+            hook["result"] == "allow",
+        ));
+    }
+    let disagree: Vec<_> = answers.iter().filter(|(_, e, h)| e != h).collect();
+    assert!(
+        disagree.is_empty(),
+        "(question, embedded, hook): {disagree:?}"
+    );
+    // Neither path says yes (or no) to everything.
+    assert!(answers.iter().any(|(_, e, _)| *e) && answers.iter().any(|(_, e, _)| !*e));
+    app.stop().await;
+}
