@@ -90,6 +90,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   mqtt.embedded_tls_listen             embedded broker's mqtts listener, only with
                                        tls.cert_file [127.0.0.1:8883]
   mqtt.ca_file                         PEM roots for an mqtts:// mqtt.url [unset: system roots]
+  mqtt.emqx_hook_secret                secret EMQX sends to /v1/emqx/authenticate and
+                                       /v1/emqx/authorize (secret) [unset: no such routes]
   tls.cert_file                        PEM certificate chain for HTTPS and mqtts [unset: plain]
   tls.key_file                         PEM private key of tls.cert_file [unset]
 
@@ -262,6 +264,20 @@ pub enum AdminCommand {
         /// Host name clients will connect to (repeatable); 127.0.0.1 is always included.
         #[arg(long = "host", value_name = "NAME", default_value = "localhost")]
         hosts: Vec<String>,
+    },
+    /// Write a Mosquitto password file and ACL file, so that a Mosquitto broker checks devices
+    /// as the embedded broker does: every active device (its secret's Mosquitto hash) and
+    /// Homeward's own user from mqtt.url; each device may publish only on its own events and
+    /// status topics and subscribe only to its own downlink. Disabled devices are left out, and
+    /// so are devices whose secret predates Mosquitto hashes (rotate them; they are listed).
+    /// Files are replaced atomically, mode 0600, keeping their owner. Reload Mosquitto after.
+    ExportMosquitto {
+        /// The password file to write (Mosquitto's password_file).
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+        /// The ACL file to write (Mosquitto's acl_file).
+        #[arg(long, value_name = "FILE")]
+        acl_file: PathBuf,
     },
     /// Register a device and print its MQTT secret (shown once).
     CreateDevice {

@@ -157,6 +157,10 @@ pub struct MqttSettings {
     /// PEM file of the certificates that an external `mqtts://` broker's certificate must chain
     /// to. Unset (the default): the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Shared secret that an EMQX broker sends (`Authorization: Bearer <secret>`) to
+    /// `/v1/emqx/authenticate` and `/v1/emqx/authorize`; at least 16 characters. Unset (the
+    /// default): those routes do not exist (404).
+    pub emqx_hook_secret: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -291,6 +295,7 @@ impl Default for MqttSettings {
             idle_timeout_secs: 1800,
             embedded_tls_listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
             ca_file: None,
+            emqx_hook_secret: None,
         }
     }
 }
@@ -437,6 +442,14 @@ impl Settings {
                 "mqtt.client_id must be at most 64 characters and begin with `{reserved}` (the \
                  prefix no device may take), e.g. homeward-ingest-2"
             )));
+        }
+        if self.mqtt.emqx_hook_secret.as_ref().is_some_and(|s| {
+            s.expose().chars().count() < 16 || s.expose().contains(char::is_whitespace)
+        }) {
+            return Err(ConfigError(
+                "mqtt.emqx_hook_secret must be at least 16 characters without spaces (or unset)"
+                    .into(),
+            ));
         }
         if let Some(group) = &self.mqtt.shared_group {
             if group.is_empty() || group.contains(['/', '+', '#']) {
@@ -691,5 +704,21 @@ mod tests {
         let mut settings = Settings::default();
         settings.mqtt.device_max_messages_per_sec = 0;
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn an_emqx_hook_secret_is_long_enough_or_unset() {
+        let mut settings = Settings::default();
+        for bad in ["", "short", "sixteen chars ok"] {
+            settings.mqtt.emqx_hook_secret = Some(Secret::new(bad.into()));
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("mqtt.emqx_hook_secret"), "{bad}: {err}");
+            assert!(
+                !err.contains(bad) || bad.is_empty(),
+                "the secret is not printed"
+            );
+        }
+        settings.mqtt.emqx_hook_secret = Some(Secret::new("0123456789abcdef".into()));
+        settings.validate().unwrap();
     }
 }

@@ -19,8 +19,9 @@
 //! - Raw events are append-only and never edited; corrections are new rows referring to old.
 //! - A message is acknowledged (MQTT PUBACK, HTTP 2xx) only after the transaction storing it
 //!   has committed. (device, seq) is stored once.
-//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` is authenticated, and the tenant
-//!   always comes from the credential, never from the request.
+//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` is authenticated (the EMQX
+//!   hooks by a shared secret), and the tenant always comes from the credential, never from the
+//!   request.
 //! - Bad input gets a problem document (HTTP) or a dead-letter row (MQTT); it never crashes the
 //!   server and is never silently dropped.
 

@@ -295,6 +295,21 @@ async fn admin_with(
                 c.name, p.name
             );
         }
+        AdminCommand::ExportMosquitto {
+            password_file,
+            acl_file,
+        } => {
+            let export = homeward::devices::export::export_mosquitto(
+                client,
+                settings,
+                &password_file,
+                &acl_file,
+            )
+            .await?;
+            for line in export.report() {
+                println!("{line}");
+            }
+        }
         // Written by `admin` before any database is opened.
         AdminCommand::MakeSelfSigned { .. } => {}
         AdminCommand::CreateDevice { org, uid, kind } => {

@@ -371,6 +371,7 @@ impl Application {
                 .configure(http::routes)
                 .configure(crate::auth::routes::routes)
                 .configure(crate::devices::routes::routes)
+                .configure(crate::devices::emqx::routes)
                 .configure(crate::ingest::http::routes)
                 .configure(crate::live::routes)
                 .configure(crate::evv::routes)

@@ -198,7 +198,8 @@ pub fn reserved_device_id(uid: &str) -> Option<AdminError> {
     })
 }
 
-/// A new device credential; returns the device's row id and its secret (shown once).
+/// A new device credential; returns the device's row id and its secret (shown once). The
+/// secret is stored as SHA-256 and, for external brokers, as a Mosquitto hash.
 ///
 /// Refuses ids beginning with [`RESERVED_CLIENT_ID_PREFIX`].
 pub async fn create_device(
@@ -229,8 +230,15 @@ pub async fn create_device(
     let secret = random_token(32);
     let row = client
         .query_one(
-            "INSERT INTO devices (organisation_id, uid, kind, secret_hash) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&organisation.id, &uid, &kind, &hash_secret(&secret).as_slice()],
+            "INSERT INTO devices (organisation_id, uid, kind, secret_hash, secret_mosquitto_hash)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &organisation.id,
+                &uid,
+                &kind,
+                &hash_secret(&secret).as_slice(),
+                &crate::devices::mosquitto::hash(&secret),
+            ],
         )
         .await
         .map_err(exists_or(|| format!("device `{uid}`")))?;

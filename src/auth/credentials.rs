@@ -305,7 +305,8 @@ pub async fn set_device_disabled(
 }
 
 /// Gives a device a new secret (returned once); the old one stops working at once and the
-/// device's live connection is closed, so it must reconnect with the new one.
+/// device's live connection is closed, so it must reconnect with the new one. Both stored forms
+/// change together (SHA-256 and the Mosquitto hash that an export hands to Mosquitto).
 pub async fn rotate_device_secret(
     client: &impl GenericClient,
     scope: Scope,
@@ -316,11 +317,16 @@ pub async fn rotate_device_secret(
     client
         .query_one(
             "WITH d AS (
-                 UPDATE devices SET secret_hash = $2, secret_rotated_at = now()
+                 UPDATE devices SET secret_hash = $2, secret_mosquitto_hash = $3,
+                                    secret_rotated_at = now()
                   WHERE id = $1 RETURNING id)
              INSERT INTO credential_revocations (device_id, reason)
              SELECT id, 'device_secret_rotated' FROM d RETURNING device_id",
-            &[&id, &hash_secret(&secret).as_slice()],
+            &[
+                &id,
+                &hash_secret(&secret).as_slice(),
+                &crate::devices::mosquitto::hash(&secret),
+            ],
         )
         .await?;
     Ok(secret)

@@ -189,6 +189,20 @@ impl Acl {
         }
     }
 
+    /// May a client holding this ACL publish on `topic`? False for anything that is not a
+    /// valid topic name. The broker's own check of a PUBLISH, for an external broker that asks
+    /// Homeward.
+    pub fn allows_publish(&self, topic: &str) -> bool {
+        topic::valid_topic(topic) && self.may_publish(topic)
+    }
+
+    /// May it subscribe to `filter` as a SUBSCRIBE carries it (a `$share/{group}/...` filter
+    /// by its inner filter)? False for an invalid filter. The broker's own check of a
+    /// SUBSCRIBE, for an external broker that asks Homeward.
+    pub fn allows_subscribe(&self, filter: &str) -> bool {
+        topic::FilterSpec::parse(filter).is_some_and(|spec| self.may_subscribe(spec.filter()))
+    }
+
     fn may_publish(&self, topic: &str) -> bool {
         self.publish.iter().any(|f| topic::matches(topic, f))
     }

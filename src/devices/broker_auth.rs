@@ -53,27 +53,9 @@ impl DeviceAuthenticator {
         };
         if user == SERVICE_USER {
             let ok = hashes_equal(&hash_secret(password), &hash_secret(&self.service_password));
-            return Ok(ok.then(|| {
-                (
-                    Principal::Service,
-                    Acl {
-                        publish: vec!["#".into()],
-                        subscribe: vec!["#".into()],
-                    },
-                )
-            }));
+            return Ok(ok.then(|| (Principal::Service, Acl::all())));
         }
-        if creds.client_id != user {
-            return Ok(None);
-        }
-        if reserved_device_id(user).is_some() {
-            tracing::warn!(
-                uid = user,
-                "device id is reserved for Homeward's own clients; refused"
-            );
-            return Ok(None);
-        }
-        let Some(device) = DeviceId::new(user) else {
+        let Some(device) = device_identity(creds.client_id, user) else {
             return Ok(None);
         };
         let verified = super::verify::verify_device(&self.pool, &self.failures, user, password)
@@ -82,16 +64,39 @@ impl DeviceAuthenticator {
         if verified.is_none() {
             return Ok(None);
         }
-        let acl = Acl {
-            publish: vec![topic::events(&device), topic::status(&device)],
-            subscribe: vec![topic::downlink(&device)],
-        };
         Ok(Some((
             Principal::Device {
                 id: user.to_string(),
             },
-            acl,
+            device_acl(&device),
         )))
+    }
+}
+
+/// The device a client may be, from its client id and user name: the two must be equal, a
+/// valid device id, and not one reserved for Homeward's own clients. The same rule for the
+/// embedded broker and for external brokers that ask Homeward (EMQX).
+pub(crate) fn device_identity(client_id: &str, user: &str) -> Option<DeviceId> {
+    if client_id != user {
+        return None;
+    }
+    if reserved_device_id(user).is_some() {
+        tracing::warn!(
+            uid = user,
+            "device id is reserved for Homeward's own clients; refused"
+        );
+        return None;
+    }
+    DeviceId::new(user)
+}
+
+/// What a device may do: publish on its own `events` and `status` topics, subscribe to its own
+/// `downlink`. The one definition behind the embedded broker, the EMQX hooks and the Mosquitto
+/// ACL file.
+pub(crate) fn device_acl(device: &DeviceId) -> Acl {
+    Acl {
+        publish: vec![topic::events(device), topic::status(device)],
+        subscribe: vec![topic::downlink(device)],
     }
 }
 

@@ -1,11 +1,16 @@
 //! Devices: telecare hubs, pendants and sensors, and care workers' phones, with their
-//! credentials. Owns the device API and the embedded broker's authenticator.
+//! credentials. Owns the device API, the embedded broker's authenticator, and what external
+//! brokers need to check devices the same way: the Mosquitto export (`export`, with the
+//! secrets' Mosquitto hashes in `mosquitto`) and the EMQX hooks (`emqx`).
 //!
 //! A device's identity always comes from its credential (the MQTT user name, which must equal
 //! its client id) and the topic it may use, never from what its payload claims.
 
 mod broker_auth;
+pub mod emqx;
+pub mod export;
 mod http_auth;
+pub mod mosquitto;
 pub mod routes;
 mod verify;
 

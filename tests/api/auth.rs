@@ -1,6 +1,7 @@
 use homeward::auth::{self, OrgKind, Role};
+use homeward::config::Secret;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with, test_settings};
 use crate::routes::{Access, ROLES, ROUTES};
 
 #[tokio::test]
@@ -90,7 +91,9 @@ async fn roles_are_enforced() {
         "the role table lists every documented route"
     );
 
-    let app = spawn_app().await;
+    let mut settings = test_settings();
+    settings.mqtt.emqx_hook_secret = Some(Secret::new("a hook secret that no user holds".into()));
+    let app = spawn_app_with(settings).await;
     let (provider, _) = app
         .org_with_user("Provider R", OrgKind::Provider, Role::ProviderAdmin)
         .await;
@@ -132,21 +135,23 @@ async fn roles_are_enforced() {
                 "{} {}: {anonymous} without credentials",
                 route.method, route.path
             )),
-            Access::Device | Access::Roles(_) if anonymous != 401 => wrong.push(format!(
-                "{} {}: {anonymous} without credentials",
-                route.method, route.path
-            )),
+            Access::Device | Access::Hook | Access::Roles(_) if anonymous != 401 => {
+                wrong.push(format!(
+                    "{} {}: {anonymous} without credentials",
+                    route.method, route.path
+                ))
+            }
             _ => {}
         }
         for (role, token) in &tokens {
             let status = send(Some(token)).await;
             let allowed = match route.access {
                 Access::Public => true,
-                Access::Device => false,
+                Access::Device | Access::Hook => false,
                 Access::Roles(roles) => roles.contains(role),
             };
             let denied = match route.access {
-                Access::Device => 401,
+                Access::Device | Access::Hook => 401,
                 _ => 403,
             };
             let ok = if allowed {

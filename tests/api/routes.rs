@@ -16,6 +16,9 @@ pub enum Access {
     Public,
     /// Devices with their own credentials (HTTP Basic); a user's token is not enough.
     Device,
+    /// An external broker (EMQX) with the hook secret (`mqtt.emqx_hook_secret`, which the role
+    /// test sets); a user's token is not it.
+    Hook,
     /// Users holding one of these roles; any other role gets 403.
     Roles(&'static [Role]),
 }
@@ -116,6 +119,10 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/users/{id}/enable", Access::Roles(ADMIN)),
     route!("DELETE" "/v1/tokens/{id}", Access::Roles(ADMIN)),
     route!("POST" "/v1/check-ins", Access::Device, []),
+    route!("POST" "/v1/emqx/authenticate", Access::Hook, {"clientid": "hub-1", "username": "hub-1", "password": "x"}),
+    route!("POST" "/v1/emqx/authorize", Access::Hook, {
+        "clientid": "hub-1", "username": "hub-1", "topic": "homeward/v1/hub-1/events", "action": "publish"
+    }),
     route!("GET" "/v1/dead-letters", Access::Roles(DEAD_LETTER_READERS)),
     route!("GET" "/v1/live", Access::Roles(ATTEND)),
     route!("POST" "/v1/people", Access::Roles(STAFF), {"external_ref": "P-9"}),

@@ -67,6 +67,9 @@ enum Kind {
     Keyed,
     /// Device credentials (check-ins): B's phone naming A's visit and person.
     Device,
+    /// An external broker's hook (EMQX): no user's token opens it, and it returns no tenant
+    /// data to anyone.
+    Hook,
     /// Names one of A's things in the path. `commissioner_sees`: C1 (contracting A) may see
     /// it too, so C1's users are among the owners that must not get 404.
     Id { commissioner_sees: bool },
@@ -113,6 +116,8 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/users/{id}/enable", id()),
     ("DELETE", "/v1/tokens/{id}", id()),
     ("POST", "/v1/check-ins", Kind::Device),
+    ("POST", "/v1/emqx/authenticate", Kind::Hook),
+    ("POST", "/v1/emqx/authorize", Kind::Hook),
     (
         "GET",
         "/v1/dead-letters",
@@ -445,7 +450,7 @@ async fn get(app: &TestApp, path: &str, token: &str) -> Value {
 fn allowed(route: &Route, role: Role) -> bool {
     match route.access {
         Access::Public => true,
-        Access::Device => false,
+        Access::Device | Access::Hook => false,
         Access::Roles(roles) => roles.contains(&role),
     }
 }
@@ -906,6 +911,7 @@ async fn no_route_reaches_another_organisations_data() {
                 Kind::Create => "create",
                 Kind::Keyed => "keyed",
                 Kind::Device => "device",
+                Kind::Hook => "hook",
                 Kind::Id { .. } => "id",
             })
             .or_default() += 1;
@@ -928,6 +934,25 @@ async fn no_route_reaches_another_organisations_data() {
                         "{name} (public): {status}, leaks: {}",
                         s.leaks(&text)
                     ));
+                }
+                continue;
+            }
+            Kind::Hook => {
+                // Every user's token is refused (404 here: the sweep configures no hook
+                // secret, so the route does not exist).
+                for u in &others {
+                    calls += 1;
+                    let (status, text) = call(
+                        &app,
+                        route.method,
+                        &path,
+                        Some(u.token.as_str()),
+                        body.as_ref(),
+                    )
+                    .await;
+                    if status != 404 || s.leaks(&text) {
+                        wrong.push(format!("{name} as {}: {status}, expected 404", u.label()));
+                    }
                 }
                 continue;
             }
@@ -972,7 +997,7 @@ async fn no_route_reaches_another_organisations_data() {
                 continue;
             }
             match kind {
-                Kind::Public | Kind::Device => unreachable!(),
+                Kind::Public | Kind::Device | Kind::Hook => unreachable!(),
                 Kind::Me => {
                     calls += 1;
                     let (status, text) = call(&app, route.method, &path, token, None).await;
