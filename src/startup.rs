@@ -373,6 +373,7 @@ impl Application {
                 .configure(crate::devices::routes::routes)
                 .configure(crate::ingest::http::routes)
                 .configure(crate::live::routes)
+                .configure(crate::people::routes)
                 .configure(crate::evv::routes)
                 .configure(crate::alarms::routes)
                 .configure(crate::outcomes::routes)
