@@ -11,6 +11,7 @@ mod auth;
 mod broker;
 mod cli;
 mod credentials;
+mod figures;
 mod flood;
 mod health;
 mod ingest;
