@@ -4,6 +4,7 @@
 //! # Layout
 //! Split by domain, each owning its types, SQL and routes:
 //! - [`ingest`]: MQTT subscriber, HTTP check-ins, the batch writer, dead letters.
+//! - [`people`]: people receiving care, care workers and the phones they carry.
 //! - [`evv`]: visits: schedules, verification, exceptions, missed-visit alerts.
 //! - [`alarms`]: telecare alarms, their lifecycle, falls and long lies, device health.
 //! - [`outcomes`]: episodes, outcome plans, indicators and payment statements.
@@ -37,6 +38,7 @@ pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod outcomes;
+pub mod people;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

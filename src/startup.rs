@@ -374,6 +374,7 @@ impl Application {
                 .configure(crate::devices::emqx::routes)
                 .configure(crate::ingest::http::routes)
                 .configure(crate::live::routes)
+                .configure(crate::people::routes)
                 .configure(crate::evv::routes)
                 .configure(crate::alarms::routes)
                 .configure(crate::outcomes::routes)

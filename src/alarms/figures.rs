@@ -7,13 +7,55 @@
 //!   (fall cancelled, reset) before anyone acknowledged it; time to answer is acknowledged_at
 //!   minus received_at; a call not (yet) answered counts as not answered within any target;
 //! - a *responder visit* is a care alarm to which a responder was dispatched; time to arrive is
-//!   on_site_at minus received_at; not arrived counts as not within any target.
+//!   on_site_at minus received_at; not arrived counts as not within any target;
+//! - *resolved without an ambulance*: a resolved care alarm whose outcome code does not
+//!   [involve an ambulance](involves_ambulance) (an activity measure, not an outcome).
+//!
+//! This module owns these figures: `/v1/alarms/response-times` shows [`response_times`], and a
+//! report that needs alarm context calls [`figures`] instead of counting alarms itself.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
+use super::model::Outcome;
 use super::{AlarmError, AlarmSettings};
+
+/// Whether an outcome code means an ambulance was called. Every code is listed, so a new one
+/// must be classed here before it compiles.
+pub fn involves_ambulance(o: Outcome) -> bool {
+    match o {
+        Outcome::AmbulanceCalledNotConveyed
+        | Outcome::ConveyedToHospital
+        | Outcome::AdmittedToHospital => true,
+        Outcome::FalseOrAccidental
+        | Outcome::ResolvedByTalking
+        | Outcome::FamilyOrKeyholderAttended
+        | Outcome::ResponderAttendedNoInjury
+        | Outcome::MinorInjuryTreatedAtHome => false,
+    }
+}
+
+/// The SQL text of the outcome codes that involve an ambulance.
+fn ambulance_codes() -> Vec<&'static str> {
+    Outcome::ALL
+        .iter()
+        .copied()
+        .filter(|o| involves_ambulance(*o))
+        .map(Outcome::as_str)
+        .collect()
+}
+
+/// Whose alarms the figures count.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// The providers whose alarms count.
+    pub organisations: &'a [i32],
+    /// Only these people's alarms; `None`: every alarm of the providers.
+    pub people: Option<&'a [i32]>,
+    /// Only alarms of people this commissioner funds on the alarm's day (`homeward_funded`).
+    pub funded_by: Option<i32>,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Target {
@@ -45,11 +87,20 @@ pub struct OnSite {
     pub targets: Vec<Target>,
 }
 
+/// `GET /v1/alarms/response-times`: one provider's [`Figures`] over a period.
 #[derive(Debug, Serialize)]
 pub struct ResponseFigures {
     pub provider_id: i32,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// The figures of the care alarms of a [`Selection`] received in a period.
+#[derive(Debug, Serialize)]
+pub struct Figures {
+    /// Care alarms received, calls or not.
     pub alarms: i64,
     pub answer: Answer,
     pub on_site: OnSite,
@@ -82,6 +133,33 @@ pub async fn response_times(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<ResponseFigures, AlarmError> {
+    let selection = Selection {
+        organisations: &[provider_id],
+        people: None,
+        funded_by: commissioner,
+    };
+    Ok(ResponseFigures {
+        provider_id,
+        from,
+        to,
+        figures: figures(c, s, selection, from, to).await?,
+    })
+}
+
+/// The figures of the care alarms of `selection` received in `[from, to)`.
+pub async fn figures(
+    c: &impl GenericClient,
+    s: &AlarmSettings,
+    selection: Selection<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Figures, AlarmError> {
+    let Selection {
+        organisations,
+        people,
+        funded_by,
+    } = selection;
+    let ambulance = ambulance_codes();
     let answer_t = f64::from(s.answer_target_secs);
     let answer_l = f64::from(s.answer_limit_secs);
     let site_t = f64::from(s.on_site_target_minutes) * 60.0;
@@ -94,8 +172,9 @@ pub async fn response_times(
                       extract(epoch FROM on_site_at - received_at)::float8 AS arrive_s, \
                       NOT (acknowledged_at IS NULL AND resolved_at IS NOT NULL AND resolved_by IS NULL) AS is_call \
                  FROM alarms \
-                WHERE organisation_id = $1 AND category = 'care' \
+                WHERE organisation_id = ANY($1) AND category = 'care' \
                   AND received_at >= $2 AND received_at < $3 \
+                  AND ($9::int[] IS NULL OR person_id = ANY($9)) \
                   AND ($8::int IS NULL OR homeward_funded($8, organisation_id, person_id, \
                                                          (received_at AT TIME ZONE 'UTC')::date))) \
              SELECT count(*), \
@@ -113,18 +192,19 @@ pub async fn response_times(
                     percentile_cont(0.9) WITHIN GROUP (ORDER BY arrive_s) FILTER (WHERE dispatched_at IS NOT NULL), \
                     count(*) FILTER (WHERE is_fall), \
                     count(*) FILTER (WHERE long_lie), \
-                    count(*) FILTER (WHERE outcome IS NOT NULL AND outcome NOT IN \
-                        ('ambulance_called_not_conveyed', 'conveyed_to_hospital', 'admitted_to_hospital')) \
+                    count(*) FILTER (WHERE outcome IS NOT NULL AND outcome <> ALL($10)) \
                FROM a",
             &[
-                &provider_id,
+                &organisations,
                 &from,
                 &to,
                 &answer_t,
                 &answer_l,
                 &site_t,
                 &site_l,
-                &commissioner,
+                &funded_by,
+                &people,
+                &ambulance,
             ],
         )
         .await?;
@@ -134,21 +214,19 @@ pub async fn response_times(
     for r in c
         .query(
             "SELECT outcome, count(*) FROM alarms \
-              WHERE organisation_id = $1 AND category = 'care' AND outcome IS NOT NULL \
+              WHERE organisation_id = ANY($1) AND category = 'care' AND outcome IS NOT NULL \
                 AND received_at >= $2 AND received_at < $3 \
+                AND ($5::int[] IS NULL OR person_id = ANY($5)) \
                 AND ($4::int IS NULL OR homeward_funded($4, organisation_id, person_id, \
                                                        (received_at AT TIME ZONE 'UTC')::date)) \
               GROUP BY outcome ORDER BY outcome",
-            &[&provider_id, &from, &to, &commissioner],
+            &[&organisations, &from, &to, &funded_by, &people],
         )
         .await?
     {
         outcomes.insert(r.get::<_, String>(0), r.get::<_, i64>(1).into());
     }
-    Ok(ResponseFigures {
-        provider_id,
-        from,
-        to,
+    Ok(Figures {
         alarms: row.get(0),
         answer: Answer {
             calls,
@@ -194,7 +272,19 @@ pub async fn response_times(
 
 #[cfg(test)]
 mod tests {
-    use super::target;
+    use super::*;
+
+    #[test]
+    fn ambulance_codes_are_the_three_that_call_one() {
+        assert_eq!(
+            ambulance_codes(),
+            [
+                "ambulance_called_not_conveyed",
+                "conveyed_to_hospital",
+                "admitted_to_hospital"
+            ]
+        );
+    }
 
     #[test]
     fn shares_and_targets() {

@@ -7,15 +7,21 @@
 //!   reference data and the office's adjustments; one per-device path serves live derivation,
 //!   the start-up catch-up and [`rebuild`].
 //! - [`missed`]: missed-visit alerts, raised once across instances, pushed on the live stream.
-//! - [`routes`]: people, workers, the schedule, visits, exceptions, adjustments, export.
+//! - [`view`]: what a visit shows (exceptions, lateness, completeness, pseudonyms), pure.
+//! - [`figures`]: visit figures over a period (punctuality, duration, verification), the one
+//!   source of them for reports.
+//! - `routes`: the schedule, visits, exceptions, adjustments, export, missed-visit alerts.
+//!   People, workers and their phones are [`crate::people`]'s.
 //!
 //! Raw check events are never edited: an adjustment is a new row naming the visit's first raw
 //! event, and a visit shows its raw and adjusted times side by side.
 
 pub mod derive;
+pub mod figures;
 pub mod geofence;
 pub mod missed;
 mod routes;
+pub mod view;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -31,6 +37,7 @@ use crate::startup::Services;
 pub use derive::{rebuild, rebuild_with, RebuildReport};
 pub use geofence::GeofencePolicy;
 pub use missed::check_missed_visits;
+pub use routes::rederive;
 
 /// Settings under `[evv]`. Figures from EVV practice: radii of 75 m to 500 m are used in
 /// practice; vendors alert on no-shows after 5 to 60 minutes, commonly 30.

@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 use crate::startup::Services;
 
 /// Bumped whenever a definition or method changes, so old reports stay explainable.
-pub const METHOD_VERSION: &str = "outcomes/1";
+/// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
+/// on-site over dispatched alarms), the visit context likewise.
+pub const METHOD_VERSION: &str = "outcomes/2";
 
 /// Settings under `[outcomes]`. Reference figures are published averages; councils differ, so all are
 /// configurable.

@@ -128,6 +128,11 @@ async fn filter_for(
     Ok(f)
 }
 
+/// The start of a day (UTC).
+fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
 fn utc_date(t: DateTime<Utc>) -> NaiveDate {
     t.date_naive()
 }
@@ -337,65 +342,38 @@ pub struct Context {
     pub alarm_calls_resolved_without_ambulance_label: &'static str,
 }
 
+/// The context figures of the people in scope over the period. Each comes from the module that
+/// owns it, so a report and the API views agree: visits from [`crate::evv::figures`] (the
+/// lateness rule `/v1/visits` shows), alarms from [`crate::alarms::figures`] (the definitions
+/// of `/v1/alarms/response-times`: answer shares over calls, ambulance codes from the outcome
+/// set).
 async fn context(
     c: &impl GenericClient,
     ids: &[i32],
     orgs: &[i32],
     p: &Period,
-    settings: &crate::config::Settings,
+    settings: &Settings<'_>,
 ) -> Result<Context, ApiError> {
-    let from = p.from.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let to = p.to.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let late = f64::from(settings.evv.late_after_minutes) * 60.0;
-    let v = c
-        .query_one(
-            "WITH v AS (
-               SELECT coalesce(v.adjusted_start, v.started_at) AS s, coalesce(v.adjusted_end, v.ended_at) AS e,
-                      sv.window_start, v.check_in->>'verdict' AS verdict
-                 FROM visits v LEFT JOIN scheduled_visits sv ON sv.id = v.scheduled_visit_id
-                WHERE v.organisation_id = ANY($1) AND v.person_id = ANY($2)
-                  AND coalesce(v.adjusted_start, v.started_at, v.ended_at) >= $3
-                  AND coalesce(v.adjusted_start, v.started_at, v.ended_at) < $4)
-             SELECT count(*),
-                    count(*) FILTER (WHERE extract(epoch FROM s - window_start)::float8 > $5),
-                    count(*) FILTER (WHERE window_start IS NOT NULL AND s IS NOT NULL),
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e - s)::float8 / 60.0),
-                    count(*) FILTER (WHERE verdict = 'verified'),
-                    count(*) FILTER (WHERE verdict IS NOT NULL)
-               FROM v",
-            &[&orgs, &ids, &from, &to, &late],
-        )
-        .await?;
-    let answer = f64::from(settings.alarms.answer_target_secs);
-    let a = c
-        .query_one(
-            "SELECT count(*),
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM acknowledged_at - received_at)::float8),
-                    count(*) FILTER (WHERE extract(epoch FROM acknowledged_at - received_at)::float8 <= $5),
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM on_site_at - received_at)::float8 / 60.0),
-                    count(*) FILTER (WHERE outcome IS NOT NULL AND outcome NOT IN
-                        ('ambulance_called_not_conveyed', 'conveyed_to_hospital', 'admitted_to_hospital'))
-               FROM alarms
-              WHERE organisation_id = ANY($1) AND category = 'care' AND person_id = ANY($2)
-                AND received_at >= $3 AND received_at < $4",
-            &[&orgs, &ids, &from, &to, &answer],
-        )
-        .await?;
-    let share = |n: i64, d: i64| (d > 0).then(|| n as f64 / d as f64);
-    let (visits, late_n, timed): (i64, i64, i64) = (v.get(0), v.get(1), v.get(2));
-    let alarms: i64 = a.get(0);
+    let (from, to) = (midnight(p.from), midnight(p.to));
+    let v = crate::evv::figures::visit_figures(c, settings.visits, orgs, ids, from, to).await?;
+    let selection = crate::alarms::figures::Selection {
+        organisations: orgs,
+        people: Some(ids),
+        funded_by: None,
+    };
+    let a = crate::alarms::figures::figures(c, settings.alarms, selection, from, to).await?;
     Ok(Context {
         label: "context, not an outcome: never a price",
-        visits,
-        visits_late: late_n,
-        punctual_share: share(timed - late_n, timed),
-        median_duration_minutes: v.get(3),
-        check_ins_verified_share: share(v.get(4), v.get(5)),
-        care_alarms: alarms,
-        median_answer_secs: a.get(1),
-        answered_within_target_share: share(a.get(2), alarms),
-        median_on_site_minutes: a.get(3),
-        alarm_calls_resolved_without_ambulance: a.get(4),
+        visits: v.visits,
+        visits_late: v.late,
+        punctual_share: v.punctual_share,
+        median_duration_minutes: v.median_duration_minutes,
+        check_ins_verified_share: v.check_ins_verified_share,
+        care_alarms: a.alarms,
+        median_answer_secs: a.answer.median_secs,
+        answered_within_target_share: a.answer.targets.first().and_then(|t| t.share),
+        median_on_site_minutes: a.on_site.median_minutes,
+        alarm_calls_resolved_without_ambulance: a.resolved_without_ambulance,
         alarm_calls_resolved_without_ambulance_label: "activity measure, not an outcome",
     })
 }
@@ -470,16 +448,27 @@ pub async fn load_scope(
     })
 }
 
+/// The settings a report reads: its own, and those of the modules whose figures it shows as
+/// context.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub outcomes: &'a OutcomeSettings,
+    /// For the visit figures (what counts as late).
+    pub visits: &'a crate::evv::EvvSettings,
+    /// For the alarm figures (the answer target).
+    pub alarms: &'a crate::alarms::AlarmSettings,
+}
+
 pub async fn build(
     c: &impl GenericClient,
     caller: &Caller,
     scope: Scope,
     p: Period,
-    settings: &crate::config::Settings,
+    settings: Settings<'_>,
 ) -> Result<Report, ApiError> {
-    let s = &settings.outcomes;
+    let s = settings.outcomes;
     let loaded = load_scope(c, caller, scope, &p, s).await?;
-    let context = context(c, &loaded.people, &loaded.orgs, &p, settings).await?;
+    let context = context(c, &loaded.people, &loaded.orgs, &p, &settings).await?;
     let inputs = &loaded.inputs;
     let summary = InputSummary {
         people: inputs.people.len(),

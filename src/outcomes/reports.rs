@@ -109,7 +109,12 @@ async fn report_endpoint(
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
     let c = state.pool.get().await?;
-    let r = report::build(&**c, &caller, scope, p, &state.settings).await?;
+    let settings = report::Settings {
+        outcomes: &state.settings.outcomes,
+        visits: &state.settings.evv,
+        alarms: &state.settings.alarms,
+    };
+    let r = report::build(&**c, &caller, scope, p, settings).await?;
     let figures = serde_json::to_value(&r).map_err(|e| ApiError::Unexpected(e.into()))?;
     let id = store(
         &**c,

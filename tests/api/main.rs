@@ -12,6 +12,7 @@ mod broker;
 mod cli;
 mod credentials;
 mod external_brokers;
+mod figures;
 mod flood;
 mod health;
 mod ingest;

@@ -313,7 +313,7 @@ async fn episodes_plans_report_and_statement() {
     let (s, stored) = get(&app, t, &format!("/v1/outcomes/reports/{}", r["report_id"])).await;
     assert_eq!(s, 200);
     assert_eq!(stored["input_hash"], r["inputs"]["hash"]);
-    assert_eq!(stored["method_version"], "outcomes/1");
+    assert_eq!(stored["method_version"], "outcomes/2");
     // One input row changed: a different hash; changed back: the first hash again. (An
     // `input_hash` that returns a constant fails here.)
     let hash_with = |long_lie: bool| {

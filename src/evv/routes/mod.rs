@@ -1,0 +1,155 @@
+//! HTTP routes of visit verification (documented in docs/visits.md). People and workers are
+//! [`crate::people`]'s.
+//!
+//! Providers manage their schedule and see their visits with names; commissioners (and their
+//! auditors) read the visits of the providers they contract, with people pseudonymised and
+//! workers as numbers ([`super::view`] decides what each sees).
+//!
+//! - [`schedule`]: scheduled visits (create, list, cancel).
+//! - [`visits`]: visits, one visit, exceptions, adjustments and manual entries.
+//! - [`export`]: the six-element export of completed visits.
+//! - [`missed`]: the missed-visit alerts.
+//! - here: who may read whose visits, the date range, per-area geofence policies and the
+//!   re-derivation that follows a change of reference data.
+
+mod export;
+mod missed;
+mod schedule;
+mod visits;
+
+use actix_web::{put, web, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Deserialize;
+
+use super::derive;
+use super::geofence::GeofencePolicy;
+use crate::auth::{Caller, OrgKind, Role};
+use crate::http::{ApiError, AppState};
+
+const WRITERS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
+const READERS: &[Role] = &[
+    Role::ProviderAdmin,
+    Role::ProviderStaff,
+    Role::Commissioner,
+    Role::Auditor,
+];
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(put_area_policy);
+    schedule::routes(cfg);
+    visits::routes(cfg);
+    export::routes(cfg);
+    missed::routes(cfg);
+}
+
+/// Whose data the caller may read, and whether people must be pseudonymised.
+struct Scope {
+    orgs: Vec<i32>,
+    pseudonymise: bool,
+    /// For a commissioner: only people it funds, on days its contract and their service
+    /// period cover (`homeward_funded` in the database).
+    commissioner: Option<i32>,
+}
+
+async fn scope(caller: &Caller, client: &impl GenericClient) -> Result<Scope, ApiError> {
+    caller.require(READERS)?;
+    match caller.organisation_kind {
+        OrgKind::Provider => Ok(Scope {
+            orgs: vec![caller.organisation_id],
+            pseudonymise: false,
+            commissioner: None,
+        }),
+        OrgKind::Commissioner => {
+            let rows = client
+                .query(
+                    "SELECT DISTINCT provider_id FROM contracts WHERE commissioner_id = $1",
+                    &[&caller.organisation_id],
+                )
+                .await?;
+            Ok(Scope {
+                orgs: rows.iter().map(|r| r.get(0)).collect(),
+                pseudonymise: true,
+                commissioner: Some(caller.organisation_id),
+            })
+        }
+    }
+}
+
+fn writer(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(WRITERS)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    /// `csv` or `json` (export only).
+    format: Option<String>,
+    /// Visits only: `true` lists the office's queue (visits matching no scheduled visit).
+    unmatched: Option<bool>,
+    /// Exceptions only: include those already resolved.
+    include_resolved: Option<bool>,
+}
+
+impl Range {
+    /// Defaults to the last 7 days up to tomorrow; at most 93 days.
+    fn bounds(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        crate::http::dates::check_time("from", self.from)?;
+        crate::http::dates::check_time("to", self.to)?;
+        let now = Utc::now();
+        let to = self.to.unwrap_or(now + Duration::days(1));
+        let from = self.from.unwrap_or(to - Duration::days(8));
+        if to <= from {
+            return Err(ApiError::invalid("to", "must be after from"));
+        }
+        if to - from > Duration::days(93) {
+            return Err(ApiError::invalid("to", "a range covers at most 93 days"));
+        }
+        Ok((from, to))
+    }
+}
+
+/// Re-derives the visits of `devices` after reference data changed (a phone linked to a
+/// worker, a visit scheduled or cancelled), then clears the missed-visit alerts this answers.
+/// Returns once done, so the response to the change already shows its effect.
+pub async fn rederive(state: &AppState, devices: &[i32], org: i32) -> Result<(), ApiError> {
+    let mut client = state.pool.get().await?;
+    derive::derive_devices(&mut client, &state.settings.evv, devices).await?;
+    let now = Utc::now();
+    let cleared = super::missed::clear_in(&client, now, Some(org)).await?;
+    super::missed::publish(&state.live, now, &cleared);
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AreaPolicy {
+    geofence_policy: GeofencePolicy,
+}
+
+/// Sets whether a fix outside the geofence is refused or only flagged in one area.
+#[put("/v1/geofence-policies/{area}")]
+async fn put_area_policy(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<AreaPolicy>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::ProviderAdmin])?;
+    let area = path.into_inner();
+    if area.is_empty() || area.len() > 100 {
+        return Err(ApiError::invalid("area", "must be 1 to 100 characters"));
+    }
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO evv_area_policies (organisation_id, area, geofence_policy) VALUES ($1, $2, $3)
+             ON CONFLICT (organisation_id, area) DO UPDATE SET geofence_policy = EXCLUDED.geofence_policy",
+            &[&caller.organisation_id, &area, &body.geofence_policy.as_str()],
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "area": area, "geofence_policy": body.geofence_policy })))
+}

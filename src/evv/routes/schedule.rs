@@ -1,0 +1,208 @@
+//! Scheduled visits: what should happen, when, for whom. No minutes to bill.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{rederive, writer, Range};
+use crate::auth::Caller;
+use crate::evv::{derive, missed};
+use crate::http::{ApiError, AppState, FieldError};
+use crate::people::{self, store as people_store};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_scheduled)
+        .service(list_scheduled)
+        .service(cancel_scheduled);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewScheduled {
+    reference: String,
+    person_id: i32,
+    worker_id: Option<i32>,
+    window_start: DateTime<Utc>,
+    window_end: DateTime<Utc>,
+    service_type: String,
+    #[serde(default)]
+    outcomes: Vec<String>,
+}
+
+const SCHEDULED_COLUMNS: &str = "id, reference, person_id, worker_id, window_start, window_end,
+     service_type, outcomes, cancelled_at, cancel_reason";
+
+fn scheduled_json(r: &tokio_postgres::Row) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.get::<_, i64>("id"),
+        "reference": r.get::<_, String>("reference"),
+        "person_id": r.get::<_, i32>("person_id"),
+        "worker_id": r.get::<_, Option<i32>>("worker_id"),
+        "window_start": r.get::<_, DateTime<Utc>>("window_start"),
+        "window_end": r.get::<_, DateTime<Utc>>("window_end"),
+        "service_type": r.get::<_, String>("service_type"),
+        "outcomes": r.get::<_, Vec<String>>("outcomes"),
+        "cancelled_at": r.get::<_, Option<DateTime<Utc>>>("cancelled_at"),
+        "cancel_reason": r.get::<_, Option<String>>("cancel_reason"),
+    })
+}
+
+#[post("/v1/scheduled-visits")]
+async fn create_scheduled(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<NewScheduled>,
+) -> Result<HttpResponse, ApiError> {
+    writer(&caller)?;
+    let s = body.into_inner();
+    crate::http::dates::check_time("window_start", Some(s.window_start))?;
+    crate::http::dates::check_time("window_end", Some(s.window_end))?;
+    let mut errors = Vec::new();
+    if !people::valid_reference(&s.reference) {
+        errors.push(FieldError::new(
+            "reference",
+            "must be 1 to 64 of A-Z a-z 0-9 . _ : + -",
+        ));
+    }
+    if s.window_end <= s.window_start {
+        errors.push(FieldError::new("window_end", "must be after window_start"));
+    }
+    if s.service_type.trim().is_empty() || s.service_type.len() > 100 {
+        errors.push(FieldError::new(
+            "service_type",
+            "must be 1 to 100 characters",
+        ));
+    }
+    for (i, o) in s.outcomes.iter().enumerate() {
+        if o.is_empty() || o.len() > 100 {
+            errors.push(FieldError::new(
+                format!("outcomes[{i}]"),
+                "must be 1 to 100 characters",
+            ));
+        }
+    }
+    let org = caller.organisation_id;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    if !people_store::person_exists(&tx, org, s.person_id).await? {
+        errors.push(FieldError::new(
+            "person_id",
+            "no such person in your organisation",
+        ));
+    }
+    if let Some(w) = s.worker_id {
+        if !people_store::worker_exists(&tx, org, w).await? {
+            errors.push(FieldError::new(
+                "worker_id",
+                "no such worker in your organisation",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO scheduled_visits (organisation_id, reference, person_id, worker_id,
+                                               window_start, window_end, service_type, outcomes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {SCHEDULED_COLUMNS}"
+            ),
+            &[
+                &org,
+                &s.reference,
+                &s.person_id,
+                &s.worker_id,
+                &s.window_start,
+                &s.window_end,
+                &s.service_type.trim(),
+                &s.outcomes,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                ApiError::Conflict(format!("scheduled visit {} already exists", s.reference))
+            } else {
+                e.into()
+            }
+        })?;
+    let devices =
+        derive::devices_near_window(&tx, &state.settings.evv, org, s.window_start, s.window_end)
+            .await?;
+    tx.commit().await?;
+    // Check-ins that arrived before the schedule (store and forward) now find their match.
+    rederive(&state, &devices, org).await?;
+    Ok(HttpResponse::Created().json(scheduled_json(&row)))
+}
+
+#[get("/v1/scheduled-visits")]
+async fn list_scheduled(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    writer(&caller)?;
+    let (from, to) = query.bounds()?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SCHEDULED_COLUMNS} FROM scheduled_visits
+                  WHERE organisation_id = $1 AND window_start >= $2 AND window_start < $3
+                  ORDER BY window_start, id"
+            ),
+            &[&caller.organisation_id, &from, &to],
+        )
+        .await?;
+    let items: Vec<_> = rows.iter().map(scheduled_json).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    reason: String,
+}
+
+#[post("/v1/scheduled-visits/{id}/cancel")]
+async fn cancel_scheduled(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Json<Cancel>,
+) -> Result<HttpResponse, ApiError> {
+    writer(&caller)?;
+    if body.reason.trim().is_empty() || body.reason.len() > 500 {
+        return Err(ApiError::invalid("reason", "must be 1 to 500 characters"));
+    }
+    let org = caller.organisation_id;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE scheduled_visits
+                    SET cancelled_at = coalesce(cancelled_at, now()), cancelled_by = coalesce(cancelled_by, $3),
+                        cancel_reason = coalesce(cancel_reason, $4)
+                  WHERE organisation_id = $1 AND id = $2 RETURNING {SCHEDULED_COLUMNS}"
+            ),
+            &[&org, &path.into_inner(), &caller.user_id, &body.reason.trim()],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("scheduled visit".into()))?;
+    let now = Utc::now();
+    let cleared = missed::clear_in(&tx, now, Some(org)).await?;
+    let devices = derive::devices_near_window(
+        &tx,
+        &state.settings.evv,
+        org,
+        row.get("window_start"),
+        row.get("window_end"),
+    )
+    .await?;
+    tx.commit().await?;
+    missed::publish(&state.live, now, &cleared);
+    rederive(&state, &devices, org).await?;
+    Ok(HttpResponse::Ok().json(scheduled_json(&row)))
+}

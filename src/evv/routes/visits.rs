@@ -1,0 +1,492 @@
+//! Visits: the list, one visit with its adjustment history, exceptions, the office's
+//! corrections and manual entries. What a visit shows is [`crate::evv::view`]'s; this file
+//! loads the rows and records the office's changes.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Deserialize;
+
+use super::{scope, writer, Range, Scope};
+use crate::auth::Caller;
+use crate::evv::derive::{self, CheckRecord};
+use crate::evv::figures::VISIT_AT;
+use crate::evv::missed;
+use crate::evv::view::{visit_view, ExceptionKind, Times, VisitRecord, VisitView};
+use crate::http::{ApiError, AppState, FieldError};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_visits)
+        .service(list_exceptions)
+        .service(manual_entry)
+        .service(read_visit)
+        .service(adjust);
+}
+
+/// The condition that a commissioner (the query parameter `param`, NULL for providers) funds
+/// the visit's person on the visit's day (UTC): see `homeward_funded` in migration 0008.
+fn visit_funded(param: &str) -> String {
+    format!(
+        "({param}::int IS NULL OR homeward_funded({param}, v.organisation_id, v.person_id,
+            ({VISIT_AT} AT TIME ZONE 'UTC')::date))"
+    )
+}
+
+const VISIT_SELECT: &str = "SELECT v.id, v.organisation_id, v.visit_key, v.device_id, v.worker_id,
+        v.person_id, v.scheduled_visit_id, v.match_method, v.check_in, v.check_out, v.started_at,
+        v.ended_at, v.superseded, v.adjusted_start, v.adjusted_end, v.adjustments,
+        v.resolution_code, s.reference, s.service_type, s.window_start, s.window_end, s.outcomes,
+        p.external_ref AS person_ref, p.pseudonym, p.display_name AS person_name,
+        w.external_ref AS worker_ref, w.display_name AS worker_name
+   FROM visits v
+   LEFT JOIN scheduled_visits s ON s.id = v.scheduled_visit_id
+   LEFT JOIN people p ON p.id = v.person_id
+   LEFT JOIN workers w ON w.id = v.worker_id";
+
+/// A row of [`VISIT_SELECT`] as the view takes it. A check that no longer reads as a
+/// [`CheckRecord`] is shown as absent.
+fn record(r: &tokio_postgres::Row) -> VisitRecord {
+    let check = |column: &str| {
+        r.get::<_, Option<serde_json::Value>>(column)
+            .and_then(|v| serde_json::from_value::<CheckRecord>(v).ok())
+    };
+    VisitRecord {
+        id: r.get("id"),
+        provider_id: r.get("organisation_id"),
+        person_id: r.get("person_id"),
+        worker_id: r.get("worker_id"),
+        scheduled_visit_id: r.get("scheduled_visit_id"),
+        match_method: r.get("match_method"),
+        check_in: check("check_in"),
+        check_out: check("check_out"),
+        raw: Times {
+            start: r.get("started_at"),
+            end: r.get("ended_at"),
+        },
+        adjusted: Times {
+            start: r.get("adjusted_start"),
+            end: r.get("adjusted_end"),
+        },
+        superseded: r.get("superseded"),
+        adjustments: r.get("adjustments"),
+        resolution_code: r.get("resolution_code"),
+        scheduled_reference: r.get("reference"),
+        service_type: r.get("service_type"),
+        window_start: r.get("window_start"),
+        window_end: r.get("window_end"),
+        outcomes: r
+            .get::<_, Option<Vec<String>>>("outcomes")
+            .unwrap_or_default(),
+        person_ref: r.get("person_ref"),
+        pseudonym: r.get("pseudonym"),
+        person_name: r.get("person_name"),
+        worker_ref: r.get("worker_ref"),
+        worker_name: r.get("worker_name"),
+    }
+}
+
+/// The visits in scope filed in `[from, to)` ([`VISIT_AT`]), in that order, at most 10,000.
+pub(super) async fn load_visits(
+    client: &impl GenericClient,
+    scope: &Scope,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    unmatched_only: bool,
+) -> Result<Vec<VisitRecord>, ApiError> {
+    let rows = client
+        .query(
+            &format!(
+                "{VISIT_SELECT}
+                  WHERE v.organisation_id = ANY($1)
+                    AND {VISIT_AT} >= $2 AND {VISIT_AT} < $3
+                    AND (NOT $4 OR v.scheduled_visit_id IS NULL)
+                    AND {}
+                  ORDER BY {VISIT_AT}, v.id
+                  LIMIT 10000",
+                visit_funded("$5")
+            ),
+            &[
+                &scope.orgs,
+                &from,
+                &to,
+                &unmatched_only,
+                &scope.commissioner,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(record).collect())
+}
+
+#[get("/v1/visits")]
+async fn list_visits(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = query.bounds()?;
+    let client = state.pool.get().await?;
+    let scope = scope(&caller, &client).await?;
+    let rows = load_visits(&client, &scope, from, to, query.unmatched.unwrap_or(false)).await?;
+    let now = Utc::now();
+    let items: Vec<VisitView> = rows
+        .into_iter()
+        .map(|r| visit_view(r, scope.pseudonymise, &state.settings.evv, now))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+#[get("/v1/visits/{id:\\d+}")]
+async fn read_visit(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let scope = scope(&caller, &client).await?;
+    let row = client
+        .query_opt(
+            &format!(
+                "{VISIT_SELECT} WHERE v.organisation_id = ANY($1) AND v.id = $2
+                   AND {}",
+                visit_funded("$3")
+            ),
+            &[&scope.orgs, &path.into_inner(), &scope.commissioner],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("visit".into()))?;
+    let key: String = row.get("visit_key");
+    let view = visit_view(
+        record(&row),
+        scope.pseudonymise,
+        &state.settings.evv,
+        Utc::now(),
+    );
+    let manual_id = key.strip_prefix("m:").and_then(|id| id.parse::<i64>().ok());
+    let history = client
+        .query(
+            "SELECT a.id, a.kind, a.adjusted_start, a.adjusted_end, a.scheduled_visit_id,
+                    a.reason_code, a.memo, a.resolution_code, u.name, a.recorded_at
+               FROM visit_adjustments a JOIN users u ON u.id = a.recorded_by
+              WHERE a.organisation_id = $1 AND (a.visit_key = $2 OR a.id = $3)
+              ORDER BY a.id",
+            &[&view.provider_id, &key, &manual_id],
+        )
+        .await?;
+    let history: Vec<_> = history
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "id": a.get::<_, i64>(0), "kind": a.get::<_, String>(1),
+                "start": a.get::<_, Option<DateTime<Utc>>>(2), "end": a.get::<_, Option<DateTime<Utc>>>(3),
+                "scheduled_visit_id": a.get::<_, Option<i64>>(4),
+                "reason_code": a.get::<_, String>(5),
+                "memo": if scope.pseudonymise { None } else { a.get::<_, Option<String>>(6) },
+                "resolution_code": a.get::<_, Option<String>>(7),
+                "recorded_by": a.get::<_, String>(8), "recorded_at": a.get::<_, DateTime<Utc>>(9),
+            })
+        })
+        .collect();
+    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::Unexpected(e.into()))?;
+    body["adjustment_history"] = serde_json::Value::Array(history);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Reason codes for adjustments (a closed set, so reports can count them).
+const REASON_CODES: &[&str] = &[
+    "forgot_check_in",
+    "forgot_check_out",
+    "device_failure",
+    "no_signal",
+    "wrong_location_pin",
+    "wrong_visit",
+    "wrong_time",
+    "office_entry",
+    "other",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAdjustment {
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    /// Matches a visit from the office's queue to a scheduled visit.
+    scheduled_visit_id: Option<i64>,
+    reason_code: String,
+    memo: Option<String>,
+    resolution_code: Option<String>,
+}
+
+fn check_reason(reason: &str, memo: &Option<String>, manual: bool, errors: &mut Vec<FieldError>) {
+    if !REASON_CODES.contains(&reason) {
+        errors.push(FieldError::new(
+            "reason_code",
+            format!("must be one of {}", REASON_CODES.join(", ")),
+        ));
+    }
+    let memo_empty = memo.as_deref().map(str::trim).is_none_or(str::is_empty);
+    if memo_empty && (reason == "other" || manual) {
+        errors.push(FieldError::new(
+            "memo",
+            if manual {
+                "a manual entry needs a memo"
+            } else {
+                "reason_code \"other\" needs a memo"
+            },
+        ));
+    }
+    if memo.as_ref().is_some_and(|m| m.len() > 2000) {
+        errors.push(FieldError::new("memo", "at most 2000 bytes"));
+    }
+}
+
+async fn scheduled_in_org(
+    tx: &impl GenericClient,
+    org: i32,
+    id: i64,
+) -> Result<Option<tokio_postgres::Row>, ApiError> {
+    Ok(tx
+        .query_opt(
+            "SELECT id, window_start, window_end FROM scheduled_visits WHERE organisation_id = $1 AND id = $2",
+            &[&org, &id],
+        )
+        .await?)
+}
+
+/// Records a correction. The raw events stay as they are; the visit shows both.
+#[post("/v1/visits/{id:\\d+}/adjustments")]
+async fn adjust(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Json<NewAdjustment>,
+) -> Result<HttpResponse, ApiError> {
+    writer(&caller)?;
+    let a = body.into_inner();
+    crate::http::dates::check_time("start", a.start)?;
+    crate::http::dates::check_time("end", a.end)?;
+    let org = caller.organisation_id;
+    let id = path.into_inner();
+    let mut errors = Vec::new();
+    check_reason(&a.reason_code, &a.memo, false, &mut errors);
+    if a.start.is_none()
+        && a.end.is_none()
+        && a.scheduled_visit_id.is_none()
+        && a.resolution_code.is_none()
+    {
+        errors.push(FieldError::new(
+            "",
+            "give start, end, scheduled_visit_id or resolution_code",
+        ));
+    }
+    if a.resolution_code.as_deref().is_some_and(|c| {
+        c.is_empty() || c.len() > 40 || !c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    }) {
+        errors.push(FieldError::new(
+            "resolution_code",
+            "must be 1 to 40 of a-z and _",
+        ));
+    }
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let visit = tx
+        .query_opt(
+            "SELECT visit_key, device_id, coalesce(adjusted_start, started_at), coalesce(adjusted_end, ended_at)
+               FROM visits WHERE organisation_id = $1 AND id = $2 FOR UPDATE",
+            &[&org, &id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("visit".into()))?;
+    let key: String = visit.get(0);
+    let device: Option<i32> = visit.get(1);
+    let start = a.start.or(visit.get(2));
+    let end = a.end.or(visit.get(3));
+    if let (Some(s), Some(e)) = (start, end) {
+        if e < s {
+            errors.push(FieldError::new("end", "must not be before the start"));
+        }
+    }
+    if let Some(s) = a.scheduled_visit_id {
+        if scheduled_in_org(&tx, org, s).await?.is_none() {
+            errors.push(FieldError::new(
+                "scheduled_visit_id",
+                "no such scheduled visit in your organisation",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let manual = key.strip_prefix("m:").and_then(|m| m.parse::<i64>().ok());
+    let adjustment_id: i64 = tx
+        .query_one(
+            "INSERT INTO visit_adjustments (organisation_id, kind, visit_key, scheduled_visit_id,
+                 adjusted_start, adjusted_end, reason_code, memo, resolution_code, recorded_by)
+             VALUES ($1, 'correction', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            &[
+                &org,
+                &key,
+                &a.scheduled_visit_id,
+                &a.start,
+                &a.end,
+                &a.reason_code,
+                &a.memo,
+                &a.resolution_code,
+                &caller.user_id,
+            ],
+        )
+        .await?
+        .get(0);
+    match (device, manual) {
+        (Some(d), _) => derive::derive_device(&tx, &state.settings.evv, d).await?,
+        (None, Some(m)) => derive::derive_manual_entry(&tx, m).await?,
+        (None, None) => {}
+    }
+    let now = Utc::now();
+    let cleared = missed::clear_in(&tx, now, Some(org)).await?;
+    tx.commit().await?;
+    missed::publish(&state.live, now, &cleared);
+    Ok(HttpResponse::Created().json(serde_json::json!({ "id": adjustment_id, "visit_key": key })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualEntry {
+    scheduled_visit_id: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    reason_code: String,
+    memo: Option<String>,
+    resolution_code: Option<String>,
+}
+
+/// A visit entered by the office, for a scheduled visit with no usable check: reason and memo
+/// required. It is kept as an adjustment (there is no raw event to refer to).
+#[post("/v1/visits/manual")]
+async fn manual_entry(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<ManualEntry>,
+) -> Result<HttpResponse, ApiError> {
+    writer(&caller)?;
+    let m = body.into_inner();
+    crate::http::dates::check_time("start", Some(m.start))?;
+    crate::http::dates::check_time("end", Some(m.end))?;
+    let org = caller.organisation_id;
+    let mut errors = Vec::new();
+    check_reason(&m.reason_code, &m.memo, true, &mut errors);
+    if m.end < m.start {
+        errors.push(FieldError::new("end", "must not be before start"));
+    }
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    if scheduled_in_org(&tx, org, m.scheduled_visit_id)
+        .await?
+        .is_none()
+    {
+        errors.push(FieldError::new(
+            "scheduled_visit_id",
+            "no such scheduled visit in your organisation",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let adjustment_id: i64 = tx
+        .query_one(
+            "INSERT INTO visit_adjustments (organisation_id, kind, scheduled_visit_id,
+                 adjusted_start, adjusted_end, reason_code, memo, resolution_code, recorded_by)
+             VALUES ($1, 'manual_entry', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[
+                &org,
+                &m.scheduled_visit_id,
+                &m.start,
+                &m.end,
+                &m.reason_code,
+                &m.memo,
+                &m.resolution_code,
+                &caller.user_id,
+            ],
+        )
+        .await?
+        .get(0);
+    derive::derive_manual_entry(&tx, adjustment_id).await?;
+    let visit_id: i64 = tx
+        .query_one(
+            "SELECT id FROM visits WHERE visit_key = $1",
+            &[&derive::manual_key(adjustment_id)],
+        )
+        .await?
+        .get(0);
+    let now = Utc::now();
+    let cleared = missed::clear_in(&tx, now, Some(org)).await?;
+    tx.commit().await?;
+    missed::publish(&state.live, now, &cleared);
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "id": adjustment_id, "visit_id": visit_id })))
+}
+
+#[get("/v1/visits/exceptions")]
+async fn list_exceptions(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = query.bounds()?;
+    let include_resolved = query.include_resolved.unwrap_or(false);
+    let client = state.pool.get().await?;
+    let scope = scope(&caller, &client).await?;
+    let settings = &state.settings.evv;
+    let now = Utc::now();
+    let rows = load_visits(&client, &scope, from, to, false).await?;
+    let mut items = Vec::new();
+    for r in rows {
+        let v = visit_view(r, scope.pseudonymise, settings, now);
+        for e in &v.exceptions {
+            if include_resolved || !e.resolved {
+                items.push(serde_json::json!({
+                    "type": e.kind, "needs": e.needs, "resolved": e.resolved,
+                    "visit_id": v.id, "scheduled_visit_id": v.scheduled_visit_id,
+                    "provider_id": v.provider_id, "person": v.person, "worker": v.worker,
+                    "at": v.start.or(v.end),
+                }));
+            }
+        }
+    }
+    // Scheduled visits nobody checked in to (and the office has not recorded).
+    let grace = Duration::minutes(i64::from(settings.missed_visit_grace_minutes));
+    let missing = client
+        .query(
+            "SELECT s.id, s.organisation_id, s.window_start, p.external_ref, p.pseudonym, s.worker_id, w.external_ref
+               FROM scheduled_visits s JOIN people p ON p.id = s.person_id
+               LEFT JOIN workers w ON w.id = s.worker_id
+              WHERE s.organisation_id = ANY($1) AND s.cancelled_at IS NULL
+                AND ($6::int IS NULL OR homeward_funded($6, s.organisation_id, s.person_id,
+                                                       (s.window_start AT TIME ZONE 'UTC')::date))
+                AND s.window_start >= $2 AND s.window_start < $3
+                AND s.window_start + ($4::float8 * interval '1 second') < $5
+                AND NOT EXISTS (SELECT 1 FROM visits v WHERE v.scheduled_visit_id = s.id
+                                  AND (v.started_at IS NOT NULL OR v.adjusted_start IS NOT NULL))
+              ORDER BY s.window_start, s.id",
+            &[
+                &scope.orgs,
+                &from,
+                &to,
+                &(grace.num_seconds() as f64),
+                &now,
+                &scope.commissioner,
+            ],
+        )
+        .await?;
+    for s in &missing {
+        let worker_id: Option<i32> = s.get(5);
+        items.push(serde_json::json!({
+            "type": ExceptionKind::MissingCheckIn, "needs": "fix", "resolved": false,
+            "visit_id": null, "scheduled_visit_id": s.get::<_, i64>(0),
+            "provider_id": s.get::<_, i32>(1),
+            "person": if scope.pseudonymise { s.get::<_, String>(4) } else { s.get::<_, String>(3) },
+            "worker": if scope.pseudonymise { worker_id.map(|w| format!("W{w}")) } else { s.get::<_, Option<String>>(6) },
+            "at": s.get::<_, DateTime<Utc>>(2),
+        }));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}

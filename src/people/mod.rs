@@ -1,0 +1,49 @@
+//! People receiving care, care workers, and which phone each worker carries.
+//!
+//! This module is the one writer of the `people` and `workers` tables and of the phone link
+//! (`devices.worker_id`: a device of kind `phone` linked to a worker). Visits, alarms and
+//! outcomes read these rows in their own queries (names, pseudonyms, homes) and call
+//! [`store`] to check a reference or find a worker's phones; none of them writes here.
+//!
+//! - [`store`]: the SQL, tenant-filtered.
+//! - `routes`: `/v1/people` and `/v1/workers` over HTTP (documented in docs/visits.md).
+//!
+//! A phone's checks become visits of the worker carrying it, so linking a phone asks visit
+//! verification to derive that phone's visits again ([`crate::evv::rederive`]) before the
+//! request is answered.
+
+mod routes;
+pub mod store;
+
+use actix_web::web;
+
+pub use store::{Person, Worker};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    routes::routes(cfg);
+}
+
+/// A reference a phone sends or a home carries (a visit reference, a home tag, a calling
+/// line): 1 to 64 of `A-Z a-z 0-9 . _ : + -`.
+pub fn valid_reference(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:+-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_reference;
+
+    #[test]
+    fn references_are_short_and_plain() {
+        assert!(valid_reference("V-1"));
+        assert!(valid_reference("+441234567890"));
+        assert!(valid_reference("tag:0a.b_c"));
+        assert!(valid_reference(&"x".repeat(64)));
+        assert!(!valid_reference(""));
+        assert!(!valid_reference(&"x".repeat(65)));
+        assert!(!valid_reference("a b"));
+        assert!(!valid_reference("=cmd()"));
+    }
+}

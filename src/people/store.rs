@@ -1,0 +1,237 @@
+//! The SQL of people, workers and the phone link. Every function filters by the caller's
+//! organisation, except [`phones_of`], whose worker the caller has already checked.
+
+use chrono::NaiveDate;
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+
+/// A person as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Person {
+    pub id: i32,
+    pub external_ref: String,
+    /// What commissioners see instead of the name and reference.
+    pub pseudonym: String,
+    pub display_name: Option<String>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub home_lat: Option<f64>,
+    pub home_lon: Option<f64>,
+    /// The person's own geofence radius; `None` takes the configured default.
+    pub geofence_radius_m: Option<f32>,
+    pub area: Option<String>,
+    pub home_tag: Option<String>,
+    pub home_phone: Option<String>,
+    /// `reject` or `warn`; `None` takes the area's, else the configured one.
+    pub geofence_policy: Option<String>,
+}
+
+/// A person to record; the caller has checked the fields.
+#[derive(Debug, Clone)]
+pub struct NewPerson<'a> {
+    pub external_ref: &'a str,
+    pub display_name: Option<&'a str>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub home_lat: Option<f64>,
+    pub home_lon: Option<f64>,
+    pub geofence_radius_m: Option<f32>,
+    pub area: Option<&'a str>,
+    pub home_tag: Option<&'a str>,
+    pub home_phone: Option<&'a str>,
+    pub geofence_policy: Option<&'a str>,
+}
+
+const PERSON_COLUMNS: &str =
+    "id, external_ref, pseudonym, display_name, date_of_birth, home_lat, home_lon,
+     geofence_radius_m, area, home_tag, home_phone, geofence_policy";
+
+fn person(r: &tokio_postgres::Row) -> Person {
+    Person {
+        id: r.get("id"),
+        external_ref: r.get("external_ref"),
+        pseudonym: r.get("pseudonym"),
+        display_name: r.get("display_name"),
+        date_of_birth: r.get("date_of_birth"),
+        home_lat: r.get("home_lat"),
+        home_lon: r.get("home_lon"),
+        geofence_radius_m: r.get("geofence_radius_m"),
+        area: r.get("area"),
+        home_tag: r.get("home_tag"),
+        home_phone: r.get("home_phone"),
+        geofence_policy: r.get("geofence_policy"),
+    }
+}
+
+/// Records a person. A second person with the same `external_ref` or `home_tag` in the
+/// organisation is a unique violation ([`is_duplicate`]).
+pub async fn insert_person(
+    c: &impl GenericClient,
+    org: i32,
+    p: &NewPerson<'_>,
+) -> Result<Person, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            &format!(
+                "INSERT INTO people (organisation_id, external_ref, display_name, date_of_birth,
+                                     home_lat, home_lon, geofence_radius_m, area, home_tag,
+                                     home_phone, geofence_policy)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 RETURNING {PERSON_COLUMNS}"
+            ),
+            &[
+                &org,
+                &p.external_ref,
+                &p.display_name,
+                &p.date_of_birth,
+                &p.home_lat,
+                &p.home_lon,
+                &p.geofence_radius_m,
+                &p.area,
+                &p.home_tag,
+                &p.home_phone,
+                &p.geofence_policy,
+            ],
+        )
+        .await?;
+    Ok(person(&row))
+}
+
+pub async fn people(
+    c: &impl GenericClient,
+    org: i32,
+) -> Result<Vec<Person>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            &format!("SELECT {PERSON_COLUMNS} FROM people WHERE organisation_id = $1 ORDER BY id"),
+            &[&org],
+        )
+        .await?;
+    Ok(rows.iter().map(person).collect())
+}
+
+pub async fn find_person(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+) -> Result<Option<Person>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {PERSON_COLUMNS} FROM people WHERE organisation_id = $1 AND id = $2"),
+            &[&org, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(person))
+}
+
+/// Whether the organisation has this person.
+pub async fn person_exists(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM people WHERE organisation_id = $1 AND id = $2",
+        &[&org, &id],
+    )
+    .await?
+    .is_some())
+}
+
+/// A worker with the uids of the phones they carry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Worker {
+    pub id: i32,
+    pub external_ref: String,
+    pub display_name: Option<String>,
+    pub phones: Vec<String>,
+}
+
+/// Records a worker (no phones yet); a second `external_ref` in the organisation is a unique
+/// violation ([`is_duplicate`]). Returns the id.
+pub async fn insert_worker(
+    c: &impl GenericClient,
+    org: i32,
+    external_ref: &str,
+    display_name: Option<&str>,
+) -> Result<i32, tokio_postgres::Error> {
+    Ok(c
+        .query_one(
+            "INSERT INTO workers (organisation_id, external_ref, display_name) VALUES ($1, $2, $3) RETURNING id",
+            &[&org, &external_ref, &display_name],
+        )
+        .await?
+        .get(0))
+}
+
+pub async fn workers(
+    c: &impl GenericClient,
+    org: i32,
+) -> Result<Vec<Worker>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT w.id, w.external_ref, w.display_name,
+                    coalesce(array_agg(d.uid ORDER BY d.uid) FILTER (WHERE d.uid IS NOT NULL), '{}')
+               FROM workers w LEFT JOIN devices d ON d.worker_id = w.id
+              WHERE w.organisation_id = $1 GROUP BY w.id ORDER BY w.id",
+            &[&org],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Worker {
+            id: r.get(0),
+            external_ref: r.get(1),
+            display_name: r.get(2),
+            phones: r.get(3),
+        })
+        .collect())
+}
+
+/// Whether the organisation has this worker.
+pub async fn worker_exists(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM workers WHERE organisation_id = $1 AND id = $2",
+        &[&org, &id],
+    )
+    .await?
+    .is_some())
+}
+
+/// Links the organisation's phone `uid` to `worker` (a phone is carried by one worker; linking
+/// it again moves it). False when the organisation has no phone with this uid.
+pub async fn link_phone(
+    c: &impl GenericClient,
+    org: i32,
+    worker: i32,
+    uid: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = c
+        .execute(
+            "UPDATE devices SET worker_id = $3 WHERE organisation_id = $1 AND uid = $2 AND kind = 'phone'",
+            &[&org, &uid, &worker],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// The device ids of the phones a worker carries.
+pub async fn phones_of(
+    c: &impl GenericClient,
+    worker: i32,
+) -> Result<Vec<i32>, tokio_postgres::Error> {
+    Ok(
+        c.query("SELECT id FROM devices WHERE worker_id = $1", &[&worker])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    )
+}
+
+/// Whether an insert failed on a unique constraint (a duplicate reference).
+pub fn is_duplicate(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
