@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{OrgKind, Role};
 use crate::config::Overrides;
+use crate::devices::DeviceKind;
 
 /// Every configuration key, its environment variable and default. Kept in step with
 /// `config.rs` and `docs/configuration.md`.
@@ -289,6 +290,6 @@ pub enum AdminCommand {
         uid: String,
         /// hub, pendant, fall_detector, sensor or phone.
         #[arg(long)]
-        kind: String,
+        kind: DeviceKind,
     },
 }

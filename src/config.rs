@@ -40,7 +40,7 @@ impl<T> fmt::Debug for Secret<T> {
 }
 
 /// Every MQTT client id Homeward uses for itself begins with this, and no device id may (see
-/// `auth::reserved_device_id`).
+/// `devices::reserved_device_id`).
 pub const SERVICE_CLIENT_ID_PREFIX: &str = "homeward";
 
 /// Everything Homeward can be configured with. Each field documents its default; `--help` and

@@ -11,6 +11,9 @@
 //! A report records its period, the SHA-256 of its input rows and [`METHOD_VERSION`]; the
 //! figures are a pure function of those, so the same inputs give the same figures.
 //! Definitions: docs/outcomes.md.
+//!
+//! No background work: plain indexed queries meet the dashboard target (docs/benchmarks.md,
+//! "Outcomes report"), so there are no rollups to refresh.
 
 pub mod contracts;
 mod episodes;
@@ -26,9 +29,6 @@ mod statements;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-
-use crate::startup::Services;
 
 /// Bumped whenever a definition or method changes, so old reports stay explainable.
 pub const METHOD_VERSION: &str = "outcomes/1";
@@ -92,10 +92,4 @@ impl OutcomeSettings {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routes::routes(cfg);
-}
-
-/// Starts background work. None yet: plain indexed queries meet the dashboard target
-/// (docs/benchmarks.md, "Outcomes report"), so there are no rollups to refresh.
-pub fn start(_services: &Services) -> Vec<JoinHandle<()>> {
-    Vec::new()
 }
