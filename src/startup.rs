@@ -137,7 +137,8 @@ struct IngestTasks {
 }
 
 impl Application {
-    /// Starts everything the settings ask for.
+    /// Starts everything the settings ask for. `settings` are as [`Settings::load`] returns
+    /// them, validated.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         if settings.database.url.is_none() {
             settings.ensure_data_dir()?;
@@ -145,14 +146,24 @@ impl Application {
         // Bad TLS files stop start-up before the database is started.
         TlsSetup::load(&settings)?;
         let db = Database::open(&settings).await?;
-        Self::build_with_database(settings, db).await
+        Self::build_on(settings, db).await
     }
 
     /// Like [`Self::build`], with a database already opened (tests pass a pool to a fresh clone).
+    /// Settings made in code rather than by [`Settings::load`] are validated here, the same
+    /// way; past this point nothing checks them again.
     pub async fn build_with_database(
         settings: Settings,
         db: Database,
     ) -> Result<Self, StartupError> {
+        if let Err(e) = settings.validate() {
+            let _ = db.close().await;
+            return Err(e.into());
+        }
+        Self::build_on(settings, db).await
+    }
+
+    async fn build_on(settings: Settings, db: Database) -> Result<Self, StartupError> {
         let result = match TlsSetup::load(&settings) {
             Ok(tls) => Self::start(settings, tls, &db).await,
             Err(e) => Err(e.into()),

@@ -78,6 +78,28 @@ impl Default for EvvSettings {
     }
 }
 
+impl EvvSettings {
+    /// One line naming what is wrong, or `Ok`. Run when the configuration is loaded.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            (
+                "default_geofence_radius_m",
+                u64::from(self.default_geofence_radius_m),
+            ),
+            ("missed_visit_check_secs", self.missed_visit_check_secs),
+            (
+                "open_visit_limit_minutes",
+                u64::from(self.open_visit_limit_minutes),
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("evv.{key} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Errors of this module's background work and derivation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvvError {
@@ -121,8 +143,7 @@ pub fn start(
         let mut pending: BTreeSet<i32> = BTreeSet::new();
         let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         let mut caught_up = false;
-        let mut tick =
-            tokio::time::interval(Duration::from_secs(settings.missed_visit_check_secs.max(1)));
+        let mut tick = tokio::time::interval(Duration::from_secs(settings.missed_visit_check_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !caught_up {

@@ -71,8 +71,8 @@ impl Default for OutcomeSettings {
 }
 
 impl OutcomeSettings {
-    /// The settings a report may run with; a bad value is named.
-    pub fn check(&self) -> Result<(), String> {
+    /// One line naming what is wrong, or `Ok`. Run when the configuration is loaded.
+    pub fn validate(&self) -> Result<(), String> {
         if !(self.confidence_level > 0.5 && self.confidence_level < 1.0) {
             return Err("outcomes.confidence_level must be between 0.5 and 1".into());
         }
