@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{OrgKind, Role};
 use crate::config::Overrides;
+use crate::devices::DeviceKind;
 
 /// Every configuration key, its environment variable and default. Kept in step with
 /// `config.rs` and `docs/configuration.md`.
@@ -23,7 +24,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   database.auth_pool_size              connections for credential checks, apart [4]
   database.acquire_timeout_secs        wait for a connection before 503 [5]
   database.embedded.port               embedded PostgreSQL port on 127.0.0.1 [0 = any free]
-  database.embedded.bin_dir            folder with initdb/pg_ctl [newest /usr/lib/postgresql/*/bin]
+  database.embedded.bin_dir            folder with initdb/pg_ctl
+                                       [unset: newest /usr/lib/postgresql/*/bin]
   mqtt.url                             external broker mqtt://user:pw@host:1883, or
                                        mqtts://...:8883 for TLS (secret) [unset: embedded broker]
   mqtt.embedded_listen                 embedded broker address [127.0.0.1:1883]
@@ -104,7 +106,8 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "HOMEWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Folder for Homeward's state (the embedded PostgreSQL lives in <DIR>/postgres).
+    /// Folder for Homeward's state, the embedded PostgreSQL in <DIR>/postgres (overrides
+    /// data_dir).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address for the HTTP API, health checks and metrics (overrides http.listen).
@@ -289,6 +292,6 @@ pub enum AdminCommand {
         uid: String,
         /// hub, pendant, fall_detector, sensor or phone.
         #[arg(long)]
-        kind: String,
+        kind: DeviceKind,
     },
 }

@@ -11,7 +11,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -40,7 +39,7 @@ impl<T> fmt::Debug for Secret<T> {
 }
 
 /// Every MQTT client id Homeward uses for itself begins with this, and no device id may (see
-/// `auth::reserved_device_id`).
+/// `devices::reserved_device_id`).
 pub const SERVICE_CLIENT_ID_PREFIX: &str = "homeward";
 
 /// Everything Homeward can be configured with. Each field documents its default; `--help` and
@@ -232,8 +231,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     /// `pretty` (default) or `json`.
     pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `homeward=debug,actix_web=info`. Default `info`.
-    /// `RUST_LOG` overrides it.
+    /// A `tracing` filter such as `info` or `homeward=debug,actix_web=info`. Default
+    /// `info,tokio_postgres=warn`. `RUST_LOG` overrides it.
     pub filter: String,
 }
 
@@ -392,7 +391,8 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks what can be checked without starting anything.
+    /// Checks every section, as far as can be checked without starting anything. The one
+    /// validation: what passes here, the rest of Homeward takes as given.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.database.url {
             tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
@@ -490,10 +490,9 @@ impl Settings {
                 "ingest.batch_size, ingest.queue_capacity and ingest.max_http_batch must be at least 1".into(),
             ));
         }
-        self.alarms
-            .validate()
-            .map_err(|e| ConfigError(format!("alarms: {e}")))?;
-        self.outcomes.check().map_err(ConfigError)?;
+        self.evv.validate().map_err(ConfigError)?;
+        self.alarms.validate().map_err(ConfigError)?;
+        self.outcomes.validate().map_err(ConfigError)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|e| {
             ConfigError(format!(
                 "log.filter `{}` is not a valid filter: {e}",
@@ -532,10 +531,6 @@ impl Settings {
             .url
             .as_ref()
             .and_then(|u| parse_broker_url(u.expose()).ok())
-    }
-
-    pub fn http_shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.http.shutdown_grace_secs)
     }
 }
 
@@ -720,5 +715,227 @@ mod tests {
         }
         settings.mqtt.emqx_hook_secret = Some(Secret::new("0123456789abcdef".into()));
         settings.validate().unwrap();
+    }
+
+    #[test]
+    fn every_section_is_validated_at_load() {
+        type Spoil = fn(&mut Settings);
+        let cases: [(&str, Spoil); 4] = [
+            ("evv.missed_visit_check_secs", |s| {
+                s.evv.missed_visit_check_secs = 0
+            }),
+            ("evv.default_geofence_radius_m", |s| {
+                s.evv.default_geofence_radius_m = 0
+            }),
+            ("alarms.answer_target_share", |s| {
+                s.alarms.answer_target_share = 1.5
+            }),
+            ("outcomes.confidence_level", |s| {
+                s.outcomes.confidence_level = 0.3
+            }),
+        ];
+        for (key, spoil) in cases {
+            let mut settings = Settings::default();
+            spoil(&mut settings);
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    /// Every key of the settings, dotted (`mqtt.client_id`), with its default as the docs
+    /// write it; `None` for a value that is unset by default.
+    fn flattened_defaults() -> Vec<(String, Option<String>)> {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+            match value {
+                serde_json::Value::Object(fields) => {
+                    for (name, v) in fields {
+                        let key = if prefix.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{prefix}.{name}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                serde_json::Value::Null => out.push((prefix.to_owned(), None)),
+                serde_json::Value::String(s) => out.push((prefix.to_owned(), Some(s.clone()))),
+                other => out.push((prefix.to_owned(), Some(other.to_string()))),
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            "",
+            &serde_json::to_value(Settings::default()).unwrap(),
+            &mut out,
+        );
+        out
+    }
+
+    /// `data_dir`'s default depends on who runs Homeward and where; its text is checked by
+    /// hand.
+    const COMPUTED: &[&str] = &["data_dir"];
+
+    /// `(key, default cell)` of each row of the table in docs/configuration.md; a row naming
+    /// several keys gives each its own backquoted default, in order.
+    fn documented() -> Vec<(String, String)> {
+        let doc = include_str!("../docs/configuration.md");
+        let quoted = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut rows = Vec::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (keys, default) = (quoted(cells[1]), cells[2]);
+            if keys.len() == 1 {
+                rows.push((keys[0].clone(), default.to_owned()));
+            } else {
+                let defaults = quoted(default);
+                assert_eq!(defaults.len(), keys.len(), "{line}");
+                for (k, d) in keys.into_iter().zip(defaults) {
+                    rows.push((k, format!("`{d}`")));
+                }
+            }
+        }
+        rows
+    }
+
+    /// `(key, text)` of each entry of `--help`'s settings list, continuation lines included.
+    fn in_help() -> Vec<(String, String)> {
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for line in crate::cli::SETTINGS_HELP
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+        {
+            if let Some(rest) = line.strip_prefix("  ").filter(|r| !r.starts_with(' ')) {
+                let (key, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                entries.push((key.to_owned(), text.trim().to_owned()));
+            } else {
+                let last = entries.last_mut().expect("a continuation follows an entry");
+                last.1 = format!("{} {}", last.1, line.trim());
+            }
+        }
+        entries
+    }
+
+    #[test]
+    fn docs_and_help_list_every_setting_with_its_default() {
+        let defaults = flattened_defaults();
+        let keys: Vec<&str> = defaults.iter().map(|(k, _)| k.as_str()).collect();
+        let doc = documented();
+        let help = in_help();
+        let mut wrong = Vec::new();
+        for (key, default) in &defaults {
+            let shown = default.as_deref().unwrap_or("unset");
+            match doc.iter().find(|(k, _)| k == key) {
+                None => wrong.push(format!("docs/configuration.md lacks `{key}`")),
+                Some(_) if COMPUTED.contains(&key.as_str()) => {}
+                Some((_, cell)) => {
+                    let ok = match default {
+                        None => cell.starts_with("unset"),
+                        Some(d) => cell.starts_with(&format!("`{d}`")),
+                    };
+                    if !ok {
+                        wrong.push(format!(
+                            "docs/configuration.md gives `{key}` the default {cell}, not {shown}"
+                        ));
+                    }
+                }
+            }
+            match help.iter().find(|(k, _)| k == key) {
+                None => wrong.push(format!("--help lacks {key}")),
+                Some(_) if COMPUTED.contains(&key.as_str()) => {}
+                Some((_, text)) => {
+                    let bracket = text
+                        .rsplit_once('[')
+                        .and_then(|(_, b)| b.strip_suffix(']'))
+                        .unwrap_or("");
+                    let ok = bracket == shown
+                        || bracket.starts_with(&format!("{shown} "))
+                        || bracket.starts_with(&format!("{shown}:"));
+                    if !ok {
+                        wrong.push(format!(
+                            "--help gives {key} the default [{bracket}], not {shown}"
+                        ));
+                    }
+                }
+            }
+        }
+        for (key, _) in &doc {
+            if !keys.contains(&key.as_str()) {
+                wrong.push(format!(
+                    "docs/configuration.md documents `{key}`, no setting"
+                ));
+            }
+        }
+        for (key, _) in &help {
+            if !keys.contains(&key.as_str()) {
+                wrong.push(format!("--help documents {key}, no setting"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert_eq!(doc.len(), defaults.len(), "a key documented twice");
+        assert_eq!(help.len(), defaults.len(), "a key in --help twice");
+    }
+
+    #[test]
+    fn command_line_flags_override_settings_that_exist() {
+        use clap::CommandFactory;
+        let keys: Vec<String> = flattened_defaults().into_iter().map(|(k, _)| k).collect();
+        let mut overriding = 0;
+        for arg in crate::cli::Cli::command().get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if let Some((_, rest)) = help.split_once("(overrides ") {
+                let key = rest.split(')').next().unwrap();
+                assert!(keys.iter().any(|k| k == key), "--{}: {key}", arg.get_id());
+                overriding += 1;
+            }
+        }
+        // --data-dir, --http-listen and --mqtt-listen.
+        assert_eq!(overriding, 3);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("homeward.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[http]\nlisten = \"127.0.0.1:9001\"\n\
+             [mqtt]\nembedded_listen = \"127.0.0.1:9002\"\n[ingest]\nbatch_size = 7\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        };
+        let from_file = Settings::load(&overrides).unwrap();
+        assert_eq!(from_file.http.listen.port(), 9001);
+        assert_eq!(from_file.mqtt.embedded_listen.port(), 9002);
+        assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(from_file.ingest.batch_size, 7);
+
+        overrides.http_listen = Some("127.0.0.1:9101".parse().unwrap());
+        overrides.mqtt_listen = Some("127.0.0.1:9102".parse().unwrap());
+        overrides.data_dir = Some("/from/flag".into());
+        let flagged = Settings::load(&overrides).unwrap();
+        assert_eq!(flagged.http.listen.port(), 9101);
+        assert_eq!(flagged.mqtt.embedded_listen.port(), 9102);
+        assert_eq!(flagged.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(flagged.ingest.batch_size, 7);
+
+        // A bad value in any section stops the load, naming the key.
+        std::fs::write(
+            overrides.config_file.as_ref().unwrap(),
+            "[evv]\nmissed_visit_check_secs = 0\n",
+        )
+        .unwrap();
+        let err = Settings::load(&overrides).unwrap_err().to_string();
+        assert!(err.contains("evv.missed_visit_check_secs"), "{err}");
     }
 }

@@ -8,13 +8,21 @@
 //! - [`evv`]: visits: schedules, verification, exceptions, missed-visit alerts.
 //! - [`alarms`]: telecare alarms, their lifecycle, falls and long lies, device health.
 //! - [`outcomes`]: episodes, outcome plans, indicators and payment statements.
-//! - [`devices`]: device registry, credentials, the embedded broker's authenticator.
+//! - [`devices`]: device registry and identity (the uid directory ingest resolves topics
+//!   with), credentials, the embedded broker's authenticator.
 //! - [`auth`]: organisations, users, roles, API tokens, the [`auth::Caller`] extractor.
 //!
 //! Shared plumbing beside them: [`config`], [`db`] (pool, migrations, the embedded PostgreSQL,
 //! partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
-//! documents, health), [`live`] (the server-sent event stream), [`telemetry`], [`tls`] (certificates for HTTPS and MQTT over TLS), [`startup`] (building and running the application) and
-//! [`cli`].
+//! documents, health), [`live`] (the server-sent event stream), [`telemetry`], [`tls`]
+//! (certificates for HTTPS and MQTT over TLS), [`secret`] (random secrets and their hashes),
+//! `sql_enum!` (closed sets stored as SQL text), [`startup`] (building and running the
+//! application) and [`cli`].
+//!
+//! Data flows one way: [`startup`] assembles the application and hands each domain module
+//! what its background work needs (pool, live stream, its own settings, the shutdown signal);
+//! no module imports the code that assembles it. [`db`] imports no domain module; ingest uses
+//! [`devices`], never the reverse.
 //!
 //! # Invariants
 //! - Raw events are append-only and never edited; corrections are new rows referring to old.
@@ -39,6 +47,10 @@ pub mod ingest;
 pub mod live;
 pub mod outcomes;
 pub mod people;
+pub mod secret;
+mod sql_enum;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+
+pub(crate) use sql_enum::sql_enum;

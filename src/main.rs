@@ -7,7 +7,7 @@ use clap::Parser;
 use homeward::auth::Scope;
 use homeward::cli::{AdminCommand, Cli, Command, Derivation};
 use homeward::config::Settings;
-use homeward::{auth, db, outcomes, startup::Application, telemetry};
+use homeward::{auth, db, devices, outcomes, startup::Application, telemetry};
 
 /// mimalloc instead of the system allocator: the ingest path allocates per event (decoded
 /// events, rows, queue nodes), and glibc's malloc and free were about 12 % of the server's CPU
@@ -128,7 +128,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("  metrics:      {http}/metrics");
     println!(
         "  MQTT broker:  {}://{}:{} ({embedded})",
-        if mqtt.tls.is_some() { "mqtts" } else { "mqtt" },
+        if mqtt.tls { "mqtts" } else { "mqtt" },
         mqtt.host,
         mqtt.port
     );
@@ -314,7 +314,7 @@ async fn admin_with(
         AdminCommand::MakeSelfSigned { .. } => {}
         AdminCommand::CreateDevice { org, uid, kind } => {
             let org = auth::find_organisation(client, &org).await?;
-            let (id, secret) = auth::create_device(client, &org, &uid, &kind).await?;
+            let (id, secret) = devices::create_device(client, &org, &uid, kind).await?;
             println!("device {id} `{uid}` ({kind}) in `{}`", org.name);
             println!("secret: {secret}");
             println!("(shown once; MQTT user name and client id `{uid}`, password the secret)");

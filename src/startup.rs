@@ -17,11 +17,11 @@ use tokio::task::JoinHandle;
 
 use crate::auth::revocations::{Revocations, Revoked};
 use crate::broker::{Broker, BrokerConfig, BrokerControl, BrokerHandle, Principal};
-use crate::config::Settings;
+use crate::config::{BrokerUrl, Settings};
 use crate::db::{self, maintenance, Database, StorageMode};
-use crate::devices::{DeviceAuthenticator, SERVICE_USER};
+use crate::devices::{DeviceAuthenticator, DeviceDirectory, SERVICE_USER};
 use crate::http::{self, AppState, BrokerProbe};
-use crate::ingest::{mqtt, DeviceDirectory, Writer};
+use crate::ingest::{mqtt, Writer};
 use crate::tls::TlsSetup;
 
 /// Devices registered under an id now reserved for Homeward's own clients (before the
@@ -32,8 +32,8 @@ async fn warn_of_reserved_device_ids(client: &deadpool_postgres::Client) {
         .query(
             "SELECT uid FROM devices WHERE lower(left(uid, $1)) = lower($2) ORDER BY uid LIMIT 100",
             &[
-                &i32::try_from(crate::auth::RESERVED_CLIENT_ID_PREFIX.len()).unwrap_or(i32::MAX),
-                &crate::auth::RESERVED_CLIENT_ID_PREFIX,
+                &i32::try_from(crate::devices::RESERVED_CLIENT_ID_PREFIX.len()).unwrap_or(i32::MAX),
+                &crate::devices::RESERVED_CLIENT_ID_PREFIX,
             ],
         )
         .await;
@@ -112,33 +112,12 @@ pub enum StartupError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// What domain modules get at start-up to run their background work.
-#[derive(Clone)]
-pub struct Services {
-    pub pool: deadpool_postgres::Pool,
-    pub live: crate::live::LiveHub,
-    pub downlinks: Arc<dyn crate::ingest::DownlinkSender>,
-    pub settings: Settings,
-    /// Fires once at shutdown, after ingest has drained.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-/// How Homeward's own MQTT client reaches the broker.
-#[derive(Debug, Clone)]
-pub struct MqttEndpoint {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<crate::config::Secret<String>>,
-    /// TLS to the broker (an `mqtts://` `mqtt.url`); Homeward's own client reaches the embedded
-    /// broker on its plain loopback listener.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-}
-
 pub struct Application {
     settings: Settings,
     http_addr: SocketAddr,
-    mqtt: MqttEndpoint,
+    /// How Homeward's own MQTT client reaches the broker: the embedded one on its plain
+    /// loopback listener, or `mqtt.url`.
+    mqtt: BrokerUrl,
     server: actix_web::dev::Server,
     db: Database,
     https: bool,
@@ -158,7 +137,8 @@ struct IngestTasks {
 }
 
 impl Application {
-    /// Starts everything the settings ask for.
+    /// Starts everything the settings ask for. `settings` are as [`Settings::load`] returns
+    /// them, validated.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         if settings.database.url.is_none() {
             settings.ensure_data_dir()?;
@@ -166,14 +146,24 @@ impl Application {
         // Bad TLS files stop start-up before the database is started.
         TlsSetup::load(&settings)?;
         let db = Database::open(&settings).await?;
-        Self::build_with_database(settings, db).await
+        Self::build_on(settings, db).await
     }
 
     /// Like [`Self::build`], with a database already opened (tests pass a pool to a fresh clone).
+    /// Settings made in code rather than by [`Settings::load`] are validated here, the same
+    /// way; past this point nothing checks them again.
     pub async fn build_with_database(
         settings: Settings,
         db: Database,
     ) -> Result<Self, StartupError> {
+        if let Err(e) = settings.validate() {
+            let _ = db.close().await;
+            return Err(e.into());
+        }
+        Self::build_on(settings, db).await
+    }
+
+    async fn build_on(settings: Settings, db: Database) -> Result<Self, StartupError> {
         let result = match TlsSetup::load(&settings) {
             Ok(tls) => Self::start(settings, tls, &db).await,
             Err(e) => Err(e.into()),
@@ -258,25 +248,16 @@ impl Application {
                     }
                 })?;
                 let addr = handle.local_addr();
-                let endpoint = MqttEndpoint {
+                let endpoint = BrokerUrl {
                     host: addr.ip().to_string(),
                     port: addr.port(),
                     username: Some(SERVICE_USER.to_string()),
                     password: Some(crate::config::Secret::new(service_password)),
-                    tls: None,
+                    tls: false,
                 };
                 (Some(handle), endpoint)
             }
-            Some(url) => {
-                let endpoint = MqttEndpoint {
-                    host: url.host,
-                    port: url.port,
-                    username: url.username,
-                    password: url.password,
-                    tls: tls.mqtt_client.clone(),
-                };
-                (None, endpoint)
-            }
+            Some(url) => (None, url),
         };
 
         // Ingest: the writer, then the subscriber that feeds it.
@@ -298,6 +279,8 @@ impl Application {
         let (mut writer, writer_handle) = Writer::new(db.pool.clone(), settings.ingest.clone());
         let subscriber = mqtt::start(
             &mqtt,
+            // Set exactly when `mqtt.tls` is (an `mqtts://` `mqtt.url`).
+            tls.mqtt_client.clone(),
             &settings.mqtt,
             &settings.ingest,
             directory,
@@ -321,20 +304,26 @@ impl Application {
             _ => Vec::new(),
         };
         let downlinks: Arc<dyn crate::ingest::DownlinkSender> = subscriber.acker.clone();
-        let services = Services {
-            pool: db.pool.clone(),
-            live: live.clone(),
-            downlinks: downlinks.clone(),
-            settings: settings.clone(),
-            shutdown: shutdown_rx.clone(),
-        };
         // Deep feeds: the writer waits only if a derivation falls far behind (or while it
         // catches up at start-up on a very large backlog), never on an ordinary slow moment.
+        // Their tasks stop at `shutdown`, which fires after ingest has drained.
         let evv_feed = writer.subscribe_committed(4096);
         let alarms_feed = writer.subscribe_committed(4096);
-        tasks.extend(crate::evv::start(&services, evv_feed));
-        tasks.extend(crate::alarms::start(&services, alarms_feed));
-        tasks.extend(crate::outcomes::start(&services));
+        tasks.extend(crate::evv::start(
+            db.pool.clone(),
+            live.clone(),
+            settings.evv.clone(),
+            evv_feed,
+            shutdown_rx.clone(),
+        ));
+        tasks.extend(crate::alarms::start(
+            db.pool.clone(),
+            live.clone(),
+            &settings.alarms,
+            settings.mqtt.client_id.clone(),
+            alarms_feed,
+            shutdown_rx.clone(),
+        ));
         let writer_task = tokio::spawn(writer.run(writer_stop_rx));
         let connected = subscriber.connected.clone();
 
@@ -450,8 +439,9 @@ impl Application {
         self.mqtt_tls_addr
     }
 
-    /// Where devices and Homeward's own client reach the broker.
-    pub fn mqtt_endpoint(&self) -> &MqttEndpoint {
+    /// Where devices and Homeward's own client reach the broker (with the service client's
+    /// credentials on the embedded broker).
+    pub fn mqtt_endpoint(&self) -> &BrokerUrl {
         &self.mqtt
     }
 
@@ -513,7 +503,7 @@ impl Application {
 struct Parts {
     settings: Settings,
     http_addr: SocketAddr,
-    mqtt: MqttEndpoint,
+    mqtt: BrokerUrl,
     server: actix_web::dev::Server,
     https: bool,
     mqtt_tls_addr: Option<SocketAddr>,

@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::Utc;
 use futures_util::SinkExt;
 use homeward::auth::{self, OrgKind, Role};
+use homeward::devices::{create_device, DeviceKind};
 use homeward::ingest::copy::{self, EventRow};
 use serde::Serialize;
 use tokio_postgres::{Client, Config, NoTls};
@@ -53,16 +54,16 @@ pub async fn create_fixtures(
     client.batch_execute("BEGIN").await?;
     for i in 0..devices {
         let uid = format!("lt-d{i}");
-        let (_, secret) = auth::create_device(client, &org, &uid, "hub").await?;
+        let (_, secret) = create_device(client, &org, &uid, DeviceKind::Hub).await?;
         out.devices.push((uid, secret));
     }
     for i in 0..phones {
         let uid = format!("lt-p{i}");
-        let (_, secret) = auth::create_device(client, &org, &uid, "phone").await?;
+        let (_, secret) = create_device(client, &org, &uid, DeviceKind::Phone).await?;
         out.phones.push((uid, secret));
     }
     for i in 0..baseline {
-        let (id, _) = auth::create_device(client, &org, &format!("lt-copy{i}"), "hub").await?;
+        let (id, _) = create_device(client, &org, &format!("lt-copy{i}"), DeviceKind::Hub).await?;
         out.baseline_device_ids.push(id);
     }
     client.batch_execute("COMMIT").await?;

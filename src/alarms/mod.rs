@@ -30,7 +30,6 @@ use tokio::task::JoinHandle;
 use crate::http::ApiError;
 use crate::ingest::CommittedBatch;
 use crate::live::LiveHub;
-use crate::startup::Services;
 use derive::{Change, IdMap, Input, Rules};
 pub use rebuild::{rebuild, rebuild_with, RebuildReport};
 
@@ -90,7 +89,7 @@ impl Default for AlarmSettings {
 }
 
 impl AlarmSettings {
-    /// One line naming what is wrong, or `Ok`.
+    /// One line naming what is wrong, or `Ok`. Run when the configuration is loaded.
     pub fn validate(&self) -> Result<(), String> {
         let shares = [
             ("answer_target_share", self.answer_target_share),
@@ -146,13 +145,7 @@ impl AlarmError {
     fn is_transient(&self) -> bool {
         match self {
             // Also a deadlock or serialization failure between instances: the retry succeeds.
-            AlarmError::Db(e) => {
-                crate::http::problem::is_connection_error(e)
-                    || e.code().is_some_and(|c| {
-                        *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                            || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    })
-            }
+            AlarmError::Db(e) => crate::db::is_transient(e),
             AlarmError::Pool(_) => true,
             AlarmError::Corrupt(_) => false,
         }
@@ -191,28 +184,23 @@ const HEARTBEAT_LINGER: Duration = Duration::from_millis(200);
 /// Most events derived in one pass.
 const MAX_DERIVE_BATCH: usize = 20_000;
 
-/// Starts the background work; `committed` carries every newly stored event.
+/// Starts the background work until `shutdown` fires: alarms derived from `committed` (every
+/// newly stored event, after a catch-up on what was stored before), and the missing-heartbeat
+/// sweep; changes go to `live`. `instance` (this instance's `mqtt.client_id`) names the record
+/// of how far its derivation got.
 pub fn start(
-    services: &Services,
+    pool: deadpool_postgres::Pool,
+    live: LiveHub,
+    settings: &AlarmSettings,
+    instance: String,
     mut committed: mpsc::Receiver<CommittedBatch>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    let settings = services.settings.alarms.clone();
-    if let Err(e) = settings.validate() {
-        tracing::error!(error = %e, "invalid alarm settings; using the defaults");
-    }
-    let settings = if settings.validate().is_ok() {
-        settings
-    } else {
-        AlarmSettings::default()
-    };
-    let rules = Rules::from(&settings);
-    let instance = services.settings.mqtt.client_id.clone();
-    let pool = services.pool.clone();
-    let live = services.live.clone();
+    let rules = Rules::from(settings);
     let feed_rules = rules.clone();
     let feed_pool = pool.clone();
     let feed_live = live.clone();
-    let mut feed_shutdown = services.shutdown.clone();
+    let mut feed_shutdown = shutdown.clone();
     let feed = tokio::spawn(async move {
         // Events stored but not derived before the last stop (or before this module ran).
         let mut attempt = 0u32;
@@ -297,7 +285,6 @@ pub fn start(
         drop(tech_tx);
         let _ = technical_task.await;
     });
-    let mut shutdown = services.shutdown.clone();
     let period = Duration::from_secs(settings.sweep_interval_secs);
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);

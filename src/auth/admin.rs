@@ -1,12 +1,12 @@
-//! Creating organisations, users, tokens and device credentials. Used by the `homeward admin`
-//! subcommands and by the admin API. (Contracts are created by `outcomes::contracts`, the one
-//! writer of that table.)
+//! Creating organisations, users and tokens. Used by the `homeward admin` subcommands and by
+//! the admin API. (Contracts are created by `outcomes::contracts`, the one writer of that
+//! table; devices are registered by `devices::registry`, the one that adds devices.)
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
 use super::credentials::{create_token, TokenLifetime};
-use super::{hash_secret, random_token, OrgKind, Role};
+use super::{OrgKind, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -16,9 +16,6 @@ pub enum AdminError {
     Invalid(String),
     #[error("{0} already exists")]
     Exists(String),
-    /// The name is kept for Homeward's own use (a device id that is one of its MQTT client ids).
-    #[error("{0}")]
-    Reserved(String),
     /// A per-user limit was reached (active tokens).
     #[error("{0}")]
     Limit(String),
@@ -33,7 +30,6 @@ impl From<AdminError> for crate::http::ApiError {
             AdminError::NotFound(what) => ApiError::NotFound(what),
             AdminError::Invalid(msg) => ApiError::BadRequest(msg),
             AdminError::Exists(what) => ApiError::Conflict(format!("{what} already exists")),
-            AdminError::Reserved(why) => ApiError::Conflict(why),
             AdminError::Limit(why) => ApiError::Conflict(why),
             AdminError::Db(e) => e.into(),
         }
@@ -170,77 +166,4 @@ pub async fn create_user_with(
     )
     .await?;
     Ok((user_id, token))
-}
-
-/// Device kinds, as stored in `devices.kind`.
-pub const DEVICE_KINDS: &[&str] = &["hub", "pendant", "fall_detector", "sensor", "phone"];
-
-/// Every MQTT client id Homeward uses for itself begins with this: the ingest client
-/// (`mqtt.client_id`, which configuration requires to begin with it, so that the ids of every
-/// instance of a scaled-out deployment are covered), its downlink client
-/// (`<mqtt.client_id>-downlink`) and the ids the embedded broker assigns to clients that send
-/// none (`homeward-auto-N`). A device's uid is its client id, so no device may have an id that
-/// begins with it (compared ignoring ASCII case).
-pub const RESERVED_CLIENT_ID_PREFIX: &str = crate::config::SERVICE_CLIENT_ID_PREFIX;
-
-/// Why `uid` cannot be a device id, if it cannot: it begins with
-/// [`RESERVED_CLIENT_ID_PREFIX`], ignoring ASCII case.
-pub fn reserved_device_id(uid: &str) -> Option<AdminError> {
-    let prefix = RESERVED_CLIENT_ID_PREFIX;
-    let reserved = uid
-        .get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
-    reserved.then(|| {
-        AdminError::Reserved(format!(
-            "device id `{uid}` is reserved: ids beginning with `{prefix}` are the MQTT client ids \
-             of Homeward's own clients"
-        ))
-    })
-}
-
-/// A new device credential; returns the device's row id and its secret (shown once). The
-/// secret is stored as SHA-256 and, for external brokers, as a Mosquitto hash.
-///
-/// Refuses ids beginning with [`RESERVED_CLIENT_ID_PREFIX`].
-pub async fn create_device(
-    client: &impl GenericClient,
-    organisation: &Organisation,
-    uid: &str,
-    kind: &str,
-) -> Result<(i32, String), AdminError> {
-    if organisation.kind != OrgKind::Provider {
-        return Err(AdminError::Invalid(
-            "devices belong to provider organisations".into(),
-        ));
-    }
-    if !homeward_proto::topic::valid_device_id(uid) {
-        return Err(AdminError::Invalid(format!(
-            "device id `{uid}` must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'"
-        )));
-    }
-    if let Some(reserved) = reserved_device_id(uid) {
-        return Err(reserved);
-    }
-    if !DEVICE_KINDS.contains(&kind) {
-        return Err(AdminError::Invalid(format!(
-            "device kind `{kind}` must be one of {}",
-            DEVICE_KINDS.join(", ")
-        )));
-    }
-    let secret = random_token(32);
-    let row = client
-        .query_one(
-            "INSERT INTO devices (organisation_id, uid, kind, secret_hash, secret_mosquitto_hash)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[
-                &organisation.id,
-                &uid,
-                &kind,
-                &hash_secret(&secret).as_slice(),
-                &crate::devices::mosquitto::hash(&secret),
-            ],
-        )
-        .await
-        .map_err(exists_or(|| format!("device `{uid}`")))?;
-    Ok((row.get(0), secret))
 }

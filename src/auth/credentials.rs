@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use super::{hash_secret, new_api_token, random_token, AdminError, TOKEN_PREFIX};
+use super::{new_api_token, AdminError, TOKEN_PREFIX};
+use crate::secret::{hash_secret, random_token};
 
 /// How long a new API token is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

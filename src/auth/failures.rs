@@ -39,7 +39,7 @@ impl FailedCredentials {
 
     /// The digest a device's credential is remembered under.
     pub fn device_key(uid: &str, secret: &str) -> [u8; 32] {
-        super::hash_secret(&format!("{uid}\0{secret}"))
+        crate::secret::hash_secret(&format!("{uid}\0{secret}"))
     }
 
     pub fn remember(&self, digest: [u8; 32]) {

@@ -17,11 +17,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{web, FromRequest, HttpRequest};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::http::{ApiError, AppState};
+use crate::secret::{hash_secret, random_token};
 pub use admin::*;
 pub use credentials::*;
 pub use failures::{FailedCredentials, REMEMBER as FAILURE_REMEMBERED_FOR};
@@ -238,26 +237,9 @@ pub async fn commissions(
 
 pub const TOKEN_PREFIX: &str = "hw_";
 
-/// `bytes` random bytes as lowercase hex.
-pub fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex::encode(buf)
-}
-
 /// A new API token (shown once; store only its hash).
 pub fn new_api_token() -> String {
     format!("{TOKEN_PREFIX}{}", random_token(32))
-}
-
-/// SHA-256 of a secret (API token or device secret).
-pub fn hash_secret(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// Compares two hashes in constant time.
-pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -284,30 +266,12 @@ mod tests {
 
     #[test]
     fn tokens_are_random_and_hashes_compare() {
+        use crate::secret::hashes_equal;
         let (a, b) = (new_api_token(), new_api_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 3 + 64);
+        assert!(a.starts_with(TOKEN_PREFIX));
         assert!(hashes_equal(&hash_secret(&a), &hash_secret(&a)));
         assert!(!hashes_equal(&hash_secret(&a), &hash_secret(&b)));
-        assert!(!hashes_equal(&[1, 2], &[1]));
-    }
-
-    #[test]
-    fn homewards_client_ids_are_reserved() {
-        for uid in [
-            "homeward",
-            "homeward-ingest",
-            "homeward-ingest-downlink",
-            "Homeward-auto-3",
-            "HOMEWARD-2-downlink",
-        ] {
-            assert!(
-                matches!(reserved_device_id(uid), Some(AdminError::Reserved(_))),
-                "{uid}"
-            );
-        }
-        for uid in ["hub-0001", "home-ward", "my-homeward", "homewar"] {
-            assert!(reserved_device_id(uid).is_none(), "{uid}");
-        }
     }
 }

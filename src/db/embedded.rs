@@ -349,7 +349,7 @@ fn ensure_password(data_dir: &Path) -> Result<String, EmbeddedError> {
             return Ok(existing);
         }
     }
-    let password = crate::auth::random_token(24);
+    let password = crate::secret::random_token(24);
     write_private(&path, password.as_bytes())?;
     Ok(password)
 }

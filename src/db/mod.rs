@@ -192,6 +192,35 @@ pub fn build_pool(
         .expect("a pool with a runtime and timeouts always builds")
 }
 
+/// True when the error means "the database is not there" rather than "the query is wrong": the
+/// connection is closed or broken, or the server is shutting down or not yet accepting.
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown,
+        // cannot connect now).
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+        }
+        // No SQLSTATE: an I/O error on the socket.
+        None => e.as_db_error().is_none(),
+    }
+}
+
+/// True when doing the same work again may succeed: the database is away
+/// ([`is_connection_error`]), or the transaction lost a deadlock (40P01) or a serialization
+/// conflict (40001) to another one, and was rolled back. Anything else is the query or the data.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    is_connection_error(e)
+        || e.code().is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
 /// Is the database answering? Used by `/readyz`.
 pub async fn ping(pool: &Pool) -> bool {
     let check = async {

@@ -78,7 +78,7 @@ impl TestServer {
 
     /// A new, migrated database of its own.
     pub async fn fresh_database(&self) -> Result<tokio_postgres::Config, DbError> {
-        let name = format!("t_{}", crate::auth::random_token(8));
+        let name = format!("t_{}", crate::secret::random_token(8));
         self.exec_while_in_use(
             &format!("CREATE DATABASE {name} TEMPLATE {}", self.template),
             &self.template,
@@ -94,7 +94,7 @@ impl TestServer {
 
     /// A new, empty database (no migrations), for migration tests.
     pub async fn empty_database(&self) -> Result<tokio_postgres::Config, DbError> {
-        let name = format!("e_{}", crate::auth::random_token(8));
+        let name = format!("e_{}", crate::secret::random_token(8));
         self.exec(&format!("CREATE DATABASE {name}")).await?;
         Ok(self.config_for(&name))
     }

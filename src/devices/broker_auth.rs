@@ -14,8 +14,10 @@ use deadpool_postgres::Pool;
 use futures_util::future::BoxFuture;
 use homeward_proto::{topic, DeviceId};
 
-use crate::auth::{hash_secret, hashes_equal, random_token, reserved_device_id, FailedCredentials};
+use super::reserved_device_id;
+use crate::auth::FailedCredentials;
 use crate::broker::{Acl, AuthError, Authenticator, Credentials, Principal};
+use crate::secret::{hash_secret, hashes_equal, random_token};
 
 /// The user name of Homeward's own MQTT client on the embedded broker. It starts with `$`, which
 /// no device id can.

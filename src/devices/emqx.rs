@@ -23,10 +23,10 @@
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{hash_secret, hashes_equal};
 use crate::broker::Acl;
 use crate::config::Settings;
 use crate::http::{ApiError, AppState};
+use crate::secret::{hash_secret, hashes_equal};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(authenticate).service(authorize);

@@ -21,7 +21,7 @@ use homeward_proto::topic;
 use homeward_proto::DeviceId;
 use tokio_postgres::GenericClient;
 
-use crate::auth::reserved_device_id;
+use super::reserved_device_id;
 use crate::config::Settings;
 
 /// What an export wrote and what it left out.

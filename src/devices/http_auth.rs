@@ -7,8 +7,8 @@ use std::pin::Pin;
 use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine;
 
+use super::DeviceRef;
 use crate::http::{ApiError, AppState};
-use crate::ingest::DeviceRef;
 
 /// The device behind a request.
 pub struct DeviceCaller {

@@ -58,7 +58,7 @@ pub fn verify(stored: &str, secret: &str) -> bool {
     }
     let derived =
         pbkdf2::pbkdf2_hmac_array::<Sha512, HASH_LEN>(secret.as_bytes(), &salt, iterations);
-    crate::auth::hashes_equal(&derived, &expected)
+    crate::secret::hashes_equal(&derived, &expected)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
 
-use super::Device;
+use super::{registry, Device, DeviceKind};
 use crate::auth::{self, Caller, Role, Scope};
 use crate::http::{ApiError, AppState};
 
@@ -34,7 +34,11 @@ async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
             &[&caller.organisation_id],
         )
         .await?;
-    let devices: Vec<Device> = rows.iter().map(Device::from_row).collect();
+    let devices = rows
+        .iter()
+        .map(Device::from_row)
+        .collect::<Result<Vec<Device>, _>>()
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": devices })))
 }
 
@@ -55,7 +59,8 @@ async fn read(
         )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device `{uid}`")))?;
-    Ok(HttpResponse::Ok().json(Device::from_row(&row)))
+    let device = Device::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(HttpResponse::Ok().json(device))
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,12 +82,14 @@ async fn create(
     let org = auth::find_organisation(&**client, &caller.organisation_id.to_string())
         .await
         .map_err(ApiError::from)?;
-    let (_, secret) = auth::create_device(&**client, &org, &body.uid, &body.kind)
-        .await
-        .map_err(ApiError::from)?;
+    let kind = body
+        .kind
+        .parse::<DeviceKind>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (_, secret) = registry::create_device(&**client, &org, &body.uid, kind).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
         "uid": body.uid,
-        "kind": body.kind,
+        "kind": kind,
         "secret": secret,
         "note": "the secret is shown only now; the device uses its uid as MQTT user name and client id and the secret as password",
     })))

@@ -5,8 +5,9 @@
 
 use deadpool_postgres::Pool;
 
-use crate::auth::{hash_secret, hashes_equal, FailedCredentials};
-use crate::ingest::DeviceRef;
+use super::DeviceRef;
+use crate::auth::FailedCredentials;
+use crate::secret::{hash_secret, hashes_equal};
 
 /// The credential store could not be asked (pool or query); the caller answers "try again",
 /// not "refused".

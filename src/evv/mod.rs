@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ingest::CommittedBatch;
-use crate::startup::Services;
+use crate::live::LiveHub;
 
 pub use derive::{rebuild, rebuild_with, RebuildReport};
 pub use geofence::GeofencePolicy;
@@ -85,6 +85,28 @@ impl Default for EvvSettings {
     }
 }
 
+impl EvvSettings {
+    /// One line naming what is wrong, or `Ok`. Run when the configuration is loaded.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            (
+                "default_geofence_radius_m",
+                u64::from(self.default_geofence_radius_m),
+            ),
+            ("missed_visit_check_secs", self.missed_visit_check_secs),
+            (
+                "open_visit_limit_minutes",
+                u64::from(self.open_visit_limit_minutes),
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("evv.{key} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Errors of this module's background work and derivation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvvError {
@@ -114,22 +136,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// a later one whose `received_at` is newer, and deriving twice is harmless.
 const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Starts the background work; `committed` carries every newly stored event.
+/// Starts the background work: visits derived from `committed` (every newly stored event) and
+/// the missed-visit check, both until `shutdown` fires; alerts go to `live`.
 pub fn start(
-    services: &Services,
+    pool: deadpool_postgres::Pool,
+    live: LiveHub,
+    settings: EvvSettings,
     mut committed: mpsc::Receiver<CommittedBatch>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    let pool = services.pool.clone();
-    let live = services.live.clone();
-    let settings = services.settings.evv.clone();
-    let mut shutdown = services.shutdown.clone();
     vec![tokio::spawn(async move {
         // Devices still to derive (new events, or a failed attempt to retry).
         let mut pending: BTreeSet<i32> = BTreeSet::new();
         let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         let mut caught_up = false;
-        let mut tick =
-            tokio::time::interval(Duration::from_secs(settings.missed_visit_check_secs.max(1)));
+        let mut tick = tokio::time::interval(Duration::from_secs(settings.missed_visit_check_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !caught_up {
@@ -198,7 +219,7 @@ async fn catch_up(
 /// Derives the devices, clears the alerts their visits answer, moves the checkpoint.
 async fn derive_and_clear(
     pool: &deadpool_postgres::Pool,
-    live: &crate::live::LiveHub,
+    live: &LiveHub,
     settings: &EvvSettings,
     devices: &[i32],
     newest: Option<chrono::DateTime<chrono::Utc>>,

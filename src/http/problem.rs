@@ -125,29 +125,12 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        if is_connection_error(&e) {
+        if crate::db::is_connection_error(&e) {
             tracing::warn!(error = %e, "database connection lost");
             Self::Unavailable
         } else {
             Self::Unexpected(e.into())
         }
-    }
-}
-
-/// True when the error means "the database is not there" rather than "the query is wrong".
-pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        // Class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown,
-        // cannot connect now).
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
-        }
-        // No SQLSTATE: an I/O error on the socket.
-        None => e.as_db_error().is_none(),
     }
 }
 

@@ -22,7 +22,6 @@
 //!   so the broker keeps the messages. HTTP jobs are answered 503 at once.
 
 pub mod copy;
-mod directory;
 pub mod http;
 pub mod mqtt;
 pub mod writer;
@@ -33,7 +32,6 @@ use bytes::Bytes;
 use homeward_proto::Encoding;
 use tokio::sync::oneshot;
 
-pub use directory::{DeviceDirectory, DeviceRef, Lookup};
 pub use mqtt::DownlinkSender;
 pub use writer::{Writer, WriterHandle};
 

@@ -38,9 +38,9 @@ use tokio::task::JoinHandle;
 
 use super::copy::EventRow;
 use super::writer::{Acker, WriterHandle};
-use super::{DeadLetter, DeviceDirectory, EventItem, Item, Job, Lookup, Source, StatusItem};
-use crate::config::{IngestSettings, MqttSettings};
-use crate::startup::MqttEndpoint;
+use super::{DeadLetter, EventItem, Item, Job, Source, StatusItem};
+use crate::config::{BrokerUrl, IngestSettings, MqttSettings};
+use crate::devices::{DeviceDirectory, DeviceRef, Lookup};
 
 /// Whether the subscriber is connected; `/readyz` reads it.
 #[derive(Clone, Default)]
@@ -52,10 +52,10 @@ impl Connected {
     }
 }
 
-/// TLS to an `mqtts://` broker, verified against the roots in the endpoint's configuration and
-/// the host name of the URL.
-fn set_tls(options: &mut MqttOptions, endpoint: &MqttEndpoint) {
-    if let Some(config) = &endpoint.tls {
+/// TLS to an `mqtts://` broker, verified against the roots in `tls` and the host name of the
+/// URL.
+fn set_tls(options: &mut MqttOptions, tls: Option<&Arc<rustls::ClientConfig>>) {
+    if let Some(config) = tls {
         options.set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(config.clone()),
         ));
@@ -68,9 +68,11 @@ pub struct Subscriber {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts the subscriber. `shutdown` stops it (after the writer has drained).
+/// Starts the subscriber, connecting to `endpoint`, over TLS with `tls` when given (an
+/// `mqtts://` broker). `shutdown` stops it (after the writer has drained).
 pub fn start(
-    endpoint: &MqttEndpoint,
+    endpoint: &BrokerUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
     mqtt: &MqttSettings,
     ingest: &IngestSettings,
     directory: Arc<DeviceDirectory>,
@@ -89,7 +91,7 @@ pub fn start(
             .unwrap_or_default();
         options.set_credentials(user.clone(), password);
     }
-    set_tls(&mut options, endpoint);
+    set_tls(&mut options, tls.as_ref());
     options
         .set_keep_alive(30)
         .set_clean_session(false)
@@ -148,7 +150,7 @@ pub fn start(
             .unwrap_or_default();
         down_options.set_credentials(user.clone(), password);
     }
-    set_tls(&mut down_options, endpoint);
+    set_tls(&mut down_options, tls.as_ref());
     down_options
         .set_keep_alive(30)
         .set_clean_session(true)
@@ -350,22 +352,21 @@ async fn to_items(
 ) -> Vec<Item> {
     let received_at = Utc::now();
     let topic_text = String::from_utf8_lossy(&publish.topic).into_owned();
-    let dead_bytes =
-        |device: Option<&super::DeviceRef>, code: &str, reason: String, payload: Bytes| {
-            metrics::counter!("homeward_ingest_dead_letters_total", "reason" => code.to_string())
-                .increment(1);
-            Item::DeadLetter(DeadLetter {
-                organisation_id: device.map(|d| d.organisation_id),
-                device_id: device.map(|d| d.id),
-                device_uid: topic::parse(&topic_text).map(|(uid, _)| uid.to_string()),
-                source: "mqtt",
-                topic: Some(topic_text.clone()),
-                payload,
-                reason_code: code.to_string(),
-                reason,
-            })
-        };
-    let dead = |device: Option<&super::DeviceRef>, code: &str, reason: String| {
+    let dead_bytes = |device: Option<&DeviceRef>, code: &str, reason: String, payload: Bytes| {
+        metrics::counter!("homeward_ingest_dead_letters_total", "reason" => code.to_string())
+            .increment(1);
+        Item::DeadLetter(DeadLetter {
+            organisation_id: device.map(|d| d.organisation_id),
+            device_id: device.map(|d| d.id),
+            device_uid: topic::parse(&topic_text).map(|(uid, _)| uid.to_string()),
+            source: "mqtt",
+            topic: Some(topic_text.clone()),
+            payload,
+            reason_code: code.to_string(),
+            reason,
+        })
+    };
+    let dead = |device: Option<&DeviceRef>, code: &str, reason: String| {
         dead_bytes(device, code, reason, publish.payload.clone())
     };
     let Some((uid, kind)) = topic::parse(&topic_text) else {
@@ -495,7 +496,7 @@ fn check_time(
 
 /// The row to store for a decoded event.
 pub fn event_item(
-    device: &super::DeviceRef,
+    device: &DeviceRef,
     event: Event,
     payload: &[u8],
     received_at: DateTime<Utc>,

@@ -35,7 +35,6 @@ use super::{
     CommittedBatch, CommittedEvent, DeadLetter, Item, Job, Outcome, Source, StatusItem, WriteError,
 };
 use crate::config::IngestSettings;
-use crate::http::problem::is_connection_error;
 
 /// Completes MQTT jobs: the broker-level ack and the end-to-end ack to the device.
 pub trait Acker: Send + Sync {
@@ -651,13 +650,9 @@ enum BatchError {
 }
 
 fn classify(e: tokio_postgres::Error) -> BatchError {
-    use tokio_postgres::error::SqlState;
     // Two batches in flight wait on each other only in one order (their rows are sorted), so a
     // deadlock should not happen; if one does, the batch is simply written again.
-    let retry = e.code().is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    });
-    if is_connection_error(&e) || retry {
+    if crate::db::is_transient(&e) {
         BatchError::Unavailable(e.to_string())
     } else {
         let message = e

@@ -11,6 +11,9 @@
 //! A report records its period, the SHA-256 of its input rows and [`METHOD_VERSION`]; the
 //! figures are a pure function of those, so the same inputs give the same figures.
 //! Definitions: docs/outcomes.md.
+//!
+//! No background work: plain indexed queries meet the dashboard target (docs/benchmarks.md,
+//! "Outcomes report"), so there are no rollups to refresh.
 
 pub mod contracts;
 mod episodes;
@@ -26,9 +29,6 @@ mod statements;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-
-use crate::startup::Services;
 
 /// Bumped whenever a definition or method changes, so old reports stay explainable.
 /// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
@@ -73,8 +73,8 @@ impl Default for OutcomeSettings {
 }
 
 impl OutcomeSettings {
-    /// The settings a report may run with; a bad value is named.
-    pub fn check(&self) -> Result<(), String> {
+    /// One line naming what is wrong, or `Ok`. Run when the configuration is loaded.
+    pub fn validate(&self) -> Result<(), String> {
         if !(self.confidence_level > 0.5 && self.confidence_level < 1.0) {
             return Err("outcomes.confidence_level must be between 0.5 and 1".into());
         }
@@ -94,10 +94,4 @@ impl OutcomeSettings {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routes::routes(cfg);
-}
-
-/// Starts background work. None yet: plain indexed queries meet the dashboard target
-/// (docs/benchmarks.md, "Outcomes report"), so there are no rollups to refresh.
-pub fn start(_services: &Services) -> Vec<JoinHandle<()>> {
-    Vec::new()
 }

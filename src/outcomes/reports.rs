@@ -92,11 +92,6 @@ async fn report_endpoint(
     q: web::Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    state
-        .settings
-        .outcomes
-        .check()
-        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!(e)))?;
     let scope = Scope::parse(
         q.scope.as_deref().unwrap_or("provider"),
         // A provider's own figures by default; a commissioner's organisation (auditors

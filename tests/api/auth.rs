@@ -92,7 +92,7 @@ async fn roles_are_enforced() {
     );
 
     let mut settings = test_settings();
-    settings.mqtt.emqx_hook_secret = Some(Secret::new("a hook secret that no user holds".into()));
+    settings.mqtt.emqx_hook_secret = Some(Secret::new("a-hook-secret-that-no-user-holds".into()));
     let app = spawn_app_with(settings).await;
     let (provider, _) = app
         .org_with_user("Provider R", OrgKind::Provider, Role::ProviderAdmin)

@@ -511,7 +511,7 @@ async fn the_command_line_lists_revokes_disables_and_rotates() {
         .unwrap();
     let after: Vec<u8> = stored("hub-cli").await.get(1);
     assert_ne!(before, after);
-    assert_eq!(after, auth::hash_secret(secret).to_vec());
+    assert_eq!(after, homeward::secret::hash_secret(secret).to_vec());
     assert!(admin(&["disable-user", "--user", "1"]).contains("user 1 disabled"));
     let revocations: i64 = client
         .query_one("SELECT count(*) FROM credential_revocations", &[])

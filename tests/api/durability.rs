@@ -9,6 +9,7 @@ use homeward::auth::{self, OrgKind};
 use homeward::db::build_pool;
 use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
 use homeward::db::test_cluster::TestServer;
+use homeward::devices::DeviceKind;
 
 use crate::device::{run_device, RESEND_AFTER};
 use crate::helpers::{
@@ -106,7 +107,7 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
         let org = auth::create_organisation(&**client, "Kill Org", OrgKind::Provider)
             .await
             .unwrap();
-        auth::create_device(&**client, &org, uid, "hub")
+        homeward::devices::create_device(&**client, &org, uid, DeviceKind::Hub)
             .await
             .unwrap()
             .1

@@ -10,6 +10,7 @@ use homeward::auth::{self, OrgKind, Role, Scope};
 use homeward::config::Secret;
 use homeward::db::build_pool;
 use homeward::db::test_cluster::TestServer;
+use homeward::devices::{create_device, DeviceKind};
 use homeward_proto::{Downlink, Encoding};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PublishOptions, QoS,
@@ -219,7 +220,7 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
         let mut secrets = Vec::new();
         for uid in ["hub-a", "hub-b", "hub-off"] {
             secrets.push(
-                auth::create_device(&**client, &org, uid, "hub")
+                create_device(&**client, &org, uid, DeviceKind::Hub)
                     .await
                     .unwrap()
                     .1,
@@ -429,10 +430,10 @@ async fn an_export_needs_homewards_user_and_never_carries_a_stale_hash() {
     let org = auth::create_organisation(&**client, "Stale Org", OrgKind::Provider)
         .await
         .unwrap();
-    auth::create_device(&**client, &org, "hub-x", "hub")
+    create_device(&**client, &org, "hub-x", DeviceKind::Hub)
         .await
         .unwrap();
-    auth::create_device(&**client, &org, "hub-y", "hub")
+    create_device(&**client, &org, "hub-y", DeviceKind::Hub)
         .await
         .unwrap();
     // A writer that knows only the SHA-256 changes hub-x's secret: the Mosquitto hash, which

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use homeward::auth::{self, OrgKind, Role};
+use homeward::auth::{OrgKind, Role};
 use homeward_proto::{Encoding, Event, EventBody, Percent};
 use serde_json::{json, Value};
 
@@ -129,7 +129,7 @@ async fn the_report_the_visits_and_the_response_times_count_alike() {
     let since = today - chrono::Days::new(30);
     let contract = {
         let client = app.pool.get().await.unwrap();
-        auth::create_contract(&**client, &council, &provider.org, "F-1", since, None)
+        homeward::outcomes::contracts::create_contract(&**client, &council, &provider.org, "F-1", since, None)
             .await
             .unwrap()
     };

@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use homeward::auth::{self, OrgKind, Role};
-use homeward::config::{Secret, Settings};
+use homeward::config::{BrokerUrl, Secret, Settings};
 use homeward::db::test_cluster::TestServer;
 use homeward::db::{build_pool, Database};
-use homeward::startup::{Application, MqttEndpoint};
+use homeward::devices::{self, DeviceKind};
+use homeward::startup::Application;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub struct TestApp {
     pub http: SocketAddr,
-    pub mqtt: MqttEndpoint,
+    pub mqtt: BrokerUrl,
     /// The embedded broker's `mqtts` listener, when TLS is configured.
     pub mqtt_tls: Option<SocketAddr>,
     pub pool: deadpool_postgres::Pool,
@@ -130,7 +131,8 @@ impl TestApp {
 
     pub async fn device(&self, org: &auth::Organisation, uid: &str, kind: &str) -> String {
         let client = self.pool.get().await.unwrap();
-        auth::create_device(&**client, org, uid, kind)
+        let kind: DeviceKind = kind.parse().unwrap();
+        devices::create_device(&**client, org, uid, kind)
             .await
             .unwrap()
             .1

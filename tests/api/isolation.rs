@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use homeward::auth::{self, OrgKind, Role};
+use homeward::auth::{OrgKind, Role};
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet};
 
 use crate::device::run_device;
@@ -89,14 +89,14 @@ async fn a_tenant_cannot_take_over_homewards_broker_session() {
 
     // A device registered under that id before the reservation existed (written straight to
     // the table) is refused by the broker, however it asks for the session.
-    let secret = auth::random_token(32);
+    let secret = homeward::secret::random_token(32);
     app.pool
         .get()
         .await
         .unwrap()
         .execute(
             "INSERT INTO devices (organisation_id, uid, kind, secret_hash) VALUES ($1, $2, 'hub', $3)",
-            &[&org_b.id, &ingest_id, &auth::hash_secret(&secret).as_slice()],
+            &[&org_b.id, &ingest_id, &homeward::secret::hash_secret(&secret).as_slice()],
         )
         .await
         .unwrap();

@@ -18,6 +18,7 @@ mod health;
 mod ingest;
 mod isolation;
 mod outcomes;
+mod retry;
 mod routes;
 mod scaleout;
 mod storage;

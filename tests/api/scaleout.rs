@@ -9,6 +9,7 @@ use std::time::Duration;
 use homeward::auth::{self, OrgKind, Role};
 use homeward::db::build_pool;
 use homeward::db::test_cluster::TestServer;
+use homeward::devices::{create_device, DeviceKind};
 use homeward_proto::{Downlink, Encoding, Event, EventBody};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
 use serde_json::Value;
@@ -177,11 +178,11 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
         let (_, staff) = auth::create_user(&**client, &org, "Shared staff", Role::ProviderStaff)
             .await
             .unwrap();
-        auth::create_device(&**client, &org, "hub-s1", "hub")
+        create_device(&**client, &org, "hub-s1", DeviceKind::Hub)
             .await
             .unwrap();
         for uid in &pendants {
-            auth::create_device(&**client, &org, uid, "pendant")
+            create_device(&**client, &org, uid, DeviceKind::Pendant)
                 .await
                 .unwrap();
         }
@@ -192,7 +193,7 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
             auth::create_user(&**client, &other, "Other staff", Role::ProviderStaff)
                 .await
                 .unwrap();
-        auth::create_device(&**client, &other, "pendant-y", "pendant")
+        create_device(&**client, &other, "pendant-y", DeviceKind::Pendant)
             .await
             .unwrap();
         (staff, other_staff)

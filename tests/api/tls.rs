@@ -180,7 +180,7 @@ async fn homewards_client_reaches_an_external_broker_over_mqtts() {
     settings.mqtt.client_id = format!("homeward-test-{tls_port}");
     // Ready means Homeward's subscriber is connected, here over TLS.
     let app = spawn_app_with(settings).await;
-    assert!(app.mqtt.tls.is_some());
+    assert!(app.mqtt.tls);
     let (org, _) = app
         .org_with_user("Mosq TLS Org", OrgKind::Provider, Role::ProviderAdmin)
         .await;

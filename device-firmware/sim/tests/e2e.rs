@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use homeward::auth::{self, OrgKind};
-use homeward::config::Settings;
+use homeward::config::{BrokerUrl, Settings};
 use homeward::db::test_cluster::TestServer;
 use homeward::db::{build_pool, Database};
-use homeward::startup::{Application, MqttEndpoint};
+use homeward::devices::{self, DeviceKind};
+use homeward::startup::Application;
 use homeward_device_core::device::Role;
 use homeward_proto::EventKind;
 use homeward_sim::board::BrokerAddr;
@@ -19,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 struct TestApp {
-    mqtt: MqttEndpoint,
+    mqtt: BrokerUrl,
     pool: deadpool_postgres::Pool,
     org: auth::Organisation,
     stop: oneshot::Sender<()>,
@@ -85,8 +86,8 @@ async fn spawn_app() -> TestApp {
 impl TestApp {
     async fn device(&self, uid: &str, role: Role, scenario: Scenario) -> DeviceSpec {
         let client = self.pool.get().await.unwrap();
-        let kind = homeward_sim::creds::kind_name(role);
-        let (_, secret) = auth::create_device(&**client, &self.org, uid, kind)
+        let kind: DeviceKind = homeward_sim::creds::kind_name(role).parse().unwrap();
+        let (_, secret) = devices::create_device(&**client, &self.org, uid, kind)
             .await
             .unwrap();
         DeviceSpec {

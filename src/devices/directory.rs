@@ -1,18 +1,14 @@
-//! Device uid -> (device id, organisation), cached. Devices are never renamed, so a cached
-//! entry stays true until the device is disabled: the revocation watcher then calls
-//! [`DeviceDirectory::forget`], and a miss asks the database. Disabled devices are not cached.
+//! Device uid -> (device id, organisation), cached: how ingest learns which device a topic
+//! names. Devices are never renamed, so a cached entry stays true until the device is disabled:
+//! the revocation watcher then calls [`DeviceDirectory::forget`], and a miss asks the database.
+//! Disabled devices are not cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use deadpool_postgres::Pool;
 
-#[derive(Debug, Clone)]
-pub struct DeviceRef {
-    pub id: i32,
-    pub organisation_id: i32,
-    pub uid: Arc<str>,
-}
+use super::DeviceRef;
 
 /// What the directory knows of a uid.
 #[derive(Debug, Clone)]
