@@ -9,5 +9,5 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 status=0
 cargo nextest run --workspace --no-fail-fast --profile ci "$@" || status=$?
-cargo run --quiet --bin homeward-test-db -- stop || true
+cargo run --quiet -p homeward-testkit --bin homeward-test-db -- stop || true
 exit $status

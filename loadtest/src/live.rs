@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use homeward_testkit::sse::{SseFrame, SseFrames};
 
 use crate::stats::{record, Shared};
 
@@ -26,7 +27,7 @@ pub async fn listen(shared: Arc<Shared>, client: reqwest::Client, token: String)
             }
         };
         let mut stream = response.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut frames = SseFrames::default();
         while !shared.stopped() {
             let chunk = match tokio::time::timeout(Duration::from_millis(500), stream.next()).await
             {
@@ -35,41 +36,23 @@ pub async fn listen(shared: Arc<Shared>, client: reqwest::Client, token: String)
                 Ok(_) => break, // closed (server restart): reconnect
             };
             let at = Instant::now();
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = find_frame_end(&buf) {
-                let frame: Vec<u8> = buf.drain(..end).collect();
-                handle_frame(&shared, &String::from_utf8_lossy(&frame), at);
+            frames.push(&chunk);
+            while let Some(frame) = frames.next_frame() {
+                handle_frame(&shared, &frame, at);
             }
-            if buf.len() > 1 << 20 {
-                buf.clear();
+            if frames.pending() > 1 << 20 {
+                frames.clear();
             }
         }
     }
 }
 
-/// End (exclusive, including the blank line) of the first complete frame.
-fn find_frame_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
-}
-
-fn handle_frame(shared: &Shared, frame: &str, at: Instant) {
-    let mut event = "message";
-    let mut data = String::new();
-    for line in frame.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(v.trim_start());
-        }
-    }
+fn handle_frame(shared: &Shared, frame: &SseFrame, at: Instant) {
     let mut alarms = shared.alarms.lock().expect("not poisoned");
-    match event {
+    match frame.event.as_str() {
         "alarm" => {
             alarms.frames += 1;
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&data) else {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&frame.data) else {
                 return;
             };
             let Some((uid, seq)) = find_trigger(&value, 0) else {
@@ -117,11 +100,5 @@ mod tests {
         let nested = serde_json::json!({"topic": "alarm", "data": {"id": 3, "trigger": {"device_uid": "lt-2", "seq": 9}}});
         assert_eq!(find_trigger(&nested, 0), Some(("lt-2".into(), 9)));
         assert_eq!(find_trigger(&serde_json::json!({"x": 1}), 0), None);
-    }
-
-    #[test]
-    fn splits_frames() {
-        assert_eq!(find_frame_end(b"event: a\ndata: {}\n\nrest"), Some(19));
-        assert_eq!(find_frame_end(b"event: a\ndata: {}\n"), None);
     }
 }

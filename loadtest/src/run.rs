@@ -105,7 +105,7 @@ async fn run_in(
             let spec = ServerSpec {
                 bin: homeward_bin.clone(),
                 database_url: pg.url("homeward"),
-                mqtt_port: server::free_port()?,
+                mqtt_port: homeward_testkit::free_port()?,
                 data_dir: work.join("homeward"),
                 log: work.join("server.log"),
             };

@@ -2,15 +2,14 @@
 //! harness can stop and start it and run the COPY baseline against the same cluster) and
 //! `homeward serve` as a child process (so it can be killed with SIGKILL and restarted).
 
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use homeward_testkit::process::{homeward_command, ServeProcess};
 
 use crate::scenario::Postgres;
 
@@ -34,10 +33,6 @@ pub fn find_homeward(option: Option<&Path>) -> anyhow::Result<PathBuf> {
         "no `homeward` binary next to {}; build it (`cargo build --release -p homeward`) or pass --homeward-bin",
         exe.display()
     )
-}
-
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Refuses anything but loopback: the harness only ever sends traffic to this machine.
@@ -83,7 +78,7 @@ pub fn postmaster_pid(pg_dir: &Path) -> Option<u32> {
 
 /// `homeward serve` as a child process.
 pub struct ServerProcess {
-    child: Child,
+    serve: ServeProcess,
     pub http: String,
     pub pid: u32,
 }
@@ -103,14 +98,8 @@ impl ServerProcess {
             .append(true)
             .open(&spec.log)
             .with_context(|| format!("opening {}", spec.log.display()))?;
-        let mut cmd = Command::new(&spec.bin);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HOMEWARD") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("RUST_LOG", "warn")
-            .env("HOMEWARD__DATABASE__URL", &spec.database_url)
+        let mut cmd = homeward_command(&spec.bin);
+        cmd.env("HOMEWARD__DATABASE__URL", &spec.database_url)
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .args([
@@ -120,84 +109,27 @@ impl ServerProcess {
                 &format!("127.0.0.1:{}", spec.mqtt_port),
                 "serve",
             ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", spec.bin.display()))?;
-        let pid = child.id().unwrap_or(0);
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let http = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
-                    return Some(
-                        rest.trim()
-                            .trim_end_matches('/')
-                            .trim_end_matches("/v1")
-                            .to_string(),
-                    );
-                }
-            }
-            None
+            .stderr(Stdio::from(log));
+        let serve = ServeProcess::start(cmd, Duration::from_secs(90))
+            .await
+            .with_context(|| {
+                format!("`homeward serve` did not start; see {}", spec.log.display())
+            })?;
+        serve.wait_ready(Duration::from_secs(90)).await?;
+        Ok(Self {
+            http: serve.http.clone(),
+            pid: serve.pid(),
+            serve,
         })
-        .await
-        .ok()
-        .flatten();
-        let Some(http) = http else {
-            let _ = child.start_kill();
-            bail!(
-                "`homeward serve` did not print its HTTP address; see {}",
-                spec.log.display()
-            );
-        };
-        // Keep reading stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let this = Self { child, http, pid };
-        this.wait_ready(Duration::from_secs(90)).await?;
-        Ok(this)
-    }
-
-    async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
-        let url = format!("{}/readyz", self.http);
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Ok(r) = client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the server was not ready within {within:?}")
     }
 
     /// SIGKILL: no shutdown, no flush, no acks.
-    pub async fn kill_hard(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+    pub async fn kill_hard(self) {
+        self.serve.kill_hard().await;
     }
 
     /// SIGTERM and wait (then SIGKILL after 30 s).
-    pub async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
+    pub async fn stop(self) {
+        self.serve.stop(Duration::from_secs(30)).await;
     }
 }

@@ -10,8 +10,6 @@ pub mod cached;
 pub mod embedded;
 pub mod maintenance;
 pub mod migrate;
-#[doc(hidden)]
-pub mod test_cluster;
 
 use std::time::Duration;
 

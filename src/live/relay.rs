@@ -637,7 +637,7 @@ mod tests {
         watch::Sender<bool>,
         Vec<JoinHandle<()>>,
     ) {
-        let db = crate::db::test_cluster::TestServer::get()
+        let db = homeward_testkit::cluster::TestServer::get()
             .await
             .unwrap()
             .fresh_database()

@@ -7,190 +7,14 @@ use homeward::alarms::derive::Rules;
 use homeward::alarms::AlarmSettings;
 use homeward::auth::{self, OrgKind, Role};
 use homeward::live::LiveHub;
-use homeward_proto::{
-    Downlink, Encoding, Event, EventBody, Notice, NoticeKind, Percent, SignalDbm,
-};
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+use homeward_proto::{EventBody, Notice, NoticeKind, Percent};
+use homeward_testkit::db::derived_snapshot;
+use homeward_testkit::mqtt::{heartbeat_body, TestDevice};
+use homeward_testkit::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
+use reqwest::Method;
 use serde_json::Value;
-use tokio::sync::mpsc;
-
-use crate::helpers::{
-    derived_snapshot, eventually, spawn_app, spawn_app_with, test_settings, TestApp,
-};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A telecare device on the broker: publishes events, collects the notices sent to it.
-struct Device {
-    uid: String,
-    client: AsyncClient,
-    notices: mpsc::UnboundedReceiver<Notice>,
-    poller: tokio::task::JoinHandle<()>,
-    seq: u64,
-}
-
-impl Device {
-    async fn connect(app: &TestApp, uid: &str, secret: &str) -> Device {
-        let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
-        options.set_credentials(uid, secret.to_string());
-        options
-            .set_keep_alive(5)
-            .set_last_will(rumqttc::LastWill::new(
-                format!("homeward/v1/{uid}/status"),
-                "offline",
-                QoS::AtLeastOnce,
-                true,
-            ));
-        let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
-        let (tx, notices) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let sub = client.clone();
-        let downlink = format!("homeward/v1/{uid}/downlink");
-        let poller = tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.try_subscribe(downlink.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready_tx.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        if let Ok(Downlink::Notice(n)) = homeward_proto::decode_downlink(&p.payload)
-                        {
-                            let _ = tx.send(n);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        tokio::time::timeout(WAIT, ready)
-            .await
-            .expect("device subscribed in time")
-            .unwrap();
-        client
-            .publish(
-                format!("homeward/v1/{uid}/status"),
-                "online",
-                PublishOptions::new(QoS::AtLeastOnce).retain(true),
-            )
-            .await
-            .unwrap();
-        Device {
-            uid: uid.to_string(),
-            client,
-            notices,
-            poller,
-            seq: 0,
-        }
-    }
-
-    /// Publishes an event that happened `ago_ms` before now; returns its seq.
-    async fn send_at(&mut self, body: EventBody, ago_ms: i64) -> u64 {
-        self.seq += 1;
-        let t = chrono::Utc::now().timestamp_millis() - ago_ms;
-        let event = Event::new(self.seq, t, body).unwrap();
-        self.client
-            .publish(
-                format!("homeward/v1/{}/events", self.uid),
-                homeward_proto::encode_event_vec(&event, Encoding::Json),
-                PublishOptions::new(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-        self.seq
-    }
-
-    async fn send(&mut self, body: EventBody) -> u64 {
-        self.send_at(body, 0).await
-    }
-
-    async fn notice(&mut self) -> Notice {
-        tokio::time::timeout(WAIT, self.notices.recv())
-            .await
-            .expect("a notice in time")
-            .expect("notice channel open")
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.poller.abort();
-    }
-}
-
-fn heartbeat(battery: u8, interval_s: Option<u32>) -> EventBody {
-    EventBody::Heartbeat {
-        battery: Percent::new(battery).unwrap(),
-        signal: SignalDbm::new(-70).unwrap(),
-        interval_s,
-    }
-}
-
-/// A dashboard on `GET /v1/live`.
-struct LiveStream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl LiveStream {
-    async fn open(app: &TestApp, token: &str) -> LiveStream {
-        let mut response = app
-            .client
-            .get(app.url("/v1/live"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        // The ": connected" comment.
-        let first = response.chunk().await.unwrap().unwrap();
-        LiveStream {
-            response,
-            buffer: String::from_utf8_lossy(&first).into_owned(),
-        }
-    }
-
-    /// The next frame of `topic` whose data satisfies `pred`.
-    async fn next(&mut self, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let mut event = None;
-                let mut data = None;
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = Some(v.to_string());
-                    }
-                }
-                if let (Some(e), Some(d)) = (event, data) {
-                    let v: Value = serde_json::from_str(&d).unwrap();
-                    if e == topic && pred(&v["data"]) {
-                        return v;
-                    }
-                }
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .unwrap_or_else(|_| panic!("no `{topic}` event in time"))
-                .unwrap()
-                .expect("stream open");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-}
 
 struct Provider {
     org: auth::Organisation,
@@ -249,27 +73,8 @@ async fn person_with(
     (person, secrets)
 }
 
-async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(app: &TestApp, path: &str, token: &str) -> Value {
-    let r = app.get(path, Some(token)).await;
-    assert_eq!(r.status(), 200, "GET {path}");
-    r.json().await.unwrap()
-}
-
 async fn open_alarms(app: &TestApp, token: &str) -> Vec<Value> {
-    get(app, "/v1/alarms", token).await["alarms"]
+    app.get_ok("/v1/alarms", token).await["alarms"]
         .as_array()
         .unwrap()
         .clone()
@@ -286,7 +91,7 @@ async fn alarms_until(app: &TestApp, token: &str, pred: impl Fn(&[Value]) -> boo
 }
 
 async fn alarm(app: &TestApp, token: &str, id: i64) -> Value {
-    get(app, &format!("/v1/alarms/{id}"), token).await
+    app.get_ok(&format!("/v1/alarms/{id}"), token).await
 }
 
 #[tokio::test]
@@ -300,9 +105,9 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
         &[("pendant-l1", "pendant"), ("hub-l1", "hub")],
     )
     .await;
-    let mut pendant = Device::connect(&app, "pendant-l1", &secrets[0]).await;
-    let mut hub = Device::connect(&app, "hub-l1", &secrets[1]).await;
-    let mut live = LiveStream::open(&app, &p.staff).await;
+    let mut pendant = TestDevice::connect(&app, "pendant-l1", &secrets[0]).await;
+    let mut hub = TestDevice::connect(&app, "hub-l1", &secrets[1]).await;
+    let mut live = app.live(&p.staff).await;
 
     let seq = pendant.send(EventBody::PendantAlarm).await;
     let raised = live.next("alarm", |d| d["transition"] == "raised").await;
@@ -318,13 +123,13 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
     let id = data["id"].as_i64().unwrap();
 
     // Resolving before anyone answered is refused, naming the state.
-    let (status, problem) = post(
-        &app,
-        &format!("/v1/alarms/{id}/resolve"),
-        &p.staff,
-        serde_json::json!({"outcome": "resolved_by_talking"}),
-    )
-    .await;
+    let (status, problem) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/resolve"),
+            &p.staff,
+            &serde_json::json!({"outcome": "resolved_by_talking"}),
+        )
+        .await;
     assert_eq!(status, 409);
     assert_eq!(problem["type"], "/problems/conflict");
     assert!(
@@ -332,22 +137,22 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
         "{problem}"
     );
     // A responder may not acknowledge.
-    let (status, _) = post(
-        &app,
-        &format!("/v1/alarms/{id}/acknowledge"),
-        &p.responder,
-        Value::Null,
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.responder,
+            &Value::Null,
+        )
+        .await;
     assert_eq!(status, 403);
 
-    let (status, body) = post(
-        &app,
-        &format!("/v1/alarms/{id}/acknowledge"),
-        &p.staff,
-        Value::Null,
-    )
-    .await;
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            &Value::Null,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "acknowledged");
     assert!(body["acknowledged_at"].is_string());
@@ -366,23 +171,23 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
         }
     );
     // Acknowledging twice: 409 naming the state.
-    let (status, problem) = post(
-        &app,
-        &format!("/v1/alarms/{id}/acknowledge"),
-        &p.staff,
-        Value::Null,
-    )
-    .await;
+    let (status, problem) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            &Value::Null,
+        )
+        .await;
     assert_eq!(status, 409);
     assert!(problem["detail"].as_str().unwrap().contains("acknowledged"));
 
-    let (status, _) = post(
-        &app,
-        &format!("/v1/alarms/{id}/dispatch"),
-        &p.staff,
-        serde_json::json!({"note": "Sam on the way"}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/dispatch"),
+            &p.staff,
+            &serde_json::json!({"note": "Sam on the way"}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(hub.notice().await.kind, NoticeKind::HelpOnTheWay);
 
@@ -391,23 +196,19 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
     live.next("alarm", |d| d["transition"] == "on_site" && d["id"] == id)
         .await;
 
-    let (status, body) = post(
-        &app,
-        &format!("/v1/alarms/{id}/resolve"),
-        &p.responder,
-        serde_json::json!({"outcome": "responder_attended_no_injury"}),
-    )
-    .await;
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/resolve"),
+            &p.responder,
+            &serde_json::json!({"outcome": "responder_attended_no_injury"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "responder_attended_no_injury");
     assert_eq!(hub.notice().await.kind, NoticeKind::AlarmResolved);
-    let (status, body) = post(
-        &app,
-        &format!("/v1/alarms/{id}/close"),
-        &p.staff,
-        Value::Null,
-    )
-    .await;
+    let (status, body) = app
+        .post_json(&format!("/v1/alarms/{id}/close"), &p.staff, &Value::Null)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["state"], "closed");
 
@@ -455,23 +256,23 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
             .status(),
         404
     );
-    let (status, problem) = post(
-        &app,
-        &format!("/v1/alarms/{id}/acknowledge"),
-        &other.staff,
-        Value::Null,
-    )
-    .await;
+    let (status, problem) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &other.staff,
+            &Value::Null,
+        )
+        .await;
     assert_eq!(status, 404);
     assert_eq!(problem["type"], "/problems/not-found");
     // Outcome codes are checked.
-    let (status, problem) = post(
-        &app,
-        "/v1/alarms/1/resolve",
-        &p.staff,
-        serde_json::json!({"outcome": "fine"}),
-    )
-    .await;
+    let (status, problem) = app
+        .post_json(
+            "/v1/alarms/1/resolve",
+            &p.staff,
+            &serde_json::json!({"outcome": "fine"}),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(problem["errors"][0]["field"], "outcome");
     app.stop().await;
@@ -489,10 +290,10 @@ async fn repeats_fold_into_the_open_alarm_by_person_or_by_device() {
     )
     .await;
     let lone_secret = app.device(&p.org, "sensor-f2", "sensor").await;
-    let mut pendant = Device::connect(&app, "pendant-f1", &secrets[0]).await;
-    let mut hub = Device::connect(&app, "hub-f1", &secrets[1]).await;
-    let mut lone = Device::connect(&app, "sensor-f2", &lone_secret).await;
-    let mut live = LiveStream::open(&app, &p.staff).await;
+    let mut pendant = TestDevice::connect(&app, "pendant-f1", &secrets[0]).await;
+    let mut hub = TestDevice::connect(&app, "hub-f1", &secrets[1]).await;
+    let mut lone = TestDevice::connect(&app, "sensor-f2", &lone_secret).await;
+    let mut live = app.live(&p.staff).await;
 
     pendant.send(EventBody::PendantAlarm).await;
     let first = live.next("alarm", |d| d["transition"] == "raised").await;
@@ -528,20 +329,19 @@ async fn repeats_fold_into_the_open_alarm_by_person_or_by_device() {
     assert_eq!(alarms[2]["kind"], "flood");
 
     // Once resolved, the same kind opens a new alarm.
-    post(
-        &app,
+    app.post_json(
         &format!("/v1/alarms/{id}/acknowledge"),
         &p.staff,
-        Value::Null,
+        &Value::Null,
     )
     .await;
-    let (status, _) = post(
-        &app,
-        &format!("/v1/alarms/{id}/resolve"),
-        &p.staff,
-        serde_json::json!({"outcome": "false_or_accidental"}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/resolve"),
+            &p.staff,
+            &serde_json::json!({"outcome": "false_or_accidental"}),
+        )
+        .await;
     assert_eq!(status, 200);
     pendant.send(EventBody::PendantAlarm).await;
     let again = live
@@ -578,8 +378,8 @@ async fn a_fall_reached_an_hour_or_more_later_is_a_long_lie() {
     let p = provider(&app, "Falls Care").await;
     let (_, secrets) = person_with(&app, &p.org, "P-3", &[("pendant-ll", "fall_detector")]).await;
     let (_, secrets2) = person_with(&app, &p.org, "P-4", &[("pendant-ok", "fall_detector")]).await;
-    let mut late = Device::connect(&app, "pendant-ll", &secrets[0]).await;
-    let mut quick = Device::connect(&app, "pendant-ok", &secrets2[0]).await;
+    let mut late = TestDevice::connect(&app, "pendant-ll", &secrets[0]).await;
+    let mut quick = TestDevice::connect(&app, "pendant-ok", &secrets2[0]).await;
     // The fall happened 70 minutes ago (the pendant was out of reach: store and forward).
     late.send_at(
         EventBody::FallDetected {
@@ -601,27 +401,21 @@ async fn a_fall_reached_an_hour_or_more_later_is_a_long_lie() {
     };
     let (late_id, quick_id) = (id_of("pendant-ll"), id_of("pendant-ok"));
     for id in [late_id, quick_id] {
-        post(
-            &app,
+        app.post_json(
             &format!("/v1/alarms/{id}/acknowledge"),
             &p.staff,
-            Value::Null,
+            &Value::Null,
         )
         .await;
-        post(
-            &app,
-            &format!("/v1/alarms/{id}/dispatch"),
-            &p.staff,
-            Value::Null,
-        )
-        .await;
-        let (status, body) = post(
-            &app,
-            &format!("/v1/alarms/{id}/arrive"),
-            &p.responder,
-            Value::Null,
-        )
-        .await;
+        app.post_json(&format!("/v1/alarms/{id}/dispatch"), &p.staff, &Value::Null)
+            .await;
+        let (status, body) = app
+            .post_json(
+                &format!("/v1/alarms/{id}/arrive"),
+                &p.responder,
+                &Value::Null,
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
     }
     let late_alarm = &alarm(&app, &p.staff, late_id).await["alarm"];
@@ -644,31 +438,29 @@ async fn a_fall_reached_an_hour_or_more_later_is_a_long_lie() {
         .unwrap()["id"]
         .as_i64()
         .unwrap();
-    post(
-        &app,
+    app.post_json(
         &format!("/v1/alarms/{id}/acknowledge"),
         &p.staff,
-        Value::Null,
+        &Value::Null,
     )
     .await;
-    post(
-        &app,
+    app.post_json(
         &format!("/v1/alarms/{id}/arrive"),
         &p.responder,
-        Value::Null,
+        &Value::Null,
     )
     .await;
-    let (_, body) = post(
-        &app,
-        &format!("/v1/alarms/{id}/resolve"),
-        &p.responder,
-        serde_json::json!({"outcome": "minor_injury_treated_at_home", "fall": true}),
-    )
-    .await;
+    let (_, body) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/resolve"),
+            &p.responder,
+            &serde_json::json!({"outcome": "minor_injury_treated_at_home", "fall": true}),
+        )
+        .await;
     assert_eq!(body["is_fall"], true);
     assert_eq!(body["long_lie"], true);
 
-    let figures = get(&app, "/v1/alarms/response-times", &p.staff).await;
+    let figures = app.get_ok("/v1/alarms/response-times", &p.staff).await;
     assert_eq!(figures["falls"], 3);
     assert_eq!(figures["long_lies"], 2);
     app.stop().await;
@@ -704,7 +496,7 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
             )
             .await
             .unwrap();
-        devices.push(Device::connect(&app, &uid, &secret).await);
+        devices.push(TestDevice::connect(&app, &uid, &secret).await);
     }
     for d in &mut devices {
         d.send(EventBody::PendantAlarm).await;
@@ -718,37 +510,31 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
             .unwrap()["id"]
             .as_i64()
             .unwrap();
-        let (status, _) = post(
-            &app,
-            &format!("/v1/alarms/{id}/acknowledge"),
-            &p.staff,
-            Value::Null,
-        )
-        .await;
-        assert_eq!(status, 200);
-        if i >= 3 {
-            post(
-                &app,
-                &format!("/v1/alarms/{id}/dispatch"),
+        let (status, _) = app
+            .post_json(
+                &format!("/v1/alarms/{id}/acknowledge"),
                 &p.staff,
-                Value::Null,
+                &Value::Null,
             )
             .await;
-            post(
-                &app,
+        assert_eq!(status, 200);
+        if i >= 3 {
+            app.post_json(&format!("/v1/alarms/{id}/dispatch"), &p.staff, &Value::Null)
+                .await;
+            app.post_json(
                 &format!("/v1/alarms/{id}/arrive"),
                 &p.responder,
-                Value::Null,
+                &Value::Null,
             )
             .await;
         }
-        let (status, body) = post(
-            &app,
-            &format!("/v1/alarms/{id}/resolve"),
-            &p.staff,
-            serde_json::json!({"outcome": code}),
-        )
-        .await;
+        let (status, body) = app
+            .post_json(
+                &format!("/v1/alarms/{id}/resolve"),
+                &p.staff,
+                &serde_json::json!({"outcome": code}),
+            )
+            .await;
         assert_eq!(status, 200, "{code}: {body}");
         assert_eq!(body["outcome"], *code);
         assert_eq!(body["state"], "resolved");
@@ -778,7 +564,7 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
             assert_eq!(updated, 1);
         }
     }
-    let figures = get(&app, "/v1/alarms/response-times", &p.staff).await;
+    let figures = app.get_ok("/v1/alarms/response-times", &p.staff).await;
     for code in codes {
         assert_eq!(figures["outcomes"][code], 1, "{code}: {figures}");
     }
@@ -833,7 +619,7 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
     .await
     .unwrap();
     // A contract alone counts nobody: only the alarms of people funded under it.
-    let theirs = get(&app, &path, &council_token).await;
+    let theirs = app.get_ok(&path, &council_token).await;
     assert_eq!(theirs["alarms"], 0);
     client
         .execute(
@@ -844,7 +630,7 @@ async fn every_outcome_code_resolves_and_is_counted_in_the_response_figures() {
         )
         .await
         .unwrap();
-    let theirs = get(&app, &path, &council_token).await;
+    let theirs = app.get_ok(&path, &council_token).await;
     assert_eq!(theirs["alarms"], 8);
     // ... but not the alarms themselves.
     assert_eq!(
@@ -866,12 +652,12 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
     let app = spawn_app_with(quiet_settings()).await;
     let p = provider(&app, "Health Care").await;
     let secret = app.device(&p.org, "hub-h1", "hub").await;
-    let mut hub = Device::connect(&app, "hub-h1", &secret).await;
-    let mut live = LiveStream::open(&app, &p.staff).await;
+    let mut hub = TestDevice::connect(&app, "hub-h1", &secret).await;
+    let mut live = app.live(&p.staff).await;
 
-    hub.send(heartbeat(80, Some(60))).await;
+    hub.send(heartbeat_body(80, Some(60))).await;
     let health = eventually(WAIT, || async {
-        let h = get(&app, "/v1/device-health", &p.staff).await;
+        let h = app.get_ok("/v1/device-health", &p.staff).await;
         (h["devices"][0]["last_heartbeat_at"].is_string() && h["devices"][0]["online"] == true)
             .then_some(h)
     })
@@ -924,7 +710,7 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
         .unwrap(),
         0
     );
-    let technical = get(&app, "/v1/technical-alarms", &p.staff).await;
+    let technical = app.get_ok("/v1/technical-alarms", &p.staff).await;
     assert_eq!(technical["alarms"].as_array().unwrap().len(), 1);
     assert_eq!(technical["alarms"][0]["state"], "raised");
     assert!(
@@ -932,21 +718,17 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
         "kept apart from care alarms"
     );
     let id = technical["alarms"][0]["id"].as_i64().unwrap();
-    let (status, _) = post(
-        &app,
-        &format!("/v1/alarms/{id}/acknowledge"),
-        &p.staff,
-        Value::Null,
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            &Value::Null,
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, problem) = post(
-        &app,
-        &format!("/v1/alarms/{id}/dispatch"),
-        &p.staff,
-        Value::Null,
-    )
-    .await;
+    let (status, problem) = app
+        .post_json(&format!("/v1/alarms/{id}/dispatch"), &p.staff, &Value::Null)
+        .await;
     assert_eq!(status, 409, "{problem}");
 
     // The next heartbeat clears it; battery and power alarms clear by their restore events.
@@ -956,13 +738,13 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
     .await;
     hub.send(EventBody::PowerFailure).await;
     hub.send(EventBody::LinkFailure).await;
-    hub.send(heartbeat(15, None)).await;
+    hub.send(heartbeat_body(15, None)).await;
     live.next("technical_alarm", |d| {
         d["kind"] == "heartbeat_missing" && d["state"] == "cleared"
     })
     .await;
     let kinds = eventually(WAIT, || async {
-        let technical = get(&app, "/v1/technical-alarms", &p.staff).await;
+        let technical = app.get_ok("/v1/technical-alarms", &p.staff).await;
         let mut kinds: Vec<String> = technical["alarms"]
             .as_array()
             .unwrap()
@@ -980,17 +762,19 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
     );
     hub.send(EventBody::PowerRestored).await;
     hub.send(EventBody::LinkRestored).await;
-    hub.send(heartbeat(90, None)).await;
+    hub.send(heartbeat_body(90, None)).await;
     live.next("technical_alarm", |d| {
         d["kind"] == "battery_low" && d["state"] == "cleared"
     })
     .await;
-    let technical = get(&app, "/v1/technical-alarms", &p.staff).await;
+    let technical = app.get_ok("/v1/technical-alarms", &p.staff).await;
     assert!(
         technical["alarms"].as_array().unwrap().is_empty(),
         "{technical}"
     );
-    let all = get(&app, "/v1/technical-alarms?status=all", &p.staff).await;
+    let all = app
+        .get_ok("/v1/technical-alarms?status=all", &p.staff)
+        .await;
     assert_eq!(all["alarms"].as_array().unwrap().len(), 4);
     app.stop().await;
 }
@@ -1025,8 +809,8 @@ async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing
         &[("pendant-r1", "pendant"), ("hub-r1", "hub")],
     )
     .await;
-    let mut pendant = Device::connect(&app, "pendant-r1", &secrets[0]).await;
-    let mut hub = Device::connect(&app, "hub-r1", &secrets[1]).await;
+    let mut pendant = TestDevice::connect(&app, "pendant-r1", &secrets[0]).await;
+    let mut hub = TestDevice::connect(&app, "hub-r1", &secrets[1]).await;
     pendant.send(EventBody::PendantAlarm).await;
     hub.send(EventBody::PendantAlarm).await;
     pendant
@@ -1037,7 +821,7 @@ async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing
             90 * 60 * 1000,
         )
         .await;
-    hub.send(heartbeat(10, Some(60))).await;
+    hub.send(heartbeat_body(10, Some(60))).await;
     hub.send(EventBody::BatteryLow {
         battery: Percent::new(10).unwrap(),
     })
@@ -1048,32 +832,26 @@ async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing
     })
     .await;
     eventually(WAIT, || async {
-        let t = get(&app, "/v1/technical-alarms", &p.staff).await;
+        let t = app.get_ok("/v1/technical-alarms", &p.staff).await;
         (t["alarms"].as_array().unwrap().len() == 2).then_some(())
     })
     .await
     .unwrap();
     for a in &alarms {
         let id = a["id"].as_i64().unwrap();
-        post(
-            &app,
+        app.post_json(
             &format!("/v1/alarms/{id}/acknowledge"),
             &p.staff,
-            Value::Null,
+            &Value::Null,
         )
         .await;
-        post(
-            &app,
-            &format!("/v1/alarms/{id}/dispatch"),
-            &p.staff,
-            Value::Null,
-        )
-        .await;
+        app.post_json(&format!("/v1/alarms/{id}/dispatch"), &p.staff, &Value::Null)
+            .await;
     }
     hub.send(EventBody::ResponderPresent).await;
     hub.send(EventBody::PowerRestored).await;
     eventually(WAIT, || async {
-        let t = get(&app, "/v1/technical-alarms", &p.staff).await;
+        let t = app.get_ok("/v1/technical-alarms", &p.staff).await;
         (t["alarms"].as_array().unwrap().len() == 1).then_some(())
     })
     .await
@@ -1084,13 +862,13 @@ async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing
         .unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (status, _) = post(
-        &app,
-        &format!("/v1/alarms/{fall}/resolve"),
-        &p.responder,
-        serde_json::json!({"outcome": "conveyed_to_hospital"}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/alarms/{fall}/resolve"),
+            &p.responder,
+            &serde_json::json!({"outcome": "conveyed_to_hospital"}),
+        )
+        .await;
     assert_eq!(status, 200);
     let on_site = alarm(&app, &p.staff, fall).await;
     assert_eq!(on_site["alarm"]["long_lie"], true);
@@ -1196,7 +974,7 @@ async fn events_stored_while_derivation_was_away_are_caught_up_at_start() {
             .await
             .unwrap();
     }
-    let app = crate::helpers::spawn_app_on(test_settings(), db).await;
+    let app = homeward_testkit::spawn_app_on(test_settings(), db).await;
     let alarms = alarms_until(&app, &p.staff, |a| a.len() == 1).await;
     assert_eq!(alarms[0]["kind"], "pendant_alarm");
     assert_eq!(alarms[0]["seq"], 1);
@@ -1258,18 +1036,14 @@ async fn concurrent_derivation_opens_one_alarm_and_concurrent_actions_apply_once
     let id = alarms[0]["id"].as_i64().unwrap();
 
     // Five coordinators acknowledge at once: one wins, the others hear who got there first.
+    let path = format!("/v1/alarms/{id}/acknowledge");
     let requests: Vec<_> = (0..5)
-        .map(|_| {
-            app.client
-                .post(app.url(&format!("/v1/alarms/{id}/acknowledge")))
-                .bearer_auth(&p.staff)
-                .send()
-        })
+        .map(|_| app.request(Method::POST, &path, Some(&p.staff), None))
         .collect();
     let mut statuses: Vec<u16> = futures_util::future::join_all(requests)
         .await
         .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
+        .map(|r| r.status().as_u16())
         .collect();
     statuses.sort();
     assert_eq!(statuses, [200, 409, 409, 409, 409]);
@@ -1289,7 +1063,7 @@ async fn a_door_open_too_long_raises_an_alarm_only_at_night() {
     let app = spawn_app().await;
     let p = provider(&app, "Door Care").await;
     let secret = app.device(&p.org, "door-d1", "sensor").await;
-    let mut door = Device::connect(&app, "door-d1", &secret).await;
+    let mut door = TestDevice::connect(&app, "door-d1", &secret).await;
     // Yesterday at 03:00 and at 13:00 in London (the default night window is 22 to 7 there).
     let london = |hour: u32| {
         let client = app.pool.clone();

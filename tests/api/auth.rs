@@ -1,7 +1,8 @@
 use homeward::auth::{self, OrgKind, Role};
 use homeward::config::Secret;
+use homeward_testkit::{spawn_app, spawn_app_with, test_settings};
+use reqwest::Method;
 
-use crate::helpers::{spawn_app, spawn_app_with, test_settings};
 use crate::routes::{Access, ROLES, ROUTES};
 
 #[tokio::test]
@@ -117,17 +118,18 @@ async fn roles_are_enforced() {
     }
     let mut wrong = Vec::new();
     for route in ROUTES {
-        let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
-        let url = app.url(&route.concrete_path());
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+        let path = route.concrete_path();
+        let body = (route.body)();
         let send = |token: Option<&str>| {
-            let mut req = app.client.request(method.clone(), &url);
-            if let Some(body) = (route.body)() {
-                req = req.json(&body);
+            let (app, method, path, body) = (&app, method.clone(), &path, &body);
+            let token = token.map(str::to_owned);
+            async move {
+                app.request(method, path, token.as_deref(), body.as_ref())
+                    .await
+                    .status()
+                    .as_u16()
             }
-            if let Some(token) = token {
-                req = req.bearer_auth(token);
-            }
-            async move { req.send().await.unwrap().status().as_u16() }
         };
         let anonymous = send(None).await;
         match route.access {
@@ -185,35 +187,27 @@ async fn an_admin_registers_a_device_and_bad_input_is_named() {
         .org_with_user("Provider R", OrgKind::Provider, Role::ProviderAdmin)
         .await;
     let post = |body: serde_json::Value| {
-        app.client
-            .post(app.url("/v1/devices"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
+        let (app, admin) = (&app, &admin);
+        async move {
+            app.request(Method::POST, "/v1/devices", Some(admin), Some(&body))
+                .await
+        }
     };
-    let r = post(serde_json::json!({"uid": "pendant-7", "kind": "pendant"}))
-        .await
-        .unwrap();
+    let r = post(serde_json::json!({"uid": "pendant-7", "kind": "pendant"})).await;
     assert_eq!(r.status(), 201);
     let created: serde_json::Value = r.json().await.unwrap();
     assert_eq!(created["secret"].as_str().unwrap().len(), 64);
 
-    let r = post(serde_json::json!({"uid": "pendant-7", "kind": "pendant"}))
-        .await
-        .unwrap();
+    let r = post(serde_json::json!({"uid": "pendant-7", "kind": "pendant"})).await;
     assert_eq!(r.status(), 409);
-    let r = post(serde_json::json!({"uid": "bad uid!", "kind": "pendant"}))
-        .await
-        .unwrap();
+    let r = post(serde_json::json!({"uid": "bad uid!", "kind": "pendant"})).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
         body["detail"].as_str().unwrap().contains("device id"),
         "{body}"
     );
-    let r = post(serde_json::json!({"uid": "x", "kind": "pendant", "colour": "red"}))
-        .await
-        .unwrap();
+    let r = post(serde_json::json!({"uid": "x", "kind": "pendant", "colour": "red"})).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(

@@ -3,33 +3,9 @@
 use std::time::Duration;
 
 use homeward::auth::{OrgKind, Role};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PublishOptions, QoS,
-};
-
-use crate::helpers::{spawn_app, TestApp};
-
-fn options(app: &TestApp, client_id: &str, user: &str, password: &str) -> MqttOptions {
-    let mut opts = MqttOptions::new(client_id, (app.mqtt.host.clone(), app.mqtt.port));
-    opts.set_credentials(user, password.to_string())
-        .set_keep_alive(5);
-    opts
-}
-
-/// Polls until CONNACK; returns the error if the connection is refused or drops.
-async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), ConnectionError> {
-    let (client, mut eventloop) = AsyncClient::builder(opts).capacity(100).build();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
-            .await
-            .expect("broker answers")
-        {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok((client, eventloop)),
-            Ok(_) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
+use homeward_testkit::mqtt::{connect, options};
+use homeward_testkit::{spawn_app, TestApp};
+use rumqttc::{ConnectionError, Event, EventLoop, Packet, PublishOptions, QoS};
 
 /// Drives an event loop in the background, forwarding received publishes.
 fn drive(

@@ -1,25 +1,16 @@
 //! The `homeward` binary as an operator uses it: bad configuration, admin commands, and a full
 //! `serve` on the embedded defaults that stops cleanly and reuses its data.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use homeward::db::test_cluster::TestServer;
+use homeward_testkit::cluster::TestServer;
+use homeward_testkit::db::{derived_snapshot, url_of};
+use homeward_testkit::mqtt::{connect, device_options};
+use homeward_testkit::process::ServeProcess;
+use homeward_testkit::{eventually, spawn_app_on, test_settings};
 
-use crate::helpers::{derived_snapshot, eventually, spawn_app_on, test_settings, url_of};
-
-fn homeward() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
-    // Nothing from the developer's environment leaks in.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HOMEWARD") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
+use crate::helpers::homeward;
 
 /// Runs to completion; returns (exit code, stdout, stderr).
 fn run(cmd: &mut Command) -> (i32, String, String) {
@@ -264,41 +255,24 @@ async fn admin_commands_create_what_they_say() {
         terms.json::<serde_json::Value>().await.unwrap(),
         serde_json::json!({})
     );
-    let connect = |secret: String| {
-        let mut options =
-            rumqttc::MqttOptions::new("hub-1", (app.mqtt.host.clone(), app.mqtt.port));
-        options.set_credentials("hub-1", secret);
-        let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).capacity(10).build();
-        async move {
-            let _client = client;
-            loop {
-                match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
-                    .await
-                    .expect("the broker answers")
-                {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
-                    Ok(_) => continue,
-                    Err(_) => return false,
-                }
-            }
-        }
+    let connects = |secret: String| {
+        let options = device_options(&app, "hub-1", &secret);
+        async move { connect(options).await.is_ok() }
     };
-    assert!(connect(secret.clone()).await, "the printed secret connects");
     assert!(
-        !connect("0".repeat(secret.len())).await,
+        connects(secret.clone()).await,
+        "the printed secret connects"
+    );
+    assert!(
+        !connects("0".repeat(secret.len())).await,
         "another is refused"
     );
     app.stop().await;
 }
 
-struct Server {
-    child: Child,
-    http: String,
-}
-
-fn start_serve(data_dir: &std::path::Path) -> Server {
-    let mut child = homeward()
-        .args(["--data-dir"])
+async fn start_serve(data_dir: &std::path::Path) -> ServeProcess {
+    let mut cmd = homeward();
+    cmd.args(["--data-dir"])
         .arg(data_dir)
         .args([
             "--http-listen",
@@ -307,42 +281,17 @@ fn start_serve(data_dir: &std::path::Path) -> Server {
             "127.0.0.1:0",
             "serve",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut http = None;
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
-            http = Some(rest.trim().trim_end_matches("/v1/").to_string());
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        http: http.expect("serve printed its HTTP address"),
-    }
+        .stderr(Stdio::inherit());
+    ServeProcess::start(cmd, Duration::from_secs(120))
+        .await
+        .expect("serve printed its HTTP address")
 }
 
-fn stop(mut server: Server) -> i32 {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "serve did not stop within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// SIGTERM; the exit code.
+async fn stop(server: ServeProcess) -> i32 {
+    let status = server.stop(Duration::from_secs(60)).await;
+    let status = status.expect("serve did not stop within 60 s");
+    status.code().unwrap_or(-1)
 }
 
 #[tokio::test]
@@ -351,25 +300,10 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
         .prefix("homeward-serve-")
         .tempdir_in(std::env::temp_dir())
         .unwrap();
-    let client = reqwest::Client::new();
-    let ready = |http: String| {
-        let client = client.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(r) = client.get(format!("{http}/readyz")).send().await {
-                    if r.status() == 200 {
-                        return true;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            false
-        }
-    };
+    let ready = Duration::from_secs(60);
 
-    let server = start_serve(dir.path());
-    assert!(ready(server.http.clone()).await, "readyz answers 200");
+    let server = start_serve(dir.path()).await;
+    assert!(server.wait_ready(ready).await.is_ok(), "readyz answers 200");
     // An admin command reaches the running server's database.
     let (code, out, err) = run(homeward().arg("--data-dir").arg(dir.path()).args([
         "admin",
@@ -380,14 +314,14 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
         "provider",
     ]));
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(stop(server), 0, "clean exit on SIGTERM");
+    assert_eq!(stop(server).await, 0, "clean exit on SIGTERM");
     assert!(
         !dir.path().join("postgres/postmaster.pid").exists(),
         "PostgreSQL stopped with it"
     );
 
-    let server = start_serve(dir.path());
-    assert!(ready(server.http.clone()).await);
+    let server = start_serve(dir.path()).await;
+    assert!(server.wait_ready(ready).await.is_ok());
     let (code, _, err) = run(homeward().arg("--data-dir").arg(dir.path()).args([
         "admin",
         "create-organisation",
@@ -401,7 +335,7 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
         "the organisation from the first run is still there"
     );
     assert!(err.contains("already exists"), "{err}");
-    assert_eq!(stop(server), 0);
+    assert_eq!(stop(server).await, 0);
     assert!(!dir.path().join("postgres/postmaster.pid").exists());
 }
 
@@ -410,7 +344,8 @@ async fn serve_runs_on_embedded_defaults_stops_cleanly_and_reuses_its_data() {
 /// visits or an alarms rebuild that derives nothing turns it red).
 #[tokio::test]
 async fn rebuild_recomputes_the_derived_tables() {
-    use crate::visits::{ms, now_s, phone_sends, publish, schedule, setup, HOME};
+    use crate::visits::{ms, now_s, phone_sends, schedule, setup, HOME};
+    use homeward_testkit::mqtt::publish_json;
     use serde_json::json;
 
     let server = TestServer::get().await.unwrap();
@@ -433,7 +368,7 @@ async fn rebuild_recomputes_the_derived_tables() {
     .await;
     let pendant = app.device(&s.p.org, "pendant-cli", "pendant").await;
     let now = chrono::Utc::now().timestamp_millis();
-    publish(
+    publish_json(
         &app,
         "pendant-cli",
         &pendant,

@@ -5,66 +5,25 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use homeward::auth::{self, OrgKind, Role};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet};
-use serde_json::{json, Value};
+use homeward_testkit::mqtt::{connect, device_options};
+use homeward_testkit::{spawn_app, TestApp};
+use reqwest::Method;
+use rumqttc::{ConnectionError, EventLoop, MqttOptions};
+use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::homeward;
 
 /// The revocation watcher polls every 100 ms, so a session ends well within the second the
 /// issue allows after its credential is revoked (about 0.1 to 0.25 s measured here).
 const ENDS_WITHIN: Duration = Duration::from_secs(1);
 
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn me(app: &TestApp, token: &str) -> u16 {
     app.get("/v1/me", Some(token)).await.status().as_u16()
 }
 
-/// An open `GET /v1/live` stream.
-async fn open_stream(app: &TestApp, token: &str) -> reqwest::Response {
-    let mut r = app
-        .client
-        .get(app.url("/v1/live"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.chunk().await.unwrap().expect("the `connected` comment");
-    r
-}
-
-/// Waits for the stream to end; returns how long it took, or panics.
-async fn stream_ends(mut stream: reqwest::Response, since: Instant) -> Duration {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, stream.chunk()).await {
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) | Ok(Err(_)) => return since.elapsed(),
-            Err(_) => panic!("the event stream is still open 10 s after the revocation"),
-        }
-    }
-}
-
 async fn user_id(app: &TestApp, token: &str) -> i32 {
-    let (_, body) = send(app, reqwest::Method::GET, "/v1/me", token, None).await;
+    let (_, body) = app.get_json("/v1/me", token).await;
     body["user"]["id"].as_i64().unwrap() as i32
 }
 
@@ -85,14 +44,9 @@ async fn tokens_expire_by_default_are_listed_without_the_secret_and_revoke_at_on
 
     // The user's first token expires after the default 90 days; the list shows its prefix and
     // never the token.
-    let (status, list) = send(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/users/{staff_id}/tokens"),
-        &admin,
-        None,
-    )
-    .await;
+    let (status, list) = app
+        .get_json(&format!("/v1/users/{staff_id}/tokens"), &admin)
+        .await;
     assert_eq!(status, 200, "{list}");
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
@@ -109,38 +63,27 @@ async fn tokens_expire_by_default_are_listed_without_the_secret_and_revoke_at_on
     );
     // Its use was noted.
     assert_eq!(me(&app, &staff).await, 200);
-    let (_, list) = send(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/users/{staff_id}/tokens"),
-        &staff,
-        None,
-    )
-    .await;
+    let (_, list) = app
+        .get_json(&format!("/v1/users/{staff_id}/tokens"), &staff)
+        .await;
     assert!(list["items"][0]["last_used_at"].is_string(), "{list}");
 
     // Service tokens never expire and only admins issue them.
     let path = format!("/v1/users/{staff_id}/tokens");
-    let (status, _) = send(
-        &app,
-        reqwest::Method::POST,
-        &path,
-        &staff,
-        Some(json!({"service": true})),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(&path, &staff, &json!({"service": true}))
+        .await;
     assert_eq!(status, 403);
-    let (status, created) = send(
-        &app,
-        reqwest::Method::POST,
-        &path,
-        &admin,
-        Some(json!({"label": "dashboard", "service": true})),
-    )
-    .await;
+    let (status, created) = app
+        .post_json(
+            &path,
+            &admin,
+            &json!({"label": "dashboard", "service": true}),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     let service = created["token"].as_str().unwrap().to_owned();
-    let (_, list) = send(&app, reqwest::Method::GET, &path, &admin, None).await;
+    let (_, list) = app.get_json(&path, &admin).await;
     let listed = list["items"]
         .as_array()
         .unwrap()
@@ -154,40 +97,35 @@ async fn tokens_expire_by_default_are_listed_without_the_secret_and_revoke_at_on
 
     // Other organisations and other users cannot see or touch them.
     for (token, expected) in [(&other_admin, 404), (&staff, 403)] {
-        let (status, _) = send(
-            &app,
-            reqwest::Method::GET,
-            &format!("/v1/users/{admin_id}/tokens"),
-            token,
+        let (status, _) = app
+            .get_json(&format!("/v1/users/{admin_id}/tokens"), token)
+            .await;
+        assert_eq!(status, expected);
+    }
+    let (status, _) = app
+        .request_json(
+            Method::DELETE,
+            &format!("/v1/tokens/{service_id}"),
+            &other_admin,
             None,
         )
         .await;
-        assert_eq!(status, expected);
-    }
-    let (status, _) = send(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("/v1/tokens/{service_id}"),
-        &other_admin,
-        None,
-    )
-    .await;
     assert_eq!(status, 404);
 
     // Revoking: the next request is refused and an open stream ends.
-    let stream = open_stream(&app, &service).await;
+    let stream = app.live(&service).await;
     let revoked_at = Instant::now();
-    let (status, _) = send(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("/v1/tokens/{service_id}"),
-        &staff,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .request_json(
+            Method::DELETE,
+            &format!("/v1/tokens/{service_id}"),
+            &staff,
+            None,
+        )
+        .await;
     assert_eq!(status, 204, "a user revokes their own token");
     assert_eq!(me(&app, &service).await, 401);
-    let took = stream_ends(stream, revoked_at).await;
+    let took = stream.ends(revoked_at).await;
     eprintln!("event stream ended {took:?} after the revocation");
     assert!(took < ENDS_WITHIN, "stream ended after {took:?}");
     assert_eq!(me(&app, &staff).await, 200, "other tokens still work");
@@ -205,66 +143,51 @@ async fn a_disabled_user_is_refused_and_their_streams_end_until_enabled() {
     let (staff_id, staff) = auth::create_user(&**client, &org, "Pat", Role::ProviderStaff)
         .await
         .unwrap();
-    let (_, users) = send(&app, reqwest::Method::GET, "/v1/users", &admin, None).await;
+    let (_, users) = app.get_json("/v1/users", &admin).await;
     assert_eq!(users["items"].as_array().unwrap().len(), 2, "{users}");
 
-    let stream = open_stream(&app, &staff).await;
+    let stream = app.live(&staff).await;
     let disabled_at = Instant::now();
-    let (status, body) = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/users/{staff_id}/disable"),
-        &admin,
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .request_json(
+            Method::POST,
+            &format!("/v1/users/{staff_id}/disable"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!((status, &body["changed"]), (200, &json!(true)), "{body}");
     assert_eq!(me(&app, &staff).await, 401);
-    let took = stream_ends(stream, disabled_at).await;
+    let took = stream.ends(disabled_at).await;
     eprintln!("event stream ended {took:?} after the revocation");
     assert!(took < ENDS_WITHIN, "stream ended after {took:?}");
 
-    let (status, _) = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/users/{admin_id}/disable"),
-        &admin,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .request_json(
+            Method::POST,
+            &format!("/v1/users/{admin_id}/disable"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(status, 409, "an admin cannot lock themselves out");
-    let (status, _) = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/users/{staff_id}/enable"),
-        &admin,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .request_json(
+            Method::POST,
+            &format!("/v1/users/{staff_id}/enable"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(me(&app, &staff).await, 200);
     app.stop().await;
 }
 
 fn mqtt_options(app: &TestApp, uid: &str, secret: &str) -> MqttOptions {
-    let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
+    let mut options = device_options(app, uid, secret);
+    options.set_keep_alive(30);
     options
-        .set_credentials(uid, secret.to_owned())
-        .set_keep_alive(30);
-    options
-}
-
-async fn connect(options: MqttOptions) -> Result<(AsyncClient, EventLoop), ConnectionError> {
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
-            .await
-            .expect("the broker answers")?
-        {
-            Event::Incoming(Packet::ConnAck(_)) => return Ok((client, eventloop)),
-            _ => continue,
-        }
-    }
 }
 
 /// Polls until the broker closes the connection; returns how long after `since`.
@@ -278,13 +201,6 @@ async fn closed(mut eventloop: EventLoop, since: Instant) -> Duration {
             Err(_) => return since.elapsed(),
         }
     }
-}
-
-fn basic(uid: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{uid}:{secret}"))
-    )
 }
 
 #[tokio::test]
@@ -301,14 +217,14 @@ async fn disabling_or_rotating_a_device_closes_its_live_connection() {
 
     // Another organisation cannot touch the device.
     for action in ["disable", "enable", "rotate-secret"] {
-        let (status, _) = send(
-            &app,
-            reqwest::Method::POST,
-            &format!("/v1/devices/hub-live/{action}"),
-            &other_admin,
-            None,
-        )
-        .await;
+        let (status, _) = app
+            .request_json(
+                Method::POST,
+                &format!("/v1/devices/hub-live/{action}"),
+                &other_admin,
+                None,
+            )
+            .await;
         assert_eq!(status, 404, "{action}");
     }
 
@@ -317,14 +233,9 @@ async fn disabling_or_rotating_a_device_closes_its_live_connection() {
         .await
         .unwrap();
     let at = Instant::now();
-    let (status, body) = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/devices/hub-live/disable",
-        &admin,
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .request_json(Method::POST, "/v1/devices/hub-live/disable", &admin, None)
+        .await;
     assert_eq!(status, 200, "{body}");
     let took = closed(eventloop, at).await;
     eprintln!("MQTT connection closed {took:?} after the revocation");
@@ -333,57 +244,34 @@ async fn disabling_or_rotating_a_device_closes_its_live_connection() {
         connect(mqtt_options(&app, "hub-live", &secret)).await,
         Err(ConnectionError::ConnectionRefused(_))
     ));
-    send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/devices/phone-live/disable",
-        &admin,
-        None,
-    )
-    .await;
+    app.request_json(Method::POST, "/v1/devices/phone-live/disable", &admin, None)
+        .await;
     let check_in = json!({"seq": 1, "t": chrono::Utc::now().timestamp_millis(), "kind": "check_in",
         "method": "gps", "lat": 51.5, "lon": -0.12, "accuracy_m": 12.0, "visit": "V-1"});
     let r = app
-        .client
-        .post(app.url("/v1/check-ins"))
-        .header("Authorization", basic("phone-live", &phone))
-        .json(&check_in)
-        .send()
-        .await
-        .unwrap();
+        .post_as_device("/v1/check-ins", "phone-live", &phone, &check_in)
+        .await;
     assert_eq!(r.status(), 401, "a disabled phone cannot check in");
-    let (_, device) = send(
-        &app,
-        reqwest::Method::GET,
-        "/v1/devices/hub-live",
-        &admin,
-        None,
-    )
-    .await;
+    let (_, device) = app.get_json("/v1/devices/hub-live", &admin).await;
     assert_eq!(device["disabled"], true);
 
     // Enabled again, it connects; rotated, the old secret stops working at once.
-    let (status, _) = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/devices/hub-live/enable",
-        &admin,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .request_json(Method::POST, "/v1/devices/hub-live/enable", &admin, None)
+        .await;
     assert_eq!(status, 200);
     let (_device, eventloop) = connect(mqtt_options(&app, "hub-live", &secret))
         .await
         .unwrap();
     let at = Instant::now();
-    let (status, rotated) = send(
-        &app,
-        reqwest::Method::POST,
-        "/v1/devices/hub-live/rotate-secret",
-        &admin,
-        None,
-    )
-    .await;
+    let (status, rotated) = app
+        .request_json(
+            Method::POST,
+            "/v1/devices/hub-live/rotate-secret",
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     let new_secret = rotated["secret"].as_str().unwrap();
     assert_ne!(new_secret, secret);
@@ -414,18 +302,11 @@ async fn disabling_or_rotating_a_device_closes_its_live_connection() {
 /// The same lifecycle from the command line, whose output tells an operator what happened.
 #[tokio::test]
 async fn the_command_line_lists_revokes_disables_and_rotates() {
-    use homeward::db::test_cluster::TestServer;
+    use homeward_testkit::cluster::TestServer;
     let server = TestServer::get().await.unwrap();
-    let url = crate::helpers::url_of(&server.fresh_database().await.unwrap());
+    let url = homeward_testkit::db::url_of(&server.fresh_database().await.unwrap());
     let admin = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_homeward"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HOMEWARD") {
-                cmd.env_remove(key);
-            }
-        }
-        let out = cmd
-            .env("RUST_LOG", "warn")
+        let out = homeward()
             .env("HOMEWARD__DATABASE__URL", &url)
             .env("HOMEWARD__AUTH__TOKEN_TTL_DAYS", "7")
             .arg("admin")
@@ -537,18 +418,18 @@ async fn revoking_a_token_revokes_what_was_issued_with_it() {
         .await
         .unwrap();
     let path = format!("/v1/users/{staff_id}/tokens");
-    let (status, child) = send(&app, reqwest::Method::POST, &path, &stolen, Some(json!({}))).await;
+    let (status, child) = app.post_json(&path, &stolen, &json!({})).await;
     assert_eq!(status, 201, "{child}");
     let child = child["token"].as_str().unwrap().to_owned();
-    let (_, grandchild) = send(&app, reqwest::Method::POST, &path, &child, Some(json!({}))).await;
+    let (_, grandchild) = app.post_json(&path, &child, &json!({})).await;
     let grandchild = grandchild["token"].as_str().unwrap().to_owned();
     // Issued by the admin with the admin's own token: not the stolen token's offspring.
-    let (_, by_admin) = send(&app, reqwest::Method::POST, &path, &admin, Some(json!({}))).await;
+    let (_, by_admin) = app.post_json(&path, &admin, &json!({})).await;
     let by_admin = by_admin["token"].as_str().unwrap().to_owned();
     for t in [&stolen, &child, &grandchild, &by_admin] {
         assert_eq!(me(&app, t).await, 200);
     }
-    let (_, list) = send(&app, reqwest::Method::GET, &path, &admin, None).await;
+    let (_, list) = app.get_json(&path, &admin).await;
     let stolen_id = list["items"]
         .as_array()
         .unwrap()
@@ -557,14 +438,14 @@ async fn revoking_a_token_revokes_what_was_issued_with_it() {
         .unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (status, _) = send(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("/v1/tokens/{stolen_id}"),
-        &admin,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .request_json(
+            Method::DELETE,
+            &format!("/v1/tokens/{stolen_id}"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
     for t in [&stolen, &child, &grandchild] {
         assert_eq!(
@@ -578,10 +459,10 @@ async fn revoking_a_token_revokes_what_was_issued_with_it() {
     // At most 20 active tokens: the 21st is refused until one is revoked.
     let active = 1; // by_admin
     for _ in active..auth::MAX_ACTIVE_TOKENS {
-        let (status, _) = send(&app, reqwest::Method::POST, &path, &admin, Some(json!({}))).await;
+        let (status, _) = app.post_json(&path, &admin, &json!({})).await;
         assert_eq!(status, 201);
     }
-    let (status, body) = send(&app, reqwest::Method::POST, &path, &admin, Some(json!({}))).await;
+    let (status, body) = app.post_json(&path, &admin, &json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("active tokens"));
     app.stop().await;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use homeward::auth::{OrgKind, Role};
 use homeward_proto::Encoding;
+use homeward_testkit::metrics::metric_value;
+use homeward_testkit::mqtt::heartbeat;
+use homeward_testkit::{spawn_app_on, spawn_app_with, test_settings, Mosquitto};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
-
-use crate::device::heartbeat;
-use crate::helpers::{metric_value, spawn_app_on, spawn_app_with, test_settings, Mosquitto};
 
 const DEVICES: u64 = 10;
 const PER_DEVICE: u64 = 7_000;

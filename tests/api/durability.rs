@@ -1,100 +1,17 @@
 //! Nothing acknowledged is lost, nothing is stored twice: the server killed hard mid-stream
 //! (with the embedded broker and with Mosquitto), and PostgreSQL stopped mid-stream.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use homeward::auth::{self, OrgKind};
 use homeward::db::build_pool;
 use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
-use homeward::db::test_cluster::TestServer;
-use homeward::devices::DeviceKind;
+use homeward_testkit::cluster::TestServer;
+use homeward_testkit::db::{event_counts, url_of};
+use homeward_testkit::mqtt::{run_device, DeviceRunSpec, RESEND_AFTER};
+use homeward_testkit::{eventually, free_port, spawn_app_on, test_settings, Mosquitto};
 
-use crate::device::{run_device, RESEND_AFTER};
-use crate::helpers::{
-    event_counts, eventually, free_port, spawn_app_on, test_settings, url_of, Mosquitto,
-};
-
-/// `homeward serve` as its own process, so it can be killed with SIGKILL.
-pub(crate) struct ServerProcess {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub(crate) http: String,
-}
-
-impl ServerProcess {
-    pub(crate) fn start(
-        envs: &[(&str, String)],
-        mqtt_port: u16,
-        data_dir: &std::path::Path,
-    ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HOMEWARD") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("RUST_LOG", "warn")
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--mqtt-listen",
-                &format!("127.0.0.1:{mqtt_port}"),
-                "serve",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("serve starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut http = None;
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.trim().strip_prefix("HTTP API:") {
-                http = Some(rest.trim().trim_end_matches("/v1/").to_string());
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            http: http.expect("serve printed its address"),
-        }
-    }
-
-    pub(crate) async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        let url = format!("{}/readyz", self.http);
-        let ready = eventually(Duration::from_secs(30), || async {
-            let r = client.get(&url).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "server ready");
-    }
-
-    pub(crate) fn kill_hard(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown, no flush, no acks
-        self.child.wait().unwrap();
-    }
-
-    pub(crate) fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-/// A test that fails half-way leaves no server behind.
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::serve;
 
 /// Streams `count` events from one device while the server is killed and restarted.
 async fn kill_mid_stream(external_broker: Option<u16>) {
@@ -107,13 +24,13 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
         let org = auth::create_organisation(&**client, "Kill Org", OrgKind::Provider)
             .await
             .unwrap();
-        homeward::devices::create_device(&**client, &org, uid, DeviceKind::Hub)
+        homeward::devices::create_device(&**client, &org, uid, "hub".parse().unwrap())
             .await
             .unwrap()
             .1
     };
     let data_dir = tempfile::tempdir().unwrap();
-    let mqtt_port = free_port();
+    let mqtt_port = free_port().unwrap();
     let mut envs = vec![("HOMEWARD__DATABASE__URL", url_of(&db))];
     let (device_port, device_auth) = match external_broker {
         Some(port) => {
@@ -124,20 +41,19 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
         None => (mqtt_port, Some((uid.to_string(), secret))),
     };
 
-    let first = ServerProcess::start(&envs, mqtt_port, data_dir.path());
-    first.wait_ready().await;
+    let first = serve(&envs, mqtt_port, data_dir.path()).await;
     let count = 3000;
     let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    let device = tokio::spawn(run_device(
-        base,
-        "127.0.0.1".into(),
-        device_port,
-        uid.into(),
-        device_auth,
+    let device = tokio::spawn(run_device(DeviceRunSpec {
+        host: "127.0.0.1".into(),
+        port: device_port,
+        uid: uid.into(),
+        auth: device_auth,
+        base_ms: base,
         count,
-        600,
-        Duration::from_secs(150),
-    ));
+        rate: 600,
+        deadline: Duration::from_secs(150),
+    }));
     // Mid-stream: some stored, most still to come.
     let mid = eventually(Duration::from_secs(30), || async {
         let (n, _) = event_counts(&pool, uid).await;
@@ -145,7 +61,7 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
     })
     .await;
     assert!(mid.is_some(), "events flow before the kill");
-    first.kill_hard();
+    first.kill_hard().await;
     let (at_kill, _) = event_counts(&pool, uid).await;
     // (Killing only once every event is stored fails here.)
     assert!(
@@ -154,10 +70,9 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
     );
     // Down for longer than the device waits for an acknowledgement, so it resends.
     tokio::time::sleep(RESEND_AFTER + Duration::from_secs(1)).await;
-    let second = ServerProcess::start(&envs, mqtt_port, data_dir.path());
-    second.wait_ready().await;
+    let second = serve(&envs, mqtt_port, data_dir.path()).await;
     let run = device.await.unwrap();
-    second.stop();
+    second.stop(Duration::from_secs(60)).await;
     eprintln!(
         "{at_kill} stored at the kill; device resent {} events across it",
         run.resends
@@ -236,14 +151,11 @@ async fn database_down_mid_stream(stop: Stop) {
     let count = 3000;
     let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let device = tokio::spawn(run_device(
-        base,
-        app.mqtt.host.clone(),
-        app.mqtt.port,
-        "hub-out".into(),
-        Some(("hub-out".into(), secret)),
-        count,
-        600,
-        Duration::from_secs(150),
+        DeviceRunSpec::on(&app, "hub-out", &secret, base).sending(
+            count,
+            600,
+            Duration::from_secs(150),
+        ),
     ));
     let mid = eventually(Duration::from_secs(30), || async {
         let (n, _) = event_counts(&app.pool, "hub-out").await;
@@ -267,13 +179,8 @@ async fn database_down_mid_stream(stop: Stop) {
     let check_in =
         serde_json::json!({"seq": 1, "t": now, "kind": "check_in", "method": "tag", "tag": "T-1"});
     let r = app
-        .client
-        .post(app.url("/v1/check-ins"))
-        .basic_auth("phone-out", Some(&phone))
-        .json(&check_in)
-        .send()
-        .await
-        .unwrap();
+        .post_as_device("/v1/check-ins", "phone-out", &phone, &check_in)
+        .await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(app.get("/readyz", None).await.status(), 503);

@@ -9,19 +9,17 @@ use std::time::Duration;
 use homeward::auth::{self, OrgKind, Role, Scope};
 use homeward::config::Secret;
 use homeward::db::build_pool;
-use homeward::db::test_cluster::TestServer;
-use homeward::devices::{create_device, DeviceKind};
 use homeward_proto::{Downlink, Encoding};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PublishOptions, QoS,
+use homeward_testkit::cluster::TestServer;
+use homeward_testkit::db::{event_counts, url_of};
+use homeward_testkit::mqtt::{connect, heartbeat, options, options_at};
+use homeward_testkit::{
+    eventually, spawn_app, spawn_app_on, spawn_app_with, test_settings, Mosquitto, TestApp,
 };
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Packet, PublishOptions, QoS};
 use serde_json::{json, Value};
 
-use crate::device::heartbeat;
-use crate::helpers::{
-    event_counts, eventually, free_port, spawn_app, spawn_app_on, spawn_app_with, test_settings,
-    url_of, Mosquitto,
-};
+use crate::helpers::homeward;
 
 const SERVICE_USER: &str = "homeward";
 const SERVICE_PASSWORD: &str = "service-password-for-tests";
@@ -45,14 +43,8 @@ async fn run_export(
     passwd: &Path,
     acl: &Path,
 ) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_homeward"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HOMEWARD") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "warn")
-        .env("HOMEWARD__DATABASE__URL", url_of(db))
+    let mut cmd = tokio::process::Command::from(homeward());
+    cmd.env("HOMEWARD__DATABASE__URL", url_of(db))
         .env("HOMEWARD__MQTT__URL", mqtt_url)
         .args(["admin", "export-mosquitto", "--password-file"])
         .arg(passwd)
@@ -64,89 +56,31 @@ async fn run_export(
 }
 
 /// Mosquitto as `docs/operations.md` configures it for Homeward: the exported password and ACL
-/// files, no anonymous clients, a device listener that makes each client id its user name, and
-/// a listener of Homeward's own. Killed on drop.
-struct ExportedMosquitto {
-    child: std::process::Child,
-    devices: u16,
-    homeward: u16,
-}
-
-impl ExportedMosquitto {
-    fn start(dir: &Path, passwd: &Path, acl: &Path) -> Self {
-        let (devices, homeward) = (free_port(), free_port());
-        let conf = dir.join("mosquitto.conf");
+/// files, no anonymous clients, a device listener that makes each client id its user name
+/// (`listeners[0]`), and a listener of Homeward's own (`listeners[1]`). Killed on drop.
+fn exported_mosquitto(passwd: &Path, acl: &Path) -> Mosquitto {
+    Mosquitto::start_configured(2, |ports| {
         // As root Mosquitto would switch to its own user, who cannot read the 0600 files.
-        std::fs::write(
-            &conf,
-            format!(
-                "user root\npersistence false\nmax_inflight_messages 10000\n\
-                 password_file {}\nacl_file {}\nallow_anonymous false\n\
-                 listener {devices} 127.0.0.1\nuse_username_as_clientid true\n\
-                 listener {homeward} 127.0.0.1\n",
-                passwd.display(),
-                acl.display()
-            ),
+        format!(
+            "user root\npersistence false\nmax_inflight_messages 10000\n\
+             password_file {}\nacl_file {}\nallow_anonymous false\n\
+             listener {} 127.0.0.1\nuse_username_as_clientid true\n\
+             listener {} 127.0.0.1\n",
+            passwd.display(),
+            acl.display(),
+            ports[0],
+            ports[1]
         )
-        .unwrap();
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (scripts/install-deps.sh test)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        for port in [devices, homeward] {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "mosquitto listens");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Self {
-            child,
-            devices,
-            homeward,
-        }
-    }
-
-    /// Makes Mosquitto read its password and ACL files again.
-    fn reload(&self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for ExportedMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    })
 }
 
 /// Connects a device to the device listener; the error if it is refused.
-async fn connect(
+async fn connect_device(
     port: u16,
     uid: &str,
     secret: &str,
 ) -> Result<(AsyncClient, EventLoop), ConnectionError> {
-    let mut opts = MqttOptions::new(uid, ("127.0.0.1".to_string(), port));
-    opts.set_credentials(uid, secret.to_string())
-        .set_keep_alive(5);
-    let (client, mut eventloop) = AsyncClient::builder(opts).capacity(100).build();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
-            .await
-            .expect("broker answers")
-        {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok((client, eventloop)),
-            Ok(_) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    connect(options_at("127.0.0.1", port, uid, uid, secret)).await
 }
 
 /// What a driven connection reports.
@@ -220,7 +154,7 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
         let mut secrets = Vec::new();
         for uid in ["hub-a", "hub-b", "hub-off"] {
             secrets.push(
-                create_device(&**client, &org, uid, DeviceKind::Hub)
+                homeward::devices::create_device(&**client, &org, uid, "hub".parse().unwrap())
                     .await
                     .unwrap()
                     .1,
@@ -266,16 +200,16 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
         .collect();
     assert_eq!(users, ["homeward", "hub-a", "hub-b"]);
 
-    let mosquitto = ExportedMosquitto::start(dir.path(), &passwd, &acl);
+    let mosquitto = exported_mosquitto(&passwd, &acl);
     let mqtt_url = format!(
         "mqtt://{SERVICE_USER}:{SERVICE_PASSWORD}@127.0.0.1:{}",
-        mosquitto.homeward
+        mosquitto.listeners[1]
     );
     let mut settings = test_settings();
     settings.mqtt.url = Some(Secret::new(mqtt_url.clone()));
     settings.mqtt.client_id = "homeward-mosquitto".into();
     let app = spawn_app_on(settings, db.clone()).await;
-    let port = mosquitto.devices;
+    let port = mosquitto.listeners[0];
 
     // Devices with other secrets, and those left out, are refused.
     for (uid, secret) in [
@@ -285,7 +219,7 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
     ] {
         assert!(
             matches!(
-                connect(port, uid, secret).await,
+                connect_device(port, uid, secret).await,
                 Err(ConnectionError::ConnectionRefused(_))
             ),
             "{uid} is refused"
@@ -293,7 +227,7 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
     }
 
     // hub-a listens on its own downlink and on hub-b's.
-    let (a, a_loop) = connect(port, "hub-a", &secret_a).await.unwrap();
+    let (a, a_loop) = connect_device(port, "hub-a", &secret_a).await.unwrap();
     let mut a_seen = drive(a_loop);
     a.subscribe("homeward/v1/hub-a/downlink", QoS::AtLeastOnce)
         .await
@@ -301,7 +235,7 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
     a.subscribe("homeward/v1/hub-b/downlink", QoS::AtLeastOnce)
         .await
         .unwrap();
-    let (b, b_loop) = connect(port, "hub-b", &secret_b).await.unwrap();
+    let (b, b_loop) = connect_device(port, "hub-b", &secret_b).await.unwrap();
     let mut b_seen = drive(b_loop);
     b.subscribe("homeward/v1/hub-b/downlink", QoS::AtLeastOnce)
         .await
@@ -404,14 +338,14 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
     );
     let refused = eventually(Duration::from_secs(10), || async {
         matches!(
-            connect(port, "hub-a", &secret_a).await,
+            connect_device(port, "hub-a", &secret_a).await,
             Err(ConnectionError::ConnectionRefused(_))
         )
         .then_some(())
     })
     .await;
     assert!(refused.is_some(), "the disabled device is refused");
-    assert!(connect(port, "hub-old", &new_old).await.is_ok());
+    assert!(connect_device(port, "hub-old", &new_old).await.is_ok());
     publish_heartbeat(&b, "homeward/v1/hub-b/events", 2).await;
     let stored = eventually(Duration::from_secs(20), || async {
         (event_counts(&app.pool, "hub-b").await == (2, 2)).then_some(())
@@ -430,10 +364,10 @@ async fn an_export_needs_homewards_user_and_never_carries_a_stale_hash() {
     let org = auth::create_organisation(&**client, "Stale Org", OrgKind::Provider)
         .await
         .unwrap();
-    create_device(&**client, &org, "hub-x", DeviceKind::Hub)
+    homeward::devices::create_device(&**client, &org, "hub-x", "hub".parse().unwrap())
         .await
         .unwrap();
-    create_device(&**client, &org, "hub-y", DeviceKind::Hub)
+    homeward::devices::create_device(&**client, &org, "hub-y", "hub".parse().unwrap())
         .await
         .unwrap();
     // A writer that knows only the SHA-256 changes hub-x's secret: the Mosquitto hash, which
@@ -468,12 +402,7 @@ async fn an_export_needs_homewards_user_and_never_carries_a_stale_hash() {
 }
 
 /// POSTs `body` to an EMQX hook as EMQX does (JSON, the configured headers); (status, body).
-async fn hook(
-    app: &crate::helpers::TestApp,
-    path: &str,
-    secret: Option<&str>,
-    body: Value,
-) -> (u16, Value) {
+async fn hook(app: &TestApp, path: &str, secret: Option<&str>, body: Value) -> (u16, Value) {
     let mut req = app
         .client
         .post(app.url(path))
@@ -663,26 +592,15 @@ async fn emqx_hooks_decide_as_the_embedded_broker_does() {
 /// How the embedded broker treats one client: connects or not, and for a connected device one
 /// PUBLISH (acknowledged, or the connection closed) or one SUBSCRIBE (its SUBACK code).
 async fn embedded_allows(
-    app: &crate::helpers::TestApp,
+    app: &TestApp,
     client_id: &str,
     user: &str,
     password: &str,
     act: Option<(&str, &str)>,
 ) -> bool {
-    let mut opts = MqttOptions::new(client_id, (app.mqtt.host.clone(), app.mqtt.port));
-    opts.set_credentials(user, password.to_string())
-        .set_keep_alive(5);
-    let (client, mut eventloop) = AsyncClient::builder(opts).capacity(10).build();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
-            .await
-            .expect("the broker answers")
-        {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
+    let Ok((client, mut eventloop)) = connect(options(app, client_id, user, password)).await else {
+        return false;
+    };
     let Some((action, topic)) = act else {
         return true;
     };

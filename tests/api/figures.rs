@@ -5,72 +5,35 @@
 //! minutes), an alarm the pendant cancelled before anyone answered (not a call, so not in the
 //! answer share), and an outcome code that called an ambulance.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use homeward::auth::{OrgKind, Role};
 use homeward_proto::{Encoding, Event, EventBody, Percent};
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app, TestApp};
 use crate::visits::{ms, now_s, phone_sends, schedule, setup, HOME};
+use homeward_testkit::mqtt::publish_and_wait;
+use homeward_testkit::{eventually, spawn_app, TestApp};
+use reqwest::Method;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let r = app.get(path, Some(token)).await;
-    let status = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
+    app.get_ok(path, token).await
 }
 
 async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
-    let r = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {path}: {status} {body}");
-    body
+    app.request_ok(Method::POST, path, token, Some(&body)).await
 }
 
 /// Publishes events as a device over MQTT and waits until the broker has acknowledged each.
 async fn publish(app: &TestApp, uid: &str, secret: &str, events: &[Event]) {
-    use rumqttc::{AsyncClient, Event as Mqtt, MqttOptions, Packet, PublishOptions, QoS};
-    let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
-    options.set_credentials(uid, secret.to_string());
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
-    for e in events {
-        client
-            .publish(
-                format!("homeward/v1/{uid}/events"),
-                homeward_proto::encode_event_vec(e, Encoding::Json),
-                PublishOptions::new(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    let deadline = Instant::now() + WAIT;
-    while acked < events.len() && Instant::now() < deadline {
-        if let Ok(Ok(Mqtt::Incoming(Packet::PubAck(_)))) =
-            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
-        {
-            acked += 1;
-        }
-    }
-    assert_eq!(
-        acked,
-        events.len(),
-        "every event acknowledged by the broker"
-    );
-    let _ = client.disconnect().await;
+    let payloads = events
+        .iter()
+        .map(|e| homeward_proto::encode_event_vec(e, Encoding::Json))
+        .collect();
+    publish_and_wait(app, uid, secret, payloads).await;
 }
 
 fn event(seq: u64, body: EventBody) -> Event {
@@ -129,9 +92,16 @@ async fn the_report_the_visits_and_the_response_times_count_alike() {
     let since = today - chrono::Days::new(30);
     let contract = {
         let client = app.pool.get().await.unwrap();
-        homeward::outcomes::contracts::create_contract(&**client, &council, &provider.org, "F-1", since, None)
-            .await
-            .unwrap()
+        homeward::outcomes::contracts::create_contract(
+            &**client,
+            &council,
+            &provider.org,
+            "F-1",
+            since,
+            None,
+        )
+        .await
+        .unwrap()
     };
     // The person is funded by the council throughout.
     post(

@@ -5,31 +5,15 @@
 use std::time::{Duration, Instant};
 
 use homeward::auth::{OrgKind, Role};
-use homeward_proto::{Downlink, Encoding, Event, EventBody};
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
-use tokio::sync::mpsc;
-
-use crate::device::heartbeat;
-use crate::helpers::{event_counts, spawn_app_with, test_settings, TestApp};
+use homeward_proto::{Encoding, EventBody};
+use homeward_testkit::db::event_counts;
+use homeward_testkit::metrics::metric_sum;
+use homeward_testkit::mqtt::{heartbeat, TestDevice};
+use homeward_testkit::{spawn_app_with, test_settings};
+use rumqttc::{AsyncClient, MqttOptions, PublishOptions, QoS};
 
 const MAX_QUEUED_MESSAGES: usize = 20_000;
 const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
-
-/// The sum of the samples of one metric (all label sets) in a `/metrics` text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| {
-            let rest = &l[name.len()..];
-            rest.starts_with(' ') || rest.starts_with('{')
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    app.get("/metrics", None).await.text().await.unwrap()
-}
 
 /// Resident memory of this process (the application runs in it), in bytes.
 fn rss_bytes() -> Option<u64> {
@@ -79,93 +63,13 @@ async fn flood(host: String, port: u16, uid: &str, secret: String, stop: Instant
     seq
 }
 
-/// A pendant hub: publishes one alarm at a time and waits for Homeward's end-to-end ack.
-struct AlarmHub {
-    uid: String,
-    client: AsyncClient,
-    acks: mpsc::UnboundedReceiver<Vec<std::ops::RangeInclusive<u64>>>,
-    poller: tokio::task::JoinHandle<()>,
-}
-
-impl AlarmHub {
-    async fn connect(app: &TestApp, uid: &str, secret: String) -> Self {
-        let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
-        options
-            .set_credentials(uid, secret)
-            .set_keep_alive(5)
-            .set_clean_session(true);
-        let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
-        let (tx, acks) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let sub = client.clone();
-        let downlink = format!("homeward/v1/{uid}/downlink");
-        let poller = tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.try_subscribe(downlink.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready_tx.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        if let Ok(Downlink::Ack(ranges)) =
-                            homeward_proto::decode_downlink(&p.payload)
-                        {
-                            let _ = tx.send(ranges.iter().collect());
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready)
-            .await
-            .expect("the alarm hub subscribes in time")
-            .unwrap();
-        Self {
-            uid: uid.to_owned(),
-            client,
-            acks,
-            poller,
-        }
-    }
-
-    /// Publishes pendant alarm `seq` and returns the time until its end-to-end ack.
-    async fn alarm(&mut self, seq: u64) -> Duration {
-        let t = chrono::Utc::now().timestamp_millis();
-        let event = Event::new(seq, t, EventBody::PendantAlarm).unwrap();
-        let started = Instant::now();
-        self.client
-            .publish(
-                format!("homeward/v1/{}/events", self.uid),
-                homeward_proto::encode_event_vec(&event, Encoding::Json),
-                PublishOptions::new(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-        let acked = async {
-            while let Some(ranges) = self.acks.recv().await {
-                if ranges.iter().any(|r| r.contains(&seq)) {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), acked)
-            .await
-            .unwrap_or_else(|_| panic!("alarm {seq} was never acknowledged"));
-        started.elapsed()
-    }
-}
-
-impl Drop for AlarmHub {
-    fn drop(&mut self) {
-        self.poller.abort();
-    }
+/// A pendant hub's alarm: publishes the hub's next event, a pendant alarm, and returns the
+/// time until Homeward's end-to-end ack covers it.
+async fn alarm(hub: &mut TestDevice) -> Duration {
+    let started = Instant::now();
+    let seq = hub.send(EventBody::PendantAlarm).await;
+    hub.acked(seq, Duration::from_secs(30)).await;
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +89,7 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
         .await;
     let flood_secret = app.device(&org_a, "flood-hub", "hub").await;
     let alarm_secret = app.device(&org_b, "pendant-hub", "hub").await;
-    let mut hub = AlarmHub::connect(&app, "pendant-hub", alarm_secret).await;
+    let mut hub = TestDevice::connect_quietly(&app, "pendant-hub", &alarm_secret).await;
     let rss_before = rss_bytes();
 
     // Flood for 15 s (loopback only); meanwhile three alarms, two seconds apart, and the
@@ -207,8 +111,8 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
             while Instant::now() < stop {
                 if let Ok(r) = client.get(&url).send().await {
                     let text = r.text().await.unwrap_or_default();
-                    max_msgs = max_msgs.max(metric(&text, "homeward_broker_queued_messages"));
-                    max_bytes = max_bytes.max(metric(&text, "homeward_broker_queued_bytes"));
+                    max_msgs = max_msgs.max(metric_sum(&text, "homeward_broker_queued_messages"));
+                    max_bytes = max_bytes.max(metric_sum(&text, "homeward_broker_queued_bytes"));
                 }
                 max_rss = max_rss.max(rss_bytes().unwrap_or(0));
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -219,8 +123,8 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
 
     tokio::time::sleep(Duration::from_secs(3)).await; // past the flooder's burst
     let mut latencies = Vec::new();
-    for seq in 1..=3 {
-        latencies.push(hub.alarm(seq).await);
+    for _ in 1..=3 {
+        latencies.push(alarm(&mut hub).await);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let flooded = flooder.await.unwrap();
@@ -259,14 +163,14 @@ async fn a_flooding_device_does_not_delay_another_tenants_alarm() {
 
     // The flooder was paced: the broker took no more than its burst plus its rate over the
     // flood (with slack; its client queued more, held back by TCP), and says it throttled it.
-    let metrics = metrics_text(&app).await;
+    let metrics = app.metrics().await;
     let allowed = 1000.0 + 500.0 * flood_for.as_secs_f64();
     assert!(
         stored_by_then > 0 && (stored_by_then as f64) < allowed * 1.15,
         "{stored_by_then} of the flooder's {flooded} events stored in {flood_for:?}"
     );
     assert!(
-        metric(&metrics, "homeward_broker_throttled_total") > 0.0,
+        metric_sum(&metrics, "homeward_broker_throttled_total") > 0.0,
         "{metrics}"
     );
     // Queues stayed within their bounds, and memory with them.

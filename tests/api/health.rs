@@ -1,8 +1,9 @@
 use std::time::Duration;
 
 use homeward::auth::{OrgKind, Role};
-
-use crate::helpers::{eventually, metric_value, spawn_app};
+use homeward_testkit::metrics::metric_value;
+use homeward_testkit::mqtt::publish_json;
+use homeward_testkit::{eventually, spawn_app, spawn_app_with, test_settings};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_without_authentication() {
@@ -28,8 +29,8 @@ async fn metrics_are_prometheus_text() {
     let secret = app.device(&org, "hub-metrics", "hub").await;
     let now = chrono::Utc::now().timestamp_millis();
     let event = |seq: i64| serde_json::json!({"seq": seq, "t": now - 1000 + seq, "kind": "smoke"});
-    crate::visits::publish(&app, "hub-metrics", &secret, vec![event(1), event(2)]).await;
-    crate::visits::publish(&app, "hub-metrics", &secret, vec![event(2)]).await;
+    publish_json(&app, "hub-metrics", &secret, vec![event(1), event(2)]).await;
+    publish_json(&app, "hub-metrics", &secret, vec![event(2)]).await;
     let stored = "homeward_ingest_events_total{outcome=\"stored\"}";
     let duplicate = "homeward_ingest_events_total{outcome=\"duplicate\"}";
     let text = eventually(Duration::from_secs(10), || async {
@@ -75,9 +76,9 @@ async fn the_openapi_description_lists_only_real_routes() {
     let spec: serde_json::Value =
         serde_json::from_str(include_str!("../../docs/openapi.json")).expect("valid JSON");
     assert_eq!(spec["openapi"], "3.1.0");
-    let mut settings = crate::helpers::test_settings();
+    let mut settings = test_settings();
     settings.mqtt.emqx_hook_secret = Some(homeward::config::Secret::new("x".repeat(16)));
-    let app = crate::helpers::spawn_app_with(settings).await;
+    let app = spawn_app_with(settings).await;
     let paths = spec["paths"].as_object().unwrap();
     assert!(paths.len() >= 20);
     for (path, ops) in paths {
@@ -88,12 +89,7 @@ async fn the_openapi_description_lists_only_real_routes() {
             .join("/");
         for method in ops.as_object().unwrap().keys() {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let r = app
-                .client
-                .request(method.clone(), app.url(&concrete))
-                .send()
-                .await
-                .unwrap();
+            let r = app.request(method.clone(), &concrete, None, None).await;
             let status = r.status();
             let body = r.text().await.unwrap_or_default();
             assert!(

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use homeward::auth::{OrgKind, Role};
 use homeward_proto::Encoding;
-
-use crate::device::{heartbeat, run_device};
-use crate::helpers::{
-    event_counts, eventually, metric_value, spawn_app, spawn_app_with, test_settings, Mosquitto,
-    TestApp,
-};
+use homeward_testkit::db::event_counts;
+use homeward_testkit::metrics::metric_value;
+use homeward_testkit::mqtt::{heartbeat, publish_and_wait, run_device, DeviceRunSpec, TestDevice};
+use homeward_testkit::{eventually, spawn_app, spawn_app_with, test_settings, Mosquitto};
 
 async fn dead_letter_reasons(pool: &deadpool_postgres::Pool) -> Vec<(String, String)> {
     let client = pool.get().await.unwrap();
@@ -36,18 +34,12 @@ async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
         .await;
     let secret = app.device(&org, "hub-e2e", "hub").await;
     let base = chrono::Utc::now().timestamp_millis() - 60_000;
-    let auth = Some(("hub-e2e".to_string(), secret));
-    let run = run_device(
-        base,
-        app.mqtt.host.clone(),
-        app.mqtt.port,
-        "hub-e2e".into(),
-        auth.clone(),
+    let device = DeviceRunSpec::on(&app, "hub-e2e", &secret, base).sending(
         500,
         2000,
         Duration::from_secs(60),
-    )
-    .await;
+    );
+    let run = run_device(device.clone()).await;
     assert_eq!(run.sent, 500);
     assert!(
         run.unacked.is_empty(),
@@ -55,7 +47,7 @@ async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
         run.unacked
     );
     assert_eq!(event_counts(&app.pool, "hub-e2e").await, (500, 500));
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let metrics = app.metrics().await;
     let series = |outcome: &str| format!("homeward_ingest_events_total{{outcome=\"{outcome}\"}}");
     let counted = |text: &str, outcome: &str| metric_value(text, &series(outcome)).unwrap_or(0.0);
     // Every message is counted once: stored the first time, a duplicate when resent.
@@ -67,20 +59,10 @@ async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
     );
 
     // The same events again (a device that lost its acks): acknowledged, stored once.
-    let again = run_device(
-        base,
-        app.mqtt.host.clone(),
-        app.mqtt.port,
-        "hub-e2e".into(),
-        auth,
-        500,
-        2000,
-        Duration::from_secs(60),
-    )
-    .await;
+    let again = run_device(device).await;
     assert!(again.unacked.is_empty());
     assert_eq!(event_counts(&app.pool, "hub-e2e").await, (500, 500));
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert_eq!(counted(&metrics, "stored"), 500.0, "{metrics}");
     assert_eq!(
         counted(&metrics, "duplicate"),
@@ -129,37 +111,6 @@ async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
     app.stop().await;
 }
 
-/// Publishes raw bytes as a device and waits for its PUBACK.
-async fn publish_raw(app: &TestApp, uid: &str, secret: &str, payloads: Vec<Vec<u8>>) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
-    let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
-    options
-        .set_credentials(uid, secret.to_string())
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
-    let n = payloads.len();
-    for p in payloads {
-        client
-            .publish(
-                format!("homeward/v1/{uid}/events"),
-                p,
-                PublishOptions::new(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked < n && Instant::now() < deadline {
-        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
-            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
-        {
-            acked += 1;
-        }
-    }
-    assert_eq!(acked, n, "every message acknowledged by the broker");
-}
-
 #[tokio::test]
 async fn bad_payloads_become_dead_letters_and_the_stream_goes_on() {
     let app = spawn_app().await;
@@ -180,7 +131,7 @@ async fn bad_payloads_become_dead_letters_and_the_stream_goes_on() {
     ];
     let mut payloads: Vec<Vec<u8>> = bad.iter().map(|(_, p)| p.clone()).collect();
     payloads.push(heartbeat(7, now, Encoding::Json));
-    publish_raw(&app, "hub-dl", &secret, payloads).await;
+    publish_and_wait(&app, "hub-dl", &secret, payloads).await;
 
     let stored = eventually(Duration::from_secs(10), || async {
         let (n, _) = event_counts(&app.pool, "hub-dl").await;
@@ -237,7 +188,7 @@ async fn bad_payloads_become_dead_letters_and_the_stream_goes_on() {
         .await
         .unwrap();
     assert!(list["items"].as_array().unwrap().is_empty());
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("homeward_ingest_dead_letters_total"),
         "counted in metrics"
@@ -250,7 +201,6 @@ async fn bad_payloads_become_dead_letters_and_the_stream_goes_on() {
 /// letter; a resend of a batch doubles nothing.
 #[tokio::test]
 async fn batches_are_judged_event_by_event() {
-    use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
     let app = spawn_app().await;
     let (org, _) = app
         .org_with_user("Batch Org", OrgKind::Provider, Role::ProviderStaff)
@@ -277,40 +227,16 @@ async fn batches_are_judged_event_by_event() {
     )
     .into_bytes();
 
-    let mut options = MqttOptions::new("hub-batch", (app.mqtt.host.clone(), app.mqtt.port));
-    options.set_credentials("hub-batch", secret.clone());
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
-    client
-        .subscribe("homeward/v1/hub-batch/downlink", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let topic = "homeward/v1/hub-batch/events";
-    // Wait for the SUBACK so that no end-to-end ack is missed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) =
-            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
-        {
-            break;
-        }
-    }
+    // Subscribed to its downlink (the SUBACK is in) so that no end-to-end ack is missed.
+    let mut device = TestDevice::connect_quietly(&app, "hub-batch", &secret).await;
     for p in [&json_batch, &cbor_batch, &malformed, &json_batch] {
-        client
-            .publish(topic, p.clone(), PublishOptions::new(QoS::AtLeastOnce))
-            .await
-            .unwrap();
+        device.publish_raw(p.clone()).await;
     }
     let mut acked = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while acked.len() < 4 && Instant::now() < deadline {
-        if let Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) =
-            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
-        {
-            if let Ok(homeward_proto::Downlink::Ack(ranges)) =
-                homeward_proto::decode_downlink(&p.payload)
-            {
-                acked.extend(ranges.iter().flatten());
-            }
+        if let Some(ranges) = device.next_ack(Duration::from_secs(5)).await {
+            acked.extend(ranges.into_iter().flatten());
         }
     }
     assert_eq!(
@@ -366,13 +292,6 @@ async fn batches_are_judged_event_by_event() {
     app.stop().await;
 }
 
-fn basic(uid: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{uid}:{secret}"))
-    )
-}
-
 #[tokio::test]
 async fn phones_check_in_over_http_idempotently() {
     let app = spawn_app().await;
@@ -382,17 +301,15 @@ async fn phones_check_in_over_http_idempotently() {
     let secret = app.device(&org, "phone-1", "phone").await;
     let now = chrono::Utc::now().timestamp_millis();
     let day_ago = now - 24 * 3600 * 1000;
-    let post = |body: serde_json::Value, auth: String| {
-        app.client
-            .post(app.url("/v1/check-ins"))
-            .header("Authorization", auth)
-            .json(&body)
-            .send()
+    let post = |body: serde_json::Value, secret: &str| {
+        let (app, secret) = (&app, secret.to_owned());
+        async move {
+            app.post_as_device("/v1/check-ins", "phone-1", &secret, &body)
+                .await
+        }
     };
     let check_in = serde_json::json!({"seq": 1, "t": now, "kind": "check_in", "method": "gps", "lat": 51.5, "lon": -0.12, "accuracy_m": 12.0, "visit": "V-1"});
-    let r = post(check_in.clone(), basic("phone-1", &secret))
-        .await
-        .unwrap();
+    let r = post(check_in.clone(), &secret).await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["items"][0]["status"], "stored");
@@ -402,9 +319,7 @@ async fn phones_check_in_over_http_idempotently() {
         check_in,
         {"seq": 2, "t": day_ago, "kind": "check_out", "method": "tag", "tag": "HOME-42"},
     ]);
-    let r = post(batch.clone(), basic("phone-1", &secret))
-        .await
-        .unwrap();
+    let r = post(batch.clone(), &secret).await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["items"][0]["status"], "duplicate");
@@ -419,21 +334,18 @@ async fn phones_check_in_over_http_idempotently() {
     assert_eq!(event_counts(&app.pool, "phone-1").await, (2, 2));
 
     // Wrong credentials, bad fields, telecare kinds.
-    let r = post(batch.clone(), basic("phone-1", "wrong"))
-        .await
-        .unwrap();
+    let r = post(batch.clone(), "wrong").await;
     assert_eq!(r.status(), 401);
-    let r = post(serde_json::json!([{"seq": 3, "t": now, "kind": "check_in", "method": "gps", "lat": 91.0, "lon": 0.0}]), basic("phone-1", &secret)).await.unwrap();
+    let r = post(serde_json::json!([{"seq": 3, "t": now, "kind": "check_in", "method": "gps", "lat": 91.0, "lon": 0.0}]), &secret).await;
     assert_eq!(r.status(), 422);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "[0].lat", "{problem}");
     let r = post(
         serde_json::json!({"seq": 4, "t": now, "kind": "pendant_alarm"}),
-        basic("phone-1", &secret),
+        &secret,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status(), 422);
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "kind");

@@ -4,48 +4,34 @@
 use std::time::Duration;
 
 use homeward::auth::{OrgKind, Role};
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet};
+use homeward_testkit::db::event_counts;
+use homeward_testkit::metrics::metric_sum;
+use homeward_testkit::mqtt::{connect, device_options, run_device, DeviceRunSpec};
+use homeward_testkit::{spawn_app, TestApp};
+use reqwest::Method;
+use rumqttc::ConnectionError;
 
-use crate::device::run_device;
-use crate::helpers::{event_counts, spawn_app, TestApp};
-
-/// Connects and polls until CONNACK or failure.
+/// Connects as the device `client_id` and polls until CONNACK or failure.
 async fn try_connect(
     app: &TestApp,
     client_id: &str,
     secret: &str,
     clean: bool,
 ) -> Result<(), ConnectionError> {
-    let mut options = MqttOptions::new(client_id, (app.mqtt.host.clone(), app.mqtt.port));
-    options
-        .set_credentials(client_id, secret.to_owned())
-        .set_keep_alive(5)
-        .set_clean_session(clean);
-    let (_client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
-            .await
-            .expect("the broker answers")?
-        {
-            Event::Incoming(Packet::ConnAck(_)) => return Ok(()),
-            _ => continue,
-        }
-    }
+    let mut options = device_options(app, client_id, secret);
+    options.set_clean_session(clean);
+    connect(options).await.map(|_| ())
 }
 
 /// (subscriber reconnects, refused CONNECTs) from `/metrics`.
 async fn metric_values(app: &TestApp) -> (f64, f64) {
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let metrics = app.metrics().await;
     (
-        value("homeward_mqtt_reconnects_total"),
-        value("homeward_broker_auth_failures_total{reason=\"refused\"}"),
+        metric_sum(&metrics, "homeward_mqtt_reconnects_total"),
+        metric_sum(
+            &metrics,
+            "homeward_broker_auth_failures_total{reason=\"refused\"}",
+        ),
     )
 }
 
@@ -70,14 +56,10 @@ async fn a_tenant_cannot_take_over_homewards_broker_session() {
         "HOMEWARD-Ingest".to_owned(),
         "homeward-auto-7".to_owned(),
     ] {
+        let body = serde_json::json!({ "uid": uid, "kind": "hub" });
         let r = app
-            .client
-            .post(app.url("/v1/devices"))
-            .bearer_auth(&token_b)
-            .json(&serde_json::json!({ "uid": uid, "kind": "hub" }))
-            .send()
-            .await
-            .unwrap();
+            .request(Method::POST, "/v1/devices", Some(&token_b), Some(&body))
+            .await;
         assert_eq!(r.status(), 409, "{uid} is refused");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         let problem: serde_json::Value = r.json().await.unwrap();
@@ -105,14 +87,13 @@ async fn a_tenant_cannot_take_over_homewards_broker_session() {
     // end-to-end acknowledgement of each.
     let secret_a = app.device(&org_a, "hub-a", "hub").await;
     let hub = tokio::spawn(run_device(
-        chrono::Utc::now().timestamp_millis(),
-        app.mqtt.host.clone(),
-        app.mqtt.port,
-        "hub-a".to_owned(),
-        Some(("hub-a".to_owned(), secret_a)),
-        29,
-        4,
-        Duration::from_secs(60),
+        DeviceRunSpec::on(
+            &app,
+            "hub-a",
+            &secret_a,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .sending(29, 4, Duration::from_secs(60)),
     ));
     let before = metric_values(&app).await;
     for attempt in 0..6 {
@@ -259,16 +240,9 @@ async fn dates_at_the_edge_of_the_calendar_are_refused_in_every_query() {
             "starts_on",
         ),
     ] {
-        let r = app
-            .client
-            .post(app.url(path))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no answer ({e})"));
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
+        let (status, text) = app
+            .request_text(Method::POST, path, Some(&token), Some(&body))
+            .await;
         if !(status == 422 && text.contains(field)) {
             wrong.push(format!("{path}: {status} {text}"));
         }
@@ -288,7 +262,7 @@ async fn credential_checks_cannot_starve_or_be_starved_by_the_rest() {
         .org_with_user("Auth Pool Org", OrgKind::Provider, Role::ProviderAdmin)
         .await;
     let secret = app.device(&org, "hub-pool", "hub").await;
-    let before = app.get("/metrics", None).await.text().await.unwrap();
+    let before = app.metrics().await;
 
     // Take every connection of the main pool (the test's pool is the application's).
     let mut held = Vec::new();
@@ -305,14 +279,11 @@ async fn credential_checks_cannot_starve_or_be_starved_by_the_rest() {
     }
     drop(held);
 
-    let after = app.get("/metrics", None).await.text().await.unwrap();
+    let after = app.metrics().await;
     let count = |text: &str, cached: &str| -> f64 {
         let series =
             format!("homeward_auth_failures_total{{credential=\"token\",cached=\"{cached}\"}}");
-        text.lines()
-            .filter(|l| l.starts_with(&series))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(text, &series)
     };
     assert_eq!(
         count(&after, "false") - count(&before, "false"),

@@ -1,7 +1,6 @@
 //! The server's integration tests: the real application on free ports, against a fresh
 //! database cloned from a migrated template, talked to as clients do (HTTP and MQTT).
 
-mod device;
 mod drain;
 mod durability;
 mod helpers;

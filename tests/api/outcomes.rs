@@ -4,26 +4,9 @@
 //! benchmark, not a test; docs/benchmarks.md).
 
 use homeward::auth::{OrgKind, Role};
+use homeward_testkit::{spawn_app, TestApp};
+use reqwest::Method;
 use serde_json::{json, Value};
-
-use crate::helpers::{spawn_app, TestApp};
-
-async fn send(app: &TestApp, method: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let req = app
-        .client
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(token)
-        .json(&body);
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    let r = app.get(path, Some(token)).await;
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 struct World {
     provider_token: String,
@@ -52,24 +35,22 @@ async fn world(app: &TestApp) -> World {
         .get(0);
     let mut people = Vec::new();
     for i in 0..3 {
-        let (s, p) = send(
-            app,
-            "POST",
-            &provider_token,
-            "/v1/people",
-            json!({"external_ref": format!("P{i}"), "date_of_birth": "1945-06-01"}),
-        )
-        .await;
+        let (s, p) = app
+            .post_json(
+                "/v1/people",
+                &provider_token,
+                &json!({"external_ref": format!("P{i}"), "date_of_birth": "1945-06-01"}),
+            )
+            .await;
         assert_eq!(s, 201, "{p}");
         let id = p["id"].as_i64().unwrap();
-        let (s, b) = send(
-            app,
-            "POST",
-            &provider_token,
-            "/v1/outcomes/service-periods",
-            json!({"person_id": id, "contract_id": contract_id, "started_on": "2025-01-01"}),
-        )
-        .await;
+        let (s, b) = app
+            .post_json(
+                "/v1/outcomes/service-periods",
+                &provider_token,
+                &json!({"person_id": id, "contract_id": contract_id, "started_on": "2025-01-01"}),
+            )
+            .await;
         assert_eq!(s, 201, "{b}");
         people.push(id);
     }
@@ -92,90 +73,73 @@ async fn episodes_plans_report_and_statement() {
     // A: admitted 2026-01-05, discharged into reablement 2026-01-15, ends with no further
     // support; at home on day 91. B: discharged into reablement 2026-01-20, permanent care home
     // 2026-03-01 (so not at home). C: a payable plan.
-    let (s, stay) = send(
-        &app,
-        "POST",
-        t,
-        "/v1/outcomes/hospital-stays",
-        json!({"person_id": a, "admitted_on": "2026-01-05"}),
-    )
-    .await;
+    let (s, stay) = app
+        .post_json(
+            "/v1/outcomes/hospital-stays",
+            t,
+            &json!({"person_id": a, "admitted_on": "2026-01-05"}),
+        )
+        .await;
     assert_eq!(s, 201, "{stay}");
     let stay_a = stay["id"].as_i64().unwrap();
-    let (s, _) = send(
-        &app,
-        "POST",
-        t,
-        &format!("/v1/outcomes/hospital-stays/{stay_a}/discharge"),
-        json!({"discharged_on": "2026-01-15", "discharge_destination": "home_with_reablement"}),
-    )
+    let (s, _) = app.post_json(&format!("/v1/outcomes/hospital-stays/{stay_a}/discharge"), t, &json!({"discharged_on": "2026-01-15", "discharge_destination": "home_with_reablement"}))
     .await;
     assert_eq!(s, 200);
-    let (s, ep) = send(&app, "POST", t, "/v1/outcomes/reablement-episodes", json!({"person_id": a, "contract_id": w.contract_id, "hospital_stay_id": stay_a, "started_on": "2026-01-15"})).await;
+    let (s, ep) = app.post_json("/v1/outcomes/reablement-episodes", t, &json!({"person_id": a, "contract_id": w.contract_id, "hospital_stay_id": stay_a, "started_on": "2026-01-15"})).await;
     assert_eq!(s, 201, "{ep}");
     let ep_a = ep["id"].as_i64().unwrap();
-    let (s, _) = send(
-        &app,
-        "POST",
-        t,
-        &format!("/v1/outcomes/reablement-episodes/{ep_a}/end"),
-        json!({"ended_on": "2026-02-20", "result": "no_further_support"}),
-    )
-    .await;
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/outcomes/reablement-episodes/{ep_a}/end"),
+            t,
+            &json!({"ended_on": "2026-02-20", "result": "no_further_support"}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, stay) = send(&app, "POST", t, "/v1/outcomes/hospital-stays", json!({"person_id": b, "admitted_on": "2026-01-10", "discharged_on": "2026-01-20", "discharge_destination": "home_with_reablement"})).await;
+    let (s, stay) = app.post_json("/v1/outcomes/hospital-stays", t, &json!({"person_id": b, "admitted_on": "2026-01-10", "discharged_on": "2026-01-20", "discharge_destination": "home_with_reablement"})).await;
     assert_eq!(s, 201);
-    let (s, ep) = send(&app, "POST", t, "/v1/outcomes/reablement-episodes", json!({"person_id": b, "contract_id": w.contract_id, "hospital_stay_id": stay["id"], "started_on": "2026-01-20"})).await;
+    let (s, ep) = app.post_json("/v1/outcomes/reablement-episodes", t, &json!({"person_id": b, "contract_id": w.contract_id, "hospital_stay_id": stay["id"], "started_on": "2026-01-20"})).await;
     assert_eq!(s, 201);
-    let (s, _) = send(
-        &app,
-        "POST",
-        t,
-        &format!("/v1/outcomes/reablement-episodes/{}/end", ep["id"]),
-        json!({"ended_on": "2026-02-25", "result": "residential_care"}),
-    )
-    .await;
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/outcomes/reablement-episodes/{}/end", ep["id"]),
+            t,
+            &json!({"ended_on": "2026-02-25", "result": "residential_care"}),
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = send(&app, "POST", t, "/v1/outcomes/care-home-admissions", json!({"person_id": b, "admitted_on": "2026-03-01", "setting": "residential", "permanent": true})).await;
+    let (s, _) = app.post_json("/v1/outcomes/care-home-admissions", t, &json!({"person_id": b, "admitted_on": "2026-03-01", "setting": "residential", "permanent": true})).await;
     assert_eq!(s, 201);
-    let (s, _) = send(
-        &app,
-        "POST",
-        t,
-        "/v1/outcomes/recorded-falls",
-        json!({"person_id": c, "occurred_on": "2024-10-01", "source": "GP record"}),
-    )
-    .await;
+    let (s, _) = app
+        .post_json(
+            "/v1/outcomes/recorded-falls",
+            t,
+            &json!({"person_id": c, "occurred_on": "2024-10-01", "source": "GP record"}),
+        )
+        .await;
     assert_eq!(s, 201);
 
     // Validation names the field.
-    let (s, p) = send(
-        &app,
-        "POST",
-        t,
-        "/v1/outcomes/reablement-episodes/999999/end",
-        json!({"ended_on": "2026-02-20", "result": "cured"}),
-    )
-    .await;
+    let (s, p) = app
+        .post_json(
+            "/v1/outcomes/reablement-episodes/999999/end",
+            t,
+            &json!({"ended_on": "2026-02-20", "result": "cured"}),
+        )
+        .await;
     assert_eq!(s, 422);
     assert_eq!(p["errors"][0]["field"], "result");
-    let (s, p) = send(
-        &app,
-        "POST",
-        t,
-        "/v1/outcome-plans",
-        json!({"person_id": c, "starts_on": "2026-01-01", "ends_on": "2026-09-01", "outcomes": []}),
-    )
+    let (s, p) = app.post_json("/v1/outcome-plans", t, &json!({"person_id": c, "starts_on": "2026-01-01", "ends_on": "2026-09-01", "outcomes": []}))
     .await;
     assert_eq!(s, 422);
     assert_eq!(p["errors"][0]["field"], "ends_on");
-    let (s, p) = send(&app, "POST", t, "/v1/outcome-plans", json!({"person_id": c, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
+    let (s, p) = app.post_json("/v1/outcome-plans", t, &json!({"person_id": c, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
         "outcomes": [{"statement": "Cook a meal", "kind": "reablement", "payable": true, "target_date": "2026-03-01"}]})).await;
     assert_eq!(s, 422);
     assert_eq!(p["errors"][0]["field"], "outcomes[0].statement");
 
     // The plan: £1,000, three payable outcomes.
-    let (s, plan) = send(&app, "POST", t, "/v1/outcome-plans", json!({
+    let (s, plan) = app.post_json("/v1/outcome-plans", t, &json!({
         "person_id": c, "contract_id": w.contract_id, "starts_on": "2026-01-05", "ends_on": "2026-03-31", "value_pence": 100000,
         "outcomes": [
             {"statement": "I can cook a meal for myself", "kind": "reablement", "payable": true, "target_date": "2026-03-01"},
@@ -191,68 +155,60 @@ async fn episodes_plans_report_and_statement() {
         .map(|o| o["id"].as_i64().unwrap())
         .collect();
     // Not achievable before all three agree; the council agrees through its own credential.
-    let (s, _) = send(
-        &app,
-        "POST",
-        t,
-        &format!("/v1/outcome-plans/{plan_id}/outcomes/{}/achieve", o[0]),
-        json!({"achieved_on": "2026-02-01", "confirmed_by_person": true}),
-    )
-    .await;
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/outcome-plans/{plan_id}/outcomes/{}/achieve", o[0]),
+            t,
+            &json!({"achieved_on": "2026-02-01", "confirmed_by_person": true}),
+        )
+        .await;
     assert_eq!(s, 409);
-    let (s, _) = send(
-        &app,
-        "POST",
-        t,
-        &format!("/v1/outcome-plans/{plan_id}/agree"),
-        json!({"party": "council"}),
-    )
-    .await;
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/outcome-plans/{plan_id}/agree"),
+            t,
+            &json!({"party": "council"}),
+        )
+        .await;
     assert_eq!(s, 403);
     for (token, party) in [
         (t, "person"),
         (t, "provider"),
         (&w.council_token, "council"),
     ] {
-        let (s, p) = send(
-            &app,
-            "POST",
-            token,
-            &format!("/v1/outcome-plans/{plan_id}/agree"),
-            json!({"party": party}),
-        )
-        .await;
+        let (s, p) = app
+            .post_json(
+                &format!("/v1/outcome-plans/{plan_id}/agree"),
+                token,
+                &json!({"party": party}),
+            )
+            .await;
         assert_eq!(s, 200, "{p}");
     }
-    let (s, p) = send(
-        &app,
-        "POST",
-        t,
-        &format!("/v1/outcome-plans/{plan_id}/outcomes/{}/achieve", o[0]),
-        json!({"achieved_on": "2026-02-01", "confirmed_by_person": false}),
-    )
-    .await;
+    let (s, p) = app
+        .post_json(
+            &format!("/v1/outcome-plans/{plan_id}/outcomes/{}/achieve", o[0]),
+            t,
+            &json!({"achieved_on": "2026-02-01", "confirmed_by_person": false}),
+        )
+        .await;
     assert_eq!(
         (s, p["errors"][0]["field"].as_str()),
         (422, Some("confirmed_by_person"))
     );
     for (id, on) in [(o[0], "2026-02-01"), (o[1], "2026-03-01")] {
-        let (s, p) = send(
-            &app,
-            "POST",
-            t,
-            &format!("/v1/outcome-plans/{plan_id}/outcomes/{id}/achieve"),
-            json!({"achieved_on": on, "confirmed_by_person": true}),
-        )
-        .await;
+        let (s, p) = app
+            .post_json(
+                &format!("/v1/outcome-plans/{plan_id}/outcomes/{id}/achieve"),
+                t,
+                &json!({"achieved_on": on, "confirmed_by_person": true}),
+            )
+            .await;
         assert_eq!(s, 200, "{p}");
     }
-    let (s, p) = get(
-        &app,
-        &w.council_token,
-        &format!("/v1/outcome-plans/{plan_id}"),
-    )
-    .await;
+    let (s, p) = app
+        .get_json(&format!("/v1/outcome-plans/{plan_id}"), &w.council_token)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(p["agreed"], true);
     assert!(p["person_pseudonym"].as_str().unwrap().starts_with('P'));
@@ -266,18 +222,20 @@ async fn episodes_plans_report_and_statement() {
         &[&w.provider_id, &(c as i32), &dev]).await.unwrap();
 
     // Population for the per-100,000 measure.
-    let (s, _) = send(
-        &app,
-        "PUT",
-        &w.council_token,
-        "/v1/outcomes/populations/65+",
-        json!({"population": 50000}),
-    )
-    .await;
+    let (s, _) = app
+        .request_json(
+            Method::PUT,
+            "/v1/outcomes/populations/65+",
+            &w.council_token,
+            Some(&json!({"population": 50000})),
+        )
+        .await;
     assert_eq!(s, 200);
 
     let q = "from=2026-01-01&to=2026-04-01&as_of=2026-05-01";
-    let (s, r) = get(&app, t, &format!("/v1/outcomes/report?scope=provider&{q}")).await;
+    let (s, r) = app
+        .get_json(&format!("/v1/outcomes/report?scope=provider&{q}"), t)
+        .await;
     assert_eq!(s, 200, "{r}");
     let i = &r["indicators"];
     assert_eq!(i["falls"]["falls"], 1);
@@ -306,11 +264,15 @@ async fn episodes_plans_report_and_statement() {
     assert!(i["permanent_care_home_admissions"][1]["per_100k"].is_null());
 
     // Same inputs, same figures and hash; the report is stored.
-    let (_, again) = get(&app, t, &format!("/v1/outcomes/report?scope=provider&{q}")).await;
+    let (_, again) = app
+        .get_json(&format!("/v1/outcomes/report?scope=provider&{q}"), t)
+        .await;
     assert_eq!(again["inputs"]["hash"], r["inputs"]["hash"]);
     assert_eq!(again["indicators"], r["indicators"]);
     assert_ne!(again["report_id"], r["report_id"]);
-    let (s, stored) = get(&app, t, &format!("/v1/outcomes/reports/{}", r["report_id"])).await;
+    let (s, stored) = app
+        .get_json(&format!("/v1/outcomes/reports/{}", r["report_id"]), t)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(stored["input_hash"], r["inputs"]["hash"]);
     assert_eq!(stored["method_version"], "outcomes/2");
@@ -323,7 +285,9 @@ async fn episodes_plans_report_and_statement() {
                 .execute("UPDATE alarms SET long_lie = $1", &[&long_lie])
                 .await
                 .unwrap();
-            let (_, r) = get(app, t, &format!("/v1/outcomes/report?scope=provider&{q}")).await;
+            let (_, r) = app
+                .get_json(&format!("/v1/outcomes/report?scope=provider&{q}"), t)
+                .await;
             r["inputs"]["hash"].as_str().unwrap().to_string()
         }
     };
@@ -336,12 +300,12 @@ async fn episodes_plans_report_and_statement() {
     assert_eq!(hash_with(true).await, first);
 
     // The commissioner: population scope uses its population: 1 per 50,000 = 2 per 100,000.
-    let (s, pr) = get(
-        &app,
-        &w.council_token,
-        &format!("/v1/outcomes/report?scope=population&{q}"),
-    )
-    .await;
+    let (s, pr) = app
+        .get_json(
+            &format!("/v1/outcomes/report?scope=population&{q}"),
+            &w.council_token,
+        )
+        .await;
     assert_eq!(s, 200, "{pr}");
     assert_eq!(
         pr["indicators"]["permanent_care_home_admissions"][1]["per_100k"],
@@ -349,42 +313,41 @@ async fn episodes_plans_report_and_statement() {
     );
     assert_eq!(pr["indicators"]["falls"], i["falls"]);
     // A person report by id, and a provider cannot ask for a population.
-    let (s, _) = get(
-        &app,
-        &w.council_token,
-        &format!("/v1/outcomes/report?scope=person&id={c}&{q}"),
-    )
-    .await;
+    let (s, _) = app
+        .get_json(
+            &format!("/v1/outcomes/report?scope=person&id={c}&{q}"),
+            &w.council_token,
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = get(
-        &app,
-        t,
-        &format!("/v1/outcomes/report?scope=population&{q}"),
-    )
-    .await;
+    let (s, _) = app
+        .get_json(&format!("/v1/outcomes/report?scope=population&{q}"), t)
+        .await;
     assert_eq!(s, 403);
     // Another provider sees nothing of this one.
     let (_, other) = app
         .org_with_user("Other Care", OrgKind::Provider, Role::ProviderAdmin)
         .await;
-    let (s, _) = get(
-        &app,
-        &other,
-        &format!("/v1/outcomes/report?scope=person&id={c}&{q}"),
-    )
-    .await;
+    let (s, _) = app
+        .get_json(
+            &format!("/v1/outcomes/report?scope=person&id={c}&{q}"),
+            &other,
+        )
+        .await;
     assert_eq!(s, 404);
-    let (s, _) = get(
-        &app,
-        &other,
-        &format!(
-            "/v1/outcomes/report?scope=contract&id={}&{q}",
-            w.contract_id
-        ),
-    )
-    .await;
+    let (s, _) = app
+        .get_json(
+            &format!(
+                "/v1/outcomes/report?scope=contract&id={}&{q}",
+                w.contract_id
+            ),
+            &other,
+        )
+        .await;
     assert_eq!(s, 404);
-    let (s, _) = get(&app, &other, &format!("/v1/outcome-plans/{plan_id}")).await;
+    let (s, _) = app
+        .get_json(&format!("/v1/outcome-plans/{plan_id}"), &other)
+        .await;
     assert_eq!(s, 404);
 
     // CSV export.
@@ -406,26 +369,26 @@ async fn episodes_plans_report_and_statement() {
     client.execute("UPDATE outcome_plans SET agreed_by_person_at = '2026-01-10T12:00:00Z', agreed_by_provider_at = '2026-01-10T12:00:00Z', agreed_by_council_at = '2026-01-10T12:00:00Z' WHERE id = $1", &[&plan_id]).await.unwrap();
 
     // Contract terms: 20/80 on plans, reablement price and bonus, penalty, early reward.
-    let (s, p) = send(
-        &app,
-        "PUT",
-        &w.council_token,
-        &format!("/v1/contracts/{}/terms", w.contract_id),
-        json!({"plan_upfront": {"upfront_bp": 20000}}),
-    )
-    .await;
+    let (s, p) = app
+        .request_json(
+            Method::PUT,
+            &format!("/v1/contracts/{}/terms", w.contract_id),
+            &w.council_token,
+            Some(&json!({"plan_upfront": {"upfront_bp": 20000}})),
+        )
+        .await;
     assert_eq!(
         (s, p["errors"][0]["field"].as_str()),
         (422, Some("terms.plan_upfront.upfront_bp"))
     );
-    let (s, _) = send(
-        &app,
-        "PUT",
-        t,
-        &format!("/v1/contracts/{}/terms", w.contract_id),
-        json!({}),
-    )
-    .await;
+    let (s, _) = app
+        .request_json(
+            Method::PUT,
+            &format!("/v1/contracts/{}/terms", w.contract_id),
+            t,
+            Some(&json!({})),
+        )
+        .await;
     assert_eq!(s, 403);
     let terms = json!({
         "plan_upfront": {"upfront_bp": 2000},
@@ -433,21 +396,21 @@ async fn episodes_plans_report_and_statement() {
         "unmet_outcome_penalty_pence": 5000,
         "early_outcome_reward_pence": 2500
     });
-    let (s, p) = send(
-        &app,
-        "PUT",
-        &w.council_token,
-        &format!("/v1/contracts/{}/terms", w.contract_id),
-        terms,
-    )
-    .await;
+    let (s, p) = app
+        .request_json(
+            Method::PUT,
+            &format!("/v1/contracts/{}/terms", w.contract_id),
+            &w.council_token,
+            Some(&terms),
+        )
+        .await;
     assert_eq!(s, 200, "{p}");
-    let (s, st) = get(
-        &app,
-        &w.council_token,
-        &format!("/v1/outcomes/statements?provider_id={}&{q}", w.provider_id),
-    )
-    .await;
+    let (s, st) = app
+        .get_json(
+            &format!("/v1/outcomes/statements?provider_id={}&{q}", w.provider_id),
+            &w.council_token,
+        )
+        .await;
     assert_eq!(s, 200, "{st}");
     let lines = &st["statements"][0]["lines"];
     let amount = |code: &str| {
@@ -470,7 +433,9 @@ async fn episodes_plans_report_and_statement() {
         st["statements"][0]["total_pence"],
         20_000 + 53_333 + 300_000 + 30_000 - 5_000 + 2_500
     );
-    let (_, st2) = get(&app, t, &format!("/v1/outcomes/statements?{q}")).await;
+    let (_, st2) = app
+        .get_json(&format!("/v1/outcomes/statements?{q}"), t)
+        .await;
     assert_eq!(st2["input_hash"], st["input_hash"]);
     let r = app
         .get(
@@ -485,24 +450,26 @@ async fn episodes_plans_report_and_statement() {
     let csv = r.text().await.unwrap();
     assert!(csv.starts_with("contract_id,reference,code,description,quantity,amount_pence"));
     assert!(!csv.to_lowercase().contains("minute"));
-    let (s, _) = get(
-        &app,
-        &w.council_token,
-        &format!("/v1/outcomes/statements?provider_id=999999&{q}"),
-    )
-    .await;
+    let (s, _) = app
+        .get_json(
+            &format!("/v1/outcomes/statements?provider_id=999999&{q}"),
+            &w.council_token,
+        )
+        .await;
     assert_eq!(s, 404);
 
     // Episodes of a person, for the provider only.
-    let (s, e) = get(&app, t, &format!("/v1/outcomes/people/{a}/episodes")).await;
+    let (s, e) = app
+        .get_json(&format!("/v1/outcomes/people/{a}/episodes"), t)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(e["reablement_episodes"][0]["result"], "no_further_support");
-    let (s, _) = get(
-        &app,
-        &w.council_token,
-        &format!("/v1/outcomes/people/{a}/episodes"),
-    )
-    .await;
+    let (s, _) = app
+        .get_json(
+            &format!("/v1/outcomes/people/{a}/episodes"),
+            &w.council_token,
+        )
+        .await;
     assert_eq!(s, 403);
     app.stop().await;
 }

@@ -1,8 +1,8 @@
 //! Which database errors the writer and the alarm derivation retry (`db::is_transient`): a lost
 //! connection, a deadlock and a serialization failure, and nothing the query or data caused.
 
-use homeward::db::test_cluster::TestServer;
 use homeward::db::{is_connection_error, is_transient};
+use homeward_testkit::cluster::TestServer;
 use tokio_postgres::NoTls;
 
 /// The error PostgreSQL returns when a statement raises `sqlstate`.

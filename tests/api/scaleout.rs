@@ -8,17 +8,19 @@ use std::time::Duration;
 
 use homeward::auth::{self, OrgKind, Role};
 use homeward::db::build_pool;
-use homeward::db::test_cluster::TestServer;
-use homeward::devices::{create_device, DeviceKind};
-use homeward_proto::{Downlink, Encoding, Event, EventBody};
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+use homeward_proto::EventBody;
+use homeward_testkit::cluster::TestServer;
+use homeward_testkit::db::{event_counts, url_of};
+use homeward_testkit::metrics::metric_value;
+use homeward_testkit::mqtt::{run_device, DeviceRunSpec, TestDevice};
+use homeward_testkit::process::ServeProcess;
+use homeward_testkit::sse::{Arrived, SseReader};
+use homeward_testkit::{eventually, free_port, Mosquitto};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::device::run_device;
-use crate::durability::ServerProcess;
-use crate::helpers::{event_counts, eventually, free_port, metric_value, url_of, Mosquitto};
+use crate::helpers::serve;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -29,7 +31,7 @@ const RAISED: &str = r#"homeward_alarm_transitions_total{category="care",transit
 const STORED: &str = r#"homeward_ingest_events_total{outcome="stored"}"#;
 
 /// One series of an instance's own `/metrics` (0 while absent).
-async fn metric(http: &reqwest::Client, server: &ServerProcess, series: &str) -> f64 {
+async fn metric(http: &reqwest::Client, server: &ServeProcess, series: &str) -> f64 {
     let text = http
         .get(format!("{}/metrics", server.http))
         .send()
@@ -41,7 +43,7 @@ async fn metric(http: &reqwest::Client, server: &ServerProcess, series: &str) ->
     metric_value(&text, series).unwrap_or(0.0)
 }
 
-/// One frame of a live stream and when the test read it.
+/// One frame of a live stream, its data read as JSON, and when it arrived.
 #[derive(Debug)]
 struct Frame {
     event: String,
@@ -52,51 +54,33 @@ struct Frame {
 /// Opens `GET /v1/live` and reads it in the background, timing each frame as it arrives.
 async fn live_stream(
     http: &reqwest::Client,
-    server: &ServerProcess,
+    server: &ServeProcess,
     token: &str,
-) -> mpsc::UnboundedReceiver<Frame> {
-    let mut response = http
-        .get(format!("{}/v1/live", server.http))
-        .bearer_auth(token)
-        .send()
+) -> mpsc::UnboundedReceiver<Arrived> {
+    SseReader::open_at(http, &server.http, token)
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let first = response.chunk().await.unwrap().unwrap();
-    assert!(first.starts_with(b": connected"));
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut buffer = String::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
-            let at = Instant::now();
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let text: String = buffer.drain(..end + 2).collect();
-                let mut event = None;
-                let mut data = None;
-                for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = serde_json::from_str(v).ok();
-                    }
-                }
-                if let (Some(event), Some(data)) = (event, data) {
-                    if tx.send(Frame { event, data, at }).is_err() {
-                        return;
-                    }
-                }
-            }
+        .in_background()
+}
+
+/// The next frame whose data is JSON (`None` once the stream has ended).
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Arrived>) -> Option<Frame> {
+    while let Some(Arrived { frame, at }) = rx.recv().await {
+        if let Ok(data) = serde_json::from_str(&frame.data) {
+            return Some(Frame {
+                event: frame.event,
+                data,
+                at,
+            });
         }
-    });
-    rx
+    }
+    None
 }
 
 /// The `raised` frame of `uid`'s alarm on this stream (other frames are skipped).
-async fn raised_frame(rx: &mut mpsc::UnboundedReceiver<Frame>, uid: &str) -> Frame {
+async fn raised_frame(rx: &mut mpsc::UnboundedReceiver<Arrived>, uid: &str) -> Frame {
     tokio::time::timeout(WAIT, async {
         loop {
-            let frame = rx.recv().await.expect("stream open");
+            let frame = recv(rx).await.expect("stream open");
             let data = &frame.data["data"];
             if frame.event == "alarm" && data["device_uid"] == uid && data["transition"] == "raised"
             {
@@ -111,50 +95,9 @@ async fn raised_frame(rx: &mut mpsc::UnboundedReceiver<Frame>, uid: &str) -> Fra
 /// A pendant presses its button once; returns when Homeward's end-to-end acknowledgement,
 /// sent once the event is stored, reached it.
 async fn press_pendant(port: u16, uid: &str) -> Instant {
-    let mut options = MqttOptions::new(uid, ("127.0.0.1", port));
-    options.set_keep_alive(5).set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
-    let event = Event::new(
-        1,
-        chrono::Utc::now().timestamp_millis(),
-        EventBody::PendantAlarm,
-    )
-    .unwrap();
-    let payload = homeward_proto::encode_event_vec(&event, Encoding::Json);
-    let acked = tokio::time::timeout(WAIT, async {
-        loop {
-            match eventloop.poll().await.expect("the broker is up") {
-                MqttEvent::Incoming(Packet::ConnAck(_)) => {
-                    client
-                        .subscribe(format!("homeward/v1/{uid}/downlink"), QoS::AtLeastOnce)
-                        .await
-                        .unwrap();
-                }
-                MqttEvent::Incoming(Packet::SubAck(_)) => {
-                    client
-                        .publish(
-                            format!("homeward/v1/{uid}/events"),
-                            payload.clone(),
-                            PublishOptions::new(QoS::AtLeastOnce),
-                        )
-                        .await
-                        .unwrap();
-                }
-                MqttEvent::Incoming(Packet::Publish(p)) => {
-                    if let Ok(Downlink::Ack(ranges)) = homeward_proto::decode_downlink(&p.payload) {
-                        if ranges.iter().any(|r| r.contains(&1)) {
-                            return Instant::now();
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{uid}'s alarm acknowledged in time"));
-    let _ = client.disconnect().await;
-    acked
+    let mut pendant = TestDevice::connect_anonymously("127.0.0.1", port, uid).await;
+    let seq = pendant.send(EventBody::PendantAlarm).await;
+    pendant.acked(seq, WAIT).await
 }
 
 #[tokio::test]
@@ -178,11 +121,11 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
         let (_, staff) = auth::create_user(&**client, &org, "Shared staff", Role::ProviderStaff)
             .await
             .unwrap();
-        create_device(&**client, &org, "hub-s1", DeviceKind::Hub)
+        homeward::devices::create_device(&**client, &org, "hub-s1", "hub".parse().unwrap())
             .await
             .unwrap();
         for uid in &pendants {
-            create_device(&**client, &org, uid, DeviceKind::Pendant)
+            homeward::devices::create_device(&**client, &org, uid, "pendant".parse().unwrap())
                 .await
                 .unwrap();
         }
@@ -193,9 +136,14 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
             auth::create_user(&**client, &other, "Other staff", Role::ProviderStaff)
                 .await
                 .unwrap();
-        create_device(&**client, &other, "pendant-y", DeviceKind::Pendant)
-            .await
-            .unwrap();
+        homeward::devices::create_device(
+            &**client,
+            &other,
+            "pendant-y",
+            "pendant".parse().unwrap(),
+        )
+        .await
+        .unwrap();
         (staff, other_staff)
     };
     let instance = |n: u32| {
@@ -207,10 +155,8 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
         ]
     };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = ServerProcess::start(&instance(1), free_port(), dir_a.path());
-    a.wait_ready().await;
-    let b = ServerProcess::start(&instance(2), free_port(), dir_b.path());
-    b.wait_ready().await;
+    let a = serve(&instance(1), free_port().unwrap(), dir_a.path()).await;
+    let b = serve(&instance(2), free_port().unwrap(), dir_b.path()).await;
     let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
 
     // Live changes: dashboards of the organisation on both instances, and one of another
@@ -264,7 +210,7 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
     // The other organisation's dashboard: its first frame is its own alarm, raised after all
     // of the first organisation's had reached B; none of those came before it.
     press_pendant(port, "pendant-y").await;
-    let first = tokio::time::timeout(WAIT, other_on_b.recv())
+    let first = tokio::time::timeout(WAIT, recv(&mut other_on_b))
         .await
         .expect("the other organisation's alarm in time")
         .unwrap();
@@ -283,16 +229,16 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
     );
     let count = 2000;
     let base = chrono::Utc::now().timestamp_millis() - 60_000;
-    let device = tokio::spawn(run_device(
-        base,
-        "127.0.0.1".into(),
+    let device = tokio::spawn(run_device(DeviceRunSpec {
+        host: "127.0.0.1".into(),
         port,
-        "hub-s1".into(),
-        None,
+        uid: "hub-s1".into(),
+        auth: None,
+        base_ms: base,
         count,
-        500,
-        Duration::from_secs(120),
-    ));
+        rate: 500,
+        deadline: Duration::from_secs(120),
+    }));
     let mid = eventually(Duration::from_secs(30), || async {
         let (n, _) = event_counts(&pool, "hub-s1").await;
         (n > 400).then_some(n)
@@ -313,7 +259,7 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
     );
 
     // One instance is killed outright: no shutdown, no acknowledgement of what it held.
-    a.kill_hard();
+    a.kill_hard().await;
     let (at_kill, _) = event_counts(&pool, "hub-s1").await;
     assert!(
         at_kill < count as i64,
@@ -334,5 +280,5 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
         (count as i64, count as i64),
         "every (device, seq) exactly once"
     );
-    b.stop();
+    b.stop(Duration::from_secs(60)).await;
 }

@@ -5,8 +5,8 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use homeward::config::StorageSettings;
-use homeward::db::test_cluster::TestServer;
 use homeward::db::{build_pool, maintenance, migrate, StorageMode};
+use homeward_testkit::cluster::TestServer;
 use tokio_postgres::NoTls;
 
 async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {

@@ -18,11 +18,13 @@
 use std::time::Duration;
 
 use homeward::auth::{self, OrgKind, Role};
+use homeward_testkit::mqtt::publish_json;
+use homeward_testkit::{eventually, spawn_app_with, test_settings, TestApp};
+use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app_with, test_settings, TestApp};
 use crate::routes::{Access, Route, ROUTES};
-use crate::visits::{ms, now_s, phone_sends, publish, HOME};
+use crate::visits::{ms, now_s, phone_sends, HOME};
 
 /// Every string of A's (and C1's) data holds this, so a body of B's that holds it leaks.
 const MARK: &str = "sweepmark";
@@ -412,6 +414,7 @@ impl Seeded {
     }
 }
 
+/// (status, body) of a call named as the route table names its method.
 async fn call(
     app: &TestApp,
     method: &str,
@@ -419,32 +422,8 @@ async fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, String) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = app.client.request(method, app.url(path));
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
-}
-
-async fn send(app: &TestApp, method: &str, path: &str, token: &str, body: Value) -> Value {
-    let (status, text) = call(app, method, path, Some(token), Some(&body)).await;
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {text}"
-    );
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
-async fn get(app: &TestApp, path: &str, token: &str) -> Value {
-    let (status, text) = call(app, "GET", path, Some(token), None).await;
-    assert_eq!(status, 200, "GET {path}: {text}");
-    serde_json::from_str(&text).unwrap()
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    app.request_text(method, path, token, body).await
 }
 
 fn allowed(route: &Route, role: Role) -> bool {
@@ -543,16 +522,6 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Reads whatever arrives on an event stream within `wait`.
-async fn drain(response: &mut reqwest::Response, wait: Duration) -> String {
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    text
-}
-
 #[tokio::test]
 async fn no_route_reaches_another_organisations_data() {
     let mut settings = test_settings();
@@ -644,31 +613,30 @@ async fn no_route_reaches_another_organisations_data() {
     let area = "area-sweepmark".to_string();
     let hub_secret = app.device(a, &hub, "hub").await;
     let phone_secret = app.device(a, &phone, "phone").await;
-    let person = send(&app, "POST", "/v1/people", &admin_a, json!({
+    let person = app.request_ok(Method::POST, "/v1/people", &admin_a, Some(&json!({
         "external_ref": "PA-sweepmark", "display_name": "Ada Sweepmark", "date_of_birth": "1940-06-01",
         "home_lat": HOME.0, "home_lon": HOME.1, "area": area,
-    }))
+    })))
     .await;
     let person_id = person["id"].as_i64().unwrap() as i32;
     let pseudonym = person["pseudonym"].as_str().unwrap().to_string();
-    send(
-        &app,
-        "PUT",
+    app.request_ok(
+        Method::PUT,
         &format!("/v1/geofence-policies/{area}"),
         &admin_a,
-        json!({"geofence_policy": "warn"}),
+        Some(&json!({"geofence_policy": "warn"})),
     )
     .await;
-    let worker = send(
-        &app,
-        "POST",
-        "/v1/workers",
-        &admin_a,
-        json!({
-            "external_ref": "WA-sweepmark", "display_name": "Bea Sweepmark", "phone_uid": phone,
-        }),
-    )
-    .await["id"]
+    let worker = app
+        .request_ok(
+            Method::POST,
+            "/v1/workers",
+            &admin_a,
+            Some(&json!({
+                "external_ref": "WA-sweepmark", "display_name": "Bea Sweepmark", "phone_uid": phone,
+            })),
+        )
+        .await["id"]
         .as_i64()
         .unwrap() as i32;
     client
@@ -688,7 +656,8 @@ async fn no_route_reaches_another_organisations_data() {
         });
         let (app, admin_a) = (&app, &admin_a);
         async move {
-            send(app, "POST", "/v1/scheduled-visits", admin_a, body).await["id"]
+            app.request_ok(Method::POST, "/v1/scheduled-visits", admin_a, Some(&body))
+                .await["id"]
                 .as_i64()
                 .unwrap()
         }
@@ -715,7 +684,7 @@ async fn no_route_reaches_another_organisations_data() {
     .await;
     let wait = Duration::from_secs(20);
     let visit = eventually(wait, || async {
-        let v = get(&app, "/v1/visits", &admin_a).await;
+        let v = app.get_ok("/v1/visits", &admin_a).await;
         v["items"]
             .as_array()?
             .iter()
@@ -725,7 +694,7 @@ async fn no_route_reaches_another_organisations_data() {
     .await
     .expect("A's visit is derived");
     // A care alarm from the hub, and a message that is dead-lettered.
-    publish(
+    publish_json(
         &app,
         &hub,
         &hub_secret,
@@ -736,7 +705,7 @@ async fn no_route_reaches_another_organisations_data() {
     )
     .await;
     let alarm = eventually(wait, || async {
-        get(&app, "/v1/alarms", &admin_a).await["alarms"]
+        app.get_ok("/v1/alarms", &admin_a).await["alarms"]
             .as_array()?
             .first()?["id"]
             .as_i64()
@@ -744,13 +713,13 @@ async fn no_route_reaches_another_organisations_data() {
     .await
     .expect("A's alarm is raised");
     eventually(wait, || async {
-        let d = get(&app, "/v1/dead-letters", &admin_a).await;
+        let d = app.get_ok("/v1/dead-letters", &admin_a).await;
         (!d["items"].as_array()?.is_empty()).then_some(())
     })
     .await
     .expect("A's dead letter is kept");
     eventually(wait, || async {
-        let m = get(&app, "/v1/missed-visits", &admin_a).await;
+        let m = app.get_ok("/v1/missed-visits", &admin_a).await;
         m.to_string().contains("VA-sweepmark-2").then_some(())
     })
     .await
@@ -768,93 +737,90 @@ async fn no_route_reaches_another_organisations_data() {
         .unwrap()
         .get(0);
     // Outcomes: service under C1's contract, a stay, an episode, a plan, terms, population.
-    send(
-        &app,
-        "POST",
+    app.request_ok(
+        Method::POST,
         "/v1/outcomes/service-periods",
         &admin_a,
-        json!({
+        Some(&json!({
             "person_id": person_id, "contract_id": contract, "started_on": "2025-01-01",
-        }),
+        })),
     )
     .await;
-    let stay = send(
-        &app,
-        "POST",
-        "/v1/outcomes/hospital-stays",
-        &admin_a,
-        json!({
-            "person_id": person_id, "admitted_on": "2026-01-02",
-        }),
-    )
-    .await["id"]
+    let stay = app
+        .request_ok(
+            Method::POST,
+            "/v1/outcomes/hospital-stays",
+            &admin_a,
+            Some(&json!({
+                "person_id": person_id, "admitted_on": "2026-01-02",
+            })),
+        )
+        .await["id"]
         .as_i64()
         .unwrap();
-    let episode = send(
-        &app,
-        "POST",
-        "/v1/outcomes/reablement-episodes",
-        &admin_a,
-        json!({
-            "person_id": person_id, "contract_id": contract, "started_on": "2026-01-10",
-        }),
-    )
-    .await["id"]
+    let episode = app
+        .request_ok(
+            Method::POST,
+            "/v1/outcomes/reablement-episodes",
+            &admin_a,
+            Some(&json!({
+                "person_id": person_id, "contract_id": contract, "started_on": "2026-01-10",
+            })),
+        )
+        .await["id"]
         .as_i64()
         .unwrap();
-    let plan = send(&app, "POST", "/v1/outcome-plans", &admin_a, json!({
+    let plan = app.request_ok(Method::POST, "/v1/outcome-plans", &admin_a, Some(&json!({
         "person_id": person_id, "contract_id": contract, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
         "outcomes": [{"statement": "I can cook a meal (sweepmark)", "kind": "reablement", "payable": true, "target_date": "2026-03-01"}],
-    }))
+    })))
     .await;
     let plan_outcome = plan["outcomes"][0]["id"].as_i64().unwrap();
     let plan = plan["id"].as_i64().unwrap();
-    send(
-        &app,
-        "PUT",
+    app.request_ok(
+        Method::PUT,
         &format!("/v1/contracts/{contract}/terms"),
         &council_a,
-        json!({"plan_upfront": {"upfront_bp": 2000}}),
+        Some(&json!({"plan_upfront": {"upfront_bp": 2000}})),
     )
     .await;
-    send(
-        &app,
-        "PUT",
+    app.request_ok(
+        Method::PUT,
         "/v1/outcomes/populations/65%2B",
         &council_a,
-        json!({"population": 43210}),
+        Some(&json!({"population": 43210})),
     )
     .await;
-    let report = get(
-        &app,
-        &format!("/v1/outcomes/report?scope=provider&{PERIOD}"),
-        &admin_a,
-    )
-    .await["report_id"]
+    let report = app
+        .get_ok(
+            &format!("/v1/outcomes/report?scope=provider&{PERIOD}"),
+            &admin_a,
+        )
+        .await["report_id"]
         .as_i64()
         .unwrap();
 
     // B's own person, worker and phone, for the probes mixing B's ids with A's.
     let phone_b = "phone-b1".to_string();
     let phone_b_secret = app.device(b, &phone_b, "phone").await;
-    let person_b = send(
-        &app,
-        "POST",
-        "/v1/people",
-        &admin_b,
-        json!({"external_ref": "PB-1"}),
-    )
-    .await["id"]
+    let person_b = app
+        .request_ok(
+            Method::POST,
+            "/v1/people",
+            &admin_b,
+            Some(&json!({"external_ref": "PB-1"})),
+        )
+        .await["id"]
         .as_i64()
         .unwrap();
-    let worker_b = send(
-        &app,
-        "POST",
-        "/v1/workers",
-        &admin_b,
-        json!({"external_ref": "WB-1"}),
-    )
-    .await["id"]
+    let worker_b = app
+        .request_ok(
+            Method::POST,
+            "/v1/workers",
+            &admin_b,
+            Some(&json!({"external_ref": "WB-1"})),
+        )
+        .await["id"]
         .as_i64()
         .unwrap();
 
@@ -1007,13 +973,7 @@ async fn no_route_reaches_another_organisations_data() {
                 }
                 Kind::Stream => {
                     calls += 1;
-                    let r = app
-                        .client
-                        .get(app.url(&path))
-                        .bearer_auth(&u.token)
-                        .send()
-                        .await
-                        .unwrap();
+                    let r = app.get(&path, Some(&u.token)).await;
                     if r.status() != 200 {
                         wrong.push(format!("{name} as {}: {}", u.label(), r.status()));
                     }
@@ -1212,7 +1172,7 @@ async fn no_route_reaches_another_organisations_data() {
     }
     // B's phone, having named A's visit and person, made a visit of B's only.
     let b_visits = eventually(wait, || async {
-        let v = get(&app, "/v1/visits", admin_b).await;
+        let v = app.get_ok("/v1/visits", admin_b).await;
         (!v["items"].as_array()?.is_empty()).then_some(v)
     })
     .await
@@ -1260,24 +1220,10 @@ async fn no_route_reaches_another_organisations_data() {
 
     // ------------------------------------------------------------ A and C1 on their own data
     // Streams of B's listen while A acts; only A's stream hears it.
-    let mut stream_a = app
-        .client
-        .get(app.url("/v1/live"))
-        .bearer_auth(&admin_a)
-        .send()
-        .await
-        .unwrap();
+    let mut stream_a = app.live(&admin_a).await;
     let mut streams_b = Vec::new();
     for role in [Role::ProviderAdmin, Role::ProviderStaff, Role::Responder] {
-        let r = app
-            .client
-            .get(app.url("/v1/live"))
-            .bearer_auth(token("B", role))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        streams_b.push(r);
+        streams_b.push(app.live(&token("B", role)).await);
     }
     let owners_users: Vec<&User> = users
         .iter()
@@ -1403,14 +1349,14 @@ async fn no_route_reaches_another_organisations_data() {
     if status != 200 {
         wrong.push(format!("C1 agreeing to A's plan: {status} {text}"));
     }
-    let heard_a = drain(&mut stream_a, Duration::from_secs(2)).await;
+    let heard_a = stream_a.drain(Duration::from_secs(2)).await;
     if !heard_a.contains(&format!("\"id\":{}", s.alarm)) {
         wrong.push(format!(
             "A's stream did not hear A's alarm actions: {heard_a}"
         ));
     }
     for (i, stream) in streams_b.iter_mut().enumerate() {
-        let heard = drain(stream, Duration::from_millis(300)).await;
+        let heard = stream.drain(Duration::from_millis(300)).await;
         if s.leaks(&heard) || heard.contains("event: alarm") {
             wrong.push(format!("B's stream {i} heard A's events: {heard}"));
         }

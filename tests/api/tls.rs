@@ -4,24 +4,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use homeward::auth::{OrgKind, Role};
 use homeward::config::Secret;
+use homeward_testkit::cluster::TestServer;
+use homeward_testkit::db::{event_counts, url_of};
+use homeward_testkit::process::ServeProcess;
+use homeward_testkit::{curl_ok, eventually, spawn_app_with, test_settings, Mosquitto};
 
-use crate::helpers::{curl_ok, event_counts, eventually, spawn_app_with, test_settings, Mosquitto};
-
-fn homeward() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_homeward"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HOMEWARD") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
+use crate::helpers::homeward;
 
 /// A self-signed pair for localhost and 127.0.0.1, made by the admin command.
 fn self_signed_pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -216,7 +209,7 @@ async fn homewards_client_refuses_an_untrusted_broker_certificate() {
     let mut settings = test_settings();
     settings.mqtt.url = Some(Secret::new(format!("mqtts://localhost:{tls_port}")));
     settings.mqtt.client_id = format!("homeward-test-{tls_port}");
-    let server = homeward::db::test_cluster::TestServer::get().await.unwrap();
+    let server = TestServer::get().await.unwrap();
     let pool = homeward::db::build_pool(server.fresh_database().await.unwrap(), 8, 5);
     let app = homeward::startup::Application::build_with_database(
         settings,
@@ -313,13 +306,12 @@ fn bad_tls_settings_stop_start_up_with_one_clear_line() {
 /// `serve` with a certificate prints `https://` and `mqtts://` addresses, and they answer.
 #[tokio::test]
 async fn serve_prints_https_and_mqtts_addresses() {
-    use std::io::{BufRead, BufReader};
     let (_dir, cert, key) = self_signed_pair();
-    let server = homeward::db::test_cluster::TestServer::get().await.unwrap();
-    let url = crate::helpers::url_of(&server.fresh_database().await.unwrap());
+    let server = TestServer::get().await.unwrap();
+    let url = url_of(&server.fresh_database().await.unwrap());
     let data = tempfile::tempdir().unwrap();
-    let mut child = homeward()
-        .env("HOMEWARD__DATABASE__URL", &url)
+    let mut cmd = homeward();
+    cmd.env("HOMEWARD__DATABASE__URL", &url)
         .env("HOMEWARD__TLS__CERT_FILE", &cert)
         .env("HOMEWARD__TLS__KEY_FILE", &key)
         .env("HOMEWARD__MQTT__EMBEDDED_TLS_LISTEN", "127.0.0.1:0")
@@ -332,33 +324,15 @@ async fn serve_prints_https_and_mqtts_addresses() {
             "127.0.0.1:0",
             "serve",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let printed = tokio::task::spawn_blocking(move || {
-        let mut printed = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.starts_with("Press Ctrl-C");
-            printed.push(line);
-            if done {
-                break;
-            }
-        }
-        printed
-    });
-    let printed = tokio::time::timeout(Duration::from_secs(60), printed)
+        .stderr(Stdio::inherit());
+    let serve = ServeProcess::start(cmd, Duration::from_secs(60))
         .await
-        .expect("serve prints its addresses")
-        .unwrap()
-        .join("\n");
+        .expect("serve prints its addresses");
+    let printed = serve.banner.join("\n");
     let field = |name: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        serve
+            .printed(name)
+            .map(str::to_string)
             .unwrap_or_else(|| panic!("{name} in {printed}"))
     };
     let api = field("HTTP API:");
@@ -374,13 +348,9 @@ async fn serve_prints_https_and_mqtts_addresses() {
         curl_ok(&["--cacert", &cert.to_string_lossy(), &healthz]).await,
         "{healthz}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let status = serve
+        .stop(Duration::from_secs(60))
         .await
-        .unwrap();
+        .expect("serve stops on SIGTERM");
     assert!(status.success(), "serve stops cleanly: {status:?}");
 }

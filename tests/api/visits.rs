@@ -2,15 +2,15 @@
 //! over HTTP and MQTT, geofence verdicts, exceptions, adjustments, the export, missed-visit
 //! alerts (driven by an injected clock) and rebuilding visits from raw events.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use homeward::auth::{OrgKind, Role};
 use homeward::evv::EvvSettings;
+use homeward_testkit::mqtt::publish_json;
+use homeward_testkit::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
+use reqwest::Method;
 use serde_json::{json, Value};
-
-use crate::helpers::{eventually, spawn_app, spawn_app_with, test_settings, TestApp};
 
 /// Home of the people in these tests (Westminster).
 pub(crate) const HOME: (f64, f64) = (51.5007, -0.1246);
@@ -31,42 +31,11 @@ async fn provider(app: &TestApp, name: &str) -> Provider {
     Provider { org, token }
 }
 
-async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_json(app: &TestApp, token: &str, path: &str) -> Value {
-    let r = app.get(path, Some(token)).await;
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
-}
-
-fn basic(uid: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{uid}:{secret}"))
-    )
-}
-
 /// Sends check events from a phone over HTTP; each must be stored.
 pub(crate) async fn phone_sends(app: &TestApp, uid: &str, secret: &str, events: Value) {
     let r = app
-        .client
-        .post(app.url("/v1/check-ins"))
-        .header("Authorization", basic(uid, secret))
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
+        .post_as_device("/v1/check-ins", uid, secret, &events)
+        .await;
     let status = r.status();
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -102,16 +71,16 @@ pub(crate) async fn setup(app: &TestApp, name: &str, person_extra: Value) -> Set
     if let (Some(b), Some(extra)) = (body.as_object_mut(), person_extra.as_object()) {
         b.extend(extra.clone());
     }
-    let (s, person) = post(app, &p.token, "/v1/people", body).await;
+    let (s, person) = app.post_json("/v1/people", &p.token, &body).await;
     assert_eq!(s, 201, "{person}");
     assert_eq!(person["effective_geofence_radius_m"], 150.0);
-    let (s, worker) = post(
-        app,
-        &p.token,
-        "/v1/workers",
-        json!({"external_ref": "W-1", "display_name": "Bea", "phone_uid": phone}),
-    )
-    .await;
+    let (s, worker) = app
+        .post_json(
+            "/v1/workers",
+            &p.token,
+            &json!({"external_ref": "W-1", "display_name": "Bea", "phone_uid": phone}),
+        )
+        .await;
     assert_eq!(s, 201, "{worker}");
     Setup {
         person: person["id"].as_i64().unwrap(),
@@ -129,17 +98,17 @@ pub(crate) async fn schedule(
     start: DateTime<Utc>,
     minutes: i64,
 ) -> i64 {
-    let (status, body) = post(
-        app,
-        &s.p.token,
-        "/v1/scheduled-visits",
-        json!({
-            "reference": reference, "person_id": s.person, "worker_id": s.worker,
-            "window_start": start, "window_end": start + chrono::Duration::minutes(minutes),
-            "service_type": "personal_care", "outcomes": ["I can wash myself"],
-        }),
-    )
-    .await;
+    let (status, body) = app
+        .post_json(
+            "/v1/scheduled-visits",
+            &s.p.token,
+            &json!({
+                "reference": reference, "person_id": s.person, "worker_id": s.worker,
+                "window_start": start, "window_end": start + chrono::Duration::minutes(minutes),
+                "service_type": "personal_care", "outcomes": ["I can wash myself"],
+            }),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_i64().unwrap()
 }
@@ -147,7 +116,7 @@ pub(crate) async fn schedule(
 /// Waits until the visits list satisfies `check`.
 async fn visits_when(app: &TestApp, token: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let found = eventually(Duration::from_secs(20), || async {
-        let body = get_json(app, token, "/v1/visits").await;
+        let body = app.get_ok("/v1/visits", token).await;
         let items = body["items"].as_array().cloned().unwrap_or_default();
         check(&items).then_some(items)
     })
@@ -156,7 +125,7 @@ async fn visits_when(app: &TestApp, token: &str, check: impl Fn(&[Value]) -> boo
         Some(v) => v,
         None => panic!(
             "visits never matched; last: {}",
-            get_json(app, token, "/v1/visits").await
+            app.get_ok("/v1/visits", token).await
         ),
     }
 }
@@ -216,7 +185,9 @@ async fn verified_gps_visit_is_assembled_and_exported_with_the_six_elements() {
     .await;
     visits_when(&app, &s.p.token, |v| v.len() == 2).await;
 
-    let export = get_json(&app, &s.p.token, "/v1/visits/export?format=json").await;
+    let export = app
+        .get_ok("/v1/visits/export?format=json", &s.p.token)
+        .await;
     let rows = export["items"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{export}");
     let row = &rows[0];
@@ -363,11 +334,11 @@ async fn each_exception_is_reported_and_tags_and_calls_verify() {
     assert_eq!(exception_types(unscheduled), ["unscheduled"]);
     assert_eq!(unscheduled["check_in"]["reason"], "person_unknown");
     // Unmatched visits wait in the office's queue.
-    let queue = get_json(&app, &s.p.token, "/v1/visits?unmatched=true").await;
+    let queue = app.get_ok("/v1/visits?unmatched=true", &s.p.token).await;
     assert_eq!(queue["items"].as_array().unwrap().len(), 2, "{queue}");
 
     // The scheduled visit nobody came to.
-    let exceptions = get_json(&app, &s.p.token, "/v1/visits/exceptions").await;
+    let exceptions = app.get_ok("/v1/visits/exceptions", &s.p.token).await;
     let items = exceptions["items"].as_array().unwrap();
     assert!(
         items.iter().any(|e| e["type"] == "missing_check_in"
@@ -386,15 +357,15 @@ async fn each_exception_is_reported_and_tags_and_calls_verify() {
 
     // The office matches the queued visit to V-MISSED; it leaves the queue.
     let id = unscheduled["id"].as_i64().unwrap();
-    let (status, body) = post(
-        &app,
-        &s.p.token,
-        &format!("/v1/visits/{id}/adjustments"),
-        json!({"scheduled_visit_id": missed, "reason_code": "wrong_visit"}),
-    )
-    .await;
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/visits/{id}/adjustments"),
+            &s.p.token,
+            &json!({"scheduled_visit_id": missed, "reason_code": "wrong_visit"}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
-    let queue = get_json(&app, &s.p.token, "/v1/visits?unmatched=true").await;
+    let queue = app.get_ok("/v1/visits?unmatched=true", &s.p.token).await;
     assert_eq!(queue["items"].as_array().unwrap().len(), 1, "{queue}");
     app.stop().await;
 }
@@ -404,13 +375,13 @@ async fn a_warn_only_area_flags_instead_of_rejecting() {
     let app = spawn_app().await;
     let s = setup(&app, "EVV Rural", json!({"area": "rural-north"})).await;
     let r = app
-        .client
-        .put(app.url("/v1/geofence-policies/rural-north"))
-        .bearer_auth(&s.p.token)
-        .json(&json!({"geofence_policy": "warn"}))
-        .send()
-        .await
-        .unwrap();
+        .request(
+            Method::PUT,
+            "/v1/geofence-policies/rural-north",
+            Some(&s.p.token),
+            Some(&json!({"geofence_policy": "warn"})),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let start = now_s() - chrono::Duration::minutes(30);
     schedule(&app, &s, "V-R", start, 60).await;
@@ -459,42 +430,42 @@ async fn adjustments_keep_the_raw_record_and_manual_entries_need_reasons() {
     let path = format!("/v1/visits/{id}/adjustments");
     let end = start + chrono::Duration::minutes(31);
     // "other" needs a memo; an unknown reason code is refused; the end cannot precede the start.
-    let (st, problem) = post(
-        &app,
-        &s.p.token,
-        &path,
-        json!({"end": end, "reason_code": "other"}),
-    )
-    .await;
+    let (st, problem) = app
+        .post_json(
+            &path,
+            &s.p.token,
+            &json!({"end": end, "reason_code": "other"}),
+        )
+        .await;
     assert_eq!(st, 422);
     assert_eq!(problem["errors"][0]["field"], "memo", "{problem}");
-    let (st, problem) = post(
-        &app,
-        &s.p.token,
-        &path,
-        json!({"end": end, "reason_code": "because"}),
-    )
-    .await;
+    let (st, problem) = app
+        .post_json(
+            &path,
+            &s.p.token,
+            &json!({"end": end, "reason_code": "because"}),
+        )
+        .await;
     assert_eq!(st, 422);
     assert_eq!(problem["errors"][0]["field"], "reason_code");
-    let (st, _) = post(
-        &app,
-        &s.p.token,
-        &path,
-        json!({"end": start, "reason_code": "forgot_check_out"}),
-    )
-    .await;
+    let (st, _) = app
+        .post_json(
+            &path,
+            &s.p.token,
+            &json!({"end": start, "reason_code": "forgot_check_out"}),
+        )
+        .await;
     assert_eq!(st, 422);
-    let (st, body) = post(
-        &app,
-        &s.p.token,
-        &path,
-        json!({"end": end, "reason_code": "other", "memo": "phone battery died at the door"}),
-    )
-    .await;
+    let (st, body) = app
+        .post_json(
+            &path,
+            &s.p.token,
+            &json!({"end": end, "reason_code": "other", "memo": "phone battery died at the door"}),
+        )
+        .await;
     assert_eq!(st, 201, "{body}");
 
-    let v = get_json(&app, &s.p.token, &format!("/v1/visits/{id}")).await;
+    let v = app.get_ok(&format!("/v1/visits/{id}"), &s.p.token).await;
     assert_eq!(v["raw"]["start"].as_str().map(parse), Some(checked_in));
     assert!(
         v["raw"]["end"].is_null(),
@@ -522,19 +493,20 @@ async fn adjustments_keep_the_raw_record_and_manual_entries_need_reasons() {
 
     // Manual entry by the office: reason and memo required.
     let manual = json!({"scheduled_visit_id": other, "start": start + chrono::Duration::minutes(60), "end": start + chrono::Duration::minutes(85), "reason_code": "device_failure"});
-    let (st, problem) = post(&app, &s.p.token, "/v1/visits/manual", manual.clone()).await;
+    let (st, problem) = app
+        .post_json("/v1/visits/manual", &s.p.token, &manual.clone())
+        .await;
     assert_eq!(st, 422);
     assert_eq!(problem["errors"][0]["field"], "memo");
     let mut with_memo = manual;
     with_memo["memo"] = json!("worker phoned the office from the home");
-    let (st, body) = post(&app, &s.p.token, "/v1/visits/manual", with_memo).await;
+    let (st, body) = app
+        .post_json("/v1/visits/manual", &s.p.token, &with_memo)
+        .await;
     assert_eq!(st, 201, "{body}");
-    let mv = get_json(
-        &app,
-        &s.p.token,
-        &format!("/v1/visits/{}", body["visit_id"]),
-    )
-    .await;
+    let mv = app
+        .get_ok(&format!("/v1/visits/{}", body["visit_id"]), &s.p.token)
+        .await;
     assert!(
         mv["raw"]["start"].is_null() && mv["raw"]["end"].is_null(),
         "{mv}"
@@ -552,13 +524,13 @@ async fn adjustments_keep_the_raw_record_and_manual_entries_need_reasons() {
             .status(),
         404
     );
-    let (st, _) = post(
-        &app,
-        &stranger.token,
-        &path,
-        json!({"end": end, "reason_code": "wrong_time"}),
-    )
-    .await;
+    let (st, _) = app
+        .post_json(
+            &path,
+            &stranger.token,
+            &json!({"end": end, "reason_code": "wrong_time"}),
+        )
+        .await;
     assert_eq!(st, 404);
     app.stop().await;
 }
@@ -601,27 +573,20 @@ async fn missed_visit_alerts_fire_once_and_clear_with_an_injected_clock() {
     let event = rx.try_recv().unwrap();
     assert_eq!(event.topic, "missed_visit");
     assert_eq!(event.data["state"], "raised");
-    let open = get_json(&app, &s.p.token, "/v1/missed-visits").await;
+    let open = app.get_ok("/v1/missed-visits", &s.p.token).await;
     assert_eq!(open["items"].as_array().unwrap().len(), 2, "{open}");
 
     // The live stream of the application pushes the clearing.
-    let mut live = app
-        .client
-        .get(app.url("/v1/live"))
-        .bearer_auth(&s.p.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(live.status(), 200);
-    let (st, body) = post(
-        &app,
-        &s.p.token,
-        &format!("/v1/scheduled-visits/{cancelled}/cancel"),
-        json!({"reason": "in hospital"}),
-    )
-    .await;
+    let mut live = app.live(&s.p.token).await;
+    let (st, body) = app
+        .post_json(
+            &format!("/v1/scheduled-visits/{cancelled}/cancel"),
+            &s.p.token,
+            &json!({"reason": "in hospital"}),
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
-    let frame = read_until(&mut live, "event: missed_visit").await;
+    let frame = live.text_until("event: missed_visit", LIVE_WAIT).await;
     assert!(frame.contains("\"state\":\"cleared\""), "{frame}");
     assert!(
         frame.contains("\"cleared_reason\":\"cancelled\""),
@@ -636,35 +601,20 @@ async fn missed_visit_alerts_fire_once_and_clear_with_an_injected_clock() {
         json!({"seq": 1, "t": ms(Utc::now()), "kind": "check_in", "method": "gps", "visit": "V-LATE", "lat": HOME.0, "lon": HOME.1}),
     )
     .await;
-    let frame = read_until(&mut live, "visit_started").await;
+    let frame = live.text_until("visit_started", LIVE_WAIT).await;
     assert!(
         frame.contains(&format!("\"scheduled_visit_id\":{sv}")),
         "{frame}"
     );
-    let open = get_json(&app, &s.p.token, "/v1/missed-visits").await;
+    let open = app.get_ok("/v1/missed-visits", &s.p.token).await;
     assert!(open["items"].as_array().unwrap().is_empty(), "{open}");
-    let all = get_json(&app, &s.p.token, "/v1/missed-visits?state=all").await;
+    let all = app.get_ok("/v1/missed-visits?state=all", &s.p.token).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
 
-/// Reads the SSE stream until a chunk containing `needle`; returns what was read.
-async fn read_until(resp: &mut reqwest::Response, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut text = String::new();
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(20), resp.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                text.push_str(&String::from_utf8_lossy(&chunk));
-                if text.contains(needle) {
-                    return text;
-                }
-            }
-            _ => break,
-        }
-    }
-    panic!("no {needle} on the live stream; got {text}");
-}
+/// How long a test reads the live stream for what it expects.
+const LIVE_WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn the_application_raises_a_due_alert_on_the_live_stream() {
@@ -672,13 +622,7 @@ async fn the_application_raises_a_due_alert_on_the_live_stream() {
     settings.evv.missed_visit_check_secs = 1;
     let app = spawn_app_with(settings).await;
     let s = setup(&app, "EVV Live", json!({})).await;
-    let mut live = app
-        .client
-        .get(app.url("/v1/live"))
-        .bearer_auth(&s.p.token)
-        .send()
-        .await
-        .unwrap();
+    let mut live = app.live(&s.p.token).await;
     let sv = schedule(
         &app,
         &s,
@@ -687,7 +631,7 @@ async fn the_application_raises_a_due_alert_on_the_live_stream() {
         60,
     )
     .await;
-    let frame = read_until(&mut live, "\"state\":\"raised\"").await;
+    let frame = live.text_until("\"state\":\"raised\"", LIVE_WAIT).await;
     assert!(
         frame.contains(&format!("\"scheduled_visit_id\":{sv}")),
         "{frame}"
@@ -701,7 +645,7 @@ async fn mqtt_check_ins_make_visits_and_commissioners_see_pseudonyms() {
     let s = setup(&app, "EVV Mqtt", json!({})).await;
     let start = now_s() - chrono::Duration::minutes(20);
     schedule(&app, &s, "V-M", start, 30).await;
-    publish(
+    publish_json(
         &app,
         &s.phone,
         &s.secret,
@@ -719,7 +663,7 @@ async fn mqtt_check_ins_make_visits_and_commissioners_see_pseudonyms() {
     let (council, token) = app
         .org_with_user("EVV Council", OrgKind::Commissioner, Role::Commissioner)
         .await;
-    let none = get_json(&app, &token, "/v1/visits").await;
+    let none = app.get_ok("/v1/visits", &token).await;
     assert!(
         none["items"].as_array().unwrap().is_empty(),
         "no contract, nothing seen"
@@ -733,7 +677,7 @@ async fn mqtt_check_ins_make_visits_and_commissioners_see_pseudonyms() {
         .await
         .unwrap()
         .get(0);
-    let still_none = get_json(&app, &token, "/v1/visits").await;
+    let still_none = app.get_ok("/v1/visits", &token).await;
     assert!(
         still_none["items"].as_array().unwrap().is_empty(),
         "a contract alone shows nobody: only people funded under it"
@@ -753,7 +697,7 @@ async fn mqtt_check_ins_make_visits_and_commissioners_see_pseudonyms() {
         .await
         .unwrap()
         .get(0);
-    let seen = get_json(&app, &token, "/v1/visits").await;
+    let seen = app.get_ok("/v1/visits", &token).await;
     let v = &seen["items"][0];
     assert_eq!(v["person"], pseudonym, "{v}");
     assert!(v.get("person_name").is_none() && v.get("person_id").is_none());
@@ -774,37 +718,11 @@ async fn mqtt_check_ins_make_visits_and_commissioners_see_pseudonyms() {
         .unwrap();
     assert!(csv.contains(&pseudonym) && !csv.contains("P-1"), "{csv}");
     // Commissioners read, never write.
-    let (st, _) = post(&app, &token, "/v1/people", json!({"external_ref": "X"})).await;
+    let (st, _) = app
+        .post_json("/v1/people", &token, &json!({"external_ref": "X"}))
+        .await;
     assert_eq!(st, 403);
     app.stop().await;
-}
-
-pub(crate) async fn publish(app: &TestApp, uid: &str, secret: &str, events: Vec<Value>) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
-    let mut options = MqttOptions::new(uid, (app.mqtt.host.clone(), app.mqtt.port));
-    options.set_credentials(uid, secret.to_string());
-    let (client, mut eventloop) = AsyncClient::builder(options).capacity(10).build();
-    let n = events.len();
-    for e in events {
-        client
-            .publish(
-                format!("homeward/v1/{uid}/events"),
-                serde_json::to_vec(&e).unwrap(),
-                PublishOptions::new(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked < n && Instant::now() < deadline {
-        if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) =
-            tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
-        {
-            acked += 1;
-        }
-    }
-    assert_eq!(acked, n);
 }
 
 /// Every column of every visit except the surrogate id, in key order.
@@ -850,21 +768,11 @@ async fn rebuilding_from_raw_events_gives_the_same_visits() {
         .iter()
         .find(|v| v["scheduled_visit_id"] == sv)
         .unwrap();
-    let (st, _) = post(
-        &app,
-        &s.p.token,
-        &format!("/v1/visits/{}/adjustments", first["id"]),
-        json!({"start": now - chrono::Duration::minutes(201), "reason_code": "wrong_location_pin", "resolution_code": "pin_moved"}),
-    )
+    let (st, _) = app.post_json(&format!("/v1/visits/{}/adjustments", first["id"]), &s.p.token, &json!({"start": now - chrono::Duration::minutes(201), "reason_code": "wrong_location_pin", "resolution_code": "pin_moved"}))
     .await;
     assert_eq!(st, 201);
     let third = schedule(&app, &s, "V-3", now - chrono::Duration::minutes(400), 30).await;
-    let (st, _) = post(
-        &app,
-        &s.p.token,
-        "/v1/visits/manual",
-        json!({"scheduled_visit_id": third, "start": now - chrono::Duration::minutes(400), "end": now - chrono::Duration::minutes(380), "reason_code": "office_entry", "memo": "paper timesheet"}),
-    )
+    let (st, _) = app.post_json("/v1/visits/manual", &s.p.token, &json!({"scheduled_visit_id": third, "start": now - chrono::Duration::minutes(400), "end": now - chrono::Duration::minutes(380), "reason_code": "office_entry", "memo": "paper timesheet"}))
     .await;
     assert_eq!(st, 201);
 
@@ -925,7 +833,7 @@ async fn a_restart_catches_up_on_check_events_stored_while_down() {
         .await
         .unwrap();
     drop(client);
-    let app = crate::helpers::spawn_app_on(test_settings(), db).await;
+    let app = homeward_testkit::spawn_app_on(test_settings(), db).await;
     let visits = visits_when(&app, &s.p.token, |v| v.len() == 1).await;
     assert_eq!(visits[0]["check_in"]["verdict"], "verified", "{visits:?}");
     app.stop().await;
@@ -992,13 +900,13 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
     let s = setup(&app, "EVV Scope", json!({})).await;
     let mut people = vec![s.person];
     for reference in ["P-2", "P-3"] {
-        let (status, body) = post(
-            &app,
-            &s.p.token,
-            "/v1/people",
-            json!({"external_ref": reference, "home_lat": HOME.0, "home_lon": HOME.1}),
-        )
-        .await;
+        let (status, body) = app
+            .post_json(
+                "/v1/people",
+                &s.p.token,
+                &json!({"external_ref": reference, "home_lat": HOME.0, "home_lon": HOME.1}),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         people.push(body["id"].as_i64().unwrap());
     }
@@ -1037,14 +945,14 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
         (funded_by_2, Some(contract_2)),
         (self_funded, None),
     ] {
-        let (status, body) = post(
-            &app,
-            &s.p.token,
-            "/v1/outcomes/service-periods",
-            json!({"person_id": person, "contract_id": contract,
+        let (status, body) = app
+            .post_json(
+                "/v1/outcomes/service-periods",
+                &s.p.token,
+                &json!({"person_id": person, "contract_id": contract,
                    "started_on": today - chrono::Duration::days(30)}),
-        )
-        .await;
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
     }
 
@@ -1059,15 +967,15 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
     ];
     let mut seq = 0;
     for (reference, person, start) in visits {
-        let (status, body) = post(
-            &app,
-            &s.p.token,
-            "/v1/scheduled-visits",
-            json!({"reference": reference, "person_id": person, "worker_id": s.worker,
+        let (status, body) = app
+            .post_json(
+                "/v1/scheduled-visits",
+                &s.p.token,
+                &json!({"reference": reference, "person_id": person, "worker_id": s.worker,
                    "window_start": start, "window_end": start + chrono::Duration::minutes(30),
                    "service_type": "personal_care"}),
-        )
-        .await;
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         seq += 2;
         phone_sends(
@@ -1098,7 +1006,7 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
         let token = token.to_owned();
         let app = &app;
         async move {
-            let list = get_json(app, &token, "/v1/visits").await;
+            let list = app.get_ok("/v1/visits", &token).await;
             let mut listed: Vec<i64> = list["items"]
                 .as_array()
                 .unwrap()
@@ -1106,7 +1014,7 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
                 .map(|v| v["id"].as_i64().unwrap())
                 .collect();
             listed.sort();
-            let export = get_json(app, &token, "/v1/visits/export?format=json").await;
+            let export = app.get_ok("/v1/visits/export?format=json", &token).await;
             let mut exported: Vec<i64> = export["items"]
                 .as_array()
                 .unwrap()
@@ -1136,7 +1044,9 @@ async fn commissioners_see_only_the_people_they_fund_while_their_contract_runs()
                 .status();
             assert_eq!(status == 200, id == visible, "visit {id}: {status}");
         }
-        let exceptions = get_json(&app, token, "/v1/visits/exceptions?include_resolved=true").await;
+        let exceptions = app
+            .get_ok("/v1/visits/exceptions?include_resolved=true", token)
+            .await;
         for e in exceptions["items"].as_array().unwrap() {
             assert_eq!(e["visit_id"].as_i64(), Some(visible), "{e}");
         }

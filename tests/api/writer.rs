@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use homeward::config::IngestSettings;
 use homeward::db::build_pool;
-use homeward::db::test_cluster::TestServer;
 use homeward::ingest::copy::EventRow;
 use homeward::ingest::writer::{Acker, PIPELINE};
 use homeward::ingest::{EventItem, Item, Job, Source, Writer};
 use homeward_proto::{AckRanges, Encoding, Event, EventBody, EventKind};
+use homeward_testkit::cluster::TestServer;
 
 /// Records the order of MQTT acks and what the end-to-end acks covered.
 #[derive(Default)]

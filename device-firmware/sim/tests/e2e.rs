@@ -1,95 +1,35 @@
 //! End to end: simulated devices on the real device core, over the embedded broker, into a
-//! real Homeward (started in-process against a fresh database), checked in the `events` table.
+//! real Homeward (started in-process against a fresh database by the test kit), checked in the
+//! `events` table.
 
 use std::time::Duration;
 
 use homeward::auth::{self, OrgKind};
-use homeward::config::{BrokerUrl, Settings};
-use homeward::db::test_cluster::TestServer;
-use homeward::db::{build_pool, Database};
-use homeward::devices::{self, DeviceKind};
-use homeward::startup::Application;
 use homeward_device_core::device::Role;
 use homeward_proto::EventKind;
 use homeward_sim::board::BrokerAddr;
 use homeward_sim::fleet::{run_fleet, DeviceSpec, FleetOptions, FleetReport};
 use homeward_sim::motion::MotionSource;
 use homeward_sim::scenario::Scenario;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use homeward_testkit::{spawn_app, TestApp};
 
-struct TestApp {
-    mqtt: BrokerUrl,
-    pool: deadpool_postgres::Pool,
+/// The application (started by the test kit, as the server's own tests start it) and the
+/// organisation the simulated devices belong to.
+struct Sim {
+    app: TestApp,
     org: auth::Organisation,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
 }
 
-/// The pattern of the server's `tests/api/helpers.rs`: a fresh database, the application with
-/// HTTP and the embedded broker on port 0, run in a task until stopped.
-async fn spawn_app() -> TestApp {
-    let server = TestServer::get().await.expect("test PostgreSQL");
-    let db_config = server.fresh_database().await.expect("fresh database");
-    let mut settings = Settings::default();
-    settings.http.listen = "127.0.0.1:0".parse().unwrap();
-    settings.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
-    settings.http.shutdown_grace_secs = 1;
-    settings.log.filter = "warn".into();
-    homeward::telemetry::init_logs(&settings.log);
-    let pool = build_pool(db_config, 8, 5);
-    let app = Application::build_with_database(settings, Database::from_pool(pool.clone()))
-        .await
-        .expect("application starts");
-    let http = app.http_addr();
-    let mqtt = app.mqtt_endpoint().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("clean shutdown");
-    });
-    // Ready means the ingest subscriber is connected too.
-    let mut ready = false;
-    for _ in 0..400 {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(http).await {
-            let _ = s
-                .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .await;
-            let mut answer = Vec::new();
-            let _ = s.read_to_end(&mut answer).await;
-            if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the application becomes ready");
-    let client = pool.get().await.unwrap();
-    let org = auth::create_organisation(&**client, "Sim Care", OrgKind::Provider)
-        .await
-        .unwrap();
-    drop(client);
-    TestApp {
-        mqtt,
-        pool,
-        org,
-        stop,
-        task,
-    }
+async fn start() -> Sim {
+    let app = spawn_app().await;
+    let org = app.organisation("Sim Care", OrgKind::Provider).await;
+    Sim { app, org }
 }
 
-impl TestApp {
+impl Sim {
     async fn device(&self, uid: &str, role: Role, scenario: Scenario) -> DeviceSpec {
-        let client = self.pool.get().await.unwrap();
-        let kind: DeviceKind = homeward_sim::creds::kind_name(role).parse().unwrap();
-        let (_, secret) = devices::create_device(&**client, &self.org, uid, kind)
-            .await
-            .unwrap();
+        let kind = homeward_sim::creds::kind_name(role);
+        let secret = self.app.device(&self.org, uid, kind).await;
         DeviceSpec {
             uid: uid.into(),
             secret: Some(secret),
@@ -100,8 +40,8 @@ impl TestApp {
 
     fn options(&self) -> FleetOptions {
         let mut opts = FleetOptions::new(BrokerAddr {
-            host: self.mqtt.host.clone(),
-            port: self.mqtt.port,
+            host: self.app.mqtt.host.clone(),
+            port: self.app.mqtt.port,
         });
         opts.motion = MotionSource::Synthetic;
         opts.resend_ms = 3_000;
@@ -111,7 +51,7 @@ impl TestApp {
 
     /// (seq, occurred_at ms, received_at µs, kind, late, data) of a device's events, by seq.
     async fn events(&self, uid: &str) -> Vec<(i64, i64, i64, i16, bool, Option<String>)> {
-        let client = self.pool.get().await.unwrap();
+        let client = self.app.pool.get().await.unwrap();
         client
             .query(
                 "SELECT e.seq, (extract(epoch FROM e.occurred_at) * 1000)::bigint,
@@ -129,8 +69,7 @@ impl TestApp {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        self.app.stop().await;
     }
 }
 
@@ -144,7 +83,7 @@ fn code(kind: EventKind) -> i16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_fall_arrives_in_the_events_table() {
-    let app = spawn_app().await;
+    let app = start().await;
     let specs = vec![
         app.device("sim-pendant-fall", Role::Pendant, Scenario::Fall)
             .await,
@@ -201,7 +140,7 @@ async fn a_simulated_fall_arrives_in_the_events_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hour_offline_delivers_the_backlog_in_order_each_event_once() {
-    let app = spawn_app().await;
+    let app = start().await;
     let uid = "sim-pendant-away";
     let specs = vec![
         app.device(uid, Role::Pendant, Scenario::OfflineBacklog)

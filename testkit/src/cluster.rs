@@ -1,7 +1,8 @@
 //! The PostgreSQL that tests run against: one private cluster per checkout, shared by every
 //! test process (nextest runs each test in its own process), started by whichever test needs it
 //! first, under a file lock. Each test gets a fresh database cloned from a migrated template,
-//! so tests are isolated and fast. `homeward-test-db stop` (run by `make test`) stops it.
+//! so tests are isolated and fast. `homeward-test-db stop` (this crate's binary, run by
+//! `make test`) stops it.
 //!
 //! With `HOMEWARD_TEST_DATABASE_URL` set (a superuser URL, e.g. to a TimescaleDB server), tests
 //! use that server instead.
@@ -20,13 +21,18 @@ use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 
-use super::embedded::{EmbeddedPostgres, StartOptions};
-use super::DbError;
+use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
+use homeward::db::{migrate, DbError, StorageMode};
 
 /// Where the shared cluster lives: the system temp folder (reachable by the `postgres` user
 /// even when the checkout sits in root's home), keyed by user and checkout.
 pub fn cluster_dir() -> PathBuf {
-    let checkout = env!("CARGO_MANIFEST_DIR");
+    // The checkout is the folder above this crate's.
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the kit sits in the workspace")
+        .to_string_lossy()
+        .into_owned();
     let key = hex::encode(&Sha256::digest(checkout.as_bytes())[..6]);
     std::env::temp_dir().join(format!("homeward-test-{}-{key}", nix::unistd::geteuid()))
 }
@@ -78,7 +84,7 @@ impl TestServer {
 
     /// A new, migrated database of its own.
     pub async fn fresh_database(&self) -> Result<tokio_postgres::Config, DbError> {
-        let name = format!("t_{}", crate::secret::random_token(8));
+        let name = format!("t_{}", homeward::secret::random_token(8));
         self.exec_while_in_use(
             &format!("CREATE DATABASE {name} TEMPLATE {}", self.template),
             &self.template,
@@ -94,7 +100,7 @@ impl TestServer {
 
     /// A new, empty database (no migrations), for migration tests.
     pub async fn empty_database(&self) -> Result<tokio_postgres::Config, DbError> {
-        let name = format!("e_{}", crate::secret::random_token(8));
+        let name = format!("e_{}", homeward::secret::random_token(8));
         self.exec(&format!("CREATE DATABASE {name}")).await?;
         Ok(self.config_for(&name))
     }
@@ -163,8 +169,8 @@ impl TestServer {
         {
             let (mut client, conn) = self.config_for(&building).connect(NoTls).await?;
             let task = tokio::spawn(conn);
-            let report = super::migrate::run(&mut client).await?;
-            if report.mode == super::StorageMode::TimescaleDb {
+            let report = migrate::run(&mut client).await?;
+            if report.mode == StorageMode::TimescaleDb {
                 // Stops this database's background workers (and keeps them stopped here; the
                 // setting is per database, so clones do not inherit it).
                 client
@@ -210,7 +216,7 @@ fn template_name() -> String {
     // How the template is built (sealed against connections since "sealed-1"), so a cluster
     // holding a template built the older way gets a new one.
     hasher.update(b"sealed-1");
-    for migration in super::migrate::all().unwrap_or_default() {
+    for migration in migrate::all().unwrap_or_default() {
         hasher.update(migration.name.as_bytes());
         hasher.update(migration.sql.as_bytes());
     }

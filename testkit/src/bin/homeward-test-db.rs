@@ -1,11 +1,11 @@
-//! Manages the PostgreSQL cluster shared by the test suite (see `homeward::db::test_cluster`).
+//! Manages the PostgreSQL cluster shared by the test suite (see `homeward_testkit::cluster`).
 //! `homeward-test-db stop` stops it; `homeward-test-db path` prints where it lives.
 
 fn main() -> std::process::ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
     match arg.as_str() {
         "path" => {
-            println!("{}", homeward::db::test_cluster::cluster_dir().display());
+            println!("{}", homeward_testkit::cluster::cluster_dir().display());
             std::process::ExitCode::SUCCESS
         }
         "stop" => {
@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build();
             let result = rt.map_err(|e| e.to_string()).and_then(|rt| {
-                rt.block_on(homeward::db::test_cluster::stop())
+                rt.block_on(homeward_testkit::cluster::stop())
                     .map_err(|e| e.to_string())
             });
             match result {
