@@ -7,7 +7,8 @@
 //! variants in declaration order.
 
 /// Declares `pub enum $name` with `Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize,
-/// Deserialize` (as the SQL text), `ALL`, `as_str`, `parse` and `Display`.
+/// Deserialize` (as the SQL text), `ToSchema` (an enum of those texts in the OpenAPI
+/// description), `ALL`, `as_str`, `parse` and `Display`.
 ///
 /// ```ignore
 /// sql_enum! {
@@ -23,6 +24,7 @@ macro_rules! sql_enum {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize,
+            ::utoipa::ToSchema,
         )]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant,)*

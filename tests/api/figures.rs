@@ -129,9 +129,16 @@ async fn the_report_the_visits_and_the_response_times_count_alike() {
     let since = today - chrono::Days::new(30);
     let contract = {
         let client = app.pool.get().await.unwrap();
-        homeward::outcomes::contracts::create_contract(&**client, &council, &provider.org, "F-1", since, None)
-            .await
-            .unwrap()
+        homeward::outcomes::contracts::create_contract(
+            &**client,
+            &council,
+            &provider.org,
+            "F-1",
+            since,
+            None,
+        )
+        .await
+        .unwrap()
     };
     // The person is funded by the council throughout.
     post(
