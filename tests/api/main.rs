@@ -17,6 +17,7 @@ mod flood;
 mod health;
 mod ingest;
 mod isolation;
+mod openapi;
 mod outcomes;
 mod retry;
 mod routes;
