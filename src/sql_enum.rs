@@ -7,7 +7,8 @@
 //! variants in declaration order.
 
 /// Declares `pub enum $name` with `Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize,
-/// Deserialize` (as the SQL text), `ALL`, `as_str`, `parse` and `Display`.
+/// Deserialize` (as the SQL text), `ToSchema` (a string enum of those texts in the OpenAPI
+/// description), `ALL`, `as_str`, `parse` and `Display`.
 ///
 /// ```ignore
 /// sql_enum! {
@@ -26,6 +27,23 @@ macro_rules! sql_enum {
         )]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant,)*
+        }
+
+        // Written out rather than derived: the derive does not see the variants' `rename`
+        // through the macro and would describe the Rust names instead of the texts.
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                ::utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),*]))
+                    .into()
+            }
+        }
+
+        impl ::utoipa::ToSchema for $name {
+            fn name() -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(stringify!($name))
+            }
         }
 
         impl $name {

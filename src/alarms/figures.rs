@@ -57,7 +57,8 @@ pub struct Selection<'a> {
     pub funded_by: Option<i32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ResponseTarget)]
 pub struct Target {
     /// The limit, in seconds (answer) or minutes (on site).
     pub within: u32,
@@ -67,7 +68,8 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AnswerFigures)]
 pub struct Answer {
     pub calls: i64,
     pub answered: i64,
@@ -77,7 +79,8 @@ pub struct Answer {
     pub targets: Vec<Target>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OnSiteFigures)]
 pub struct OnSite {
     pub dispatched: i64,
     pub arrived: i64,
@@ -88,7 +91,7 @@ pub struct OnSite {
 }
 
 /// `GET /v1/alarms/response-times`: one provider's [`Figures`] over a period.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResponseFigures {
     pub provider_id: i32,
     pub from: DateTime<Utc>,
@@ -98,7 +101,8 @@ pub struct ResponseFigures {
 }
 
 /// The figures of the care alarms of a [`Selection`] received in a period.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AlarmFigures)]
 pub struct Figures {
     /// Care alarms received, calls or not.
     pub alarms: i64,
@@ -107,6 +111,7 @@ pub struct Figures {
     pub falls: i64,
     pub long_lies: i64,
     /// Resolved alarms by outcome code.
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     pub outcomes: serde_json::Map<String, serde_json::Value>,
     /// An activity measure, not an outcome: resolved alarms whose outcome involved
     /// no ambulance.

@@ -213,7 +213,8 @@ impl AlarmKind {
 }
 
 /// An alarm as the API and the live stream show it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Alarm)]
 pub struct AlarmView {
     pub id: i64,
     #[serde(skip)]

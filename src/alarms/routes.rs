@@ -5,17 +5,26 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use homeward_proto::{Notice, NoticeKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::derive::{self, ActionRow, Rules};
+use super::figures::ResponseFigures;
 use super::model::{Action, AlarmView, Category, Outcome, State, VIEW_COLUMNS};
 use crate::auth::{Caller, Role};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
 const STAFF: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
 const ANYONE: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(response_times)
         .service(list_alarms)
         .service(list_technical)
@@ -28,11 +37,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(close);
 }
 
-#[derive(Debug, Deserialize)]
+/// Which alarms a list shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ListStatus {
+    /// Raised, acknowledged, dispatched or on site.
+    #[default]
+    Open,
+    /// Every alarm.
+    All,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// `open` (default) or `all` (newest first).
-    status: Option<String>,
+    /// Which alarms (default `open`).
+    #[param(inline)]
+    status: Option<ListStatus>,
+    /// At most this many.
+    #[param(minimum = 1, maximum = 1000, default = 200)]
     limit: Option<i64>,
 }
 
@@ -42,11 +66,7 @@ async fn list(
     category: Category,
     q: &ListQuery,
 ) -> Result<Vec<AlarmView>, ApiError> {
-    let open_only = match q.status.as_deref() {
-        None | Some("open") => true,
-        Some("all") => false,
-        Some(_) => return Err(ApiError::invalid("status", "must be `open` or `all`")),
-    };
+    let open_only = q.status.unwrap_or_default() == ListStatus::Open;
     let limit = q.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
@@ -77,7 +97,29 @@ async fn list(
         .collect()
 }
 
+#[derive(Serialize, ToSchema)]
+struct AlarmList {
+    /// Most severe first, then newest first.
+    alarms: Vec<AlarmView>,
+}
+
 /// Care alarms, open ones by default, most severe and newest first.
+#[utoipa::path(
+    operation_id = "list_alarms",
+    tag = "alarms",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The alarms.", body = AlarmList,
+            links(
+                ("alarm" = (operation_id = "get_alarm",
+                    parameters(("id" = "$response.body#/alarms/0/id")))),
+                ("acknowledge" = (operation_id = "acknowledge_alarm",
+                    parameters(("id" = "$response.body#/alarms/0/id")))),
+            )),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/alarms")]
 async fn list_alarms(
     caller: Caller,
@@ -86,10 +128,22 @@ async fn list_alarms(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ANYONE)?;
     let alarms = list(&state, &caller, Category::Care, &q).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "alarms": alarms })))
+    Ok(HttpResponse::Ok().json(AlarmList { alarms }))
 }
 
 /// Technical alarms (device health), kept apart from care alarms.
+#[utoipa::path(
+    operation_id = "list_technical_alarms",
+    tag = "alarms",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The technical alarms.", body = AlarmList,
+            links(("alarm" = (operation_id = "get_alarm",
+                parameters(("id" = "$response.body#/alarms/0/id")))))),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/technical-alarms")]
 async fn list_technical(
     caller: Caller,
@@ -98,10 +152,47 @@ async fn list_technical(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ANYONE)?;
     let alarms = list(&state, &caller, Category::Technical, &q).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "alarms": alarms })))
+    Ok(HttpResponse::Ok().json(AlarmList { alarms }))
+}
+
+/// One step of an alarm's history.
+#[derive(Serialize, ToSchema)]
+struct AlarmHistoryEntry {
+    at: DateTime<Utc>,
+    #[schema(value_type = super::model::Transition)]
+    transition: String,
+    #[schema(value_type = Option<State>)]
+    from_state: Option<String>,
+    #[schema(value_type = State)]
+    to_state: String,
+    /// The device whose event made the step, and that event's seq.
+    device_uid: Option<String>,
+    seq: Option<i64>,
+    /// The user whose action made the step.
+    user: Option<String>,
+    #[schema(value_type = Option<Action>)]
+    action: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AlarmDetail {
+    alarm: AlarmView,
+    /// Oldest first.
+    history: Vec<AlarmHistoryEntry>,
 }
 
 /// One alarm with its history.
+#[utoipa::path(
+    operation_id = "get_alarm",
+    tag = "alarms",
+    params(("id" = i64, Path, minimum = 0, description = "The alarm's id.")),
+    responses(
+        (status = 200, description = "The alarm and its history.", body = AlarmDetail),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/alarms/{id:\\d+}")]
 async fn get_alarm(
     caller: Caller,
@@ -118,7 +209,7 @@ async fn get_alarm(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("alarm {id}")))?;
     let alarm = AlarmView::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let history: Vec<serde_json::Value> = client
+    let history: Vec<AlarmHistoryEntry> = client
         .query(
             "SELECT e.at, e.transition, e.from_state, e.to_state, d.uid, e.seq, \
                     u.name, x.action, x.note \
@@ -131,21 +222,19 @@ async fn get_alarm(
         )
         .await?
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "at": r.get::<_, DateTime<Utc>>(0),
-                "transition": r.get::<_, String>(1),
-                "from_state": r.get::<_, Option<String>>(2),
-                "to_state": r.get::<_, String>(3),
-                "device_uid": r.get::<_, Option<String>>(4),
-                "seq": r.get::<_, Option<i64>>(5),
-                "user": r.get::<_, Option<String>>(6),
-                "action": r.get::<_, Option<String>>(7),
-                "note": r.get::<_, Option<String>>(8),
-            })
+        .map(|r| AlarmHistoryEntry {
+            at: r.get(0),
+            transition: r.get(1),
+            from_state: r.get(2),
+            to_state: r.get(3),
+            device_uid: r.get(4),
+            seq: r.get(5),
+            user: r.get(6),
+            action: r.get(7),
+            note: r.get(8),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "alarm": alarm, "history": history })))
+    Ok(HttpResponse::Ok().json(AlarmDetail { alarm, history }))
 }
 
 /// Body of every action; `outcome` is required to resolve, `fall` marks a pendant alarm (or
@@ -158,6 +247,28 @@ struct ActionBody {
     note: Option<String>,
 }
 
+/// The body of acknowledge, dispatch, arrive and close (optional).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes what `ActionBody` accepts for these actions.
+struct ActionNote {
+    /// Kept with the action in the alarm's history.
+    #[schema(max_length = 2000)]
+    note: Option<String>,
+}
+
+/// The body of resolve.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes what `ActionBody` accepts for resolving.
+struct Resolution {
+    outcome: Outcome,
+    /// It turned out to be a fall (or not).
+    fall: Option<bool>,
+    #[schema(max_length = 2000)]
+    note: Option<String>,
+}
+
 fn parse_body(body: &web::Bytes) -> Result<ActionBody, ApiError> {
     let text = body.trim_ascii();
     if text.is_empty() || text == b"null" {
@@ -167,6 +278,20 @@ fn parse_body(body: &web::Bytes) -> Result<ActionBody, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// Acknowledges a raised alarm (provider staff): someone is dealing with it; the person's hub hears so.
+#[utoipa::path(
+    operation_id = "acknowledge_alarm",
+    tag = "alarms",
+    params(("id" = i64, Path, minimum = 0, description = "The alarm's id.")),
+    request_body(content = Option<ActionNote>, description = "Optional."),
+    responses(
+        (status = 200, description = "The alarm after the action.", body = AlarmView),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/alarms/{id:\\d+}/acknowledge")]
 async fn acknowledge(
     caller: Caller,
@@ -185,6 +310,20 @@ async fn acknowledge(
     .await
 }
 
+/// Records that a responder is on the way (provider staff).
+#[utoipa::path(
+    operation_id = "dispatch_alarm",
+    tag = "alarms",
+    params(("id" = i64, Path, minimum = 0, description = "The alarm's id.")),
+    request_body(content = Option<ActionNote>, description = "Optional."),
+    responses(
+        (status = 200, description = "The alarm after the action.", body = AlarmView),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/alarms/{id:\\d+}/dispatch")]
 async fn dispatch(
     caller: Caller,
@@ -196,6 +335,20 @@ async fn dispatch(
     act(&state, &caller, path.into_inner(), Action::Dispatch, &body).await
 }
 
+/// Records that a responder is on site.
+#[utoipa::path(
+    operation_id = "arrive_at_alarm",
+    tag = "alarms",
+    params(("id" = i64, Path, minimum = 0, description = "The alarm's id.")),
+    request_body(content = Option<ActionNote>, description = "Optional."),
+    responses(
+        (status = 200, description = "The alarm after the action.", body = AlarmView),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/alarms/{id:\\d+}/arrive")]
 async fn arrive(
     caller: Caller,
@@ -207,6 +360,20 @@ async fn arrive(
     act(&state, &caller, path.into_inner(), Action::Arrive, &body).await
 }
 
+/// Resolves a care alarm with its outcome.
+#[utoipa::path(
+    operation_id = "resolve_alarm",
+    tag = "alarms",
+    params(("id" = i64, Path, minimum = 0, description = "The alarm's id.")),
+    request_body = Resolution,
+    responses(
+        (status = 200, description = "The alarm after the action.", body = AlarmView),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/alarms/{id:\\d+}/resolve")]
 async fn resolve(
     caller: Caller,
@@ -218,6 +385,20 @@ async fn resolve(
     act(&state, &caller, path.into_inner(), Action::Resolve, &body).await
 }
 
+/// Closes a resolved alarm (provider staff), or a technical alarm once acknowledged.
+#[utoipa::path(
+    operation_id = "close_alarm",
+    tag = "alarms",
+    params(("id" = i64, Path, minimum = 0, description = "The alarm's id.")),
+    request_body(content = Option<ActionNote>, description = "Optional."),
+    responses(
+        (status = 200, description = "The alarm after the action.", body = AlarmView),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/alarms/{id:\\d+}/close")]
 async fn close(
     caller: Caller,
@@ -265,8 +446,8 @@ async fn act(
     if body.fall.is_some() && action != Action::Resolve {
         return Err(ApiError::invalid("fall", "only resolving takes `fall`"));
     }
-    if body.note.as_ref().is_some_and(|n| n.len() > 2000) {
-        return Err(ApiError::invalid("note", "at most 2000 bytes"));
+    if body.note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
+        return Err(ApiError::invalid("note", "at most 2000 characters"));
     }
     let rules = Rules::from(&state.settings.alarms);
     let mut client = state.pool.get().await?;
@@ -362,16 +543,34 @@ async fn act(
     Ok(HttpResponse::Ok().json(change.view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FiguresQuery {
+    /// Start of the period (alarms received from then on); default 30 days before `to`. Before
+    /// `to`; in the years 1900 to 2199.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
     from: Option<DateTime<Utc>>,
+    /// End of the period (exclusive); default now. In the years 1900 to 2199.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
     to: Option<DateTime<Utc>>,
-    /// Commissioners: the contracted provider. Providers: their own (may be omitted).
+    /// Commissioners: the contracted provider (required). Providers: their own (may be omitted;
+    /// another answers 404).
     provider_id: Option<i32>,
 }
 
 /// Response times against the targets, per provider and period (received time).
+#[utoipa::path(
+    operation_id = "get_response_times",
+    tag = "alarms",
+    params(FiguresQuery),
+    responses(
+        (status = 200, description = "The figures.", body = ResponseFigures),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/alarms/response-times")]
 async fn response_times(
     caller: Caller,
@@ -415,8 +614,47 @@ async fn response_times(
     Ok(HttpResponse::Ok().json(figures))
 }
 
+/// One telecare device's health.
+#[derive(Serialize, ToSchema)]
+struct DeviceHealth {
+    device_uid: String,
+    #[schema(value_type = crate::devices::DeviceKind)]
+    kind: String,
+    person_id: Option<i32>,
+    /// Connected to the broker; null when never seen.
+    online: Option<bool>,
+    presence_changed_at: Option<DateTime<Utc>>,
+    last_heartbeat_at: Option<DateTime<Utc>>,
+    /// The heartbeat interval the device promised, seconds.
+    interval_s: Option<i32>,
+    /// Percent.
+    battery: Option<i16>,
+    /// dBm.
+    signal: Option<i16>,
+    /// Its heartbeat is overdue.
+    overdue: bool,
+    /// Kinds of its open technical alarms.
+    #[schema(value_type = Vec<super::model::AlarmKind>)]
+    open_alarms: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DeviceHealthList {
+    /// By uid.
+    devices: Vec<DeviceHealth>,
+}
+
 /// Every telecare device of the organisation: presence, last heartbeat, battery, whether it is
 /// overdue, and its open technical alarms.
+#[utoipa::path(
+    operation_id = "get_device_health",
+    tag = "alarms",
+    responses(
+        (status = 200, description = "The devices (not phones, not disabled ones).",
+            body = DeviceHealthList),
+        doc::Forbidden,
+    ),
+)]
 #[get("/v1/device-health")]
 async fn device_health(
     caller: Caller,
@@ -441,23 +679,21 @@ async fn device_health(
             &[&caller.organisation_id, &settings.heartbeat_missing_factor],
         )
         .await?;
-    let devices: Vec<serde_json::Value> = rows
+    let devices = rows
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "device_uid": r.get::<_, String>(0),
-                "kind": r.get::<_, String>(1),
-                "person_id": r.get::<_, Option<i32>>(2),
-                "online": r.get::<_, Option<bool>>(3),
-                "presence_changed_at": r.get::<_, Option<DateTime<Utc>>>(4),
-                "last_heartbeat_at": r.get::<_, Option<DateTime<Utc>>>(5),
-                "interval_s": r.get::<_, Option<i32>>(6),
-                "battery": r.get::<_, Option<i16>>(7),
-                "signal": r.get::<_, Option<i16>>(8),
-                "overdue": r.get::<_, Option<bool>>(9).unwrap_or(false),
-                "open_alarms": r.get::<_, Vec<String>>(10),
-            })
+        .map(|r| DeviceHealth {
+            device_uid: r.get(0),
+            kind: r.get(1),
+            person_id: r.get(2),
+            online: r.get(3),
+            presence_changed_at: r.get(4),
+            last_heartbeat_at: r.get(5),
+            interval_s: r.get(6),
+            battery: r.get(7),
+            signal: r.get(8),
+            overdue: r.get::<_, Option<bool>>(9).unwrap_or(false),
+            open_alarms: r.get(10),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "devices": devices })))
+    Ok(HttpResponse::Ok().json(DeviceHealthList { devices }))
 }

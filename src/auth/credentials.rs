@@ -68,7 +68,7 @@ pub async fn create_token(
     lifetime: TokenLifetime,
     issued_with: Option<i32>,
 ) -> Result<String, AdminError> {
-    if label.is_some_and(|l| l.len() > 200) {
+    if label.is_some_and(|l| l.chars().count() > 200) {
         return Err(AdminError::Invalid(
             "a token label must be at most 200 characters".into(),
         ));
@@ -115,7 +115,7 @@ pub async fn create_token(
 }
 
 /// A token as listed: never the token itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i32,
     /// The token's first characters (`hw_` and 8 hex digits); absent for tokens made before

@@ -26,7 +26,9 @@ pub use credentials::*;
 pub use failures::{FailedCredentials, REMEMBER as FAILURE_REMEMBERED_FOR};
 
 /// The kind of organisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OrgKind {
     /// A home-care or telecare provider.
@@ -53,7 +55,9 @@ impl OrgKind {
 }
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Manages a provider's people, workers, devices and users.

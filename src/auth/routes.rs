@@ -6,12 +6,21 @@
 //! another organisation are indistinguishable from missing ones (404).
 
 use actix_web::{delete, get, post, web, HttpResponse};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Caller, Role, Scope, TokenLifetime};
+use super::{Caller, OrgKind, Role, Scope, TokenInfo, TokenLifetime};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(me)
         .service(list_users)
         .service(list_tokens)
@@ -30,6 +39,35 @@ fn token_manager(caller: &Caller, user_id: i32) -> Result<Scope, ApiError> {
     Ok(Scope::Organisation(caller.organisation_id))
 }
 
+#[derive(Serialize, ToSchema)]
+struct MeUser {
+    id: i32,
+    name: String,
+    role: Role,
+}
+
+#[derive(Serialize, ToSchema)]
+struct MeOrganisation {
+    id: i32,
+    name: String,
+    kind: OrgKind,
+}
+
+/// Who the caller is.
+#[derive(Serialize, ToSchema)]
+struct Me {
+    user: MeUser,
+    organisation: MeOrganisation,
+}
+
+/// The caller's user and organisation.
+#[utoipa::path(
+    operation_id = "get_me",
+    tag = "users",
+    responses((status = 200, description = "The caller.", body = Me,
+        links(("user_tokens" = (operation_id = "list_tokens",
+            parameters(("id" = "$response.body#/user/id"))))))),
+)]
 #[get("/v1/me")]
 async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
@@ -39,14 +77,49 @@ async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, 
             &[&caller.organisation_id],
         )
         .await?;
-    let name: String = org.get(0);
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "user": { "id": caller.user_id, "name": caller.user_name, "role": caller.role },
-        "organisation": { "id": caller.organisation_id, "name": name, "kind": caller.organisation_kind },
-    })))
+    Ok(HttpResponse::Ok().json(Me {
+        user: MeUser {
+            id: caller.user_id,
+            name: caller.user_name,
+            role: caller.role,
+        },
+        organisation: MeOrganisation {
+            id: caller.organisation_id,
+            name: org.get(0),
+            kind: caller.organisation_kind,
+        },
+    }))
 }
 
-/// The organisation's users.
+/// One of the organisation's users.
+#[derive(Serialize, ToSchema)]
+struct User {
+    id: i32,
+    name: String,
+    /// As stored; one of the roles.
+    #[schema(value_type = Role)]
+    role: String,
+    created_at: DateTime<Utc>,
+    disabled: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+struct UserList {
+    /// By name.
+    items: Vec<User>,
+}
+
+/// The organisation's users (provider admins only).
+#[utoipa::path(
+    operation_id = "list_users",
+    tag = "users",
+    responses(
+        (status = 200, description = "The organisation's users, by name.", body = UserList,
+            links(("tokens" = (operation_id = "list_tokens",
+                parameters(("id" = "$response.body#/items/0/id")))))),
+        doc::Forbidden,
+    ),
+)]
 #[get("/v1/users")]
 async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
@@ -58,22 +131,37 @@ async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpRe
             &[&caller.organisation_id],
         )
         .await?;
-    let items: Vec<serde_json::Value> = rows
+    let items = rows
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "id": r.get::<_, i32>(0),
-                "name": r.get::<_, String>(1),
-                "role": r.get::<_, String>(2),
-                "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>(3),
-                "disabled": r.get::<_, bool>(4),
-            })
+        .map(|r| User {
+            id: r.get(0),
+            name: r.get(1),
+            role: r.get(2),
+            created_at: r.get(3),
+            disabled: r.get(4),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(UserList { items }))
 }
 
-/// A user's tokens: prefix, label, lifetime and last use, never the token.
+#[derive(Serialize, ToSchema)]
+struct TokenList {
+    /// Newest first.
+    items: Vec<TokenInfo>,
+}
+
+/// A user's tokens: prefix, label, lifetime and last use, never the token. The user's own, or
+/// any of the organisation's users' for a provider admin.
+#[utoipa::path(
+    operation_id = "list_tokens",
+    tag = "users",
+    params(("id" = i32, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user's tokens, newest first.", body = TokenList),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/users/{id}/tokens")]
 async fn list_tokens(
     caller: Caller,
@@ -83,19 +171,44 @@ async fn list_tokens(
     let scope = token_manager(&caller, *user_id)?;
     let client = state.pool.get().await?;
     let items = super::list_tokens(&**client, scope, *user_id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(TokenList { items }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 struct NewToken {
+    /// A note to recognise the token by.
+    #[schema(max_length = 200)]
     label: Option<String>,
     /// A service token, which never expires: provider admins only.
     service: bool,
 }
 
+/// A new token, shown once.
+#[derive(Serialize, ToSchema)]
+struct IssuedToken {
+    user_id: i32,
+    /// `hw_` and 64 hex digits: send it as `Authorization: Bearer <token>`.
+    token: String,
+    service: bool,
+    note: &'static str,
+}
+
 /// Issues a token (shown once). It expires after `auth.token_ttl_days` unless it is a service
-/// token.
+/// token. A user holds at most 20 active tokens (409 beyond).
+#[utoipa::path(
+    operation_id = "create_token",
+    tag = "users",
+    params(("id" = i32, Path, description = "The user's id.")),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "The token, shown only now.", body = IssuedToken),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::PayloadTooLarge,
+    ),
+)]
 #[post("/v1/users/{id}/tokens")]
 async fn create_token(
     caller: Caller,
@@ -121,16 +234,27 @@ async fn create_token(
         Some(caller.token_id),
     )
     .await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "user_id": *user_id,
-        "token": token,
-        "service": body.service,
-        "note": "the token is shown only now",
-    })))
+    Ok(HttpResponse::Created().json(IssuedToken {
+        user_id: *user_id,
+        token,
+        service: body.service,
+        note: "the token is shown only now",
+    }))
 }
 
 /// Revokes a token: requests with it are refused at once and its open event streams end within
-/// a second.
+/// a second; so are the tokens issued with it. The caller's own, or any of the organisation's
+/// for a provider admin.
+#[utoipa::path(
+    operation_id = "revoke_token",
+    tag = "users",
+    params(("id" = i32, Path, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[delete("/v1/tokens/{id}")]
 async fn revoke_token(
     caller: Caller,
@@ -158,8 +282,28 @@ async fn revoke_token(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A user disabled or enabled.
+#[derive(Serialize, ToSchema)]
+struct UserDisabled {
+    id: i32,
+    disabled: bool,
+    /// False when the user already was in that state.
+    changed: bool,
+}
+
 /// Disables a user: every token of theirs stops working and their event streams end within a
 /// second. An admin cannot disable themselves (someone must be left to undo it).
+#[utoipa::path(
+    operation_id = "disable_user",
+    tag = "users",
+    params(("id" = i32, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "Disabled.", body = UserDisabled),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+    ),
+)]
 #[post("/v1/users/{id}/disable")]
 async fn disable_user(
     caller: Caller,
@@ -175,6 +319,17 @@ async fn disable_user(
     set_user_disabled(caller, state, *user_id, true).await
 }
 
+/// Enables a disabled user again: tokens neither expired nor revoked work again.
+#[utoipa::path(
+    operation_id = "enable_user",
+    tag = "users",
+    params(("id" = i32, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "Enabled.", body = UserDisabled),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[post("/v1/users/{id}/enable")]
 async fn enable_user(
     caller: Caller,
@@ -197,9 +352,9 @@ async fn set_user_disabled(
     if !disabled {
         state.auth_failures.forget_all();
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": user_id,
-        "disabled": disabled,
-        "changed": changed,
-    })))
+    Ok(HttpResponse::Ok().json(UserDisabled {
+        id: user_id,
+        disabled,
+        changed,
+    }))
 }

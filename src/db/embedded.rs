@@ -118,6 +118,11 @@ impl EmbeddedPostgres {
         data_dir: &Path,
         bin_dir: Option<&Path>,
     ) -> Result<Option<Self>, EmbeddedError> {
+        // Absolute: pg_ctl runs in `/` when it runs as the postgres user, where a relative
+        // `--data-dir` would name another folder and the running cluster would go unseen.
+        let data_dir = &data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| data_dir.to_path_buf());
         let pgdata = data_dir.join("postgres");
         let pid_file = pgdata.join("postmaster.pid");
         let Ok(contents) = std::fs::read_to_string(&pid_file) else {

@@ -39,8 +39,9 @@ pub struct DeviceRef {
 }
 
 /// A device as the API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Device {
+    /// Its MQTT user name and client id.
     pub uid: String,
     pub kind: DeviceKind,
     pub person_id: Option<i32>,

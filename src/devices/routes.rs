@@ -1,13 +1,21 @@
 //! `/v1/devices`: list, read and register a provider's devices.
 
 use actix_web::{get, post, web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{registry, Device, DeviceKind};
 use crate::auth::{self, Caller, Role, Scope};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(list)
         .service(read)
         .service(create)
@@ -23,6 +31,23 @@ const READERS: &[Role] = &[
     Role::Auditor,
 ];
 
+#[derive(Serialize, ToSchema)]
+struct DeviceList {
+    /// By uid.
+    items: Vec<Device>,
+}
+
+/// The organisation's devices.
+#[utoipa::path(
+    operation_id = "list_devices",
+    tag = "devices",
+    responses(
+        (status = 200, description = "The organisation's devices, by uid.", body = DeviceList,
+            links(("device" = (operation_id = "get_device",
+                parameters(("uid" = "$response.body#/items/0/uid")))))),
+        doc::Forbidden,
+    ),
+)]
 #[get("/v1/devices")]
 async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
@@ -34,14 +59,25 @@ async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
             &[&caller.organisation_id],
         )
         .await?;
-    let devices = rows
+    let items = rows
         .iter()
         .map(Device::from_row)
         .collect::<Result<Vec<Device>, _>>()
         .map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": devices })))
+    Ok(HttpResponse::Ok().json(DeviceList { items }))
 }
 
+/// One device.
+#[utoipa::path(
+    operation_id = "get_device",
+    tag = "devices",
+    params(("uid" = String, Path, description = "The device's uid.")),
+    responses(
+        (status = 200, description = "The device.", body = Device),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/devices/{uid}")]
 async fn read(
     caller: Caller,
@@ -63,14 +99,47 @@ async fn read(
     Ok(HttpResponse::Ok().json(device))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewDevice {
+    /// Its MQTT user name and client id. Ids beginning with `homeward` (any case) are
+    /// Homeward's own client ids: 409.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     uid: String,
+    #[schema(value_type = DeviceKind)]
     kind: String,
 }
 
-/// Registers a device and returns its secret, once.
+/// A registered device and its secret, shown once.
+#[derive(Serialize, ToSchema)]
+struct RegisteredDevice {
+    uid: String,
+    kind: DeviceKind,
+    secret: String,
+    note: &'static str,
+}
+
+/// Registers a device (provider admins) and returns its secret, once.
+#[utoipa::path(
+    operation_id = "create_device",
+    tag = "devices",
+    request_body = NewDevice,
+    responses(
+        (status = 201, description = "Registered; the secret is shown only now.",
+            body = RegisteredDevice,
+            links(
+                ("device" = (operation_id = "get_device",
+                    parameters(("uid" = "$response.body#/uid")))),
+                ("disable" = (operation_id = "disable_device",
+                    parameters(("uid" = "$response.body#/uid")))),
+                ("rotate_secret" = (operation_id = "rotate_device_secret",
+                    parameters(("uid" = "$response.body#/uid")))),
+            )),
+        doc::Forbidden,
+        doc::Conflict,
+        doc::PayloadTooLarge,
+    ),
+)]
 #[post("/v1/devices")]
 async fn create(
     caller: Caller,
@@ -86,17 +155,40 @@ async fn create(
         .kind
         .parse::<DeviceKind>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let body = body.into_inner();
     let (_, secret) = registry::create_device(&**client, &org, &body.uid, kind).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "uid": body.uid,
-        "kind": kind,
-        "secret": secret,
-        "note": "the secret is shown only now; the device uses its uid as MQTT user name and client id and the secret as password",
-    })))
+    Ok(HttpResponse::Created().json(RegisteredDevice {
+        uid: body.uid,
+        kind,
+        secret,
+        note: "the secret is shown only now; the device uses its uid as MQTT user name and client id and the secret as password",
+    }))
 }
 
-/// Disables a device: its MQTT connection is closed within a second and refused afterwards, its
-/// HTTP calls are refused, and events that still arrive are dead-lettered, not stored.
+/// A device disabled or enabled.
+#[derive(Serialize, ToSchema)]
+struct DeviceDisabled {
+    uid: String,
+    disabled: bool,
+    /// False when the device already was in that state.
+    changed: bool,
+}
+
+/// Disables a device (provider admins): its MQTT connection is closed within a second and
+/// refused afterwards, its HTTP calls are refused, and events that still arrive are
+/// dead-lettered, not stored.
+#[utoipa::path(
+    operation_id = "disable_device",
+    tag = "devices",
+    params(("uid" = String, Path, description = "The device's uid.")),
+    responses(
+        (status = 200, description = "Disabled.", body = DeviceDisabled,
+            links(("enable" = (operation_id = "enable_device",
+                parameters(("uid" = "$response.body#/uid")))))),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[post("/v1/devices/{uid}/disable")]
 async fn disable(
     caller: Caller,
@@ -106,6 +198,17 @@ async fn disable(
     set_disabled(caller, state, uid.into_inner(), true).await
 }
 
+/// Enables a disabled device again (provider admins).
+#[utoipa::path(
+    operation_id = "enable_device",
+    tag = "devices",
+    params(("uid" = String, Path, description = "The device's uid.")),
+    responses(
+        (status = 200, description = "Enabled.", body = DeviceDisabled),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[post("/v1/devices/{uid}/enable")]
 async fn enable(
     caller: Caller,
@@ -128,15 +231,33 @@ async fn set_disabled(
     if !disabled {
         state.auth_failures.forget_all();
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "uid": uid,
-        "disabled": disabled,
-        "changed": changed,
-    })))
+    Ok(HttpResponse::Ok().json(DeviceDisabled {
+        uid,
+        disabled,
+        changed,
+    }))
 }
 
-/// Gives a device a new secret, returned once; the old one stops working and the device's live
-/// connection is closed, so it reconnects with the new one.
+/// A device's new secret, shown once.
+#[derive(Serialize, ToSchema)]
+struct RotatedSecret {
+    uid: String,
+    secret: String,
+    note: &'static str,
+}
+
+/// Gives a device a new secret (provider admins), returned once; the old one stops working and
+/// the device's live connection is closed, so it reconnects with the new one.
+#[utoipa::path(
+    operation_id = "rotate_device_secret",
+    tag = "devices",
+    params(("uid" = String, Path, description = "The device's uid.")),
+    responses(
+        (status = 200, description = "The new secret, shown only now.", body = RotatedSecret),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[post("/v1/devices/{uid}/rotate-secret")]
 async fn rotate_secret(
     caller: Caller,
@@ -147,9 +268,9 @@ async fn rotate_secret(
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     let secret = auth::rotate_device_secret(&**client, scope, &uid).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "uid": uid.as_str(),
-        "secret": secret,
-        "note": "the secret is shown only now; the old one no longer works",
-    })))
+    Ok(HttpResponse::Ok().json(RotatedSecret {
+        uid: uid.into_inner(),
+        secret,
+        note: "the secret is shown only now; the old one no longer works",
+    }))
 }

@@ -1,9 +1,11 @@
 //! HTTP plumbing shared by every domain: the application state, errors as RFC 9457 problem
-//! documents, health checks and the Prometheus endpoint. Authentication lives in
-//! [`crate::auth`]; each domain module exports its own `routes`.
+//! documents, health checks, the Prometheus endpoint and the API's OpenAPI description.
+//! Authentication lives in [`crate::auth`]; each domain module exports its own `routes`.
 
 pub mod csv_safe;
 pub mod dates;
+pub mod docs_page;
+pub mod openapi;
 pub mod problem;
 
 use std::sync::Arc;
@@ -11,6 +13,9 @@ use std::sync::Arc;
 use actix_web::{get, web, HttpResponse};
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use problem::{ApiError, FieldError};
 
@@ -37,28 +42,103 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// `/healthz`, `/readyz` and `/metrics`: the only routes without authentication.
+/// `/healthz`, `/readyz`, `/metrics`, the OpenAPI description and its page: the only routes
+/// without authentication.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(healthz)
+        .service(readyz)
+        .service(metrics)
+        .configure(openapi::api);
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Alive {
+    Ok,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Serialize, ToSchema)]
+struct Liveness {
+    status: Alive,
 }
 
 /// Alive: the process answers HTTP.
+#[utoipa::path(
+    operation_id = "healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "The process serves HTTP.", body = Liveness)),
+)]
 #[get("/healthz")]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Liveness { status: Alive::Ok })
+}
+
+#[derive(Serialize, ToSchema, PartialEq, Eq)]
+enum Ready {
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "not ready")]
+    NotReady,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum UpOrDown {
+    Up,
+    Down,
+}
+
+impl From<bool> for UpOrDown {
+    fn from(up: bool) -> Self {
+        if up {
+            Self::Up
+        } else {
+            Self::Down
+        }
+    }
+}
+
+/// `GET /readyz`'s answer: whether each dependency is reachable.
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    status: Ready,
+    database: UpOrDown,
+    /// Homeward's own MQTT subscriber is connected (to the embedded or an external broker).
+    broker: UpOrDown,
 }
 
 /// Ready: the database answers a query and the broker is reachable.
+#[utoipa::path(
+    operation_id = "readyz",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "The database and the broker are reachable.", body = Readiness),
+        (status = 503, description = "The database or the broker is not reachable.", body = Readiness,
+            headers(("Retry-After" = String, description = "Seconds to wait before asking again."))),
+    ),
+)]
 #[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = crate::db::ping(&state.pool).await;
     let broker = state.broker.is_up();
-    let body = serde_json::json!({
-        "status": if database && broker { "ready" } else { "not ready" },
-        "database": if database { "up" } else { "down" },
-        "broker": if broker { "up" } else { "down" },
-    });
-    if database && broker {
+    let body = Readiness {
+        status: if database && broker {
+            Ready::Ready
+        } else {
+            Ready::NotReady
+        },
+        database: database.into(),
+        broker: broker.into(),
+    };
+    if body.status == Ready::Ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()
@@ -67,6 +147,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics, in its text format.
+#[utoipa::path(
+    operation_id = "metrics",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "Prometheus text format 0.0.4.",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)),
+)]
 #[get("/metrics")]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

@@ -2,17 +2,39 @@
 //! (`application/problem+json`). [`ApiError::status`] is the one place that maps an error to a
 //! status code; it matches without a wildcard arm so a new variant cannot slip out as a 500.
 //!
-//! Problem types are relative URIs (`/problems/<slug>`) documented in `docs/api.md`.
+//! Problem types are relative URIs (`/problems/<slug>`) documented in `docs/api.md`; the body
+//! is a [`Problem`], which is also its schema in the OpenAPI description.
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One invalid field of a request, named by its JSON path (`visits[2].start`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct FieldError {
+    /// The field's JSON path, or the query or path parameter's name.
     pub field: String,
     pub message: String,
+}
+
+/// An RFC 9457 problem document: the body of every error answer
+/// (`Content-Type: application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<slug>`: what kind of problem, stable for clients to match on.
+    #[serde(rename = "type")]
+    #[schema(example = "/problems/validation")]
+    pub kind: String,
+    /// The status code's reason phrase.
+    pub title: String,
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong, for a person to read.
+    pub detail: String,
+    /// Every invalid field (`/problems/validation` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 impl FieldError {
@@ -43,6 +65,12 @@ pub enum ApiError {
     TooManyRequests(String),
     #[error("request body too large: {0}")]
     PayloadTooLarge(String),
+    /// The path exists but not with this method; the methods it has go in `Allow`.
+    #[error("{method} is not allowed here; allowed: {}", allowed_list(.allowed))]
+    MethodNotAllowed {
+        method: Method,
+        allowed: Vec<Method>,
+    },
     #[error("the database is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -64,6 +92,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::TooManyRequests(_) => "too-many-requests",
             Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Unavailable => "unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -81,6 +110,7 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,15 +122,16 @@ impl ResponseError for ApiError {
             // Logged once, here, where it is handled.
             tracing::error!(error = ?e, "unexpected error answering a request");
         }
-        let mut body = serde_json::json!({
-            "type": format!("/problems/{}", self.slug()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-        });
-        if let Self::Validation(errors) = self {
-            body["errors"] = serde_json::to_value(errors).unwrap_or_default();
-        }
+        let body = Problem {
+            kind: format!("/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                Self::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
         match self {
@@ -110,9 +141,12 @@ impl ResponseError for ApiError {
             Self::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
+            Self::MethodNotAllowed { allowed, .. } => {
+                response.insert_header((header::ALLOW, allowed_list(allowed)));
+            }
             _ => {}
         }
-        response.body(body.to_string())
+        response.body(serde_json::to_string(&body).unwrap_or_default())
     }
 }
 
@@ -170,7 +204,23 @@ pub fn query_config() -> actix_web::web::QueryConfig {
         .error_handler(|err, _req| ApiError::BadRequest(format!("invalid query: {err}")).into())
 }
 
-/// Unknown routes answer with a problem document too.
-pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound("route".into()))
+fn allowed_list(methods: &[Method]) -> String {
+    methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What no route answered: 405 with `Allow` when the path is one of the API's with other
+/// methods (those of the OpenAPI description, see [`super::openapi::allowed_methods`]), else
+/// 404. Both are problem documents.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    match super::openapi::allowed_methods(req.path()) {
+        Some(allowed) if !allowed.contains(req.method()) => Err(ApiError::MethodNotAllowed {
+            method: req.method().clone(),
+            allowed,
+        }),
+        _ => Err(ApiError::NotFound("route".into())),
+    }
 }

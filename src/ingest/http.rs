@@ -3,24 +3,142 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use base64::Engine;
-use chrono::Utc;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::mqtt::{decode, event_item};
 use super::{Item, Job, Outcome, Source, WriteError};
 use crate::auth::{Caller, Role};
 use crate::devices::DeviceCaller;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState, FieldError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(check_ins).service(dead_letters);
 }
 
+/// How a check-in or check-out was proved.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Only described: the wire format's decoder reads the events.
+enum CheckMethod {
+    /// Needs `lat` and `lon`.
+    Gps,
+    /// Needs `tag`.
+    Tag,
+    /// Needs `caller_id`.
+    Phone,
+    /// Needs `reason`.
+    Manual,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum CheckKind {
+    CheckIn,
+    CheckOut,
+}
+
+/// A check-in or check-out in the wire format's JSON (`docs/wire-format.md` is the reference:
+/// it also says which fields each `method` needs). `t` may not be further ahead of the
+/// server's clock than `ingest.max_future_secs` (422).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct CheckEvent {
+    /// The device's sequence number.
+    #[schema(minimum = 1)]
+    seq: i64,
+    /// Device time of the event, milliseconds since the Unix epoch.
+    #[schema(minimum = 0, maximum = 253_402_300_799_999_i64)]
+    t: i64,
+    kind: CheckKind,
+    /// Sub-device number behind a hub.
+    #[schema(nullable = false, minimum = 0, maximum = 65535)]
+    sensor: Option<u16>,
+    method: CheckMethod,
+    /// The scheduled visit's reference.
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
+    visit: Option<String>,
+    /// The person served.
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
+    person: Option<String>,
+    /// Degrees WGS 84; with `lon`.
+    #[schema(nullable = false, minimum = -90, maximum = 90)]
+    lat: Option<f64>,
+    /// Degrees WGS 84; with `lat`.
+    #[schema(nullable = false, minimum = -180, maximum = 180)]
+    lon: Option<f64>,
+    /// Metres; needs `lat` and `lon`.
+    #[schema(nullable = false, minimum = 0, maximum = 10000)]
+    accuracy_m: Option<f32>,
+    /// Seconds between the fix and `t`; needs `lat` and `lon`.
+    #[schema(nullable = false, minimum = 0, maximum = 4_294_967_295_i64)]
+    fix_age_s: Option<u32>,
+    /// The tag read (NFC, QR).
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
+    tag: Option<String>,
+    /// The calling line.
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
+    caller_id: Option<String>,
+    /// Reason code for a manual record.
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
+    reason: Option<String>,
+    /// Free text, at most 500 bytes of UTF-8.
+    #[schema(nullable = false, max_length = 500)]
+    memo: Option<String>,
+}
+
+/// One event or a batch.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum CheckIns {
+    One(CheckEvent),
+    /// At least one and up to `ingest.max_http_batch` (default 500) events; more is 413.
+    Batch(Vec<CheckEvent>),
+}
+
+/// What became of one event.
+#[derive(Serialize, ToSchema)]
+struct CheckInItem {
+    seq: Option<i64>,
+    status: Outcome,
+}
+
+#[derive(Serialize, ToSchema)]
+struct CheckInResult {
+    /// How many were stored now (not duplicates).
+    stored: usize,
+    /// In the order sent.
+    items: Vec<CheckInItem>,
+}
+
 /// One event or an array of events in the wire format's JSON (`docs/wire-format.md`), of kind
-/// `check_in` or `check_out`. Answers after the transaction that stores them has committed:
-/// 200 with each item's outcome (`stored`, or `duplicate` for a resend), 422 naming every
-/// invalid field (nothing is stored then), 503 with `Retry-After` while the database is down.
+/// `check_in` or `check_out`, from a care worker's phone (device credentials). Answers after
+/// the transaction that stores them has committed: 200 with each item's outcome (`stored`, or
+/// `duplicate` for a resend), 422 naming every invalid field (nothing is stored then), 503
+/// with `Retry-After` while the database is down.
+#[utoipa::path(
+    operation_id = "check_in",
+    tag = "ingest",
+    security(("device" = [])),
+    request_body = CheckIns,
+    responses(
+        (status = 200, description = "Stored (or already stored).", body = CheckInResult),
+        doc::PayloadTooLarge,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/check-ins")]
 async fn check_ins(
     device: DeviceCaller,
@@ -100,28 +218,67 @@ async fn check_ins(
             return Err(ApiError::Unavailable)
         }
     };
-    let results: Vec<serde_json::Value> = values
+    let items: Vec<CheckInItem> = values
         .iter()
         .zip(outcomes)
-        .map(|(v, o)| serde_json::json!({ "seq": v.get("seq"), "status": o }))
+        .map(|(v, status)| CheckInItem {
+            seq: v.get("seq").and_then(serde_json::Value::as_i64),
+            status,
+        })
         .collect();
-    let stored = results
-        .iter()
-        .filter(|r| r["status"] == serde_json::json!(Outcome::Stored))
-        .count();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "stored": stored, "items": results })))
+    let stored = items.iter().filter(|i| i.status == Outcome::Stored).count();
+    Ok(HttpResponse::Ok().json(CheckInResult { stored, items }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
     /// Only dead letters with a smaller id (the previous page's `next_before`).
     before: Option<i64>,
-    /// Page size, 1..=500, default 100.
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<i64>,
 }
 
+/// Input that could not be stored.
+#[derive(Serialize, ToSchema)]
+struct DeadLetter {
+    id: i64,
+    received_at: DateTime<Utc>,
+    device_uid: Option<String>,
+    /// `mqtt` or `http`.
+    source: String,
+    /// The MQTT topic it came on.
+    topic: Option<String>,
+    /// Why, as a code (`docs/wire-format.md` lists them).
+    reason_code: String,
+    reason: String,
+    /// The bytes as received.
+    payload_base64: String,
+    /// The bytes as text, when they are UTF-8.
+    payload_text: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DeadLetterPage {
+    /// Newest first.
+    items: Vec<DeadLetter>,
+    /// `before` for the next page; null on the last one.
+    next_before: Option<i64>,
+}
+
 /// The caller's organisation's dead letters, newest first.
+#[utoipa::path(
+    operation_id = "list_dead_letters",
+    tag = "ingest",
+    params(DeadLetterQuery),
+    responses(
+        (status = 200, description = "A page of dead letters.", body = DeadLetterPage),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/dead-letters")]
 async fn dead_letters(
     caller: Caller,
@@ -143,25 +300,25 @@ async fn dead_letters(
             &[&caller.organisation_id, &query.before, &limit],
         )
         .await?;
-    let items: Vec<serde_json::Value> = rows
+    let items: Vec<DeadLetter> = rows
         .iter()
         .map(|r| {
             let payload: Vec<u8> = r.get("payload");
-            serde_json::json!({
-                "id": r.get::<_, i64>("id"),
-                "received_at": r.get::<_, chrono::DateTime<Utc>>("received_at"),
-                "device_uid": r.get::<_, Option<String>>("device_uid"),
-                "source": r.get::<_, String>("source"),
-                "topic": r.get::<_, Option<String>>("topic"),
-                "reason_code": r.get::<_, String>("reason_code"),
-                "reason": r.get::<_, String>("reason"),
-                "payload_base64": base64::engine::general_purpose::STANDARD.encode(&payload),
-                "payload_text": std::str::from_utf8(&payload).ok(),
-            })
+            DeadLetter {
+                id: r.get("id"),
+                received_at: r.get("received_at"),
+                device_uid: r.get("device_uid"),
+                source: r.get("source"),
+                topic: r.get("topic"),
+                reason_code: r.get("reason_code"),
+                reason: r.get("reason"),
+                payload_base64: base64::engine::general_purpose::STANDARD.encode(&payload),
+                payload_text: std::str::from_utf8(&payload).ok().map(str::to_owned),
+            }
         })
         .collect();
     let next_before = (items.len() as i64 == limit)
-        .then(|| items.last().map(|i| i["id"].clone()))
+        .then(|| items.last().map(|i| i.id))
         .flatten();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_before": next_before })))
+    Ok(HttpResponse::Ok().json(DeadLetterPage { items, next_before }))
 }

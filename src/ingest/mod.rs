@@ -112,8 +112,9 @@ pub struct DeadLetter {
 }
 
 /// What became of one item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = IngestOutcome)]
 pub enum Outcome {
     Stored,
     Duplicate,

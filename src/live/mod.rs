@@ -212,11 +212,32 @@ impl Drop for StreamSlot {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut utoipa_actix_web::service_config::ServiceConfig::new(
+        cfg,
+    ));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(live);
 }
 
 /// `text/event-stream`: `event: <topic>` and `data: <json>` per change, a comment every 15 s to
 /// keep proxies from closing the connection.
+#[utoipa::path(
+    operation_id = "live",
+    tag = "live",
+    responses(
+        (status = 200, description = "An endless stream of server-sent events: `event: <topic>` \
+            (`alarm`, `technical_alarm`, `missed_visit`, ...) and `data: <json>` per change of the \
+            caller's organisation; `event: lagged` with `data: {\"missed\": n}` when the client \
+            fell behind and should refetch; a comment every 15 s. It ends when the token is \
+            revoked or expires, or its user is disabled.",
+            content_type = "text/event-stream", body = String),
+        crate::http::openapi::Forbidden,
+        crate::http::openapi::TooManyRequests,
+    ),
+)]
 #[get("/v1/live")]
 async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
