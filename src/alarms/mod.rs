@@ -1,16 +1,17 @@
 //! Telecare alarms: lifecycle, live stream, response times, falls and long lies, device health.
 //!
 //! - [`model`]: the closed sets (kinds, severities, states, outcome codes) mapped to SQL.
-//! - [`derive`]: the only code that changes `alarms`, `alarm_events` and `device_health`, from
-//!   events (live feed, catch-up, rebuild) and staff actions (API, rebuild).
+//! - [`derive`](mod@derive): the only code that changes `alarms`, `alarm_events` and
+//!   `device_health`, from events (live feed, catch-up, rebuild) and staff actions (API,
+//!   rebuild).
 //! - [`routes`](mod@routes): the HTTP API for provider staff and responders; [`figures`]: response
-//!   times against the TSA targets; [`rebuild`]: recomputing the derived tables.
+//!   times against the TSA targets; [`rebuild`](mod@rebuild): recomputing the derived tables.
 //! - `runtime`: the background work ([`start`]): the live feed, the start-up catch-up
 //!   ([`catch_up`]), retries, the missing-heartbeat check ([`run_sweep`]); `pass`: one pass of
 //!   derivation in one transaction ([`process`]).
 //!
 //! Sources of truth are the raw `events` and `alarm_actions` (what staff did, who and when);
-//! everything else here is derived and [`rebuild`] recomputes it with the same alarm ids.
+//! everything else here is derived and [`rebuild()`] recomputes it with the same alarm ids.
 //! A change is published to the live stream (`alarm` / `technical_alarm`) right after the
 //! transaction that made it has committed. See `docs/alarms.md`.
 

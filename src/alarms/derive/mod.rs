@@ -1,6 +1,7 @@
 //! Deriving alarms from events and staff actions: the one place that changes `alarms`,
-//! `alarm_events` and `device_health`. The live feed, start-up catch-up and [`rebuild`]
-//! (crate::alarms::rebuild) all go through these functions, so they give the same rows.
+//! `alarm_events` and `device_health`. The live feed, start-up catch-up and
+//! [`rebuild`](mod@crate::alarms::rebuild) all go through these functions, so they give the same
+//! rows.
 //!
 //! Concurrency (several instances): an alarm is opened with `INSERT ... ON CONFLICT` on the
 //! partial unique index of open alarms, so a repeat folds instead of opening a second one; every
