@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
+use homeward_proto::{CheckMethod, EventBody, EventKind, VisitCheck};
 use serde::{Deserialize, Serialize};
 
 use super::geofence::{self, Fence, Fix, GeofencePolicy, Reason, Verdict};
@@ -21,30 +22,30 @@ pub(crate) const LOCK_CLASS: i32 = 0x0045_5656;
 /// Second key of the lock taken by the missed-visit check (devices use their id, always > 0).
 pub(crate) const LOCK_MISSED: i32 = 0;
 
-const CHECK_IN: i16 = 22;
-const CHECK_OUT: i16 = 23;
-
-/// The fields of a check event as stored in `events.data` (wire-format names).
-#[derive(Debug, Clone, Default, Deserialize)]
-struct CheckData {
-    method: String,
-    visit: Option<String>,
-    person: Option<String>,
-    lat: Option<f64>,
-    lon: Option<f64>,
-    accuracy_m: Option<f64>,
-    fix_age_s: Option<u32>,
-    tag: Option<String>,
-    caller_id: Option<String>,
-    reason: Option<String>,
-    memo: Option<String>,
+/// The condition on `column` (`events.kind`) that picks the check events. Their codes are
+/// written into the statement's text, never passed as parameters: the partial indexes on check
+/// events (`WHERE kind IN (22, 23)`) serve only a statement whose text implies their condition.
+fn is_check(column: &str) -> String {
+    format!(
+        "{column} IN ({}, {})",
+        EventKind::CheckIn.code(),
+        EventKind::CheckOut.code()
+    )
 }
 
 #[derive(Debug, Clone)]
 struct CheckEvent {
     seq: i64,
     at: DateTime<Utc>,
-    data: CheckData,
+    check: VisitCheck,
+}
+
+/// A fix's accuracy as a double, as the stored decimal reads: the device sends a float32,
+/// written as its shortest decimal (`12.3`), and the figures are worked out from that decimal,
+/// not from the float32's binary value (12.300000190734863).
+fn accuracy_m(check: &VisitCheck) -> Option<f64> {
+    let a = check.fix()?.accuracy_m()?;
+    Some(a.to_string().parse().unwrap_or(f64::from(a)))
 }
 
 /// A check as a visit shows it: what the phone sent (one fix, no track) and the verdict.
@@ -170,9 +171,12 @@ pub async fn derive_device(
     let device_person: Option<i32> = device.get(2);
     let rows = tx
         .query(
-            "SELECT seq, occurred_at, kind, data FROM events
-              WHERE device_id = $1 AND kind IN (22, 23)
-              ORDER BY occurred_at, seq",
+            &format!(
+                "SELECT seq, occurred_at, kind, data::text FROM events
+                  WHERE device_id = $1 AND {}
+                  ORDER BY occurred_at, seq",
+                is_check("kind")
+            ),
             &[&device_id],
         )
         .await?;
@@ -180,30 +184,40 @@ pub async fn derive_device(
     let mut pairs: Vec<(Option<CheckEvent>, Option<CheckEvent>, bool)> = Vec::new();
     let mut open: Option<CheckEvent> = None;
     for row in &rows {
-        let kind: i16 = row.get(2);
-        let data: Option<serde_json::Value> = row.get(3);
-        let data: CheckData = match data.map(serde_json::from_value).transpose() {
-            Ok(d) => d.unwrap_or_default(),
+        let seq: i64 = row.get(0);
+        let code: i16 = row.get(2);
+        // The statement picks check events only.
+        let Some(kind) = u8::try_from(code).ok().and_then(EventKind::from_code) else {
+            continue;
+        };
+        // A kind without fields is stored as NULL rather than `{}`.
+        let data: Option<&str> = row.get(3);
+        let body = match homeward_proto::decode_fields_json(kind, data.unwrap_or("{}").as_bytes()) {
+            Ok(body) => body,
             Err(e) => {
                 // Stored events passed validation at intake; this would be a bug, not input.
-                tracing::warn!(device_id, error = %e, "a stored check event does not parse");
+                tracing::warn!(device_id, seq, error = %e, "a stored check event does not decode");
                 continue;
             }
         };
-        let event = CheckEvent {
-            seq: row.get(0),
-            at: row.get(1),
-            data,
+        let (check_in, check) = match body {
+            EventBody::CheckIn(check) => (true, check),
+            EventBody::CheckOut(check) => (false, check),
+            _ => continue,
         };
-        match kind {
-            CHECK_IN => {
-                if let Some(prev) = open.take() {
-                    pairs.push((Some(prev), None, true));
-                }
-                open = Some(event);
+        let event = CheckEvent {
+            seq,
+            at: row.get(1),
+            check,
+        };
+        if check_in {
+            if let Some(prev) = open.take() {
+                pairs.push((Some(prev), None, true));
             }
-            CHECK_OUT => match open.take() {
-                Some(start) if compatible(&start.data, &event.data) => {
+            open = Some(event);
+        } else {
+            match open.take() {
+                Some(start) if compatible(&start.check, &event.check) => {
                     pairs.push((Some(start), Some(event), false));
                 }
                 Some(start) => {
@@ -211,8 +225,7 @@ pub async fn derive_device(
                     pairs.push((None, Some(event), false));
                 }
                 None => pairs.push((None, Some(event), false)),
-            },
-            _ => {}
+            }
         }
     }
     if let Some(start) = open.take() {
@@ -266,8 +279,8 @@ pub async fn derive_device(
 }
 
 /// A check-out closes the open check-in unless both name different scheduled visits.
-fn compatible(start: &CheckData, end: &CheckData) -> bool {
-    match (&start.visit, &end.visit) {
+fn compatible(start: &VisitCheck, end: &VisitCheck) -> bool {
+    match (start.visit(), end.visit()) {
         (Some(a), Some(b)) => a == b,
         _ => true,
     }
@@ -284,13 +297,13 @@ async fn resolve(
     device_person: Option<i32>,
     event: &CheckEvent,
 ) -> Result<(Option<i32>, Option<Scheduled>, &'static str), EvvError> {
-    let d = &event.data;
-    if let Some(reference) = &d.visit {
+    let d = &event.check;
+    if let Some(reference) = d.visit() {
         let row = tx
             .query_opt(
                 "SELECT id, person_id, worker_id, window_start FROM scheduled_visits
                   WHERE organisation_id = $1 AND reference = $2",
-                &[&org, reference],
+                &[&org, &reference.as_str()],
             )
             .await?;
         if let Some(r) = row {
@@ -300,35 +313,35 @@ async fn resolve(
     }
     let mut person = None;
     let mut method = "none";
-    if let Some(reference) = &d.person {
+    if let Some(reference) = d.person() {
         person = tx
             .query_opt(
                 "SELECT id FROM people WHERE organisation_id = $1 AND external_ref = $2",
-                &[&org, reference],
+                &[&org, &reference.as_str()],
             )
             .await?
             .map(|r| r.get::<_, i32>(0));
         method = "person_reference";
     }
-    if person.is_none() && d.method == "tag" {
-        if let Some(tag) = &d.tag {
+    if person.is_none() && d.method() == CheckMethod::Tag {
+        if let Some(tag) = d.tag() {
             person = tx
                 .query_opt(
                     "SELECT id FROM people WHERE organisation_id = $1 AND home_tag = $2",
-                    &[&org, tag],
+                    &[&org, &tag.as_str()],
                 )
                 .await?
                 .map(|r| r.get::<_, i32>(0));
             method = "tag";
         }
     }
-    if person.is_none() && d.method == "phone" {
-        if let Some(caller) = &d.caller_id {
+    if person.is_none() && d.method() == CheckMethod::Phone {
+        if let Some(caller) = d.caller_id() {
             person = tx
                 .query_opt(
                     "SELECT id FROM people WHERE organisation_id = $1 AND home_phone = $2
                       ORDER BY id LIMIT 1",
-                    &[&org, caller],
+                    &[&org, &caller.as_str()],
                 )
                 .await?
                 .map(|r| r.get::<_, i32>(0));
@@ -372,7 +385,7 @@ async fn resolve(
             &[&org, &w, &from, &to],
         )
         .await?;
-    let fix = d.lat.zip(d.lon);
+    let fix = d.fix().map(|f| (f.lat(), f.lon()));
     let best = rows
         .iter()
         .map(|r| {
@@ -436,25 +449,27 @@ async fn load_home(
 
 /// The verdict on one check, with its reason.
 fn verify(settings: &EvvSettings, home: Option<&Home>, event: &CheckEvent) -> CheckRecord {
-    let d = &event.data;
+    let d = &event.check;
+    let text = |id: Option<&homeward_proto::Id>| id.map(|id| id.as_str().to_owned());
+    let fix = d.fix();
     let mut record = CheckRecord {
         seq: Some(event.seq),
         at: Some(event.at),
-        method: d.method.clone(),
+        method: d.method().as_str().to_owned(),
         verdict: Verdict::Unverified,
         reason: Reason::PersonUnknown,
         distance_m: None,
         allowance_m: None,
         radius_m: None,
-        accuracy_m: d.accuracy_m,
-        fix_age_s: d.fix_age_s,
+        accuracy_m: accuracy_m(d),
+        fix_age_s: fix.and_then(|f| f.fix_age_s()),
         stale: false,
-        lat: d.lat,
-        lon: d.lon,
-        tag: d.tag.clone(),
-        caller_id: d.caller_id.clone(),
-        manual_reason: d.reason.clone(),
-        memo: d.memo.clone(),
+        lat: fix.map(|f| f.lat()),
+        lon: fix.map(|f| f.lon()),
+        tag: text(d.tag()),
+        caller_id: text(d.caller_id()),
+        manual_reason: text(d.reason()),
+        memo: d.memo().map(|m| m.as_str().to_owned()),
     };
     let Some(home) = home else {
         return record;
@@ -463,27 +478,28 @@ fn verify(settings: &EvvSettings, home: Option<&Home>, event: &CheckEvent) -> Ch
         GeofencePolicy::Reject => Verdict::Rejected,
         GeofencePolicy::Warn => Verdict::Warning,
     };
-    match d.method.as_str() {
-        "tag" => {
-            let ok = home.tag.is_some() && home.tag == d.tag;
+    match d.method() {
+        CheckMethod::Tag => {
+            let ok = home.tag.is_some() && home.tag.as_deref() == d.tag().map(|t| t.as_str());
             (record.verdict, record.reason) = if ok {
                 (Verdict::Verified, Reason::TagMatched)
             } else {
                 (refuse, Reason::TagMismatch)
             };
         }
-        "phone" => {
-            let ok = home.phone.is_some() && home.phone == d.caller_id;
+        CheckMethod::Phone => {
+            let ok =
+                home.phone.is_some() && home.phone.as_deref() == d.caller_id().map(|c| c.as_str());
             (record.verdict, record.reason) = if ok {
                 (Verdict::Verified, Reason::CallerIdMatched)
             } else {
                 (refuse, Reason::CallerIdMismatch)
             };
         }
-        "manual" => {
+        CheckMethod::Manual => {
             (record.verdict, record.reason) = (Verdict::Unverified, Reason::ManualEntry);
         }
-        _ => match (d.lat.zip(d.lon), home.lat.zip(home.lon)) {
+        CheckMethod::Gps => match (record.lat.zip(record.lon), home.lat.zip(home.lon)) {
             (Some((lat, lon)), Some((home_lat, home_lon))) => {
                 let fence = Fence {
                     home_lat,
@@ -500,8 +516,8 @@ fn verify(settings: &EvvSettings, home: Option<&Home>, event: &CheckEvent) -> Ch
                     &Fix {
                         lat,
                         lon,
-                        accuracy_m: d.accuracy_m,
-                        fix_age_s: d.fix_age_s,
+                        accuracy_m: record.accuracy_m,
+                        fix_age_s: record.fix_age_s,
                     },
                 );
                 record.verdict = c.verdict;
@@ -512,7 +528,7 @@ fn verify(settings: &EvvSettings, home: Option<&Home>, event: &CheckEvent) -> Ch
                 record.radius_m = Some(fence.radius_m);
                 record.stale = c.stale;
             }
-            // A GPS check without a home to compare with, or a check with no fix at all.
+            // A GPS check without a home to compare with.
             _ => {
                 (record.verdict, record.reason) = (Verdict::Unverified, Reason::NoHomeLocation);
             }
@@ -677,9 +693,12 @@ pub async fn devices_with_checks_since(
 ) -> Result<(Vec<i32>, Option<DateTime<Utc>>), EvvError> {
     let rows = client
         .query(
-            "SELECT device_id, max(received_at) FROM events
-              WHERE kind IN (22, 23) AND ($1::timestamptz IS NULL OR received_at >= $1)
-              GROUP BY device_id ORDER BY device_id",
+            &format!(
+                "SELECT device_id, max(received_at) FROM events
+                  WHERE {} AND ($1::timestamptz IS NULL OR received_at >= $1)
+                  GROUP BY device_id ORDER BY device_id",
+                is_check("kind")
+            ),
             &[&since],
         )
         .await?;
@@ -700,10 +719,13 @@ pub async fn devices_near_window(
     let (from, to) = (from - tolerance, to + tolerance);
     let rows = client
         .query(
-            "SELECT DISTINCT e.device_id FROM events e JOIN devices d ON d.id = e.device_id
-              WHERE d.organisation_id = $1 AND e.kind IN (22, 23)
-                AND e.occurred_at BETWEEN $2 AND $3
-              ORDER BY 1",
+            &format!(
+                "SELECT DISTINCT e.device_id FROM events e JOIN devices d ON d.id = e.device_id
+                  WHERE d.organisation_id = $1 AND {}
+                    AND e.occurred_at BETWEEN $2 AND $3
+                  ORDER BY 1",
+                is_check("e.kind")
+            ),
             &[&org, &from, &to],
         )
         .await?;
@@ -781,4 +803,28 @@ pub async fn save_checkpoint(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_condition_is_the_partial_indexes_own() {
+        // Else the planner could not use them.
+        let migration = include_str!("../../migrations/0003_visits.sql");
+        let condition = format!("WHERE {};", is_check("kind"));
+        assert_eq!(condition, "WHERE kind IN (22, 23);");
+        assert_eq!(migration.matches(&condition).count(), 2);
+    }
+
+    #[test]
+    fn accuracy_reads_as_its_stored_decimal() {
+        let fix = homeward_proto::GeoFix::new(51.5, -0.12).unwrap();
+        let with = |a: f32| VisitCheck::by_gps(fix.with_accuracy_m(a).unwrap());
+        assert_eq!(accuracy_m(&with(12.3)), Some(12.3));
+        assert_eq!(accuracy_m(&with(1e-45)), Some(1e-45));
+        assert_eq!(accuracy_m(&with(10_000.0)), Some(10_000.0));
+        assert_eq!(accuracy_m(&VisitCheck::by_gps(fix)), None);
+    }
 }

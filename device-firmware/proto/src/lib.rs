@@ -13,6 +13,8 @@
 //! - [`batch`]: several events of one device in one message ([`Batch`]).
 //! - Two encodings of every message: JSON (a flat object) and CBOR (a map with small integer
 //!   keys). [`decode_event`] and [`decode_downlink`] tell them apart by the first byte.
+//! - The server keeps an event as columns (the envelope) and the kind's own fields as one JSON
+//!   object: [`encode_fields_json`] writes that object, [`decode_fields_json`] reads it back.
 //! - [`DecodeError`]: says which field is wrong and how, with a stable
 //!   [`reason_code`](DecodeError::reason_code) for the server's dead-letter table.
 //!
@@ -26,7 +28,8 @@
 //!   key is (device, `seq`, `t`).
 //! - Decoding is strict: unknown fields, duplicate fields, fields that do not belong to the
 //!   kind, and trailing bytes are errors, never ignored. Payloads over [`MAX_EVENT_BYTES`]
-//!   (events) or [`MAX_DOWNLINK_BYTES`] (downlinks) are refused before parsing.
+//!   (events) or [`MAX_DOWNLINK_BYTES`] (downlinks) are refused before parsing (not the
+//!   server's stored fields: see [`decode_fields_json`]).
 //! - Every valid [`Event`] encodes in at most [`MAX_EVENT_BYTES`] in both encodings, and every
 //!   [`Downlink`] in at most [`MAX_DOWNLINK_BYTES`].
 //! - No decoder panics or recurses, whatever the input (property-tested).
@@ -173,6 +176,19 @@ pub fn encode_event(
 /// canonical order: what the server stores in its `jsonb` column beside the envelope columns.
 pub fn encode_fields_json(body: &EventBody, buf: &mut [u8]) -> Result<usize, EncodeError> {
     event::json::encode_fields(body, buf)
+}
+
+/// Decodes the kind's own fields as [`encode_fields_json`] wrote them, for an event of `kind`
+/// (which the server stores beside them): the inverse of [`encode_fields_json`], as strict as
+/// [`decode_event_json`], with errors that name the field. An envelope field (`seq`, `t`,
+/// `kind`, `sensor`) among them is an error too; a kind without fields takes `{}`.
+///
+/// The text may come back from a database in another form than the encoder's, and still
+/// decodes to the same body: fields in another order, whitespace between them (PostgreSQL's
+/// `jsonb` does both), numbers written out in full (`jsonb` writes `1e-7` as `0.0000001`).
+/// For that last reason no size limit applies: the input is the server's own, not a device's.
+pub fn decode_fields_json(kind: EventKind, payload: &[u8]) -> Result<EventBody, DecodeError> {
+    event::json::decode_fields(kind, payload)
 }
 
 /// Decodes a downlink in either encoding (see [`Encoding::detect`]).

@@ -1,7 +1,7 @@
 //! The one table of event fields: JSON name, CBOR key and canonical order; which kind takes
 //! which field; and the rules that turn a set of decoded fields into an [`Event`]. Both
-//! encoders walk [`for_each_field`]; both decoders fill a [`Raw`] and call [`Raw::finish`],
-//! so the two encodings cannot drift apart.
+//! encoders walk [`for_each_field`]; both decoders fill a [`Raw`] and call [`Raw::finish`]
+//! (the stored fields' decoder [`Raw::finish_fields`]), so the encodings cannot drift apart.
 
 use super::{
     CheckMethod, Event, EventBody, EventKind, GeoFix, Percent, SignalDbm, VisitCheck, MAX_SEQ,
@@ -417,18 +417,41 @@ impl Raw {
         let time_ms = self.t.ok_or_else(|| always(Field::T))?;
         let kind = self.kind.ok_or_else(|| always(Field::Kind))?;
         let sensor = self.sensor;
+        self.check_allowed(kind, &ENVELOPE)?;
+        let body = self.body(kind)?;
+        Ok(Event {
+            seq,
+            time_ms,
+            sensor,
+            body,
+        })
+    }
 
-        let allowed = ENVELOPE
+    /// [`finish`](Self::finish) for the kind's own fields alone, the kind given beside them
+    /// (as the server stores an event): an envelope field among them is not allowed.
+    pub(crate) fn finish_fields(self, kind: EventKind) -> Result<EventBody, DecodeError> {
+        self.check_allowed(kind, &[])?;
+        self.body(kind)
+    }
+
+    /// Every field seen belongs to `envelope` or to the kind.
+    fn check_allowed(&self, kind: EventKind, envelope: &[Field]) -> Result<(), DecodeError> {
+        let allowed = envelope
             .iter()
             .chain(kind_fields(kind))
             .fold(0, |bits, f| bits | f.bit());
-        if let Some(f) = Field::ALL
+        match Field::ALL
             .into_iter()
             .find(|f| self.seen & f.bit() & !allowed != 0)
         {
-            return Err(DecodeError::not_allowed(f.name(), Owner::Kind(kind)));
+            Some(f) => Err(DecodeError::not_allowed(f.name(), Owner::Kind(kind))),
+            None => Ok(()),
         }
+    }
 
+    /// The kind's body from its fields: the kind's (and the check-in method's) required
+    /// fields are present.
+    fn body(self, kind: EventKind) -> Result<EventBody, DecodeError> {
         let need = |f: Field| DecodeError::missing(f.name(), Because::Kind(kind));
         let body = match kind {
             EventKind::PendantAlarm => EventBody::PendantAlarm,
@@ -473,12 +496,7 @@ impl Raw {
             EventKind::CheckIn => EventBody::CheckIn(self.visit_check(kind)?),
             EventKind::CheckOut => EventBody::CheckOut(self.visit_check(kind)?),
         };
-        Ok(Event {
-            seq,
-            time_ms,
-            sensor,
-            body,
-        })
+        Ok(body)
     }
 
     fn visit_check(self, kind: EventKind) -> Result<VisitCheck, DecodeError> {

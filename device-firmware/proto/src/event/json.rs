@@ -1,7 +1,7 @@
 //! Events as JSON: one flat object, fields in canonical order.
 
 use super::fields::{for_each_body_field, for_each_field, Field, Raw, Val};
-use super::{Event, EventBody};
+use super::{Event, EventBody, EventKind};
 use crate::error::{DecodeError, EncodeError};
 use crate::json::{self, ObjectWriter, Out, Reader};
 
@@ -39,6 +39,16 @@ pub(crate) fn encode_fields(body: &EventBody, buf: &mut [u8]) -> Result<usize, E
 }
 
 pub(crate) fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
+    read(payload)?.finish()
+}
+
+/// Decodes what [`encode_fields`] wrote, given the kind it was written for.
+pub(crate) fn decode_fields(kind: EventKind, payload: &[u8]) -> Result<EventBody, DecodeError> {
+    read(payload)?.finish_fields(kind)
+}
+
+/// Reads one object's fields, each checked on its own.
+fn read(payload: &[u8]) -> Result<Raw, DecodeError> {
     let mut r = Reader::new(payload)?;
     r.begin_object()?;
     let mut raw = Raw::default();
@@ -50,5 +60,5 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
         raw.set(field, &mut r)?;
     }
     r.finish()?;
-    raw.finish()
+    Ok(raw)
 }

@@ -1,12 +1,14 @@
 //! The wire format's tests: byte-for-byte pins of the documented examples, round trips of
-//! every kind in both encodings, error messages and reason codes, size limits, and decoders
-//! fed arbitrary bytes. One binary, one module per concern.
+//! every kind in both encodings and through the server's stored fields, error messages and
+//! reason codes, size limits, and decoders fed arbitrary bytes. One binary, one module per
+//! concern.
 
 mod batch;
 mod errors;
 mod limits;
 mod pins;
 mod roundtrip;
+mod stored;
 mod strategies;
 
 /// Hex without separators, lowercase, as the docs write CBOR.

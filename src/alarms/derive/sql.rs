@@ -1,0 +1,147 @@
+//! The statements derivation runs to change `alarms` and `alarm_events`, and the one that reads
+//! the stored events it derives. Each transition and its history row go out as one statement
+//! (a data-modifying `WITH`), so they cannot part; the texts are built from pieces shared by
+//! the statements that differ only in which alarms they target or how a repeat folds.
+
+use deadpool_postgres::GenericClient;
+
+use crate::alarms::model::VIEW_COLUMNS;
+use crate::alarms::AlarmError;
+
+/// Stored events derivation looks at, in the order they were received, after the key
+/// (`$2` received_at, `$3` device, `$4` seq), at most `$5`; `$1` the kinds' codes. The fields
+/// come as text, for the wire format's decoder.
+pub const EVENTS_QUERY: &str = "SELECT e.device_id, d.organisation_id, d.uid, e.seq, \
+     e.occurred_at, e.received_at, e.kind, e.data::text AS data \
+     FROM events e JOIN devices d ON d.id = e.device_id \
+     WHERE e.kind = ANY($1) AND (e.received_at, e.device_id, e.seq) > ($2, $3, $4) \
+     ORDER BY e.received_at, e.device_id, e.seq \
+     LIMIT $5";
+
+/// The alarm a step targets by id (a staff action, a clear by id), found by its primary key
+/// alone and checked after (with the organisation and category in the same WHERE, the planner
+/// scanned the organisation's alarms by `alarms_org_received_idx` while their statistics were
+/// those of an empty table). Both targets take the same parameters, so the statement after them
+/// is shared.
+pub(super) const STEP_BY_ID_SQL: &str = "WITH locked AS MATERIALIZED ( \
+       SELECT id, state, organisation_id, category FROM alarms WHERE id = $4::int8 FOR UPDATE), \
+     prev AS ( \
+       SELECT id, state FROM locked \
+        WHERE organisation_id = $1 AND category = $2 AND state = ANY($3::text[]) \
+          AND $5::text IS NULL AND $6::text IS NULL) ";
+
+/// The open alarms of a fold (by the partial index `alarms_one_open_idx`, which is why the open
+/// states are spelt out: every fold step starts from open states).
+pub(super) const STEP_BY_FOLD_SQL: &str = "WITH prev AS ( \
+       SELECT id, state FROM alarms \
+        WHERE organisation_id = $1 AND fold_key = $5::text \
+          AND state IN ('raised', 'acknowledged', 'dispatched', 'on_site') \
+          AND state = ANY($3::text[]) AND category = $2 \
+          AND ($6::text IS NULL OR kind = $6::text) AND $4::int8 IS NULL \
+        ORDER BY id FOR UPDATE) ";
+
+/// The update, and the row it appends to each alarm's history (`alarm_events`), in one
+/// statement: `$13` the transition, `$14`/`$15` the causing event or `$16` the staff action.
+const STEP_SQL: &str = ", updated AS (UPDATE alarms a SET \
+       state = $7::text, \
+       acknowledged_at = CASE WHEN $7::text = 'acknowledged' THEN $8::timestamptz ELSE a.acknowledged_at END, \
+       acknowledged_by = CASE WHEN $7::text = 'acknowledged' THEN $9::int4 ELSE a.acknowledged_by END, \
+       dispatched_at = CASE WHEN $7::text = 'dispatched' THEN $8::timestamptz ELSE a.dispatched_at END, \
+       dispatched_by = CASE WHEN $7::text = 'dispatched' THEN $9::int4 ELSE a.dispatched_by END, \
+       on_site_at = CASE WHEN $7::text = 'on_site' THEN $8::timestamptz ELSE a.on_site_at END, \
+       on_site_by = CASE WHEN $7::text = 'on_site' THEN $9::int4 ELSE a.on_site_by END, \
+       resolved_at = CASE WHEN $7::text = 'resolved' THEN $8::timestamptz ELSE a.resolved_at END, \
+       resolved_by = CASE WHEN $7::text = 'resolved' THEN $9::int4 ELSE a.resolved_by END, \
+       outcome = CASE WHEN $7::text = 'resolved' THEN $10::text ELSE a.outcome END, \
+       closed_at = CASE WHEN $7::text = 'closed' THEN $8::timestamptz ELSE a.closed_at END, \
+       closed_by = CASE WHEN $7::text = 'closed' THEN $9::int4 ELSE a.closed_by END, \
+       cleared_at = CASE WHEN $7::text = 'cleared' THEN $8::timestamptz ELSE a.cleared_at END, \
+       is_fall = a.is_fall OR COALESCE($11::bool, false), \
+       long_lie = (a.is_fall OR COALESCE($11::bool, false)) AND COALESCE( \
+           extract(epoch FROM (CASE WHEN $7::text = 'on_site' THEN $8::timestamptz ELSE a.on_site_at END) \
+                   - a.raised_at) >= $12::float8, false) \
+     FROM prev WHERE a.id = prev.id \
+     RETURNING prev.state AS from_state, ";
+
+const STEP_RECORD_SQL: &str = "), recorded AS ( \
+       INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, to_state, \
+                                 device_id, seq, action_id) \
+       SELECT organisation_id, id, $8::timestamptz, $13::text, from_state, $7::text, \
+              $14::int4, $15::int8, $16::int8 FROM updated) \
+     SELECT * FROM updated";
+
+pub(super) fn step_sql(target: &str) -> String {
+    format!("{target}{STEP_SQL}{VIEW_COLUMNS}{STEP_RECORD_SQL}")
+}
+
+pub(super) fn raise_sql(conflict: &str) -> String {
+    format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}{RAISE_RECORD_SQL}")
+}
+
+/// Prepares on this connection every statement [`derive_event`](super::derive_event) may run,
+/// so that a run of events can be sent at once and still execute in order (a statement
+/// prepared on first use would go out after the ones behind it).
+pub async fn prepare_event_statements(c: &impl GenericClient) -> Result<(), AlarmError> {
+    for sql in [
+        step_sql(STEP_BY_ID_SQL),
+        step_sql(STEP_BY_FOLD_SQL),
+        raise_sql(FOLD_SQL),
+        raise_many_sql(),
+    ] {
+        c.prepare_cached(&sql).await?;
+    }
+    Ok(())
+}
+
+const RAISE_SQL: &str =
+    "WITH raised AS (INSERT INTO alarms AS a (id, organisation_id, category, kind, severity, \
+       state, fold_key, person_id, source_device_id, source_seq, last_device_id, last_seq, count, \
+       is_fall, raised_at, received_at, last_seen_at) \
+     VALUES (COALESCE($1::int8, nextval(pg_get_serial_sequence('alarms', 'id'))), $2, $3, $4, $5, \
+       'raised', $6, $7, $8, $9, $8, $9, 1, $10, $11, $12, $11) ";
+
+/// The alarm raised (or folded into) and the row it appends to its history, in one statement.
+const RAISE_RECORD_SQL: &str = "), recorded AS ( \
+       INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, to_state, device_id, seq) \
+       SELECT organisation_id, id, $11, CASE WHEN inserted THEN 'raised' ELSE 'repeated' END, \
+              state, $8, $9 FROM raised) \
+     SELECT * FROM raised";
+
+/// A repeat while one is open folds into it.
+pub(super) const FOLD_SQL: &str = "ON CONFLICT (organisation_id, fold_key, kind) \
+       WHERE state IN ('raised', 'acknowledged', 'dispatched', 'on_site') \
+     DO UPDATE SET count = a.count + 1, \
+       last_seen_at = GREATEST(a.last_seen_at, excluded.last_seen_at), \
+       last_device_id = excluded.last_device_id, last_seq = excluded.last_seq \
+     RETURNING (a.xmax = 0) AS inserted, ";
+
+/// One `heartbeat_missing` per silence: the sweep and a late heartbeat may both try; the
+/// first wins.
+pub(super) const ONCE_SQL: &str = "ON CONFLICT DO NOTHING RETURNING true AS inserted, ";
+
+pub(super) fn raise_many_sql() -> String {
+    format!(
+        "WITH input AS MATERIALIZED ( \
+           SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[], \
+                                $6::text[], $7::int4[], $8::int4[], $9::int8[], $10::bool[], \
+                                $11::timestamptz[], $12::timestamptz[]) \
+             AS i (reuse, organisation_id, category, kind, severity, fold_key, person_id, \
+                   device_id, seq, is_fall, raised_at, received_at)), \
+         raised AS (INSERT INTO alarms AS a (id, organisation_id, category, kind, severity, \
+             state, fold_key, person_id, source_device_id, source_seq, last_device_id, last_seq, \
+             count, is_fall, raised_at, received_at, last_seen_at) \
+           SELECT COALESCE(reuse, nextval(pg_get_serial_sequence('alarms', 'id'))), \
+                  organisation_id, category, kind, severity, 'raised', fold_key, person_id, \
+                  device_id, seq, device_id, seq, 1, is_fall, raised_at, received_at, raised_at \
+             FROM input \
+           {FOLD_SQL}{VIEW_COLUMNS}, a.last_device_id AS raised_device_id), \
+         recorded AS ( \
+           INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, to_state, \
+                                     device_id, seq) \
+           SELECT r.organisation_id, r.id, i.raised_at, \
+                  CASE WHEN r.inserted THEN 'raised' ELSE 'repeated' END, r.state, \
+                  i.device_id, i.seq \
+             FROM raised r JOIN input i ON i.device_id = r.raised_device_id AND i.seq = r.last_seq) \
+         SELECT * FROM raised"
+    )
+}
