@@ -2,7 +2,8 @@
 //! commission them use to see whether care is working.
 //!
 //! # Layout
-//! Split by domain, each owning its types, SQL and routes:
+//! Split by domain, each owning its tables, figures, SQL and routes; data flows one way, from
+//! device to view (`docs/architecture.md` has the picture and the owner of every table):
 //! - [`ingest`]: MQTT subscriber, HTTP check-ins, the batch writer, dead letters.
 //! - [`people`]: people receiving care, care workers and the phones they carry.
 //! - [`evv`]: visits: schedules, verification, exceptions, missed-visit alerts.
@@ -27,8 +28,9 @@
 //! # Invariants
 //! - Raw events are append-only and never edited; corrections are new rows referring to old.
 //! - A message is acknowledged (MQTT PUBACK, HTTP 2xx) only after the transaction storing it
-//!   has committed. (device, seq) is stored once.
-//! - Every endpoint except `/healthz`, `/readyz` and `/metrics` is authenticated (the EMQX
+//!   has committed. An event, keyed by (device, seq, time), is stored once.
+//! - Every endpoint except `/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json` and `/docs` is
+//!   authenticated (the EMQX
 //!   hooks by a shared secret), and the tenant always comes from the credential, never from the
 //!   request.
 //! - Bad input gets a problem document (HTTP) or a dead-letter row (MQTT); it never crashes the
