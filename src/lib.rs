@@ -30,9 +30,8 @@
 //! - A message is acknowledged (MQTT PUBACK, HTTP 2xx) only after the transaction storing it
 //!   has committed. An event, keyed by (device, seq, time), is stored once.
 //! - Every endpoint except `/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json` and `/docs` is
-//!   authenticated (the EMQX
-//!   hooks by a shared secret), and the tenant always comes from the credential, never from the
-//!   request.
+//!   authenticated (the EMQX hooks by a shared secret), and the tenant always comes from the
+//!   credential, never from the request.
 //! - Bad input gets a problem document (HTTP) or a dead-letter row (MQTT); it never crashes the
 //!   server and is never silently dropped.
 
