@@ -2,7 +2,8 @@
 //! test process (nextest runs each test in its own process), started by whichever test needs it
 //! first, under a file lock. Each test gets a fresh database cloned from a migrated template,
 //! so tests are isolated and fast. `homeward-test-db stop` (this crate's binary, run by
-//! `make test`) stops it.
+//! `make test`) stops it; the next start begins from an empty cluster, so the clones of earlier
+//! runs never pile up.
 //!
 //! With `HOMEWARD_TEST_DATABASE_URL` set (a superuser URL, e.g. to a TimescaleDB server), tests
 //! use that server instead.
@@ -59,6 +60,17 @@ impl TestServer {
         let pg = match EmbeddedPostgres::attach(&dir, None).await? {
             Some(pg) => pg,
             None => {
+                // Nobody can be using a cluster that is not running: start from an empty one
+                // rather than keep every database earlier runs cloned, which fills the disk run
+                // after run (initdb and the template take a few seconds).
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| {
+                        DbError::Unavailable(format!(
+                            "cannot clear the old test cluster {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                }
                 let options = StartOptions {
                     port: 0,
                     bin_dir: None,
