@@ -115,9 +115,11 @@ bounded_text! {
 }
 
 bounded_text! {
-    /// Free text (`memo`): at most 500 bytes of UTF-8, any characters (JSON escapes them as
-    /// needed). May be empty.
-    Memo, capacity = 500, len = u16, min = 0, valid_char = |_| true
+    /// Free text (`memo`): at most 500 bytes of UTF-8, any character but U+0000 (JSON escapes
+    /// the others as needed). May be empty. NUL is refused because the server keeps events in
+    /// PostgreSQL, whose `text` and `jsonb` cannot hold it: an event carrying one could never
+    /// be stored, so it is refused where every other bad value is, at decoding.
+    Memo, capacity = 500, len = u16, min = 0, valid_char = |c: char| c != '\0'
 }
 
 fn valid_id_char(c: char) -> bool {
@@ -127,6 +129,7 @@ fn valid_id_char(c: char) -> bool {
 /// The rule texts quoted in error messages, kept next to the rules.
 pub(crate) const ID_RULE: &str = "must be 1 to 64 characters of [A-Za-z0-9._:+-]";
 pub(crate) const MEMO_RULE: &str = "must be at most 500 bytes of UTF-8";
+pub(crate) const MEMO_NUL_RULE: &str = "must not contain the character U+0000 (NUL)";
 
 /// Writes a float the way the JSON encoder does: the shortest text that reads back as the same
 /// value, with an exponent only for very small or very large magnitudes (so that a subnormal
@@ -166,5 +169,7 @@ mod tests {
         assert!(Memo::new("").is_some());
         assert!(Memo::new(&"é".repeat(250)).is_some());
         assert!(Memo::new(&"é".repeat(251)).is_none());
+        assert!(Memo::new("\u{1}\u{7f}").is_some());
+        assert!(Memo::new("a\0b").is_none());
     }
 }

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::error::{Because, DecodeError, Owner};
 use crate::source::{float_field, int_field, Enumerated, Source, Text};
-use crate::text::{Id, Memo, ID_RULE, MEMO_RULE};
+use crate::text::{Id, Memo, ID_RULE, MEMO_NUL_RULE, MEMO_RULE};
 
 /// Every field an event can carry. The declaration order is the canonical order: JSON writes
 /// fields in it and CBOR keys ascend in it.
@@ -359,6 +359,7 @@ fn id<S: Source>(src: &mut S, field: &'static str) -> Result<Id, DecodeError> {
 
 fn memo<S: Source>(src: &mut S, field: &'static str) -> Result<Memo, DecodeError> {
     match src.text::<{ Memo::MAX_LEN }>(field)? {
+        Text::Fits(s) if s.contains('\0') => Err(DecodeError::invalid(field, MEMO_NUL_RULE)),
         Text::Fits(s) => Memo::new(&s).ok_or(DecodeError::invalid(field, MEMO_RULE)),
         Text::TooLong => Err(DecodeError::invalid(field, MEMO_RULE)),
     }

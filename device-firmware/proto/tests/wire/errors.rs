@@ -310,6 +310,44 @@ fn wrong_types_and_values() {
     assert_eq!(v.memo().unwrap().as_str(), "\n".repeat(500));
 }
 
+/// U+0000 is the one character a memo may not hold (PostgreSQL's `text` and `jsonb` cannot
+/// store it), in either encoding; the other control characters are fine.
+#[test]
+fn nul_in_a_memo_is_refused_in_both_encodings() {
+    const NUL: &str = "field `memo`: must not contain the character U+0000 (NUL)";
+    rejects(
+        br#"{"seq":1,"t":0,"kind":"check_in","method":"manual","reason":"r","memo":"a\u0000b"}"#,
+        "invalid_value",
+        NUL,
+    );
+    // The check comes before the length's: a long memo with a NUL is refused for the NUL.
+    let json = format!(
+        r#"{{"seq":1,"t":0,"kind":"check_in","method":"manual","reason":"r","memo":"{}\u0000"}}"#,
+        "x".repeat(499)
+    );
+    rejects(json.as_bytes(), "invalid_value", NUL);
+    assert!(decode_event(
+        br#"{"seq":1,"t":0,"kind":"check_in","method":"manual","reason":"r","memo":"a\u0001\u001fb"}"#
+    )
+    .is_ok());
+
+    // CBOR: a valid check-in whose memo's `?` becomes a NUL byte (a text string of the same
+    // length, still valid UTF-8).
+    let check =
+        VisitCheck::by_manual(Id::new("r").unwrap()).with_memo(Memo::new("NUL?here").unwrap());
+    let event = Event::new(1, 0, EventBody::CheckIn(check)).unwrap();
+    let mut cbor = encode_event_vec(&event, Encoding::Cbor);
+    let at = cbor
+        .windows(8)
+        .position(|w| w == b"NUL?here")
+        .expect("the memo's bytes");
+    cbor[at + 3] = 0;
+    rejects(&cbor, "invalid_value", NUL);
+
+    // The validating constructor follows the same rule, so a device cannot build one.
+    assert!(Memo::new("a\0b").is_none());
+}
+
 #[test]
 fn syntax() {
     rejects(

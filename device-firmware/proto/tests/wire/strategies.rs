@@ -7,11 +7,11 @@ pub fn id() -> impl Strategy<Value = Id> {
     "[A-Za-z0-9._:+-]{1,64}".prop_map(|s| Id::new(&s).unwrap())
 }
 
-/// Any characters, control characters and non-ASCII included, cut to 500 bytes.
+/// Any characters but NUL, control characters and non-ASCII included, cut to 500 bytes.
 pub fn memo() -> impl Strategy<Value = Memo> {
     prop::collection::vec(any::<char>(), 0..200).prop_map(|chars| {
         let mut s = String::new();
-        for c in chars {
+        for c in chars.into_iter().filter(|&c| c != '\0') {
             if s.len() + c.len_utf8() > Memo::MAX_LEN {
                 break;
             }
