@@ -680,8 +680,9 @@ fn fail_all(jobs: Vec<Job>, error: WriteError) {
 /// An item the database refused, as a dead letter carrying the database's reason.
 fn refused(item: Item, reason: &str) -> Item {
     match item {
+        // With its organisation, so that the organisation's staff see it listed.
         Item::Event(e) => Item::DeadLetter(DeadLetter {
-            organisation_id: None,
+            organisation_id: Some(e.organisation_id),
             device_id: Some(e.row.device_id),
             device_uid: Some(e.device_uid.to_string()),
             source: "mqtt",

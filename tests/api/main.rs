@@ -16,6 +16,7 @@ mod flood;
 mod health;
 mod ingest;
 mod isolation;
+mod nul_text;
 mod openapi;
 mod outcomes;
 mod retry;
