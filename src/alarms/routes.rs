@@ -72,6 +72,9 @@ async fn list(
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
     }
     let client = state.pool.get().await?;
+    let organisation = crate::auth::visibility(caller, &**client)
+        .await?
+        .own_provider()?;
     let open: Vec<&str> = State::OPEN.iter().map(|s| s.as_str()).collect();
     let sql = format!(
         "SELECT {VIEW_COLUMNS} FROM alarms a \
@@ -83,13 +86,7 @@ async fn list(
     let rows = client
         .query(
             &sql,
-            &[
-                &caller.organisation_id,
-                &category.as_str(),
-                &open_only,
-                &open,
-                &limit,
-            ],
+            &[&organisation, &category.as_str(), &open_only, &open, &limit],
         )
         .await?;
     rows.iter()
@@ -586,27 +583,13 @@ async fn response_times(
         return Err(ApiError::invalid("from", "must be before `to`"));
     }
     let client = state.pool.get().await?;
-    let provider = if caller.role == Role::Commissioner {
-        let provider = q
-            .provider_id
-            .ok_or_else(|| ApiError::invalid("provider_id", "required for commissioners"))?;
-        if !crate::auth::commissions(&**client, caller.organisation_id, provider).await? {
-            return Err(ApiError::NotFound(format!("provider {provider}")));
-        }
-        provider
-    } else {
-        match q.provider_id {
-            Some(p) if p != caller.organisation_id => {
-                return Err(ApiError::NotFound(format!("provider {p}")));
-            }
-            _ => caller.organisation_id,
-        }
-    };
+    let visibility = crate::auth::visibility(&caller, &**client).await?;
+    let provider = visibility.one_provider(q.provider_id)?;
     let figures = super::figures::response_times(
         &**client,
         &state.settings.alarms,
         provider,
-        (caller.role == Role::Commissioner).then_some(caller.organisation_id),
+        visibility.funded_by(),
         from,
         to,
     )

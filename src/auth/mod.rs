@@ -12,6 +12,7 @@ mod credentials;
 mod failures;
 pub mod revocations;
 pub mod routes;
+pub mod scope;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +25,7 @@ use crate::secret::{hash_secret, random_token};
 pub use admin::*;
 pub use credentials::*;
 pub use failures::{FailedCredentials, REMEMBER as FAILURE_REMEMBERED_FOR};
+pub use scope::{visibility, Visibility};
 
 /// The kind of organisation.
 #[derive(
@@ -221,22 +223,6 @@ pub async fn caller_for_token(
             role: Role::parse(r.get(5))?,
         })
     }))
-}
-
-/// Does `commissioner` contract `provider`? The one check behind every commissioner's view of a
-/// provider's data.
-pub async fn commissions(
-    client: &impl tokio_postgres::GenericClient,
-    commissioner: i32,
-    provider: i32,
-) -> Result<bool, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM contracts WHERE commissioner_id = $1 AND provider_id = $2)",
-            &[&commissioner, &provider],
-        )
-        .await?;
-    Ok(row.get(0))
 }
 
 pub const TOKEN_PREFIX: &str = "hw_";

@@ -10,7 +10,7 @@ use tokio_postgres::GenericClient;
 
 use super::measures::{self, Indicators, Inputs, Period, PersonInput, PlanInput, PlanOutcome};
 use super::{OutcomeSettings, METHOD_VERSION};
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::http::ApiError;
 
 /// What a report covers.
@@ -75,10 +75,9 @@ async fn filter_for(
     caller: &Caller,
     scope: Scope,
 ) -> Result<Filter, ApiError> {
-    let commissioner = caller.role == Role::Commissioner
-        || (caller.role == Role::Auditor
-            && caller.organisation_kind == crate::auth::OrgKind::Commissioner);
-    let org = caller.organisation_id;
+    let visibility = crate::auth::visibility(caller, c).await?;
+    let commissioner = visibility.funded_by().is_some();
+    let org = visibility.organisation();
     let mut f = Filter {
         provider: None,
         commissioner: None,
@@ -95,15 +94,8 @@ async fn filter_for(
     match scope {
         Scope::Person(id) => f.person = Some(id),
         Scope::Provider(id) => {
-            if commissioner {
-                // Only a provider it contracts, as for statements and response times.
-                if !crate::auth::commissions(c, org, id).await? {
-                    return Err(ApiError::NotFound(format!("provider {id}")));
-                }
-                f.provider = Some(id);
-            } else if id != org {
-                return Err(ApiError::NotFound(format!("provider {id}")));
-            }
+            // A provider only itself; a commissioner only a provider it contracts.
+            f.provider = Some(visibility.one_provider(Some(id))?);
         }
         Scope::Contract(id) => {
             let row = c

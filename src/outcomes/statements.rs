@@ -8,7 +8,7 @@ use super::report::{self, Scope};
 use super::reports::{period, safe_csv, store, wants_csv, ReportQuery};
 use super::routes::READERS;
 use super::METHOD_VERSION;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::http::{ApiError, AppState};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -26,13 +26,10 @@ async fn statements(
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
     let s = &state.settings.outcomes;
-    let provider = if caller.role == Role::Commissioner {
-        q.provider_id
-            .ok_or_else(|| ApiError::invalid("provider_id", "required for commissioners"))?
-    } else {
-        q.provider_id.unwrap_or(caller.organisation_id)
-    };
     let c = state.pool.get().await?;
+    let provider = crate::auth::visibility(&caller, &**c)
+        .await?
+        .one_provider(q.provider_id)?;
     let contracts = c
         .query(
             "SELECT id, reference, terms FROM contracts
@@ -42,12 +39,6 @@ async fn statements(
             &[&provider, &caller.organisation_id, &p.to, &p.from],
         )
         .await?;
-    if contracts.is_empty()
-        && provider != caller.organisation_id
-        && !crate::auth::commissions(&**c, caller.organisation_id, provider).await?
-    {
-        return Err(ApiError::NotFound(format!("provider {provider}")));
-    }
     let mut out = Vec::new();
     let mut hasher = sha2::Sha256::new();
     use sha2::Digest;

@@ -55,7 +55,7 @@ async fn export(
     let now = Utc::now();
     let mut out = Vec::new();
     for r in rows {
-        let v = visit_view(r, scope.pseudonymise, &state.settings.evv, now);
+        let v = visit_view(r, scope.pseudonymise(), &state.settings.evv, now);
         // Only completed visits: every one carries all six elements.
         let (Some(service_type), Some(person), Some(worker), Some(start), Some(end), Some(date)) =
             (v.service_type, v.person, v.worker, v.start, v.end, v.date)

@@ -31,6 +31,9 @@ async fn list_missed(
         Some(_) => return Err(ApiError::invalid("state", "must be open or all")),
     };
     let client = state.pool.get().await?;
+    let organisation = crate::auth::visibility(&caller, &**client)
+        .await?
+        .own_provider()?;
     let rows = client
         .query(
             "SELECT s.id, s.reference, s.person_id, s.worker_id, s.window_start, a.due_at,
@@ -40,7 +43,7 @@ async fn list_missed(
                JOIN people p ON p.id = s.person_id
               WHERE a.organisation_id = $1 AND ($2 OR a.cleared_at IS NULL)
               ORDER BY a.due_at DESC, s.id LIMIT 1000",
-            &[&caller.organisation_id, &all],
+            &[&organisation, &all],
         )
         .await?;
     let items: Vec<_> = rows

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::derive;
 use super::geofence::GeofencePolicy;
-use crate::auth::{Caller, OrgKind, Role};
+use crate::auth::{Caller, Role, Visibility};
 use crate::http::{ApiError, AppState};
 
 const WRITERS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
@@ -43,37 +43,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     missed::routes(cfg);
 }
 
-/// Whose data the caller may read, and whether people must be pseudonymised.
-struct Scope {
-    orgs: Vec<i32>,
-    pseudonymise: bool,
-    /// For a commissioner: only people it funds, on days its contract and their service
-    /// period cover (`homeward_funded` in the database).
-    commissioner: Option<i32>,
-}
-
-async fn scope(caller: &Caller, client: &impl GenericClient) -> Result<Scope, ApiError> {
+/// Whose visits the caller may read, and whether people are pseudonymised
+/// ([`crate::auth::visibility`]), for the roles that read visits.
+async fn scope(
+    caller: &Caller,
+    client: &deadpool_postgres::Client,
+) -> Result<Visibility, ApiError> {
     caller.require(READERS)?;
-    match caller.organisation_kind {
-        OrgKind::Provider => Ok(Scope {
-            orgs: vec![caller.organisation_id],
-            pseudonymise: false,
-            commissioner: None,
-        }),
-        OrgKind::Commissioner => {
-            let rows = client
-                .query(
-                    "SELECT DISTINCT provider_id FROM contracts WHERE commissioner_id = $1",
-                    &[&caller.organisation_id],
-                )
-                .await?;
-            Ok(Scope {
-                orgs: rows.iter().map(|r| r.get(0)).collect(),
-                pseudonymise: true,
-                commissioner: Some(caller.organisation_id),
-            })
-        }
-    }
+    crate::auth::visibility(caller, &***client).await
 }
 
 fn writer(caller: &Caller) -> Result<(), ApiError> {

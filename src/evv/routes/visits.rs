@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Deserialize;
 
-use super::{scope, writer, Range, Scope};
-use crate::auth::Caller;
+use super::{scope, writer, Range};
+use crate::auth::{Caller, Visibility};
 use crate::evv::derive::{self, CheckRecord};
 use crate::evv::figures::VISIT_AT;
 use crate::evv::missed;
@@ -88,7 +88,7 @@ fn record(r: &tokio_postgres::Row) -> VisitRecord {
 /// The visits in scope filed in `[from, to)` ([`VISIT_AT`]), in that order, at most 10,000.
 pub(super) async fn load_visits(
     client: &impl GenericClient,
-    scope: &Scope,
+    scope: &Visibility,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     unmatched_only: bool,
@@ -106,11 +106,11 @@ pub(super) async fn load_visits(
                 visit_funded("$5")
             ),
             &[
-                &scope.orgs,
+                &scope.providers(),
                 &from,
                 &to,
                 &unmatched_only,
-                &scope.commissioner,
+                &scope.funded_by(),
             ],
         )
         .await?;
@@ -130,7 +130,7 @@ async fn list_visits(
     let now = Utc::now();
     let items: Vec<VisitView> = rows
         .into_iter()
-        .map(|r| visit_view(r, scope.pseudonymise, &state.settings.evv, now))
+        .map(|r| visit_view(r, scope.pseudonymise(), &state.settings.evv, now))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
@@ -150,14 +150,14 @@ async fn read_visit(
                    AND {}",
                 visit_funded("$3")
             ),
-            &[&scope.orgs, &path.into_inner(), &scope.commissioner],
+            &[&scope.providers(), &path.into_inner(), &scope.funded_by()],
         )
         .await?
         .ok_or_else(|| ApiError::NotFound("visit".into()))?;
     let key: String = row.get("visit_key");
     let view = visit_view(
         record(&row),
-        scope.pseudonymise,
+        scope.pseudonymise(),
         &state.settings.evv,
         Utc::now(),
     );
@@ -180,7 +180,7 @@ async fn read_visit(
                 "start": a.get::<_, Option<DateTime<Utc>>>(2), "end": a.get::<_, Option<DateTime<Utc>>>(3),
                 "scheduled_visit_id": a.get::<_, Option<i64>>(4),
                 "reason_code": a.get::<_, String>(5),
-                "memo": if scope.pseudonymise { None } else { a.get::<_, Option<String>>(6) },
+                "memo": if scope.pseudonymise() { None } else { a.get::<_, Option<String>>(6) },
                 "resolution_code": a.get::<_, Option<String>>(7),
                 "recorded_by": a.get::<_, String>(8), "recorded_at": a.get::<_, DateTime<Utc>>(9),
             })
@@ -440,7 +440,7 @@ async fn list_exceptions(
     let rows = load_visits(&client, &scope, from, to, false).await?;
     let mut items = Vec::new();
     for r in rows {
-        let v = visit_view(r, scope.pseudonymise, settings, now);
+        let v = visit_view(r, scope.pseudonymise(), settings, now);
         for e in &v.exceptions {
             if include_resolved || !e.resolved {
                 items.push(serde_json::json!({
@@ -468,12 +468,12 @@ async fn list_exceptions(
                                   AND (v.started_at IS NOT NULL OR v.adjusted_start IS NOT NULL))
               ORDER BY s.window_start, s.id",
             &[
-                &scope.orgs,
+                &scope.providers(),
                 &from,
                 &to,
                 &(grace.num_seconds() as f64),
                 &now,
-                &scope.commissioner,
+                &scope.funded_by(),
             ],
         )
         .await?;
@@ -483,8 +483,8 @@ async fn list_exceptions(
             "type": ExceptionKind::MissingCheckIn, "needs": "fix", "resolved": false,
             "visit_id": null, "scheduled_visit_id": s.get::<_, i64>(0),
             "provider_id": s.get::<_, i32>(1),
-            "person": if scope.pseudonymise { s.get::<_, String>(4) } else { s.get::<_, String>(3) },
-            "worker": if scope.pseudonymise { worker_id.map(|w| format!("W{w}")) } else { s.get::<_, Option<String>>(6) },
+            "person": if scope.pseudonymise() { s.get::<_, String>(4) } else { s.get::<_, String>(3) },
+            "worker": if scope.pseudonymise() { worker_id.map(|w| format!("W{w}")) } else { s.get::<_, Option<String>>(6) },
             "at": s.get::<_, DateTime<Utc>>(2),
         }));
     }
