@@ -273,7 +273,7 @@ async fn admin_with(
         AdminCommand::DisableDevice { uid } => set_device(client, &uid, true).await?,
         AdminCommand::EnableDevice { uid } => set_device(client, &uid, false).await?,
         AdminCommand::RotateDeviceSecret { uid } => {
-            let secret = auth::rotate_device_secret(client, Scope::Any, &uid).await?;
+            let secret = devices::rotate_device_secret(client, Scope::Any, &uid).await?;
             println!("device `{uid}`: new secret: {secret}");
             println!("(shown once; the old secret no longer works)");
         }
@@ -334,7 +334,7 @@ async fn set_device(
     uid: &str,
     disable: bool,
 ) -> anyhow::Result<()> {
-    let changed = auth::set_device_disabled(client, Scope::Any, uid, disable).await?;
+    let changed = devices::set_device_disabled(client, Scope::Any, uid, disable).await?;
     println!("device `{uid}` {}", state_word(disable, changed));
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 /// Declares `pub enum $name` with `Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize,
 /// Deserialize` (as the SQL text), `ToSchema` (a string enum of those texts in the OpenAPI
-/// description), `ALL`, `as_str`, `parse` and `Display`.
+/// description), `ALL`, `as_str`, `texts` (all of them, comma-separated), `parse` and `Display`.
 ///
 /// ```ignore
 /// sql_enum! {
@@ -56,6 +56,11 @@ macro_rules! sql_enum {
                 }
             }
 
+            /// Every text, comma-separated, for messages that list the set.
+            pub fn texts() -> String {
+                [$($text),*].join(", ")
+            }
+
             pub fn parse(s: &str) -> Option<Self> {
                 match s {
                     $($text => Some($name::$variant),)*
@@ -99,6 +104,7 @@ mod tests {
             serde_json::to_string(&Colour::DarkBlue).unwrap(),
             "\"navy\""
         );
+        assert_eq!(Colour::texts(), "red, navy");
         assert_eq!(Colour::parse("Red"), None);
         assert_eq!(Colour::parse(""), None);
     }

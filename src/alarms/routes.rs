@@ -11,8 +11,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::derive::{self, ActionRow, Rules};
 use super::figures::ResponseFigures;
-use super::model::{Action, AlarmView, Category, Outcome, State, VIEW_COLUMNS};
+use super::model::{Action, AlarmView, Category, Outcome, Severity, State, VIEW_COLUMNS};
 use crate::auth::{Caller, Role};
+use crate::devices::DeviceKind;
 use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
@@ -79,9 +80,12 @@ async fn list(
     let sql = format!(
         "SELECT {VIEW_COLUMNS} FROM alarms a \
           WHERE a.organisation_id = $1 AND a.category = $2 AND (NOT $3 OR a.state = ANY($4)) \
-          ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, \
+          ORDER BY CASE a.severity WHEN '{critical}' THEN 0 WHEN '{high}' THEN 1 WHEN '{medium}' THEN 2 ELSE 3 END, \
                    a.received_at DESC \
-          LIMIT $5"
+          LIMIT $5",
+        critical = Severity::Critical,
+        high = Severity::High,
+        medium = Severity::Medium,
     );
     let rows = client
         .query(
@@ -509,10 +513,10 @@ async fn act(
         tx.query_one(
             "SELECT COALESCE( \
                  (SELECT h.uid FROM devices h WHERE a.person_id IS NOT NULL AND h.person_id = a.person_id \
-                     AND h.kind = 'hub' AND h.disabled_at IS NULL ORDER BY h.id LIMIT 1), \
+                     AND h.kind = $2 AND h.disabled_at IS NULL ORDER BY h.id LIMIT 1), \
                  (SELECT d.uid FROM devices d WHERE d.id = a.last_device_id)) \
                FROM alarms a WHERE a.id = $1",
-            &[&id],
+            &[&id, &DeviceKind::Hub.as_str()],
         )
         .await?
         .get(0)
@@ -652,14 +656,20 @@ async fn device_health(
                     h.interval_s, h.battery, h.signal, \
                     (h.last_heartbeat_at + make_interval(secs => h.interval_s * $2::float8) < now()) AS overdue, \
                     ARRAY(SELECT a.kind FROM alarms a WHERE a.last_device_id = d.id \
-                            AND a.category = 'technical' \
-                            AND a.state IN ('raised', 'acknowledged') ORDER BY a.kind) AS open_alarms \
+                            AND a.category = $3 \
+                            AND a.state = ANY($4) ORDER BY a.kind) AS open_alarms \
                FROM devices d \
                LEFT JOIN device_presence p ON p.device_id = d.id \
                LEFT JOIN device_health h ON h.device_id = d.id \
-              WHERE d.organisation_id = $1 AND d.kind <> 'phone' AND d.disabled_at IS NULL \
+              WHERE d.organisation_id = $1 AND d.kind <> $5 AND d.disabled_at IS NULL \
               ORDER BY d.uid",
-            &[&caller.organisation_id, &settings.heartbeat_missing_factor],
+            &[
+                &caller.organisation_id,
+                &settings.heartbeat_missing_factor,
+                &Category::Technical.as_str(),
+                &[State::Raised.as_str(), State::Acknowledged.as_str()].as_slice(),
+                &DeviceKind::Phone.as_str(),
+            ],
         )
         .await?;
     let devices = rows

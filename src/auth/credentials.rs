@@ -1,6 +1,6 @@
 //! The lifecycle of credentials: API tokens (issued with a lifetime, listed without ever being
-//! shown again, revoked), users (disabled and enabled) and device secrets (disabled, enabled,
-//! rotated).
+//! shown again, revoked) and users (disabled and enabled). Device secrets are
+//! [`crate::devices`]'s (the owner of the `devices` table), under the same rules and [`Scope`].
 //!
 //! Every change that takes a right away also appends a row to `credential_revocations`, in the
 //! same statement, so the two cannot disagree. Every running server polls that table
@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use super::{new_api_token, AdminError, TOKEN_PREFIX};
-use crate::secret::{hash_secret, random_token};
+use crate::secret::hash_secret;
 
 /// How long a new API token is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn org(self) -> Option<i32> {
+    /// The organisation, or `None` for any.
+    pub fn org(self) -> Option<i32> {
         match self {
             Self::Organisation(id) => Some(id),
             Self::Any => None,
@@ -239,22 +240,6 @@ pub async fn set_user_disabled(
     Ok(changed > 0)
 }
 
-/// A device's row id, if `uid` is in `scope`.
-async fn device_in_scope(
-    client: &impl GenericClient,
-    scope: Scope,
-    uid: &str,
-) -> Result<i32, AdminError> {
-    client
-        .query_opt(
-            "SELECT id FROM devices WHERE uid = $1 AND ($2::int IS NULL OR organisation_id = $2)",
-            &[&uid, &scope.org()],
-        )
-        .await?
-        .map(|r| r.get(0))
-        .ok_or_else(|| AdminError::NotFound(format!("device `{uid}`")))
-}
-
 /// `NotFound` unless the user is in `scope`.
 pub async fn user_in_scope(
     client: &impl GenericClient,
@@ -269,66 +254,4 @@ pub async fn user_in_scope(
         .await?
         .map(|_| ())
         .ok_or_else(|| AdminError::NotFound(format!("user {user_id}")))
-}
-
-/// Disables a device (its MQTT connection is closed and refused, HTTP calls and ingest refuse
-/// it) or enables it again. Returns whether anything changed; `NotFound` outside `scope`.
-pub async fn set_device_disabled(
-    client: &impl GenericClient,
-    scope: Scope,
-    uid: &str,
-    disabled: bool,
-) -> Result<bool, AdminError> {
-    let id = device_in_scope(client, scope, uid).await?;
-    let changed = if disabled {
-        client
-            .query(
-                "WITH d AS (
-                     UPDATE devices SET disabled_at = now()
-                      WHERE id = $1 AND disabled_at IS NULL RETURNING id)
-                 INSERT INTO credential_revocations (device_id, reason)
-                 SELECT id, 'device_disabled' FROM d RETURNING device_id",
-                &[&id],
-            )
-            .await?
-            .len()
-    } else {
-        client
-            .query(
-                "UPDATE devices SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL
-                 RETURNING id",
-                &[&id],
-            )
-            .await?
-            .len()
-    };
-    Ok(changed > 0)
-}
-
-/// Gives a device a new secret (returned once); the old one stops working at once and the
-/// device's live connection is closed, so it must reconnect with the new one. Both stored forms
-/// change together (SHA-256 and the Mosquitto hash that an export hands to Mosquitto).
-pub async fn rotate_device_secret(
-    client: &impl GenericClient,
-    scope: Scope,
-    uid: &str,
-) -> Result<String, AdminError> {
-    let id = device_in_scope(client, scope, uid).await?;
-    let secret = random_token(32);
-    client
-        .query_one(
-            "WITH d AS (
-                 UPDATE devices SET secret_hash = $2, secret_mosquitto_hash = $3,
-                                    secret_rotated_at = now()
-                  WHERE id = $1 RETURNING id)
-             INSERT INTO credential_revocations (device_id, reason)
-             SELECT id, 'device_secret_rotated' FROM d RETURNING device_id",
-            &[
-                &id,
-                &hash_secret(&secret).as_slice(),
-                &crate::devices::mosquitto::hash(&secret),
-            ],
-        )
-        .await?;
-    Ok(secret)
 }

@@ -24,8 +24,8 @@ pub use broker_auth::{DeviceAuthenticator, SERVICE_USER};
 pub use directory::{DeviceDirectory, Lookup, LookupError};
 pub use http_auth::DeviceCaller;
 pub use registry::{
-    create_device, reserved_device_id, DeviceKind, RegistryError, UnknownDeviceKind,
-    RESERVED_CLIENT_ID_PREFIX,
+    create_device, reserved_device_id, rotate_device_secret, set_device_disabled, DeviceKind,
+    RegistryError, UnknownDeviceKind, RESERVED_CLIENT_ID_PREFIX,
 };
 
 /// A registered device, as its credential or its topic identifies it.

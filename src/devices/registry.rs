@@ -1,4 +1,6 @@
-//! The register of devices: the only code that adds rows to `devices`. A device's kind is a
+//! The register of devices: the only code that writes `devices` (adds rows; disables, enables
+//! and rotates secrets, each appending to `credential_revocations` in the same statement so
+//! running servers end the device's sessions). A device's kind is a
 //! closed set ([`DeviceKind`]), and its uid is its MQTT user name and client id, so ids reserved
 //! for Homeward's own clients are refused here ([`reserved_device_id`]). Used by the device API
 //! and `homeward admin create-device`.
@@ -8,7 +10,7 @@ use std::str::FromStr;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
-use crate::auth::{OrgKind, Organisation};
+use crate::auth::{AdminError, OrgKind, Organisation, Scope};
 use crate::secret::{hash_secret, random_token};
 use crate::sql_enum;
 
@@ -27,16 +29,8 @@ sql_enum! {
 
 /// A text that is not a [`DeviceKind`]; the message lists the kinds.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("device kind `{0}` must be one of {kinds}", kinds = DeviceKind::names())]
+#[error("device kind `{0}` must be one of {kinds}", kinds = DeviceKind::texts())]
 pub struct UnknownDeviceKind(pub String);
-
-impl DeviceKind {
-    /// The kinds as the API and command line spell them, comma-separated.
-    fn names() -> String {
-        let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
-        names.join(", ")
-    }
-}
 
 impl FromStr for DeviceKind {
     type Err = UnknownDeviceKind;
@@ -141,6 +135,84 @@ pub async fn create_device(
             }
         })?;
     Ok((row.get(0), secret))
+}
+
+/// A device's row id, if `uid` is in `scope`.
+async fn device_in_scope(
+    client: &impl GenericClient,
+    scope: Scope,
+    uid: &str,
+) -> Result<i32, AdminError> {
+    client
+        .query_opt(
+            "SELECT id FROM devices WHERE uid = $1 AND ($2::int IS NULL OR organisation_id = $2)",
+            &[&uid, &scope.org()],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .ok_or_else(|| AdminError::NotFound(format!("device `{uid}`")))
+}
+
+/// Disables a device (its MQTT connection is closed and refused, HTTP calls and ingest refuse
+/// it) or enables it again. Returns whether anything changed; `NotFound` outside `scope`.
+pub async fn set_device_disabled(
+    client: &impl GenericClient,
+    scope: Scope,
+    uid: &str,
+    disabled: bool,
+) -> Result<bool, AdminError> {
+    let id = device_in_scope(client, scope, uid).await?;
+    let changed = if disabled {
+        client
+            .query(
+                "WITH d AS (
+                     UPDATE devices SET disabled_at = now()
+                      WHERE id = $1 AND disabled_at IS NULL RETURNING id)
+                 INSERT INTO credential_revocations (device_id, reason)
+                 SELECT id, 'device_disabled' FROM d RETURNING device_id",
+                &[&id],
+            )
+            .await?
+            .len()
+    } else {
+        client
+            .query(
+                "UPDATE devices SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL
+                 RETURNING id",
+                &[&id],
+            )
+            .await?
+            .len()
+    };
+    Ok(changed > 0)
+}
+
+/// Gives a device a new secret (returned once); the old one stops working at once and the
+/// device's live connection is closed, so it must reconnect with the new one. Both stored forms
+/// change together (SHA-256 and the Mosquitto hash that an export hands to Mosquitto).
+pub async fn rotate_device_secret(
+    client: &impl GenericClient,
+    scope: Scope,
+    uid: &str,
+) -> Result<String, AdminError> {
+    let id = device_in_scope(client, scope, uid).await?;
+    let secret = random_token(32);
+    client
+        .query_one(
+            "WITH d AS (
+                 UPDATE devices SET secret_hash = $2, secret_mosquitto_hash = $3,
+                                    secret_rotated_at = now()
+                  WHERE id = $1 RETURNING id)
+             INSERT INTO credential_revocations (device_id, reason)
+             SELECT id, 'device_secret_rotated' FROM d RETURNING device_id",
+            &[
+                &id,
+                &hash_secret(&secret).as_slice(),
+                &super::mosquitto::hash(&secret),
+            ],
+        )
+        .await?;
+    Ok(secret)
 }
 
 #[cfg(test)]

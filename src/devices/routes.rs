@@ -227,7 +227,7 @@ async fn set_disabled(
     caller.require(&[Role::ProviderAdmin])?;
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let changed = auth::set_device_disabled(&**client, scope, &uid, disabled).await?;
+    let changed = registry::set_device_disabled(&**client, scope, &uid, disabled).await?;
     if !disabled {
         state.auth_failures.forget_all();
     }
@@ -267,7 +267,7 @@ async fn rotate_secret(
     caller.require(&[Role::ProviderAdmin])?;
     let client = state.pool.get().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let secret = auth::rotate_device_secret(&**client, scope, &uid).await?;
+    let secret = registry::rotate_device_secret(&**client, scope, &uid).await?;
     Ok(HttpResponse::Ok().json(RotatedSecret {
         uid: uid.into_inner(),
         secret,

@@ -15,7 +15,7 @@ use homeward_proto::{CheckMethod, EventBody, EventKind, VisitCheck};
 use serde::{Deserialize, Serialize};
 
 use super::geofence::{self, Fence, Fix, GeofencePolicy, Reason, Verdict};
-use super::{EvvError, EvvSettings};
+use super::{AdjustmentKind, EvvError, EvvSettings};
 
 /// First key of the advisory locks taken by this module ("EVV" in ASCII).
 pub(crate) const LOCK_CLASS: i32 = 0x0045_5656;
@@ -594,8 +594,8 @@ pub async fn derive_manual_entry(
             "SELECT a.organisation_id, a.scheduled_visit_id, a.adjusted_start, a.adjusted_end,
                     a.reason_code, a.memo, s.person_id, s.worker_id, a.resolution_code
                FROM visit_adjustments a JOIN scheduled_visits s ON s.id = a.scheduled_visit_id
-              WHERE a.id = $1 AND a.kind = 'manual_entry'",
-            &[&adjustment_id],
+              WHERE a.id = $1 AND a.kind = $2",
+            &[&adjustment_id, &AdjustmentKind::ManualEntry.as_str()],
         )
         .await?
     else {
@@ -752,8 +752,8 @@ pub async fn rebuild_with(
     }
     let manual = tx
         .query(
-            "SELECT id FROM visit_adjustments WHERE kind = 'manual_entry' ORDER BY id",
-            &[],
+            "SELECT id FROM visit_adjustments WHERE kind = $1 ORDER BY id",
+            &[&AdjustmentKind::ManualEntry.as_str()],
         )
         .await?;
     for row in &manual {

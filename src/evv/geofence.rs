@@ -11,32 +11,8 @@
 use geo::{Distance, Haversine, Point};
 use serde::{Deserialize, Serialize};
 
-/// What to do with a fix outside the fence: refuse it (the default) or only warn (rural areas,
-/// where fixes are poor and homes far apart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum GeofencePolicy {
-    #[default]
-    Reject,
-    Warn,
-}
-
-impl GeofencePolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Reject => "reject",
-            Self::Warn => "warn",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "reject" => Some(Self::Reject),
-            "warn" => Some(Self::Warn),
-            _ => None,
-        }
-    }
-}
+/// Declared with the person it applies to.
+pub use crate::people::GeofencePolicy;
 
 /// The rule a fix is checked against.
 #[derive(Debug, Clone, Copy, PartialEq)]

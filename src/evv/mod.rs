@@ -39,6 +39,33 @@ pub use geofence::GeofencePolicy;
 pub use missed::check_missed_visits;
 pub use routes::rederive;
 
+crate::sql_enum! {
+    /// What an adjustment is (`visit_adjustments.kind`).
+    AdjustmentKind {
+        /// Corrects the times of a derived visit, or matches it to a scheduled visit.
+        Correction = "correction",
+        /// A visit entered by the office where no usable check exists.
+        ManualEntry = "manual_entry",
+    }
+}
+
+crate::sql_enum! {
+    /// Why the office adjusted a visit (`visit_adjustments.reason_code`): a closed set, so
+    /// reports can count them.
+    AdjustmentReason {
+        ForgotCheckIn = "forgot_check_in",
+        ForgotCheckOut = "forgot_check_out",
+        DeviceFailure = "device_failure",
+        NoSignal = "no_signal",
+        WrongLocationPin = "wrong_location_pin",
+        WrongVisit = "wrong_visit",
+        WrongTime = "wrong_time",
+        OfficeEntry = "office_entry",
+        /// Needs a memo.
+        Other = "other",
+    }
+}
+
 /// Settings under `[evv]`. Figures from EVV practice: radii of 75 m to 500 m are used in
 /// practice; vendors alert on no-shows after 5 to 60 minutes, commonly 30.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::contracts::own_contract;
 use super::routes::{created, own_person, STAFF};
+use super::{DischargeDestination, ReablementResult};
 use crate::auth::Caller;
 use crate::http::{ApiError, AppState};
 
@@ -66,8 +67,6 @@ async fn service_period(
     Ok(created(id))
 }
 
-const DESTINATIONS: &[&str] = &["home", "home_with_reablement", "care_home", "died", "other"];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StayBody {
@@ -101,10 +100,10 @@ fn check_discharge(
         ));
     }
     if let Some(d) = dest {
-        if !DESTINATIONS.contains(&d.as_str()) {
+        if DischargeDestination::parse(d).is_none() {
             return Err(ApiError::invalid(
                 "discharge_destination",
-                DESTINATIONS.join(", "),
+                DischargeDestination::texts(),
             ));
         }
     }
@@ -171,15 +170,6 @@ async fn discharge(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
 }
 
-const RESULTS: &[&str] = &[
-    "no_further_support",
-    "less_support",
-    "same_support",
-    "more_support",
-    "residential_care",
-    "nursing_care",
-];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EpisodeBody {
@@ -242,8 +232,8 @@ async fn end_episode(
     b: web::Json<EndBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    if !RESULTS.contains(&b.result.as_str()) {
-        return Err(ApiError::invalid("result", RESULTS.join(", ")));
+    if ReablementResult::parse(&b.result).is_none() {
+        return Err(ApiError::invalid("result", ReablementResult::texts()));
     }
     let id = path.into_inner();
     let c = state.pool.get().await?;

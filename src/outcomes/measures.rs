@@ -6,7 +6,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use super::estimate::{self, Avoided, Exposure};
-use super::OutcomeSettings;
+use super::{OutcomeSettings, ReablementResult};
 
 /// Everything one report reads, sorted, so that it can be hashed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -361,7 +361,10 @@ pub fn short_term(inputs: &Inputs, p: &Period) -> ShortTerm {
                 continue;
             }
             den += 1;
-            num += u64::from(result == "no_further_support" || result == "less_support");
+            num += u64::from(matches!(
+                ReablementResult::parse(result),
+                Some(ReablementResult::NoFurtherSupport | ReablementResult::LessSupport)
+            ));
             *by_result.entry(result.clone()).or_insert(0) += 1;
         }
     }

@@ -30,6 +30,30 @@ mod statements;
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 
+crate::sql_enum! {
+    /// Where a hospital stay ended (`hospital_stays.discharge_destination`).
+    DischargeDestination {
+        Home = "home",
+        HomeWithReablement = "home_with_reablement",
+        CareHome = "care_home",
+        Died = "died",
+        Other = "other",
+    }
+}
+
+crate::sql_enum! {
+    /// How a reablement episode ended (`reablement_episodes.result`), from no further support
+    /// to nursing care.
+    ReablementResult {
+        NoFurtherSupport = "no_further_support",
+        LessSupport = "less_support",
+        SameSupport = "same_support",
+        MoreSupport = "more_support",
+        ResidentialCare = "residential_care",
+        NursingCare = "nursing_care",
+    }
+}
+
 /// Bumped whenever a definition or method changes, so old reports stay explainable.
 /// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
 /// on-site over dispatched alarms), the visit context likewise.

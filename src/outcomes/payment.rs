@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::estimate::Avoided;
 use super::measures::{due_payable, timing, Period, PlanInput, Timing};
-use super::OutcomeSettings;
+use super::{OutcomeSettings, ReablementResult};
 
 /// Contract terms. Every part is optional; a contract combines the ones it uses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -259,7 +259,7 @@ pub fn statement(
         let nfs = inputs
             .episode_results
             .iter()
-            .filter(|r| r.as_str() == "no_further_support")
+            .filter(|r| r.as_str() == ReablementResult::NoFurtherSupport.as_str())
             .count() as i64;
         lines.push(Line {
             code: "reablement_episodes",

@@ -8,16 +8,33 @@
 //! - [`store`]: the SQL, tenant-filtered.
 //! - `routes`: `/v1/people` and `/v1/workers` over HTTP (documented in docs/visits.md).
 //!
-//! A phone's checks become visits of the worker carrying it, so linking a phone asks visit
-//! verification to derive that phone's visits again ([`crate::evv::rederive`]) before the
-//! request is answered.
+//! A phone's checks become visits of the worker carrying it, so the routes that create a worker
+//! or link a phone are visit verification's (it derives that phone's visits again before
+//! answering); they write through [`store`]. This module depends on nothing of visits.
 
 mod routes;
 pub mod store;
 
 use actix_web::web;
 
+pub(crate) use routes::EDITORS;
 pub use store::{Person, Worker};
+
+crate::sql_enum! {
+    /// What visit verification does with a fix outside a person's geofence
+    /// (`people.geofence_policy`, also set per area): refuse it (the default) or only warn
+    /// (rural areas, where fixes are poor and homes far apart).
+    GeofencePolicy {
+        Reject = "reject",
+        Warn = "warn",
+    }
+}
+
+impl Default for GeofencePolicy {
+    fn default() -> Self {
+        Self::Reject
+    }
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routes::routes(cfg);

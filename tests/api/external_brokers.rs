@@ -160,7 +160,7 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
                     .1,
             );
         }
-        auth::set_device_disabled(&**client, Scope::Any, "hub-off", true)
+        homeward::devices::set_device_disabled(&**client, Scope::Any, "hub-off", true)
             .await
             .unwrap();
         // A device registered before Mosquitto hashes were kept: SHA-256 only.
@@ -315,10 +315,10 @@ async fn mosquitto_checks_devices_with_the_exported_files_as_the_embedded_broker
     // untouched.
     let new_old = {
         let client = pool.get().await.unwrap();
-        auth::set_device_disabled(&**client, Scope::Any, "hub-a", true)
+        homeward::devices::set_device_disabled(&**client, Scope::Any, "hub-a", true)
             .await
             .unwrap();
-        auth::rotate_device_secret(&**client, Scope::Any, "hub-old")
+        homeward::devices::rotate_device_secret(&**client, Scope::Any, "hub-old")
             .await
             .unwrap()
     };
@@ -450,7 +450,7 @@ async fn emqx_hooks_decide_as_the_embedded_broker_does() {
     let off = app.device(&org, "hub-off", "hub").await;
     {
         let client = app.pool.get().await.unwrap();
-        auth::set_device_disabled(&**client, Scope::Any, "hub-off", true)
+        homeward::devices::set_device_disabled(&**client, Scope::Any, "hub-off", true)
             .await
             .unwrap();
     }
@@ -487,7 +487,7 @@ async fn emqx_hooks_decide_as_the_embedded_broker_does() {
     // A rotated secret: the old one is refused at once, the new one works.
     let rotated = {
         let client = app.pool.get().await.unwrap();
-        auth::rotate_device_secret(&**client, Scope::Any, "hub-b")
+        homeward::devices::rotate_device_secret(&**client, Scope::Any, "hub-b")
             .await
             .unwrap()
     };
@@ -647,7 +647,7 @@ async fn the_emqx_hooks_and_the_embedded_broker_agree() {
     let off = app.device(&org, "hub-off", "hub").await;
     {
         let client = app.pool.get().await.unwrap();
-        auth::set_device_disabled(&**client, Scope::Any, "hub-off", true)
+        homeward::devices::set_device_disabled(&**client, Scope::Any, "hub-off", true)
             .await
             .unwrap();
     }

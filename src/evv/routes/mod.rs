@@ -9,6 +9,8 @@
 //! - [`visits`]: visits, one visit, exceptions, adjustments and manual entries.
 //! - [`export`]: the six-element export of completed visits.
 //! - [`missed`]: the missed-visit alerts.
+//! - [`workers`]: creating a worker and linking their phone (the rows are people's; the
+//!   visits derived again are ours).
 //! - here: who may read whose visits, the date range, per-area geofence policies and the
 //!   re-derivation that follows a change of reference data.
 
@@ -16,6 +18,7 @@ mod export;
 mod missed;
 mod schedule;
 mod visits;
+mod workers;
 
 use actix_web::{put, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
@@ -41,6 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     visits::routes(cfg);
     export::routes(cfg);
     missed::routes(cfg);
+    workers::routes(cfg);
 }
 
 /// Whose visits the caller may read, and whether people are pseudonymised

@@ -13,6 +13,7 @@ use crate::evv::derive::{self, CheckRecord};
 use crate::evv::figures::VISIT_AT;
 use crate::evv::missed;
 use crate::evv::view::{visit_view, ExceptionKind, Times, VisitRecord, VisitView};
+use crate::evv::{AdjustmentKind, AdjustmentReason};
 use crate::http::{ApiError, AppState, FieldError};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -191,19 +192,6 @@ async fn read_visit(
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// Reason codes for adjustments (a closed set, so reports can count them).
-const REASON_CODES: &[&str] = &[
-    "forgot_check_in",
-    "forgot_check_out",
-    "device_failure",
-    "no_signal",
-    "wrong_location_pin",
-    "wrong_visit",
-    "wrong_time",
-    "office_entry",
-    "other",
-];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAdjustment {
@@ -217,14 +205,15 @@ struct NewAdjustment {
 }
 
 fn check_reason(reason: &str, memo: &Option<String>, manual: bool, errors: &mut Vec<FieldError>) {
-    if !REASON_CODES.contains(&reason) {
+    let reason = AdjustmentReason::parse(reason);
+    if reason.is_none() {
         errors.push(FieldError::new(
             "reason_code",
-            format!("must be one of {}", REASON_CODES.join(", ")),
+            format!("must be one of {}", AdjustmentReason::texts()),
         ));
     }
     let memo_empty = memo.as_deref().map(str::trim).is_none_or(str::is_empty);
-    if memo_empty && (reason == "other" || manual) {
+    if memo_empty && (reason == Some(AdjustmentReason::Other) || manual) {
         errors.push(FieldError::new(
             "memo",
             if manual {
@@ -321,7 +310,7 @@ async fn adjust(
         .query_one(
             "INSERT INTO visit_adjustments (organisation_id, kind, visit_key, scheduled_visit_id,
                  adjusted_start, adjusted_end, reason_code, memo, resolution_code, recorded_by)
-             VALUES ($1, 'correction', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+             VALUES ($1, $10, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             &[
                 &org,
                 &key,
@@ -332,6 +321,7 @@ async fn adjust(
                 &a.memo,
                 &a.resolution_code,
                 &caller.user_id,
+                &AdjustmentKind::Correction.as_str(),
             ],
         )
         .await?
@@ -395,7 +385,7 @@ async fn manual_entry(
         .query_one(
             "INSERT INTO visit_adjustments (organisation_id, kind, scheduled_visit_id,
                  adjusted_start, adjusted_end, reason_code, memo, resolution_code, recorded_by)
-             VALUES ($1, 'manual_entry', $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+             VALUES ($1, $9, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             &[
                 &org,
                 &m.scheduled_visit_id,
@@ -405,6 +395,7 @@ async fn manual_entry(
                 &m.memo,
                 &m.resolution_code,
                 &caller.user_id,
+                &AdjustmentKind::ManualEntry.as_str(),
             ],
         )
         .await?
