@@ -24,15 +24,11 @@ crate::sql_enum! {
     /// What visit verification does with a fix outside a person's geofence
     /// (`people.geofence_policy`, also set per area): refuse it (the default) or only warn
     /// (rural areas, where fixes are poor and homes far apart).
+    #[derive(Default)]
     GeofencePolicy {
+        #[default]
         Reject = "reject",
         Warn = "warn",
-    }
-}
-
-impl Default for GeofencePolicy {
-    fn default() -> Self {
-        Self::Reject
     }
 }
 
