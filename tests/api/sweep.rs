@@ -14,6 +14,9 @@
 //!
 //! Every route must be classified in `SWEEP`: a route added to the table (and to the OpenAPI
 //! description) without a classification fails the test.
+//!
+//! One file: the seeding, the route table's id substitutions and the sweep are one fixture,
+//! and splitting them would scatter what each route is called with from what it must answer.
 
 use std::time::Duration;
 
