@@ -52,7 +52,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" --data-dir "$data" --http-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 serve >"$log" 2>&1 &
+export HW_EMQX_SECRET="fuzz-hook-secret-$RANDOM$RANDOM"
+HOMEWARD__MQTT__EMQX_HOOK_SECRET="$HW_EMQX_SECRET" \
+  "$bin" --data-dir "$data" --http-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 serve >"$log" 2>&1 &
 server=$!
 base=""
 for _ in $(seq 1200); do
@@ -81,6 +83,29 @@ if [ -z "$HW_TOKEN" ] || [ -z "$HW_SPARE_TOKEN_ID" ] || [ -z "$HW_PHONE_SECRET" 
   echo "could not create the fuzzer's credentials" >&2
   exit 1
 fi
+
+# Alarms, so that the alarm operations (and the links from their lists) have ids to work on:
+# pendants of the fuzzer's organisation press their buttons, over MQTT as devices do (the wire
+# format's JSON events on homeward/v1/<uid>/events). One open alarm per pendant; several,
+# because the fuzzer's own lifecycle calls may close some.
+mqtt_port="$(sed -n 's|^ *MQTT broker: *mqtt://[0-9.]*:\([0-9]*\).*|\1|p' "$log" | head -n 1)"
+[ -n "$mqtt_port" ] || { echo "could not find the broker's port" >&2; exit 1; }
+now_ms="$(($(date +%s) * 1000))"
+pendants=8
+for n in $(seq "$pendants"); do
+  uid="pendant-$n"
+  secret="$(admin create-device --org Fuzz --uid "$uid" --kind pendant | sed -n 's/^secret: //p')"
+  [ -n "$secret" ] || { echo "could not register $uid" >&2; exit 1; }
+  mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -q 1 -i "$uid" -u "$uid" -P "$secret" \
+    -t "homeward/v1/$uid/events" -m "{\"seq\": 1, \"t\": $((now_ms - 1000)), \"kind\": \"pendant_alarm\"}"
+done
+alarms=0
+for _ in $(seq 100); do
+  alarms="$(curl -fsS -H "Authorization: Bearer $HW_TOKEN" "$base/v1/alarms" | grep -o '"id":' | wc -l || true)"
+  [ "$alarms" -ge "$pendants" ] && break
+  sleep 0.1
+done
+echo "seeded $alarms open alarms"
 
 # /v1/live is an endless event stream, which a request-and-answer fuzzer cannot read to its
 # end; tests/api covers it.

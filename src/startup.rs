@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use utoipa_actix_web::AppExt;
 
 use crate::auth::revocations::{Revocations, Revoked};
 use crate::broker::{Broker, BrokerConfig, BrokerControl, BrokerHandle, Principal};
@@ -351,22 +352,19 @@ impl Application {
             metrics: crate::telemetry::metrics_handle(),
         });
         let server = HttpServer::new(move || {
-            App::new()
+            // Every route comes from the one list that the OpenAPI description is built from,
+            // so each is described, and a known path with another method answers 405.
+            let mut app = App::new()
                 .app_data(state.clone())
                 .app_data(http::problem::json_config())
                 .app_data(http::problem::path_config())
                 .app_data(http::problem::query_config())
                 .wrap(tracing_actix())
-                .configure(http::routes)
-                .configure(crate::auth::routes::routes)
-                .configure(crate::devices::routes::routes)
-                .configure(crate::devices::emqx::routes)
-                .configure(crate::ingest::http::routes)
-                .configure(crate::live::routes)
-                .configure(crate::people::routes)
-                .configure(crate::evv::routes)
-                .configure(crate::alarms::routes)
-                .configure(crate::outcomes::routes)
+                .into_utoipa_app();
+            for part in http::openapi::PARTS {
+                app = app.configure(part);
+            }
+            app.into_app()
                 .default_service(web::to(http::problem::not_found))
         })
         .workers(

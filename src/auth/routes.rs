@@ -214,7 +214,7 @@ async fn create_token(
     caller: Caller,
     state: web::Data<AppState>,
     user_id: web::Path<i32>,
-    body: web::Json<NewToken>,
+    body: crate::http::Json<NewToken>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = token_manager(&caller, *user_id)?;
     let lifetime = if body.service {

@@ -22,18 +22,26 @@
 
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::broker::Acl;
 use crate::config::Settings;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 use crate::secret::{hash_secret, hashes_equal};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(authenticate).service(authorize);
 }
 
-/// What the authenticator template sends.
-#[derive(Debug, Default, Deserialize)]
+/// What the authenticator template sends (other fields are ignored).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 struct AuthenticateRequest {
     clientid: String,
@@ -41,8 +49,8 @@ struct AuthenticateRequest {
     password: String,
 }
 
-/// What the authoriser template sends.
-#[derive(Debug, Default, Deserialize)]
+/// What the authoriser template sends (other fields are ignored).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 struct AuthorizeRequest {
     clientid: String,
@@ -52,7 +60,8 @@ struct AuthorizeRequest {
 }
 
 /// EMQX's `result`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = EmqxVerdict)]
 #[serde(rename_all = "lowercase")]
 enum Verdict {
     Allow,
@@ -76,12 +85,28 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The hook's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EmqxAnswer)]
 struct Answer {
     result: Verdict,
     is_superuser: bool,
 }
 
+/// EMQX's HTTP authenticator: whether a client may connect. 404 while no hook secret is
+/// configured.
+#[utoipa::path(
+    operation_id = "emqx_authenticate",
+    tag = "devices",
+    security(("emqx_hook" = [])),
+    request_body = AuthenticateRequest,
+    responses(
+        (status = 200, description = "The verdict.", body = Answer),
+        doc::BadRequest,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/emqx/authenticate")]
 #[tracing::instrument(skip_all, fields(client_id))]
 async fn authenticate(
@@ -120,6 +145,20 @@ async fn authenticate(
     }))
 }
 
+/// EMQX's HTTP authoriser: whether a client may publish or subscribe to a topic. 404 while no
+/// hook secret is configured.
+#[utoipa::path(
+    operation_id = "emqx_authorize",
+    tag = "devices",
+    security(("emqx_hook" = [])),
+    request_body = AuthorizeRequest,
+    responses(
+        (status = 200, description = "The verdict.", body = Answer),
+        doc::BadRequest,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/emqx/authorize")]
 #[tracing::instrument(skip_all, fields(client_id))]
 async fn authorize(
@@ -205,7 +244,8 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         ApiError::BadRequest(format!("the body must be a JSON object of strings: {why}"))
     };
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(value @ serde_json::Value::Object(_)) => {
+        Ok(mut value @ serde_json::Value::Object(_)) => {
+            crate::http::json::apply_rules(&mut value)?;
             serde_json::from_value(value).map_err(|e| bad(e.to_string()))
         }
         Ok(_) => Err(bad("not an object".into())),

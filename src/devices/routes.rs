@@ -144,7 +144,7 @@ struct RegisteredDevice {
 async fn create(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<NewDevice>,
+    body: crate::http::Json<NewDevice>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
     let client = state.pool.get().await?;

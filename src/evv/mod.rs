@@ -159,6 +159,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     routes::routes(cfg);
 }
 
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub use routes::api;
+
 /// How far before the checkpoint the start-up catch-up looks again: a batch can commit after
 /// a later one whose `received_at` is newer, and deriving twice is harmless.
 const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(10);

@@ -42,7 +42,7 @@ pub struct VisitRecord {
 }
 
 /// Exceptions: what needs fixing or acknowledging. Late and short visits are not among them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExceptionKind {
     MissingCheckIn,

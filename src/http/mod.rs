@@ -5,6 +5,7 @@
 pub mod csv_safe;
 pub mod dates;
 pub mod docs_page;
+pub mod json;
 pub mod openapi;
 pub mod problem;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+pub use json::Json;
 pub use problem::{ApiError, FieldError};
 
 /// What reports whether the MQTT side is up (the embedded broker, or the connection to an

@@ -10,9 +10,11 @@ use tokio_postgres::GenericClient;
 use super::payment::Terms;
 use super::routes::READERS;
 use crate::auth::{Caller, OrgKind, Organisation, Role};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
+use utoipa_actix_web::service_config::ServiceConfig;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(put_terms).service(get_terms);
 }
 
@@ -85,6 +87,19 @@ pub(super) async fn own_contract(
         .ok_or_else(|| ApiError::invalid("contract_id", "no such contract with your organisation"))
 }
 
+/// Sets a contract's terms (its commissioner only).
+#[utoipa::path(
+    operation_id = "put_contract_terms",
+    tag = "outcomes",
+    params(("id" = i32, Path, description = "The contract's id.")),
+    request_body = Terms,
+    responses(
+        (status = 200, description = "The terms as set.", body = Terms),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[put("/v1/contracts/{id}/terms")]
 async fn put_terms(
     caller: Caller,
@@ -94,8 +109,11 @@ async fn put_terms(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
     let id = path.into_inner();
-    let terms: Terms =
+    let mut value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("terms", e.to_string()))?;
+    crate::http::json::apply_rules(&mut value)?;
+    let terms: Terms =
+        serde_json::from_value(value).map_err(|e| ApiError::invalid("terms", e.to_string()))?;
     terms.validate().map_err(|(f, m)| ApiError::invalid(f, m))?;
     let value = serde_json::to_value(&terms).map_err(|e| ApiError::Unexpected(e.into()))?;
     let c = state.pool.get().await?;
@@ -111,6 +129,17 @@ async fn put_terms(
     Ok(HttpResponse::Ok().json(value))
 }
 
+/// A contract's terms, for its commissioner or provider.
+#[utoipa::path(
+    operation_id = "get_contract_terms",
+    tag = "outcomes",
+    params(("id" = i32, Path, description = "The contract's id.")),
+    responses(
+        (status = 200, description = "The terms.", body = Terms),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/contracts/{id}/terms")]
 async fn get_terms(
     caller: Caller,

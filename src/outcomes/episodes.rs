@@ -5,14 +5,17 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::contracts::own_contract;
-use super::routes::{created, own_person, STAFF};
+use super::routes::{created, own_person, Created, STAFF};
 use super::{DischargeDestination, ReablementResult};
 use crate::auth::Caller;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(service_period)
         .service(hospital_stay)
         .service(discharge)
@@ -24,21 +27,37 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .service(person_episodes);
 }
 
-#[derive(Debug, Deserialize)]
+/// A period in which the provider serves a person, under a contract if given.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ServicePeriodBody {
+    /// A person of the organisation.
     person_id: i32,
+    /// A contract of the organisation.
     contract_id: Option<i32>,
     started_on: NaiveDate,
+    /// Not before `started_on`.
     ended_on: Option<NaiveDate>,
+    /// Since when the provider's records of the person are complete; not after `started_on`.
     history_from: Option<NaiveDate>,
 }
 
+/// Records a service period.
+#[utoipa::path(
+    operation_id = "create_service_period",
+    tag = "outcomes",
+    request_body = ServicePeriodBody,
+    responses(
+        (status = 201, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/service-periods")]
 async fn service_period(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<ServicePeriodBody>,
+    b: crate::http::Json<ServicePeriodBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     if b.ended_on.is_some_and(|e| e < b.started_on) {
@@ -67,14 +86,19 @@ async fn service_period(
     Ok(created(id))
 }
 
-#[derive(Debug, Deserialize)]
+/// A stay in hospital; `discharged_on` and `discharge_destination` come together, the
+/// discharge not before the admission.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StayBody {
+    /// A person of the organisation.
     person_id: i32,
     admitted_on: NaiveDate,
+    /// Default `true`.
     #[serde(default = "yes")]
     emergency: bool,
     discharged_on: Option<NaiveDate>,
+    #[schema(value_type = Option<DischargeDestination>)]
     discharge_destination: Option<String>,
 }
 
@@ -110,11 +134,24 @@ fn check_discharge(
     Ok(())
 }
 
+/// Records a hospital stay.
+#[utoipa::path(
+    operation_id = "create_hospital_stay",
+    tag = "outcomes",
+    request_body = StayBody,
+    responses(
+        (status = 201, description = "Recorded.", body = Created,
+            links(("discharge" = (operation_id = "discharge_hospital_stay",
+                parameters(("id" = "$response.body#/id")))))),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/hospital-stays")]
 async fn hospital_stay(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<StayBody>,
+    b: crate::http::Json<StayBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     check_discharge(b.admitted_on, b.discharged_on, &b.discharge_destination)?;
@@ -131,19 +168,35 @@ async fn hospital_stay(
     Ok(created(id))
 }
 
-#[derive(Debug, Deserialize)]
+/// The end of a stay: not before its admission.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DischargeBody {
     discharged_on: NaiveDate,
+    #[schema(value_type = DischargeDestination)]
     discharge_destination: String,
 }
 
+/// Records the discharge of a stay not yet discharged.
+#[utoipa::path(
+    operation_id = "discharge_hospital_stay",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The stay's id.")),
+    request_body = DischargeBody,
+    responses(
+        (status = 200, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/hospital-stays/{id}/discharge")]
 async fn discharge(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    b: web::Json<DischargeBody>,
+    b: crate::http::Json<DischargeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     let id = path.into_inner();
@@ -167,25 +220,43 @@ async fn discharge(
         &[&id, &b.discharged_on, &dest],
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+    Ok(HttpResponse::Ok().json(Created { id }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A reablement episode, after a hospital stay of the same person if given.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EpisodeBody {
+    /// A person of the organisation.
     person_id: i32,
+    /// A contract of the organisation.
     contract_id: Option<i32>,
+    /// A stay of this person.
     hospital_stay_id: Option<i64>,
+    /// Whether the aim is to stay at home (default `true`).
     #[serde(default = "yes")]
     aim_home: bool,
     started_on: NaiveDate,
 }
 
+/// Records the start of a reablement episode.
+#[utoipa::path(
+    operation_id = "create_reablement_episode",
+    tag = "outcomes",
+    request_body = EpisodeBody,
+    responses(
+        (status = 201, description = "Recorded.", body = Created,
+            links(("end" = (operation_id = "end_reablement_episode",
+                parameters(("id" = "$response.body#/id")))))),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/reablement-episodes")]
 async fn reablement_episode(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<EpisodeBody>,
+    b: crate::http::Json<EpisodeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     let c = state.pool.get().await?;
@@ -217,19 +288,35 @@ async fn reablement_episode(
     Ok(created(id))
 }
 
-#[derive(Debug, Deserialize)]
+/// The end of an episode: not before its start.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EndBody {
     ended_on: NaiveDate,
+    #[schema(value_type = ReablementResult)]
     result: String,
 }
 
+/// Records how an episode not yet ended ended.
+#[utoipa::path(
+    operation_id = "end_reablement_episode",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The episode's id.")),
+    request_body = EndBody,
+    responses(
+        (status = 200, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/reablement-episodes/{id}/end")]
 async fn end_episode(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    b: web::Json<EndBody>,
+    b: crate::http::Json<EndBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     if ReablementResult::parse(&b.result).is_none() {
@@ -260,23 +347,47 @@ async fn end_episode(
         &[&id, &b.ended_on, &b.result],
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+    Ok(HttpResponse::Ok().json(Created { id }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A care home's setting.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum Setting {
+    #[schema(rename = "residential")]
+    Residential,
+    #[schema(rename = "nursing")]
+    Nursing,
+}
+
+/// An admission to a care home.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CareHomeBody {
+    /// A person of the organisation.
     person_id: i32,
     admitted_on: NaiveDate,
+    #[schema(value_type = Setting)]
     setting: String,
     permanent: bool,
 }
 
+/// Records an admission to a care home.
+#[utoipa::path(
+    operation_id = "create_care_home_admission",
+    tag = "outcomes",
+    request_body = CareHomeBody,
+    responses(
+        (status = 201, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/care-home-admissions")]
 async fn care_home_admission(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<CareHomeBody>,
+    b: crate::http::Json<CareHomeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     if !["residential", "nursing"].contains(&b.setting.as_str()) {
@@ -295,18 +406,32 @@ async fn care_home_admission(
     Ok(created(id))
 }
 
-#[derive(Debug, Deserialize)]
+/// A death.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeathBody {
+    /// A person of the organisation.
     person_id: i32,
     died_on: NaiveDate,
 }
 
+/// Records a person's death (once: `id` is the person's).
+#[utoipa::path(
+    operation_id = "create_death",
+    tag = "outcomes",
+    request_body = DeathBody,
+    responses(
+        (status = 201, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/deaths")]
 async fn death(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<DeathBody>,
+    b: crate::http::Json<DeathBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     let c = state.pool.get().await?;
@@ -327,19 +452,34 @@ async fn death(
     Ok(created(i64::from(b.person_id)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A fall known from records.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FallBody {
+    /// A person of the organisation.
     person_id: i32,
     occurred_on: NaiveDate,
+    /// Where it is known from: GP, hospital, self-report ...
+    #[schema(min_length = 1, max_length = 100)]
     source: String,
 }
 
+/// Records a fall known from records.
+#[utoipa::path(
+    operation_id = "create_recorded_fall",
+    tag = "outcomes",
+    request_body = FallBody,
+    responses(
+        (status = 201, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcomes/recorded-falls")]
 async fn recorded_fall(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<FallBody>,
+    b: crate::http::Json<FallBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     if b.source.is_empty() || b.source.len() > 100 {
@@ -362,6 +502,18 @@ async fn recorded_fall(
 }
 
 /// A person's episodes (provider staff only: they carry dates of clinical events).
+#[utoipa::path(
+    operation_id = "get_person_episodes",
+    tag = "outcomes",
+    params(("id" = i32, Path, description = "The person's id.")),
+    responses(
+        (status = 200, description = "`person_id` and, each oldest first, its \
+            `service_periods`, `hospital_stays`, `reablement_episodes`, \
+            `care_home_admissions`, `deaths` and `recorded_falls` as stored.", body = Object),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/outcomes/people/{id}/episodes")]
 async fn person_episodes(
     caller: Caller,

@@ -119,3 +119,6 @@ impl OutcomeSettings {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     routes::routes(cfg);
 }
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub use routes::api;

@@ -9,7 +9,7 @@ use super::measures::{due_payable, timing, Period, PlanInput, Timing};
 use super::{OutcomeSettings, ReablementResult};
 
 /// Contract terms. Every part is optional; a contract combines the ones it uses.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Terms {
     /// Wiltshire: a share of each plan's value up front when the plan is agreed, the balance
@@ -29,43 +29,52 @@ pub struct Terms {
     pub reablement: Option<Reablement>,
     /// Deducted for each payable outcome not achieved by its target date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub unmet_outcome_penalty_pence: Option<i64>,
     /// Paid for each payable outcome achieved early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub early_outcome_reward_pence: Option<i64>,
     /// A share of the estimated savings from falls and admissions avoided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_savings: Option<SharedSavings>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanUpfront {
+    #[schema(maximum = 10000)]
     pub upfront_bp: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FixedPlusOutcome {
+    #[schema(minimum = 0)]
     pub fixed_pence: i64,
+    #[schema(minimum = 0)]
     pub outcome_pence: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Withhold {
+    #[schema(minimum = 0)]
     pub base_pence: i64,
+    #[schema(maximum = 10000)]
     pub withheld_bp: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reablement {
+    #[schema(minimum = 0)]
     pub per_episode_pence: i64,
+    #[schema(minimum = 0)]
     pub no_further_support_bonus_pence: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SavingsBasis {
     /// The lower end of the interval: only what the data show with 95% confidence.
@@ -74,11 +83,14 @@ pub enum SavingsBasis {
     Estimate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedSavings {
+    #[schema(maximum = 10000)]
     pub share_bp: u32,
+    #[schema(minimum = 0)]
     pub fall_cost_pence: i64,
+    #[schema(minimum = 0)]
     pub admission_cost_pence: i64,
     #[serde(default)]
     pub basis: SavingsBasis,

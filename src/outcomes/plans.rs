@@ -6,45 +6,87 @@ use actix_web::{get, post, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::contracts::own_contract;
 use super::routes::{own_person, READERS, STAFF};
 use crate::auth::{Caller, Role};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_plan)
         .service(get_plan)
         .service(agree_plan)
         .service(achieve);
 }
 
-#[derive(Debug, Deserialize)]
+/// An outcome's kind.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum OutcomeKind {
+    #[schema(rename = "reablement")]
+    Reablement,
+    #[schema(rename = "maintenance")]
+    Maintenance,
+}
+
+/// An outcome of a plan: its target date within the plan.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OutcomeBody {
+    /// "I can ...", in the person's words.
+    #[schema(pattern = "^I can ", max_length = 500)]
     statement: String,
+    #[schema(value_type = OutcomeKind)]
     kind: String,
     payable: bool,
     target_date: NaiveDate,
 }
 
-#[derive(Debug, Deserialize)]
+/// An "I can" plan: at most six months, at least one outcome.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlanBody {
+    /// A person of the organisation.
     person_id: i32,
+    /// A contract of the organisation.
     contract_id: Option<i32>,
     starts_on: NaiveDate,
+    /// On or after `starts_on`, at most 183 days on.
     ends_on: NaiveDate,
+    /// Default 0.
     #[serde(default)]
+    #[schema(minimum = 0)]
     value_pence: i64,
+    #[schema(min_items = 1)]
     outcomes: Vec<OutcomeBody>,
 }
 
+/// Writes a plan with the person.
+#[utoipa::path(
+    operation_id = "create_outcome_plan",
+    tag = "outcomes",
+    request_body = PlanBody,
+    responses(
+        (status = 201, description = "The plan, as `GET /v1/outcome-plans/{id}` shows it.",
+            body = Object,
+            links(
+                ("plan" = (operation_id = "get_outcome_plan",
+                    parameters(("id" = "$response.body#/id")))),
+                ("agree" = (operation_id = "agree_outcome_plan",
+                    parameters(("id" = "$response.body#/id")))),
+            )),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcome-plans")]
 async fn create_plan(
     caller: Caller,
     state: web::Data<AppState>,
-    b: web::Json<PlanBody>,
+    b: crate::http::Json<PlanBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     crate::http::dates::check_date("starts_on", Some(b.starts_on))?;
@@ -141,6 +183,19 @@ async fn visible_plan(c: &impl GenericClient, caller: &Caller, id: i64) -> Resul
         .ok_or_else(|| ApiError::NotFound(format!("outcome plan {id}")))
 }
 
+/// One plan with its outcomes and who has agreed it.
+#[utoipa::path(
+    operation_id = "get_outcome_plan",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The plan's id.")),
+    responses(
+        (status = 200, description = "The plan: `id`, `person_pseudonym`, `contract_id`, \
+            `starts_on`, `ends_on`, `value_pence`, the three `agreed_by_*_at`, `agreed`, and \
+            `outcomes`.", body = Object),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/outcome-plans/{id}")]
 async fn get_plan(
     caller: Caller,
@@ -154,20 +209,47 @@ async fn get_plan(
     Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Who agrees.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum Party {
+    #[schema(rename = "person")]
+    Person,
+    #[schema(rename = "provider")]
+    Provider,
+    #[schema(rename = "council")]
+    Council,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AgreeBody {
     /// `person` or `provider` (provider staff, recording the person's own agreement for the
     /// first), `council` (the commissioner).
+    #[schema(value_type = Party)]
     party: String,
 }
 
+/// Records one party's agreement (again: no change).
+#[utoipa::path(
+    operation_id = "agree_outcome_plan",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The plan's id.")),
+    request_body = AgreeBody,
+    responses(
+        (status = 200, description = "The plan, as `GET /v1/outcome-plans/{id}` shows it.",
+            body = Object),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcome-plans/{id}/agree")]
 async fn agree_plan(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    b: web::Json<AgreeBody>,
+    b: crate::http::Json<AgreeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let column = match b.party.as_str() {
@@ -192,7 +274,7 @@ async fn agree_plan(
     Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AchieveBody {
     achieved_on: NaiveDate,
@@ -200,12 +282,30 @@ struct AchieveBody {
     confirmed_by_person: bool,
 }
 
+/// Records an outcome of an agreed plan as achieved, as the person confirms.
+#[utoipa::path(
+    operation_id = "achieve_outcome",
+    tag = "outcomes",
+    params(
+        ("id" = i64, Path, description = "The plan's id."),
+        ("outcome" = i64, Path, description = "The outcome's id."),
+    ),
+    request_body = AchieveBody,
+    responses(
+        (status = 200, description = "The plan, as `GET /v1/outcome-plans/{id}` shows it.",
+            body = Object),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/outcome-plans/{id}/outcomes/{outcome}/achieve")]
 async fn achieve(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    b: web::Json<AchieveBody>,
+    b: crate::http::Json<AchieveBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
     if !b.confirmed_by_person {

@@ -2,28 +2,61 @@
 //! Owns `commissioner_populations`; commissioners set it.
 
 use actix_web::{put, web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::{Caller, Role};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(population);
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PopulationBody {
+    #[schema(minimum = 1)]
     population: i32,
 }
 
+/// An age group's population as set.
+#[derive(Serialize, ToSchema)]
+struct Population {
+    #[schema(inline)]
+    age_group: AgeGroup,
+    population: i32,
+}
+
+/// The age groups of the indicators' populations.
+#[derive(Serialize, ToSchema)]
+enum AgeGroup {
+    #[serde(rename = "18-64")]
+    Adults,
+    #[serde(rename = "65+")]
+    Older,
+}
+
 /// The population of an age group (`18-64` or `65+`) in the commissioner's area.
+/// Sets the commissioner's population in an age group (the indicators' denominator).
+#[utoipa::path(
+    operation_id = "put_population",
+    tag = "outcomes",
+    params(("age_group" = inline(AgeGroup), Path, description = "`18-64` or `65+`.")),
+    request_body = PopulationBody,
+    responses(
+        (status = 200, description = "Set.", body = Population),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[put("/v1/outcomes/populations/{age_group}")]
 async fn population(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    b: web::Json<PopulationBody>,
+    b: crate::http::Json<PopulationBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
     let group = path.into_inner();
@@ -40,6 +73,13 @@ async fn population(
         &[&caller.organisation_id, &group, &b.population],
     )
     .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "age_group": group, "population": b.population })))
+    let age_group = if group == "18-64" {
+        AgeGroup::Adults
+    } else {
+        AgeGroup::Older
+    };
+    Ok(HttpResponse::Ok().json(Population {
+        age_group,
+        population: b.population,
+    }))
 }

@@ -6,30 +6,68 @@ use actix_web::{get, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use tokio_postgres::GenericClient;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::measures::Period;
 use super::report::{self, Scope};
 use super::routes::READERS;
 use super::METHOD_VERSION;
 use crate::auth::Caller;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(report_endpoint).service(stored_report);
 }
 
 /// The query of a report or a statement; statements read only the period, the provider and
 /// the format.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ReportQuery {
+    /// Whose figures (default `provider`).
+    #[param(inline, value_type = Option<ReportScope>)]
     scope: Option<String>,
+    /// The person, provider or contract of the scope; a provider's own figures by default.
     id: Option<i32>,
+    /// The provider (for a commissioner: required).
     pub(super) provider_id: Option<i32>,
+    /// The first day of the period; before `to`, at most three years before it.
     from: NaiveDate,
+    /// The day after the period.
     to: NaiveDate,
+    /// The day the figures are judged on, not before `to`; default 91 days after `to`, not
+    /// after today.
     as_of: Option<NaiveDate>,
+    /// `json` (default) or `csv`.
+    #[param(inline, value_type = Option<ReportFormat>)]
     pub(super) format: Option<String>,
+}
+
+/// Whose figures a report shows.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum ReportScope {
+    #[schema(rename = "person")]
+    Person,
+    #[schema(rename = "provider")]
+    Provider,
+    #[schema(rename = "contract")]
+    Contract,
+    #[schema(rename = "population")]
+    Population,
+}
+
+/// A report's formats.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) enum ReportFormat {
+    #[schema(rename = "json")]
+    Json,
+    #[schema(rename = "csv")]
+    Csv,
 }
 
 pub(super) fn period(q: &ReportQuery) -> Result<Period, ApiError> {
@@ -84,7 +122,27 @@ pub(super) async fn store(
     .get(0))
 }
 
-/// Indicators for a person, a provider, a contract or a commissioner's population.
+/// Indicators for a person, a provider, a contract or a commissioner's population, stored
+/// as produced (`report_id`).
+#[utoipa::path(
+    operation_id = "get_outcomes_report",
+    tag = "outcomes",
+    params(ReportQuery),
+    responses(
+        (status = 200, description = "The indicators with their inputs' hash and `report_id`; \
+            as CSV, the id is in `X-Report-Id`.",
+            content(
+                (Object = "application/json"),
+                (String = "text/csv"),
+            ),
+            headers(("X-Report-Id" = i64, description = "The stored report (CSV only).")),
+            links(("stored" = (operation_id = "get_stored_report",
+                parameters(("id" = "$response.body#/report_id")))))),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/outcomes/report")]
 async fn report_endpoint(
     caller: Caller,
@@ -132,6 +190,18 @@ async fn report_endpoint(
 }
 
 /// A stored report, as produced (for auditors reproducing a figure).
+#[utoipa::path(
+    operation_id = "get_stored_report",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The report's id.")),
+    responses(
+        (status = 200, description = "`id`, `kind`, `scope`, `scope_id`, `period_from`, \
+            `period_to`, `as_of`, `method_version`, `input_hash`, `generated_at` and the \
+            `figures` as produced.", body = Object),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/outcomes/reports/{id}")]
 async fn stored_report(
     caller: Caller,

@@ -5,6 +5,7 @@
 
 use actix_web::{web, HttpResponse};
 use tokio_postgres::GenericClient;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::{Caller, Role};
 use crate::http::ApiError;
@@ -20,6 +21,11 @@ pub(super) const READERS: &[Role] = &[
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.configure(super::episodes::routes)
         .configure(super::plans::routes)
         .configure(super::populations::routes)
@@ -46,6 +52,13 @@ pub(super) async fn own_person(
 }
 
 /// 201 with the new row's id.
+/// What was recorded.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Recorded)]
+pub(super) struct Created {
+    pub id: i64,
+}
+
 pub(super) fn created(id: i64) -> HttpResponse {
-    HttpResponse::Created().json(serde_json::json!({ "id": id }))
+    HttpResponse::Created().json(Created { id })
 }

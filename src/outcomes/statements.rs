@@ -5,17 +5,44 @@ use actix_web::{get, web, HttpResponse};
 
 use super::payment::{self, StatementInputs, Terms};
 use super::report::{self, Scope};
-use super::reports::{period, safe_csv, store, wants_csv, ReportQuery};
+use super::reports::{period, safe_csv, store, wants_csv, ReportFormat, ReportQuery};
 use super::routes::READERS;
 use super::METHOD_VERSION;
 use crate::auth::Caller;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
+use utoipa_actix_web::service_config::ServiceConfig;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(statements);
 }
 
 /// Payment statements for one provider and period, one per contract the caller can see.
+#[utoipa::path(
+    operation_id = "get_payment_statements",
+    tag = "outcomes",
+    params(
+        ("provider_id" = Option<i32>, Query, description = "The provider (for a commissioner: required); default the caller's organisation."),
+        ("from" = chrono::NaiveDate, Query, description = "The first day of the period; before `to`, at most three years before it."),
+        ("to" = chrono::NaiveDate, Query, description = "The day after the period."),
+        ("as_of" = Option<chrono::NaiveDate>, Query, description = "The day the figures are judged on, not before `to`."),
+        ("format" = inline(Option<ReportFormat>), Query, description = "`json` (default) or `csv`."),
+    ),
+    responses(
+        (status = 200, description = "A statement per contract with its lines and total in \
+            pence, the inputs' hash and `report_id`; as CSV, the id is in `X-Report-Id` and \
+            the hash in `X-Input-Hash`.",
+            content(
+                (Object = "application/json"),
+                (String = "text/csv"),
+            ),
+            links(("stored" = (operation_id = "get_stored_report",
+                parameters(("id" = "$response.body#/report_id")))))),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/outcomes/statements")]
 async fn statements(
     caller: Caller,

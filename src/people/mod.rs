@@ -36,6 +36,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     routes::routes(cfg);
 }
 
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub use routes::api;
+
 /// A reference a phone sends or a home carries (a visit reference, a home tag, a calling
 /// line): 1 to 64 of `A-Z a-z 0-9 . _ : + -`.
 pub fn valid_reference(s: &str) -> bool {

@@ -5,55 +5,115 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::store::{self, Person};
+use super::store::{self, Person, Worker};
 use super::{valid_reference, GeofencePolicy};
 use crate::auth::{Caller, Role};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState, FieldError};
 
 /// The roles that manage people and workers.
 pub(crate) const EDITORS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_person)
         .service(list_people)
         .service(read_person)
-        .service(list_workers);
+        .service(list_workers)
+        .service(read_worker);
 }
 
-#[derive(Debug, Deserialize)]
+/// A person receiving care. `home_lat` and `home_lon` come together or not at all.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPerson {
+    /// The provider's own reference, unique in the organisation (surrounding spaces are
+    /// dropped).
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     external_ref: String,
     display_name: Option<String>,
+    #[schema(pattern = "^(19|2[01])[0-9]{2}-")]
     date_of_birth: Option<NaiveDate>,
+    #[schema(minimum = -90.0, maximum = 90.0)]
     home_lat: Option<f64>,
+    #[schema(minimum = -180.0, maximum = 180.0)]
     home_lon: Option<f64>,
+    /// The person's own geofence radius in metres; without it the configured default applies.
+    #[schema(minimum = 10.0, maximum = 2000.0)]
     geofence_radius_m: Option<f32>,
+    /// The area whose geofence policy applies when the person has none of their own.
+    #[schema(min_length = 1, max_length = 100)]
     area: Option<String>,
+    /// The NFC tag at the person's home.
+    #[schema(pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
     home_tag: Option<String>,
+    /// The calling line of the person's home phone (telephony check-ins).
+    #[schema(pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
     home_phone: Option<String>,
+    #[schema(inline)]
     geofence_policy: Option<GeofencePolicy>,
 }
 
 /// A person as the API shows it: with the radius that applies (their own, else the default).
-fn person_json(p: &Person, default_radius_m: u32) -> serde_json::Value {
-    serde_json::json!({
-        "id": p.id,
-        "external_ref": p.external_ref,
-        "pseudonym": p.pseudonym,
-        "display_name": p.display_name,
-        "date_of_birth": p.date_of_birth,
-        "home_lat": p.home_lat,
-        "home_lon": p.home_lon,
-        "geofence_radius_m": p.geofence_radius_m,
-        "effective_geofence_radius_m": p.geofence_radius_m.map(f64::from).unwrap_or(f64::from(default_radius_m)),
-        "area": p.area,
-        "home_tag": p.home_tag,
-        "home_phone": p.home_phone,
-        "geofence_policy": p.geofence_policy,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+struct PersonView {
+    id: i32,
+    external_ref: String,
+    /// What commissioners see instead of the name and reference.
+    pseudonym: String,
+    display_name: Option<String>,
+    date_of_birth: Option<NaiveDate>,
+    home_lat: Option<f64>,
+    home_lon: Option<f64>,
+    /// The person's own radius; `null` takes the configured default.
+    geofence_radius_m: Option<f32>,
+    /// The radius that applies, in metres.
+    effective_geofence_radius_m: f64,
+    area: Option<String>,
+    home_tag: Option<String>,
+    home_phone: Option<String>,
+    /// `null` takes the area's policy, else the configured one.
+    #[schema(value_type = Option<GeofencePolicy>)]
+    geofence_policy: Option<String>,
+}
+
+fn person_view(p: Person, default_radius_m: u32) -> PersonView {
+    PersonView {
+        id: p.id,
+        effective_geofence_radius_m: p
+            .geofence_radius_m
+            .map(f64::from)
+            .unwrap_or(f64::from(default_radius_m)),
+        external_ref: p.external_ref,
+        pseudonym: p.pseudonym,
+        display_name: p.display_name,
+        date_of_birth: p.date_of_birth,
+        home_lat: p.home_lat,
+        home_lon: p.home_lon,
+        geofence_radius_m: p.geofence_radius_m,
+        area: p.area,
+        home_tag: p.home_tag,
+        home_phone: p.home_phone,
+        geofence_policy: p.geofence_policy,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct PersonList {
+    items: Vec<PersonView>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct WorkerList {
+    items: Vec<Worker>,
 }
 
 fn check_person(p: &NewPerson) -> Vec<FieldError> {
@@ -109,14 +169,29 @@ fn check_person(p: &NewPerson) -> Vec<FieldError> {
     errors
 }
 
+/// Records a person receiving care.
+#[utoipa::path(
+    operation_id = "create_person",
+    tag = "people",
+    request_body = NewPerson,
+    responses(
+        (status = 201, description = "Recorded.", body = PersonView,
+            links(("person" = (operation_id = "get_person",
+                parameters(("id" = "$response.body#/id")))))),
+        doc::Forbidden,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/people")]
 async fn create_person(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<NewPerson>,
+    body: crate::http::Json<NewPerson>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
     let p = body.into_inner();
+    crate::http::dates::check_date("date_of_birth", p.date_of_birth)?;
     let errors = check_person(&p);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -145,25 +220,47 @@ async fn create_person(
                 e.into()
             }
         })?;
-    Ok(HttpResponse::Created().json(person_json(
-        &person,
+    Ok(HttpResponse::Created().json(person_view(
+        person,
         state.settings.evv.default_geofence_radius_m,
     )))
 }
 
+/// The organisation's people.
+#[utoipa::path(
+    operation_id = "list_people",
+    tag = "people",
+    responses(
+        (status = 200, description = "The people.", body = PersonList,
+            links(("person" = (operation_id = "get_person",
+                parameters(("id" = "$response.body#/items/0/id")))))),
+        doc::Forbidden,
+    ),
+)]
 #[get("/v1/people")]
 async fn list_people(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
     let client = state.pool.get().await?;
     let radius = state.settings.evv.default_geofence_radius_m;
-    let items: Vec<_> = store::people(&client, caller.organisation_id)
+    let items = store::people(&client, caller.organisation_id)
         .await?
-        .iter()
-        .map(|p| person_json(p, radius))
+        .into_iter()
+        .map(|p| person_view(p, radius))
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(PersonList { items }))
 }
 
+/// One person.
+#[utoipa::path(
+    operation_id = "get_person",
+    tag = "people",
+    params(("id" = i32, Path, description = "The person's id.")),
+    responses(
+        (status = 200, description = "The person.", body = PersonView),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/people/{id}")]
 async fn read_person(
     caller: Caller,
@@ -175,12 +272,23 @@ async fn read_person(
     let person = store::find_person(&client, caller.organisation_id, path.into_inner())
         .await?
         .ok_or_else(|| ApiError::NotFound("person".into()))?;
-    Ok(HttpResponse::Ok().json(person_json(
-        &person,
+    Ok(HttpResponse::Ok().json(person_view(
+        person,
         state.settings.evv.default_geofence_radius_m,
     )))
 }
 
+/// The organisation's care workers with their phones.
+#[utoipa::path(
+    operation_id = "list_workers",
+    tag = "people",
+    responses(
+        (status = 200, description = "The workers.", body = WorkerList,
+            links(("worker" = (operation_id = "get_worker",
+                parameters(("id" = "$response.body#/items/0/id")))))),
+        doc::Forbidden,
+    ),
+)]
 #[get("/v1/workers")]
 async fn list_workers(
     caller: Caller,
@@ -189,5 +297,30 @@ async fn list_workers(
     caller.require(EDITORS)?;
     let client = state.pool.get().await?;
     let items = store::workers(&client, caller.organisation_id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(WorkerList { items }))
+}
+
+/// One care worker with their phones.
+#[utoipa::path(
+    operation_id = "get_worker",
+    tag = "people",
+    params(("id" = i32, Path, description = "The worker's id.")),
+    responses(
+        (status = 200, description = "The worker.", body = Worker),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
+#[get("/v1/workers/{id}")]
+async fn read_worker(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(EDITORS)?;
+    let client = state.pool.get().await?;
+    let worker = store::find_worker(&client, caller.organisation_id, path.into_inner())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("worker".into()))?;
+    Ok(HttpResponse::Ok().json(worker))
 }

@@ -137,7 +137,7 @@ pub async fn person_exists(
 }
 
 /// A worker with the uids of the phones they carry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Worker {
     pub id: i32,
     pub external_ref: String,
@@ -162,17 +162,36 @@ pub async fn insert_worker(
         .get(0))
 }
 
+/// The organisation's workers.
 pub async fn workers(
     c: &impl GenericClient,
     org: i32,
+) -> Result<Vec<Worker>, tokio_postgres::Error> {
+    select_workers(c, org, None).await
+}
+
+/// The organisation's worker with this id.
+pub async fn find_worker(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+) -> Result<Option<Worker>, tokio_postgres::Error> {
+    Ok(select_workers(c, org, Some(id)).await?.pop())
+}
+
+async fn select_workers(
+    c: &impl GenericClient,
+    org: i32,
+    id: Option<i32>,
 ) -> Result<Vec<Worker>, tokio_postgres::Error> {
     let rows = c
         .query(
             "SELECT w.id, w.external_ref, w.display_name,
                     coalesce(array_agg(d.uid ORDER BY d.uid) FILTER (WHERE d.uid IS NOT NULL), '{}')
                FROM workers w LEFT JOIN devices d ON d.worker_id = w.id
-              WHERE w.organisation_id = $1 GROUP BY w.id ORDER BY w.id",
-            &[&org],
+              WHERE w.organisation_id = $1 AND ($2::int IS NULL OR w.id = $2)
+              GROUP BY w.id ORDER BY w.id",
+            &[&org, &id],
         )
         .await?;
     Ok(rows

@@ -8,10 +8,13 @@ use serde_json::Value;
 use homeward_testkit::spawn_app;
 
 /// The description answers without credentials, is OpenAPI 3.1, and every operation in it is
-/// served: asked without credentials, none answers "no such route" or 405.
+/// served: asked without credentials, none answers "no such route" or 405. (The EMQX hooks
+/// exist only with their secret configured.)
 #[tokio::test]
 async fn the_served_description_is_public_and_lists_served_operations() {
-    let app = spawn_app().await;
+    let mut settings = homeward_testkit::test_settings();
+    settings.mqtt.emqx_hook_secret = Some(homeward::config::Secret::new("x".repeat(16)));
+    let app = homeward_testkit::spawn_app_with(settings).await;
     let r = app.get("/v1/openapi.json", None).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]

@@ -3,21 +3,24 @@
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::visits::load_visits;
-use super::{scope, Range};
+use super::{bounds, scope};
 use crate::auth::Caller;
 use crate::evv::view::visit_view;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(export);
 }
 
 /// One completed visit with the six elements of the 21st Century Cures Act:
 /// type of service, person served, date, location, worker, start and end.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ExportRow {
     visit_id: i64,
     provider_id: i32,
@@ -32,19 +35,69 @@ struct ExportRow {
     raw_end: Option<DateTime<Utc>>,
     adjusted: bool,
     check_in_method: Option<String>,
+    #[schema(value_type = Option<crate::evv::geofence::Verdict>)]
     check_in_verdict: Option<&'static str>,
     check_out_method: Option<String>,
+    #[schema(value_type = Option<crate::evv::geofence::Verdict>)]
     check_out_verdict: Option<&'static str>,
     scheduled_reference: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct ExportList {
+    items: Vec<ExportRow>,
+}
+
+/// The export's formats.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum ExportFormat {
+    #[schema(rename = "json")]
+    Json,
+    #[schema(rename = "csv")]
+    Csv,
+}
+
+/// Which visits an export holds: those filed in the range.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ExportQuery {
+    /// The start of the range (inclusive); default `to` less 8 days.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
+    from: Option<DateTime<Utc>>,
+    /// The end of the range (exclusive), after `from`, at most 93 days on; default tomorrow
+    /// at this time.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
+    to: Option<DateTime<Utc>>,
+    /// `json` (default) or `csv`.
+    #[param(inline, value_type = Option<ExportFormat>)]
+    format: Option<String>,
+}
+
+/// Completed visits with the six elements of the 21st Century Cures Act, as JSON or CSV
+/// (cells that a spreadsheet would read as a formula are made text).
+#[utoipa::path(
+    operation_id = "export_visits",
+    tag = "visits",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "The completed visits.",
+            content(
+                (ExportList = "application/json"),
+                (String = "text/csv", example = "visit_id,provider_id,service_type,person,date,location,worker,start,end,raw_start,raw_end,adjusted,check_in_method,check_in_verdict,check_out_method,check_out_verdict,scheduled_reference\n"),
+            )),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/visits/export")]
 async fn export(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<Range>,
+    query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to) = query.bounds()?;
+    let (from, to) = bounds(query.from, query.to)?;
     let format = query.format.as_deref().unwrap_or("json");
     if !matches!(format, "json" | "csv") {
         return Err(ApiError::invalid("format", "must be csv or json"));
@@ -86,7 +139,7 @@ async fn export(
         });
     }
     if format == "json" {
-        return Ok(HttpResponse::Ok().json(serde_json::json!({ "items": out })));
+        return Ok(HttpResponse::Ok().json(ExportList { items: out }));
     }
     let mut writer = csv::Writer::from_writer(Vec::new());
     for row in &out {

@@ -2,22 +2,80 @@
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::{Caller, Role};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(list_missed);
 }
 
-#[derive(Debug, Deserialize)]
+/// Which alerts a list shows.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum MissedState {
+    /// Raised and not cleared.
+    #[schema(rename = "open")]
+    Open,
+    /// Every alert.
+    #[schema(rename = "all")]
+    All,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MissedQuery {
     /// `open` (default) or `all`.
+    #[param(inline, value_type = Option<MissedState>)]
     state: Option<String>,
 }
 
+/// Whether an alert still stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum AlertState {
+    Raised,
+    Cleared,
+}
+
+/// A missed-visit alert.
+#[derive(Serialize, ToSchema)]
+struct MissedAlert {
+    scheduled_visit_id: i64,
+    reference: String,
+    person_id: i32,
+    person_ref: String,
+    worker_id: Option<i32>,
+    window_start: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    raised_at: DateTime<Utc>,
+    cleared_at: Option<DateTime<Utc>>,
+    cleared_reason: Option<String>,
+    #[schema(inline)]
+    state: AlertState,
+}
+
+#[derive(Serialize, ToSchema)]
+struct MissedList {
+    items: Vec<MissedAlert>,
+}
+
+/// Missed-visit alerts, latest due first, at most 1,000.
+#[utoipa::path(
+    operation_id = "list_missed_visits",
+    tag = "visits",
+    params(MissedQuery),
+    responses(
+        (status = 200, description = "The alerts.", body = MissedList),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/missed-visits")]
 async fn list_missed(
     caller: Caller,
@@ -46,20 +104,28 @@ async fn list_missed(
             &[&organisation, &all],
         )
         .await?;
-    let items: Vec<_> = rows
+    let items = rows
         .iter()
         .map(|r| {
-            let cleared: Option<DateTime<Utc>> = r.get(7);
-            serde_json::json!({
-                "scheduled_visit_id": r.get::<_, i64>(0), "reference": r.get::<_, String>(1),
-                "person_id": r.get::<_, i32>(2), "person_ref": r.get::<_, String>(9),
-                "worker_id": r.get::<_, Option<i32>>(3),
-                "window_start": r.get::<_, DateTime<Utc>>(4), "due_at": r.get::<_, DateTime<Utc>>(5),
-                "raised_at": r.get::<_, DateTime<Utc>>(6), "cleared_at": cleared,
-                "cleared_reason": r.get::<_, Option<String>>(8),
-                "state": if cleared.is_some() { "cleared" } else { "raised" },
-            })
+            let cleared_at: Option<DateTime<Utc>> = r.get(7);
+            MissedAlert {
+                scheduled_visit_id: r.get(0),
+                reference: r.get(1),
+                person_id: r.get(2),
+                person_ref: r.get(9),
+                worker_id: r.get(3),
+                window_start: r.get(4),
+                due_at: r.get(5),
+                raised_at: r.get(6),
+                cleared_at,
+                cleared_reason: r.get(8),
+                state: if cleared_at.is_some() {
+                    AlertState::Cleared
+                } else {
+                    AlertState::Raised
+                },
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(MissedList { items }))
 }

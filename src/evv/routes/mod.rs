@@ -23,11 +23,14 @@ mod workers;
 use actix_web::{put, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::derive;
 use super::geofence::GeofencePolicy;
 use crate::auth::{Caller, Role, Visibility};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
 const WRITERS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
@@ -39,6 +42,11 @@ const READERS: &[Role] = &[
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api(&mut ServiceConfig::new(cfg));
+}
+
+/// [`routes`], documented (see [`crate::http::openapi`]).
+pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(put_area_policy);
     schedule::routes(cfg);
     visits::routes(cfg);
@@ -61,35 +69,44 @@ fn writer(caller: &Caller) -> Result<(), ApiError> {
     caller.require(WRITERS)
 }
 
-#[derive(Debug, Deserialize)]
+/// A range of times: `from` before `to`, at most 93 days apart; by default the last 7 days up
+/// to tomorrow.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Range {
+    /// The start of the range (inclusive); default `to` less 8 days.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
     from: Option<DateTime<Utc>>,
+    /// The end of the range (exclusive), after `from`; default tomorrow at this time.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
     to: Option<DateTime<Utc>>,
-    /// `csv` or `json` (export only).
-    format: Option<String>,
-    /// Visits only: `true` lists the office's queue (visits matching no scheduled visit).
-    unmatched: Option<bool>,
-    /// Exceptions only: include those already resolved.
-    include_resolved: Option<bool>,
 }
 
 impl Range {
     /// Defaults to the last 7 days up to tomorrow; at most 93 days.
     fn bounds(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-        crate::http::dates::check_time("from", self.from)?;
-        crate::http::dates::check_time("to", self.to)?;
-        let now = Utc::now();
-        let to = self.to.unwrap_or(now + Duration::days(1));
-        let from = self.from.unwrap_or(to - Duration::days(8));
-        if to <= from {
-            return Err(ApiError::invalid("to", "must be after from"));
-        }
-        if to - from > Duration::days(93) {
-            return Err(ApiError::invalid("to", "a range covers at most 93 days"));
-        }
-        Ok((from, to))
+        bounds(self.from, self.to)
     }
+}
+
+/// [`Range::bounds`] of two parameters.
+fn bounds(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    crate::http::dates::check_time("from", from)?;
+    crate::http::dates::check_time("to", to)?;
+    let now = Utc::now();
+    let to = to.unwrap_or(now + Duration::days(1));
+    let from = from.unwrap_or(to - Duration::days(8));
+    if to <= from {
+        return Err(ApiError::invalid("to", "must be after from"));
+    }
+    if to - from > Duration::days(93) {
+        return Err(ApiError::invalid("to", "a range covers at most 93 days"));
+    }
+    Ok((from, to))
 }
 
 /// Re-derives the visits of `devices` after reference data changed (a phone linked to a
@@ -104,19 +121,40 @@ pub async fn rederive(state: &AppState, devices: &[i32], org: i32) -> Result<(),
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AreaPolicy {
+    #[schema(inline)]
+    geofence_policy: GeofencePolicy,
+}
+
+/// An area's geofence policy as set.
+#[derive(Debug, Serialize, ToSchema)]
+struct AreaPolicyView {
+    area: String,
+    #[schema(inline)]
     geofence_policy: GeofencePolicy,
 }
 
 /// Sets whether a fix outside the geofence is refused or only flagged in one area.
+#[utoipa::path(
+    operation_id = "put_area_policy",
+    tag = "visits",
+    params(("area" = String, Path, min_length = 1, max_length = 100,
+        description = "The area, as people's `area` names it.")),
+    request_body = AreaPolicy,
+    responses(
+        (status = 200, description = "Set.", body = AreaPolicyView),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[put("/v1/geofence-policies/{area}")]
 async fn put_area_policy(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<AreaPolicy>,
+    body: crate::http::Json<AreaPolicy>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
     let area = path.into_inner();
@@ -131,6 +169,8 @@ async fn put_area_policy(
             &[&caller.organisation_id, &area, &body.geofence_policy.as_str()],
         )
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "area": area, "geofence_policy": body.geofence_policy })))
+    Ok(HttpResponse::Ok().json(AreaPolicyView {
+        area,
+        geofence_policy: body.geofence_policy,
+    }))
 }

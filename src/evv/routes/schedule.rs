@@ -2,56 +2,112 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{rederive, writer, Range};
 use crate::auth::Caller;
 use crate::evv::{derive, missed};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState, FieldError};
 use crate::people::{self, store as people_store};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_scheduled)
         .service(list_scheduled)
         .service(cancel_scheduled);
 }
 
-#[derive(Debug, Deserialize)]
+/// A visit to be made: when, for whom, by whom if known.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewScheduled {
+    /// The provider's reference of the visit, unique in the organisation; phones send it.
+    #[schema(pattern = "^[A-Za-z0-9._:+-]{1,64}$")]
+    reference: String,
+    /// A person of the organisation.
+    person_id: i32,
+    /// A worker of the organisation.
+    worker_id: Option<i32>,
+    window_start: DateTime<Utc>,
+    /// After `window_start`.
+    window_end: DateTime<Utc>,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    service_type: String,
+    /// The outcomes the visit serves, each 1 to 100 characters.
+    #[serde(default)]
+    #[schema(inline, value_type = Vec<OutcomeName>)]
+    outcomes: Vec<String>,
+}
+
+/// An outcome's name.
+#[derive(ToSchema)]
+#[schema(min_length = 1, max_length = 100)]
+#[allow(dead_code)]
+struct OutcomeName(String);
+
+/// A scheduled visit.
+#[derive(Debug, Serialize, ToSchema)]
+struct Scheduled {
+    id: i64,
     reference: String,
     person_id: i32,
     worker_id: Option<i32>,
     window_start: DateTime<Utc>,
     window_end: DateTime<Utc>,
     service_type: String,
-    #[serde(default)]
     outcomes: Vec<String>,
+    cancelled_at: Option<DateTime<Utc>>,
+    cancel_reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ScheduledList {
+    items: Vec<Scheduled>,
 }
 
 const SCHEDULED_COLUMNS: &str = "id, reference, person_id, worker_id, window_start, window_end,
      service_type, outcomes, cancelled_at, cancel_reason";
 
-fn scheduled_json(r: &tokio_postgres::Row) -> serde_json::Value {
-    serde_json::json!({
-        "id": r.get::<_, i64>("id"),
-        "reference": r.get::<_, String>("reference"),
-        "person_id": r.get::<_, i32>("person_id"),
-        "worker_id": r.get::<_, Option<i32>>("worker_id"),
-        "window_start": r.get::<_, DateTime<Utc>>("window_start"),
-        "window_end": r.get::<_, DateTime<Utc>>("window_end"),
-        "service_type": r.get::<_, String>("service_type"),
-        "outcomes": r.get::<_, Vec<String>>("outcomes"),
-        "cancelled_at": r.get::<_, Option<DateTime<Utc>>>("cancelled_at"),
-        "cancel_reason": r.get::<_, Option<String>>("cancel_reason"),
-    })
+fn scheduled_json(r: &tokio_postgres::Row) -> Scheduled {
+    Scheduled {
+        id: r.get("id"),
+        reference: r.get("reference"),
+        person_id: r.get("person_id"),
+        worker_id: r.get("worker_id"),
+        window_start: r.get("window_start"),
+        window_end: r.get("window_end"),
+        service_type: r.get("service_type"),
+        outcomes: r.get("outcomes"),
+        cancelled_at: r.get("cancelled_at"),
+        cancel_reason: r.get("cancel_reason"),
+    }
 }
 
+/// Schedules a visit. Check-ins already received that it matches become its visit.
+#[utoipa::path(
+    operation_id = "create_scheduled_visit",
+    tag = "visits",
+    request_body = NewScheduled,
+    responses(
+        (status = 201, description = "Scheduled.", body = Scheduled,
+            links(
+                ("cancel" = (operation_id = "cancel_scheduled_visit",
+                    parameters(("id" = "$response.body#/id")))),
+                ("manual_entry" = (operation_id = "create_manual_visit",
+                    request_body = json!({ "scheduled_visit_id": "$response.body#/id" }))),
+            )),
+        doc::Forbidden,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/scheduled-visits")]
 async fn create_scheduled(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<NewScheduled>,
+    body: crate::http::Json<NewScheduled>,
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let s = body.into_inner();
@@ -136,6 +192,17 @@ async fn create_scheduled(
     Ok(HttpResponse::Created().json(scheduled_json(&row)))
 }
 
+/// The organisation's scheduled visits whose window starts in the range, in that order.
+#[utoipa::path(
+    operation_id = "list_scheduled_visits",
+    tag = "visits",
+    params(Range),
+    responses(
+        (status = 200, description = "The scheduled visits.", body = ScheduledList),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/scheduled-visits")]
 async fn list_scheduled(
     caller: Caller,
@@ -155,22 +222,36 @@ async fn list_scheduled(
             &[&caller.organisation_id, &from, &to],
         )
         .await?;
-    let items: Vec<_> = rows.iter().map(scheduled_json).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    let items = rows.iter().map(scheduled_json).collect();
+    Ok(HttpResponse::Ok().json(ScheduledList { items }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Cancel {
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
+/// Cancels a scheduled visit (again: no change, the first reason stays).
+#[utoipa::path(
+    operation_id = "cancel_scheduled_visit",
+    tag = "visits",
+    params(("id" = i64, Path, description = "The scheduled visit's id.")),
+    request_body = Cancel,
+    responses(
+        (status = 200, description = "Cancelled.", body = Scheduled),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/scheduled-visits/{id}/cancel")]
 async fn cancel_scheduled(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    body: web::Json<Cancel>,
+    body: crate::http::Json<Cancel>,
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     if body.reason.trim().is_empty() || body.reason.len() > 500 {

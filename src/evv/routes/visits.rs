@@ -5,18 +5,21 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{scope, writer, Range};
+use super::{bounds, scope, writer};
 use crate::auth::{Caller, Visibility};
 use crate::evv::derive::{self, CheckRecord};
 use crate::evv::figures::VISIT_AT;
 use crate::evv::missed;
 use crate::evv::view::{visit_view, ExceptionKind, Times, VisitRecord, VisitView};
 use crate::evv::{AdjustmentKind, AdjustmentReason};
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState, FieldError};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(list_visits)
         .service(list_exceptions)
         .service(manual_entry)
@@ -118,13 +121,44 @@ pub(super) async fn load_visits(
     Ok(rows.iter().map(record).collect())
 }
 
+/// Which visits a list shows: those filed in the range.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct VisitsQuery {
+    /// The start of the range (inclusive); default `to` less 8 days.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
+    from: Option<DateTime<Utc>>,
+    /// The end of the range (exclusive), after `from`, at most 93 days on; default tomorrow
+    /// at this time.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
+    to: Option<DateTime<Utc>>,
+    /// `true` lists the office's queue (visits matching no scheduled visit).
+    unmatched: Option<bool>,
+}
+
+/// Visits in the range, oldest first, at most 10,000. Commissioners see the visits of the
+/// people they fund, pseudonymised.
+#[utoipa::path(
+    operation_id = "list_visits",
+    tag = "visits",
+    params(VisitsQuery),
+    responses(
+        (status = 200, description = "`items`: the visits, each as `GET /v1/visits/{id}` shows \
+            it without `adjustment_history`.", body = Object,
+            links(("visit" = (operation_id = "get_visit",
+                parameters(("id" = "$response.body#/items/0/id")))))),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/visits")]
 async fn list_visits(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<Range>,
+    query: web::Query<VisitsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to) = query.bounds()?;
+    let (from, to) = bounds(query.from, query.to)?;
     let client = state.pool.get().await?;
     let scope = scope(&caller, &client).await?;
     let rows = load_visits(&client, &scope, from, to, query.unmatched.unwrap_or(false)).await?;
@@ -136,6 +170,18 @@ async fn list_visits(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
+/// One visit with the office's adjustments.
+#[utoipa::path(
+    operation_id = "get_visit",
+    tag = "visits",
+    params(("id" = i64, Path, description = "The visit's id.")),
+    responses(
+        (status = 200, description = "The visit: raw and adjusted times, checks with their \
+            verdicts, exceptions, context, and `adjustment_history`.", body = Object),
+        doc::Forbidden,
+        doc::NotFound,
+    ),
+)]
 #[get("/v1/visits/{id:\\d+}")]
 async fn read_visit(
     caller: Caller,
@@ -192,16 +238,58 @@ async fn read_visit(
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Debug, Deserialize)]
+/// A correction of a visit: at least one of `start`, `end`, `scheduled_visit_id` and
+/// `resolution_code`; `end` not before the start.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAdjustment {
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
     /// Matches a visit from the office's queue to a scheduled visit.
     scheduled_visit_id: Option<i64>,
+    #[schema(value_type = AdjustmentReason)]
     reason_code: String,
+    /// Required with reason `other`.
+    #[schema(max_length = 2000)]
     memo: Option<String>,
+    #[schema(pattern = "^[a-z_]{1,40}$")]
     resolution_code: Option<String>,
+}
+
+/// An adjustment as recorded.
+#[derive(Serialize, ToSchema)]
+struct AdjustmentRecorded {
+    id: i64,
+    visit_key: String,
+}
+
+/// A manual entry as recorded, with the visit it made.
+#[derive(Serialize, ToSchema)]
+struct ManualRecorded {
+    id: i64,
+    visit_id: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ExceptionList {
+    items: Vec<ExceptionItem>,
+}
+
+/// An exception: on a visit, or a scheduled visit nobody checked in to.
+#[derive(Serialize, ToSchema)]
+struct ExceptionItem {
+    #[serde(rename = "type")]
+    #[schema(inline)]
+    kind: ExceptionKind,
+    /// `fix` (times must be supplied) or `acknowledge`.
+    needs: &'static str,
+    resolved: bool,
+    visit_id: Option<i64>,
+    scheduled_visit_id: Option<i64>,
+    provider_id: i32,
+    person: Option<String>,
+    worker: Option<String>,
+    at: Option<DateTime<Utc>>,
 }
 
 fn check_reason(reason: &str, memo: &Option<String>, manual: bool, errors: &mut Vec<FieldError>) {
@@ -242,12 +330,24 @@ async fn scheduled_in_org(
 }
 
 /// Records a correction. The raw events stay as they are; the visit shows both.
+#[utoipa::path(
+    operation_id = "adjust_visit",
+    tag = "visits",
+    params(("id" = i64, Path, description = "The visit's id.")),
+    request_body = NewAdjustment,
+    responses(
+        (status = 201, description = "Recorded; the visit shows it.", body = AdjustmentRecorded),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/visits/{id:\\d+}/adjustments")]
 async fn adjust(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    body: web::Json<NewAdjustment>,
+    body: crate::http::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let a = body.into_inner();
@@ -335,27 +435,46 @@ async fn adjust(
     let cleared = missed::clear_in(&tx, now, Some(org)).await?;
     tx.commit().await?;
     missed::publish(&state.live, now, &cleared);
-    Ok(HttpResponse::Created().json(serde_json::json!({ "id": adjustment_id, "visit_key": key })))
+    Ok(HttpResponse::Created().json(AdjustmentRecorded {
+        id: adjustment_id,
+        visit_key: key,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A visit entered by the office; `end` not before `start`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ManualEntry {
     scheduled_visit_id: i64,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    #[schema(value_type = AdjustmentReason)]
     reason_code: String,
+    /// Required.
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     memo: Option<String>,
     resolution_code: Option<String>,
 }
 
 /// A visit entered by the office, for a scheduled visit with no usable check: reason and memo
 /// required. It is kept as an adjustment (there is no raw event to refer to).
+#[utoipa::path(
+    operation_id = "create_manual_visit",
+    tag = "visits",
+    request_body = ManualEntry,
+    responses(
+        (status = 201, description = "Recorded.", body = ManualRecorded,
+            links(("visit" = (operation_id = "get_visit",
+                parameters(("id" = "$response.body#/visit_id")))))),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/visits/manual")]
 async fn manual_entry(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<ManualEntry>,
+    body: crate::http::Json<ManualEntry>,
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let m = body.into_inner();
@@ -412,17 +531,47 @@ async fn manual_entry(
     let cleared = missed::clear_in(&tx, now, Some(org)).await?;
     tx.commit().await?;
     missed::publish(&state.live, now, &cleared);
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "id": adjustment_id, "visit_id": visit_id })))
+    Ok(HttpResponse::Created().json(ManualRecorded {
+        id: adjustment_id,
+        visit_id,
+    }))
 }
 
+/// Which exceptions a list shows.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ExceptionsQuery {
+    /// The start of the range (inclusive); default `to` less 8 days.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
+    from: Option<DateTime<Utc>>,
+    /// The end of the range (exclusive), after `from`, at most 93 days on; default tomorrow
+    /// at this time.
+    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
+    to: Option<DateTime<Utc>>,
+    /// Include those already resolved.
+    include_resolved: Option<bool>,
+}
+
+/// What needs fixing or acknowledging in the range: exceptions of visits, and scheduled
+/// visits past their grace with no check-in.
+#[utoipa::path(
+    operation_id = "list_visit_exceptions",
+    tag = "visits",
+    params(ExceptionsQuery),
+    responses(
+        (status = 200, description = "The exceptions.", body = ExceptionList),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
 #[get("/v1/visits/exceptions")]
 async fn list_exceptions(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<Range>,
+    query: web::Query<ExceptionsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to) = query.bounds()?;
+    let (from, to) = bounds(query.from, query.to)?;
     let include_resolved = query.include_resolved.unwrap_or(false);
     let client = state.pool.get().await?;
     let scope = scope(&caller, &client).await?;
@@ -434,12 +583,17 @@ async fn list_exceptions(
         let v = visit_view(r, scope.pseudonymise(), settings, now);
         for e in &v.exceptions {
             if include_resolved || !e.resolved {
-                items.push(serde_json::json!({
-                    "type": e.kind, "needs": e.needs, "resolved": e.resolved,
-                    "visit_id": v.id, "scheduled_visit_id": v.scheduled_visit_id,
-                    "provider_id": v.provider_id, "person": v.person, "worker": v.worker,
-                    "at": v.start.or(v.end),
-                }));
+                items.push(ExceptionItem {
+                    kind: e.kind,
+                    needs: e.needs,
+                    resolved: e.resolved,
+                    visit_id: Some(v.id),
+                    scheduled_visit_id: v.scheduled_visit_id,
+                    provider_id: v.provider_id,
+                    person: v.person.clone(),
+                    worker: v.worker.clone(),
+                    at: v.start.or(v.end),
+                });
             }
         }
     }
@@ -470,14 +624,25 @@ async fn list_exceptions(
         .await?;
     for s in &missing {
         let worker_id: Option<i32> = s.get(5);
-        items.push(serde_json::json!({
-            "type": ExceptionKind::MissingCheckIn, "needs": "fix", "resolved": false,
-            "visit_id": null, "scheduled_visit_id": s.get::<_, i64>(0),
-            "provider_id": s.get::<_, i32>(1),
-            "person": if scope.pseudonymise() { s.get::<_, String>(4) } else { s.get::<_, String>(3) },
-            "worker": if scope.pseudonymise() { worker_id.map(|w| format!("W{w}")) } else { s.get::<_, Option<String>>(6) },
-            "at": s.get::<_, DateTime<Utc>>(2),
-        }));
+        items.push(ExceptionItem {
+            kind: ExceptionKind::MissingCheckIn,
+            needs: "fix",
+            resolved: false,
+            visit_id: None,
+            scheduled_visit_id: Some(s.get(0)),
+            provider_id: s.get(1),
+            person: Some(if scope.pseudonymise() {
+                s.get(4)
+            } else {
+                s.get(3)
+            }),
+            worker: if scope.pseudonymise() {
+                worker_id.map(|w| format!("W{w}"))
+            } else {
+                s.get(6)
+            },
+            at: Some(s.get(2)),
+        });
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(ExceptionList { items }))
 }

@@ -5,30 +5,58 @@
 //! reverse.
 
 use actix_web::{post, put, web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Caller;
+use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
-use crate::people::{store, EDITORS};
+use crate::people::{store, Worker, EDITORS};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_worker).service(link_phone);
 }
 
-#[derive(Debug, Deserialize)]
+/// A care worker.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWorker {
+    /// The provider's own reference, unique in the organisation (surrounding spaces are
+    /// dropped).
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     external_ref: String,
     display_name: Option<String>,
     /// A phone device (kind `phone`) of this organisation to link to the worker.
     phone_uid: Option<String>,
 }
 
+/// A phone linked to a worker.
+#[derive(Serialize, ToSchema)]
+struct PhoneLink {
+    worker_id: i32,
+    phone_uid: String,
+}
+
+/// Records a care worker, with the phone they carry if given.
+#[utoipa::path(
+    operation_id = "create_worker",
+    tag = "people",
+    request_body = NewWorker,
+    responses(
+        (status = 201, description = "Recorded.", body = Worker,
+            links(("worker" = (operation_id = "get_worker",
+                parameters(("id" = "$response.body#/id")))))),
+        doc::Forbidden,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
 #[post("/v1/workers")]
 async fn create_worker(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<NewWorker>,
+    body: crate::http::Json<NewWorker>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
     let w = body.into_inner();
@@ -59,9 +87,12 @@ async fn create_worker(
     let devices = store::phones_of(&tx, id).await?;
     tx.commit().await?;
     super::rederive(&state, &devices, org).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": id, "external_ref": external_ref, "display_name": w.display_name, "phones": phones,
-    })))
+    Ok(HttpResponse::Created().json(Worker {
+        id,
+        external_ref: external_ref.to_owned(),
+        display_name: w.display_name,
+        phones,
+    }))
 }
 
 /// Links a phone, or names `field` when the organisation has no phone with this uid.
@@ -83,6 +114,20 @@ async fn link(
 }
 
 /// Links a phone to a worker (a care worker's phone is a device of kind `phone`).
+#[utoipa::path(
+    operation_id = "link_phone",
+    tag = "people",
+    params(
+        ("id" = i32, Path, description = "The worker's id."),
+        ("uid" = String, Path, description = "A phone device's uid."),
+    ),
+    responses(
+        (status = 200, description = "Linked.", body = PhoneLink),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
 #[put("/v1/workers/{id}/phones/{uid}")]
 async fn link_phone(
     caller: Caller,
@@ -101,5 +146,8 @@ async fn link_phone(
     let devices = store::phones_of(&tx, worker).await?;
     tx.commit().await?;
     super::rederive(&state, &devices, org).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "worker_id": worker, "phone_uid": uid })))
+    Ok(HttpResponse::Ok().json(PhoneLink {
+        worker_id: worker,
+        phone_uid: uid,
+    }))
 }
