@@ -107,6 +107,8 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("GET", "/healthz", Kind::Public),
     ("GET", "/readyz", Kind::Public),
     ("GET", "/metrics", Kind::Public),
+    ("GET", "/v1/openapi.json", Kind::Public),
+    ("GET", "/docs", Kind::Public),
     ("GET", "/v1/me", Kind::Me),
     ("GET", "/v1/devices", list(NO_PROBES, Needle::Mark, false)),
     ("POST", "/v1/devices", Kind::Create),
@@ -135,6 +137,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("PUT", "/v1/geofence-policies/{area}", Kind::Keyed),
     ("POST", "/v1/workers", Kind::Create),
     ("GET", "/v1/workers", list(NO_PROBES, Needle::Mark, false)),
+    ("GET", "/v1/workers/{id}", id()),
     ("PUT", "/v1/workers/{id}/phones/{uid}", id()),
     ("POST", "/v1/scheduled-visits", Kind::Create),
     (
