@@ -176,8 +176,12 @@ fn check_person(p: &NewPerson) -> Vec<FieldError> {
     request_body = NewPerson,
     responses(
         (status = 201, description = "Recorded.", body = PersonView,
-            links(("person" = (operation_id = "get_person",
-                parameters(("id" = "$response.body#/id")))))),
+            links(
+                ("person" = (operation_id = "get_person",
+                    parameters(("id" = "$response.body#/id")))),
+                ("schedule_visit" = (operation_id = "create_scheduled_visit",
+                    request_body = json!({ "person_id": "$response.body#/id" }))),
+            )),
         doc::Forbidden,
         doc::Conflict,
         doc::Invalid,
