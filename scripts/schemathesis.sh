@@ -9,7 +9,7 @@
 # folder of its own that is removed afterwards. Its log is kept in the target folder
 # (schemathesis-serve.log). Schemathesis comes from PyPI into a virtual environment in the
 # target folder, installed once (python3-venv through apt-get if the venv module is missing).
-#   HOMEWARD_BIN                the binary (default: <target>/debug/homeward, built if missing)
+#   HOMEWARD_BIN                the binary (default: <target>/debug/homeward, built first)
 #   HOMEWARD_ST_MAX_EXAMPLES    cases per operation and phase (default 25)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "version $ST_VERSION\$"; the
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
 fi
 
-if [ ! -x "$bin" ]; then
+if [ -z "${HOMEWARD_BIN:-}" ]; then
   cargo build --quiet --bin homeward
 fi
 
