@@ -359,6 +359,7 @@ impl Application {
                 .app_data(http::problem::json_config())
                 .app_data(http::problem::path_config())
                 .app_data(http::problem::query_config())
+                .wrap(actix_web::middleware::from_fn(http::nul::refuse_nul))
                 .wrap(tracing_actix())
                 .into_utoipa_app();
             for part in http::openapi::PARTS {

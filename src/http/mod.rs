@@ -6,6 +6,7 @@ pub mod csv_safe;
 pub mod dates;
 pub mod docs_page;
 pub mod json;
+pub mod nul;
 pub mod openapi;
 pub mod problem;
 

@@ -201,3 +201,56 @@ async fn nul_in_a_memo_over_http_is_a_422_naming_the_field() {
     assert_eq!(event_counts(&app.pool, "phone-nul").await, (1, 1));
     app.stop().await;
 }
+
+/// A NUL in a path id or a query value would reach PostgreSQL, which cannot store it, and fail
+/// there as an internal error: every route refuses it with 400 first, and the same requests
+/// without it are answered as usual.
+#[tokio::test]
+async fn nul_in_a_path_or_query_is_a_400_on_every_route() {
+    let app = spawn_app().await;
+    let (org, token) = app
+        .org_with_user("NUL Path Org", OrgKind::Provider, Role::ProviderAdmin)
+        .await;
+    app.device(&org, "hub-nul", "hub").await;
+    let policy = serde_json::json!({ "geofence_policy": "warn" });
+    let cases: [(reqwest::Method, &str, &str, Option<&serde_json::Value>); 3] = [
+        (
+            reqwest::Method::GET,
+            "/v1/devices/hub-nul%00",
+            "/v1/devices/hub-nul",
+            None,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/geofence-policies/north%00",
+            "/v1/geofence-policies/north",
+            Some(&policy),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/alarms?status=all%00",
+            "/v1/alarms?status=all",
+            None,
+        ),
+    ];
+    for (method, with_nul, without, body) in cases {
+        let r = app
+            .request(method.clone(), with_nul, Some(&token), body)
+            .await;
+        assert_eq!(r.status(), 400, "{method} {with_nul}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap_or("").contains("NUL"),
+            "{method} {with_nul}: {problem}"
+        );
+        let r = app
+            .request(method.clone(), without, Some(&token), body)
+            .await;
+        assert!(
+            r.status().is_success(),
+            "{method} {without}: {}",
+            r.status()
+        );
+    }
+}
