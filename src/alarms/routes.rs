@@ -275,8 +275,11 @@ fn parse_body(body: &web::Bytes) -> Result<ActionBody, ApiError> {
     if text.is_empty() || text == b"null" {
         return Ok(ActionBody::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("invalid JSON body: {e}"));
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    // The rules every JSON body is held to (no NUL in text, whole numbers as integers).
+    crate::http::json::apply_rules(&mut value)?;
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// Acknowledges a raised alarm (provider staff): someone is dealing with it; the person's hub hears so.

@@ -59,6 +59,17 @@ async fn alarm_lifecycle_from_pendant_to_closed_with_live_stream_and_notices() {
         )
         .await;
     assert_eq!(status, 403);
+    // A note with a NUL (which PostgreSQL cannot store) is refused naming the field, and the
+    // alarm stays raised (the acknowledgement below still finds it so).
+    let (status, problem) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/acknowledge"),
+            &p.staff,
+            &serde_json::json!({"note": "at the door\u{0}"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "note", "{problem}");
 
     let (status, body) = app
         .post_json(
