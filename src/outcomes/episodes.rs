@@ -77,9 +77,9 @@ async fn service_period(
     own_contract(&**c, &caller, b.contract_id).await?;
     let id: i64 = c
         .query_one(
-            "INSERT INTO service_periods (organisation_id, person_id, contract_id, started_on, ended_on, history_from)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[&caller.organisation_id, &b.person_id, &b.contract_id, &b.started_on, &b.ended_on, &b.history_from],
+            "INSERT INTO service_periods (organisation_id, person_id, contract_id, started_on, ended_on, history_from, recorded_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.contract_id, &b.started_on, &b.ended_on, &b.history_from, &caller.user_id],
         )
         .await?
         .get(0);
@@ -201,26 +201,53 @@ async fn discharge(
     caller.require(STAFF)?;
     let id = path.into_inner();
     let c = state.pool.get().await?;
-    let row = c
-        .query_opt(
-            "SELECT admitted_on, discharged_on FROM hospital_stays WHERE id = $1 AND organisation_id = $2",
-            &[&id, &caller.organisation_id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("hospital stay {id}")))?;
-    if row.get::<_, Option<NaiveDate>>(1).is_some() {
+    let row = current_version(
+        &**c,
+        "hospital_stays",
+        "admitted_on, discharged_on",
+        id,
+        &caller,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("hospital stay {id}")))?;
+    if row.get::<_, Option<NaiveDate>>(2).is_some() {
         return Err(ApiError::Conflict(format!(
             "hospital stay {id} is already discharged"
         )));
     }
     let dest = Some(b.discharge_destination.clone());
-    check_discharge(row.get(0), Some(b.discharged_on), &dest)?;
+    check_discharge(row.get(1), Some(b.discharged_on), &dest)?;
+    // A new version of the stay; the one it replaces stays as it was known.
     c.execute(
-        "UPDATE hospital_stays SET discharged_on = $2, discharge_destination = $3 WHERE id = $1",
-        &[&id, &b.discharged_on, &dest],
+        "INSERT INTO hospital_stays (organisation_id, person_id, admitted_on, emergency, discharged_on,
+                                     discharge_destination, recorded_by, corrects, reason)
+         SELECT organisation_id, person_id, admitted_on, emergency, $2, $3, $4, id, 'discharged'
+           FROM hospital_stays WHERE id = $1",
+        &[&row.get::<_, i64>(0), &b.discharged_on, &dest, &caller.user_id],
     )
     .await?;
     Ok(HttpResponse::Ok().json(Created { id }))
+}
+
+/// The newest version of record `record` of a versioned table (migration 0010) in the caller's
+/// organisation: its id, then `columns`. `None` when there is none or it was withdrawn.
+async fn current_version(
+    c: &impl tokio_postgres::GenericClient,
+    table: &'static str,
+    columns: &'static str,
+    record: i64,
+    caller: &Caller,
+) -> Result<Option<tokio_postgres::Row>, ApiError> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT id, {columns}, withdrawn FROM {table}
+                  WHERE record_id = $1 AND organisation_id = $2 ORDER BY id DESC LIMIT 1"
+            ),
+            &[&record, &caller.organisation_id],
+        )
+        .await?;
+    Ok(row.filter(|r| !r.get::<_, bool>("withdrawn")))
 }
 
 /// A reablement episode, after a hospital stay of the same person if given.
@@ -324,27 +351,33 @@ async fn end_episode(
     }
     let id = path.into_inner();
     let c = state.pool.get().await?;
-    let row = c
-        .query_opt(
-            "SELECT started_on, ended_on FROM reablement_episodes WHERE id = $1 AND organisation_id = $2",
-            &[&id, &caller.organisation_id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("reablement episode {id}")))?;
-    if row.get::<_, Option<NaiveDate>>(1).is_some() {
+    let row = current_version(
+        &**c,
+        "reablement_episodes",
+        "started_on, ended_on",
+        id,
+        &caller,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("reablement episode {id}")))?;
+    if row.get::<_, Option<NaiveDate>>(2).is_some() {
         return Err(ApiError::Conflict(format!(
             "episode {id} has already ended"
         )));
     }
-    if b.ended_on < row.get::<_, NaiveDate>(0) {
+    if b.ended_on < row.get::<_, NaiveDate>(1) {
         return Err(ApiError::invalid(
             "ended_on",
             "must not be before started_on",
         ));
     }
     c.execute(
-        "UPDATE reablement_episodes SET ended_on = $2, result = $3 WHERE id = $1",
-        &[&id, &b.ended_on, &b.result],
+        "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home,
+                                          started_on, ended_on, result, recorded_by, corrects, reason)
+         SELECT organisation_id, person_id, contract_id, hospital_stay_id, aim_home, started_on, $2, $3, $4,
+                id, 'ended'
+           FROM reablement_episodes WHERE id = $1",
+        &[&row.get::<_, i64>(0), &b.ended_on, &b.result, &caller.user_id],
     )
     .await?;
     Ok(HttpResponse::Ok().json(Created { id }))
@@ -439,7 +472,7 @@ async fn death(
     let n = c
         .execute(
             "INSERT INTO deaths (person_id, organisation_id, died_on, recorded_by) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (person_id) DO NOTHING",
+             ON CONFLICT (person_id) WHERE corrects IS NULL DO NOTHING",
             &[&b.person_id, &caller.organisation_id, &b.died_on, &caller.user_id],
         )
         .await?;
@@ -539,11 +572,11 @@ async fn person_episodes(
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "person_id": id,
-        "service_periods": q("SELECT to_jsonb(x) - 'organisation_id' FROM service_periods x WHERE person_id = $1 ORDER BY started_on, id").await?,
-        "hospital_stays": q("SELECT to_jsonb(x) - 'organisation_id' FROM hospital_stays x WHERE person_id = $1 ORDER BY admitted_on, id").await?,
-        "reablement_episodes": q("SELECT to_jsonb(x) - 'organisation_id' FROM reablement_episodes x WHERE person_id = $1 ORDER BY started_on, id").await?,
-        "care_home_admissions": q("SELECT to_jsonb(x) - 'organisation_id' FROM care_home_admissions x WHERE person_id = $1 ORDER BY admitted_on, id").await?,
-        "deaths": q("SELECT to_jsonb(x) - 'organisation_id' FROM deaths x WHERE person_id = $1").await?,
-        "recorded_falls": q("SELECT to_jsonb(x) - 'organisation_id' FROM recorded_falls x WHERE person_id = $1 ORDER BY occurred_on, id").await?,
+        "service_periods": q("SELECT to_jsonb(x) - 'organisation_id' FROM service_periods x WHERE person_id = $1 AND NOT withdrawn AND NOT EXISTS (SELECT 1 FROM service_periods n WHERE n.corrects = x.id) ORDER BY started_on, id").await?,
+        "hospital_stays": q("SELECT to_jsonb(x) - 'organisation_id' FROM hospital_stays x WHERE person_id = $1 AND NOT withdrawn AND NOT EXISTS (SELECT 1 FROM hospital_stays n WHERE n.corrects = x.id) ORDER BY admitted_on, id").await?,
+        "reablement_episodes": q("SELECT to_jsonb(x) - 'organisation_id' FROM reablement_episodes x WHERE person_id = $1 AND NOT withdrawn AND NOT EXISTS (SELECT 1 FROM reablement_episodes n WHERE n.corrects = x.id) ORDER BY started_on, id").await?,
+        "care_home_admissions": q("SELECT to_jsonb(x) - 'organisation_id' FROM care_home_admissions x WHERE person_id = $1 AND NOT withdrawn AND NOT EXISTS (SELECT 1 FROM care_home_admissions n WHERE n.corrects = x.id) ORDER BY admitted_on, id").await?,
+        "deaths": q("SELECT to_jsonb(x) - 'organisation_id' FROM deaths x WHERE person_id = $1 AND NOT withdrawn AND NOT EXISTS (SELECT 1 FROM deaths n WHERE n.corrects = x.id)").await?,
+        "recorded_falls": q("SELECT to_jsonb(x) - 'organisation_id' FROM recorded_falls x WHERE person_id = $1 AND NOT withdrawn AND NOT EXISTS (SELECT 1 FROM recorded_falls n WHERE n.corrects = x.id) ORDER BY occurred_on, id").await?,
     })))
 }

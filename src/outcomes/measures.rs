@@ -2,7 +2,7 @@
 //! the official (ASCOF) measures and outcome-plan achievement. Definitions: docs/outcomes.md.
 //! Pure and deterministic, so the same inputs always give the same figures.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::estimate::{self, Avoided, Exposure};
@@ -63,12 +63,15 @@ pub struct PlanOutcome {
     pub achieved_on: Option<NaiveDate>,
 }
 
-/// A half-open period of days [from, to); `as_of` is when achievement is judged.
+/// A half-open period of days [from, to); `as_of` is when achievement is judged; `known_at`
+/// is the moment whose knowledge the report reads: rows recorded later are left out, so a
+/// report can be computed again, with the same result, after more rows arrive.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Period {
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub as_of: NaiveDate,
+    pub known_at: DateTime<Utc>,
 }
 
 /// Whole years between two dates.
@@ -505,6 +508,7 @@ mod tests {
             from: d(from),
             to: d(to),
             as_of: d(as_of),
+            known_at: chrono::Utc::now(),
         }
     }
 

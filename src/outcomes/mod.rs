@@ -18,6 +18,7 @@
 pub mod contracts;
 mod episodes;
 pub mod estimate;
+mod load;
 pub mod measures;
 pub mod payment;
 mod plans;

@@ -354,6 +354,7 @@ mod tests {
             from: d("2026-01-01"),
             to: d("2026-04-01"),
             as_of: d("2026-04-01"),
+            known_at: chrono::Utc::now(),
         }
     }
 

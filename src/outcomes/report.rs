@@ -1,14 +1,12 @@
 //! Reports: resolve a scope for the caller (tenant-filtered), load its rows, hash them, compute
 //! the indicators (pure, in [`super::measures`]) and the context, and export as JSON or CSV.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 
-use super::measures::{self, Indicators, Inputs, Period, PersonInput, PlanInput, PlanOutcome};
+use super::load::{load, midnight, Filter};
+use super::measures::{self, Indicators, Inputs, Period};
 use super::{OutcomeSettings, METHOD_VERSION};
 use crate::auth::Caller;
 use crate::http::ApiError;
@@ -59,17 +57,6 @@ impl Scope {
     }
 }
 
-/// The filters a scope becomes for this caller: the tenant always comes from the credential.
-#[derive(Debug, Clone, Copy)]
-struct Filter {
-    provider: Option<i32>,
-    commissioner: Option<i32>,
-    person: Option<i32>,
-    contract: Option<i32>,
-    /// Whose population figures apply.
-    population_of: Option<i32>,
-}
-
 async fn filter_for(
     c: &impl GenericClient,
     caller: &Caller,
@@ -78,13 +65,7 @@ async fn filter_for(
     let visibility = crate::auth::visibility(caller, c).await?;
     let commissioner = visibility.funded_by().is_some();
     let org = visibility.organisation();
-    let mut f = Filter {
-        provider: None,
-        commissioner: None,
-        person: None,
-        contract: None,
-        population_of: None,
-    };
+    let mut f = Filter::default();
     if commissioner {
         f.commissioner = Some(org);
         f.population_of = Some(org);
@@ -118,202 +99,6 @@ async fn filter_for(
         }
     }
     Ok(f)
-}
-
-/// The start of a day (UTC).
-fn midnight(d: NaiveDate) -> DateTime<Utc> {
-    d.and_time(chrono::NaiveTime::MIN).and_utc()
-}
-
-fn utc_date(t: DateTime<Utc>) -> NaiveDate {
-    t.date_naive()
-}
-
-/// Loads every input row of a scope, sorted, so that it can be hashed.
-async fn load(
-    c: &impl GenericClient,
-    f: &Filter,
-    p: &Period,
-    s: &OutcomeSettings,
-) -> Result<(Inputs, Vec<i32>, Vec<i32>), ApiError> {
-    let rows = c
-        .query(
-            "SELECT sp.person_id, sp.started_on, sp.ended_on, sp.history_from, pe.date_of_birth, sp.organisation_id
-               FROM service_periods sp
-               JOIN people pe ON pe.id = sp.person_id
-               LEFT JOIN contracts c ON c.id = sp.contract_id
-              WHERE ($1::int IS NULL OR sp.organisation_id = $1)
-                AND ($2::int IS NULL OR c.commissioner_id = $2)
-                AND ($3::int IS NULL OR sp.person_id = $3)
-                AND ($4::int IS NULL OR sp.contract_id = $4)
-                AND sp.started_on < $5 AND (sp.ended_on IS NULL OR sp.ended_on >= $6)
-              ORDER BY sp.person_id, sp.started_on, sp.id",
-            &[&f.provider, &f.commissioner, &f.person, &f.contract, &p.to, &p.from],
-        )
-        .await?;
-    let mut people: BTreeMap<i32, PersonInput> = BTreeMap::new();
-    let mut orgs = Vec::new();
-    for r in rows {
-        let id: i32 = r.get(0);
-        let org: i32 = r.get(5);
-        if !orgs.contains(&org) {
-            orgs.push(org);
-        }
-        let e = people.entry(id).or_insert_with(|| PersonInput {
-            person_id: id,
-            date_of_birth: r.get(4),
-            ..Default::default()
-        });
-        e.periods.push((r.get(1), r.get(2), r.get(3)));
-    }
-    orgs.sort_unstable();
-    let ids: Vec<i32> = people.keys().copied().collect();
-    // Falls before service count toward history: read back far enough.
-    let earliest = people
-        .values()
-        .filter_map(|x| x.service_start())
-        .min()
-        .unwrap_or(p.from)
-        .min(p.from)
-        - chrono::Duration::days(i64::from(s.history_days));
-    let until = p.as_of.max(p.to) + chrono::Duration::days(92);
-    let lo = earliest.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let hi = until.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    for r in c
-        .query(
-            "SELECT person_id, raised_at, long_lie, outcome FROM alarms
-              WHERE organisation_id = ANY($1) AND is_fall AND person_id = ANY($2)
-                AND raised_at >= $3 AND raised_at < $4
-              ORDER BY person_id, raised_at, id",
-            &[&orgs, &ids, &lo, &hi],
-        )
-        .await?
-    {
-        if let Some(x) = people.get_mut(&r.get::<_, i32>(0)) {
-            x.falls.push((utc_date(r.get(1)), r.get(2), r.get(3)));
-        }
-    }
-    for r in c
-        .query(
-            "SELECT person_id, id, admitted_on, discharged_on FROM hospital_stays
-              WHERE organisation_id = ANY($1) AND person_id = ANY($2) ORDER BY person_id, admitted_on, id",
-            &[&orgs, &ids],
-        )
-        .await?
-    {
-        if let Some(x) = people.get_mut(&r.get::<_, i32>(0)) {
-            x.stays.push((r.get(1), r.get(2), r.get(3)));
-        }
-    }
-    for r in c
-        .query(
-            "SELECT person_id, occurred_on FROM recorded_falls
-              WHERE organisation_id = ANY($1) AND person_id = ANY($2) ORDER BY person_id, occurred_on, id",
-            &[&orgs, &ids],
-        )
-        .await?
-    {
-        if let Some(x) = people.get_mut(&r.get::<_, i32>(0)) {
-            x.recorded_falls.push(r.get(1));
-        }
-    }
-    for r in c
-        .query(
-            "SELECT person_id, admitted_on, permanent, setting FROM care_home_admissions
-              WHERE organisation_id = ANY($1) AND person_id = ANY($2) ORDER BY person_id, admitted_on, id",
-            &[&orgs, &ids],
-        )
-        .await?
-    {
-        if let Some(x) = people.get_mut(&r.get::<_, i32>(0)) {
-            x.care_home.push((r.get(1), r.get(2), r.get(3)));
-        }
-    }
-    for r in c
-        .query(
-            "SELECT person_id, died_on FROM deaths WHERE organisation_id = ANY($1) AND person_id = ANY($2)",
-            &[&orgs, &ids],
-        )
-        .await?
-    {
-        if let Some(x) = people.get_mut(&r.get::<_, i32>(0)) {
-            x.died_on = Some(r.get(1));
-        }
-    }
-    for r in c
-        .query(
-            "SELECT e.person_id, e.started_on, e.ended_on, e.result, h.discharged_on, e.aim_home
-               FROM reablement_episodes e LEFT JOIN hospital_stays h ON h.id = e.hospital_stay_id
-              WHERE e.organisation_id = ANY($1) AND e.person_id = ANY($2)
-              ORDER BY e.person_id, e.started_on, e.id",
-            &[&orgs, &ids],
-        )
-        .await?
-    {
-        if let Some(x) = people.get_mut(&r.get::<_, i32>(0)) {
-            x.episodes
-                .push((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)));
-        }
-    }
-    let mut plans: Vec<PlanInput> = Vec::new();
-    for r in c
-        .query(
-            "SELECT pl.id, pl.person_id, pl.contract_id, pl.value_pence,
-                    CASE WHEN pl.agreed_by_person_at IS NOT NULL AND pl.agreed_by_provider_at IS NOT NULL
-                          AND pl.agreed_by_council_at IS NOT NULL
-                         THEN (greatest(pl.agreed_by_person_at, pl.agreed_by_provider_at, pl.agreed_by_council_at)
-                               AT TIME ZONE 'UTC')::date END,
-                    o.id, o.payable, o.kind, o.target_date, o.achieved_on
-               FROM outcome_plans pl JOIN plan_outcomes o ON o.plan_id = pl.id
-              WHERE pl.organisation_id = ANY($1) AND pl.person_id = ANY($2)
-                AND ($3::int IS NULL OR pl.contract_id = $3)
-              ORDER BY pl.id, o.id",
-            &[&orgs, &ids, &f.contract],
-        )
-        .await?
-    {
-        let plan_id: i64 = r.get(0);
-        if plans.last().map(|x| x.plan_id) != Some(plan_id) {
-            plans.push(PlanInput {
-                plan_id,
-                person_id: r.get(1),
-                contract_id: r.get(2),
-                value_pence: r.get(3),
-                agreed_on: r.get(4),
-                outcomes: Vec::new(),
-            });
-        }
-        if let Some(pl) = plans.last_mut() {
-            pl.outcomes.push(PlanOutcome {
-                id: r.get(5),
-                payable: r.get(6),
-                kind: r.get(7),
-                target_date: r.get(8),
-                achieved_on: r.get(9),
-            });
-        }
-    }
-    let mut populations = Vec::new();
-    if let Some(comm) = f.population_of {
-        for r in c
-            .query(
-                "SELECT age_group, population FROM commissioner_populations WHERE commissioner_id = $1 ORDER BY age_group",
-                &[&comm],
-            )
-            .await?
-        {
-            populations.push((r.get(0), r.get(1)));
-        }
-    }
-    Ok((
-        Inputs {
-            people: people.into_values().collect(),
-            plans,
-            populations,
-        },
-        ids,
-        orgs,
-    ))
 }
 
 /// Context, labelled as such: never an outcome, never a price.
@@ -402,7 +187,8 @@ pub fn input_hash(inputs: &Inputs, s: &OutcomeSettings, p: &Period, context: &Co
     for part in [
         serde_json::to_vec(inputs),
         serde_json::to_vec(s),
-        serde_json::to_vec(p),
+        // Not `known_at`: the same rows read at another moment hash the same.
+        serde_json::to_vec(&(p.from, p.to, p.as_of)),
         serde_json::to_vec(context),
     ] {
         h.update(part.unwrap_or_default());

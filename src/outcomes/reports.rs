@@ -89,10 +89,13 @@ pub(super) fn period(q: &ReportQuery) -> Result<Period, ApiError> {
     if as_of < q.to {
         return Err(ApiError::invalid("as_of", "must not be before `to`"));
     }
+    // The data as known now; a stored report keeps this moment, so it can be computed again
+    // with the same result after more rows arrive.
     Ok(Period {
         from: q.from,
         to: q.to,
         as_of,
+        known_at: chrono::Utc::now(),
     })
 }
 

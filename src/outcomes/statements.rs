@@ -80,9 +80,13 @@ async fn statements(
         let loaded = report::load_scope(&**c, &caller, Scope::Contract(id), &p, s).await?;
         let results: Vec<String> = c
             .query(
-                "SELECT result FROM reablement_episodes WHERE contract_id = $1 AND ended_on >= $2 AND ended_on < $3
-                   AND ended_on <= $4 ORDER BY id",
-                &[&id, &p.from, &p.to, &p.as_of],
+                concat!(
+                    "SELECT result FROM ",
+                    super::load::known!("reablement_episodes"),
+                    " e WHERE contract_id = $2 AND ended_on >= $3 AND ended_on < $4
+                       AND ended_on <= $5 ORDER BY record_id"
+                ),
+                &[&p.known_at, &id, &p.from, &p.to, &p.as_of],
             )
             .await?
             .iter()
@@ -103,7 +107,7 @@ async fn statements(
             "lines": lines, "total_pence": total,
         }));
     }
-    hasher.update(serde_json::to_vec(&(s, &p)).unwrap_or_default());
+    hasher.update(serde_json::to_vec(&(s, (p.from, p.to, p.as_of))).unwrap_or_default());
     let hash = hex::encode(hasher.finalize());
     let mut body = serde_json::json!({
         "method_version": METHOD_VERSION,

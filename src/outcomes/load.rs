@@ -1,0 +1,355 @@
+//! Loads a report's input rows as they were known at the report's `known_at`, one function per
+//! source, each sorted so that the whole can be hashed.
+//!
+//! Outcome records (service periods, hospital stays, reablement episodes, care-home admissions,
+//! deaths, recorded falls) are versioned and never updated (migration 0010): the record as known
+//! at T is its newest version recorded by T, and a withdrawn record is left out. Every query
+//! here takes `known_at` as `$1` and reads those tables only through [`known!`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio_postgres::GenericClient;
+
+use super::measures::{Inputs, Period, PersonInput, PlanInput, PlanOutcome};
+use super::OutcomeSettings;
+use crate::http::ApiError;
+
+/// The records of a versioned table as known at `$1`, as a subquery: the newest version of each
+/// record recorded by then, withdrawn records left out. Versions of one record form a chain
+/// (each names the one it replaces, at most one successor each), so the newest is the highest
+/// id.
+macro_rules! known {
+    ($table:literal) => {
+        concat!(
+            "(SELECT * FROM (SELECT DISTINCT ON (record_id) * FROM ",
+            $table,
+            " WHERE recorded_at <= $1 ORDER BY record_id, id DESC) newest WHERE NOT newest.withdrawn)"
+        )
+    };
+}
+pub(crate) use known;
+
+/// The filters a scope becomes for one caller: the tenant always comes from the credential.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Filter {
+    pub provider: Option<i32>,
+    pub commissioner: Option<i32>,
+    pub person: Option<i32>,
+    pub contract: Option<i32>,
+    /// Whose population figures apply.
+    pub population_of: Option<i32>,
+}
+
+/// The start of a day (UTC).
+pub(super) fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// Who is in scope, and the organisations whose rows they have.
+struct People {
+    by_id: BTreeMap<i32, PersonInput>,
+    ids: Vec<i32>,
+    orgs: Vec<i32>,
+}
+
+/// Everything a scope reads, as known at `p.known_at`.
+pub(super) async fn load(
+    c: &impl GenericClient,
+    f: &Filter,
+    p: &Period,
+    s: &OutcomeSettings,
+) -> Result<(Inputs, Vec<i32>, Vec<i32>), ApiError> {
+    let mut who = service_periods(c, f, p).await?;
+    alarm_falls(c, &mut who, p, s).await?;
+    hospital_stays(c, &mut who, p).await?;
+    recorded_falls(c, &mut who, p).await?;
+    care_home_admissions(c, &mut who, p).await?;
+    deaths(c, &mut who, p).await?;
+    reablement_episodes(c, &mut who, p).await?;
+    let plans = plans(c, &who, f, p).await?;
+    let populations = populations(c, f).await?;
+    Ok((
+        Inputs {
+            people: who.by_id.into_values().collect(),
+            plans,
+            populations,
+        },
+        who.ids,
+        who.orgs,
+    ))
+}
+
+async fn service_periods(
+    c: &impl GenericClient,
+    f: &Filter,
+    p: &Period,
+) -> Result<People, ApiError> {
+    let rows = c
+        .query(
+            concat!(
+                "SELECT sp.person_id, sp.started_on, sp.ended_on, sp.history_from, pe.date_of_birth, sp.organisation_id
+                   FROM ",
+                known!("service_periods"),
+                " sp
+                   JOIN people pe ON pe.id = sp.person_id
+                   LEFT JOIN contracts c ON c.id = sp.contract_id
+                  WHERE ($2::int IS NULL OR sp.organisation_id = $2)
+                    AND ($3::int IS NULL OR c.commissioner_id = $3)
+                    AND ($4::int IS NULL OR sp.person_id = $4)
+                    AND ($5::int IS NULL OR sp.contract_id = $5)
+                    AND sp.started_on < $6 AND (sp.ended_on IS NULL OR sp.ended_on >= $7)
+                  ORDER BY sp.person_id, sp.started_on, sp.record_id"
+            ),
+            &[&p.known_at, &f.provider, &f.commissioner, &f.person, &f.contract, &p.to, &p.from],
+        )
+        .await?;
+    let mut by_id: BTreeMap<i32, PersonInput> = BTreeMap::new();
+    let mut orgs = Vec::new();
+    for r in rows {
+        let id: i32 = r.get(0);
+        let org: i32 = r.get(5);
+        if !orgs.contains(&org) {
+            orgs.push(org);
+        }
+        let e = by_id.entry(id).or_insert_with(|| PersonInput {
+            person_id: id,
+            date_of_birth: r.get(4),
+            ..Default::default()
+        });
+        e.periods.push((r.get(1), r.get(2), r.get(3)));
+    }
+    orgs.sort_unstable();
+    let ids = by_id.keys().copied().collect();
+    Ok(People { by_id, ids, orgs })
+}
+
+/// Falls raised by alarms, from far enough back for the history window to 92 days after the
+/// period (the longest look-ahead). Alarms are derived from events, not recorded by people: one
+/// counts when it was raised by `known_at`.
+async fn alarm_falls(
+    c: &impl GenericClient,
+    who: &mut People,
+    p: &Period,
+    s: &OutcomeSettings,
+) -> Result<(), ApiError> {
+    let earliest = who
+        .by_id
+        .values()
+        .filter_map(|x| x.service_start())
+        .min()
+        .unwrap_or(p.from)
+        .min(p.from)
+        - chrono::Duration::days(i64::from(s.history_days));
+    let until = p.as_of.max(p.to) + chrono::Duration::days(92);
+    for r in c
+        .query(
+            "SELECT person_id, raised_at, long_lie, outcome FROM alarms
+              WHERE organisation_id = ANY($2) AND is_fall AND person_id = ANY($3)
+                AND raised_at >= $4 AND raised_at < $5 AND raised_at <= $1
+              ORDER BY person_id, raised_at, id",
+            &[
+                &p.known_at,
+                &who.orgs,
+                &who.ids,
+                &midnight(earliest),
+                &midnight(until),
+            ],
+        )
+        .await?
+    {
+        if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
+            let at: DateTime<Utc> = r.get(1);
+            x.falls.push((at.date_naive(), r.get(2), r.get(3)));
+        }
+    }
+    Ok(())
+}
+
+async fn hospital_stays(
+    c: &impl GenericClient,
+    who: &mut People,
+    p: &Period,
+) -> Result<(), ApiError> {
+    for r in c
+        .query(
+            concat!(
+                "SELECT person_id, record_id, admitted_on, discharged_on FROM ",
+                known!("hospital_stays"),
+                " h WHERE organisation_id = ANY($2) AND person_id = ANY($3)
+                  ORDER BY person_id, admitted_on, record_id"
+            ),
+            &[&p.known_at, &who.orgs, &who.ids],
+        )
+        .await?
+    {
+        if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
+            x.stays.push((r.get(1), r.get(2), r.get(3)));
+        }
+    }
+    Ok(())
+}
+
+async fn recorded_falls(
+    c: &impl GenericClient,
+    who: &mut People,
+    p: &Period,
+) -> Result<(), ApiError> {
+    for r in c
+        .query(
+            concat!(
+                "SELECT person_id, occurred_on FROM ",
+                known!("recorded_falls"),
+                " f WHERE organisation_id = ANY($2) AND person_id = ANY($3)
+                  ORDER BY person_id, occurred_on, record_id"
+            ),
+            &[&p.known_at, &who.orgs, &who.ids],
+        )
+        .await?
+    {
+        if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
+            x.recorded_falls.push(r.get(1));
+        }
+    }
+    Ok(())
+}
+
+async fn care_home_admissions(
+    c: &impl GenericClient,
+    who: &mut People,
+    p: &Period,
+) -> Result<(), ApiError> {
+    for r in c
+        .query(
+            concat!(
+                "SELECT person_id, admitted_on, permanent, setting FROM ",
+                known!("care_home_admissions"),
+                " a WHERE organisation_id = ANY($2) AND person_id = ANY($3)
+                  ORDER BY person_id, admitted_on, record_id"
+            ),
+            &[&p.known_at, &who.orgs, &who.ids],
+        )
+        .await?
+    {
+        if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
+            x.care_home.push((r.get(1), r.get(2), r.get(3)));
+        }
+    }
+    Ok(())
+}
+
+async fn deaths(c: &impl GenericClient, who: &mut People, p: &Period) -> Result<(), ApiError> {
+    for r in c
+        .query(
+            concat!(
+                "SELECT person_id, died_on FROM ",
+                known!("deaths"),
+                " d WHERE organisation_id = ANY($2) AND person_id = ANY($3)
+                  ORDER BY person_id, record_id"
+            ),
+            &[&p.known_at, &who.orgs, &who.ids],
+        )
+        .await?
+    {
+        if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
+            x.died_on = Some(r.get(1));
+        }
+    }
+    Ok(())
+}
+
+async fn reablement_episodes(
+    c: &impl GenericClient,
+    who: &mut People,
+    p: &Period,
+) -> Result<(), ApiError> {
+    // An episode names the version of the stay it followed; the stay is read as known now.
+    for r in c
+        .query(
+            concat!(
+                "SELECT e.person_id, e.started_on, e.ended_on, e.result, h.discharged_on, e.aim_home
+                   FROM ",
+                known!("reablement_episodes"),
+                " e LEFT JOIN hospital_stays named ON named.id = e.hospital_stay_id
+                   LEFT JOIN ",
+                known!("hospital_stays"),
+                " h ON h.record_id = named.record_id
+                  WHERE e.organisation_id = ANY($2) AND e.person_id = ANY($3)
+                  ORDER BY e.person_id, e.started_on, e.record_id"
+            ),
+            &[&p.known_at, &who.orgs, &who.ids],
+        )
+        .await?
+    {
+        if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
+            x.episodes
+                .push((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)));
+        }
+    }
+    Ok(())
+}
+
+async fn plans(
+    c: &impl GenericClient,
+    who: &People,
+    f: &Filter,
+    p: &Period,
+) -> Result<Vec<PlanInput>, ApiError> {
+    let mut plans: Vec<PlanInput> = Vec::new();
+    for r in c
+        .query(
+            "SELECT pl.id, pl.person_id, pl.contract_id, pl.value_pence,
+                    CASE WHEN pl.agreed_by_person_at IS NOT NULL AND pl.agreed_by_provider_at IS NOT NULL
+                          AND pl.agreed_by_council_at IS NOT NULL
+                          AND greatest(pl.agreed_by_person_at, pl.agreed_by_provider_at, pl.agreed_by_council_at) <= $1
+                         THEN (greatest(pl.agreed_by_person_at, pl.agreed_by_provider_at, pl.agreed_by_council_at)
+                               AT TIME ZONE 'UTC')::date END,
+                    o.id, o.payable, o.kind, o.target_date,
+                    CASE WHEN o.confirmed_at <= $1 THEN o.achieved_on END
+               FROM outcome_plans pl JOIN plan_outcomes o ON o.plan_id = pl.id
+              WHERE pl.organisation_id = ANY($2) AND pl.person_id = ANY($3)
+                AND ($4::int IS NULL OR pl.contract_id = $4) AND pl.created_at <= $1
+              ORDER BY pl.id, o.id",
+            &[&p.known_at, &who.orgs, &who.ids, &f.contract],
+        )
+        .await?
+    {
+        let plan_id: i64 = r.get(0);
+        if plans.last().map(|x| x.plan_id) != Some(plan_id) {
+            plans.push(PlanInput {
+                plan_id,
+                person_id: r.get(1),
+                contract_id: r.get(2),
+                value_pence: r.get(3),
+                agreed_on: r.get(4),
+                outcomes: Vec::new(),
+            });
+        }
+        if let Some(pl) = plans.last_mut() {
+            pl.outcomes.push(PlanOutcome {
+                id: r.get(5),
+                payable: r.get(6),
+                kind: r.get(7),
+                target_date: r.get(8),
+                achieved_on: r.get(9),
+            });
+        }
+    }
+    Ok(plans)
+}
+
+async fn populations(c: &impl GenericClient, f: &Filter) -> Result<Vec<(String, i32)>, ApiError> {
+    let mut populations = Vec::new();
+    if let Some(comm) = f.population_of {
+        for r in c
+            .query(
+                "SELECT age_group, population FROM commissioner_populations WHERE commissioner_id = $1 ORDER BY age_group",
+                &[&comm],
+            )
+            .await?
+        {
+            populations.push((r.get(0), r.get(1)));
+        }
+    }
+    Ok(populations)
+}
