@@ -68,7 +68,7 @@ pub(super) async fn load(
     deaths(c, &mut who, p).await?;
     reablement_episodes(c, &mut who, p).await?;
     let plans = plans(c, &who, f, p).await?;
-    let populations = populations(c, f).await?;
+    let populations = populations(c, f, p).await?;
     Ok((
         Inputs {
             people: who.by_id.into_values().collect(),
@@ -338,13 +338,19 @@ async fn plans(
     Ok(plans)
 }
 
-async fn populations(c: &impl GenericClient, f: &Filter) -> Result<Vec<(String, i32)>, ApiError> {
+/// The commissioner's populations as known at `known_at`: the newest row of each age group.
+async fn populations(
+    c: &impl GenericClient,
+    f: &Filter,
+    p: &Period,
+) -> Result<Vec<(String, i32)>, ApiError> {
     let mut populations = Vec::new();
     if let Some(comm) = f.population_of {
         for r in c
             .query(
-                "SELECT age_group, population FROM commissioner_populations WHERE commissioner_id = $1 ORDER BY age_group",
-                &[&comm],
+                "SELECT DISTINCT ON (age_group) age_group, population FROM commissioner_populations
+                  WHERE commissioner_id = $2 AND recorded_at <= $1 ORDER BY age_group, id DESC",
+                &[&p.known_at, &comm],
             )
             .await?
         {

@@ -3,13 +3,16 @@
 //! - [`estimate`]: pure maths: exact Poisson intervals, expected minus observed (avoided).
 //! - [`measures`]: the indicators from loaded rows (falls, avoided, ASCOF measures, plans).
 //! - [`payment`]: statements from contract terms held as data; never priced by minutes.
-//! - [`report`]: loads a scope's rows (tenant-filtered), hashes them, builds reports, CSV.
+//! - [`report`]: resolves a scope for the caller (tenant-filtered), hashes its rows, builds
+//!   reports, CSV; `load` reads each source as known at the report's `known_at`.
+//! - `restate`: stored reports computed again (reproduction) or from newer data (restatement).
 //! - [`contracts`]: contracts (created only here) and their terms, over HTTP for commissioners.
 //! - The API, one file each: `episodes`, `plans`, `populations`, `reports`, `statements`;
 //!   `routes` gathers them.
 //!
-//! A report records its period, the SHA-256 of its input rows and [`METHOD_VERSION`]; the
-//! figures are a pure function of those, so the same inputs give the same figures.
+//! A report records its period, the moment whose data it read (`known_at`), its settings, the
+//! SHA-256 of its input rows and [`METHOD_VERSION`]; outcome records are versioned and never
+//! updated, so a stored report computes again to the same bytes.
 //! Definitions: docs/outcomes.md.
 //!
 //! No background work: plain indexed queries meet the dashboard target (docs/benchmarks.md,
@@ -25,6 +28,7 @@ mod plans;
 mod populations;
 pub mod report;
 mod reports;
+mod restate;
 mod routes;
 mod statements;
 

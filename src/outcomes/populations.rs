@@ -1,5 +1,6 @@
 //! The population of each age group in a commissioner's area, which the ASCOF measures are per.
-//! Owns `commissioner_populations`; commissioners set it.
+//! Owns `commissioner_populations`; commissioners set it. Each change is a new row (the old
+//! one stays), so a report reads the population as it was known when it was computed.
 
 use actix_web::{put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -68,9 +69,14 @@ async fn population(
     }
     let c = state.pool.get().await?;
     c.execute(
-        "INSERT INTO commissioner_populations (commissioner_id, age_group, population) VALUES ($1, $2, $3)
-         ON CONFLICT (commissioner_id, age_group) DO UPDATE SET population = EXCLUDED.population",
-        &[&caller.organisation_id, &group, &b.population],
+        "INSERT INTO commissioner_populations (commissioner_id, age_group, population, recorded_by)
+         VALUES ($1, $2, $3, $4)",
+        &[
+            &caller.organisation_id,
+            &group,
+            &b.population,
+            &caller.user_id,
+        ],
     )
     .await?;
     let age_group = if group == "18-64" {

@@ -237,6 +237,42 @@ pub struct Settings<'a> {
     pub alarms: &'a crate::alarms::AlarmSettings,
 }
 
+/// [`Settings`] as stored with a report, so that it can be computed again with the values in
+/// force when it was produced, whatever the configuration is now.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StoredSettings {
+    pub outcomes: OutcomeSettings,
+    pub visits: crate::evv::EvvSettings,
+    pub alarms: crate::alarms::AlarmSettings,
+}
+
+impl Settings<'_> {
+    pub fn stored(&self) -> StoredSettings {
+        StoredSettings {
+            outcomes: self.outcomes.clone(),
+            visits: self.visits.clone(),
+            alarms: self.alarms.clone(),
+        }
+    }
+}
+
+impl StoredSettings {
+    pub fn borrow(&self) -> Settings<'_> {
+        Settings {
+            outcomes: &self.outcomes,
+            visits: &self.visits,
+            alarms: &self.alarms,
+        }
+    }
+}
+
+/// A report with who it covers: the people in scope and their organisations.
+pub struct Built {
+    pub report: Report,
+    pub people: Vec<i32>,
+    pub orgs: Vec<i32>,
+}
+
 pub async fn build(
     c: &impl GenericClient,
     caller: &Caller,
@@ -244,6 +280,17 @@ pub async fn build(
     p: Period,
     settings: Settings<'_>,
 ) -> Result<Report, ApiError> {
+    Ok(build_for(c, caller, scope, p, settings).await?.report)
+}
+
+/// [`build`], keeping who the report covers.
+pub async fn build_for(
+    c: &impl GenericClient,
+    caller: &Caller,
+    scope: Scope,
+    p: Period,
+    settings: Settings<'_>,
+) -> Result<Built, ApiError> {
     let s = settings.outcomes;
     let loaded = load_scope(c, caller, scope, &p, s).await?;
     let context = context(c, &loaded.people, &loaded.orgs, &p, &settings).await?;
@@ -258,7 +305,7 @@ pub async fn build(
         plans: inputs.plans.len(),
         hash: input_hash(inputs, s, &p, &context),
     };
-    Ok(Report {
+    let report = Report {
         method_version: METHOD_VERSION,
         estimate_method: super::estimate::METHOD,
         scope,
@@ -266,6 +313,11 @@ pub async fn build(
         inputs: summary,
         indicators: measures::indicators(inputs, &p, s),
         context,
+    };
+    Ok(Built {
+        report,
+        people: loaded.people,
+        orgs: loaded.orgs,
     })
 }
 

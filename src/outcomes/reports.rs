@@ -18,7 +18,10 @@ use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
 pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(report_endpoint).service(stored_report);
+    cfg.service(report_endpoint)
+        .service(stored_report)
+        .service(super::restate::reproduction)
+        .service(super::restate::restatement);
 }
 
 /// The query of a report or a statement; statements read only the period, the provider and
@@ -95,8 +98,13 @@ pub(super) fn period(q: &ReportQuery) -> Result<Period, ApiError> {
         from: q.from,
         to: q.to,
         as_of,
-        known_at: chrono::Utc::now(),
+        known_at: now_to_the_microsecond(),
     })
+}
+
+/// Now, as PostgreSQL stores it (to the microsecond), so a stored `known_at` reads back equal.
+pub(super) fn now_to_the_microsecond() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
 }
 
 pub(super) fn wants_csv(f: &Option<String>) -> Result<bool, ApiError> {
@@ -107,7 +115,8 @@ pub(super) fn wants_csv(f: &Option<String>) -> Result<bool, ApiError> {
     }
 }
 
-/// `what`: (kind, scope, scope id).
+/// `what`: (kind, scope, scope id). Stores the figures with the moment whose knowledge they
+/// read (`p.known_at`).
 pub(super) async fn store(
     c: &impl GenericClient,
     caller: &Caller,
@@ -116,10 +125,40 @@ pub(super) async fn store(
     hash: &str,
     figures: &serde_json::Value,
 ) -> Result<i64, ApiError> {
+    store_reproducible(c, caller, (kind, scope, scope_id), p, hash, figures, None).await
+}
+
+/// What a report needs to be computed again: the settings in force and the exact bytes.
+pub(super) struct Reproducible<'a> {
+    pub settings: &'a report::StoredSettings,
+    pub body: &'a str,
+    /// The report this one restates.
+    pub restates: Option<i64>,
+}
+
+pub(super) async fn store_reproducible(
+    c: &impl GenericClient,
+    caller: &Caller,
+    (kind, scope, scope_id): (&str, &str, Option<i32>),
+    p: &Period,
+    hash: &str,
+    figures: &serde_json::Value,
+    again: Option<Reproducible<'_>>,
+) -> Result<i64, ApiError> {
+    let settings = match &again {
+        Some(r) => {
+            Some(serde_json::to_value(r.settings).map_err(|e| ApiError::Unexpected(e.into()))?)
+        }
+        None => None,
+    };
+    let body = again.as_ref().map(|r| r.body);
+    let restates = again.as_ref().and_then(|r| r.restates);
     Ok(c.query_one(
-        "INSERT INTO outcome_reports (organisation_id, kind, scope, scope_id, period_from, period_to, as_of, method_version, input_hash, figures, generated_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-        &[&caller.organisation_id, &kind, &scope, &scope_id, &p.from, &p.to, &p.as_of, &METHOD_VERSION, &hash, figures, &caller.user_id],
+        "INSERT INTO outcome_reports (organisation_id, kind, scope, scope_id, period_from, period_to, as_of, method_version,
+                                      input_hash, figures, generated_by, known_at, settings, body, restates)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+        &[&caller.organisation_id, &kind, &scope, &scope_id, &p.from, &p.to, &p.as_of, &METHOD_VERSION, &hash, figures,
+          &caller.user_id, &p.known_at, &settings, &body, &restates],
     )
     .await?
     .get(0))
@@ -171,14 +210,21 @@ async fn report_endpoint(
         alarms: &state.settings.alarms,
     };
     let r = report::build(&**c, &caller, scope, p, settings).await?;
-    let figures = serde_json::to_value(&r).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let id = store(
+    let body = serde_json::to_string(&r).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let figures: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let id = store_reproducible(
         &**c,
         &caller,
         ("indicators", scope.name(), scope.id()),
         &p,
         &r.inputs.hash,
         &figures,
+        Some(Reproducible {
+            settings: &settings.stored(),
+            body: &body,
+            restates: None,
+        }),
     )
     .await?;
     if csv {
@@ -199,8 +245,9 @@ async fn report_endpoint(
     params(("id" = i64, Path, description = "The report's id.")),
     responses(
         (status = 200, description = "`id`, `kind`, `scope`, `scope_id`, `period_from`, \
-            `period_to`, `as_of`, `method_version`, `input_hash`, `generated_at` and the \
-            `figures` as produced.", body = Object),
+            `period_to`, `as_of`, `method_version`, `input_hash`, `generated_at`, `known_at` \
+            (whose knowledge it read; null for reports from before it was kept), `restates` \
+            (the report it restates, if any) and the `figures` as produced.", body = Object),
         doc::Forbidden,
         doc::NotFound,
     ),
@@ -219,7 +266,8 @@ async fn stored_report(
             "SELECT jsonb_build_object('id', id, 'kind', kind, 'scope', scope, 'scope_id', scope_id,
                     'period_from', period_from, 'period_to', period_to, 'as_of', as_of,
                     'method_version', method_version, 'input_hash', input_hash,
-                    'generated_at', generated_at, 'figures', figures)
+                    'generated_at', generated_at, 'known_at', known_at, 'restates', restates,
+                    'figures', figures)
                FROM outcome_reports WHERE id = $1 AND organisation_id = $2",
             &[&id, &caller.organisation_id],
         )

@@ -19,6 +19,7 @@ mod isolation;
 mod nul_text;
 mod openapi;
 mod outcomes;
+mod reproducible;
 mod retry;
 mod routes;
 mod scaleout;

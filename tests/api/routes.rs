@@ -200,6 +200,8 @@ pub const ROUTES: &[Route] = &[
         ..route!("GET" "/v1/outcomes/statements", Access::Roles(READERS))
     },
     route!("GET" "/v1/outcomes/reports/{id}", Access::Roles(READERS)),
+    route!("GET" "/v1/outcomes/reports/{id}/reproduction", Access::Roles(READERS)),
+    route!("POST" "/v1/outcomes/reports/{id}/restatements", Access::Roles(READERS), {}),
 ];
 
 /// Every role, for sweeps over them.

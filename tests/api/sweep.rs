@@ -244,6 +244,8 @@ const SWEEP: &[(&str, &str, Kind)] = &[
         ),
     ),
     ("GET", "/v1/outcomes/reports/{id}", id()),
+    ("GET", "/v1/outcomes/reports/{id}/reproduction", id()),
+    ("POST", "/v1/outcomes/reports/{id}/restatements", id()),
 ];
 
 fn kind_of(route: &Route) -> Option<Kind> {
