@@ -10,7 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::contracts::own_contract;
 use super::routes::{created, own_person, Created, STAFF};
-use super::{DischargeDestination, ReablementResult};
+use super::{DischargeDestination, FollowUp, ReablementResult};
 use crate::auth::Caller;
 use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
@@ -21,7 +21,9 @@ pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
         .service(discharge)
         .service(reablement_episode)
         .service(end_episode)
+        .service(follow_up)
         .service(care_home_admission)
+        .service(care_home_discharge)
         .service(death)
         .service(recorded_fall)
         .service(person_episodes);
@@ -263,6 +265,10 @@ struct EpisodeBody {
     /// Whether the aim is to stay at home (default `true`).
     #[serde(default = "yes")]
     aim_home: bool,
+    /// Whether the person was already in long-term support when the episode began (default
+    /// `false`): ASCOF 2A counts new clients only.
+    #[serde(default)]
+    existing_client: bool,
     started_on: NaiveDate,
 }
 
@@ -306,9 +312,9 @@ async fn reablement_episode(
     }
     let id: i64 = c
         .query_one(
-            "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home, started_on, recorded_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            &[&caller.organisation_id, &b.person_id, &b.contract_id, &b.hospital_stay_id, &b.aim_home, &b.started_on, &caller.user_id],
+            "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home, started_on, recorded_by, existing_client)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.contract_id, &b.hospital_stay_id, &b.aim_home, &b.started_on, &caller.user_id, &b.existing_client],
         )
         .await?
         .get(0);
@@ -373,11 +379,73 @@ async fn end_episode(
     }
     c.execute(
         "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home,
-                                          started_on, ended_on, result, recorded_by, corrects, reason)
+                                          started_on, ended_on, result, recorded_by, corrects, reason,
+                                          existing_client, follow_up_on, follow_up)
          SELECT organisation_id, person_id, contract_id, hospital_stay_id, aim_home, started_on, $2, $3, $4,
-                id, 'ended'
+                id, 'ended', existing_client, follow_up_on, follow_up
            FROM reablement_episodes WHERE id = $1",
         &[&row.get::<_, i64>(0), &b.ended_on, &b.result, &caller.user_id],
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Created { id }))
+}
+
+/// What a follow-up found, and when.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FollowUpBody {
+    /// The day the person's status was checked: not before the episode's start. The 91-day
+    /// measure (ASCOF 2D) reads a follow-up dated on or after day 91 after discharge,
+    /// independence regained one on or after day 91 after the episode's end.
+    follow_up_on: NaiveDate,
+    #[schema(value_type = FollowUp)]
+    follow_up: String,
+}
+
+/// Records what a follow-up of an episode found (a new version; a later follow-up replaces an
+/// earlier one).
+#[utoipa::path(
+    operation_id = "follow_up_reablement_episode",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The episode's id.")),
+    request_body = FollowUpBody,
+    responses(
+        (status = 200, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
+#[post("/v1/outcomes/reablement-episodes/{id}/follow-up")]
+async fn follow_up(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    b: crate::http::Json<FollowUpBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    if FollowUp::parse(&b.follow_up).is_none() {
+        return Err(ApiError::invalid("follow_up", FollowUp::texts()));
+    }
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    let row = current_version(&**c, "reablement_episodes", "started_on", id, &caller)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("reablement episode {id}")))?;
+    if b.follow_up_on < row.get::<_, NaiveDate>(1) {
+        return Err(ApiError::invalid(
+            "follow_up_on",
+            "must not be before the episode's started_on",
+        ));
+    }
+    c.execute(
+        "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home,
+                                          started_on, ended_on, result, recorded_by, corrects, reason,
+                                          existing_client, follow_up_on, follow_up)
+         SELECT organisation_id, person_id, contract_id, hospital_stay_id, aim_home, started_on, ended_on,
+                result, $2, id, 'followed up', existing_client, $3, $4
+           FROM reablement_episodes WHERE id = $1",
+        &[&row.get::<_, i64>(0), &caller.user_id, &b.follow_up_on, &b.follow_up],
     )
     .await?;
     Ok(HttpResponse::Ok().json(Created { id }))
@@ -402,7 +470,32 @@ struct CareHomeBody {
     admitted_on: NaiveDate,
     #[schema(value_type = Setting)]
     setting: String,
+    /// Permanent (the home becomes the person's residence) or not (respite, a trial).
     permanent: bool,
+    /// The day the person left: not before `admitted_on`; with `returned_home`.
+    discharged_on: Option<NaiveDate>,
+    /// Whether the person went home when they left; with `discharged_on`.
+    returned_home: Option<bool>,
+}
+
+fn check_care_home_discharge(
+    admitted: NaiveDate,
+    on: Option<NaiveDate>,
+    home: Option<bool>,
+) -> Result<(), ApiError> {
+    if on.is_some_and(|d| d < admitted) {
+        return Err(ApiError::invalid(
+            "discharged_on",
+            "must not be before admitted_on",
+        ));
+    }
+    if on.is_some() != home.is_some() {
+        return Err(ApiError::invalid(
+            "returned_home",
+            "give discharged_on and returned_home together",
+        ));
+    }
+    Ok(())
 }
 
 /// Records an admission to a care home.
@@ -426,17 +519,80 @@ async fn care_home_admission(
     if !["residential", "nursing"].contains(&b.setting.as_str()) {
         return Err(ApiError::invalid("setting", "residential or nursing"));
     }
+    check_care_home_discharge(b.admitted_on, b.discharged_on, b.returned_home)?;
     let c = state.pool.get().await?;
     own_person(&**c, &caller, b.person_id).await?;
     let id: i64 = c
         .query_one(
-            "INSERT INTO care_home_admissions (organisation_id, person_id, admitted_on, setting, permanent, recorded_by)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[&caller.organisation_id, &b.person_id, &b.admitted_on, &b.setting, &b.permanent, &caller.user_id],
+            "INSERT INTO care_home_admissions (organisation_id, person_id, admitted_on, setting, permanent, recorded_by,
+                                               discharged_on, returned_home)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[&caller.organisation_id, &b.person_id, &b.admitted_on, &b.setting, &b.permanent, &caller.user_id,
+              &b.discharged_on, &b.returned_home],
         )
         .await?
         .get(0);
     Ok(created(id))
+}
+
+/// The end of a care-home stay: not before its admission.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CareHomeDischargeBody {
+    discharged_on: NaiveDate,
+    /// Whether the person went home. A non-permanent stay the person returned home from does
+    /// not count against the 91-day measure.
+    returned_home: bool,
+}
+
+/// Records that a person left a care home (a new version of the admission).
+#[utoipa::path(
+    operation_id = "discharge_care_home_admission",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The admission's id.")),
+    request_body = CareHomeDischargeBody,
+    responses(
+        (status = 200, description = "Recorded.", body = Created),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
+#[post("/v1/outcomes/care-home-admissions/{id}/discharge")]
+async fn care_home_discharge(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    b: crate::http::Json<CareHomeDischargeBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STAFF)?;
+    let id = path.into_inner();
+    let c = state.pool.get().await?;
+    let row = current_version(
+        &**c,
+        "care_home_admissions",
+        "admitted_on, discharged_on",
+        id,
+        &caller,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("care-home admission {id}")))?;
+    if row.get::<_, Option<NaiveDate>>(2).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "care-home admission {id} has already ended"
+        )));
+    }
+    check_care_home_discharge(row.get(1), Some(b.discharged_on), Some(b.returned_home))?;
+    c.execute(
+        "INSERT INTO care_home_admissions (organisation_id, person_id, admitted_on, setting, permanent,
+                                           recorded_by, discharged_on, returned_home, corrects, reason)
+         SELECT organisation_id, person_id, admitted_on, setting, permanent, $2, $3, $4, id, 'discharged'
+           FROM care_home_admissions WHERE id = $1",
+        &[&row.get::<_, i64>(0), &caller.user_id, &b.discharged_on, &b.returned_home],
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Created { id }))
 }
 
 /// A death.

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::GenericClient;
 
-use super::measures::{Inputs, Period, PersonInput, PlanInput, PlanOutcome};
+use super::ascof::{CareHomeStay, Episode};
+use super::measures::{ContractHours, Inputs, Period, PersonInput, PlanInput, PlanOutcome};
 use super::OutcomeSettings;
 use crate::http::ApiError;
 
@@ -69,11 +70,14 @@ pub(super) async fn load(
     reablement_episodes(c, &mut who, p).await?;
     let plans = plans(c, &who, f, p).await?;
     let populations = populations(c, f, p).await?;
+    let hours = contract_hours(c, &who, f, p).await?;
     Ok((
         Inputs {
             people: who.by_id.into_values().collect(),
             plans,
             populations,
+            population_of: f.population_of,
+            hours,
         },
         who.ids,
         who.orgs,
@@ -88,7 +92,8 @@ async fn service_periods(
     let rows = c
         .query(
             concat!(
-                "SELECT sp.person_id, sp.started_on, sp.ended_on, sp.history_from, pe.date_of_birth, sp.organisation_id
+                "SELECT sp.person_id, sp.started_on, sp.ended_on, sp.history_from, pe.date_of_birth, sp.organisation_id,
+                        c.commissioner_id
                    FROM ",
                 known!("service_periods"),
                 " sp
@@ -118,6 +123,9 @@ async fn service_periods(
             ..Default::default()
         });
         e.periods.push((r.get(1), r.get(2), r.get(3)));
+        if let Some(commissioner) = r.get::<_, Option<i32>>(6) {
+            e.funding.push((r.get(1), r.get(2), commissioner));
+        }
     }
     orgs.sort_unstable();
     let ids = by_id.keys().copied().collect();
@@ -222,7 +230,7 @@ async fn care_home_admissions(
     for r in c
         .query(
             concat!(
-                "SELECT person_id, admitted_on, permanent, setting FROM ",
+                "SELECT person_id, admitted_on, permanent, setting, discharged_on, returned_home FROM ",
                 known!("care_home_admissions"),
                 " a WHERE organisation_id = ANY($2) AND person_id = ANY($3)
                   ORDER BY person_id, admitted_on, record_id"
@@ -232,7 +240,13 @@ async fn care_home_admissions(
         .await?
     {
         if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
-            x.care_home.push((r.get(1), r.get(2), r.get(3)));
+            x.care_home.push(CareHomeStay {
+                admitted_on: r.get(1),
+                permanent: r.get(2),
+                setting: r.get(3),
+                discharged_on: r.get(4),
+                returned_home: r.get(5),
+            });
         }
     }
     Ok(())
@@ -267,10 +281,12 @@ async fn reablement_episodes(
     for r in c
         .query(
             concat!(
-                "SELECT e.person_id, e.started_on, e.ended_on, e.result, h.discharged_on, e.aim_home
+                "SELECT e.person_id, e.started_on, e.ended_on, e.result, h.discharged_on, e.aim_home,
+                        ec.commissioner_id, e.existing_client, e.follow_up_on, e.follow_up
                    FROM ",
                 known!("reablement_episodes"),
-                " e LEFT JOIN hospital_stays named ON named.id = e.hospital_stay_id
+                " e LEFT JOIN contracts ec ON ec.id = e.contract_id
+                   LEFT JOIN hospital_stays named ON named.id = e.hospital_stay_id
                    LEFT JOIN ",
                 known!("hospital_stays"),
                 " h ON h.record_id = named.record_id
@@ -282,8 +298,17 @@ async fn reablement_episodes(
         .await?
     {
         if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
-            x.episodes
-                .push((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)));
+            let follow_up: Option<NaiveDate> = r.get(8);
+            x.episodes.push(Episode {
+                started_on: r.get(1),
+                ended_on: r.get(2),
+                result: r.get(3),
+                discharged_on: r.get(4),
+                aim_home: r.get(5),
+                funded_by: r.get(6),
+                existing_client: r.get(7),
+                follow_up: follow_up.map(|on| (on, r.get(9))),
+            });
         }
     }
     Ok(())
@@ -336,6 +361,62 @@ async fn plans(
         }
     }
     Ok(plans)
+}
+
+/// Hours delivered per contract in the period, as context (never a price): visits of the people
+/// in scope filed in the period ([`crate::evv::figures::VISIT_AT`]) and started by `known_at`,
+/// not superseded, whose check-in was verified and whose end is after their start (the times
+/// `/v1/visits` shows: the office's adjusted times where given). A visit belongs to the contract
+/// of the person's service period (as known at `known_at`, within the scope's filters) covering
+/// the visit's UTC date; visits outside any contracted period are left out.
+async fn contract_hours(
+    c: &impl GenericClient,
+    who: &People,
+    f: &Filter,
+    p: &Period,
+) -> Result<Vec<ContractHours>, ApiError> {
+    let at = crate::evv::figures::VISIT_AT;
+    let sql = format!(
+        "SELECT sp.contract_id, count(*),
+                coalesce(sum(extract(epoch FROM coalesce(v.adjusted_end, v.ended_at)
+                                              - coalesce(v.adjusted_start, v.started_at))), 0)::float8 / 3600.0
+           FROM visits v
+           JOIN LATERAL (SELECT s.contract_id FROM {sp} s JOIN contracts k ON k.id = s.contract_id
+                          WHERE s.person_id = v.person_id AND s.organisation_id = v.organisation_id
+                            AND ($6::int IS NULL OR s.contract_id = $6)
+                            AND ($7::int IS NULL OR k.commissioner_id = $7)
+                            AND ({at} AT TIME ZONE 'UTC')::date >= s.started_on
+                            AND (s.ended_on IS NULL OR ({at} AT TIME ZONE 'UTC')::date <= s.ended_on)
+                          ORDER BY s.started_on DESC, s.record_id LIMIT 1) sp ON true
+          WHERE v.organisation_id = ANY($2) AND v.person_id = ANY($3)
+            AND {at} >= $4 AND {at} < $5 AND {at} <= $1
+            AND NOT v.superseded AND v.check_in->>'verdict' = $8
+            AND coalesce(v.adjusted_end, v.ended_at) > coalesce(v.adjusted_start, v.started_at)
+          GROUP BY sp.contract_id ORDER BY sp.contract_id",
+        sp = known!("service_periods"),
+    );
+    let verified = crate::evv::geofence::Verdict::Verified.as_str();
+    Ok(c.query(
+        &sql,
+        &[
+            &p.known_at,
+            &who.orgs,
+            &who.ids,
+            &midnight(p.from),
+            &midnight(p.to),
+            &f.contract,
+            &f.commissioner,
+            &verified,
+        ],
+    )
+    .await?
+    .iter()
+    .map(|r| ContractHours {
+        contract_id: r.get(0),
+        verified_visits: r.get(1),
+        hours: r.get(2),
+    })
+    .collect())
 }
 
 /// The commissioner's populations as known at `known_at`: the newest row of each age group.

@@ -5,8 +5,11 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::ascof::{
+    self, CareHomeGroup, CareHomeStay, Episode, IndependenceRegained, ShortTerm, StillAtHome,
+};
 use super::estimate::{self, Avoided, Exposure};
-use super::{OutcomeSettings, ReablementResult};
+use super::OutcomeSettings;
 
 /// Everything one report reads, sorted, so that it can be hashed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -15,16 +18,22 @@ pub struct Inputs {
     pub plans: Vec<PlanInput>,
     /// Populations by age group ("18-64", "65+") when the scope has a commissioner.
     pub populations: Vec<(String, i32)>,
+    /// The commissioner whose populations those are: per-100,000 measures count only people
+    /// it supports.
+    pub population_of: Option<i32>,
+    /// Context, never priced: verified visits and their hours per contract in the period.
+    pub hours: Vec<ContractHours>,
 }
 
-/// A reablement episode: (started_on, ended_on, result, discharged_from_stay_on, aim_home).
-pub type Episode = (
-    NaiveDate,
-    Option<NaiveDate>,
-    Option<String>,
-    Option<NaiveDate>,
-    bool,
-);
+/// Hours delivered under one contract in the period: context, never a price.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContractHours {
+    pub contract_id: i32,
+    /// Visits with a verified check-in, a start and a later end.
+    pub verified_visits: i64,
+    /// Their durations summed, in hours.
+    pub hours: f64,
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PersonInput {
@@ -32,15 +41,16 @@ pub struct PersonInput {
     pub date_of_birth: Option<NaiveDate>,
     /// (started_on, ended_on, history_from), in-scope periods only.
     pub periods: Vec<(NaiveDate, Option<NaiveDate>, Option<NaiveDate>)>,
+    /// In-scope periods under a contract: (started_on, ended_on, the contract's commissioner).
+    /// A period without a contract is self-funded and is not here.
+    pub funding: Vec<(NaiveDate, Option<NaiveDate>, i32)>,
     pub died_on: Option<NaiveDate>,
-    /// (admitted_on, permanent, setting)
-    pub care_home: Vec<(NaiveDate, bool, String)>,
+    pub care_home: Vec<CareHomeStay>,
     /// (id, admitted_on, discharged_on)
     pub stays: Vec<(i64, NaiveDate, Option<NaiveDate>)>,
     /// Alarm falls: (date, long_lie, outcome code)
     pub falls: Vec<(NaiveDate, bool, Option<String>)>,
     pub recorded_falls: Vec<NaiveDate>,
-    /// (started_on, ended_on, result, discharged_from_stay_on, aim_home)
     pub episodes: Vec<Episode>,
 }
 
@@ -94,7 +104,11 @@ impl PersonInput {
     }
 
     fn first_permanent_care_home(&self) -> Option<NaiveDate> {
-        self.care_home.iter().filter(|c| c.1).map(|c| c.0).min()
+        self.care_home
+            .iter()
+            .filter(|c| c.permanent)
+            .map(|c| c.admitted_on)
+            .min()
     }
 
     fn in_hospital(&self, day: NaiveDate) -> bool {
@@ -170,48 +184,79 @@ pub struct Falls {
     pub admitted_to_hospital: u64,
 }
 
+/// The small-number rule: a share whose denominator is at least 1 and under this is
+/// suppressed: its value and interval are not given and `suppressed` is set. The counts stay:
+/// a report is read by the provider serving the people and the council funding them, not
+/// published, and a share of 1 of 3 says more by its counts than by "33%".
+pub const MIN_DENOMINATOR: u64 = 5;
+
+/// A share with its Wilson score interval at the report's confidence level.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Share {
     pub numerator: u64,
     pub denominator: u64,
+    /// `numerator / denominator`; `None` when the denominator is 0 or the share is suppressed.
     pub share: Option<f64>,
+    /// Wilson score interval; `None` when `share` is.
+    pub interval: Option<[f64; 2]>,
+    /// The denominator is under [`MIN_DENOMINATOR`] (and not 0).
+    pub suppressed: bool,
 }
 
 impl Share {
-    pub fn new(numerator: u64, denominator: u64) -> Self {
+    /// `numerator` of `denominator`, its Wilson interval at `level` (e.g. 0.95), suppressed
+    /// under [`MIN_DENOMINATOR`].
+    pub fn new(numerator: u64, denominator: u64, level: f64) -> Self {
+        let suppressed = denominator > 0 && denominator < MIN_DENOMINATOR;
+        let shown = denominator > 0 && !suppressed;
         Self {
             numerator,
             denominator,
-            share: (denominator > 0).then(|| numerator as f64 / denominator as f64),
+            share: shown.then(|| numerator as f64 / denominator as f64),
+            interval: shown.then(|| wilson(numerator, denominator, level)),
+            suppressed,
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StillAtHome {
-    #[serde(flatten)]
-    pub share: Share,
-    /// Discharged in the period but 91 days have not passed by `as_of`.
-    pub pending: u64,
-    /// Left out because the date of birth is not known.
-    pub unknown_age: u64,
-    pub min_age: u32,
+/// The two-sided standard normal quantile z with P(|Z| <= z) = `level`: Z² is chi-square with
+/// one degree of freedom, i.e. 2 x Gamma(1/2), so z = sqrt(2 x gamma_quantile(level, 1/2)).
+pub fn z_two_sided(level: f64) -> f64 {
+    (2.0 * estimate::gamma_quantile(level, 0.5)).sqrt()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ShortTerm {
-    #[serde(flatten)]
-    pub share: Share,
-    pub by_result: std::collections::BTreeMap<String, u64>,
+/// The Wilson (1927) score interval for x successes of n > 0 at `level`:
+/// (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), within [0, 1].
+pub fn wilson(x: u64, n: u64, level: f64) -> [f64; 2] {
+    let (x, n) = (x as f64, n as f64);
+    let z = z_two_sided(level);
+    let z2 = z * z;
+    let p = x / n;
+    let centre = p + z2 / (2.0 * n);
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    let d = 1.0 + z2 / n;
+    [
+        ((centre - half) / d).clamp(0.0, 1.0),
+        ((centre + half) / d).clamp(0.0, 1.0),
+    ]
 }
 
+/// Achievement of payable outcomes due in the period, of one kind or all.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CareHomeGroup {
-    pub age_group: String,
-    pub admissions: u64,
-    pub population: Option<i32>,
-    pub per_100k: Option<f64>,
-    pub per_100k_per_year: Option<f64>,
+pub struct PlanShares {
+    pub payable_due: u64,
+    pub early: Share,
+    pub on_time: Share,
+    pub late: Share,
+    pub not_achieved: Share,
+    /// The plans' value (`value_pence`) split evenly over each plan's payable outcomes (to the
+    /// penny, the remainder to the last), summed over the outcomes due.
+    pub value_due_pence: i64,
+    /// The same over the outcomes achieved by `as_of` (early, on time or late).
+    pub value_achieved_pence: i64,
+    /// `value_achieved_pence / value_due_pence`: a weighted share, so no binomial interval; it
+    /// is suppressed with the counts' rule.
+    pub value_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -221,6 +266,20 @@ pub struct PlanAchievement {
     pub on_time: Share,
     pub late: Share,
     pub not_achieved: Share,
+    pub value_due_pence: i64,
+    pub value_achieved_pence: i64,
+    pub value_share: Option<f64>,
+    /// Outcomes of kind `reablement` (gain or regain an ability).
+    pub reablement: PlanShares,
+    /// Outcomes of kind `maintenance` (keep an ability).
+    pub maintenance: PlanShares,
+}
+
+/// Hours delivered per contract, labelled: context, not an outcome, never a price.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HoursContext {
+    pub label: &'static str,
+    pub by_contract: Vec<ContractHours>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -232,7 +291,9 @@ pub struct Indicators {
     pub still_at_home_91_days: StillAtHome,
     pub short_term_outcome: ShortTerm,
     pub permanent_care_home_admissions: Vec<CareHomeGroup>,
+    pub independence_regained: IndependenceRegained,
     pub outcome_plans: PlanAchievement,
+    pub hours_delivered: HoursContext,
 }
 
 pub fn falls_and_avoided(
@@ -310,115 +371,6 @@ pub fn falls_and_avoided(
     (f, falls_avoided, adm_avoided, admissions)
 }
 
-/// ASCOF 2B(1): of people aged `min_age`+ discharged from hospital into reablement in the
-/// period with the aim of going home, the share at home 91 days after discharge.
-pub fn still_at_home(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> StillAtHome {
-    let (mut num, mut den, mut pending, mut unknown) = (0, 0, 0, 0);
-    for person in &inputs.people {
-        for (_, _, _, discharged, aim_home) in &person.episodes {
-            let Some(discharged) = *discharged else {
-                continue;
-            };
-            if !aim_home || discharged < p.from || discharged >= p.to {
-                continue;
-            }
-            let Some(dob) = person.date_of_birth else {
-                unknown += 1;
-                continue;
-            };
-            if age_on(dob, discharged) < s.still_at_home_min_age as i32 {
-                continue;
-            }
-            let day = discharged + chrono::Duration::days(91);
-            if day > p.as_of {
-                pending += 1;
-                continue;
-            }
-            den += 1;
-            let at_home = person.died_on.is_none_or(|d| d > day)
-                && person.first_permanent_care_home().is_none_or(|c| c > day)
-                && !person.in_hospital(day)
-                && !person.stays.iter().any(|st| st.1 == day);
-            num += u64::from(at_home);
-        }
-    }
-    StillAtHome {
-        share: Share::new(num, den),
-        pending,
-        unknown_age: unknown,
-        min_age: s.still_at_home_min_age,
-    }
-}
-
-/// ASCOF 2D: of reablement episodes ended in the period, the share followed by no further
-/// support or support of a lower level.
-pub fn short_term(inputs: &Inputs, p: &Period) -> ShortTerm {
-    let mut by_result = std::collections::BTreeMap::new();
-    let (mut num, mut den) = (0, 0);
-    for person in &inputs.people {
-        for (_, ended, result, _, _) in &person.episodes {
-            let (Some(ended), Some(result)) = (ended, result) else {
-                continue;
-            };
-            if *ended < p.from || *ended >= p.to {
-                continue;
-            }
-            den += 1;
-            num += u64::from(matches!(
-                ReablementResult::parse(result),
-                Some(ReablementResult::NoFurtherSupport | ReablementResult::LessSupport)
-            ));
-            *by_result.entry(result.clone()).or_insert(0) += 1;
-        }
-    }
-    ShortTerm {
-        share: Share::new(num, den),
-        by_result,
-    }
-}
-
-/// ASCOF 2A: permanent admissions to residential and nursing care in the period, per 100,000 of
-/// the age group's population (and annualised).
-pub fn care_home(inputs: &Inputs, p: &Period) -> Vec<CareHomeGroup> {
-    let period_days = days(p.from, p.to).max(1) as f64;
-    ["18-64", "65+"]
-        .into_iter()
-        .map(|group| {
-            let mut n = 0;
-            for person in &inputs.people {
-                let Some(dob) = person.date_of_birth else {
-                    continue;
-                };
-                for (on, permanent, _) in &person.care_home {
-                    if !permanent || *on < p.from || *on >= p.to {
-                        continue;
-                    }
-                    let age = age_on(dob, *on);
-                    let fits = if group == "65+" {
-                        age >= 65
-                    } else {
-                        (18..65).contains(&age)
-                    };
-                    n += u64::from(fits);
-                }
-            }
-            let population = inputs
-                .populations
-                .iter()
-                .find(|(g, _)| g == group)
-                .map(|(_, n)| *n);
-            let per_100k = population.map(|pop| n as f64 / f64::from(pop) * 100_000.0);
-            CareHomeGroup {
-                age_group: group.to_string(),
-                admissions: n,
-                population,
-                per_100k,
-                per_100k_per_year: per_100k.map(|r| r * 365.0 / period_days),
-            }
-        })
-        .collect()
-}
-
 /// How a payable outcome ended, judged on `as_of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timing {
@@ -459,24 +411,90 @@ pub fn due_payable<'a>(
         })
 }
 
-pub fn plan_achievement(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> PlanAchievement {
-    let mut counts = [0u64; 4];
-    for (_, o) in due_payable(&inputs.plans, p) {
-        let i = match timing(o, p.as_of, s.early_margin_days) {
+/// The value of each payable outcome of a plan: `value_pence` split evenly over the plan's
+/// payable outcomes, to the penny, the remainder one penny each to the last ones.
+pub fn outcome_value_pence(plan: &PlanInput, outcome_id: i64) -> i64 {
+    let payable: Vec<i64> = plan
+        .outcomes
+        .iter()
+        .filter(|o| o.payable)
+        .map(|o| o.id)
+        .collect();
+    let n = payable.len() as i64;
+    let Some(i) = payable.iter().position(|id| *id == outcome_id) else {
+        return 0;
+    };
+    let (base, extra) = (plan.value_pence / n, plan.value_pence % n);
+    base + i64::from(i as i64 >= n - extra)
+}
+
+/// Counts by timing (early, on time, late, not achieved) and values (due, achieved).
+#[derive(Default)]
+struct Tally {
+    counts: [u64; 4],
+    value_due: i64,
+    value_achieved: i64,
+}
+
+impl Tally {
+    fn add(&mut self, t: Timing, value: i64) {
+        let i = match t {
             Timing::Early => 0,
             Timing::OnTime => 1,
             Timing::Late => 2,
             Timing::NotAchieved => 3,
         };
-        counts[i] += 1;
+        self.counts[i] += 1;
+        self.value_due += value;
+        if t != Timing::NotAchieved {
+            self.value_achieved += value;
+        }
     }
-    let due: u64 = counts.iter().sum();
+
+    fn shares(&self, level: f64) -> PlanShares {
+        let due: u64 = self.counts.iter().sum();
+        let c = self.counts;
+        let shown = due >= MIN_DENOMINATOR && self.value_due > 0;
+        PlanShares {
+            payable_due: due,
+            early: Share::new(c[0], due, level),
+            on_time: Share::new(c[1], due, level),
+            late: Share::new(c[2], due, level),
+            not_achieved: Share::new(c[3], due, level),
+            value_due_pence: self.value_due,
+            value_achieved_pence: self.value_achieved,
+            value_share: shown.then(|| self.value_achieved as f64 / self.value_due as f64),
+        }
+    }
+}
+
+/// Payable outcomes of agreed plans due in the period, by timing on `as_of`, all together and
+/// split by kind (reablement, maintenance), counted and weighted by value.
+pub fn plan_achievement(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> PlanAchievement {
+    let (mut all, mut reablement, mut maintenance) =
+        (Tally::default(), Tally::default(), Tally::default());
+    for (plan, o) in due_payable(&inputs.plans, p) {
+        let t = timing(o, p.as_of, s.early_margin_days);
+        let value = outcome_value_pence(plan, o.id);
+        all.add(t, value);
+        match o.kind.as_str() {
+            "reablement" => reablement.add(t, value),
+            "maintenance" => maintenance.add(t, value),
+            _ => {}
+        }
+    }
+    let a = all.shares(s.confidence_level);
     PlanAchievement {
-        payable_due: due,
-        early: Share::new(counts[0], due),
-        on_time: Share::new(counts[1], due),
-        late: Share::new(counts[2], due),
-        not_achieved: Share::new(counts[3], due),
+        payable_due: a.payable_due,
+        early: a.early,
+        on_time: a.on_time,
+        late: a.late,
+        not_achieved: a.not_achieved,
+        value_due_pence: a.value_due_pence,
+        value_achieved_pence: a.value_achieved_pence,
+        value_share: a.value_share,
+        reablement: reablement.shares(s.confidence_level),
+        maintenance: maintenance.shares(s.confidence_level),
     }
 }
 
@@ -488,10 +506,15 @@ pub fn indicators(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> Indicator
         falls_avoided,
         admissions_avoided,
         observed_admissions,
-        still_at_home_91_days: still_at_home(inputs, p, s),
-        short_term_outcome: short_term(inputs, p),
-        permanent_care_home_admissions: care_home(inputs, p),
+        still_at_home_91_days: ascof::still_at_home(inputs, p, s),
+        short_term_outcome: ascof::short_term(inputs, p, s),
+        permanent_care_home_admissions: ascof::care_home(inputs, p),
+        independence_regained: ascof::independence(inputs, p, s),
         outcome_plans: plan_achievement(inputs, p, s),
+        hours_delivered: HoursContext {
+            label: "context, not an outcome: never a price",
+            by_contract: inputs.hours.clone(),
+        },
     }
 }
 
@@ -519,115 +542,6 @@ mod tests {
             periods: vec![(d("2025-01-01"), None, None)],
             ..Default::default()
         }
-    }
-
-    /// Five people aged 65+ discharged into reablement in Q1 2026, checked by hand:
-    /// 1 at home (counts), 2 died on day 60 (not), 3 permanent care home on day 91 (not),
-    /// 4 back in hospital on day 91 (not), 5 aged 60 (left out); 6 discharged in March, day 91
-    /// after as_of (pending); 7 no date of birth (unknown). 1 of 4 = 25%.
-    #[test]
-    fn still_at_home_91_days_by_hand() {
-        let s = OutcomeSettings::default();
-        let p = period("2026-01-01", "2026-04-01", "2026-06-01");
-        let ep = |dis: &str| (d(dis), None, None, Some(d(dis)), true);
-        let mut people = Vec::new();
-        let mut p1 = person(1, "1940-01-01");
-        p1.episodes.push(ep("2026-01-10"));
-        people.push(p1);
-        let mut p2 = person(2, "1940-01-01");
-        p2.episodes.push(ep("2026-01-10"));
-        p2.died_on = Some(d("2026-03-11"));
-        people.push(p2);
-        let mut p3 = person(3, "1940-01-01");
-        p3.episodes.push(ep("2026-01-10"));
-        p3.care_home
-            .push((d("2026-04-11"), true, "residential".into()));
-        people.push(p3);
-        let mut p4 = person(4, "1940-01-01");
-        p4.episodes.push(ep("2026-01-10"));
-        p4.stays.push((9, d("2026-04-05"), Some(d("2026-04-20"))));
-        people.push(p4);
-        let mut p5 = person(5, "1966-01-01");
-        p5.episodes.push(ep("2026-01-10"));
-        people.push(p5);
-        let mut p6 = person(6, "1940-01-01");
-        p6.episodes.push(ep("2026-03-20"));
-        people.push(p6);
-        let mut p7 = person(7, "1940-01-01");
-        p7.date_of_birth = None;
-        p7.episodes.push(ep("2026-01-10"));
-        people.push(p7);
-        let r = still_at_home(
-            &Inputs {
-                people,
-                ..Default::default()
-            },
-            &p,
-            &s,
-        );
-        assert_eq!((r.share.numerator, r.share.denominator), (1, 4));
-        assert_eq!((r.pending, r.unknown_age), (1, 1));
-        assert_eq!(r.share.share, Some(0.25));
-    }
-
-    /// Six episodes ended in the period: no further support x2, less, same, more, nursing;
-    /// one ended before the period. (2 + 1) / 6 = 50%.
-    #[test]
-    fn short_term_outcome_by_hand() {
-        let p = period("2026-01-01", "2026-04-01", "2026-04-01");
-        let mut x = person(1, "1940-01-01");
-        for (end, r) in [
-            ("2026-01-05", "no_further_support"),
-            ("2026-02-05", "no_further_support"),
-            ("2026-02-06", "less_support"),
-            ("2026-02-07", "same_support"),
-            ("2026-03-07", "more_support"),
-            ("2026-03-31", "nursing_care"),
-            ("2025-12-31", "no_further_support"),
-        ] {
-            x.episodes
-                .push((d("2025-12-01"), Some(d(end)), Some(r.into()), None, true));
-        }
-        let r = short_term(
-            &Inputs {
-                people: vec![x],
-                ..Default::default()
-            },
-            &p,
-        );
-        assert_eq!((r.share.numerator, r.share.denominator), (3, 6));
-        assert_eq!(r.by_result["no_further_support"], 2);
-    }
-
-    /// 65+: two permanent admissions (one temporary left out); 18-64: one; a person aged 17
-    /// left out. Population 65+ 40,000 -> 5.0 per 100,000; over a 91-day quarter, 20.05/year.
-    #[test]
-    fn care_home_admissions_per_100k_by_hand() {
-        let p = period("2026-01-01", "2026-04-02", "2026-04-02");
-        let mut a = person(1, "1940-01-01");
-        a.care_home.push((d("2026-02-01"), true, "nursing".into()));
-        let mut b = person(2, "1950-01-01");
-        b.care_home
-            .push((d("2026-02-01"), true, "residential".into()));
-        b.care_home
-            .push((d("2026-01-05"), false, "residential".into()));
-        let mut c = person(3, "1980-01-01");
-        c.care_home
-            .push((d("2026-03-01"), true, "residential".into()));
-        let mut e = person(4, "2009-06-01");
-        e.care_home
-            .push((d("2026-03-01"), true, "residential".into()));
-        let inputs = Inputs {
-            people: vec![a, b, c, e],
-            plans: vec![],
-            populations: vec![("65+".into(), 40_000), ("18-64".into(), 200_000)],
-        };
-        let r = care_home(&inputs, &p);
-        assert_eq!(r[1].admissions, 2);
-        assert_eq!(r[1].per_100k, Some(5.0));
-        assert!((r[1].per_100k_per_year.unwrap() - 5.0 * 365.0 / 91.0).abs() < 1e-9);
-        assert_eq!(r[0].admissions, 1);
-        assert_eq!(r[0].per_100k, Some(0.5));
     }
 
     /// Days at risk: 31 days of January, less 2 in hospital (admitted 10th: at risk; 11th and
@@ -682,6 +596,138 @@ mod tests {
         assert_eq!((falls, adm, h), (2, 1, 365.0)); // 366 known, capped at history_days
         x.periods = vec![(d("2025-01-01"), None, Some(d("2024-12-01")))];
         assert!(x.history(&s).is_none());
+    }
+
+    /// Pinned to Newcombe (1998), Table I, method 3 (Wilson score, 95%): 81/263, 15/148,
+    /// 0/20, 1/29; and z at 95% and 90%.
+    #[test]
+    fn wilson_interval_matches_published_values() {
+        assert!((z_two_sided(0.95) - 1.959964).abs() < 1e-5);
+        assert!((z_two_sided(0.90) - 1.644854).abs() < 1e-5);
+        for (x, n, lo, hi) in [
+            (81, 263, 0.2553, 0.3662),
+            (15, 148, 0.0624, 0.1605),
+            (0, 20, 0.0, 0.1611),
+            (1, 29, 0.0061, 0.1718),
+        ] {
+            let [l, h] = wilson(x, n, 0.95);
+            assert!(
+                (l - lo).abs() < 5e-5 && (h - hi).abs() < 5e-5,
+                "{x}/{n}: {l} {h}"
+            );
+        }
+        // A narrower interval at a lower level.
+        let [l90, h90] = wilson(81, 263, 0.90);
+        assert!(l90 > 0.2553 && h90 < 0.3662);
+    }
+
+    /// Denominators 1 to 4 are suppressed (counts kept, share and interval hidden); 0 is
+    /// empty, not suppressed; 5 is shown.
+    #[test]
+    fn small_denominators_are_suppressed() {
+        let s = Share::new(1, 4, 0.95);
+        assert!(s.suppressed);
+        assert_eq!(
+            (s.numerator, s.denominator, s.share, s.interval),
+            (1, 4, None, None)
+        );
+        let s = Share::new(0, 0, 0.95);
+        assert!(!s.suppressed && s.share.is_none() && s.interval.is_none());
+        let s = Share::new(2, 5, 0.95);
+        assert!(!s.suppressed);
+        assert_eq!(s.share, Some(0.4));
+        let [l, h] = s.interval.unwrap();
+        assert!(l < 0.4 && 0.4 < h);
+    }
+
+    /// Two plans, seven payable outcomes due in Q1 (as_of 2026-04-01), checked by hand.
+    /// Plan 1, £1,000.00 over 3 payable outcomes (33,333 / 33,333 / 33,334 pence): reablement
+    /// early, reablement not achieved, maintenance on time; a non-payable outcome is not
+    /// counted. Plan 2, £100.00 over 4 (2,500 each): reablement late, maintenance x3 (one
+    /// achieved on time, two not). All: 7 due; early 1, on time 2, late 1, not achieved 3;
+    /// value due 100,000 + 10,000 = 110,000, achieved 33,333 + 33,334 + 2,500 + 2,500 = 71,667.
+    /// Reablement: 3 due (suppressed), value 33,333 + 33,333 + 2,500 = 69,166, achieved 35,833.
+    /// Maintenance: 4 due, 2 achieved.
+    #[test]
+    fn plan_achievement_by_kind_and_value_by_hand() {
+        let s = OutcomeSettings::default();
+        let p = period("2026-01-01", "2026-04-01", "2026-04-01");
+        let o = |id: i64, kind: &str, payable: bool, achieved: Option<&str>| PlanOutcome {
+            id,
+            payable,
+            kind: kind.into(),
+            target_date: d("2026-03-01"),
+            achieved_on: achieved.map(d),
+        };
+        let plan = |id: i64, value_pence: i64, outcomes: Vec<PlanOutcome>| PlanInput {
+            plan_id: id,
+            person_id: 1,
+            contract_id: None,
+            value_pence,
+            agreed_on: Some(d("2026-01-01")),
+            outcomes,
+        };
+        let plans = vec![
+            plan(
+                1,
+                100_000,
+                vec![
+                    o(1, "reablement", true, Some("2026-02-01")),
+                    o(2, "reablement", true, None),
+                    o(3, "maintenance", true, Some("2026-02-25")),
+                    o(4, "maintenance", false, Some("2026-02-25")),
+                ],
+            ),
+            plan(
+                2,
+                10_000,
+                vec![
+                    o(5, "reablement", true, Some("2026-03-10")),
+                    o(6, "maintenance", true, Some("2026-03-01")),
+                    o(7, "maintenance", true, None),
+                    o(8, "maintenance", true, None),
+                ],
+            ),
+        ];
+        assert_eq!(
+            (1..=3)
+                .map(|i| outcome_value_pence(&plans[0], i))
+                .collect::<Vec<_>>(),
+            vec![33_333, 33_333, 33_334]
+        );
+        assert_eq!(outcome_value_pence(&plans[0], 4), 0);
+        let inputs = Inputs {
+            plans,
+            ..Default::default()
+        };
+        let r = plan_achievement(&inputs, &p, &s);
+        assert_eq!(r.payable_due, 7);
+        assert_eq!(
+            (
+                r.early.numerator,
+                r.on_time.numerator,
+                r.late.numerator,
+                r.not_achieved.numerator
+            ),
+            (1, 2, 1, 3)
+        );
+        assert_eq!(
+            (r.value_due_pence, r.value_achieved_pence),
+            (110_000, 71_667)
+        );
+        assert!((r.value_share.unwrap() - 71_667.0 / 110_000.0).abs() < 1e-12);
+        assert!(r.early.interval.is_some());
+        assert_eq!(r.reablement.payable_due, 3);
+        assert_eq!(
+            (
+                r.reablement.value_due_pence,
+                r.reablement.value_achieved_pence
+            ),
+            (69_166, 35_833)
+        );
+        assert!(r.reablement.early.suppressed && r.reablement.value_share.is_none());
+        assert_eq!(r.maintenance.payable_due, 4);
+        assert_eq!(r.maintenance.not_achieved.numerator, 2);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Outcome indicators and payment by results, with time only as context.
 //!
 //! - [`estimate`]: pure maths: exact Poisson intervals, expected minus observed (avoided).
-//! - [`measures`]: the indicators from loaded rows (falls, avoided, ASCOF measures, plans).
+//! - [`measures`]: the indicators from loaded rows (falls, avoided, plans, shares).
+//! - [`ascof`]: the official measures (ASCOF 2023-24) and independence regained.
 //! - [`payment`]: statements from contract terms held as data; never priced by minutes.
 //! - [`report`]: resolves a scope for the caller (tenant-filtered), hashes its rows, builds
 //!   reports, CSV; `load` reads each source as known at the report's `known_at`.
@@ -18,6 +19,7 @@
 //! No background work: plain indexed queries meet the dashboard target (docs/benchmarks.md,
 //! "Outcomes report"), so there are no rollups to refresh.
 
+pub mod ascof;
 pub mod contracts;
 mod episodes;
 pub mod estimate;
@@ -47,22 +49,63 @@ crate::sql_enum! {
 }
 
 crate::sql_enum! {
-    /// How a reablement episode ended (`reablement_episodes.result`), from no further support
-    /// to nursing care.
+    /// How a reablement episode ended (`reablement_episodes.result`): its sequel. The last nine
+    /// are the sequels ASCOF 2023-24 measure 2A classifies (migration 0012); the first six
+    /// (migration 0005) stay readable and are mapped in [`ascof::sequel`].
     ReablementResult {
         NoFurtherSupport = "no_further_support",
+        /// Long-term support at a lower level than before: not an ASCOF 2A success (record
+        /// `ongoing_low_level_support` when the support is low-level).
         LessSupport = "less_support",
         SameSupport = "same_support",
         MoreSupport = "more_support",
         ResidentialCare = "residential_care",
         NursingCare = "nursing_care",
+        /// Ongoing low-level support (equipment, telecare, a little help): a success.
+        OngoingLowLevelSupport = "ongoing_low_level_support",
+        /// Other short-term support: a success.
+        ShortTermSupportOther = "short_term_support_other",
+        /// No services: signposted to universal services or other organisations: a success.
+        UniversalServices = "universal_services",
+        /// No services: no needs identified: a success.
+        NoNeedsIdentified = "no_needs_identified",
+        /// Long-term support in any setting (community, residential, nursing): a failure.
+        LongTermSupport = "long_term_support",
+        /// Ended early by the person's death: left out.
+        Died = "died",
+        /// Ended early by a hospital admission: left out.
+        HospitalAdmission = "hospital_admission",
+        /// Support declined: left out.
+        Declined = "declined",
+        /// The person funds their own support: left out.
+        SelfFunded = "self_funded",
+    }
+}
+
+crate::sql_enum! {
+    /// What a follow-up of a reablement episode found (`reablement_episodes.follow_up`),
+    /// about 91 days on.
+    FollowUp {
+        /// At home, not in long-term support.
+        AtHome = "at_home",
+        /// At home, in long-term support.
+        AtHomeWithSupport = "at_home_with_support",
+        /// Not at home (in hospital, a care home, elsewhere, or dead).
+        NotAtHome = "not_at_home",
+        /// Could not be contacted: counts as not at home.
+        NoContact = "no_contact",
     }
 }
 
 /// Bumped whenever a definition or method changes, so old reports stay explainable.
+/// `outcomes/3`: the official measures follow the ASCOF 2023-24 edition (council-supported
+/// people only; sequels, life events and open episodes in 2A; non-permanent stays and unknown
+/// status in 2D; transfers and the population's own council in 2B/2C); every share carries a
+/// Wilson interval and the small-number rule; independence regained, plan achievement by kind
+/// and value, and hours delivered per contract (context) are new.
 /// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
 /// on-site over dispatched alarms), the visit context likewise.
-pub const METHOD_VERSION: &str = "outcomes/2";
+pub const METHOD_VERSION: &str = "outcomes/3";
 
 /// Settings under `[outcomes]`. Reference figures are published averages; councils differ, so all are
 /// configurable.

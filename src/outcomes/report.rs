@@ -415,24 +415,51 @@ pub fn to_csv(r: &Report) -> Result<String, ApiError> {
                 "",
             )?;
         }
+        let share = |s: &measures::Share| {
+            let note = format!("{}/{}", s.numerator, s.denominator);
+            let note = if s.suppressed {
+                format!(
+                    "{note}; suppressed (denominator under {})",
+                    measures::MIN_DENOMINATOR
+                )
+            } else {
+                note
+            };
+            (
+                s.share,
+                s.interval.map(|x| x[0]),
+                s.interval.map(|x| x[1]),
+                note,
+            )
+        };
         let sh = &i.still_at_home_91_days;
+        let (v, lo, hi, n) = share(&sh.share);
         row(
             "ascof.still_at_home_91_days",
-            sh.share.share,
-            None,
-            None,
+            v,
+            lo,
+            hi,
             &format!(
-                "{}/{}; pending {}",
-                sh.share.numerator, sh.share.denominator, sh.pending
+                "{}; {n}; pending {}; unknown status {} (not at home); Wilson",
+                sh.measure, sh.pending, sh.unknown_status
             ),
         )?;
         let st = &i.short_term_outcome;
+        let (v, lo, hi, n) = share(&st.share);
         row(
-            "ascof.short_term_no_further_or_lower_support",
-            st.share.share,
-            None,
-            None,
-            &format!("{}/{}", st.share.numerator, st.share.denominator),
+            "ascof.short_term_outcome",
+            v,
+            lo,
+            hi,
+            &format!(
+                "{}; {n}; pending {}; excluded: life event {}, declined {}, self-funded {}, existing clients {}; Wilson",
+                st.measure,
+                st.pending,
+                st.excluded_life_event,
+                st.excluded_declined,
+                st.excluded_self_funded,
+                st.existing_clients
+            ),
         )?;
         for g in &i.permanent_care_home_admissions {
             row(
@@ -444,25 +471,78 @@ pub fn to_csv(r: &Report) -> Result<String, ApiError> {
                 None,
                 None,
                 &format!(
-                    "{} admissions; per year {}",
+                    "{}; {} admissions; transfers excluded {}; per year {}",
+                    g.measure,
                     g.admissions,
+                    g.transfers_excluded,
                     fmt(g.per_100k_per_year)
                 ),
             )?;
         }
-        let pl = &i.outcome_plans;
-        for (name, s) in [
-            ("early", &pl.early),
-            ("on_time", &pl.on_time),
-            ("late", &pl.late),
-            ("not_achieved", &pl.not_achieved),
-        ] {
+        let ir = &i.independence_regained;
+        for (name, s) in [("at_end", &ir.at_end), ("at_91_days", &ir.at_91_days)] {
+            let (v, lo, hi, n) = share(s);
             row(
-                &format!("plans.payable.{name}"),
-                s.share,
+                &format!("independence_regained.{name}"),
+                v,
+                lo,
+                hi,
+                &format!("{n}; Wilson"),
+            )?;
+        }
+        let pl = &i.outcome_plans;
+        for (kind, t) in [
+            ("", None),
+            ("reablement.", Some(&pl.reablement)),
+            ("maintenance.", Some(&pl.maintenance)),
+        ] {
+            let (early, on_time, late, not_achieved, value, due, achieved) = match t {
+                None => (
+                    &pl.early,
+                    &pl.on_time,
+                    &pl.late,
+                    &pl.not_achieved,
+                    pl.value_share,
+                    pl.value_due_pence,
+                    pl.value_achieved_pence,
+                ),
+                Some(t) => (
+                    &t.early,
+                    &t.on_time,
+                    &t.late,
+                    &t.not_achieved,
+                    t.value_share,
+                    t.value_due_pence,
+                    t.value_achieved_pence,
+                ),
+            };
+            for (name, s) in [
+                ("early", early),
+                ("on_time", on_time),
+                ("late", late),
+                ("not_achieved", not_achieved),
+            ] {
+                let (v, lo, hi, n) = share(s);
+                row(&format!("plans.payable.{kind}{name}"), v, lo, hi, &n)?;
+            }
+            row(
+                &format!("plans.payable.{kind}value_achieved_share"),
+                value,
                 None,
                 None,
-                &format!("{}/{}", s.numerator, s.denominator),
+                &format!("{achieved}/{due} pence"),
+            )?;
+        }
+        for h in &i.hours_delivered.by_contract {
+            row(
+                &format!("context.hours_delivered.contract.{}", h.contract_id),
+                Some(h.hours),
+                None,
+                None,
+                &format!(
+                    "{} verified visits; {}",
+                    h.verified_visits, i.hours_delivered.label
+                ),
             )?;
         }
         let c = &r.context;
