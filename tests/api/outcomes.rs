@@ -275,7 +275,7 @@ async fn episodes_plans_report_and_statement() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(stored["input_hash"], r["inputs"]["hash"]);
-    assert_eq!(stored["method_version"], "outcomes/2");
+    assert_eq!(stored["method_version"], "outcomes/3");
     // One input row changed: a different hash; changed back: the first hash again. (An
     // `input_hash` that returns a constant fails here.)
     let hash_with = |long_lie: bool| {
@@ -531,5 +531,381 @@ async fn outcomes_report_benchmark() {
         assert_eq!(body["inputs"]["people"], 10000);
     }
     eprintln!("quarterly provider report over 10,000 people: {times:?}");
+    app.stop().await;
+}
+
+/// A person aged 80 served by `w`'s provider from 2025-01-01 (to `ended_on` if given), under
+/// the contract unless `contract` is false (self-funded).
+async fn served(app: &TestApp, w: &World, r: &str, ended_on: Option<&str>, contract: bool) -> i64 {
+    let t = &w.provider_token;
+    let (s, p) = app
+        .post_json(
+            "/v1/people",
+            t,
+            &json!({"external_ref": r, "date_of_birth": "1945-06-01"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_i64().unwrap();
+    let contract_id = contract.then_some(w.contract_id);
+    let (s, b) = app
+        .post_json(
+            "/v1/outcomes/service-periods",
+            t,
+            &json!({"person_id": id, "contract_id": contract_id, "started_on": "2025-01-01", "ended_on": ended_on}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    id
+}
+
+/// The ASCOF 2023-24 rules end to end: the new sequel codes, new versus existing clients, the
+/// follow-up at 91 days, care-home stays that end (respite returned from; a transfer), Wilson
+/// intervals and the small-number rule, independence regained, plans by kind and hours per
+/// contract as context. Six people discharged 2026-01-15 into reablement (day 91: 2026-04-16):
+/// p0 ongoing low-level support, in service: at home. p1 long-term support, a respite stay over
+/// day 91 they returned home from: at home. p2 died 2026-03-01: not at home, and a life event
+/// for 2A. p3 no further support, service ended, follow-up "no_contact": status unknown, not at
+/// home. p4 the same but followed up "at_home". p5 an existing client, in service: at home.
+/// 91-day: 4 of 6. 2A: p0, p3, p4 succeed, p1 fails: 3 of 4, suppressed.
+#[tokio::test]
+async fn ascof_sequels_follow_ups_and_care_home_stays() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let t = &w.provider_token;
+    let mut people = Vec::new();
+    for (i, ended) in [
+        None,
+        None,
+        None,
+        Some("2026-03-01"),
+        Some("2026-03-01"),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        people.push(served(&app, &w, &format!("A{i}"), ended, true).await);
+    }
+    let mut episodes = Vec::new();
+    for (i, (&person, result)) in people
+        .iter()
+        .zip([
+            "ongoing_low_level_support",
+            "long_term_support",
+            "died",
+            "no_further_support",
+            "no_further_support",
+            "no_further_support",
+        ])
+        .enumerate()
+    {
+        let (s, stay) = app
+            .post_json(
+                "/v1/outcomes/hospital-stays",
+                t,
+                &json!({"person_id": person, "admitted_on": "2026-01-05",
+            "discharged_on": "2026-01-15", "discharge_destination": "home_with_reablement"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{stay}");
+        let (s, ep) = app
+            .post_json(
+                "/v1/outcomes/reablement-episodes",
+                t,
+                &json!({"person_id": person, "contract_id": w.contract_id,
+            "hospital_stay_id": stay["id"], "started_on": "2026-01-15", "existing_client": i == 5}),
+            )
+            .await;
+        assert_eq!(s, 201, "{ep}");
+        let id = ep["id"].as_i64().unwrap();
+        let (s, p) = app
+            .post_json(
+                &format!("/v1/outcomes/reablement-episodes/{id}/end"),
+                t,
+                &json!({"ended_on": "2026-02-20", "result": result}),
+            )
+            .await;
+        assert_eq!(s, 200, "{p}");
+        episodes.push(id);
+    }
+    // An unknown code is refused, naming the field and listing the 2023-24 sequels.
+    let (s, p) = app
+        .post_json(
+            &format!("/v1/outcomes/reablement-episodes/{}/end", episodes[0]),
+            t,
+            &json!({"ended_on": "2026-02-20", "result": "better"}),
+        )
+        .await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("result")));
+    assert!(p.to_string().contains("ongoing_low_level_support"), "{p}");
+    let (s, _) = app
+        .post_json(
+            "/v1/outcomes/deaths",
+            t,
+            &json!({"person_id": people[2], "died_on": "2026-03-01"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+
+    // Follow-ups: validated, then recorded as new versions.
+    let follow = |id: i64, body: Value| {
+        let (app, t) = (&app, t);
+        async move {
+            app.post_json(
+                &format!("/v1/outcomes/reablement-episodes/{id}/follow-up"),
+                t,
+                &body,
+            )
+            .await
+        }
+    };
+    let (s, p) = follow(
+        episodes[3],
+        json!({"follow_up_on": "2026-05-25", "follow_up": "fine"}),
+    )
+    .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("follow_up"))
+    );
+    let (s, p) = follow(
+        episodes[3],
+        json!({"follow_up_on": "2026-01-01", "follow_up": "at_home"}),
+    )
+    .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("follow_up_on"))
+    );
+    let (s, _) = follow(
+        999_999,
+        json!({"follow_up_on": "2026-05-25", "follow_up": "at_home"}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = follow(
+        episodes[3],
+        json!({"follow_up_on": "2026-05-25", "follow_up": "no_contact"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = follow(
+        episodes[4],
+        json!({"follow_up_on": "2026-05-25", "follow_up": "at_home"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Care-home stays: a respite stay p1 returned home from; p6 moves from residential to
+    // nursing care (one admission, one transfer); p7, self-funded, is admitted.
+    let (s, p) = app
+        .post_json(
+            "/v1/outcomes/care-home-admissions",
+            t,
+            &json!({"person_id": people[1], "admitted_on": "2026-04-10",
+        "setting": "residential", "permanent": false, "discharged_on": "2026-04-20"}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("returned_home"))
+    );
+    let (s, respite) = app
+        .post_json(
+            "/v1/outcomes/care-home-admissions",
+            t,
+            &json!({"person_id": people[1], "admitted_on": "2026-04-10",
+        "setting": "residential", "permanent": false}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let respite = respite["id"].as_i64().unwrap();
+    let discharge = |id: i64, on: &str| {
+        let (app, t) = (&app, t);
+        let body = json!({"discharged_on": on, "returned_home": true});
+        async move {
+            app.post_json(
+                &format!("/v1/outcomes/care-home-admissions/{id}/discharge"),
+                t,
+                &body,
+            )
+            .await
+        }
+    };
+    let (s, p) = discharge(respite, "2026-04-01").await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("discharged_on"))
+    );
+    let (s, _) = discharge(respite, "2026-04-20").await;
+    assert_eq!(s, 200);
+    let (s, _) = discharge(respite, "2026-04-21").await;
+    assert_eq!(s, 409);
+    let p6 = served(&app, &w, "A6", None, true).await;
+    let (s, _) = app.post_json("/v1/outcomes/care-home-admissions", t, &json!({"person_id": p6, "admitted_on": "2026-02-01",
+        "setting": "residential", "permanent": true, "discharged_on": "2026-03-01", "returned_home": false})).await;
+    assert_eq!(s, 201);
+    let (s, _) = app
+        .post_json(
+            "/v1/outcomes/care-home-admissions",
+            t,
+            &json!({"person_id": p6, "admitted_on": "2026-03-01",
+        "setting": "nursing", "permanent": true}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let p7 = served(&app, &w, "A7", None, false).await;
+    let (s, _) = app
+        .post_json(
+            "/v1/outcomes/care-home-admissions",
+            t,
+            &json!({"person_id": p7, "admitted_on": "2026-02-15",
+        "setting": "residential", "permanent": true}),
+        )
+        .await;
+    assert_eq!(s, 201);
+
+    // Verified visits of 45 minutes for p0 count as hours under the contract; an unverified
+    // one does not.
+    let client = app.pool.get().await.unwrap();
+    for (key, verdict) in [("v1", "verified"), ("v2", "rejected")] {
+        client
+            .execute(
+                "INSERT INTO visits (organisation_id, visit_key, person_id, match_method, check_in, started_at, ended_at)
+                 VALUES ($1, $2, $3, 'schedule', jsonb_build_object('verdict', $4::text),
+                         '2026-02-01T09:00:00Z', '2026-02-01T09:45:00Z')",
+                &[&w.provider_id, &key, &(people[0] as i32), &verdict],
+            )
+            .await
+            .unwrap();
+    }
+
+    let q = "from=2026-01-01&to=2026-04-01&as_of=2026-06-01";
+    let (s, r) = app
+        .get_json(&format!("/v1/outcomes/report?scope=provider&{q}"), t)
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["method_version"], "outcomes/3");
+    let i = &r["indicators"];
+    let sh = &i["still_at_home_91_days"];
+    assert_eq!(sh["measure"], "ASCOF 2023-24 2D (formerly 2B(1))");
+    assert_eq!(
+        (sh["numerator"].as_u64(), sh["denominator"].as_u64()),
+        (Some(4), Some(6))
+    );
+    assert_eq!(sh["unknown_status"], 1);
+    assert_eq!(sh["suppressed"], false);
+    let iv = sh["interval"].as_array().unwrap();
+    // Wilson 95% for 4 of 6: [0.3000, 0.9032].
+    assert!((iv[0].as_f64().unwrap() - 0.3000).abs() < 1e-3, "{iv:?}");
+    assert!((iv[1].as_f64().unwrap() - 0.9032).abs() < 1e-3, "{iv:?}");
+    let st = &i["short_term_outcome"];
+    assert_eq!(st["measure"], "ASCOF 2023-24 2A (formerly 2D)");
+    assert_eq!(
+        (st["numerator"].as_u64(), st["denominator"].as_u64()),
+        (Some(3), Some(4))
+    );
+    assert_eq!(
+        (st["suppressed"].as_bool(), st["share"].is_null()),
+        (Some(true), true)
+    );
+    assert_eq!(
+        (
+            st["excluded_life_event"].as_u64(),
+            st["existing_clients"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let ch = &i["permanent_care_home_admissions"];
+    assert_eq!(ch[1]["measure"], "ASCOF 2023-24 2C (formerly 2A(2))");
+    assert_eq!(ch[1]["admissions"], 1);
+    assert_eq!(ch[1]["transfers_excluded"], 1);
+    assert_eq!(ch[1]["not_council_supported"], 1);
+    // Independence: five ended (the death left out), four with no or reduced support; on day
+    // 91 after the end (2026-05-22) only p4 was found at home without long-term support.
+    let ir = &i["independence_regained"];
+    assert_eq!(
+        (
+            ir["at_end"]["numerator"].as_u64(),
+            ir["at_end"]["denominator"].as_u64()
+        ),
+        (Some(4), Some(5))
+    );
+    assert_eq!(
+        (
+            ir["at_91_days"]["numerator"].as_u64(),
+            ir["at_91_days"]["denominator"].as_u64()
+        ),
+        (Some(1), Some(5))
+    );
+    assert_eq!(ir["unknown_status"], 3);
+    assert_eq!(i["outcome_plans"]["reablement"]["payable_due"], 0);
+    let hours = &i["hours_delivered"];
+    assert_eq!(hours["label"], "context, not an outcome: never a price");
+    assert_eq!(hours["by_contract"][0]["contract_id"], w.contract_id);
+    assert_eq!(hours["by_contract"][0]["verified_visits"], 1);
+    assert_eq!(hours["by_contract"][0]["hours"], 0.75);
+
+    // The council's population: only what it supports counts, per 100,000 of its population.
+    let (s, _) = app
+        .request_json(
+            Method::PUT,
+            "/v1/outcomes/populations/65+",
+            &w.council_token,
+            Some(&json!({"population": 50000})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, pr) = app
+        .get_json(
+            &format!("/v1/outcomes/report?scope=population&{q}"),
+            &w.council_token,
+        )
+        .await;
+    assert_eq!(s, 200, "{pr}");
+    let ch = &pr["indicators"]["permanent_care_home_admissions"][1];
+    assert_eq!(
+        (ch["admissions"].as_u64(), ch["per_100k"].as_f64()),
+        (Some(1), Some(2.0))
+    );
+
+    // CSV rows carry the measure, the interval and the suppression.
+    let csv = app
+        .get(
+            &format!("/v1/outcomes/report?scope=provider&{q}&format=csv"),
+            Some(t),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let line = |name: &str| {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{name},")))
+            .unwrap_or_else(|| panic!("{name} in {csv}"))
+            .to_string()
+    };
+    assert!(line("ascof.still_at_home_91_days")
+        .starts_with("ascof.still_at_home_91_days,0.666667,0.299993,0.903229,"));
+    assert!(line("ascof.short_term_outcome").contains("suppressed"));
+    assert!(line("independence_regained.at_end").contains("4/5"));
+    assert!(line(&format!(
+        "context.hours_delivered.contract.{}",
+        w.contract_id
+    ))
+    .contains("0.750000"));
+
+    // The person's records show the follow-up and the stay's end.
+    let (s, e) = app
+        .get_json(&format!("/v1/outcomes/people/{}/episodes", people[1]), t)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(e["care_home_admissions"][0]["returned_home"], true);
+    let (_, e) = app
+        .get_json(&format!("/v1/outcomes/people/{}/episodes", people[4]), t)
+        .await;
+    assert_eq!(e["reablement_episodes"][0]["follow_up"], "at_home");
+    assert_eq!(e["reablement_episodes"][0]["result"], "no_further_support");
     app.stop().await;
 }
