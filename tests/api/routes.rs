@@ -170,8 +170,14 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/outcomes/reablement-episodes/{id}/end", Access::Roles(STAFF), {
         "ended_on": "2026-02-01", "result": "no_further_support"
     }),
+    route!("POST" "/v1/outcomes/reablement-episodes/{id}/follow-up", Access::Roles(STAFF), {
+        "follow_up_on": "2026-05-01", "follow_up": "at_home"
+    }),
     route!("POST" "/v1/outcomes/care-home-admissions", Access::Roles(STAFF), {
         "person_id": 1, "admitted_on": "2026-01-01", "setting": "residential", "permanent": true
+    }),
+    route!("POST" "/v1/outcomes/care-home-admissions/{id}/discharge", Access::Roles(STAFF), {
+        "discharged_on": "2026-01-05", "returned_home": true
     }),
     route!("POST" "/v1/outcomes/deaths", Access::Roles(STAFF), {"person_id": 1, "died_on": "2026-01-01"}),
     route!("POST" "/v1/outcomes/recorded-falls", Access::Roles(STAFF), {

@@ -200,7 +200,17 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/outcomes/hospital-stays/{id}/discharge", id()),
     ("POST", "/v1/outcomes/reablement-episodes", Kind::Create),
     ("POST", "/v1/outcomes/reablement-episodes/{id}/end", id()),
+    (
+        "POST",
+        "/v1/outcomes/reablement-episodes/{id}/follow-up",
+        id(),
+    ),
     ("POST", "/v1/outcomes/care-home-admissions", Kind::Create),
+    (
+        "POST",
+        "/v1/outcomes/care-home-admissions/{id}/discharge",
+        id(),
+    ),
     ("POST", "/v1/outcomes/deaths", Kind::Create),
     ("POST", "/v1/outcomes/recorded-falls", Kind::Create),
     ("GET", "/v1/outcomes/people/{id}/episodes", id()),
@@ -302,6 +312,7 @@ struct Seeded {
     technical_alarm: i64,
     stay: i64,
     episode: i64,
+    care_home: i64,
     plan: i64,
     plan_outcome: i64,
     contract: i32,
@@ -343,6 +354,7 @@ impl Seeded {
                 ("{id}", "alarms") => self.alarm.to_string(),
                 ("{id}", "hospital-stays") => self.stay.to_string(),
                 ("{id}", "reablement-episodes") => self.episode.to_string(),
+                ("{id}", "care-home-admissions") => self.care_home.to_string(),
                 ("{id}", "outcome-plans") => self.plan.to_string(),
                 ("{outcome}", "outcomes") => self.plan_outcome.to_string(),
                 ("{id}", "contracts") => self.contract.to_string(),
@@ -778,6 +790,18 @@ async fn no_route_reaches_another_organisations_data() {
         .await["id"]
         .as_i64()
         .unwrap();
+    let care_home = app
+        .request_ok(
+            Method::POST,
+            "/v1/outcomes/care-home-admissions",
+            &admin_a,
+            Some(&json!({
+                "person_id": person_id, "admitted_on": "2026-02-01", "setting": "residential", "permanent": false,
+            })),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
     let plan = app.request_ok(Method::POST, "/v1/outcome-plans", &admin_a, Some(&json!({
         "person_id": person_id, "contract_id": contract, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
         "outcomes": [{"statement": "I can cook a meal (sweepmark)", "kind": "reablement", "payable": true, "target_date": "2026-03-01"}],
@@ -845,6 +869,7 @@ async fn no_route_reaches_another_organisations_data() {
         technical_alarm,
         stay,
         episode,
+        care_home,
         plan,
         plan_outcome,
         contract,
