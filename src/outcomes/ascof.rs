@@ -21,7 +21,7 @@ use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use super::measures::{age_on, Inputs, Period, PersonInput, Share};
-use super::{OutcomeSettings, ReablementResult};
+use super::{FollowUp, OutcomeSettings, ReablementResult};
 
 /// The edition every measure here follows.
 pub const EDITION: &str = "ASCOF 2023-24";
@@ -149,15 +149,15 @@ impl PersonInput {
             return Status::NotAtHome;
         }
         if let Some((_, found)) = follow_up.filter(|f| f.0 >= day) {
-            return match found.as_str() {
-                "at_home" => Status::AtHome {
+            return match FollowUp::parse(found) {
+                Some(FollowUp::AtHome) => Status::AtHome {
                     long_term_support: Some(false),
                 },
-                "at_home_with_support" => Status::AtHome {
+                Some(FollowUp::AtHomeWithSupport) => Status::AtHome {
                     long_term_support: Some(true),
                 },
-                "not_at_home" => Status::NotAtHome,
-                _ => Status::Unknown,
+                Some(FollowUp::NotAtHome) => Status::NotAtHome,
+                Some(FollowUp::NoContact) | None => Status::Unknown,
             };
         }
         if self.served_on(day) {
