@@ -182,7 +182,7 @@ pub struct StillAtHome {
     /// In the denominator, not the numerator: no record says where the person was on day 91,
     /// no follow-up on or after it, or they could not be contacted.
     pub unknown_status: u64,
-    /// Left out: not council-supported on the discharge day.
+    /// Left out: of the age, but not council-supported on the discharge day.
     pub not_council_supported: u64,
     pub min_age: u32,
 }
@@ -202,15 +202,15 @@ pub fn still_at_home(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> StillA
             if !e.aim_home || discharged < p.from || discharged >= p.to {
                 continue;
             }
-            if e.funded_by.is_none() && !person.supported_on(discharged, None) {
-                self_funded += 1;
-                continue;
-            }
             let Some(dob) = person.date_of_birth else {
                 unknown_age += 1;
                 continue;
             };
             if age_on(dob, discharged) < s.still_at_home_min_age as i32 {
+                continue;
+            }
+            if e.funded_by.is_none() && !person.supported_on(discharged, None) {
+                self_funded += 1;
                 continue;
             }
             let day = discharged + Duration::days(91);
