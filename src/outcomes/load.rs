@@ -314,6 +314,11 @@ async fn reablement_episodes(
     Ok(())
 }
 
+/// A plan outcome is achieved when the person answered "yes" through their own link or code
+/// (dated by the first such answer recorded by `known_at`), and verified when the council's
+/// newest verdict recorded by `known_at` is `verified`. The columns provider staff once filled
+/// (`plan_outcomes.achieved_on`, `confirmed_at`) are not read: such achievements are not
+/// payable.
 async fn plans(
     c: &impl GenericClient,
     who: &People,
@@ -330,7 +335,12 @@ async fn plans(
                          THEN (greatest(pl.agreed_by_person_at, pl.agreed_by_provider_at, pl.agreed_by_council_at)
                                AT TIME ZONE 'UTC')::date END,
                     o.id, o.payable, o.kind, o.target_date,
-                    CASE WHEN o.confirmed_at <= $1 THEN o.achieved_on END
+                    (SELECT (k.confirmed_at AT TIME ZONE 'UTC')::date FROM plan_outcome_confirmations k
+                      WHERE k.outcome_id = o.id AND k.answer = 'yes' AND k.confirmed_at <= $1
+                      ORDER BY k.confirmed_at, k.id LIMIT 1),
+                    coalesce((SELECT v.verdict = 'verified' FROM plan_outcome_verifications v
+                               WHERE v.outcome_id = o.id AND v.verified_at <= $1
+                               ORDER BY v.verified_at DESC, v.id DESC LIMIT 1), false)
                FROM outcome_plans pl JOIN plan_outcomes o ON o.plan_id = pl.id
               WHERE pl.organisation_id = ANY($2) AND pl.person_id = ANY($3)
                 AND ($4::int IS NULL OR pl.contract_id = $4) AND pl.created_at <= $1
@@ -357,6 +367,7 @@ async fn plans(
                 kind: r.get(7),
                 target_date: r.get(8),
                 achieved_on: r.get(9),
+                verified: r.get(10),
             });
         }
     }
@@ -417,6 +428,101 @@ async fn contract_hours(
         hours: r.get(2),
     })
     .collect())
+}
+
+/// Who wrote the records one source holds, and what the commissioner made of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Provenance {
+    /// Records whose version as known was written by the provider's staff.
+    pub recorded_by_provider: u64,
+    /// ... by the commissioner funding the person.
+    pub recorded_by_commissioner: u64,
+    /// Records whose version as known carries a commissioner's newest verdict `verified`.
+    pub verified: u64,
+    /// ... `disputed`.
+    pub disputed: u64,
+}
+
+macro_rules! provenance_of {
+    ($table:literal) => {
+        concat!(
+            "SELECT '",
+            $table,
+            "'::text AS source, k.recorder, v.verdict FROM ",
+            known!($table),
+            " k LEFT JOIN LATERAL (SELECT v.verdict FROM outcome_record_verifications v
+                  WHERE v.source = '",
+            $table,
+            "' AND v.version_id = k.id AND v.verified_at <= $1
+                  ORDER BY v.verified_at DESC, v.id DESC LIMIT 1) v ON true
+              WHERE k.organisation_id = ANY($2) AND k.person_id = ANY($3)"
+        )
+    };
+}
+
+/// For each outcome source, the records of the people in scope as known at `known_at`: how
+/// many the provider and the commissioner wrote (the version as known), and how many the
+/// commissioner had verified or disputed by then. Context for a report's reader; the figures
+/// do not depend on it.
+pub(super) async fn provenance(
+    c: &impl GenericClient,
+    orgs: &[i32],
+    ids: &[i32],
+    known_at: DateTime<Utc>,
+) -> Result<BTreeMap<&'static str, Provenance>, ApiError> {
+    const SOURCES: [&str; 6] = [
+        "service_periods",
+        "hospital_stays",
+        "reablement_episodes",
+        "care_home_admissions",
+        "deaths",
+        "recorded_falls",
+    ];
+    let mut out: BTreeMap<&'static str, Provenance> = SOURCES
+        .iter()
+        .map(|s| (*s, Provenance::default()))
+        .collect();
+    let rows = c
+        .query(
+            concat!(
+                "SELECT source, recorder, verdict, count(*) FROM (",
+                provenance_of!("service_periods"),
+                " UNION ALL ",
+                provenance_of!("hospital_stays"),
+                " UNION ALL ",
+                provenance_of!("reablement_episodes"),
+                " UNION ALL ",
+                provenance_of!("care_home_admissions"),
+                " UNION ALL ",
+                provenance_of!("deaths"),
+                " UNION ALL ",
+                provenance_of!("recorded_falls"),
+                ") x GROUP BY 1, 2, 3"
+            ),
+            &[&known_at, &orgs, &ids],
+        )
+        .await?;
+    for r in rows {
+        let source: String = r.get(0);
+        let Some(p) = SOURCES
+            .iter()
+            .find(|s| **s == source)
+            .and_then(|s| out.get_mut(s))
+        else {
+            continue;
+        };
+        let n = r.get::<_, i64>(3).unsigned_abs();
+        match r.get::<_, &str>(1) {
+            "commissioner" => p.recorded_by_commissioner += n,
+            _ => p.recorded_by_provider += n,
+        }
+        match r.get::<_, Option<&str>>(2) {
+            Some("verified") => p.verified += n,
+            Some("disputed") => p.disputed += n,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The commissioner's populations as known at `known_at`: the newest row of each age group.

@@ -70,7 +70,20 @@ pub struct PlanOutcome {
     pub payable: bool,
     pub kind: String,
     pub target_date: NaiveDate,
+    /// Achieved, as known at `known_at`: the UTC date of the person's first "yes" through
+    /// their own link or code. Never a date provider staff typed.
     pub achieved_on: Option<NaiveDate>,
+    /// The council had verified the achievement by `known_at` (its newest verdict by then was
+    /// `verified`).
+    pub verified: bool,
+}
+
+impl PlanOutcome {
+    /// The achievement's date when it counts: confirmed by the person and verified by the
+    /// council. An achievement without either is not achieved for the figures or for payment.
+    pub fn verified_achievement(&self) -> Option<NaiveDate> {
+        self.achieved_on.filter(|_| self.verified)
+    }
 }
 
 /// A half-open period of days [from, to); `as_of` is when achievement is judged; `known_at`
@@ -381,7 +394,7 @@ pub enum Timing {
 }
 
 pub fn timing(o: &PlanOutcome, as_of: NaiveDate, early_margin_days: u32) -> Timing {
-    match o.achieved_on {
+    match o.verified_achievement() {
         Some(a) if a <= as_of => {
             if a <= o.target_date - chrono::Duration::days(i64::from(early_margin_days)) {
                 Timing::Early
@@ -658,6 +671,7 @@ mod tests {
             kind: kind.into(),
             target_date: d("2026-03-01"),
             achieved_on: achieved.map(d),
+            verified: true,
         };
         let plan = |id: i64, value_pence: i64, outcomes: Vec<PlanOutcome>| PlanInput {
             plan_id: id,
@@ -738,6 +752,7 @@ mod tests {
             kind: "reablement".into(),
             target_date: d("2026-03-01"),
             achieved_on: a.map(d),
+            verified: true,
         };
         let as_of = d("2026-04-01");
         assert_eq!(timing(&o(Some("2026-02-01")), as_of, 14), Timing::Early);
@@ -749,5 +764,25 @@ mod tests {
             Timing::NotAchieved
         );
         assert_eq!(timing(&o(None), as_of, 14), Timing::NotAchieved);
+    }
+
+    #[test]
+    fn an_achievement_the_council_has_not_verified_is_not_achieved() {
+        let mut o = PlanOutcome {
+            id: 1,
+            payable: true,
+            kind: "reablement".into(),
+            target_date: d("2026-03-01"),
+            achieved_on: Some(d("2026-02-01")),
+            verified: false,
+        };
+        let as_of = d("2026-04-01");
+        assert_eq!(timing(&o, as_of, 14), Timing::NotAchieved);
+        assert_eq!(o.verified_achievement(), None);
+        o.verified = true;
+        assert_eq!(timing(&o, as_of, 14), Timing::Early);
+        // Verified without the person's confirmation: nothing to date it, not achieved.
+        o.achieved_on = None;
+        assert_eq!(timing(&o, as_of, 14), Timing::NotAchieved);
     }
 }

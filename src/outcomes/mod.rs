@@ -9,7 +9,7 @@
 //! - `restate`: stored reports computed again (reproduction) or from newer data (restatement).
 //! - [`contracts`]: contracts (created only here) and their terms, over HTTP for commissioners.
 //! - The API, one file each: `episodes`, `plans`, `populations`, `reports`, `statements`;
-//!   `routes` gathers them.
+//!   `routes` gathers them. `confirm`: the person's own pages for confirming an outcome.
 //!
 //! A report records its period, the moment whose data it read (`known_at`), its settings, the
 //! SHA-256 of its input rows and [`METHOD_VERSION`]; outcome records are versioned and never
@@ -20,6 +20,7 @@
 //! "Outcomes report"), so there are no rollups to refresh.
 
 pub mod ascof;
+mod confirm;
 pub mod contracts;
 mod episodes;
 pub mod estimate;
@@ -102,7 +103,9 @@ crate::sql_enum! {
 /// people only; sequels, life events and open episodes in 2A; non-permanent stays and unknown
 /// status in 2D; transfers and the population's own council in 2B/2C); every share carries a
 /// Wilson interval and the small-number rule; independence regained, plan achievement by kind
-/// and value, and hours delivered per contract (context) are new.
+/// and value, and hours delivered per contract (context) are new; inputs are read as known at
+/// a moment; a plan outcome is achieved when the person confirms it through their own link
+/// (dated by that answer) and counts, and is paid, once the council has verified it.
 /// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
 /// on-site over dispatched alarms), the visit context likewise.
 pub const METHOD_VERSION: &str = "outcomes/3";
@@ -128,6 +131,8 @@ pub struct OutcomeSettings {
     pub still_at_home_min_age: u32,
     /// An outcome achieved at least this many days before its target is early [14].
     pub early_margin_days: u32,
+    /// A person's link (or code) to confirm an outcome works for this many days [14].
+    pub confirmation_link_days: u32,
 }
 
 impl Default for OutcomeSettings {
@@ -140,6 +145,7 @@ impl Default for OutcomeSettings {
             min_history_days: 180,
             still_at_home_min_age: 65,
             early_margin_days: 14,
+            confirmation_link_days: 14,
         }
     }
 }
@@ -159,6 +165,9 @@ impl OutcomeSettings {
             return Err(
                 "outcomes.min_history_days must be at most outcomes.history_days (> 0)".into(),
             );
+        }
+        if !(1..=90).contains(&self.confirmation_link_days) {
+            return Err("outcomes.confirmation_link_days must be between 1 and 90".into());
         }
         Ok(())
     }

@@ -205,7 +205,7 @@ pub fn statement(
             let payable: Vec<_> = plan.outcomes.iter().filter(|o| o.payable).collect();
             let n = payable.len() as i64;
             for (i, o) in payable.iter().enumerate() {
-                if o.achieved_on.is_some_and(in_period) {
+                if o.verified_achievement().is_some_and(in_period) {
                     // Split the balance exactly: the parts add up to it to the penny.
                     let i = i as i64;
                     balance += rest * (i + 1) / n - rest * i / n;
@@ -365,6 +365,7 @@ mod tests {
             kind: "reablement".into(),
             target_date: d(target),
             achieved_on: achieved.map(d),
+            verified: true,
         }
     }
 
@@ -420,6 +421,30 @@ mod tests {
                 ("plan_upfront", 20_000),
                 ("plan_outcomes_achieved", 26_666 + 26_667)
             ]
+        );
+    }
+
+    #[test]
+    fn a_confirmed_achievement_the_council_has_not_verified_is_not_paid() {
+        // As above, but outcome 2 (on time) is confirmed and not verified: only outcome 1's
+        // part of the balance (26666), and no early reward beyond outcome 1.
+        let mut plans = plans();
+        plans[0].outcomes[1].verified = false;
+        let none = avoided(&[], 0.0, 0.95);
+        let inputs = StatementInputs {
+            plans: &plans,
+            episode_results: &[],
+            falls_avoided: &none,
+            admissions_avoided: &none,
+        };
+        let terms = Terms {
+            plan_upfront: Some(PlanUpfront { upfront_bp: 2000 }),
+            ..Default::default()
+        };
+        let lines = statement(&terms, &inputs, &period(), &OutcomeSettings::default());
+        assert_eq!(
+            amounts(&lines),
+            vec![("plan_upfront", 20_000), ("plan_outcomes_achieved", 26_666)]
         );
     }
 

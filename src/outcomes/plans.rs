@@ -1,6 +1,13 @@
 //! "I can" outcome plans: providers write them with the person, the person, the provider and the
-//! council agree them, and an outcome is achieved only when the person confirms it. Owns
-//! `outcome_plans` and `plan_outcomes`.
+//! council agree them (each agreement records who and when), and an outcome is achieved only
+//! when the person confirms it through their own channel: provider staff or the council issue a
+//! one-time link or code ([`super::confirm`]), the person answers it, and the achievement is
+//! dated by that answer. The council then verifies it; only verified achievements are
+//! payable. Owns `outcome_plans`, `plan_outcomes` and `plan_outcome_verifications`.
+//!
+//! `plan_outcomes.achieved_on` (a date provider staff typed, with a box they ticked for the
+//! person, before migration 0013) is no longer read or written: such achievements are not
+//! payable.
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::NaiveDate;
@@ -10,6 +17,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::contracts::own_contract;
+use super::episodes::RECORDERS;
 use super::routes::{own_person, READERS, STAFF};
 use crate::auth::{Caller, Role};
 use crate::http::openapi as doc;
@@ -19,7 +27,8 @@ pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_plan)
         .service(get_plan)
         .service(agree_plan)
-        .service(achieve);
+        .service(issue_confirmation_link)
+        .service(verify_outcome);
 }
 
 /// An outcome's kind.
@@ -158,10 +167,31 @@ async fn plan_json(c: &impl GenericClient, id: i64) -> Result<serde_json::Value,
                'agreed_by_person_at', p.agreed_by_person_at, 'agreed_by_provider_at', p.agreed_by_provider_at,
                'agreed_by_council_at', p.agreed_by_council_at,
                'agreed', p.agreed_by_person_at IS NOT NULL AND p.agreed_by_provider_at IS NOT NULL AND p.agreed_by_council_at IS NOT NULL,
+               'agreements', jsonb_build_object(
+                   'person', jsonb_build_object('at', p.agreed_by_person_at, 'user_id', p.agreed_by_person_user,
+                                                'organisation_id', p.agreed_by_person_organisation),
+                   'provider', jsonb_build_object('at', p.agreed_by_provider_at, 'user_id', p.agreed_by_provider_user,
+                                                  'organisation_id', p.agreed_by_provider_organisation),
+                   'council', jsonb_build_object('at', p.agreed_by_council_at, 'user_id', p.agreed_by_council_user,
+                                                 'organisation_id', p.agreed_by_council_organisation)),
                'outcomes', coalesce((SELECT jsonb_agg(jsonb_build_object('id', o.id, 'statement', o.statement,
                    'kind', o.kind, 'payable', o.payable, 'target_date', o.target_date,
-                   'achieved_on', o.achieved_on, 'confirmed_at', o.confirmed_at) ORDER BY o.id)
-                 FROM plan_outcomes o WHERE o.plan_id = p.id), '[]'::jsonb))
+                   'achieved_on', (y.confirmed_at AT TIME ZONE 'UTC')::date, 'confirmed_at', y.confirmed_at,
+                   'confirmations', coalesce((SELECT jsonb_agg(jsonb_build_object('answer', k.answer,
+                         'feedback', k.feedback, 'at', k.confirmed_at) ORDER BY k.confirmed_at, k.id)
+                       FROM plan_outcome_confirmations k WHERE k.outcome_id = o.id), '[]'::jsonb),
+                   'verification', (SELECT jsonb_build_object('verdict', v.verdict, 'note', v.note,
+                         'verified_at', v.verified_at, 'verified_by_organisation', v.verified_by_organisation)
+                       FROM plan_outcome_verifications v WHERE v.outcome_id = o.id
+                       ORDER BY v.verified_at DESC, v.id DESC LIMIT 1),
+                   'verified', coalesce((SELECT v.verdict = 'verified' FROM plan_outcome_verifications v
+                       WHERE v.outcome_id = o.id ORDER BY v.verified_at DESC, v.id DESC LIMIT 1), false)
+                   ) ORDER BY o.id)
+                 FROM plan_outcomes o
+                 LEFT JOIN LATERAL (SELECT k.confirmed_at FROM plan_outcome_confirmations k
+                                     WHERE k.outcome_id = o.id AND k.answer = 'yes'
+                                     ORDER BY k.confirmed_at, k.id LIMIT 1) y ON true
+                WHERE o.plan_id = p.id), '[]'::jsonb))
              FROM outcome_plans p JOIN people pe ON pe.id = p.person_id WHERE p.id = $1",
             &[&id],
         )
@@ -190,8 +220,11 @@ async fn visible_plan(c: &impl GenericClient, caller: &Caller, id: i64) -> Resul
     params(("id" = i64, Path, description = "The plan's id.")),
     responses(
         (status = 200, description = "The plan: `id`, `person_pseudonym`, `contract_id`, \
-            `starts_on`, `ends_on`, `value_pence`, the three `agreed_by_*_at`, `agreed`, and \
-            `outcomes`.", body = Object),
+            `starts_on`, `ends_on`, `value_pence`, the three `agreed_by_*_at`, `agreed`, \
+            `agreements` (per party: `at`, `user_id`, `organisation_id`), and `outcomes`, each \
+            with `achieved_on` (the UTC date of the person's first \"yes\", else null), \
+            `confirmed_at`, `confirmations` (every answer with its feedback), `verification` \
+            (the council's newest verdict) and `verified`.", body = Object),
         doc::Forbidden,
         doc::NotFound,
     ),
@@ -265,34 +298,127 @@ async fn agree_plan(
     }
     let c = state.pool.get().await?;
     visible_plan(&**c, &caller, id).await?;
+    // Who, beside when: set once, with the first agreement of that party.
+    let who = column.trim_end_matches("_at");
     let sql = format!(
-        "UPDATE outcome_plans p SET {column} = coalesce({column}, now())
+        "UPDATE outcome_plans p SET {column} = coalesce({column}, now()),
+                {who}_user = CASE WHEN {column} IS NULL THEN $3 ELSE {who}_user END,
+                {who}_organisation = CASE WHEN {column} IS NULL THEN $2 ELSE {who}_organisation END
           WHERE p.id = $1 AND (p.organisation_id = $2 OR EXISTS
                 (SELECT 1 FROM contracts c WHERE c.id = p.contract_id AND c.commissioner_id = $2))"
     );
-    c.execute(&sql, &[&id, &caller.organisation_id]).await?;
+    c.execute(&sql, &[&id, &caller.organisation_id, &caller.user_id])
+        .await?;
     Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct AchieveBody {
-    achieved_on: NaiveDate,
-    /// The person's confirmation: an outcome is achieved only when they say so.
-    confirmed_by_person: bool,
+/// A new confirmation link.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct LinkIssued {
+    /// The path of the person's page (`/confirm/{token}`): give it to the person or their
+    /// family with this server's address in front. Shown once: only its hash is stored.
+    path: String,
+    /// The token in the path, for the JSON equivalent (`/v1/confirmations/{token}`).
+    token: String,
+    /// The same link as a short code to type at `/confirm` (spoken on the phone, written on a
+    /// card): ten letters and digits, shown in two groups of five.
+    code: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Records an outcome of an agreed plan as achieved, as the person confirms.
+/// Issues a one-time link (and short code) for the person or their family to confirm one
+/// outcome of an agreed plan in their own words: provider staff of the plan or the
+/// commissioner of its contract. The link expires after `outcomes.confirmation_link_days` (14)
+/// days and is used by the first answer; an outcome the person has confirmed needs no more
+/// links.
 #[utoipa::path(
-    operation_id = "achieve_outcome",
+    operation_id = "issue_confirmation_link",
     tag = "outcomes",
     params(
         ("id" = i64, Path, description = "The plan's id."),
         ("outcome" = i64, Path, description = "The outcome's id."),
     ),
-    request_body = AchieveBody,
     responses(
-        (status = 200, description = "The plan, as `GET /v1/outcome-plans/{id}` shows it.",
+        (status = 201, description = "The link, shown this once.", body = LinkIssued),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+    ),
+)]
+#[post("/v1/outcome-plans/{id}/outcomes/{outcome}/confirmation-links")]
+async fn issue_confirmation_link(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RECORDERS)?;
+    let (id, outcome) = path.into_inner();
+    let c = state.pool.get().await?;
+    visible_plan(&**c, &caller, id).await?;
+    let row = c
+        .query_opt(
+            "SELECT p.agreed_by_person_at IS NOT NULL AND p.agreed_by_provider_at IS NOT NULL
+                    AND p.agreed_by_council_at IS NOT NULL,
+                    EXISTS (SELECT 1 FROM plan_outcome_confirmations k WHERE k.outcome_id = o.id AND k.answer = 'yes')
+               FROM outcome_plans p JOIN plan_outcomes o ON o.plan_id = p.id
+              WHERE p.id = $1 AND o.id = $2",
+            &[&id, &outcome],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("outcome {outcome} of plan {id}")))?;
+    if !row.get::<_, bool>(0) {
+        return Err(ApiError::Conflict(
+            "the plan is not yet agreed by the person, the provider and the council".into(),
+        ));
+    }
+    if row.get::<_, bool>(1) {
+        return Err(ApiError::Conflict(format!(
+            "the person has already confirmed outcome {outcome}"
+        )));
+    }
+    let days = state.settings.outcomes.confirmation_link_days;
+    let link = super::confirm::issue(&**c, &caller, id, outcome, days).await?;
+    Ok(HttpResponse::Created().json(LinkIssued {
+        path: format!("/confirm/{}", link.token),
+        token: link.token,
+        code: link.code,
+        expires_at: link.expires_at,
+    }))
+}
+
+/// The council's verdict on a confirmed achievement.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum PlanVerdict {
+    #[schema(rename = "verified")]
+    Verified,
+    #[schema(rename = "rejected")]
+    Rejected,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct VerifyOutcomeBody {
+    #[schema(value_type = PlanVerdict)]
+    verdict: String,
+    /// 1 to 1000 characters: what was checked.
+    #[schema(min_length = 1, max_length = 1000)]
+    note: Option<String>,
+}
+
+/// The commissioner of the plan's contract verifies (or rejects) an achievement the person
+/// confirmed, after the fact. Only a verified achievement is payable; a later verdict replaces
+/// an earlier one from when it is recorded.
+#[utoipa::path(
+    operation_id = "verify_plan_outcome",
+    tag = "outcomes",
+    params(
+        ("id" = i64, Path, description = "The plan's id."),
+        ("outcome" = i64, Path, description = "The outcome's id."),
+    ),
+    request_body = VerifyOutcomeBody,
+    responses(
+        (status = 201, description = "The plan, as `GET /v1/outcome-plans/{id}` shows it.",
             body = Object),
         doc::Forbidden,
         doc::NotFound,
@@ -300,52 +426,48 @@ struct AchieveBody {
         doc::Invalid,
     ),
 )]
-#[post("/v1/outcome-plans/{id}/outcomes/{outcome}/achieve")]
-async fn achieve(
+#[post("/v1/outcome-plans/{id}/outcomes/{outcome}/verify")]
+async fn verify_outcome(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(i64, i64)>,
-    b: crate::http::Json<AchieveBody>,
+    b: crate::http::Json<VerifyOutcomeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(STAFF)?;
-    if !b.confirmed_by_person {
-        return Err(ApiError::invalid(
-            "confirmed_by_person",
-            "an outcome is achieved only when the person confirms it",
-        ));
+    caller.require(&[Role::Commissioner])?;
+    if !["verified", "rejected"].contains(&b.verdict.as_str()) {
+        return Err(ApiError::invalid("verdict", "verified or rejected"));
+    }
+    if b.note
+        .as_ref()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 1000)
+    {
+        return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
     let (id, outcome) = path.into_inner();
     let c = state.pool.get().await?;
-    let row = c
+    let confirmation: Option<i64> = c
         .query_opt(
-            "SELECT p.starts_on, p.agreed_by_person_at IS NOT NULL AND p.agreed_by_provider_at IS NOT NULL
-                    AND p.agreed_by_council_at IS NOT NULL, o.achieved_on
+            "SELECT (SELECT k.id FROM plan_outcome_confirmations k WHERE k.outcome_id = o.id AND k.answer = 'yes'
+                      ORDER BY k.confirmed_at, k.id LIMIT 1)
                FROM outcome_plans p JOIN plan_outcomes o ON o.plan_id = p.id
-              WHERE p.id = $1 AND o.id = $2 AND p.organisation_id = $3",
+               JOIN contracts ct ON ct.id = p.contract_id
+              WHERE p.id = $1 AND o.id = $2 AND ct.commissioner_id = $3",
             &[&id, &outcome, &caller.organisation_id],
         )
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("outcome {outcome} of plan {id}")))?;
-    if !row.get::<_, bool>(1) {
-        return Err(ApiError::Conflict(
-            "the plan is not yet agreed by the person, the provider and the council".into(),
-        ));
-    }
-    if row.get::<_, Option<NaiveDate>>(2).is_some() {
+        .ok_or_else(|| ApiError::NotFound(format!("outcome {outcome} of plan {id}")))?
+        .get(0);
+    let Some(confirmation) = confirmation else {
         return Err(ApiError::Conflict(format!(
-            "outcome {outcome} is already achieved"
+            "the person has not confirmed outcome {outcome}: nothing to verify yet"
         )));
-    }
-    if b.achieved_on < row.get::<_, NaiveDate>(0) {
-        return Err(ApiError::invalid(
-            "achieved_on",
-            "must not be before the plan starts",
-        ));
-    }
+    };
     c.execute(
-        "UPDATE plan_outcomes SET achieved_on = $2, confirmed_by = $3, confirmed_at = now() WHERE id = $1",
-        &[&outcome, &b.achieved_on, &caller.user_id],
+        "INSERT INTO plan_outcome_verifications (outcome_id, confirmation_id, verdict, note, verified_by,
+                                                 verified_by_organisation)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&outcome, &confirmation, &b.verdict, &b.note, &caller.user_id, &caller.organisation_id],
     )
     .await?;
-    Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
+    Ok(HttpResponse::Created().json(plan_json(&**c, id).await?))
 }

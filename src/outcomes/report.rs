@@ -164,6 +164,10 @@ pub struct InputSummary {
     pub reablement_episodes: usize,
     pub care_home_admissions: usize,
     pub plans: usize,
+    /// Per outcome source (table name): how many records of the people in scope, as known,
+    /// the provider and the commissioner recorded, and how many the commissioner verified or
+    /// disputed.
+    pub provenance: std::collections::BTreeMap<&'static str, super::load::Provenance>,
     /// SHA-256 of the input rows (and the settings used), hex.
     pub hash: String,
 }
@@ -303,6 +307,7 @@ pub async fn build_for(
         reablement_episodes: inputs.people.iter().map(|x| x.episodes.len()).sum(),
         care_home_admissions: inputs.people.iter().map(|x| x.care_home.len()).sum(),
         plans: inputs.plans.len(),
+        provenance: super::load::provenance(c, &loaded.orgs, &loaded.people, p.known_at).await?,
         hash: input_hash(inputs, s, &p, &context),
     };
     let report = Report {

@@ -31,7 +31,8 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
         .configure(super::populations::routes)
         .configure(super::contracts::routes)
         .configure(super::reports::routes)
-        .configure(super::statements::routes);
+        .configure(super::statements::routes)
+        .configure(super::confirm::routes);
 }
 
 /// Passes if person `id` belongs to the caller's organisation.

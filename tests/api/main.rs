@@ -9,6 +9,7 @@ mod alarms;
 mod auth;
 mod broker;
 mod cli;
+mod confirmations;
 mod credentials;
 mod external_brokers;
 mod figures;

@@ -154,12 +154,16 @@ async fn episodes_plans_report_and_statement() {
         .iter()
         .map(|o| o["id"].as_i64().unwrap())
         .collect();
-    // Not achievable before all three agree; the council agrees through its own credential.
+    // No link for the person to confirm with before all three agree; the council agrees
+    // through its own credential.
     let (s, _) = app
         .post_json(
-            &format!("/v1/outcome-plans/{plan_id}/outcomes/{}/achieve", o[0]),
+            &format!(
+                "/v1/outcome-plans/{plan_id}/outcomes/{}/confirmation-links",
+                o[0]
+            ),
             t,
-            &json!({"achieved_on": "2026-02-01", "confirmed_by_person": true}),
+            &json!({}),
         )
         .await;
     assert_eq!(s, 409);
@@ -185,26 +189,24 @@ async fn episodes_plans_report_and_statement() {
             .await;
         assert_eq!(s, 200, "{p}");
     }
-    let (s, p) = app
+    // The provider can no longer type an achievement and its date.
+    let (s, _) = app
         .post_json(
             &format!("/v1/outcome-plans/{plan_id}/outcomes/{}/achieve", o[0]),
             t,
-            &json!({"achieved_on": "2026-02-01", "confirmed_by_person": false}),
+            &json!({"achieved_on": "2026-02-01", "confirmed_by_person": true}),
         )
         .await;
-    assert_eq!(
-        (s, p["errors"][0]["field"].as_str()),
-        (422, Some("confirmed_by_person"))
-    );
-    for (id, on) in [(o[0], "2026-02-01"), (o[1], "2026-03-01")] {
-        let (s, p) = app
-            .post_json(
-                &format!("/v1/outcome-plans/{plan_id}/outcomes/{id}/achieve"),
-                t,
-                &json!({"achieved_on": on, "confirmed_by_person": true}),
-            )
-            .await;
-        assert_eq!(s, 200, "{p}");
+    assert_eq!(s, 404);
+    // Two outcomes confirmed by the person on their own page and verified by the council,
+    // the answers dated back as if the person had given them on 1 February (early) and
+    // 1 March (on time).
+    for (id, at) in [
+        (o[0], "2026-02-01T12:00:00Z"),
+        (o[1], "2026-03-01T12:00:00Z"),
+    ] {
+        crate::confirmations::confirm_and_verify(&app, t, &w.council_token, plan_id, id).await;
+        crate::confirmations::date_confirmation(&app, id, at).await;
     }
     let (s, p) = app
         .get_json(&format!("/v1/outcome-plans/{plan_id}"), &w.council_token)

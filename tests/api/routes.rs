@@ -72,6 +72,9 @@ const DEVICE_READERS: &[Role] = &[Admin, Staff, Responder, Auditor];
 const DEAD_LETTER_READERS: &[Role] = &[Admin, Staff, Auditor];
 const FIGURE_READERS: &[Role] = &[Admin, Staff, Commissioner];
 const COMMISSIONER: &[Role] = &[Commissioner];
+/// Who records hospital stays, deaths, care-home admissions and episode results: provider
+/// staff, and the commissioner funding the person.
+const RECORDERS: &[Role] = &[Admin, Staff, Commissioner];
 
 fn none() -> Option<Value> {
     None
@@ -162,27 +165,32 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/v1/alarms/response-times", Access::Roles(FIGURE_READERS)),
     route!("GET" "/v1/device-health", Access::Roles(ATTEND)),
     route!("POST" "/v1/outcomes/service-periods", Access::Roles(STAFF), {"person_id": 1, "started_on": "2026-01-01"}),
-    route!("POST" "/v1/outcomes/hospital-stays", Access::Roles(STAFF), {"person_id": 1, "admitted_on": "2026-01-01"}),
-    route!("POST" "/v1/outcomes/hospital-stays/{id}/discharge", Access::Roles(STAFF), {
+    route!("POST" "/v1/outcomes/hospital-stays", Access::Roles(RECORDERS), {"person_id": 1, "admitted_on": "2026-01-01"}),
+    route!("POST" "/v1/outcomes/hospital-stays/{id}/discharge", Access::Roles(RECORDERS), {
         "discharged_on": "2026-01-05", "discharge_destination": "home"
     }),
     route!("POST" "/v1/outcomes/reablement-episodes", Access::Roles(STAFF), {"person_id": 1, "started_on": "2026-01-01"}),
-    route!("POST" "/v1/outcomes/reablement-episodes/{id}/end", Access::Roles(STAFF), {
+    route!("POST" "/v1/outcomes/reablement-episodes/{id}/end", Access::Roles(RECORDERS), {
         "ended_on": "2026-02-01", "result": "no_further_support"
     }),
     route!("POST" "/v1/outcomes/reablement-episodes/{id}/follow-up", Access::Roles(STAFF), {
         "follow_up_on": "2026-05-01", "follow_up": "at_home"
     }),
-    route!("POST" "/v1/outcomes/care-home-admissions", Access::Roles(STAFF), {
+    route!("POST" "/v1/outcomes/care-home-admissions", Access::Roles(RECORDERS), {
         "person_id": 1, "admitted_on": "2026-01-01", "setting": "residential", "permanent": true
     }),
-    route!("POST" "/v1/outcomes/care-home-admissions/{id}/discharge", Access::Roles(STAFF), {
+    route!("POST" "/v1/outcomes/care-home-admissions/{id}/discharge", Access::Roles(RECORDERS), {
         "discharged_on": "2026-01-05", "returned_home": true
     }),
-    route!("POST" "/v1/outcomes/deaths", Access::Roles(STAFF), {"person_id": 1, "died_on": "2026-01-01"}),
+    route!("POST" "/v1/outcomes/deaths", Access::Roles(RECORDERS), {"person_id": 1, "died_on": "2026-01-01"}),
     route!("POST" "/v1/outcomes/recorded-falls", Access::Roles(STAFF), {
         "person_id": 1, "occurred_on": "2026-01-01", "source": "GP record"
     }),
+    route!("POST" "/v1/outcomes/{kind}/{id}/corrections", Access::Roles(RECORDERS), {
+        "reason": "typed the wrong day", "record": {"person_id": 1, "admitted_on": "2026-01-02"}
+    }),
+    route!("POST" "/v1/outcomes/{kind}/{id}/withdraw", Access::Roles(RECORDERS), {"reason": "entered in error"}),
+    route!("POST" "/v1/outcomes/{kind}/{id}/verify", Access::Roles(COMMISSIONER), {"verdict": "verified"}),
     route!("GET" "/v1/outcomes/people/{id}/episodes", Access::Roles(STAFF)),
     route!("POST" "/v1/outcome-plans", Access::Roles(STAFF), {
         "person_id": 1, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
@@ -191,9 +199,15 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/v1/outcome-plans/{id}", Access::Roles(READERS)),
     // The provider's side of the agreement; the council's is the commissioner's alone.
     route!("POST" "/v1/outcome-plans/{id}/agree", Access::Roles(STAFF), {"party": "provider"}),
-    route!("POST" "/v1/outcome-plans/{id}/outcomes/{outcome}/achieve", Access::Roles(STAFF), {
-        "achieved_on": "2026-02-01", "confirmed_by_person": true
-    }),
+    route!("POST" "/v1/outcome-plans/{id}/outcomes/{outcome}/confirmation-links", Access::Roles(RECORDERS)),
+    route!("POST" "/v1/outcome-plans/{id}/outcomes/{outcome}/verify", Access::Roles(COMMISSIONER), {"verdict": "verified"}),
+    // The person's own channel: the link (or code) is the credential.
+    route!("GET" "/confirm", Access::Public),
+    route!("POST" "/confirm", Access::Public),
+    route!("GET" "/confirm/{token}", Access::Public),
+    route!("POST" "/confirm/{token}", Access::Public),
+    route!("GET" "/v1/confirmations/{token}", Access::Public),
+    route!("POST" "/v1/confirmations/{token}", Access::Public, {"answer": "yes"}),
     route!("PUT" "/v1/outcomes/populations/{age_group}", Access::Roles(COMMISSIONER), {"population": 50000}),
     route!("GET" "/v1/contracts/{id}/terms", Access::Roles(READERS)),
     route!("PUT" "/v1/contracts/{id}/terms", Access::Roles(COMMISSIONER), {}),

@@ -78,6 +78,9 @@ enum Kind {
     /// Names one of A's things in the path. `commissioner_sees`: C1 (contracting A) may see
     /// it too, so C1's users are among the owners that must not get 404.
     Id { commissioner_sees: bool },
+    /// A person's one-time link or code is the credential (no token): anyone holding it may
+    /// answer, so a token or code no one was given must answer with no 2xx and nothing of A's.
+    Capability,
 }
 
 const NO_PROBES: &[&str] = &[""];
@@ -213,15 +216,29 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ),
     ("POST", "/v1/outcomes/deaths", Kind::Create),
     ("POST", "/v1/outcomes/recorded-falls", Kind::Create),
+    ("POST", "/v1/outcomes/{kind}/{id}/corrections", id()),
+    ("POST", "/v1/outcomes/{kind}/{id}/withdraw", id()),
+    ("POST", "/v1/outcomes/{kind}/{id}/verify", id()),
     ("GET", "/v1/outcomes/people/{id}/episodes", id()),
     ("POST", "/v1/outcome-plans", Kind::Create),
     ("GET", "/v1/outcome-plans/{id}", shared_id()),
     ("POST", "/v1/outcome-plans/{id}/agree", id()),
     (
         "POST",
-        "/v1/outcome-plans/{id}/outcomes/{outcome}/achieve",
+        "/v1/outcome-plans/{id}/outcomes/{outcome}/confirmation-links",
         id(),
     ),
+    (
+        "POST",
+        "/v1/outcome-plans/{id}/outcomes/{outcome}/verify",
+        id(),
+    ),
+    ("GET", "/confirm", Kind::Public),
+    ("POST", "/confirm", Kind::Capability),
+    ("GET", "/confirm/{token}", Kind::Capability),
+    ("POST", "/confirm/{token}", Kind::Capability),
+    ("GET", "/v1/confirmations/{token}", Kind::Capability),
+    ("POST", "/v1/confirmations/{token}", Kind::Capability),
     ("PUT", "/v1/outcomes/populations/{age_group}", Kind::Keyed),
     ("GET", "/v1/contracts/{id}/terms", shared_id()),
     ("PUT", "/v1/contracts/{id}/terms", shared_id()),
@@ -353,6 +370,11 @@ impl Seeded {
                 ("{id}", "visits") => self.visit.to_string(),
                 ("{id}", "alarms") => self.alarm.to_string(),
                 ("{id}", "hospital-stays") => self.stay.to_string(),
+                // The generic record routes are swept with A's hospital stay.
+                ("{kind}", "outcomes") => "hospital-stays".to_string(),
+                ("{id}", "{kind}") => self.stay.to_string(),
+                // A token no one was given.
+                ("{token}", _) => "0".repeat(64),
                 ("{id}", "reablement-episodes") => self.episode.to_string(),
                 ("{id}", "care-home-admissions") => self.care_home.to_string(),
                 ("{id}", "outcome-plans") => self.plan.to_string(),
@@ -489,10 +511,22 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
         "outcome_plans",
         "outcome_reports",
     ];
+    // Append-only tables with no organisation of their own: whole, so a row anyone adds shows.
+    const WHOLE: &[&str] = &[
+        "outcome_record_verifications",
+        "plan_confirmation_links",
+        "plan_outcome_confirmations",
+        "plan_outcome_verifications",
+    ];
     let mut queries: Vec<(&'static str, String)> = BY_ORG
         .iter()
         .map(|t| (*t, format!("FROM {t} t WHERE t.organisation_id = ANY($1)")))
         .collect();
+    queries.extend(
+        WHOLE
+            .iter()
+            .map(|t| (*t, format!("FROM {t} t WHERE $1::int[] IS NOT NULL"))),
+    );
     queries.extend([
         ("organisations", "FROM organisations t WHERE t.id = ANY($1)".to_string()),
         (
@@ -912,6 +946,7 @@ async fn no_route_reaches_another_organisations_data() {
                 Kind::Device => "device",
                 Kind::Hook => "hook",
                 Kind::Id { .. } => "id",
+                Kind::Capability => "capability",
             })
             .or_default() += 1;
         let path = s.path(route);
@@ -933,6 +968,20 @@ async fn no_route_reaches_another_organisations_data() {
                         "{name} (public): {status}, leaks: {}",
                         s.leaks(&text)
                     ));
+                }
+                continue;
+            }
+            Kind::Capability => {
+                // Without a credential, and with each user's: a made-up link is nobody's.
+                for token in
+                    std::iter::once(None).chain(others.iter().map(|u| Some(u.token.as_str())))
+                {
+                    calls += 1;
+                    let (status, text) =
+                        call(&app, route.method, &path, token, body.as_ref()).await;
+                    if (200..300).contains(&status) || status >= 500 || s.leaks(&text) {
+                        wrong.push(format!("{name} (capability): {status} {text}"));
+                    }
                 }
                 continue;
             }
@@ -996,7 +1045,7 @@ async fn no_route_reaches_another_organisations_data() {
                 continue;
             }
             match kind {
-                Kind::Public | Kind::Device | Kind::Hook => unreachable!(),
+                Kind::Public | Kind::Device | Kind::Hook | Kind::Capability => unreachable!(),
                 Kind::Me => {
                     calls += 1;
                     let (status, text) = call(&app, route.method, &path, token, None).await;
