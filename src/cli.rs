@@ -84,6 +84,7 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   outcomes.min_history_days            own pre-service rate: days of history needed [180]
   outcomes.still_at_home_min_age       91-day measure counts this age and over [65]
   outcomes.early_margin_days           outcome achieved this early counts as early [14]
+  outcomes.confirmation_link_days      a person's confirmation link works this long [14]
   live.share_between_instances         relay live-stream changes between the instances
                                        on one database (LISTEN/NOTIFY) [true]
   log.format                           pretty | json [pretty]

@@ -224,7 +224,7 @@ pub fn statement(
         });
         lines.push(Line {
             code: "plan_outcomes_achieved",
-            description: "balance of plan value for payable outcomes the person confirmed achieved"
+            description: "balance of plan value for payable outcomes the person confirmed and the council verified"
                 .into(),
             quantity: n_outcomes as f64,
             amount_pence: balance,
