@@ -1353,7 +1353,7 @@ fn parse_record<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<
     operation_id = "correct_outcome_record",
     tag = "outcomes",
     params(
-        ("kind" = RecordKind, Path, description = "The kind of record."),
+        ("kind" = inline(RecordKind), Path, description = "The kind of record."),
         ("id" = i64, Path, description = "The record's id (for a death: the person's)."),
     ),
     request_body = CorrectionBody,
@@ -1434,7 +1434,7 @@ async fn correct(
     operation_id = "withdraw_outcome_record",
     tag = "outcomes",
     params(
-        ("kind" = RecordKind, Path, description = "The kind of record."),
+        ("kind" = inline(RecordKind), Path, description = "The kind of record."),
         ("id" = i64, Path, description = "The record's id (for a death: the person's)."),
     ),
     request_body = WithdrawBody,
@@ -1529,7 +1529,7 @@ struct RecordVerification {
     operation_id = "verify_outcome_record",
     tag = "outcomes",
     params(
-        ("kind" = RecordKind, Path, description = "The kind of record."),
+        ("kind" = inline(RecordKind), Path, description = "The kind of record."),
         ("id" = i64, Path, description = "The record's id (for a death: the person's)."),
     ),
     request_body = VerifyBody,
