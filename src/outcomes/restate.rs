@@ -183,11 +183,14 @@ pub(super) async fn reproduction(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Arrival {
     /// The table: `service_periods`, `hospital_stays`, `reablement_episodes`,
-    /// `care_home_admissions`, `deaths`, `recorded_falls`.
+    /// `care_home_admissions`, `deaths`, `recorded_falls`; or, for a plan outcome (`record_id`
+    /// its id), `plan_outcome_confirmations` (the person's answer) and
+    /// `plan_outcome_verifications` (the council's verdict).
     pub source: String,
     pub record_id: i64,
     /// `new` (a record first known now), `version` (a later stage or a correction) or
-    /// `withdrawn`.
+    /// `withdrawn`; for a plan outcome `answered yes`, `answered not_yet`, `verified` or
+    /// `rejected`.
     pub change: String,
     /// The reason given with a version or a withdrawal.
     pub reason: Option<String>,
@@ -247,6 +250,37 @@ async fn recorded_between(
                 reason: r.get(3),
                 recorded_at: r.get(4),
                 recorded_by: r.get(5),
+            });
+        }
+    }
+    // What decides a plan outcome besides the plan: the person's answers and the council's
+    // verdicts (record_id: the outcome's id; reason: the feedback or the note).
+    for (source, sql) in [
+        (
+            "plan_outcome_confirmations",
+            "SELECT k.outcome_id, 'answered ' || k.answer, k.feedback, k.confirmed_at, NULL::int
+               FROM plan_outcome_confirmations k JOIN plan_outcomes o ON o.id = k.outcome_id
+               JOIN outcome_plans pl ON pl.id = o.plan_id
+              WHERE pl.person_id = ANY($1) AND pl.organisation_id = ANY($2)
+                AND k.confirmed_at > $3 AND k.confirmed_at <= $4",
+        ),
+        (
+            "plan_outcome_verifications",
+            "SELECT v.outcome_id, v.verdict, v.note, v.verified_at, v.verified_by
+               FROM plan_outcome_verifications v JOIN plan_outcomes o ON o.id = v.outcome_id
+               JOIN outcome_plans pl ON pl.id = o.plan_id
+              WHERE pl.person_id = ANY($1) AND pl.organisation_id = ANY($2)
+                AND v.verified_at > $3 AND v.verified_at <= $4",
+        ),
+    ] {
+        for r in c.query(sql, &[&people, &orgs, &after, &until]).await? {
+            arrivals.push(Arrival {
+                source: source.to_string(),
+                record_id: r.get(0),
+                change: r.get(1),
+                reason: r.get(2),
+                recorded_at: r.get(3),
+                recorded_by: r.get(4),
             });
         }
     }

@@ -348,6 +348,7 @@ async fn only_the_persons_answer_verified_by_the_council_is_achieved_and_paid() 
         3
     );
     assert_eq!(paid_for_outcomes(&app, &w).await, 0);
+    let unverified_report = r["report_id"].as_i64().unwrap();
     // The provider cannot verify; another council cannot either.
     let (s, _) = app
         .post_json(
@@ -372,6 +373,26 @@ async fn only_the_persons_answer_verified_by_the_council_is_achieved_and_paid() 
         .await;
     assert_eq!(r["indicators"]["outcome_plans"]["early"]["numerator"], 1);
     assert_eq!(paid_for_outcomes(&app, &w).await, 24_000);
+    // Restating the report made before the verdict names the verdict as what changed it.
+    let (s, re) = app
+        .post_json(
+            &format!("/v1/outcomes/reports/{unverified_report}/restatements"),
+            t,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{re}");
+    assert_eq!(re["indicators"]["outcome_plans"]["early"]["numerator"], 1);
+    let since = re["restatement"]["recorded_since"].as_array().unwrap();
+    assert!(
+        since
+            .iter()
+            .any(|a| a["source"] == "plan_outcome_verifications"
+                && a["change"] == "verified"
+                && a["record_id"] == o[0]
+                && a["reason"] == "checked with the person by phone"),
+        "{since:?}"
+    );
     // No second link for an outcome the person has confirmed.
     let (s, _) = app
         .post_json(
