@@ -910,7 +910,14 @@ async fn follow_up(
     }
     let id = path.into_inner();
     let c = state.pool.get().await?;
-    let row = current(&**c, &caller, Source::ReablementEpisodes, id, "x.started_on").await?;
+    let row = current(
+        &**c,
+        &caller,
+        Source::ReablementEpisodes,
+        id,
+        "x.started_on",
+    )
+    .await?;
     if row.get::<_, bool>("withdrawn") {
         return Err(ApiError::NotFound(format!("reablement episode {id}")));
     }

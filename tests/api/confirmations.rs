@@ -732,6 +732,90 @@ async fn corrections_are_new_versions_seen_from_when_they_are_recorded() {
         .await;
     assert_eq!(s, 409);
 
+    // Every kind corrects and withdraws with all its fields: an episode with its end and
+    // follow-up, a care-home stay with its end (recorded by the council).
+    let (s, ep) = app
+        .post_json(
+            "/v1/outcomes/reablement-episodes",
+            t,
+            &json!({"person_id": w.person, "contract_id": w.contract, "started_on": "2026-01-10", "existing_client": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{ep}");
+    let ep = ep["id"].as_i64().unwrap();
+    let (s, v) = app
+        .post_json(
+            &format!("/v1/outcomes/reablement-episodes/{ep}/corrections"),
+            t,
+            &json!({"reason": "end and follow-up were on paper", "record": {
+                "person_id": w.person, "contract_id": w.contract, "started_on": "2026-01-10", "existing_client": true,
+                "ended_on": "2026-02-10", "result": "universal_services",
+                "follow_up_on": "2026-05-12", "follow_up": "at_home"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, p) = app
+        .post_json(
+            &format!("/v1/outcomes/reablement-episodes/{ep}/corrections"),
+            t,
+            &json!({"reason": "x", "record": {"person_id": w.person, "started_on": "2026-01-10",
+                "follow_up_on": "2026-01-01", "follow_up": "at_home"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("record.follow_up_on"))
+    );
+    let (s, ch) = app
+        .post_json(
+            "/v1/outcomes/care-home-admissions",
+            &w.council,
+            &json!({"person_id": w.person, "admitted_on": "2026-03-01", "setting": "nursing", "permanent": false}),
+        )
+        .await;
+    assert_eq!(s, 201, "{ch}");
+    let ch = ch["id"].as_i64().unwrap();
+    let (s, _) = app
+        .post_json(
+            &format!("/v1/outcomes/care-home-admissions/{ch}/discharge"),
+            &w.council,
+            &json!({"discharged_on": "2026-03-10", "returned_home": true}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    for (kind, id, token) in [
+        ("reablement-episodes", ep, t),
+        ("care-home-admissions", ch, &w.council),
+    ] {
+        let (s, v) = app
+            .post_json(
+                &format!("/v1/outcomes/{kind}/{id}/withdraw"),
+                token,
+                &json!({"reason": "test"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{kind}: {v}");
+    }
+    let client = app.pool.get().await.unwrap();
+    let kept: (i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM reablement_episodes WHERE record_id = $1 AND withdrawn
+                          AND existing_client AND follow_up = 'at_home' AND result = 'universal_services'),
+                        (SELECT count(*) FROM care_home_admissions WHERE record_id = $2 AND withdrawn
+                          AND returned_home AND discharged_on = '2026-03-10' AND recorder = 'commissioner')",
+                &[&ep, &ch],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        kept,
+        (1, 1),
+        "a withdrawal copies every field of the version it replaces"
+    );
+
     // The person's records: current versions, and the whole history on request.
     let e = app
         .get_ok(&format!("/v1/outcomes/people/{}/episodes", w.person), t)
@@ -754,7 +838,6 @@ async fn corrections_are_new_versions_seen_from_when_they_are_recorded() {
     assert_eq!(versions[3]["withdrawn"], true);
     assert!(versions.iter().all(|v| v["record_id"] == stay));
     // The rows themselves refuse change.
-    let client = app.pool.get().await.unwrap();
     assert!(client
         .execute(
             "UPDATE outcome_record_verifications SET verdict = 'disputed'",
