@@ -82,6 +82,56 @@ pub async fn visit_figures(
     Ok(figures(&visits, settings))
 }
 
+/// A required visit missed (for a contract's missed-visit penalty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissedVisit {
+    pub scheduled_visit_id: i64,
+    pub person_id: i32,
+    pub window_start: DateTime<Utc>,
+}
+
+/// The scheduled visits of `people` at `organisation` whose window opened in `[from, to)` and
+/// that were missed as known at `at`: due (window start + `evv.missed_visit_grace_minutes`,
+/// the rule the missed-visit alert uses) by `at`, created by then, no visit started (a matched
+/// check-in or an adjusted start, at any time: a late visit is late, not missed), and not
+/// cancelled before it was due (a cancellation after the visit was due does not undo the miss;
+/// the alert, which pages the office, clears on it all the same). Unlike the alert, windows of
+/// any age count.
+pub async fn missed_visits(
+    c: &impl GenericClient,
+    settings: &EvvSettings,
+    organisation: i32,
+    people: &[i32],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    at: DateTime<Utc>,
+) -> Result<Vec<MissedVisit>, EvvError> {
+    let grace = f64::from(settings.missed_visit_grace_minutes);
+    let rows = c
+        .query(
+            "SELECT s.id, s.person_id, s.window_start FROM scheduled_visits s
+              WHERE s.organisation_id = $1 AND s.person_id = ANY($2)
+                AND s.window_start >= $3 AND s.window_start < $4
+                AND s.created_at <= $5
+                AND s.window_start + ($6::float8 * interval '1 minute') <= $5
+                AND (s.cancelled_at IS NULL
+                     OR s.cancelled_at > s.window_start + ($6::float8 * interval '1 minute'))
+                AND NOT EXISTS (SELECT 1 FROM visits v
+                                 WHERE v.scheduled_visit_id = s.id
+                                   AND (v.started_at IS NOT NULL OR v.adjusted_start IS NOT NULL))
+              ORDER BY s.id",
+            &[&organisation, &people, &from, &to, &at, &grace],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| MissedVisit {
+            scheduled_visit_id: r.get(0),
+            person_id: r.get(1),
+            window_start: r.get(2),
+        })
+        .collect())
+}
+
 fn share(n: i64, d: i64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
 }

@@ -1,9 +1,16 @@
 //! Contracts between a commissioner and a provider, and their payment terms held as data
-//! (`contracts.terms`, priced by [`super::payment`]). The one writer of `contracts`: the admin
-//! command line creates contracts through [`create_contract`], commissioners set terms over HTTP.
+//! (priced by [`super::payment`]). The one writer of `contracts` and `contract_terms`: the
+//! admin command line creates contracts through [`create_contract`], commissioners set terms
+//! over HTTP.
+//!
+//! Terms are versioned: every `PUT` adds a version valid from a day (`valid_from`), with who
+//! set it; versions are never changed. A statement prices a period with the version valid on
+//! its first day ([`terms_for_period`]) and refuses a period over which the terms change.
 
 use actix_web::{get, put, web, HttpResponse};
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
@@ -87,14 +94,133 @@ pub(super) async fn own_contract(
         .ok_or_else(|| ApiError::invalid("contract_id", "no such contract with your organisation"))
 }
 
-/// Sets a contract's terms (its commissioner only).
+/// One version of a contract's terms.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TermsVersion {
+    pub contract_id: i32,
+    /// 1, 2, ... in the order set; `null` when the contract has no terms valid today.
+    pub version: Option<i32>,
+    /// The first day the version prices.
+    pub valid_from: Option<NaiveDate>,
+    /// The user who set it (`null` for terms from before versions were kept).
+    pub set_by_user_id: Option<i32>,
+    pub set_by_organisation_id: Option<i32>,
+    pub set_at: Option<DateTime<Utc>>,
+    pub terms: Terms,
+}
+
+/// Every version of a contract's terms, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TermsHistory {
+    pub contract_id: i32,
+    /// The version valid today, if any.
+    pub current: Option<i32>,
+    pub versions: Vec<TermsVersion>,
+}
+
+const VERSION_COLUMNS: &str =
+    "version, valid_from, set_by, set_by_organisation_id, set_at, terms";
+
+fn version_of(contract_id: i32, r: &tokio_postgres::Row) -> Result<TermsVersion, ApiError> {
+    let version: i32 = r.get(0);
+    let terms: Terms = serde_json::from_value(r.get(5)).map_err(|e| {
+        ApiError::Unexpected(anyhow::anyhow!(
+            "contract {contract_id} has terms (version {version}) this version cannot read: {e}"
+        ))
+    })?;
+    Ok(TermsVersion {
+        contract_id,
+        version: Some(version),
+        valid_from: Some(r.get(1)),
+        set_by_user_id: r.get(2),
+        set_by_organisation_id: Some(r.get(3)),
+        set_at: Some(r.get(4)),
+        terms,
+    })
+}
+
+/// No terms: nothing is priced.
+fn no_terms(contract_id: i32) -> TermsVersion {
+    TermsVersion {
+        contract_id,
+        version: None,
+        valid_from: None,
+        set_by_user_id: None,
+        set_by_organisation_id: None,
+        set_at: None,
+        terms: Terms::default(),
+    }
+}
+
+/// Every version of a contract's terms, oldest first (no tenant check: the caller's).
+pub(super) async fn versions(
+    c: &impl GenericClient,
+    contract_id: i32,
+) -> Result<Vec<TermsVersion>, ApiError> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM contract_terms WHERE contract_id = $1 ORDER BY version"
+            ),
+            &[&contract_id],
+        )
+        .await?;
+    rows.iter().map(|r| version_of(contract_id, r)).collect()
+}
+
+/// The version valid on `day`: the highest version whose `valid_from` is on or before it.
+fn valid_on(versions: &[TermsVersion], day: NaiveDate) -> Option<&TermsVersion> {
+    versions
+        .iter()
+        .filter(|v| v.valid_from.is_some_and(|f| f <= day))
+        .max_by_key(|v| v.version)
+}
+
+/// The terms that price `[from, to)` for a contract: the version valid on `from` (no terms:
+/// [`TermsVersion::version`] is `None`). A period over which a later version starts is
+/// refused (422 naming `to` and the day), so no statement mixes two versions.
+pub(super) async fn terms_for_period(
+    c: &impl GenericClient,
+    contract_id: i32,
+    reference: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<TermsVersion, ApiError> {
+    let all = versions(c, contract_id).await?;
+    let current = valid_on(&all, from);
+    if let Some(later) = all.iter().find(|v| {
+        v.valid_from.is_some_and(|f| f > from && f < to) && v.version > current.and_then(|c| c.version)
+    }) {
+        return Err(ApiError::invalid(
+            "to",
+            format!(
+                "the terms of contract {reference} change on {} (version {}): a statement's period must end by that day or start on it",
+                later.valid_from.unwrap_or(from),
+                later.version.unwrap_or(0)
+            ),
+        ));
+    }
+    Ok(current.cloned().unwrap_or_else(|| no_terms(contract_id)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct PutTermsQuery {
+    /// The first day the new version prices: not before the newest version's, nor before
+    /// the end of a period already issued. Default: today; for a contract's first terms,
+    /// the contract's start.
+    valid_from: Option<NaiveDate>,
+}
+
+/// Sets a contract's terms (its commissioner only): a new version, never an overwrite.
 #[utoipa::path(
     operation_id = "put_contract_terms",
     tag = "outcomes",
-    params(("id" = i32, Path, description = "The contract's id.")),
+    params(("id" = i32, Path, description = "The contract's id."), PutTermsQuery),
     request_body = Terms,
     responses(
-        (status = 200, description = "The terms as set.", body = Terms),
+        (status = 200, description = "The version as set.", body = TermsVersion),
         doc::Forbidden,
         doc::NotFound,
         doc::Invalid,
@@ -105,10 +231,12 @@ async fn put_terms(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i32>,
+    q: web::Query<PutTermsQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
     let id = path.into_inner();
+    crate::http::dates::check_date("valid_from", q.valid_from)?;
     let mut value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("terms", e.to_string()))?;
     crate::http::json::apply_rules(&mut value)?;
@@ -116,28 +244,84 @@ async fn put_terms(
         serde_json::from_value(value).map_err(|e| ApiError::invalid("terms", e.to_string()))?;
     terms.validate().map_err(|(f, m)| ApiError::invalid(f, m))?;
     let value = serde_json::to_value(&terms).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let c = state.pool.get().await?;
-    let n = c
-        .execute(
-            "UPDATE contracts SET terms = $3 WHERE id = $1 AND commissioner_id = $2",
-            &[&id, &caller.organisation_id, &value],
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    // The lock orders versions and issued statements of one contract.
+    let starts_on: NaiveDate = tx
+        .query_opt(
+            "SELECT starts_on FROM contracts WHERE id = $1 AND commissioner_id = $2 FOR UPDATE",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("contract {id}")))?
+        .get(0);
+    let newest = tx
+        .query_opt(
+            "SELECT version, valid_from FROM contract_terms WHERE contract_id = $1
+              ORDER BY version DESC LIMIT 1",
+            &[&id],
+        )
+        .await?
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, NaiveDate>(1)));
+    let today = Utc::now().date_naive();
+    let valid_from = q
+        .valid_from
+        .unwrap_or(if newest.is_some() { today } else { starts_on });
+    if let Some((_, newest_from)) = newest {
+        if valid_from < newest_from {
+            return Err(ApiError::invalid(
+                "valid_from",
+                format!("not before the newest version's ({newest_from})"),
+            ));
+        }
+    }
+    if let Some(issued_to) = super::statements::issued_until(&*tx, id).await? {
+        if valid_from < issued_to {
+            return Err(ApiError::invalid(
+                "valid_from",
+                format!("a statement was issued for days up to {issued_to}: not before that"),
+            ));
+        }
+    }
+    let version = newest.map_or(1, |(v, _)| v + 1);
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO contract_terms (contract_id, version, valid_from, terms, set_by, set_by_organisation_id)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {VERSION_COLUMNS}"
+            ),
+            &[&id, &version, &valid_from, &value, &caller.user_id, &caller.organisation_id],
         )
         .await?;
-    if n == 0 {
-        return Err(ApiError::NotFound(format!("contract {id}")));
-    }
-    Ok(HttpResponse::Ok().json(value))
+    let v = version_of(id, &row)?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
-/// A contract's terms, for its commissioner or provider.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct GetTermsQuery {
+    /// `true`: every version, oldest first.
+    history: Option<bool>,
+}
+
+/// A contract's terms, for its commissioner or provider: the version valid today, or with
+/// `history=true` every version.
 #[utoipa::path(
     operation_id = "get_contract_terms",
     tag = "outcomes",
-    params(("id" = i32, Path, description = "The contract's id.")),
+    params(("id" = i32, Path, description = "The contract's id."), GetTermsQuery),
     responses(
-        (status = 200, description = "The terms.", body = Terms),
+        (status = 200, description = "The version valid today (`version` null and empty \
+            terms when none is), or with `history=true` every version.",
+            content(
+                (TermsVersion = "application/json"),
+                (TermsHistory = "application/json"),
+            )),
         doc::Forbidden,
         doc::NotFound,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/contracts/{id}/terms")]
@@ -145,16 +329,49 @@ async fn get_terms(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i32>,
+    q: web::Query<GetTermsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
     let c = state.pool.get().await?;
-    let row = c
-        .query_opt(
-            "SELECT terms FROM contracts WHERE id = $1 AND (commissioner_id = $2 OR provider_id = $2)",
-            &[&id, &caller.organisation_id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("contract {id}")))?;
-    Ok(HttpResponse::Ok().json(row.get::<_, serde_json::Value>(0)))
+    c.query_opt(
+        "SELECT 1 FROM contracts WHERE id = $1 AND (commissioner_id = $2 OR provider_id = $2)",
+        &[&id, &caller.organisation_id],
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("contract {id}")))?;
+    let all = versions(&**c, id).await?;
+    let current = valid_on(&all, Utc::now().date_naive()).cloned();
+    if q.history == Some(true) {
+        return Ok(HttpResponse::Ok().json(TermsHistory {
+            contract_id: id,
+            current: current.and_then(|v| v.version),
+            versions: all,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(current.unwrap_or_else(|| no_terms(id))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(version: i32, from: &str) -> TermsVersion {
+        TermsVersion {
+            version: Some(version),
+            valid_from: Some(from.parse().unwrap()),
+            ..no_terms(1)
+        }
+    }
+
+    #[test]
+    fn the_version_valid_on_a_day_is_the_highest_started_by_then() {
+        let all = [v(1, "2025-01-01"), v(2, "2026-04-01"), v(3, "2026-04-01")];
+        let on = |d: &str| valid_on(&all, d.parse().unwrap()).and_then(|v| v.version);
+        assert_eq!(on("2024-12-31"), None);
+        assert_eq!(on("2025-01-01"), Some(1));
+        assert_eq!(on("2026-03-31"), Some(1));
+        // Two versions from the same day: the later one set holds.
+        assert_eq!(on("2026-04-01"), Some(3));
+    }
 }
