@@ -91,8 +91,9 @@ pub struct MissedVisit {
 }
 
 /// The scheduled visits of `people` at `organisation` whose window opened in `[from, to)` and
-/// that were missed as known at `at`: due (window start + `evv.missed_visit_grace_minutes`,
-/// the rule the missed-visit alert uses) by `at`, created by then, no visit started (a matched
+/// that were missed, as known at `known_at`: due (window start +
+/// `evv.missed_visit_grace_minutes`, the rule the missed-visit alert uses) by `due_by`,
+/// scheduled by `known_at`, no visit started (a matched
 /// check-in or an adjusted start, at any time: a late visit is late, not missed), and not
 /// cancelled before it was due (a cancellation after the visit was due does not undo the miss;
 /// the alert, which pages the office, clears on it all the same). Unlike the alert, windows of
@@ -103,7 +104,8 @@ pub async fn missed_visits(
     organisation: i32,
     people: &[i32],
     (from, to): (DateTime<Utc>, DateTime<Utc>),
-    at: DateTime<Utc>,
+    due_by: DateTime<Utc>,
+    known_at: DateTime<Utc>,
 ) -> Result<Vec<MissedVisit>, EvvError> {
     let grace = f64::from(settings.missed_visit_grace_minutes);
     let rows = c
@@ -111,15 +113,23 @@ pub async fn missed_visits(
             "SELECT s.id, s.person_id, s.window_start FROM scheduled_visits s
               WHERE s.organisation_id = $1 AND s.person_id = ANY($2)
                 AND s.window_start >= $3 AND s.window_start < $4
-                AND s.created_at <= $5
+                AND s.created_at <= $7
                 AND s.window_start + ($6::float8 * interval '1 minute') <= $5
-                AND (s.cancelled_at IS NULL
+                AND (s.cancelled_at IS NULL OR s.cancelled_at > $7
                      OR s.cancelled_at > s.window_start + ($6::float8 * interval '1 minute'))
                 AND NOT EXISTS (SELECT 1 FROM visits v
                                  WHERE v.scheduled_visit_id = s.id
                                    AND (v.started_at IS NOT NULL OR v.adjusted_start IS NOT NULL))
               ORDER BY s.id",
-            &[&organisation, &people, &from, &to, &at, &grace],
+            &[
+                &organisation,
+                &people,
+                &from,
+                &to,
+                &due_by,
+                &grace,
+                &known_at,
+            ],
         )
         .await?;
     Ok(rows

@@ -10,9 +10,9 @@
 use actix_web::{get, put, web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
+use utoipa::{IntoParams, ToSchema};
 
 use super::payment::Terms;
 use super::routes::READERS;
@@ -118,8 +118,7 @@ pub struct TermsHistory {
     pub versions: Vec<TermsVersion>,
 }
 
-const VERSION_COLUMNS: &str =
-    "version, valid_from, set_by, set_by_organisation_id, set_at, terms";
+const VERSION_COLUMNS: &str = "version, valid_from, set_by, set_by_organisation_id, set_at, terms";
 
 fn version_of(contract_id: i32, r: &tokio_postgres::Row) -> Result<TermsVersion, ApiError> {
     let version: i32 = r.get(0);
@@ -189,7 +188,8 @@ pub(super) async fn terms_for_period(
     let all = versions(c, contract_id).await?;
     let current = valid_on(&all, from);
     if let Some(later) = all.iter().find(|v| {
-        v.valid_from.is_some_and(|f| f > from && f < to) && v.version > current.and_then(|c| c.version)
+        v.valid_from.is_some_and(|f| f > from && f < to)
+            && v.version > current.and_then(|c| c.version)
     }) {
         return Err(ApiError::invalid(
             "to",

@@ -243,10 +243,19 @@ impl Terms {
             self.unmet_outcome_penalty_pence,
             "unmet_outcome_penalty_pence",
         )?;
-        opt(self.late_outcome_penalty_pence, "late_outcome_penalty_pence")?;
-        opt(self.missed_visit_penalty_pence, "missed_visit_penalty_pence")?;
+        opt(
+            self.late_outcome_penalty_pence,
+            "late_outcome_penalty_pence",
+        )?;
+        opt(
+            self.missed_visit_penalty_pence,
+            "missed_visit_penalty_pence",
+        )?;
         opt(self.penalty_cap_pence, "penalty_cap_pence")?;
-        opt(self.early_outcome_reward_pence, "early_outcome_reward_pence")?;
+        opt(
+            self.early_outcome_reward_pence,
+            "early_outcome_reward_pence",
+        )?;
         opt(
             self.early_outcome_reward_cap_pence,
             "early_outcome_reward_cap_pence",
@@ -400,12 +409,7 @@ fn prorata(pence: i64, num: u64, den: u64) -> i64 {
     (i128::from(pence) * i128::from(num) / i128::from(den)) as i64
 }
 
-fn per_item(
-    code: &'static str,
-    term: &'static str,
-    description: String,
-    items: Vec<Item>,
-) -> Line {
+fn per_item(code: &'static str, term: &'static str, description: String, items: Vec<Item>) -> Line {
     Line {
         code,
         term,
@@ -629,8 +633,7 @@ fn lines(
         lines.push(per_item(
             "missed_visit_penalty",
             "penalties",
-            "penalty per required visit missed (no visit started; not cancelled before due)"
-                .into(),
+            "penalty per required visit missed (no visit started; not cancelled before due)".into(),
             inputs
                 .missed_visits
                 .iter()
@@ -1173,7 +1176,10 @@ mod tests {
             ]
         );
         assert_eq!(st.lines[2].quantity, 3.0);
-        assert_eq!(st.lines[2].items[0].key, "scheduled_visit/11/missed_penalty");
+        assert_eq!(
+            st.lines[2].items[0].key,
+            "scheduled_visit/11/missed_penalty"
+        );
         terms.penalty_cap_pence = Some(8_000);
         let st = r.go(&terms);
         assert_eq!(amounts(&st.lines)[3], ("penalty_cap", 3_000));
@@ -1247,7 +1253,10 @@ mod tests {
             ..Default::default()
         };
         let first = q1.go(&terms);
-        assert_eq!(first.total_pence, 20_000 + 53_333 + 1420 + 66 + 150_000 - 5_000 + 2_500);
+        assert_eq!(
+            first.total_pence,
+            20_000 + 53_333 + 1420 + 66 + 150_000 - 5_000 + 2_500
+        );
         let ledger = issue(&first, &q1.period, 1);
 
         // Later: outcome 3 achieved late (20 Mar), episode 8 ended in April.
@@ -1358,13 +1367,14 @@ mod tests {
         assert!(st.lines[0]
             .description
             .ends_with("descriptive estimate, not priced"));
-        assert!(st.lines[2]
-            .description
-            .ends_with("no estimate, not priced"));
+        assert!(st.lines[2].description.ends_with("no estimate, not priced"));
         assert_eq!(payable_lower_bound(&falls), Err(DESCRIPTIVE));
 
         // The rule once an estimate is causal: its lower bound, when above zero.
-        assert_eq!(lower_bound_if_causal(false, Some([5.0, 9.0])), Err(DESCRIPTIVE));
+        assert_eq!(
+            lower_bound_if_causal(false, Some([5.0, 9.0])),
+            Err(DESCRIPTIVE)
+        );
         assert_eq!(lower_bound_if_causal(true, None), Err(DESCRIPTIVE));
         assert!(lower_bound_if_causal(true, Some([-0.5, 9.0])).is_err());
         assert!(lower_bound_if_causal(true, Some([0.0, 9.0])).is_err());
@@ -1372,7 +1382,14 @@ mod tests {
         // Poisson upper limit is 54.4686 (published tables: 54.47). The lower bound of falls
         // avoided is 100 - 54.4686 = 45.5314; 45.5314 x £1,000 x 50% = £22,765.68.
         let lower = lower_bound_if_causal(true, Some(falls.interval)).unwrap();
-        let line = shared_saving("shared_savings_falls", "falls", Ok(lower), 100_000, 5000, &period());
+        let line = shared_saving(
+            "shared_savings_falls",
+            "falls",
+            Ok(lower),
+            100_000,
+            5000,
+            &period(),
+        );
         assert!((line.amount_pence - 2_276_568).abs() <= 1, "{line:?}");
 
         // New terms cannot ask for the point estimate.

@@ -35,34 +35,32 @@ pub(super) async fn issued_until(
     c: &impl GenericClient,
     contract_id: i32,
 ) -> Result<Option<NaiveDate>, ApiError> {
-    Ok(c
-        .query_one(
-            "SELECT max(period_to) FROM payment_statements WHERE contract_id = $1",
-            &[&contract_id],
-        )
-        .await?
-        .get(0))
+    Ok(c.query_one(
+        "SELECT max(period_to) FROM payment_statements WHERE contract_id = $1",
+        &[&contract_id],
+    )
+    .await?
+    .get(0))
 }
 
 /// What the ledger holds for a contract.
 async fn ledger(c: &impl GenericClient, contract_id: i32) -> Result<Vec<Issued>, ApiError> {
-    Ok(c
-        .query(
-            "SELECT s.id, l.code, l.item_key, s.period_from, s.period_to
+    Ok(c.query(
+        "SELECT s.id, l.code, l.item_key, s.period_from, s.period_to
                FROM payment_ledger l JOIN payment_statements s ON s.id = l.statement_id
               WHERE l.contract_id = $1 ORDER BY l.id",
-            &[&contract_id],
-        )
-        .await?
-        .iter()
-        .map(|r| Issued {
-            statement_id: r.get(0),
-            code: r.get(1),
-            key: r.get(2),
-            period_from: r.get(3),
-            period_to: r.get(4),
-        })
-        .collect())
+        &[&contract_id],
+    )
+    .await?
+    .iter()
+    .map(|r| Issued {
+        statement_id: r.get(0),
+        code: r.get(1),
+        key: r.get(2),
+        period_from: r.get(3),
+        period_to: r.get(4),
+    })
+    .collect())
 }
 
 /// One contract's statement and what it was priced with.
@@ -121,7 +119,7 @@ async fn price(
         // Missed visits count for people funded under the contract on the visit's day.
         let mut missed = Vec::new();
         if terms.terms.missed_visit_penalty_pence.is_some() {
-            let at = p.known_at.min(start_of(p.as_of + chrono::Duration::days(1)));
+            let due_by = start_of(p.as_of + chrono::Duration::days(1));
             for org in &loaded.orgs {
                 let visits = crate::evv::figures::missed_visits(
                     c,
@@ -129,7 +127,8 @@ async fn price(
                     *org,
                     &loaded.people,
                     (start_of(p.from), start_of(p.to)),
-                    at,
+                    due_by,
+                    p.known_at,
                 )
                 .await?;
                 for v in visits {

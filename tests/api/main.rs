@@ -20,6 +20,7 @@ mod isolation;
 mod nul_text;
 mod openapi;
 mod outcomes;
+mod payment;
 mod reproducible;
 mod retry;
 mod routes;

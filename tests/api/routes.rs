@@ -219,6 +219,11 @@ pub const ROUTES: &[Route] = &[
         query: "from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
         ..route!("GET" "/v1/outcomes/statements", Access::Roles(READERS))
     },
+    // Issuing records payments: the commissioner's alone.
+    Route {
+        query: "from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+        ..route!("POST" "/v1/outcomes/statements", Access::Roles(COMMISSIONER))
+    },
     route!("GET" "/v1/outcomes/reports/{id}", Access::Roles(READERS)),
     route!("GET" "/v1/outcomes/reports/{id}/reproduction", Access::Roles(READERS)),
     route!("POST" "/v1/outcomes/reports/{id}/restatements", Access::Roles(READERS), {}),

@@ -270,6 +270,18 @@ const SWEEP: &[(&str, &str, Kind)] = &[
             false,
         ),
     ),
+    (
+        "POST",
+        "/v1/outcomes/statements",
+        list(
+            &[
+                "",
+                "provider_id={provider}&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+            ],
+            Needle::Mark,
+            false,
+        ),
+    ),
     ("GET", "/v1/outcomes/reports/{id}", id()),
     ("GET", "/v1/outcomes/reports/{id}/reproduction", id()),
     ("POST", "/v1/outcomes/reports/{id}/restatements", id()),
@@ -536,6 +548,18 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
         (
             "contracts",
             "FROM contracts t WHERE t.provider_id = ANY($1) OR t.commissioner_id = ANY($1)".to_string(),
+        ),
+        (
+            "contract_terms",
+            "FROM contract_terms t WHERE t.contract_id IN (SELECT id FROM contracts WHERE provider_id = ANY($1) OR commissioner_id = ANY($1))".to_string(),
+        ),
+        (
+            "payment_statements",
+            "FROM payment_statements t WHERE t.contract_id IN (SELECT id FROM contracts WHERE provider_id = ANY($1) OR commissioner_id = ANY($1))".to_string(),
+        ),
+        (
+            "payment_ledger",
+            "FROM payment_ledger t WHERE t.contract_id IN (SELECT id FROM contracts WHERE provider_id = ANY($1) OR commissioner_id = ANY($1))".to_string(),
         ),
         (
             "plan_outcomes",
@@ -1417,6 +1441,18 @@ async fn no_route_reaches_another_organisations_data() {
                 "GET {url} as C1 does not show A's data: {status} {text}"
             ));
         }
+    }
+    // C1 issues A's statement (recorded in the ledger), which C2 could not.
+    calls += 1;
+    let url = format!(
+        "/v1/outcomes/statements?provider_id={}&{PERIOD}",
+        s.provider_a
+    );
+    let (status, text) = call(&app, "POST", &url, Some(council_a.as_str()), None).await;
+    if status != 200 || !text.contains("CA-sweepmark") || !text.contains("\"issued\":true") {
+        wrong.push(format!(
+            "POST {url} as C1 does not issue A's statement: {status} {text}"
+        ));
     }
     // The council's agreement to A's plan, by C1.
     calls += 1;
