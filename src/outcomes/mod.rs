@@ -3,11 +3,12 @@
 //! - [`estimate`]: pure maths: exact Poisson intervals, expected minus observed (avoided).
 //! - [`measures`]: the indicators from loaded rows (falls, avoided, plans, shares).
 //! - [`ascof`]: the official measures (ASCOF 2023-24) and independence regained.
-//! - [`payment`]: statements from contract terms held as data; never priced by minutes.
+//! - [`payment`]: statements from versioned contract terms held as data, each item paid once
+//!   (the ledger: `statements`); never priced by minutes.
 //! - [`report`]: resolves a scope for the caller (tenant-filtered), hashes its rows, builds
 //!   reports, CSV; `load` reads each source as known at the report's `known_at`.
 //! - `restate`: stored reports computed again (reproduction) or from newer data (restatement).
-//! - [`contracts`]: contracts (created only here) and their terms, over HTTP for commissioners.
+//! - [`contracts`]: contracts (created only here) and their terms' versions, over HTTP.
 //! - The API, one file each: `episodes`, `plans`, `populations`, `reports`, `statements`;
 //!   `routes` gathers them. `confirm`: the person's own pages for confirming an outcome.
 //!
@@ -106,6 +107,8 @@ crate::sql_enum! {
 /// and value, and hours delivered per contract (context) are new; inputs are read as known at
 /// a moment; a plan outcome is achieved when the person confirms it through their own link
 /// (dated by that answer) and counts, and is paid, once the council has verified it.
+/// Statements price shared savings on the lower bound of a causal estimate only, penalise
+/// late outcomes, and pay each item once (the ledger).
 /// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
 /// on-site over dispatched alarms), the visit context likewise.
 pub const METHOD_VERSION: &str = "outcomes/3";

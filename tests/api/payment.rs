@@ -329,3 +329,117 @@ async fn terms_are_versioned_and_statements_pay_once() {
     assert_eq!((s, &v["version"]), (200, &json!(3)));
     app.stop().await;
 }
+
+/// The missed-visit penalty counts required visits with no visit started and not cancelled
+/// before they were due, of people funded under the contract on the visit's day.
+#[tokio::test]
+async fn missed_visits_are_those_neither_started_nor_cancelled_in_time() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let t = &w.provider_token;
+    let (s, _) = app
+        .request_json(
+            Method::PUT,
+            &format!("/v1/contracts/{}/terms", w.contract_id),
+            &w.council_token,
+            Some(&json!({"missed_visit_penalty_pence": 1_000})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // A second person, funded under the contract from 1 March only.
+    let (s, p) = app
+        .post_json(
+            "/v1/people",
+            t,
+            &json!({"external_ref": "PAY-P2", "date_of_birth": "1950-01-01"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let late_funded = p["id"].as_i64().unwrap();
+    let (s, b) = app
+        .post_json(
+            "/v1/outcomes/service-periods",
+            t,
+            &json!({"person_id": late_funded, "contract_id": w.contract_id, "started_on": "2026-03-01"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let mut ids = Vec::new();
+    for (reference, person, day) in [
+        ("PAY-M1", w.person, "2026-02-10"),    // missed
+        ("PAY-M2", w.person, "2026-02-11"),    // cancelled before it was due
+        ("PAY-M3", w.person, "2026-02-12"),    // cancelled after it was due: still missed
+        ("PAY-M4", w.person, "2026-02-13"),    // started (late, by the office): not missed
+        ("PAY-M5", w.person, "2026-04-02"),    // after the period
+        ("PAY-M6", late_funded, "2026-02-14"), // not yet funded under the contract
+        ("PAY-M7", late_funded, "2026-03-02"), // missed
+    ] {
+        let (s, v) = app
+            .post_json(
+                "/v1/scheduled-visits",
+                t,
+                &json!({"reference": reference, "person_id": person,
+                        "window_start": format!("{day}T09:00:00Z"), "window_end": format!("{day}T10:00:00Z"),
+                        "service_type": "personal_care"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        ids.push(v["id"].as_i64().unwrap());
+    }
+    let client = app.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE scheduled_visits SET cancelled_at = '2026-02-01T00:00:00Z', cancel_reason = 'in hospital' WHERE id = $1",
+            &[&ids[1]],
+        )
+        .await
+        .unwrap();
+    let (s, b) = app
+        .post_json(
+            &format!("/v1/scheduled-visits/{}/cancel", ids[2]),
+            t,
+            &json!({"reason": "in hospital"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = app
+        .post_json(
+            "/v1/visits/manual",
+            t,
+            &json!({"scheduled_visit_id": ids[3], "start": "2026-02-13T11:00:00Z", "end": "2026-02-13T11:30:00Z",
+                    "reason_code": "office_entry", "memo": "paper timesheet"}),
+        )
+        .await;
+    assert!((200..300).contains(&s), "{b}");
+
+    let (s, st) = app
+        .get_json(
+            &format!(
+                "/v1/outcomes/statements?provider_id={}&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+                w.provider_id
+            ),
+            &w.council_token,
+        )
+        .await;
+    assert_eq!(s, 200, "{st}");
+    let st = &st["statements"][0];
+    let missed = st["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["code"] == "missed_visit_penalty")
+        .unwrap();
+    let keys: Vec<&str> = missed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = [ids[0], ids[2], ids[6]]
+        .iter()
+        .map(|id| format!("scheduled_visit/{id}/missed_penalty"))
+        .collect();
+    assert_eq!(keys, want, "{missed}");
+    assert_eq!(missed["amount_pence"], -3_000);
+    app.stop().await;
+}
