@@ -243,17 +243,37 @@ fn csv_response(body: &serde_json::Value, id: i64, hash: String) -> Result<HttpR
             "description",
             "quantity",
             "amount_pence",
+            "kind",
         ])?;
+        // `paid` rows add up to the total; `context` rows are never paid; `left_out` rows are
+        // items an issued statement paid (the description says which and why).
         for st in body["statements"].as_array().into_iter().flatten() {
-            for l in st["lines"].as_array().into_iter().flatten() {
-                w.write_record([
-                    st["contract_id"].to_string(),
-                    st["reference"].as_str().unwrap_or_default().to_string(),
-                    l["code"].as_str().unwrap_or_default().to_string(),
-                    l["description"].as_str().unwrap_or_default().to_string(),
-                    l["quantity"].to_string(),
-                    l["amount_pence"].to_string(),
-                ])?;
+            let rows = [
+                ("lines", "paid"),
+                ("context", "context"),
+                ("left_out", "left_out"),
+            ];
+            for (field, kind) in rows {
+                for l in st[field].as_array().into_iter().flatten() {
+                    let text = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                    let (description, quantity) = if kind == "left_out" {
+                        (
+                            format!("{}: {}", text("key"), text("reason")),
+                            "1".to_string(),
+                        )
+                    } else {
+                        (text("description"), l["quantity"].to_string())
+                    };
+                    w.write_record([
+                        st["contract_id"].to_string(),
+                        st["reference"].as_str().unwrap_or_default().to_string(),
+                        text("code"),
+                        description,
+                        quantity,
+                        l["amount_pence"].to_string(),
+                        kind.to_string(),
+                    ])?;
+                }
             }
         }
         Ok(())

@@ -260,6 +260,24 @@ async fn terms_are_versioned_and_statements_pay_once() {
         .iter()
         .all(|l| l["statement_id"] == first_id));
 
+    // The CSV preview lists what it leaves out, and why, apart from what it pays.
+    let r = app
+        .get(
+            &format!("{}&format=csv", statements(q1)),
+            Some(&w.council_token),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let csv = r.text().await.unwrap();
+    assert!(csv.starts_with("contract_id,reference,code,description,quantity,amount_pence,kind"));
+    assert!(
+        csv.lines().any(|l| l.contains(&format!(
+            "episode/{ep1}/price: already in statement {first_id}"
+        )) && l.ends_with(",150000,left_out")),
+        "{csv}"
+    );
+    assert!(csv.contains(",fixed,"), "{csv}");
+
     // An episode ended in March, recorded since: February to March pays it alone (the fixed
     // sum of an overlapping period was paid).
     let ep2 = episode(&app, &w, "2026-02-01", "2026-03-15").await;
