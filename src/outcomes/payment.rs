@@ -25,7 +25,8 @@ use super::{OutcomeSettings, ReablementResult};
 #[serde(deny_unknown_fields)]
 pub struct Terms {
     /// Wiltshire: a share of each plan's value up front when the plan is agreed, the balance
-    /// split over its payable outcomes, paid as the person confirms each.
+    /// split over its payable outcomes, paid as the person confirms each and the council
+    /// verifies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_upfront: Option<PlanUpfront>,
     /// A fixed sum for the period plus an outcome-dependent sum paid in proportion to the
