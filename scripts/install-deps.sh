@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Homeward's run and test commands need and are missing; safe to run repeatedly.
 #   scripts/install-deps.sh run    what `make run` needs
-#   scripts/install-deps.sh test   what `make test` needs (adds Mosquitto and its clients, curl, nextest)
+#   scripts/install-deps.sh test   what `make test` needs (adds Mosquitto and its clients, curl,
+#                                  Chromium and its WebDriver for the console's browser tests,
+#                                  nextest)
 # Debian packages come through apt-get (with sudo when not root); `apt-get update` runs once,
 # only when something is missing.
 set -euo pipefail
@@ -11,7 +13,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 debs=(postgresql ca-certificates)
 if [ "$purpose" = "test" ]; then
-  debs+=(mosquitto mosquitto-clients curl)
+  debs+=(mosquitto mosquitto-clients curl chromium chromium-driver)
 fi
 
 missing=()

@@ -19,6 +19,11 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   http.shutdown_grace_secs             seconds for in-flight requests at shutdown [10]
   auth.token_ttl_days                  days a user's API token is valid; service tokens
                                        never expire [90]
+  console.public_url                   address people reach Homeward at, for one-time
+                                       links [unset: from http.listen]
+  console.session_hours                hours a console session lasts after sign-in [12]
+  console.session_idle_minutes         idle minutes that end a console session [30]
+  console.password_link_hours          hours a one-time set-password link works [72]
   database.url                         PostgreSQL/TimescaleDB URL (secret) [unset: embedded]
   database.pool_size                   pool connections [16]
   database.auth_pool_size              connections for credential checks, apart [4]
@@ -171,7 +176,8 @@ pub enum AdminCommand {
         kind: OrgKind,
     },
     /// Create a user and print their first API token (shown once; it expires after
-    /// auth.token_ttl_days unless --service).
+    /// auth.token_ttl_days unless --service); with --email, also a one-time link with which
+    /// the person sets their console password (valid console.password_link_hours, once).
     CreateUser {
         /// Organisation id or name.
         #[arg(long)]
@@ -181,6 +187,9 @@ pub enum AdminCommand {
         name: String,
         #[arg(long, value_enum)]
         role: Role,
+        /// The email address the person signs in to the console with (unique).
+        #[arg(long)]
+        email: Option<String>,
         /// Make the first token a service token, which never expires (for machines).
         #[arg(long)]
         service: bool,
@@ -197,6 +206,16 @@ pub enum AdminCommand {
         /// A service token, which never expires (it can still be revoked).
         #[arg(long)]
         service: bool,
+    },
+    /// Print a one-time link with which a user sets a new console password (valid
+    /// console.password_link_hours, once; an earlier unused link stops working).
+    PasswordLink {
+        /// The user's numeric id.
+        #[arg(long)]
+        user: i32,
+        /// Give the user this sign-in email address first (for users made without one).
+        #[arg(long)]
+        email: Option<String>,
     },
     /// List a user's API tokens: id, prefix, label, expiry, last use (never the token).
     ListTokens {

@@ -59,6 +59,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub http: HttpSettings,
     pub auth: AuthSettings,
+    pub console: ConsoleSettings,
     pub database: DatabaseSettings,
     pub mqtt: MqttSettings,
     pub storage: StorageSettings,
@@ -91,6 +92,35 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self { token_ttl_days: 90 }
+    }
+}
+
+/// The console: people's sign-in, sessions and one-time password links.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// The address people reach Homeward at, e.g. `https://care.example.org`, used in the
+    /// one-time links that `homeward admin` and the API print. Unset (the default): `http://`
+    /// (or `https://` with `tls.cert_file`) and `http.listen`, with `localhost` for an
+    /// unspecified address. Setting it to an `https://` address also marks the session cookie
+    /// Secure, for a server behind a proxy that terminates TLS.
+    pub public_url: Option<String>,
+    /// Hours a console session lasts after sign-in, however busy. Default 12.
+    pub session_hours: u32,
+    /// Minutes without a request after which a console session ends. Default 30.
+    pub session_idle_minutes: u32,
+    /// Hours a one-time link to set a password works. Default 72.
+    pub password_link_hours: u32,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            session_hours: 12,
+            session_idle_minutes: 30,
+            password_link_hours: 72,
+        }
     }
 }
 
@@ -248,6 +278,7 @@ impl Default for Settings {
             data_dir: default_data_dir(),
             http: HttpSettings::default(),
             auth: AuthSettings::default(),
+            console: ConsoleSettings::default(),
             database: DatabaseSettings::default(),
             mqtt: MqttSettings::default(),
             storage: StorageSettings::default(),
@@ -363,6 +394,39 @@ pub struct BrokerUrl {
 }
 
 impl Settings {
+    /// Where people reach the console, without a trailing slash: `console.public_url`, or the
+    /// HTTP listener's address.
+    pub fn console_url(&self) -> String {
+        if let Some(url) = &self.console.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let listen = self.http.listen;
+        let host = if listen.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else if listen.is_ipv6() {
+            format!("[{}]", listen.ip())
+        } else {
+            listen.ip().to_string()
+        };
+        format!("{scheme}://{host}:{}", listen.port())
+    }
+
+    /// Whether the console's cookies are marked Secure: HTTPS here, or behind a proxy that
+    /// `console.public_url` says serves HTTPS.
+    pub fn console_cookies_secure(&self) -> bool {
+        self.tls.cert_file.is_some()
+            || self
+                .console
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+
     /// Loads and validates the layered configuration.
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -427,6 +491,35 @@ impl Settings {
             return Err(ConfigError(
                 "auth.token_ttl_days must be 1 to 3660; use service tokens for ones that never expire".into(),
             ));
+        }
+        let c = &self.console;
+        if let Some(url) = &c.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(ConfigError(format!(
+                    "console.public_url must be an http:// or https:// address, e.g. \
+                     https://care.example.org, not `{url}`"
+                )));
+            }
+        }
+        for (key, value, max) in [
+            ("console.session_hours", c.session_hours, 24 * 31),
+            (
+                "console.session_idle_minutes",
+                c.session_idle_minutes,
+                24 * 60,
+            ),
+            (
+                "console.password_link_hours",
+                c.password_link_hours,
+                24 * 31,
+            ),
+        ] {
+            if value == 0 || value > max {
+                return Err(ConfigError(format!("{key} must be 1 to {max}")));
+            }
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError("database.pool_size must be at least 1".into()));
@@ -640,6 +733,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("auth.token_ttl_days"));
+    }
+
+    #[test]
+    fn the_console_url_follows_the_listener_unless_set() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.console_url(), "http://127.0.0.1:8080");
+        assert!(!settings.console_cookies_secure());
+        settings.http.listen = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(settings.console_url(), "http://localhost:9000");
+        settings.console.public_url = Some("https://care.example.org/".into());
+        settings.validate().unwrap();
+        assert_eq!(settings.console_url(), "https://care.example.org");
+        assert!(settings.console_cookies_secure());
+        for bad in ["care.example.org", "https://", "ftp://x"] {
+            settings.console.public_url = Some(bad.into());
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("console.public_url"), "{bad}: {err}");
+        }
+        let mut settings = Settings::default();
+        settings.console.session_idle_minutes = 0;
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("console.session_idle_minutes"));
     }
 
     #[test]

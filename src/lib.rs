@@ -11,7 +11,10 @@
 //! - [`outcomes`]: episodes, outcome plans, indicators and payment statements.
 //! - [`devices`]: device registry and identity (the uid directory ingest resolves topics
 //!   with), credentials, the embedded broker's authenticator.
-//! - [`auth`]: organisations, users, roles, API tokens, the [`auth::Caller`] extractor.
+//! - [`auth`]: organisations, users, roles, API tokens, people's passwords and console
+//!   sessions, the [`auth::Caller`] extractor.
+//! - [`console`]: the web pages for people under `/console/` (server-rendered, no JavaScript
+//!   needed), on the same role and tenant rules as the API.
 //!
 //! Shared plumbing beside them: [`config`], [`db`] (pool, migrations, the embedded PostgreSQL,
 //! partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
@@ -31,7 +34,8 @@
 //!   has committed. An event, keyed by (device, seq, time), is stored once.
 //! - Every endpoint except `/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json` and `/docs` is
 //!   authenticated (the EMQX hooks by a shared secret), and the tenant always comes from the
-//!   credential, never from the request.
+//!   credential, never from the request. Console pages are the same, with a session cookie for
+//!   a credential; only the sign-in, set-password and error pages and the stylesheet are open.
 //! - Bad input gets a problem document (HTTP) or a dead-letter row (MQTT); it never crashes the
 //!   server and is never silently dropped.
 
@@ -40,6 +44,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod devices;
 pub mod evv;

@@ -123,6 +123,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         if app.https() { "https" } else { "http" },
         app.http_addr()
     );
+    println!("  console:      {http}/console/");
     println!("  HTTP API:     {http}/v1/");
     println!("  health:       {http}/healthz  {http}/readyz");
     println!("  metrics:      {http}/metrics");
@@ -211,9 +212,25 @@ async fn admin_with(
             org,
             name,
             role,
+            email,
             service,
         } => {
             let org = auth::find_organisation(client, &org).await?;
+            if let Some(email) = &email {
+                // Checked before the user is made, so a taken address leaves nothing behind.
+                if auth::password::parse_email(email).is_none() {
+                    anyhow::bail!("`{email}` is not an email address");
+                }
+                let taken = client
+                    .query_opt(
+                        "SELECT 1 FROM users WHERE lower(email) = lower($1)",
+                        &[&email.trim()],
+                    )
+                    .await?;
+                if taken.is_some() {
+                    anyhow::bail!("a user with the email address `{email}` already exists");
+                }
+            }
             let lifetime = token_lifetime(settings, service);
             let (id, token) = auth::create_user_with(client, &org, &name, role, lifetime).await?;
             println!("user {id} `{name}` ({}) in `{}`", role.as_str(), org.name);
@@ -222,6 +239,16 @@ async fn admin_with(
                 "(shown once; {}; send it as `Authorization: Bearer <token>`)",
                 describe(lifetime)
             );
+            if let Some(email) = email {
+                auth::password::set_user_email(client, Scope::Any, id, &email).await?;
+                print_password_link(client, settings, id).await?;
+            }
+        }
+        AdminCommand::PasswordLink { user, email } => {
+            if let Some(email) = email {
+                auth::password::set_user_email(client, Scope::Any, user, &email).await?;
+            }
+            print_password_link(client, settings, user).await?;
         }
         AdminCommand::CreateToken {
             user,
@@ -320,6 +347,28 @@ async fn admin_with(
             println!("(shown once; MQTT user name and client id `{uid}`, password the secret)");
         }
     }
+    Ok(())
+}
+
+async fn print_password_link(
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+    user: i32,
+) -> anyhow::Result<()> {
+    let link = auth::password::issue_password_link(
+        client,
+        Scope::Any,
+        user,
+        settings.console.password_link_hours,
+        None,
+    )
+    .await?;
+    println!("set-password link: {}", link.url(&settings.console_url()));
+    println!(
+        "(shown once; it works once, until {}; the person opens it to set their console \
+         password)",
+        link.expires_at.format("%Y-%m-%d %H:%M UTC")
+    );
     Ok(())
 }
 

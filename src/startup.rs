@@ -343,7 +343,15 @@ impl Application {
             pool: db.pool.clone(),
             auth_pool: db.auth_pool.clone(),
             auth_failures,
-            settings: settings.clone(),
+            // With the listener's real address, so that links the API prints (set-password
+            // links, without `console.public_url`) reach this server when it was given port 0.
+            settings: crate::config::Settings {
+                http: crate::config::HttpSettings {
+                    listen: http_addr,
+                    ..settings.http.clone()
+                },
+                ..settings.clone()
+            },
             writer: writer_handle,
             live,
             revocations,
@@ -366,6 +374,7 @@ impl Application {
                 app = app.configure(part);
             }
             app.into_app()
+                .configure(crate::console::routes)
                 .default_service(web::to(http::problem::not_found))
         })
         .workers(

@@ -5,14 +5,19 @@
 //! - [`Caller`] is the extractor every endpoint except health and metrics takes. It yields the
 //!   caller's organisation and role from the credential; no endpoint reads a tenant from the
 //!   request.
+//! - People sign in to the console with an email address and a password (argon2id,
+//!   [`password`]) and hold a session ([`sessions`]); a session yields the same [`Caller`],
+//!   so the same role and tenant rules apply to pages as to the API.
 //! - The admin functions here back `homeward admin ...`.
 
 mod admin;
 mod credentials;
 mod failures;
+pub mod password;
 pub mod revocations;
 pub mod routes;
 pub mod scope;
+pub mod sessions;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -111,8 +116,8 @@ impl Role {
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, Serialize)]
 pub struct Caller {
-    /// The API token this request came with (`api_tokens.id`).
-    pub token_id: i32,
+    /// The API token this request came with (`api_tokens.id`); `None` for a console session.
+    pub token_id: Option<i32>,
     pub user_id: i32,
     pub user_name: String,
     pub organisation_id: i32,
@@ -215,7 +220,7 @@ pub async fn caller_for_token(
     }
     Ok(row.and_then(|r| {
         Some(Caller {
-            token_id: r.get(0),
+            token_id: Some(r.get(0)),
             user_id: r.get(1),
             user_name: r.get(2),
             organisation_id: r.get(3),

@@ -1,5 +1,5 @@
 //! `GET /v1/me`: who the token belongs to; users and their API tokens: list, issue, revoke,
-//! disable and enable.
+//! disable and enable; one-time links for people to set their console password.
 //!
 //! Who may do what: a provider admin manages the users and tokens of its own organisation;
 //! every user may list, issue (expiring ones only) and revoke their own tokens. Users of
@@ -27,7 +27,8 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
         .service(create_token)
         .service(revoke_token)
         .service(disable_user)
-        .service(enable_user);
+        .service(enable_user)
+        .service(password_link);
 }
 
 /// The caller may manage `user_id`'s tokens: their own, or any of their organisation's as its
@@ -231,7 +232,7 @@ async fn create_token(
         *user_id,
         body.label.as_deref(),
         lifetime,
-        Some(caller.token_id),
+        caller.token_id,
     )
     .await?;
     Ok(HttpResponse::Created().json(IssuedToken {
@@ -356,5 +357,59 @@ async fn set_user_disabled(
         id: user_id,
         disabled,
         changed,
+    }))
+}
+
+/// A one-time link to set a password, shown once.
+#[derive(Serialize, ToSchema)]
+struct IssuedPasswordLink {
+    user_id: i32,
+    /// Opens the console's set-password page; works once, until `expires_at`.
+    url: String,
+    expires_at: DateTime<Utc>,
+    note: &'static str,
+}
+
+/// Issues a one-time link with which the user sets their console password (a new user's first,
+/// or a reset). The link works once, for `console.password_link_hours`; an earlier unused link
+/// of the user stops working. Shown only now: pass it to the person by a channel you trust.
+/// Provider admins, for users of their own organisation; the user must be active and have an
+/// email address (409 otherwise).
+#[utoipa::path(
+    operation_id = "create_password_link",
+    tag = "users",
+    params(("id" = i32, Path, description = "The user's id.")),
+    responses(
+        (status = 201, description = "The link, shown only now.", body = IssuedPasswordLink),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+    ),
+)]
+#[post("/v1/users/{id}/password-link")]
+async fn password_link(
+    caller: Caller,
+    state: web::Data<AppState>,
+    user_id: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::ProviderAdmin])?;
+    let client = state.pool.get().await?;
+    let link = super::password::issue_password_link(
+        &**client,
+        Scope::Organisation(caller.organisation_id),
+        *user_id,
+        state.settings.console.password_link_hours,
+        Some(caller.user_id),
+    )
+    .await
+    .map_err(|e| match e {
+        super::AdminError::Invalid(why) => ApiError::Conflict(why),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Created().json(IssuedPasswordLink {
+        user_id: link.user_id,
+        url: link.url(&state.settings.console_url()),
+        expires_at: link.expires_at,
+        note: "the link is shown only now and works once",
     }))
 }

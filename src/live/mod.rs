@@ -241,7 +241,9 @@ pub fn api(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
 #[get("/v1/live")]
 async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
-    let slot = state.live.open_stream(caller.token_id).ok_or_else(|| {
+    // Only the bearer-token extractor reaches here, so there is always a token.
+    let token_id = caller.token_id.ok_or(ApiError::Unauthorized)?;
+    let slot = state.live.open_stream(token_id).ok_or_else(|| {
         ApiError::TooManyRequests(format!(
             "this token already has {MAX_STREAMS_PER_TOKEN} open event streams; close one first"
         ))
@@ -250,11 +252,11 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
     let revoked = state.revocations.subscribe();
     // A revocation broadcast between the credential check and the subscription above would be
     // missed: check once more now that the stream listens.
-    if !still_valid(&state.pool, caller.token_id).await {
+    if !still_valid(&state.pool, token_id).await {
         return Err(ApiError::Unauthorized);
     }
     let org = caller.organisation_id;
-    let (token_id, user_id) = (caller.token_id, caller.user_id);
+    let user_id = caller.user_id;
     let pool = state.pool.clone();
     let stream = futures_util::stream::unfold(
         (

@@ -18,11 +18,15 @@
 //!   and `homeward serve` ([`process::ServeProcess`]).
 //! - [`db`]: stored rows as tests compare them: event counts, snapshots of the derived tables.
 //! - [`metrics`]: values from the Prometheus text of `/metrics`.
+//! - `browser` (feature `browser`): a real headless Chromium driven over WebDriver, for the
+//!   console's tests.
 //!
 //! A test helper fails loudly: most of these panic with a message naming what went wrong.
 //! What the load-test harness uses returns errors instead, as a harness must carry on.
 
 pub mod app;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod cluster;
 pub mod db;
 pub mod metrics;

@@ -163,6 +163,54 @@ async fn admin_commands_create_what_they_say() {
     };
     let token = printed(&out, "token: ");
     assert!(token.starts_with("hw_"), "{out}");
+    assert!(
+        !out.contains("set-password link"),
+        "no link without an address: {out}"
+    );
+    let ann = printed(&out, "user ").split(' ').next().unwrap().to_owned();
+    // With an email address: the token as before, and a one-time link at the console's address.
+    let (code, out, err) = admin(&[
+        "create-user",
+        "--org",
+        "Care Co",
+        "--name",
+        "Cat",
+        "--role",
+        "provider-staff",
+        "--email",
+        "cat@care.example",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(printed(&out, "token: ").starts_with("hw_"), "{out}");
+    let link = printed(&out, "set-password link: ");
+    let link_token = link
+        .strip_prefix("http://127.0.0.1:8080/console/set-password?token=")
+        .unwrap_or_else(|| panic!("{link}"));
+    assert_eq!(link_token.len(), 64, "{link}");
+    let (code, out, err) = admin(&[
+        "password-link",
+        "--user",
+        &ann,
+        "--email",
+        "ann@care.example",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A user made without an address gets one, and a link, later; an address is taken once,
+    // whatever its case.
+    assert_ne!(printed(&out, "set-password link: "), link);
+    let (code, _, err) = admin(&[
+        "create-user",
+        "--org",
+        "Care Co",
+        "--name",
+        "Dan",
+        "--role",
+        "provider-staff",
+        "--email",
+        "CAT@care.example",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
     let (code, out, _) = admin(&[
         "create-device",
         "--org",

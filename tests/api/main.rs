@@ -10,6 +10,7 @@ mod auth;
 mod broker;
 mod cli;
 mod confirmations;
+mod console;
 mod credentials;
 mod external_brokers;
 mod figures;

@@ -122,6 +122,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/users/{id}/tokens", Access::Roles(ADMIN), {"label": "from the role test"}),
     route!("POST" "/v1/users/{id}/disable", Access::Roles(ADMIN)),
     route!("POST" "/v1/users/{id}/enable", Access::Roles(ADMIN)),
+    route!("POST" "/v1/users/{id}/password-link", Access::Roles(ADMIN)),
     route!("DELETE" "/v1/tokens/{id}", Access::Roles(ADMIN)),
     route!("POST" "/v1/check-ins", Access::Device, []),
     route!("POST" "/v1/emqx/authenticate", Access::Hook, {"clientid": "hub-1", "username": "hub-1", "password": "x"}),

@@ -124,6 +124,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/users/{id}/tokens", id()),
     ("POST", "/v1/users/{id}/disable", id()),
     ("POST", "/v1/users/{id}/enable", id()),
+    ("POST", "/v1/users/{id}/password-link", id()),
     ("DELETE", "/v1/tokens/{id}", id()),
     ("POST", "/v1/check-ins", Kind::Device),
     ("POST", "/v1/emqx/authenticate", Kind::Hook),
@@ -544,6 +545,10 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
         (
             "api_tokens",
             "FROM api_tokens t WHERE t.user_id IN (SELECT id FROM users WHERE organisation_id = ANY($1))".to_string(),
+        ),
+        (
+            "password_links",
+            "FROM password_links t WHERE t.user_id IN (SELECT id FROM users WHERE organisation_id = ANY($1))".to_string(),
         ),
         (
             "contracts",
