@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_postgres::GenericClient;
 
 use super::{AdminError, Scope};
+use crate::http::ApiError;
 use crate::secret::{hash_secret, random_token};
 
 /// argon2id with 19 MiB of memory, 2 passes, 1 lane: the first of the settings OWASP's
@@ -264,15 +265,17 @@ pub async fn password_link_state(
 /// usable (used, superseded, expired, unknown). `password` must have passed
 /// [`password_problem`].
 pub async fn set_password_with_link(
-    client: &mut deadpool_postgres::Client,
+    pool: &deadpool_postgres::Pool,
     token: &str,
     password: &str,
-) -> Result<Option<i32>, tokio_postgres::Error> {
+) -> Result<Option<i32>, ApiError> {
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
+    // Hashed before a connection is taken, so slow hashing never holds one.
     let password = password.to_owned();
     let hash = hashing(move || hash_password_now(&password)).await;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let used = tx
         .query_opt(
@@ -363,14 +366,18 @@ pub enum SignIn {
 }
 
 /// Checks an email address and password, applying the back-off (see above) for the address
-/// and for `client` (the client's IP address, as text).
+/// and for `client_address` (the client's IP address, as text).
+///
+/// Connections come from `pool` (the credential pool) only around the queries: none is held
+/// while the password is hashed.
 pub async fn check_sign_in(
-    client: &impl GenericClient,
+    pool: &deadpool_postgres::Pool,
     email: &str,
     password: &str,
-    from: &str,
-) -> Result<SignIn, tokio_postgres::Error> {
-    let (user_key, address_key) = (backoff_key_user(email), backoff_key_address(from));
+    client_address: &str,
+) -> Result<SignIn, ApiError> {
+    let (user_key, address_key) = (backoff_key_user(email), backoff_key_address(client_address));
+    let client = pool.get().await?;
     let waits = client
         .query(
             "SELECT key, failures, extract(epoch FROM now() - last_failed_at)::bigint
@@ -412,6 +419,7 @@ pub async fn check_sign_in(
             )
             .await?
     };
+    drop(client);
     let (user_id, hash) = match &row {
         Some(r) => (Some(r.get::<_, i32>(0)), r.get::<_, String>(1)),
         None => (None, dummy_hash().to_owned()),
@@ -421,6 +429,7 @@ pub async fn check_sign_in(
         .take(MAX_PASSWORD_CHARS)
         .collect::<String>();
     let matches = hashing(move || verify_password_now(&password, &hash)).await;
+    let client = pool.get().await?;
     match (user_id, matches) {
         (Some(user_id), true) => {
             client

@@ -158,10 +158,8 @@ async fn sign_in(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let outcome = {
-        let client = state.auth_pool.get().await?;
-        password::check_sign_in(&**client, &form.email, &form.password, &from).await?
-    };
+    let outcome =
+        password::check_sign_in(&state.auth_pool, &form.email, &form.password, &from).await?;
     let (status, problem) = match outcome {
         SignIn::Accepted { user_id } => {
             let client = state.auth_pool.get().await?;
@@ -291,8 +289,8 @@ async fn set_password(
     form: web::Form<SetPasswordForm>,
 ) -> Result<HttpResponse, ConsoleError> {
     let form = form.into_inner();
-    let mut client = state.pool.get().await?;
     if let Some(problem) = password::password_problem(&form.password, &form.confirmation) {
+        let client = state.pool.get().await?;
         let LinkState::Valid { email } =
             password::password_link_state(&**client, &form.token).await?
         else {
@@ -312,7 +310,7 @@ async fn set_password(
             cookie,
         ));
     }
-    match password::set_password_with_link(&mut client, &form.token, &form.password).await? {
+    match password::set_password_with_link(&state.pool, &form.token, &form.password).await? {
         Some(_) => Ok(see_other(&format!(
             "/console/sign-in?notice={}",
             encode("password-set")
