@@ -480,7 +480,7 @@ async fn only_the_persons_answer_verified_by_the_council_is_achieved_and_paid() 
 /// The provider's admin as a caller, for reading through the report loaders directly.
 fn provider_caller(w: &World) -> Caller {
     Caller {
-        token_id: 0,
+        token_id: None,
         user_id: w.provider_user,
         user_name: "Reable Ltd user".into(),
         organisation_id: w.provider_id,

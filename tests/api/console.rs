@@ -502,6 +502,12 @@ async fn admins_issue_password_links_over_the_api() {
     );
     let page = app.client.get(url).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    // The link in the address bar never leaks through a Referer, and the page runs nothing
+    // from elsewhere.
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert_eq!(page.headers()["cache-control"], "no-store");
     assert!(page.text().await.unwrap().contains("staff@links.example"));
     let (status, _) = app
         .post_json(&path(staff_id), &admin, &serde_json::json!({}))
@@ -518,5 +524,48 @@ async fn admins_issue_password_links_over_the_api() {
         .await;
     assert_eq!(status, 404);
     let _ = other;
+
+    // The forms of people not signed in carry a token too: without it, or with one the
+    // browser's cookie does not hold, a sign-in is refused before the password is looked at.
+    let token = first["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (cookie, body) in [
+        (None, "email=a%40b.c&password=x".to_owned()),
+        (
+            Some(format!("homeward_form={}", "a".repeat(64))),
+            format!("csrf={}&email=a%40b.c&password=x", "b".repeat(64)),
+        ),
+        (
+            None,
+            format!(
+                "csrf={}&token={token}&password=x&confirmation=x",
+                "b".repeat(64)
+            ),
+        ),
+    ] {
+        for path in ["/console/sign-in", "/console/set-password"] {
+            let mut request = app
+                .client
+                .post(app.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone());
+            if let Some(cookie) = &cookie {
+                request = request.header("cookie", cookie);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 403, "{path} {body}");
+        }
+    }
+    let failures: i64 = client
+        .query_one("SELECT count(*) FROM sign_in_failures", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 0, "refused forms are not sign-in attempts");
     app.stop().await;
 }
