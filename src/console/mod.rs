@@ -230,8 +230,6 @@ pub enum Section {
     Users,
     /// Tokens, devices and contracts.
     Administration,
-    /// Not in the navigation (sign-in, errors).
-    None,
 }
 
 impl Section {
@@ -257,8 +255,7 @@ impl Section {
             | Self::People
             | Self::Devices
             | Self::Outcomes
-            | Self::Administration
-            | Self::None => None,
+            | Self::Administration => None,
         }
     }
 
@@ -272,7 +269,6 @@ impl Section {
             Self::Outcomes => "Outcomes",
             Self::Users => "Users",
             Self::Administration => "Administration",
-            Self::None => "",
         }
     }
 
@@ -287,7 +283,6 @@ impl Section {
             Self::Outcomes => "outcomes, payments and how providers compare",
             Self::Users => "who can use Homeward for your organisation, and their passwords",
             Self::Administration => "tokens, devices and contracts",
-            Self::None => "",
         }
     }
 }
