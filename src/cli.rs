@@ -81,12 +81,10 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   alarms.night_end_hour                ... until this local hour [7]
   alarms.timezone                      time zone of the night window [Europe/London]
   outcomes.confidence_level            interval level in outcome reports [0.95]
-  outcomes.reference_falls_per_person_year
-                                       falls expected without the service, no own history [1.2]
-  outcomes.reference_admissions_per_person_year
-                                       admissions expected likewise [0.5]
-  outcomes.history_days                own pre-service rate: window in days [365]
-  outcomes.min_history_days            own pre-service rate: days of history needed [180]
+  outcomes.history_days                baseline window starts this many days before the
+                                       service [365]
+  outcomes.washout_days                ... and ends this many days before it [90]
+  outcomes.min_history_days            days of known history needed for a baseline [180]
   outcomes.still_at_home_min_age       91-day measure counts this age and over [65]
   outcomes.early_margin_days           outcome achieved this early counts as early [14]
   outcomes.confirmation_link_days      a person's confirmation link works this long [14]

@@ -12,7 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::GenericClient;
 
 use super::ascof::{CareHomeStay, Episode};
-use super::measures::{ContractHours, Inputs, Period, PersonInput, PlanInput, PlanOutcome};
+use super::measures::{
+    Admission, ComparisonMember, ContractHours, Inputs, Period, PersonInput, PlanInput, PlanOutcome,
+};
 use super::OutcomeSettings;
 use crate::http::ApiError;
 
@@ -71,6 +73,8 @@ pub(super) async fn load(
     let plans = plans(c, &who, f, p).await?;
     let populations = populations(c, f, p).await?;
     let hours = contract_hours(c, &who, f, p).await?;
+    let comparison = comparison(c, f, p).await?;
+    let reference_rates = reference_rates(c, f).await?;
     Ok((
         Inputs {
             people: who.by_id.into_values().collect(),
@@ -78,6 +82,8 @@ pub(super) async fn load(
             populations,
             population_of: f.population_of,
             hours,
+            comparison,
+            reference_rates,
         },
         who.ids,
         who.orgs,
@@ -174,6 +180,21 @@ async fn alarm_falls(
     Ok(())
 }
 
+/// The first version's `recorded_at` of a record of `$table` aliased `x`: when the record
+/// became known, whatever was corrected later (the baseline is locked at enrolment on it).
+macro_rules! first_recorded {
+    ($table:literal) => {
+        concat!(
+            "(SELECT min(v.recorded_at) FROM ",
+            $table,
+            " v WHERE v.record_id = x.record_id)"
+        )
+    };
+}
+
+/// Hospital stays, for the ASCOF measures (`stays`) and the avoided estimates (`admissions`:
+/// emergency or not, whether a reablement episode followed the stay, i.e. the index stay, and
+/// when the record was first recorded).
 async fn hospital_stays(
     c: &impl GenericClient,
     who: &mut People,
@@ -182,10 +203,17 @@ async fn hospital_stays(
     for r in c
         .query(
             concat!(
-                "SELECT person_id, record_id, admitted_on, discharged_on FROM ",
+                "WITH index_stays AS (SELECT DISTINCT named.record_id FROM ",
+                known!("reablement_episodes"),
+                " e JOIN hospital_stays named ON named.id = e.hospital_stay_id
+                    WHERE e.person_id = ANY($3))
+                 SELECT x.person_id, x.record_id, x.admitted_on, x.discharged_on, x.emergency, ",
+                first_recorded!("hospital_stays"),
+                ", x.record_id IN (SELECT record_id FROM index_stays)
+                   FROM ",
                 known!("hospital_stays"),
-                " h WHERE organisation_id = ANY($2) AND person_id = ANY($3)
-                  ORDER BY person_id, admitted_on, record_id"
+                " x WHERE x.organisation_id = ANY($2) AND x.person_id = ANY($3)
+                  ORDER BY x.person_id, x.admitted_on, x.record_id"
             ),
             &[&p.known_at, &who.orgs, &who.ids],
         )
@@ -193,6 +221,12 @@ async fn hospital_stays(
     {
         if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
             x.stays.push((r.get(1), r.get(2), r.get(3)));
+            x.admissions.push(Admission {
+                admitted_on: r.get(2),
+                emergency: r.get(4),
+                first_recorded_at: r.get(5),
+                index: r.get(6),
+            });
         }
     }
     Ok(())
@@ -206,17 +240,19 @@ async fn recorded_falls(
     for r in c
         .query(
             concat!(
-                "SELECT person_id, occurred_on FROM ",
+                "SELECT x.person_id, x.occurred_on, ",
+                first_recorded!("recorded_falls"),
+                " FROM ",
                 known!("recorded_falls"),
-                " f WHERE organisation_id = ANY($2) AND person_id = ANY($3)
-                  ORDER BY person_id, occurred_on, record_id"
+                " x WHERE x.organisation_id = ANY($2) AND x.person_id = ANY($3)
+                  ORDER BY x.person_id, x.occurred_on, x.record_id"
             ),
             &[&p.known_at, &who.orgs, &who.ids],
         )
         .await?
     {
         if let Some(x) = who.by_id.get_mut(&r.get::<_, i32>(0)) {
-            x.recorded_falls.push(r.get(1));
+            x.recorded_falls.push((r.get(1), r.get(2)));
         }
     }
     Ok(())
@@ -545,4 +581,87 @@ async fn populations(
         }
     }
     Ok(populations)
+}
+
+/// The comparison cohort of a scope with a commissioner, as known at `known_at`: members of the
+/// commissioner's cohorts (for a contract's scope, those naming the contract or none), the
+/// newest version of each recorded by then, withdrawn ones left out, with their events recorded
+/// by then.
+async fn comparison(
+    c: &impl GenericClient,
+    f: &Filter,
+    p: &Period,
+) -> Result<Vec<ComparisonMember>, ApiError> {
+    let Some(commissioner) = f.population_of else {
+        return Ok(Vec::new());
+    };
+    let rows = c
+        .query(
+            "WITH cohorts AS (
+                 SELECT id FROM comparison_cohorts
+                  WHERE commissioner_id = $2 AND recorded_at <= $1
+                    AND ($3::int IS NULL OR contract_id IS NULL OR contract_id = $3)),
+             members AS (
+                 SELECT * FROM (SELECT DISTINCT ON (cohort_id, reference) * FROM comparison_members
+                                 WHERE cohort_id IN (SELECT id FROM cohorts) AND recorded_at <= $1
+                                 ORDER BY cohort_id, reference, id DESC) m
+                  WHERE NOT m.withdrawn)
+             SELECT m.cohort_id, m.reference, m.index_date, m.follow_from, m.ended_on, e.kind, e.occurred_on
+               FROM members m
+               LEFT JOIN comparison_events e
+                 ON e.cohort_id = m.cohort_id AND e.reference = m.reference AND e.recorded_at <= $1
+              ORDER BY m.cohort_id, m.reference, e.occurred_on, e.kind",
+            &[&p.known_at, &commissioner, &f.contract],
+        )
+        .await?;
+    let mut out: Vec<ComparisonMember> = Vec::new();
+    let mut last: Option<(i32, String)> = None;
+    for r in rows {
+        let key = (r.get::<_, i32>(0), r.get::<_, String>(1));
+        if last.as_ref() != Some(&key) {
+            out.push(ComparisonMember {
+                index_date: r.get(2),
+                follow_from: r.get(3),
+                ended_on: r.get(4),
+                events: Vec::new(),
+            });
+            last = Some(key);
+        }
+        let kind: Option<String> = r.get(5);
+        if let (Some(kind), Some(m)) = (
+            kind.as_deref().and_then(super::comparison::parse_kind),
+            out.last_mut(),
+        ) {
+            m.events.push((kind, r.get(6)));
+        }
+    }
+    Ok(out)
+}
+
+/// The reference rates in the contract's terms, for a contract's scope.
+async fn reference_rates(
+    c: &impl GenericClient,
+    f: &Filter,
+) -> Result<Option<super::estimate::ReferenceRates>, ApiError> {
+    let Some(contract) = f.contract else {
+        return Ok(None);
+    };
+    let Some(row) = c
+        .query_opt(
+            "SELECT terms -> 'reference_rates' FROM contracts WHERE id = $1",
+            &[&contract],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let v: Option<serde_json::Value> = row.get(0);
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            ApiError::Unexpected(anyhow::anyhow!(
+                "contract {contract} has reference rates this version cannot read: {e}"
+            ))
+        }),
+    }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ascof::{
     self, CareHomeGroup, CareHomeStay, Episode, IndependenceRegained, ShortTerm, StillAtHome,
 };
-use super::estimate::{self, Avoided, Exposure};
+use super::estimate::{self, Against, Baseline, ReferenceRate, ReferenceRates, Unit};
 use super::OutcomeSettings;
 
 /// Everything one report reads, sorted, so that it can be hashed.
@@ -23,6 +23,46 @@ pub struct Inputs {
     pub population_of: Option<i32>,
     /// Context, never priced: verified visits and their hours per contract in the period.
     pub hours: Vec<ContractHours>,
+    /// The commissioner's comparison cohort for the scope (people not served), as known at
+    /// `known_at`: see [`super::comparison`].
+    pub comparison: Vec<ComparisonMember>,
+    /// The contract's reference rates (`terms.reference_rates`), for a contract's scope.
+    pub reference_rates: Option<ReferenceRates>,
+}
+
+/// What a comparison event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ComparisonKind {
+    /// A fall known from records.
+    Fall,
+    /// An emergency hospital admission.
+    EmergencyAdmission,
+    /// A permanent admission to residential or nursing care.
+    CareHomeAdmission,
+}
+
+/// A member of a comparison cohort: followed from `follow_from` to `ended_on` (inclusive).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComparisonMember {
+    pub index_date: NaiveDate,
+    pub follow_from: NaiveDate,
+    pub ended_on: Option<NaiveDate>,
+    /// (kind, date), sorted.
+    pub events: Vec<(ComparisonKind, NaiveDate)>,
+}
+
+/// A hospital stay as the avoided estimates read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Admission {
+    pub admitted_on: NaiveDate,
+    /// `hospital_stays.emergency`: only emergency admissions count as avoidable.
+    pub emergency: bool,
+    /// The stay a reablement episode followed (the person was discharged from it into the
+    /// service): the event that led to the referral, never part of the baseline.
+    pub index: bool,
+    /// When the stay's record was first recorded (its first version).
+    pub first_recorded_at: DateTime<Utc>,
 }
 
 /// Hours delivered under one contract in the period: context, never a price.
@@ -50,7 +90,10 @@ pub struct PersonInput {
     pub stays: Vec<(i64, NaiveDate, Option<NaiveDate>)>,
     /// Alarm falls: (date, long_lie, outcome code)
     pub falls: Vec<(NaiveDate, bool, Option<String>)>,
-    pub recorded_falls: Vec<NaiveDate>,
+    /// Falls known from records: (occurred_on, when the record was first recorded).
+    pub recorded_falls: Vec<(NaiveDate, DateTime<Utc>)>,
+    /// Hospital stays for the avoided estimates (emergency, index, first recorded).
+    pub admissions: Vec<Admission>,
     pub episodes: Vec<Episode>,
 }
 
@@ -158,9 +201,10 @@ impl PersonInput {
         n
     }
 
-    /// The person's own history before service began, when long enough: (falls, admissions,
-    /// days).
-    pub fn history(&self, s: &OutcomeSettings) -> Option<(u64, u64, f64)> {
+    /// The baseline window before the service: [start - `history_days`, start -
+    /// `washout_days`), cut to what is known (`history_from`), when at least
+    /// `min_history_days` of history are known. `None` otherwise.
+    pub fn baseline_window(&self, s: &OutcomeSettings) -> Option<(NaiveDate, NaiveDate)> {
         let start = self.service_start()?;
         let known_from = self
             .periods
@@ -171,18 +215,55 @@ impl PersonInput {
         if known < i64::from(s.min_history_days) || known == 0 {
             return None;
         }
-        let h = known.min(i64::from(s.history_days));
-        let from = start - chrono::Duration::days(h);
-        let in_window = |d: NaiveDate| d >= from && d < start;
-        let falls = self
-            .recorded_falls
-            .iter()
-            .filter(|d| in_window(**d))
-            .count()
-            + self.falls.iter().filter(|f| in_window(f.0)).count();
-        let admissions = self.stays.iter().filter(|s| in_window(s.1)).count();
-        Some((falls as u64, admissions as u64, h as f64))
+        let from = known_from.max(start - chrono::Duration::days(i64::from(s.history_days)));
+        let to = start - chrono::Duration::days(i64::from(s.washout_days));
+        (from < to).then_some((from, to))
     }
+
+    /// The person's baseline: (falls, emergency admissions, days, rows back-filled after
+    /// enrolment as (falls, admissions)). A row counts only when its record was first recorded
+    /// by the end of the service's first day (UTC): the baseline is locked at enrolment, so
+    /// rows added later cannot raise it. The index stay never counts.
+    pub fn baseline(&self, s: &OutcomeSettings) -> Option<(u64, u64, f64, (u64, u64))> {
+        let (from, to) = self.baseline_window(s)?;
+        let lock = enrolment_lock(self.service_start()?);
+        let in_window = |d: NaiveDate| d >= from && d < to;
+        let (mut falls, mut late_falls) = (0, 0);
+        for (on, first) in &self.recorded_falls {
+            if in_window(*on) {
+                if *first <= lock {
+                    falls += 1;
+                } else {
+                    late_falls += 1;
+                }
+            }
+        }
+        let (mut adm, mut late_adm) = (0, 0);
+        for a in &self.admissions {
+            if a.emergency && !a.index && in_window(a.admitted_on) {
+                if a.first_recorded_at <= lock {
+                    adm += 1;
+                } else {
+                    late_adm += 1;
+                }
+            }
+        }
+        Some((falls, adm, days(from, to) as f64, (late_falls, late_adm)))
+    }
+
+    /// Is `day` in one of the person's in-scope service periods?
+    fn in_service(&self, day: NaiveDate) -> bool {
+        self.periods
+            .iter()
+            .any(|&(s, e, _)| day >= s && e.is_none_or(|e| day <= e))
+    }
+}
+
+/// The end of the service's first day (UTC): rows recorded after it are not in the baseline.
+pub fn enrolment_lock(start: NaiveDate) -> DateTime<Utc> {
+    (start + chrono::Duration::days(1))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -299,7 +380,11 @@ pub struct HoursContext {
 pub struct Indicators {
     pub falls: Falls,
     pub falls_avoided: Avoided,
+    /// Emergency admissions only.
     pub admissions_avoided: Avoided,
+    /// Permanent admissions to residential or nursing care.
+    pub care_home_admissions_avoided: Avoided,
+    /// Hospital stays (emergency or not) admitted on days at risk: descriptive.
     pub observed_admissions: u64,
     pub still_at_home_91_days: StillAtHome,
     pub short_term_outcome: ShortTerm,
@@ -309,11 +394,265 @@ pub struct Indicators {
     pub hours_delivered: HoursContext,
 }
 
-pub fn falls_and_avoided(
+/// How an avoided figure was estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Design {
+    /// Difference-in-differences against the commissioner's comparison cohort.
+    ComparisonCohort,
+    /// Against a reference rate that is a contract term, with its interval.
+    ReferenceRate,
+    /// No comparison: observed figures only, no avoided figure.
+    Descriptive,
+}
+
+/// An avoided figure: what the service's people would have had without it, less what they had.
+/// Only a causal design (a concurrent comparison) gives `avoided` and `interval`; without one
+/// the figure is descriptive and both are absent.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Avoided {
+    pub design: Design,
+    pub causal: bool,
+    /// "causal estimate ..." or "descriptive, not causal".
+    pub label: &'static str,
+    pub avoided: Option<f64>,
+    pub interval: Option<[f64; 2]>,
+    pub level: f64,
+    /// Events expected without the service over the people in the estimate.
+    pub expected: Option<f64>,
+    /// Observed over expected (below 1: fewer events than expected).
+    pub rate_ratio: Option<f64>,
+    /// Events on days at risk in the period, and those days, of the people in the estimate
+    /// (for the descriptive design: everyone at risk).
+    pub observed: u64,
+    pub days_at_risk: f64,
+    pub people: u64,
+    /// At risk in the period but left out of a comparison-cohort estimate for want of a known
+    /// baseline (`outcomes.min_history_days`).
+    pub people_without_baseline: u64,
+    /// Baseline events and days of the people in the estimate.
+    pub baseline_events: u64,
+    pub baseline_days: f64,
+    /// Baseline-window rows first recorded after the service began: not in the baseline.
+    pub backfilled_after_enrolment: u64,
+    pub comparison_people: u64,
+    pub comparison_observed: u64,
+    pub reference_rate: Option<ReferenceRate>,
+    /// What is counted, in both windows.
+    pub sources: &'static str,
+    pub method: &'static str,
+    /// Why the design is what it is, when that is not obvious.
+    pub note: Option<String>,
+}
+
+impl Avoided {
+    /// Observed figures only, no avoided figure.
+    pub fn descriptive(level: f64, sources: &'static str) -> Self {
+        Self {
+            design: Design::Descriptive,
+            causal: false,
+            label: DESCRIPTIVE,
+            avoided: None,
+            interval: None,
+            level,
+            expected: None,
+            rate_ratio: None,
+            observed: 0,
+            days_at_risk: 0.0,
+            people: 0,
+            people_without_baseline: 0,
+            baseline_events: 0,
+            baseline_days: 0.0,
+            backfilled_after_enrolment: 0,
+            comparison_people: 0,
+            comparison_observed: 0,
+            reference_rate: None,
+            sources,
+            method: estimate::METHOD,
+            note: None,
+        }
+    }
+}
+
+const DESCRIPTIVE: &str = "descriptive, not causal";
+
+/// What each avoided figure counts, in the baseline and in the follow-up alike.
+pub const FALLS_SOURCES: &str = "falls known from records (recorded_falls) in both windows; \
+alarm-detected falls are in the falls figures, never here (detectors miss some falls)";
+pub const ADMISSIONS_SOURCES: &str = "emergency hospital stays (hospital_stays.emergency) in \
+both windows, the index stay excluded";
+pub const CARE_HOME_SOURCES: &str = "first permanent admission to residential or nursing care \
+in the follow-up (no baseline: everyone starts at home)";
+
+/// The figures the falls and avoided indicators share.
+#[derive(Debug, Clone)]
+pub struct FallsAndAvoided {
+    pub falls: Falls,
+    pub falls_avoided: Avoided,
+    pub admissions_avoided: Avoided,
+    pub care_home_admissions_avoided: Avoided,
+    pub observed_admissions: u64,
+}
+
+/// One indicator's units and counts, gathered over the service's people.
+#[derive(Default)]
+struct Gathered {
+    /// Everyone at risk: (people, observed, days).
+    all: (u64, u64, f64),
+    /// People with a baseline.
+    with_baseline: Vec<Unit>,
+    without_baseline: u64,
+    backfilled: u64,
+}
+
+impl Gathered {
+    fn add(&mut self, events: u64, days: f64, baseline: Option<(u64, f64)>, backfilled: u64) {
+        self.all.0 += 1;
+        self.all.1 += events;
+        self.all.2 += days;
+        self.backfilled += backfilled;
+        match baseline {
+            Some((b, h)) => self.with_baseline.push(Unit {
+                baseline_events: b,
+                baseline_days: h,
+                events,
+                days,
+            }),
+            None => self.without_baseline += 1,
+        }
+    }
+}
+
+/// The comparison cohort's units for one indicator: baseline window [follow_from -
+/// `history_days`, follow_from - `washout_days`), events on the index date left out (the
+/// event that led to the referral); follow-up: days in the period from `follow_from` to
+/// `ended_on`, before a permanent care-home admission.
+fn comparison_units(
     inputs: &Inputs,
+    kind: ComparisonKind,
     p: &Period,
     s: &OutcomeSettings,
-) -> (Falls, Avoided, Avoided, u64) {
+) -> Vec<Unit> {
+    let mut units = Vec::new();
+    for m in &inputs.comparison {
+        let care_home = m
+            .events
+            .iter()
+            .filter(|e| e.0 == ComparisonKind::CareHomeAdmission)
+            .map(|e| e.1)
+            .min();
+        let at_risk = |day: NaiveDate| {
+            day >= p.from
+                && day < p.to
+                && day >= m.follow_from
+                && m.ended_on.is_none_or(|e| day <= e)
+                && care_home.is_none_or(|c| day < c)
+        };
+        let mut d = 0i64;
+        let mut day = p.from.max(m.follow_from);
+        while day < p.to && m.ended_on.is_none_or(|e| day <= e) {
+            d += i64::from(at_risk(day));
+            day = day.succ_opt().unwrap_or(p.to);
+        }
+        if d == 0 {
+            continue;
+        }
+        let from = m.follow_from - chrono::Duration::days(i64::from(s.history_days));
+        let to = m.follow_from - chrono::Duration::days(i64::from(s.washout_days));
+        let mine = || m.events.iter().filter(|e| e.0 == kind).map(|e| e.1);
+        let baseline = mine()
+            .filter(|on| *on >= from && *on < to && *on != m.index_date)
+            .count() as u64;
+        let events = if kind == ComparisonKind::CareHomeAdmission {
+            care_home
+                .filter(|c| {
+                    *c >= p.from
+                        && *c < p.to
+                        && *c >= m.follow_from
+                        && m.ended_on.is_none_or(|e| *c <= e)
+                })
+                .map_or(0, |_| 1)
+        } else {
+            mine().filter(|on| at_risk(*on)).count() as u64
+        };
+        units.push(Unit {
+            baseline_events: baseline,
+            baseline_days: days(from, to) as f64,
+            events,
+            days: d as f64,
+        });
+    }
+    units
+}
+
+/// Chooses the design and estimates one avoided figure.
+fn estimate_avoided(
+    g: &Gathered,
+    everyone: &[Unit],
+    cohort: &[Unit],
+    reference: Option<&ReferenceRate>,
+    baseline: Baseline,
+    sources: &'static str,
+    level: f64,
+) -> Avoided {
+    let mut a = Avoided::descriptive(level, sources);
+    a.people = g.all.0;
+    a.observed = g.all.1;
+    a.days_at_risk = g.all.2;
+    a.backfilled_after_enrolment = g.backfilled;
+    let (service, against, design) = if !cohort.is_empty() {
+        let service = match baseline {
+            Baseline::Own => &g.with_baseline[..],
+            Baseline::None => everyone,
+        };
+        (service, Against::Cohort(cohort), Design::ComparisonCohort)
+    } else if let Some(r) = reference {
+        (everyone, Against::Reference(r), Design::ReferenceRate)
+    } else {
+        a.note = Some("no comparison cohort and no reference rate in the contract's terms".into());
+        return a;
+    };
+    let Some(e) = estimate::avoided(service, against, baseline, level) else {
+        a.note = Some(match design {
+            Design::ComparisonCohort => {
+                "the comparison cohort has no one at risk or no expected events, or no one \
+                 in the service has a known baseline"
+                    .into()
+            }
+            _ => "no one at risk in the period".into(),
+        });
+        return a;
+    };
+    a.design = design;
+    a.causal = true;
+    a.label = match design {
+        Design::ComparisonCohort => {
+            "causal estimate: difference-in-differences against a concurrent comparison cohort"
+        }
+        _ => "causal estimate: against the contract's reference rate, its interval carried",
+    };
+    a.avoided = Some(e.avoided);
+    a.interval = Some(e.interval);
+    a.expected = Some(e.expected);
+    a.rate_ratio = e.rate_ratio;
+    a.people = service.len() as u64;
+    a.observed = e.observed;
+    a.days_at_risk = service.iter().map(|u| u.days).sum();
+    if design == Design::ComparisonCohort && baseline == Baseline::Own {
+        a.people_without_baseline = g.without_baseline;
+        a.baseline_events = service.iter().map(|u| u.baseline_events).sum();
+        a.baseline_days = service.iter().map(|u| u.baseline_days).sum();
+    }
+    if let Against::Cohort(c) = against {
+        a.comparison_people = c.iter().filter(|u| u.days > 0.0).count() as u64;
+        a.comparison_observed = c.iter().map(|u| u.events).sum();
+    } else {
+        a.reference_rate = reference.cloned();
+    }
+    a
+}
+
+pub fn falls_and_avoided(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> FallsAndAvoided {
     let mut f = Falls {
         people: 0,
         person_days: 0,
@@ -324,8 +663,12 @@ pub fn falls_and_avoided(
         conveyed_to_hospital: 0,
         admitted_to_hospital: 0,
     };
-    let mut fall_exp = Vec::new();
-    let mut adm_exp = Vec::new();
+    let (mut falls, mut adm, mut everyone, mut care) = (
+        Gathered::default(),
+        Gathered::default(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut admissions = 0;
     for person in &inputs.people {
         let d = person.days_at_risk(p);
@@ -334,12 +677,11 @@ pub fn falls_and_avoided(
         }
         f.people += 1;
         f.person_days += d;
-        let mut observed_falls = 0;
         for (day, long_lie, outcome) in &person.falls {
             if !person.at_risk(*day, p) {
                 continue;
             }
-            observed_falls += 1;
+            f.falls += 1;
             f.long_lies += u64::from(*long_lie);
             let o = outcome.as_deref();
             f.conveyed_to_hospital += u64::from(matches!(
@@ -348,24 +690,38 @@ pub fn falls_and_avoided(
             ));
             f.admitted_to_hospital += u64::from(o == Some("admitted_to_hospital"));
         }
-        f.falls += observed_falls;
-        let observed_adm = person
+        admissions += person
             .stays
             .iter()
             .filter(|st| person.at_risk(st.1, p))
             .count() as u64;
-        admissions += observed_adm;
-        let history = person.history(s);
-        fall_exp.push(Exposure {
+        let recorded = person
+            .recorded_falls
+            .iter()
+            .filter(|r| person.at_risk(r.0, p))
+            .count() as u64;
+        let emergency = person
+            .admissions
+            .iter()
+            .filter(|a| a.emergency && person.at_risk(a.admitted_on, p))
+            .count() as u64;
+        let base = person.baseline(s);
+        let late = base.map_or((0, 0), |b| b.3);
+        falls.add(recorded, d as f64, base.map(|b| (b.0, b.2)), late.0);
+        adm.add(emergency, d as f64, base.map(|b| (b.1, b.2)), late.1);
+        let no_base = |events| Unit {
+            baseline_events: 0,
+            baseline_days: 0.0,
+            events,
             days: d as f64,
-            observed: observed_falls,
-            history: history.map(|h| (h.0, h.2)),
+        };
+        everyone.push((no_base(recorded), no_base(emergency)));
+        // The first permanent admission, on a day in the period the person was in service
+        // (the admission day itself is not a day at risk: it ends them).
+        let moved = person.first_permanent_care_home().is_some_and(|c| {
+            c >= p.from && c < p.to && person.in_service(c) && person.died_on.is_none_or(|x| c < x)
         });
-        adm_exp.push(Exposure {
-            days: d as f64,
-            observed: observed_adm,
-            history: history.map(|h| (h.1, h.2)),
-        });
+        care.push(no_base(u64::from(moved)));
     }
     if f.person_days > 0 {
         let pd = f.person_days as f64 / 1000.0;
@@ -374,14 +730,45 @@ pub fn falls_and_avoided(
         f.rate_interval = Some([lo / pd, hi / pd]);
     }
     let level = s.confidence_level;
-    let falls_avoided =
-        estimate::avoided(&fall_exp, s.reference_falls_per_person_year / 365.25, level);
-    let adm_avoided = estimate::avoided(
-        &adm_exp,
-        s.reference_admissions_per_person_year / 365.25,
-        level,
-    );
-    (f, falls_avoided, adm_avoided, admissions)
+    let refs = inputs.reference_rates.as_ref();
+    let cohort = |k| comparison_units(inputs, k, p, s);
+    let falls_everyone: Vec<Unit> = everyone.iter().map(|e| e.0).collect();
+    let adm_everyone: Vec<Unit> = everyone.iter().map(|e| e.1).collect();
+    let mut care_g = Gathered::default();
+    for u in &care {
+        care_g.add(u.events, u.days, None, 0);
+    }
+    FallsAndAvoided {
+        falls_avoided: estimate_avoided(
+            &falls,
+            &falls_everyone,
+            &cohort(ComparisonKind::Fall),
+            refs.and_then(|r| r.falls.as_ref()),
+            Baseline::Own,
+            FALLS_SOURCES,
+            level,
+        ),
+        admissions_avoided: estimate_avoided(
+            &adm,
+            &adm_everyone,
+            &cohort(ComparisonKind::EmergencyAdmission),
+            refs.and_then(|r| r.emergency_admissions.as_ref()),
+            Baseline::Own,
+            ADMISSIONS_SOURCES,
+            level,
+        ),
+        care_home_admissions_avoided: estimate_avoided(
+            &care_g,
+            &care,
+            &cohort(ComparisonKind::CareHomeAdmission),
+            refs.and_then(|r| r.care_home_admissions.as_ref()),
+            Baseline::None,
+            CARE_HOME_SOURCES,
+            level,
+        ),
+        falls: f,
+        observed_admissions: admissions,
+    }
 }
 
 /// How a payable outcome ended, judged on `as_of`.
@@ -512,13 +899,13 @@ pub fn plan_achievement(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> Pla
 }
 
 pub fn indicators(inputs: &Inputs, p: &Period, s: &OutcomeSettings) -> Indicators {
-    let (falls, falls_avoided, admissions_avoided, observed_admissions) =
-        falls_and_avoided(inputs, p, s);
+    let fa = falls_and_avoided(inputs, p, s);
     Indicators {
-        falls,
-        falls_avoided,
-        admissions_avoided,
-        observed_admissions,
+        falls: fa.falls,
+        falls_avoided: fa.falls_avoided,
+        admissions_avoided: fa.admissions_avoided,
+        care_home_admissions_avoided: fa.care_home_admissions_avoided,
+        observed_admissions: fa.observed_admissions,
         still_at_home_91_days: ascof::still_at_home(inputs, p, s),
         short_term_outcome: ascof::short_term(inputs, p, s),
         permanent_care_home_admissions: ascof::care_home(inputs, p),
@@ -572,7 +959,7 @@ mod tests {
             .push((d("2026-01-05"), false, Some("conveyed_to_hospital".into())));
         x.falls.push((d("2026-01-11"), false, None)); // in hospital: not counted
         assert_eq!(x.days_at_risk(&p), 31 - 2 - 2);
-        let (f, fa, aa, adm) = falls_and_avoided(
+        let r = falls_and_avoided(
             &Inputs {
                 people: vec![x],
                 ..Default::default()
@@ -580,6 +967,7 @@ mod tests {
             &p,
             &s,
         );
+        let f = &r.falls;
         assert_eq!(
             (
                 f.falls,
@@ -591,24 +979,152 @@ mod tests {
         );
         assert_eq!(f.person_days, 27);
         assert!((f.rate_per_1000_person_days.unwrap() - 2000.0 / 27.0).abs() < 1e-9);
-        assert_eq!(adm, 1);
-        // No history: reference rates.
-        assert_eq!(fa.people_on_reference_rate, 1);
-        assert!((fa.expected - s.reference_falls_per_person_year / 365.25 * 27.0).abs() < 1e-9);
-        assert_eq!(aa.observed, 1);
+        assert_eq!(r.observed_admissions, 1);
+        // No comparison cohort and no reference rate: descriptive, no avoided figure.
+        for a in [
+            &r.falls_avoided,
+            &r.admissions_avoided,
+            &r.care_home_admissions_avoided,
+        ] {
+            assert_eq!(a.design, Design::Descriptive);
+            assert!(!a.causal && a.avoided.is_none() && a.interval.is_none());
+            assert_eq!(a.label, "descriptive, not causal");
+        }
     }
 
+    fn at(day: &str) -> DateTime<Utc> {
+        d(day).and_hms_opt(12, 0, 0).unwrap().and_utc()
+    }
+
+    fn stay(on: &str, emergency: bool, index: bool, recorded: &str) -> Admission {
+        Admission {
+            admitted_on: d(on),
+            emergency,
+            index,
+            first_recorded_at: at(recorded),
+        }
+    }
+
+    /// Service from 2025-01-01, history known since 2024-01-01: the window is
+    /// [2024-01-02, 2024-10-03) (365 days before start, to 90 days before: 275 days).
+    /// Falls: 2024-03-01 counts; 2024-11-01 is in the washout; 2023-06-01 before the window;
+    /// 2024-05-01 was first recorded after enrolment (back-filled: reported, not counted).
+    /// Stays: 2024-02-01 emergency counts; 2024-04-01 elective does not; 2024-06-01 is the index
+    /// stay (a reablement episode followed it) and does not; 2024-07-01 back-filled.
     #[test]
-    fn own_history_needs_enough_days() {
+    fn baseline_window_washout_index_and_lock_by_hand() {
         let s = OutcomeSettings::default();
         let mut x = person(1, "1940-01-01");
         x.periods = vec![(d("2025-01-01"), None, Some(d("2024-01-01")))];
-        x.recorded_falls = vec![d("2024-06-01"), d("2024-07-01"), d("2023-01-01")];
-        x.stays.push((1, d("2024-03-01"), Some(d("2024-03-05"))));
-        let (falls, adm, h) = x.history(&s).unwrap();
-        assert_eq!((falls, adm, h), (2, 1, 365.0)); // 366 known, capped at history_days
+        assert_eq!(
+            x.baseline_window(&s),
+            Some((d("2024-01-02"), d("2024-10-03")))
+        );
+        x.recorded_falls = vec![
+            (d("2024-03-01"), at("2024-03-02")),
+            (d("2024-11-01"), at("2024-11-01")),
+            (d("2023-06-01"), at("2023-06-01")),
+            (d("2024-05-01"), at("2025-01-02")),
+        ];
+        x.admissions = vec![
+            stay("2024-02-01", true, false, "2024-02-01"),
+            stay("2024-04-01", false, false, "2024-04-01"),
+            stay("2024-06-01", true, true, "2024-06-01"),
+            stay("2024-07-01", true, false, "2025-03-01"),
+        ];
+        let (falls, adm, days, late) = x.baseline(&s).unwrap();
+        assert_eq!((falls, adm, days, late), (1, 1, 275.0, (1, 1)));
+        // Recorded by the end of the first day (UTC) still counts.
+        x.recorded_falls[3].1 = at("2025-01-01");
+        assert_eq!(x.baseline(&s).unwrap().0, 2);
+        // Too little known history: no baseline.
         x.periods = vec![(d("2025-01-01"), None, Some(d("2024-12-01")))];
-        assert!(x.history(&s).is_none());
+        assert!(x.baseline(&s).is_none());
+    }
+
+    /// Two served people and two comparison members over 2026, by hand. Served: baselines of
+    /// 2 and 4 recorded falls in 275 days, 365 days at risk, 1 and 2 recorded falls in 2026:
+    /// own expected 2 x 365/275 + 4 x 365/275 = 7.9636. Comparison: baselines 3 and 3 (a fall
+    /// on the index date left out of the second's 4), 365 days, 4 and 2 falls: own expected
+    /// 7.9636, observed 6, R = 0.7534. Expected 6.0, observed 3, avoided 3.
+    #[test]
+    fn falls_avoided_against_a_comparison_cohort_by_hand() {
+        let s = OutcomeSettings::default();
+        let p = period("2026-01-01", "2027-01-01", "2027-01-01");
+        let served = |id, base: &[&str], now: &[&str]| {
+            let mut x = person(id, "1940-01-01");
+            x.periods = vec![(d("2025-12-01"), None, Some(d("2024-01-01")))];
+            x.recorded_falls = base
+                .iter()
+                .chain(now)
+                .map(|on| (d(on), at("2025-11-30")))
+                .collect();
+            // An alarm fall in the period: descriptive only.
+            x.falls.push((d("2026-05-05"), false, None));
+            x
+        };
+        let a = served(1, &["2025-01-10", "2025-02-10"], &["2026-03-01"]);
+        let b = served(
+            2,
+            &["2025-01-10", "2025-02-10", "2025-03-10", "2025-04-10"],
+            &["2026-03-01", "2026-04-01"],
+        );
+        let member = |falls: &[&str], index: &str| ComparisonMember {
+            index_date: d(index),
+            follow_from: d("2025-12-01"),
+            ended_on: None,
+            events: falls
+                .iter()
+                .map(|on| (ComparisonKind::Fall, d(on)))
+                .collect(),
+        };
+        let inputs = Inputs {
+            people: vec![a, b],
+            comparison: vec![
+                member(
+                    &[
+                        "2025-01-05",
+                        "2025-02-05",
+                        "2025-03-05",
+                        "2026-01-05",
+                        "2026-02-05",
+                        "2026-03-05",
+                        "2026-04-05",
+                    ],
+                    "2025-11-01",
+                ),
+                member(
+                    &[
+                        "2025-01-07",
+                        "2025-02-07",
+                        "2025-03-07",
+                        "2025-04-07",
+                        "2026-06-01",
+                        "2026-07-01",
+                    ],
+                    "2025-04-07",
+                ),
+            ],
+            ..Default::default()
+        };
+        let r = falls_and_avoided(&inputs, &p, &s);
+        let fa = &r.falls_avoided;
+        assert_eq!(fa.design, Design::ComparisonCohort);
+        assert!(fa.causal);
+        assert_eq!(
+            (fa.observed, fa.baseline_events, fa.comparison_observed),
+            (3, 6, 6)
+        );
+        assert_eq!(fa.comparison_people, 2);
+        assert!((fa.expected.unwrap() - 6.0).abs() < 1e-9, "{fa:?}");
+        assert!((fa.avoided.unwrap() - 3.0).abs() < 1e-9);
+        let [lo, hi] = fa.interval.unwrap();
+        assert!(lo <= 3.0 && 3.0 <= hi);
+        assert_eq!(r.falls.falls, 2, "alarm falls stay in the falls figures");
+        // The comparison has no admissions at all: no expected admissions, so descriptive.
+        assert_eq!(r.admissions_avoided.design, Design::Descriptive);
+        // Care homes need no baseline: no one moved in either group, so 0 avoided.
+        assert_eq!(r.care_home_admissions_avoided.avoided, Some(0.0));
     }
 
     /// Pinned to Newcombe (1998), Table I, method 3 (Wilson score, 95%): 81/263, 15/148,

@@ -1,6 +1,6 @@
 //! Outcome indicators and payment by results, with time only as context.
 //!
-//! - [`estimate`]: pure maths: exact Poisson intervals, expected minus observed (avoided).
+//! - [`estimate`]: pure maths: exact Poisson intervals; avoided against a comparison, bootstrap.
 //! - [`measures`]: the indicators from loaded rows (falls, avoided, plans, shares).
 //! - [`ascof`]: the official measures (ASCOF 2023-24) and independence regained.
 //! - [`payment`]: statements from versioned contract terms held as data, each item paid once
@@ -9,7 +9,8 @@
 //!   reports, CSV; `load` reads each source as known at the report's `known_at`.
 //! - `restate`: stored reports computed again (reproduction) or from newer data (restatement).
 //! - [`contracts`]: contracts (created only here) and their terms' versions, over HTTP.
-//! - The API, one file each: `episodes`, `plans`, `populations`, `reports`, `statements`;
+//! - The API, one file each: `episodes`, `plans`, `populations`, `comparison` (the
+//!   commissioner's comparison cohorts), `reports`, `statements`;
 //!   `routes` gathers them. `confirm`: the person's own pages for confirming an outcome.
 //!
 //! A report records its period, the moment whose data it read (`known_at`), its settings, the
@@ -21,6 +22,7 @@
 //! "Outcomes report"), so there are no rollups to refresh.
 
 pub mod ascof;
+mod comparison;
 mod confirm;
 pub mod contracts;
 mod episodes;
@@ -109,26 +111,28 @@ crate::sql_enum! {
 /// (dated by that answer) and counts, and is paid, once the council has verified it.
 /// Statements price shared savings on the lower bound of a causal estimate only, penalise
 /// late outcomes, and pay each item once (the ledger).
+/// Also in `outcomes/3`: avoided figures only against a concurrent comparison (a comparison
+/// cohort, difference-in-differences, or a contract's reference rate with its interval),
+/// baseline with a washout and locked at enrolment, the same sources in both windows,
+/// person-level bootstrap intervals; descriptive, not causal, otherwise.
 /// `outcomes/2`: the alarm context comes from its owner (answer share over calls, time to
 /// on-site over dispatched alarms), the visit context likewise.
 pub const METHOD_VERSION: &str = "outcomes/3";
 
-/// Settings under `[outcomes]`. Reference figures are published averages; councils differ, so all are
-/// configurable.
+/// Settings under `[outcomes]`. Reference rates are not settings: they are contract terms, with
+/// their source and interval (`terms.reference_rates`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutcomeSettings {
     /// Confidence level of every interval [0.95].
     pub confidence_level: f64,
-    /// Falls per person-year expected without the service, for people without enough history
-    /// of their own [1.2].
-    pub reference_falls_per_person_year: f64,
-    /// Emergency hospital admissions per person-year expected without the service [0.5] (the
-    /// Whole System Demonstrator found about half of its population admitted within a year).
-    pub reference_admissions_per_person_year: f64,
-    /// At most this many days before the service began make a person's own rate [365].
+    /// The baseline window starts this many days before the service began [365].
     pub history_days: u32,
-    /// At least this many days of known history are needed to use a person's own rate [180].
+    /// ... and ends this many days before it [90]: people are referred after a fall or an
+    /// admission, so the months just before the service are higher than usual and are left
+    /// out (a washout), as is the index event itself.
+    pub washout_days: u32,
+    /// At least this many days of known history are needed to use a person's baseline [180].
     pub min_history_days: u32,
     /// Still at home 91 days after discharge counts people of this age or older [65].
     pub still_at_home_min_age: u32,
@@ -142,9 +146,8 @@ impl Default for OutcomeSettings {
     fn default() -> Self {
         Self {
             confidence_level: 0.95,
-            reference_falls_per_person_year: 1.2,
-            reference_admissions_per_person_year: 0.5,
             history_days: 365,
+            washout_days: 90,
             min_history_days: 180,
             still_at_home_min_age: 65,
             early_margin_days: 14,
@@ -159,10 +162,8 @@ impl OutcomeSettings {
         if !(self.confidence_level > 0.5 && self.confidence_level < 1.0) {
             return Err("outcomes.confidence_level must be between 0.5 and 1".into());
         }
-        if !(self.reference_falls_per_person_year >= 0.0
-            && self.reference_admissions_per_person_year >= 0.0)
-        {
-            return Err("outcomes.reference_*_per_person_year must not be negative".into());
+        if self.washout_days >= self.history_days {
+            return Err("outcomes.washout_days must be below outcomes.history_days".into());
         }
         if self.history_days == 0 || self.min_history_days > self.history_days {
             return Err(

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::estimate::Avoided;
+use super::estimate::ReferenceRates;
+use super::measures::Avoided;
 use super::measures::{due_payable, timing, Period, PlanInput, Timing};
 use super::{OutcomeSettings, ReablementResult};
 
@@ -77,6 +78,11 @@ pub struct Terms {
     /// avoided, priced on the lower bound of a causal estimate only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_savings: Option<SharedSavings>,
+    /// Events per person-year expected without the service, each with its 95% interval and
+    /// source: the comparison for the avoided figures of this contract's reports when the
+    /// commissioner has recorded no comparison cohort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_rates: Option<ReferenceRates>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -261,6 +267,10 @@ impl Terms {
             self.early_outcome_reward_cap_pence,
             "early_outcome_reward_cap_pence",
         )?;
+        if let Some(r) = &self.reference_rates {
+            r.check()
+                .map_err(|(f, e)| (format!("terms.reference_rates.{f}"), e.to_string()))?;
+        }
         if let Some(t) = &self.shared_savings {
             bp(t.share_bp, "shared_savings.share_bp")?;
             money(t.fall_cost_pence, "shared_savings.fall_cost_pence")?;
@@ -378,12 +388,9 @@ const DESCRIPTIVE: &str = "descriptive estimate, not priced";
 /// The lower bound a shared saving may be priced on, or why there is none. Only a causal
 /// design (a concurrent comparison cohort, or a reference rate that is a contract term with
 /// its uncertainty) whose interval excludes zero is priced.
-///
-/// Today's estimates compare each person with their own rate before the service (which
-/// includes the fall or admission that led to the referral, so it regresses to the mean) or a
-/// fixed reference rate with no uncertainty: they are descriptive, and nothing is priced.
+/// Without a comparison the estimate is descriptive (no interval), and nothing is priced.
 pub fn payable_lower_bound(a: &Avoided) -> Result<f64, &'static str> {
-    lower_bound_if_causal(false, Some(a.interval))
+    lower_bound_if_causal(a.causal, a.interval)
 }
 
 /// The rule of [`payable_lower_bound`], given what an estimate says of its design.
@@ -818,7 +825,6 @@ pub fn statement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcomes::estimate::{avoided, Exposure};
     use crate::outcomes::measures::PlanOutcome;
     use chrono::NaiveDate;
 
@@ -887,7 +893,7 @@ mod tests {
 
     impl Run<'_> {
         fn go(&self, terms: &Terms) -> Statement {
-            let none = avoided(&[], 0.0, 0.95);
+            let none = Avoided::descriptive(0.95, "");
             let inputs = StatementInputs {
                 plans: &self.plans,
                 episode_results: &self.results,
@@ -1327,16 +1333,12 @@ mod tests {
     /// estimates are descriptive: nothing is paid, and each line says why.
     #[test]
     fn shared_savings_refuse_a_descriptive_estimate() {
-        // 100 people, 365 days each, reference 1 fall a year: expected 100; observed 40.
-        let people: Vec<Exposure> = (0..100)
-            .map(|i| Exposure {
-                days: 365.0,
-                observed: u64::from(i < 40),
-                history: None,
-            })
-            .collect();
-        let falls = avoided(&people, 1.0 / 365.0, 0.95);
-        assert!(falls.interval[0] > 0.0);
+        // An interval above zero, but a descriptive design: not priced.
+        let falls = Avoided {
+            avoided: Some(60.0),
+            interval: Some([45.531_36, 80.0]),
+            ..Avoided::descriptive(0.95, "")
+        };
         let terms = Terms {
             shared_savings: Some(SharedSavings {
                 share_bp: 5000,
@@ -1379,10 +1381,14 @@ mod tests {
         assert_eq!(lower_bound_if_causal(true, None), Err(DESCRIPTIVE));
         assert!(lower_bound_if_causal(true, Some([-0.5, 9.0])).is_err());
         assert!(lower_bound_if_causal(true, Some([0.0, 9.0])).is_err());
-        // Expected 100 (no uncertainty from a reference rate); observed 40, whose exact 95%
-        // Poisson upper limit is 54.4686 (published tables: 54.47). The lower bound of falls
-        // avoided is 100 - 54.4686 = 45.5314; 45.5314 x £1,000 x 50% = £22,765.68.
-        let lower = lower_bound_if_causal(true, Some(falls.interval)).unwrap();
+        // Causal, lower bound 45.53136: 45.53136 x £1,000 x 50% = £22,765.68.
+        let causal = Avoided {
+            causal: true,
+            design: crate::outcomes::measures::Design::ComparisonCohort,
+            ..falls.clone()
+        };
+        assert_eq!(payable_lower_bound(&causal), Ok(45.531_36));
+        let lower = lower_bound_if_causal(true, falls.interval).unwrap();
         let line = shared_saving(
             "shared_savings_falls",
             "falls",

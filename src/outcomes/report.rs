@@ -397,27 +397,39 @@ pub fn to_csv(r: &Report) -> Result<String, ApiError> {
         for (name, a) in [
             ("falls_avoided", &i.falls_avoided),
             ("admissions_avoided", &i.admissions_avoided),
+            (
+                "care_home_admissions_avoided",
+                &i.care_home_admissions_avoided,
+            ),
         ] {
             row(
                 name,
-                Some(a.avoided),
-                Some(a.interval[0]),
-                Some(a.interval[1]),
-                a.method,
+                a.avoided,
+                a.interval.map(|x| x[0]),
+                a.interval.map(|x| x[1]),
+                &format!("{}; {}", a.label, a.method),
             )?;
-            row(
-                &format!("{name}.expected"),
-                Some(a.expected),
-                Some(a.expected_interval[0]),
-                Some(a.expected_interval[1]),
-                "",
-            )?;
+            row(&format!("{name}.expected"), a.expected, None, None, "")?;
             row(
                 &format!("{name}.observed"),
                 Some(a.observed as f64),
-                Some(a.observed_interval[0]),
-                Some(a.observed_interval[1]),
+                None,
+                None,
+                a.sources,
+            )?;
+            row(
+                &format!("{name}.comparison_people"),
+                Some(a.comparison_people as f64),
+                None,
+                None,
                 "",
+            )?;
+            row(
+                &format!("{name}.backfilled_after_enrolment"),
+                Some(a.backfilled_after_enrolment as f64),
+                None,
+                None,
+                "baseline rows first recorded after the service began: not counted",
             )?;
         }
         let share = |s: &measures::Share| {

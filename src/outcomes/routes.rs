@@ -1,6 +1,6 @@
 //! The outcomes API: each file registers its own routes ([`super::episodes`],
 //! [`super::plans`], [`super::populations`], [`super::contracts`], [`super::reports`],
-//! [`super::statements`]); this one gathers them and holds what they share: who may call, the
+//! [`super::statements`], [`super::comparison`]); this one gathers them and holds what they share: who may call, the
 //! check that a person is the caller's, and the body of a 201.
 
 use actix_web::{web, HttpResponse};
@@ -29,6 +29,7 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.configure(super::episodes::routes)
         .configure(super::plans::routes)
         .configure(super::populations::routes)
+        .configure(super::comparison::routes)
         .configure(super::contracts::routes)
         .configure(super::reports::routes)
         .configure(super::statements::routes)

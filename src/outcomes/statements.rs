@@ -71,16 +71,6 @@ struct Priced {
     statement: Statement,
 }
 
-/// The reference rates an estimate used, shown on the statement: today the deployment's
-/// settings (`outcomes.reference_*_per_person_year`), taken as known.
-fn reference_rates(s: &super::OutcomeSettings) -> serde_json::Value {
-    serde_json::json!({
-        "falls_per_person_year": s.reference_falls_per_person_year,
-        "emergency_admissions_per_person_year": s.reference_admissions_per_person_year,
-        "source": "deployment settings outcomes.reference_falls_per_person_year and outcomes.reference_admissions_per_person_year, taken as known",
-    })
-}
-
 /// Midnight UTC starting `day`.
 fn start_of(day: NaiveDate) -> chrono::DateTime<chrono::Utc> {
     day.and_time(NaiveTime::MIN).and_utc()
@@ -147,14 +137,14 @@ async fn price(
             missed.sort_unstable();
         }
         let issued = ledger(c, id).await?;
-        let (_, fa, aa, _) = super::measures::falls_and_avoided(&loaded.inputs, p, s);
+        let avoided = super::measures::falls_and_avoided(&loaded.inputs, p, s);
         let inputs = StatementInputs {
             plans: &loaded.inputs.plans,
             episode_results: &results,
             missed_visits: &missed,
-            falls_avoided: &fa,
-            admissions_avoided: &aa,
-            care_home_admissions_avoided: None,
+            falls_avoided: &avoided.falls_avoided,
+            admissions_avoided: &avoided.admissions_avoided,
+            care_home_admissions_avoided: Some(&avoided.care_home_admissions_avoided),
         };
         let statement = payment::statement(&terms.terms, &inputs, p, s, &issued);
         hasher.update(
@@ -204,7 +194,9 @@ fn body(
                 },
                 "terms": x.terms.terms,
                 "confidence_level": s.confidence_level,
-                "reference_rates": reference_rates(s),
+                // The contract's reference rates (with their intervals and sources): what an
+                // avoided figure is compared with when there is no comparison cohort.
+                "reference_rates": x.terms.terms.reference_rates,
                 "lines": x.statement.lines,
                 "context": x.statement.context,
                 "left_out": x.statement.left_out,

@@ -21,6 +21,7 @@ mod isolation;
 mod nul_text;
 mod openapi;
 mod outcomes;
+mod outcomes_simulation;
 mod payment;
 mod reproducible;
 mod retry;
