@@ -355,7 +355,8 @@ struct EventBody {
     /// A member of the cohort.
     #[schema(min_length = 1, max_length = 100)]
     reference: String,
-    kind: ComparisonKind,
+    #[schema(value_type = ComparisonKind)]
+    kind: String,
     occurred_on: NaiveDate,
     /// Where it is known from (GP record, hospital episode statistics, council records).
     #[schema(min_length = 1, max_length = 100)]
@@ -386,6 +387,9 @@ async fn create_event(
     caller.require(&[Role::Commissioner])?;
     let id = path.into_inner();
     text("source", &b.source, 100)?;
+    let kind = parse_kind(&b.kind).ok_or_else(|| {
+        ApiError::invalid("kind", "one of fall, emergency_admission, care_home_admission")
+    })?;
     let c = state.pool.get().await?;
     own_cohort(&**c, &caller, id).await?;
     let member = c
@@ -405,7 +409,7 @@ async fn create_event(
         .query_one(
             "INSERT INTO comparison_events (cohort_id, reference, kind, occurred_on, source, recorded_by)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[&id, &b.reference, &kind_name(b.kind), &b.occurred_on, &b.source, &caller.user_id],
+            &[&id, &b.reference, &kind_name(kind), &b.occurred_on, &b.source, &caller.user_id],
         )
         .await?
         .get(0);

@@ -896,3 +896,148 @@ async fn http_and_bulk_sql_reach_the_same_figures() {
     );
     app.stop().await;
 }
+
+/// Comparison cohorts are the commissioner's alone: a provider may neither record nor read
+/// them, another commissioner finds none; members are versions (the newest is the member, a
+/// withdrawn one is gone); bad input names the field.
+#[tokio::test]
+async fn comparison_cohorts_belong_to_their_commissioner() {
+    let app = spawn_app().await;
+    let w = world(&app, "own").await;
+    let other = world(&app, "other").await;
+    let ct = &w.council_token;
+    let base = format!("/v1/outcomes/comparison-cohorts/{}", w.cohort);
+    let body = json!({"name": "n", "selection": "s"});
+    let (s, _) = app
+        .post_json("/v1/outcomes/comparison-cohorts", &w.provider_token, &body)
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = app.get_json(&base, &w.provider_token).await;
+    assert_eq!(s, 403);
+    let (s, p) = app
+        .post_json(
+            "/v1/outcomes/comparison-cohorts",
+            ct,
+            &json!({"name": "n", "selection": "s", "contract_id": other.contract}),
+        )
+        .await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("contract_id")));
+    let (s, p) = app
+        .post_json("/v1/outcomes/comparison-cohorts", ct, &json!({"name": " ", "selection": "s"}))
+        .await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("name")));
+
+    let put = |token: &str, reference: &str, body: Value| {
+        let (app, base, token) = (&app, base.clone(), token.to_string());
+        let reference = reference.to_string();
+        async move {
+            app.request_json(
+                reqwest::Method::PUT,
+                &format!("{base}/members/{reference}"),
+                &token,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let member = json!({"index_date": "2025-01-10", "follow_from": "2025-02-01"});
+    let (s, _) = put(&other.council_token, "W1", member.clone()).await;
+    assert_eq!(s, 404);
+    let (s, p) = put(ct, "W1", json!({"index_date": "2025-03-10", "follow_from": "2025-02-01"})).await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("follow_from")));
+    let (s, p) = put(ct, "W1", member.clone()).await;
+    assert_eq!(s, 200, "{p}");
+    let (s, p) = put(ct, "W2", member.clone()).await;
+    assert_eq!(s, 200, "{p}");
+    let event = |reference: &str, kind: &str| {
+        json!({"reference": reference, "kind": kind, "occurred_on": "2024-06-01", "source": "GP record"})
+    };
+    let events = format!("{base}/events");
+    let (s, p) = app.post_json(&events, ct, &event("W9", "fall")).await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("reference")));
+    let (s, p) = app.post_json(&events, ct, &event("W1", "cured")).await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("kind")), "{p}");
+    let (s, _) = app
+        .post_json(&events, &other.council_token, &event("W1", "fall"))
+        .await;
+    assert_eq!(s, 404);
+    let (s, p) = app.post_json(&events, ct, &event("W1", "fall")).await;
+    assert_eq!(s, 201, "{p}");
+    // A new version ends W1's follow-up; W2 is withdrawn.
+    let (s, _) = put(
+        ct,
+        "W1",
+        json!({"index_date": "2025-01-10", "follow_from": "2025-02-01", "ended_on": "2025-06-30"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = put(
+        ct,
+        "W2",
+        json!({"index_date": "2025-01-10", "follow_from": "2025-02-01", "withdrawn": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, c) = app.get_json(&base, ct).await;
+    assert_eq!(s, 200, "{c}");
+    let members = c["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{c}");
+    assert_eq!(members[0]["reference"], "W1");
+    assert_eq!(members[0]["ended_on"], "2025-06-30");
+    assert_eq!(members[0]["events"][0]["kind"], "fall");
+    assert_eq!(c["cohort"]["members"], 1);
+    let (s, _) = app.get_json(&base, &other.council_token).await;
+    assert_eq!(s, 404);
+    let (s, list) = app
+        .get_json("/v1/outcomes/comparison-cohorts", &other.council_token)
+        .await;
+    assert_eq!(s, 200);
+    assert!(list.as_array().unwrap().iter().all(|c| c["id"] != w.cohort));
+    app.stop().await;
+}
+
+/// With no comparison cohort, a contract's reference rate (a term, with its interval and
+/// source) gives a causal figure for that indicator; the others stay descriptive; a rate
+/// outside its own interval is refused naming the field.
+#[tokio::test]
+async fn reference_rates_are_contract_terms() {
+    let app = spawn_app().await;
+    let w = world(&app, "ref").await;
+    let sc = SCENARIOS[0];
+    let mut rng = StdRng::seed_from_u64(5);
+    let served = population(&mut rng, &sc, true, 40);
+    write_sql(&app, &w, "ref", &served, &[]).await;
+    let terms = format!("/v1/contracts/{}/terms", w.contract);
+    let rate = |lower: f64| {
+        json!({"reference_rates": {"falls": {"per_person_year": 1.2, "lower": lower, "upper": 1.6,
+            "source": "council falls audit 2023-24"}}})
+    };
+    let (s, p) = app
+        .request_json(reqwest::Method::PUT, &terms, &w.council_token, Some(&rate(1.3)))
+        .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("terms.reference_rates.falls")),
+        "{p}"
+    );
+    let (s, p) = app
+        .request_json(reqwest::Method::PUT, &terms, &w.council_token, Some(&rate(0.9)))
+        .await;
+    assert_eq!(s, 200, "{p}");
+    let r = report(&app, &w).await;
+    let f = &r["indicators"]["falls_avoided"];
+    assert_eq!(f["design"], "reference_rate", "{f}");
+    assert_eq!(f["causal"], true);
+    assert_eq!(f["reference_rate"]["source"], "council falls audit 2023-24");
+    let observed = served.iter().map(|p| p.falls.len()).sum::<usize>() as f64;
+    let days = f["days_at_risk"].as_f64().unwrap();
+    let expected = 1.2 * days / 365.25;
+    assert!((f["expected"].as_f64().unwrap() - expected).abs() < 1e-6, "{f}");
+    assert!((f["avoided"].as_f64().unwrap() - (expected - observed)).abs() < 1e-6);
+    let [lo, hi] = [f["interval"][0].as_f64().unwrap(), f["interval"][1].as_f64().unwrap()];
+    // The rate's own interval alone spans 0.9 to 1.6 a year.
+    assert!(hi - lo > (1.6 - 0.9) * days / 365.25 * 0.8, "{f}");
+    assert_eq!(r["indicators"]["admissions_avoided"]["design"], "descriptive");
+    assert!(r["indicators"]["admissions_avoided"]["interval"].is_null());
+    app.stop().await;
+}
