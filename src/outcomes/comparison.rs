@@ -388,7 +388,10 @@ async fn create_event(
     let id = path.into_inner();
     text("source", &b.source, 100)?;
     let kind = parse_kind(&b.kind).ok_or_else(|| {
-        ApiError::invalid("kind", "one of fall, emergency_admission, care_home_admission")
+        ApiError::invalid(
+            "kind",
+            "one of fall, emergency_admission, care_home_admission",
+        )
     })?;
     let c = state.pool.get().await?;
     own_cohort(&**c, &caller, id).await?;

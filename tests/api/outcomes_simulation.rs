@@ -19,8 +19,8 @@
 //! - `effect`: clustering and selection, the service cuts every rate by 30%.
 //!
 //! `outcomes_simulation_seeded` runs a few seeded runs per scenario in CI;
-//! `outcomes_simulation_full` runs 2,000 per scenario (ignored; the command and the figures are
-//! in docs/outcomes.md, "Simulation").
+//! `outcomes_simulation_full_*` run 2,000 per scenario, one test each (ignored; the command and
+//! the figures are in docs/outcomes.md, "Simulation").
 
 use std::collections::HashMap;
 
@@ -611,6 +611,9 @@ async fn run_scenario(app: &TestApp, w: &World, sc: &Scenario, runs: usize, seed
             t.positive[k] += usize::from(lo > 0.0);
         }
         t.runs += 1;
+        if t.runs % 250 == 0 && t.runs < runs {
+            print(sc, &t, std::time::Duration::ZERO);
+        }
     }
     t
 }
@@ -619,27 +622,35 @@ fn share(n: usize, runs: usize) -> f64 {
     n as f64 / runs as f64
 }
 
-/// Runs every scenario, prints a table and returns the tallies.
-async fn simulate(runs: usize) -> Vec<(Scenario, Tally)> {
+fn print(sc: &Scenario, t: &Tally, elapsed: std::time::Duration) {
+    eprintln!(
+        "{:<10} runs {:>5}  coverage falls {:.3} admissions {:.3} care homes {:.3}  \
+         lower > 0: falls {:.3} admissions {:.3} care homes {:.3}  ({:.0?})",
+        sc.name,
+        t.runs,
+        share(t.covered[0], t.runs),
+        share(t.covered[1], t.runs),
+        share(t.covered[2], t.runs),
+        share(t.positive[0], t.runs),
+        share(t.positive[1], t.runs),
+        share(t.positive[2], t.runs),
+        elapsed,
+    );
+}
+
+/// Runs the scenarios (each on its own seed), prints a line each and returns the tallies.
+async fn simulate(scenarios: &[Scenario], runs: usize) -> Vec<(Scenario, Tally)> {
     let app = spawn_app().await;
     let w = world(&app, "sim").await;
     let mut out = Vec::new();
-    for (n, sc) in SCENARIOS.iter().enumerate() {
+    for sc in scenarios {
+        let n = SCENARIOS
+            .iter()
+            .position(|x| x.name == sc.name)
+            .unwrap_or(0);
         let started = std::time::Instant::now();
         let t = run_scenario(&app, &w, sc, runs, 0x5EED_0000 + n as u64).await;
-        eprintln!(
-            "{:<10} runs {:>5}  coverage falls {:.3} admissions {:.3} care homes {:.3}  \
-             lower > 0: falls {:.3} admissions {:.3} care homes {:.3}  ({:.0?})",
-            sc.name,
-            t.runs,
-            share(t.covered[0], t.runs),
-            share(t.covered[1], t.runs),
-            share(t.covered[2], t.runs),
-            share(t.positive[0], t.runs),
-            share(t.positive[1], t.runs),
-            share(t.positive[2], t.runs),
-            started.elapsed(),
-        );
+        print(sc, &t, started.elapsed());
         out.push((*sc, t));
     }
     app.stop().await;
@@ -650,18 +661,16 @@ async fn simulate(runs: usize) -> Vec<(Scenario, Tally)> {
 /// (docs/outcomes.md): falls, emergency admissions, care-home admissions.
 const POWER: [f64; 3] = [0.95, 0.30, 0.15];
 
-/// 2,000 runs per scenario: one-sided false positives at most 4% in every null scenario,
-/// coverage of the truth between 93% and 97% everywhere, and the planted effect found with the
-/// stated power. `cargo nextest run --release -p homeward --test api --run-ignored only -E
-/// 'test(/outcomes_simulation_full/)' --no-capture` (RUNS overrides the number of runs).
-#[tokio::test]
-#[ignore = "about an hour in a release build; docs/outcomes.md, Simulation"]
-async fn outcomes_simulation_full() {
+/// 2,000 runs of one scenario (RUNS overrides): one-sided false positives at most 4% in a null
+/// scenario, coverage of the truth between 93% and 97%, and the planted effect found with the
+/// stated power.
+async fn full(name: &str) {
     let runs = std::env::var("RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    for (sc, t) in simulate(runs).await {
+    let sc = SCENARIOS.iter().find(|s| s.name == name).copied().unwrap();
+    for (sc, t) in simulate(&[sc], runs).await {
         for k in 0..3 {
             let cover = share(t.covered[k], t.runs);
             assert!(
@@ -690,12 +699,34 @@ async fn outcomes_simulation_full() {
     }
 }
 
+// One test per scenario, so that they run side by side. The command (release build):
+// cargo nextest run --release -p homeward --test api --run-ignored only
+//   -E 'test(/outcomes_simulation_full/)' --no-capture
+macro_rules! full {
+    ($($test:ident: $name:literal),*) => {$(
+        #[tokio::test]
+        #[ignore = "2,000 runs: docs/outcomes.md, Simulation"]
+        async fn $test() {
+            full($name).await;
+        }
+    )*};
+}
+
+full!(
+    outcomes_simulation_full_index: "index",
+    outcomes_simulation_full_selection: "selection",
+    outcomes_simulation_full_clustering: "clustering",
+    outcomes_simulation_full_detection: "detection",
+    outcomes_simulation_full_trend: "trend",
+    outcomes_simulation_full_effect: "effect"
+);
+
 /// The same scenarios, 6 seeded runs each, in CI: the loaders' counts checked in every run
 /// (observed, baseline and back-filled counts equal what was written), no more than one false
 /// positive in 6 in any null scenario, the falls effect found in at least 5 of 6.
 #[tokio::test]
 async fn outcomes_simulation_seeded() {
-    for (sc, t) in simulate(6).await {
+    for (sc, t) in simulate(&SCENARIOS, 6).await {
         for k in 0..3 {
             if sc.effect == 1.0 {
                 assert!(t.positive[k] <= 1, "{} {}: {t:?}", sc.name, INDICATORS[k]);
@@ -921,9 +952,16 @@ async fn comparison_cohorts_belong_to_their_commissioner() {
             &json!({"name": "n", "selection": "s", "contract_id": other.contract}),
         )
         .await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("contract_id")));
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("contract_id"))
+    );
     let (s, p) = app
-        .post_json("/v1/outcomes/comparison-cohorts", ct, &json!({"name": " ", "selection": "s"}))
+        .post_json(
+            "/v1/outcomes/comparison-cohorts",
+            ct,
+            &json!({"name": " ", "selection": "s"}),
+        )
         .await;
     assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("name")));
 
@@ -943,20 +981,33 @@ async fn comparison_cohorts_belong_to_their_commissioner() {
     let member = json!({"index_date": "2025-01-10", "follow_from": "2025-02-01"});
     let (s, _) = put(&other.council_token, "W1", member.clone()).await;
     assert_eq!(s, 404);
-    let (s, p) = put(ct, "W1", json!({"index_date": "2025-03-10", "follow_from": "2025-02-01"})).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("follow_from")));
+    let (s, p) = put(
+        ct,
+        "W1",
+        json!({"index_date": "2025-03-10", "follow_from": "2025-02-01"}),
+    )
+    .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("follow_from"))
+    );
     let (s, p) = put(ct, "W1", member.clone()).await;
     assert_eq!(s, 200, "{p}");
     let (s, p) = put(ct, "W2", member.clone()).await;
     assert_eq!(s, 200, "{p}");
-    let event = |reference: &str, kind: &str| {
-        json!({"reference": reference, "kind": kind, "occurred_on": "2024-06-01", "source": "GP record"})
-    };
+    let event = |reference: &str, kind: &str| json!({"reference": reference, "kind": kind, "occurred_on": "2024-06-01", "source": "GP record"});
     let events = format!("{base}/events");
     let (s, p) = app.post_json(&events, ct, &event("W9", "fall")).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("reference")));
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("reference"))
+    );
     let (s, p) = app.post_json(&events, ct, &event("W1", "cured")).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("kind")), "{p}");
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("kind")),
+        "{p}"
+    );
     let (s, _) = app
         .post_json(&events, &other.council_token, &event("W1", "fall"))
         .await;
@@ -1013,7 +1064,12 @@ async fn reference_rates_are_contract_terms() {
             "source": "council falls audit 2023-24"}}})
     };
     let (s, p) = app
-        .request_json(reqwest::Method::PUT, &terms, &w.council_token, Some(&rate(1.3)))
+        .request_json(
+            reqwest::Method::PUT,
+            &terms,
+            &w.council_token,
+            Some(&rate(1.3)),
+        )
         .await;
     assert_eq!(
         (s, p["errors"][0]["field"].as_str()),
@@ -1021,7 +1077,12 @@ async fn reference_rates_are_contract_terms() {
         "{p}"
     );
     let (s, p) = app
-        .request_json(reqwest::Method::PUT, &terms, &w.council_token, Some(&rate(0.9)))
+        .request_json(
+            reqwest::Method::PUT,
+            &terms,
+            &w.council_token,
+            Some(&rate(0.9)),
+        )
         .await;
     assert_eq!(s, 200, "{p}");
     let r = report(&app, &w).await;
@@ -1032,12 +1093,21 @@ async fn reference_rates_are_contract_terms() {
     let observed = served.iter().map(|p| p.falls.len()).sum::<usize>() as f64;
     let days = f["days_at_risk"].as_f64().unwrap();
     let expected = 1.2 * days / 365.25;
-    assert!((f["expected"].as_f64().unwrap() - expected).abs() < 1e-6, "{f}");
+    assert!(
+        (f["expected"].as_f64().unwrap() - expected).abs() < 1e-6,
+        "{f}"
+    );
     assert!((f["avoided"].as_f64().unwrap() - (expected - observed)).abs() < 1e-6);
-    let [lo, hi] = [f["interval"][0].as_f64().unwrap(), f["interval"][1].as_f64().unwrap()];
+    let [lo, hi] = [
+        f["interval"][0].as_f64().unwrap(),
+        f["interval"][1].as_f64().unwrap(),
+    ];
     // The rate's own interval alone spans 0.9 to 1.6 a year.
     assert!(hi - lo > (1.6 - 0.9) * days / 365.25 * 0.8, "{f}");
-    assert_eq!(r["indicators"]["admissions_avoided"]["design"], "descriptive");
+    assert_eq!(
+        r["indicators"]["admissions_avoided"]["design"],
+        "descriptive"
+    );
     assert!(r["indicators"]["admissions_avoided"]["interval"].is_null());
     app.stop().await;
 }
