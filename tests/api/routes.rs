@@ -210,6 +210,17 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/v1/confirmations/{token}", Access::Public),
     route!("POST" "/v1/confirmations/{token}", Access::Public, {"answer": "yes"}),
     route!("PUT" "/v1/outcomes/populations/{age_group}", Access::Roles(COMMISSIONER), {"population": 50000}),
+    route!("POST" "/v1/outcomes/comparison-cohorts", Access::Roles(COMMISSIONER), {
+        "name": "waiting list", "selection": "referred and waiting", "contract_id": 1
+    }),
+    route!("GET" "/v1/outcomes/comparison-cohorts", Access::Roles(COMMISSIONER)),
+    route!("GET" "/v1/outcomes/comparison-cohorts/{id}", Access::Roles(COMMISSIONER)),
+    route!("PUT" "/v1/outcomes/comparison-cohorts/{id}/members/{reference}", Access::Roles(COMMISSIONER), {
+        "index_date": "2026-01-01", "follow_from": "2026-01-05"
+    }),
+    route!("POST" "/v1/outcomes/comparison-cohorts/{id}/events", Access::Roles(COMMISSIONER), {
+        "reference": "W1", "kind": "fall", "occurred_on": "2025-06-01", "source": "GP record"
+    }),
     route!("GET" "/v1/contracts/{id}/terms", Access::Roles(READERS)),
     route!("PUT" "/v1/contracts/{id}/terms", Access::Roles(COMMISSIONER), {}),
     Route {

@@ -241,6 +241,23 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("GET", "/v1/confirmations/{token}", Kind::Capability),
     ("POST", "/v1/confirmations/{token}", Kind::Capability),
     ("PUT", "/v1/outcomes/populations/{age_group}", Kind::Keyed),
+    ("POST", "/v1/outcomes/comparison-cohorts", Kind::Create),
+    (
+        "GET",
+        "/v1/outcomes/comparison-cohorts",
+        list(NO_PROBES, Needle::Mark, true),
+    ),
+    ("GET", "/v1/outcomes/comparison-cohorts/{id}", shared_id()),
+    (
+        "PUT",
+        "/v1/outcomes/comparison-cohorts/{id}/members/{reference}",
+        shared_id(),
+    ),
+    (
+        "POST",
+        "/v1/outcomes/comparison-cohorts/{id}/events",
+        shared_id(),
+    ),
     ("GET", "/v1/contracts/{id}/terms", shared_id()),
     ("PUT", "/v1/contracts/{id}/terms", shared_id()),
     (
@@ -347,6 +364,7 @@ struct Seeded {
     plan_outcome: i64,
     contract: i32,
     report: i64,
+    cohort: i64,
     spare_user: i32,
     spare_token: i32,
     area: String,
@@ -394,6 +412,8 @@ impl Seeded {
                 ("{outcome}", "outcomes") => self.plan_outcome.to_string(),
                 ("{id}", "contracts") => self.contract.to_string(),
                 ("{id}", "reports") => self.report.to_string(),
+                ("{id}", "comparison-cohorts") => self.cohort.to_string(),
+                ("{reference}", "members") => "W-sweepmark-1".to_string(),
                 ("{area}", _) => self.area.clone(),
                 ("{age_group}", _) => "65%2B".to_string(),
                 (s, _) if s.starts_with('{') => {
@@ -573,6 +593,18 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
         (
             "commissioner_populations",
             "FROM commissioner_populations t WHERE t.commissioner_id = ANY($1)".to_string(),
+        ),
+        (
+            "comparison_cohorts",
+            "FROM comparison_cohorts t WHERE t.commissioner_id = ANY($1)".to_string(),
+        ),
+        (
+            "comparison_members",
+            "FROM comparison_members t WHERE t.cohort_id IN (SELECT id FROM comparison_cohorts WHERE commissioner_id = ANY($1))".to_string(),
+        ),
+        (
+            "comparison_events",
+            "FROM comparison_events t WHERE t.cohort_id IN (SELECT id FROM comparison_cohorts WHERE commissioner_id = ANY($1))".to_string(),
         ),
         (
             "credential_revocations",
@@ -886,6 +918,31 @@ async fn no_route_reaches_another_organisations_data() {
         Some(&json!({"population": 43210})),
     )
     .await;
+    // C1's comparison cohort for the contract, with a member and an event.
+    let cohort = app
+        .request_ok(
+            Method::POST,
+            "/v1/outcomes/comparison-cohorts",
+            &council_a,
+            Some(&json!({"name": "waiting sweepmark", "selection": "referred sweepmark", "contract_id": contract})),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    app.request_ok(
+        Method::PUT,
+        &format!("/v1/outcomes/comparison-cohorts/{cohort}/members/W-sweepmark-1"),
+        &council_a,
+        Some(&json!({"index_date": "2025-12-01", "follow_from": "2026-01-01"})),
+    )
+    .await;
+    app.request_ok(
+        Method::POST,
+        &format!("/v1/outcomes/comparison-cohorts/{cohort}/events"),
+        &council_a,
+        Some(&json!({"reference": "W-sweepmark-1", "kind": "fall", "occurred_on": "2026-02-01", "source": "GP sweepmark"})),
+    )
+    .await;
     let report = app
         .get_ok(
             &format!("/v1/outcomes/report?scope=provider&{PERIOD}"),
@@ -937,6 +994,7 @@ async fn no_route_reaches_another_organisations_data() {
         plan_outcome,
         contract,
         report,
+        cohort,
         spare_user,
         spare_token,
         area,
@@ -1413,8 +1471,13 @@ async fn no_route_reaches_another_organisations_data() {
                     } else {
                         format!("{path}?{q}")
                     };
-                    let (status, text) =
-                        call(&app, "GET", &url, Some(admin_a.as_str()), None).await;
+                    // A commissioner-only list (comparison cohorts) is read by C1.
+                    let reader = if allowed(route, Role::ProviderAdmin) {
+                        admin_a.as_str()
+                    } else {
+                        council_a.as_str()
+                    };
+                    let (status, text) = call(&app, "GET", &url, Some(reader), None).await;
                     if status != 200 {
                         wrong.push(format!("GET {url} as A's admin: {status} {text}"));
                     } else if let Some(n) = &needle {
