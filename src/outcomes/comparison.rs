@@ -402,7 +402,8 @@ async fn create_event(
             &[&id, &b.reference],
         )
         .await?;
-    if !member.is_some_and(|r| !r.get::<_, bool>(0)) {
+    // No such member, or withdrawn.
+    if member.is_none_or(|r| r.get::<_, bool>(0)) {
         return Err(ApiError::invalid(
             "reference",
             "no such member of the cohort",

@@ -727,10 +727,10 @@ full!(
 #[tokio::test]
 async fn outcomes_simulation_seeded() {
     for (sc, t) in simulate(&SCENARIOS, 6).await {
-        for k in 0..3 {
+        for (k, name) in INDICATORS.iter().enumerate() {
             if sc.effect == 1.0 {
-                assert!(t.positive[k] <= 1, "{} {}: {t:?}", sc.name, INDICATORS[k]);
-                assert!(t.covered[k] >= 5, "{} {}: {t:?}", sc.name, INDICATORS[k]);
+                assert!(t.positive[k] <= 1, "{} {name}: {t:?}", sc.name);
+                assert!(t.covered[k] >= 5, "{} {name}: {t:?}", sc.name);
             }
         }
         if sc.effect < 1.0 {
