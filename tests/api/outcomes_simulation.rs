@@ -622,8 +622,10 @@ fn share(n: usize, runs: usize) -> f64 {
     n as f64 / runs as f64
 }
 
+/// Prints a scenario's figures so far; also appends them to the file named by
+/// `SIMULATION_LOG`, if set (nextest captures output when tests run side by side).
 fn print(sc: &Scenario, t: &Tally, elapsed: std::time::Duration) {
-    eprintln!(
+    let line = format!(
         "{:<10} runs {:>5}  coverage falls {:.3} admissions {:.3} care homes {:.3}  \
          lower > 0: falls {:.3} admissions {:.3} care homes {:.3}  ({:.0?})",
         sc.name,
@@ -636,6 +638,17 @@ fn print(sc: &Scenario, t: &Tally, elapsed: std::time::Duration) {
         share(t.positive[2], t.runs),
         elapsed,
     );
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("SIMULATION_LOG") {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut f) = file {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 /// Runs the scenarios (each on its own seed), prints a line each and returns the tallies.
