@@ -74,7 +74,7 @@ pub(super) async fn load(
     let populations = populations(c, f, p).await?;
     let hours = contract_hours(c, &who, f, p).await?;
     let comparison = comparison(c, f, p).await?;
-    let reference_rates = reference_rates(c, f).await?;
+    let reference_rates = reference_rates(c, f, p).await?;
     Ok((
         Inputs {
             people: who.by_id.into_values().collect(),
@@ -638,18 +638,22 @@ async fn comparison(
     Ok(out)
 }
 
-/// The reference rates in the contract's terms, for a contract's scope.
+/// The reference rates in the contract's terms, for a contract's scope: the terms version
+/// valid on the period's first day (as a statement prices it), as set by `known_at`.
 async fn reference_rates(
     c: &impl GenericClient,
     f: &Filter,
+    p: &Period,
 ) -> Result<Option<super::estimate::ReferenceRates>, ApiError> {
     let Some(contract) = f.contract else {
         return Ok(None);
     };
     let Some(row) = c
         .query_opt(
-            "SELECT terms -> 'reference_rates' FROM contracts WHERE id = $1",
-            &[&contract],
+            "SELECT terms -> 'reference_rates' FROM contract_terms
+              WHERE contract_id = $2 AND valid_from <= $3 AND set_at <= $1
+              ORDER BY version DESC LIMIT 1",
+            &[&p.known_at, &contract, &p.from],
         )
         .await?
     else {

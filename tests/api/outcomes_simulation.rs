@@ -521,9 +521,20 @@ async fn write_sql(app: &TestApp, w: &World, tag: &str, served: &[Person], cohor
 /// and the cohort stay), so each run's report reads only its own rows.
 async fn clear(app: &TestApp) {
     let c = app.pool.get().await.unwrap();
-    c.batch_execute("TRUNCATE people, comparison_members, comparison_events CASCADE")
-        .await
-        .unwrap();
+    // The application's background work reads people too: a deadlock is retried.
+    for attempt in 0.. {
+        match c
+            .batch_execute("TRUNCATE people, comparison_members, comparison_events CASCADE")
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if attempt < 5 => {
+                eprintln!("clearing the run's rows again: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 async fn report(app: &TestApp, w: &World) -> Value {
@@ -712,9 +723,10 @@ async fn full(name: &str) {
     }
 }
 
-// One test per scenario, so that they run side by side. The command (release build):
-// cargo nextest run --release -p homeward --test api --run-ignored only
-//   -E 'test(/outcomes_simulation_full/)' --no-capture
+// One test per scenario, so that they run side by side. The command (release build; the
+// `simulation` profile never terminates a slow test):
+// SIMULATION_LOG=sim.log cargo nextest run --release --profile simulation -p homeward
+//   --test api --run-ignored only --test-threads 6 -E 'test(/outcomes_simulation_full/)'
 macro_rules! full {
     ($($test:ident: $name:literal),*) => {$(
         #[tokio::test]

@@ -1471,11 +1471,11 @@ async fn no_route_reaches_another_organisations_data() {
                     } else {
                         format!("{path}?{q}")
                     };
-                    // A commissioner-only list (comparison cohorts) is read by C1.
-                    let reader = if allowed(route, Role::ProviderAdmin) {
-                        admin_a.as_str()
-                    } else {
+                    // A list only commissioners may read (comparison cohorts) is read by C1.
+                    let reader = if route.method == "GET" && !allowed(route, Role::ProviderAdmin) {
                         council_a.as_str()
+                    } else {
+                        admin_a.as_str()
                     };
                     let (status, text) = call(&app, "GET", &url, Some(reader), None).await;
                     if status != 200 {
