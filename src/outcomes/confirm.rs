@@ -26,6 +26,11 @@ use crate::auth::Caller;
 use crate::http::{ApiError, AppState};
 
 pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
+    // A form that does not parse (no form content type, a field repeated) gets a problem
+    // document naming what is wrong, not the web framework's plain text.
+    cfg.app_data(web::FormConfig::default().error_handler(|e, _| {
+        ApiError::BadRequest(format!("the form could not be read: {e}")).into()
+    }));
     cfg.service(code_page)
         .service(code_answer)
         .service(link_page)
@@ -423,8 +428,10 @@ struct AnswerForm {
     /// On the code page: the code.
     code: Option<String>,
     /// `yes` or `not_yet`; absent on the code page's first step.
+    #[schema(value_type = Option<Answer>)]
     answer: Option<String>,
     /// Optional, at most 2000 characters.
+    #[schema(max_length = 2000)]
     feedback: Option<String>,
 }
 
@@ -452,6 +459,7 @@ async fn code_page() -> HttpResponse {
         (status = 404, description = "No such code.", content_type = "text/html", body = String),
         (status = 410, description = "Used or expired.", content_type = "text/html", body = String),
         (status = 422, description = "No answer chosen, or feedback too long.", content_type = "text/html", body = String),
+        (status = 415, description = "Not a form (`application/x-www-form-urlencoded`)."),
     ),
 )]
 #[post("/confirm")]
@@ -516,6 +524,7 @@ async fn link_page(
         (status = 404, description = "No such link.", content_type = "text/html", body = String),
         (status = 410, description = "Used or expired.", content_type = "text/html", body = String),
         (status = 422, description = "No answer chosen, or feedback too long.", content_type = "text/html", body = String),
+        (status = 415, description = "Not a form (`application/x-www-form-urlencoded`)."),
     ),
 )]
 #[post("/confirm/{token}")]
