@@ -154,6 +154,22 @@ pub enum Command {
     /// Create organisations, users, tokens, contracts and device credentials.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The audit log (docs/audit.md).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chains: every row's hash against its content, its link to
+    /// the row before, positions without gaps, and each chain's end against its head. Prints
+    /// how many rows and which period were checked and each chain's head; exits 1 naming the
+    /// first row that does not check.
+    Verify {
+        /// Only the chain of this organisation id (0: rows of no organisation).
+        #[arg(long)]
+        chain: Option<i32>,
+    },
 }
 
 /// A derived part of the database that `rebuild` can recompute.

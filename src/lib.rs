@@ -40,6 +40,7 @@
 //!   server and is never silently dropped.
 
 pub mod alarms;
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use homeward::auth::Scope;
-use homeward::cli::{AdminCommand, Cli, Command, Derivation};
+use homeward::cli::{AdminCommand, AuditCommand, Cli, Command, Derivation};
 use homeward::config::Settings;
 use homeward::{auth, db, devices, outcomes, startup::Application, telemetry};
 
@@ -74,7 +74,57 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Admin(cmd) => admin(cmd, settings).await,
         Command::Rebuild { only } => rebuild(only, settings).await,
+        Command::Audit(AuditCommand::Verify { chain }) => audit_verify(chain, settings).await,
     }
+}
+
+/// `homeward audit verify`: exits non-zero (through the error) naming the first bad row.
+async fn audit_verify(chain: Option<i32>, settings: Settings) -> anyhow::Result<()> {
+    if settings.database.url.is_none() {
+        settings.ensure_data_dir()?;
+    }
+    let database = db::Database::open_for_admin(&settings).await?;
+    let result = async {
+        let mut client = database.pool.get().await?;
+        db::migrate::run(&mut client).await?;
+        // One snapshot: rows written while the check runs are left for the next one.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let mut shown = std::time::Instant::now();
+        let report = homeward::audit::verify(&*tx, chain, |c, n| {
+            if shown.elapsed() >= std::time::Duration::from_secs(2) {
+                eprintln!("chain {c}: {n} rows checked so far...");
+                shown = std::time::Instant::now();
+            }
+        })
+        .await?;
+        tx.commit().await?;
+        let period = match (report.first, report.last) {
+            (Some(f), Some(l)) => format!("from {} to {}", f.to_rfc3339(), l.to_rfc3339()),
+            _ => "no rows".into(),
+        };
+        if let Some(broken) = report.broken {
+            anyhow::bail!(
+                "audit log does not verify: {broken} ({} rows before it checked)",
+                report.rows
+            );
+        }
+        println!(
+            "audit log verified: {} rows in {} chains, {period}",
+            report.rows, report.chains
+        );
+        for (c, seq, hash) in &report.heads {
+            println!("  chain {c}: head seq {seq} hash {hash}");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    database.close().await?;
+    result
 }
 
 async fn rebuild(only: Option<Derivation>, settings: Settings) -> anyhow::Result<()> {
@@ -190,6 +240,10 @@ async fn admin(cmd: AdminCommand, settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+macro_rules! say {
+    ($out:expr, $($t:tt)*) => { $out.push(format!($($t)*)) };
+}
+
 async fn admin_with(
     cmd: AdminCommand,
     database: &db::Database,
@@ -197,11 +251,70 @@ async fn admin_with(
 ) -> anyhow::Result<()> {
     let mut client = database.pool.get().await?;
     db::migrate::run(&mut client).await?;
-    let client = &**client;
+    // One transaction per command with its audit rows; nothing is printed (no token, no
+    // secret) until it has committed.
+    let tx = client.transaction().await?;
+    let mut out = Vec::new();
+    admin_in(cmd, &tx, settings, &mut out).await?;
+    tx.commit().await?;
+    for line in out {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Writes an audit row for an operator's change.
+async fn audited(
+    client: &tokio_postgres::Transaction<'_>,
+    org: Option<i32>,
+    action: &str,
+    object_type: &'static str,
+    object_id: impl ToString,
+    change: serde_json::Value,
+) -> anyhow::Result<()> {
+    homeward::audit::record(
+        client,
+        &homeward::audit::Actor::cli(),
+        homeward::audit::Entry::new(org, action, object_type, object_id, change),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The organisation of a user, a device (by uid) or a token, for the audit row.
+async fn org_of(
+    client: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    key: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> anyhow::Result<Option<i32>> {
+    Ok(client.query_opt(sql, &[key]).await?.map(|r| r.get(0)))
+}
+
+const USER_ORG: &str = "SELECT organisation_id FROM users WHERE id = $1";
+const DEVICE_ORG: &str = "SELECT organisation_id FROM devices WHERE uid = $1";
+const TOKEN_ORG: &str =
+    "SELECT u.organisation_id FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1";
+
+async fn admin_in(
+    cmd: AdminCommand,
+    client: &tokio_postgres::Transaction<'_>,
+    settings: &Settings,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::CreateOrganisation { name, kind } => {
             let org = auth::create_organisation(client, &name, kind).await?;
-            println!(
+            audited(
+                client,
+                Some(org.id),
+                "organisation.create",
+                "organisation",
+                org.id,
+                serde_json::json!({"name": name, "kind": kind.as_str()}),
+            )
+            .await?;
+            say!(
+                out,
                 "organisation {} `{}` ({})",
                 org.id,
                 org.name,
@@ -233,22 +346,38 @@ async fn admin_with(
             }
             let lifetime = token_lifetime(settings, service);
             let (id, token) = auth::create_user_with(client, &org, &name, role, lifetime).await?;
-            println!("user {id} `{name}` ({}) in `{}`", role.as_str(), org.name);
-            println!("token: {token}");
-            println!(
+            audited(
+                client,
+                Some(org.id),
+                "user.create",
+                "user",
+                id,
+                serde_json::json!({"name": name, "role": role.as_str(), "email": email,
+                                       "token_prefix": token.get(..11), "service": service}),
+            )
+            .await?;
+            say!(
+                out,
+                "user {id} `{name}` ({}) in `{}`",
+                role.as_str(),
+                org.name
+            );
+            say!(out, "token: {token}");
+            say!(
+                out,
                 "(shown once; {}; send it as `Authorization: Bearer <token>`)",
                 describe(lifetime)
             );
             if let Some(email) = email {
                 auth::password::set_user_email(client, Scope::Any, id, &email).await?;
-                print_password_link(client, settings, id).await?;
+                print_password_link(client, settings, id, out).await?;
             }
         }
         AdminCommand::PasswordLink { user, email } => {
             if let Some(email) = email {
                 auth::password::set_user_email(client, Scope::Any, user, &email).await?;
             }
-            print_password_link(client, settings, user).await?;
+            print_password_link(client, settings, user, out).await?;
         }
         AdminCommand::CreateToken {
             user,
@@ -257,12 +386,25 @@ async fn admin_with(
         } => {
             let lifetime = token_lifetime(settings, service);
             let token = auth::create_token(client, user, label.as_deref(), lifetime, None).await?;
-            println!("token: {token}");
-            println!("(shown once; {})", describe(lifetime));
+            let org = org_of(client, USER_ORG, &user).await?;
+            audited(
+                client,
+                org,
+                "token.create",
+                "user",
+                user,
+                serde_json::json!({"prefix": token.get(..11), "label": label, "service": service}),
+            )
+            .await?;
+            say!(out, "token: {token}");
+            say!(out, "(shown once; {})", describe(lifetime));
         }
         AdminCommand::ListTokens { user } => {
             let tokens = auth::list_tokens(client, Scope::Any, user).await?;
-            println!("id\tprefix\tstate\tservice\tcreated\texpires\tlast used\tlabel");
+            say!(
+                out,
+                "id\tprefix\tstate\tservice\tcreated\texpires\tlast used\tlabel"
+            );
             for t in tokens {
                 let state = match (t.active, t.revoked_at) {
                     (true, _) => "active",
@@ -272,7 +414,8 @@ async fn admin_with(
                 let when = |d: Option<chrono::DateTime<chrono::Utc>>| {
                     d.map_or("-".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string())
                 };
-                println!(
+                say!(
+                    out,
                     "{}\t{}\t{state}\t{}\t{}\t{}\t{}\t{}",
                     t.id,
                     t.prefix.as_deref().unwrap_or("-"),
@@ -286,7 +429,18 @@ async fn admin_with(
         }
         AdminCommand::RevokeToken { id } => {
             let revoked = auth::revoke_token(client, Scope::Any, id, None).await?;
-            println!(
+            let org = org_of(client, TOKEN_ORG, &id).await?;
+            audited(
+                client,
+                org,
+                "token.revoke",
+                "token",
+                id,
+                serde_json::json!({"changed": revoked}),
+            )
+            .await?;
+            say!(
+                out,
                 "token {id} {}",
                 if revoked {
                     "revoked"
@@ -295,14 +449,24 @@ async fn admin_with(
                 }
             );
         }
-        AdminCommand::DisableUser { user } => set_user(client, user, true).await?,
-        AdminCommand::EnableUser { user } => set_user(client, user, false).await?,
-        AdminCommand::DisableDevice { uid } => set_device(client, &uid, true).await?,
-        AdminCommand::EnableDevice { uid } => set_device(client, &uid, false).await?,
+        AdminCommand::DisableUser { user } => set_user(client, user, true, out).await?,
+        AdminCommand::EnableUser { user } => set_user(client, user, false, out).await?,
+        AdminCommand::DisableDevice { uid } => set_device(client, &uid, true, out).await?,
+        AdminCommand::EnableDevice { uid } => set_device(client, &uid, false, out).await?,
         AdminCommand::RotateDeviceSecret { uid } => {
             let secret = devices::rotate_device_secret(client, Scope::Any, &uid).await?;
-            println!("device `{uid}`: new secret: {secret}");
-            println!("(shown once; the old secret no longer works)");
+            let org = org_of(client, DEVICE_ORG, &uid).await?;
+            audited(
+                client,
+                org,
+                "device.rotate_secret",
+                "device",
+                &uid,
+                serde_json::json!({"secret": "(new, not logged)"}),
+            )
+            .await?;
+            say!(out, "device `{uid}`: new secret: {secret}");
+            say!(out, "(shown once; the old secret no longer works)");
         }
         AdminCommand::CreateContract {
             commissioner,
@@ -317,9 +481,21 @@ async fn admin_with(
                 client, &c, &p, &reference, starts_on, ends_on,
             )
             .await?;
-            println!(
+            audited(
+                client,
+                Some(c.id),
+                "contract.create",
+                "contract",
+                id,
+                serde_json::json!({"provider_id": p.id, "reference": reference,
+                                       "starts_on": starts_on, "ends_on": ends_on}),
+            )
+            .await?;
+            say!(
+                out,
                 "contract {id} `{reference}`: {} commissions {}",
-                c.name, p.name
+                c.name,
+                p.name
             );
         }
         AdminCommand::ExportMosquitto {
@@ -333,8 +509,17 @@ async fn admin_with(
                 &acl_file,
             )
             .await?;
+            audited(
+                client,
+                None,
+                "device.export_mosquitto",
+                "device",
+                "*",
+                serde_json::json!({"password_file": password_file, "acl_file": acl_file}),
+            )
+            .await?;
             for line in export.report() {
-                println!("{line}");
+                say!(out, "{line}");
             }
         }
         // Written by `admin` before any database is opened.
@@ -342,18 +527,31 @@ async fn admin_with(
         AdminCommand::CreateDevice { org, uid, kind } => {
             let org = auth::find_organisation(client, &org).await?;
             let (id, secret) = devices::create_device(client, &org, &uid, kind).await?;
-            println!("device {id} `{uid}` ({kind}) in `{}`", org.name);
-            println!("secret: {secret}");
-            println!("(shown once; MQTT user name and client id `{uid}`, password the secret)");
+            audited(
+                client,
+                Some(org.id),
+                "device.create",
+                "device",
+                &uid,
+                serde_json::json!({"id": id, "uid": uid, "kind": kind.to_string()}),
+            )
+            .await?;
+            say!(out, "device {id} `{uid}` ({kind}) in `{}`", org.name);
+            say!(out, "secret: {secret}");
+            say!(
+                out,
+                "(shown once; MQTT user name and client id `{uid}`, password the secret)"
+            );
         }
     }
     Ok(())
 }
 
 async fn print_password_link(
-    client: &tokio_postgres::Client,
+    client: &tokio_postgres::Transaction<'_>,
     settings: &Settings,
     user: i32,
+    out: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let link = auth::password::issue_password_link(
         client,
@@ -363,8 +561,23 @@ async fn print_password_link(
         None,
     )
     .await?;
-    println!("set-password link: {}", link.url(&settings.console_url()));
-    println!(
+    let org = org_of(client, USER_ORG, &user).await?;
+    audited(
+        client,
+        org,
+        "user.password_link",
+        "user",
+        user,
+        serde_json::json!({"expires_at": link.expires_at}),
+    )
+    .await?;
+    say!(
+        out,
+        "set-password link: {}",
+        link.url(&settings.console_url())
+    );
+    say!(
+        out,
         "(shown once; it works once, until {}; the person opens it to set their console \
          password)",
         link.expires_at.format("%Y-%m-%d %H:%M UTC")
@@ -372,19 +585,55 @@ async fn print_password_link(
     Ok(())
 }
 
-async fn set_user(client: &tokio_postgres::Client, user: i32, disable: bool) -> anyhow::Result<()> {
+async fn set_user(
+    client: &tokio_postgres::Transaction<'_>,
+    user: i32,
+    disable: bool,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let changed = auth::set_user_disabled(client, Scope::Any, user, disable).await?;
-    println!("user {user} {}", state_word(disable, changed));
+    let org = org_of(client, USER_ORG, &user).await?;
+    let action = if disable {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    audited(
+        client,
+        org,
+        action,
+        "user",
+        user,
+        serde_json::json!({"after": {"disabled": disable}, "changed": changed}),
+    )
+    .await?;
+    say!(out, "user {user} {}", state_word(disable, changed));
     Ok(())
 }
 
 async fn set_device(
-    client: &tokio_postgres::Client,
+    client: &tokio_postgres::Transaction<'_>,
     uid: &str,
     disable: bool,
+    out: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let changed = devices::set_device_disabled(client, Scope::Any, uid, disable).await?;
-    println!("device `{uid}` {}", state_word(disable, changed));
+    let org = org_of(client, DEVICE_ORG, &uid).await?;
+    let action = if disable {
+        "device.disable"
+    } else {
+        "device.enable"
+    };
+    audited(
+        client,
+        org,
+        action,
+        "device",
+        uid,
+        serde_json::json!({"after": {"disabled": disable}, "changed": changed}),
+    )
+    .await?;
+    say!(out, "device `{uid}` {}", state_word(disable, changed));
     Ok(())
 }
 

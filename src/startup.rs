@@ -369,6 +369,7 @@ impl Application {
                 .app_data(http::problem::query_config())
                 .wrap(actix_web::middleware::from_fn(http::nul::refuse_nul))
                 .wrap(tracing_actix())
+                .wrap(actix_web::middleware::from_fn(http::request_id::assign))
                 .into_utoipa_app();
             for part in http::openapi::PARTS {
                 app = app.configure(part);
@@ -554,5 +555,6 @@ impl BrokerProbe for ReadyProbe {
 
 /// Request logs: one line per request at debug, errors at warn.
 fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%r %s %Dms").log_target("homeward::http")
+    actix_web::middleware::Logger::new("%r %s %Dms id=%{x-request-id}o")
+        .log_target("homeward::http")
 }

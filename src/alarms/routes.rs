@@ -511,6 +511,25 @@ async fn act(
             "alarm {id} changed meanwhile; reload it"
         )));
     };
+    crate::audit::by(
+        &*tx,
+        caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            format!("alarm.{}", action.as_str()),
+            "alarm",
+            id,
+            serde_json::json!({
+                "before": {"state": state_text},
+                "after": {"state": change.view.state.as_str()},
+                "action_id": action_row.id,
+                "outcome": outcome.map(|o| o.as_str()),
+                "fall": body.fall,
+                "note": body.note,
+            }),
+        ),
+    )
+    .await?;
     // The person's hub hears that help is coming (care alarms only).
     let notice_to: Option<String> = if category == Category::Care {
         tx.query_one(

@@ -123,6 +123,9 @@ pub struct Caller {
     pub organisation_id: i32,
     pub organisation_kind: OrgKind,
     pub role: Role,
+    /// The request's id (`X-Request-Id`), for the audit rows it causes; `None` outside a
+    /// request.
+    pub request_id: Option<String>,
 }
 
 impl Caller {
@@ -148,13 +151,16 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _payload: &mut actix_web::dev::Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let request_id = crate::http::request_id::of(req);
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            caller_for_token(&state.auth_pool, &state.auth_failures, &token)
+            let mut caller = caller_for_token(&state.auth_pool, &state.auth_failures, &token)
                 .await?
-                .ok_or(ApiError::Unauthorized)
+                .ok_or(ApiError::Unauthorized)?;
+            caller.request_id = request_id;
+            Ok(caller)
         })
     }
 }
@@ -226,6 +232,7 @@ pub async fn caller_for_token(
             organisation_id: r.get(3),
             organisation_kind: OrgKind::parse(r.get(4))?,
             role: Role::parse(r.get(5))?,
+            request_id: None,
         })
     }))
 }

@@ -224,17 +224,32 @@ async fn create_token(
     } else {
         TokenLifetime::Days(state.settings.auth.token_ttl_days)
     };
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     // The user must be in the caller's organisation (and active, which create_token checks).
-    super::user_in_scope(&**client, scope, *user_id).await?;
+    super::user_in_scope(&*tx, scope, *user_id).await?;
     let token = super::create_token(
-        &**client,
+        &*tx,
         *user_id,
         body.label.as_deref(),
         lifetime,
         caller.token_id,
     )
     .await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "token.create",
+            "user",
+            *user_id,
+            serde_json::json!({"prefix": token.get(..11), "label": body.label,
+                               "service": body.service}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(IssuedToken {
         user_id: *user_id,
         token,
@@ -262,13 +277,14 @@ async fn revoke_token(
     state: web::Data<AppState>,
     token_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     // An admin may revoke any of the organisation's (revoke_token answers 404 for others').
     if caller.role != Role::ProviderAdmin {
         // Anyone else may revoke only their own: another's token is refused whether or not it
         // exists, which tells nothing about it.
-        let own = super::token_owner(&**client, scope, *token_id)
+        let own = super::token_owner(&*tx, scope, *token_id)
             .await
             .is_ok_and(|owner| owner == caller.user_id);
         if !own {
@@ -279,7 +295,20 @@ async fn revoke_token(
             ));
         }
     }
-    super::revoke_token(&**client, scope, *token_id, Some(caller.user_id)).await?;
+    let revoked = super::revoke_token(&*tx, scope, *token_id, Some(caller.user_id)).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "token.revoke",
+            "token",
+            *token_id,
+            serde_json::json!({"changed": revoked}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -347,9 +376,27 @@ async fn set_user_disabled(
     user_id: i32,
     disabled: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let changed = super::set_user_disabled(&**client, scope, user_id, disabled).await?;
+    let changed = super::set_user_disabled(&*tx, scope, user_id, disabled).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            if disabled {
+                "user.disable"
+            } else {
+                "user.enable"
+            },
+            "user",
+            user_id,
+            serde_json::json!({"after": {"disabled": disabled}, "changed": changed}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     if !disabled {
         state.auth_failures.forget_all();
     }
@@ -393,9 +440,10 @@ async fn password_link(
     user_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     let link = super::password::issue_password_link(
-        &**client,
+        &*tx,
         Scope::Organisation(caller.organisation_id),
         *user_id,
         state.settings.console.password_link_hours,
@@ -406,6 +454,19 @@ async fn password_link(
         super::AdminError::Invalid(why) => ApiError::Conflict(why),
         other => other.into(),
     })?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "user.password_link",
+            "user",
+            link.user_id,
+            serde_json::json!({"expires_at": link.expires_at}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(IssuedPasswordLink {
         user_id: link.user_id,
         url: link.url(&state.settings.console_url()),

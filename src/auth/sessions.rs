@@ -99,6 +99,7 @@ pub async fn session_user(
                 organisation_id: r.get(3),
                 organisation_kind: OrgKind::parse(r.get(4))?,
                 role: Role::parse(r.get(5))?,
+                request_id: None,
             },
             organisation_name: r.get(6),
         })

@@ -159,6 +159,7 @@ impl FromRequest for ConsoleUser {
                 "" => req.path().to_owned(),
                 q => format!("{}?{q}", req.path()),
             });
+        let request_id = crate::http::request_id::of(req);
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ConsoleError::Unexpected(anyhow::anyhow!("no app state")))?;
@@ -171,8 +172,10 @@ impl FromRequest for ConsoleUser {
             )
             .await?
             .ok_or(ConsoleError::SignIn { next })?;
+            let mut caller = user.caller;
+            caller.request_id = request_id;
             Ok(ConsoleUser {
-                caller: user.caller,
+                caller,
                 organisation_name: user.organisation_name,
                 form_token: form_token(&token),
                 session_token: token,
@@ -318,6 +321,7 @@ mod tests {
             organisation_id: 1,
             organisation_kind: OrgKind::Provider,
             role,
+            request_id: None,
         }
     }
 

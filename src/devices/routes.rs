@@ -147,8 +147,9 @@ async fn create(
     body: crate::http::Json<NewDevice>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
-    let org = auth::find_organisation(&**client, &caller.organisation_id.to_string())
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let org = auth::find_organisation(&*tx, &caller.organisation_id.to_string())
         .await
         .map_err(ApiError::from)?;
     let kind = body
@@ -156,7 +157,20 @@ async fn create(
         .parse::<DeviceKind>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let body = body.into_inner();
-    let (_, secret) = registry::create_device(&**client, &org, &body.uid, kind).await?;
+    let (id, secret) = registry::create_device(&*tx, &org, &body.uid, kind).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org.id,
+            "device.create",
+            "device",
+            &body.uid,
+            serde_json::json!({"id": id, "uid": body.uid, "kind": kind.as_str()}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(RegisteredDevice {
         uid: body.uid,
         kind,
@@ -225,9 +239,27 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let changed = registry::set_device_disabled(&**client, scope, &uid, disabled).await?;
+    let changed = registry::set_device_disabled(&*tx, scope, &uid, disabled).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            if disabled {
+                "device.disable"
+            } else {
+                "device.enable"
+            },
+            "device",
+            &uid,
+            serde_json::json!({"after": {"disabled": disabled}, "changed": changed}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     if !disabled {
         state.auth_failures.forget_all();
     }
@@ -265,9 +297,23 @@ async fn rotate_secret(
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let secret = registry::rotate_device_secret(&**client, scope, &uid).await?;
+    let secret = registry::rotate_device_secret(&*tx, scope, &uid).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "device.rotate_secret",
+            "device",
+            uid.as_str(),
+            serde_json::json!({"secret": "(new, not logged)"}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(RotatedSecret {
         uid: uid.into_inner(),
         secret,

@@ -9,6 +9,7 @@ pub mod json;
 pub mod nul;
 pub mod openapi;
 pub mod problem;
+pub mod request_id;
 
 use std::sync::Arc;
 

@@ -42,6 +42,7 @@ pub const PARTS: &[fn(&mut ServiceConfig<'_>)] = &[
     crate::ingest::http::api,
     crate::live::api,
     crate::alarms::routes::api,
+    crate::audit::routes::api,
     crate::people::api,
     crate::evv::api,
     crate::outcomes::api,
@@ -70,6 +71,7 @@ pub const PARTS: &[fn(&mut ServiceConfig<'_>)] = &[
         (name = "alarms", description = "Telecare alarms: lists, lifecycle actions, response figures, device health."),
         (name = "people", description = "People receiving care, care workers and their phones."),
         (name = "outcomes", description = "Outcome plans, care episodes, contracts' terms, indicator reports and payment statements."),
+        (name = "audit", description = "The audit log: who changed what, hash-chained per organisation."),
         (name = "visits", description = "Visit verification: scheduled visits, visits, exceptions, adjustments, the export, missed-visit alerts."),
     )
 )]

@@ -24,7 +24,8 @@ pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
         .service(list_cohorts)
         .service(get_cohort)
         .service(put_member)
-        .service(create_event);
+        .service(create_event)
+        .service(withdraw_event);
 }
 
 fn text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
@@ -69,9 +70,10 @@ async fn create_cohort(
     caller.require(&[Role::Commissioner])?;
     text("name", &b.name, 200)?;
     text("selection", &b.selection, 2000)?;
-    let c = state.pool.get().await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
     if let Some(contract) = b.contract_id {
-        let own = c
+        let own = tx
             .query_opt(
                 "SELECT 1 FROM contracts WHERE id = $1 AND commissioner_id = $2",
                 &[&contract, &caller.organisation_id],
@@ -85,7 +87,7 @@ async fn create_cohort(
             ));
         }
     }
-    let id: i32 = c
+    let id: i32 = tx
         .query_one(
             "INSERT INTO comparison_cohorts (commissioner_id, contract_id, name, selection, recorded_by)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -93,6 +95,19 @@ async fn create_cohort(
         )
         .await?
         .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "comparison_cohort.create",
+            "comparison_cohort",
+            id,
+            serde_json::json!({"name": b.name, "selection": b.selection, "contract_id": b.contract_id}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(created(i64::from(id)))
 }
 
@@ -232,8 +247,11 @@ async fn get_cohort(
         .collect();
     for r in c
         .query(
-            "SELECT reference, id, kind, occurred_on, source, recorded_at FROM comparison_events
-              WHERE cohort_id = $1 ORDER BY reference, occurred_on, id",
+            "SELECT e.reference, e.id, e.kind, e.occurred_on, e.source, e.recorded_at
+               FROM comparison_events e
+              WHERE e.cohort_id = $1
+                AND NOT EXISTS (SELECT 1 FROM comparison_event_withdrawals w WHERE w.event_id = e.id)
+              ORDER BY e.reference, e.occurred_on, e.id",
             &[&id],
         )
         .await?
@@ -325,9 +343,10 @@ async fn put_member(
     if b.date_of_birth.is_some_and(|d| d > b.index_date) {
         return Err(ApiError::invalid("date_of_birth", "before index_date"));
     }
-    let c = state.pool.get().await?;
-    own_cohort(&**c, &caller, id).await?;
-    let version: i64 = c
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    own_cohort(&*tx, &caller, id).await?;
+    let version: i64 = tx
         .query_one(
             "INSERT INTO comparison_members (cohort_id, reference, date_of_birth, index_date,
                                              follow_from, ended_on, withdrawn, recorded_by)
@@ -345,6 +364,22 @@ async fn put_member(
         )
         .await?
         .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "comparison_member.record",
+            "comparison_cohort",
+            id,
+            serde_json::json!({"reference": reference, "version": version,
+                               "date_of_birth": b.date_of_birth, "index_date": b.index_date,
+                               "follow_from": b.follow_from, "ended_on": b.ended_on,
+                               "withdrawn": b.withdrawn}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"reference": reference, "version": version})))
 }
 
@@ -393,9 +428,10 @@ async fn create_event(
             "one of fall, emergency_admission, care_home_admission",
         )
     })?;
-    let c = state.pool.get().await?;
-    own_cohort(&**c, &caller, id).await?;
-    let member = c
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    own_cohort(&*tx, &caller, id).await?;
+    let member = tx
         .query_opt(
             "SELECT withdrawn FROM comparison_members WHERE cohort_id = $1 AND reference = $2
               ORDER BY id DESC LIMIT 1",
@@ -409,7 +445,7 @@ async fn create_event(
             "no such member of the cohort",
         ));
     }
-    let event: i64 = c
+    let event: i64 = tx
         .query_one(
             "INSERT INTO comparison_events (cohort_id, reference, kind, occurred_on, source, recorded_by)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -417,5 +453,109 @@ async fn create_event(
         )
         .await?
         .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "comparison_event.record",
+            "comparison_cohort",
+            id,
+            serde_json::json!({"event_id": event, "reference": b.reference, "kind": kind_name(kind),
+                               "occurred_on": b.occurred_on, "source": b.source}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(created(event))
+}
+
+/// Why an event is withdrawn.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WithdrawEventBody {
+    #[schema(min_length = 1, max_length = 500)]
+    reason: String,
+}
+
+/// An event withdrawn.
+#[derive(Serialize, ToSchema)]
+struct EventWithdrawn {
+    id: i64,
+    withdrawn_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Withdraws an event recorded in error (commissioners): it stays stored, and reports as
+/// known from now on leave it out; reports as known before keep it. Once per event.
+#[utoipa::path(
+    operation_id = "withdraw_comparison_event",
+    tag = "outcomes",
+    params(
+        ("id" = i32, Path, description = "The cohort's id."),
+        ("event" = i64, Path, description = "The event's id."),
+    ),
+    request_body = WithdrawEventBody,
+    responses(
+        (status = 201, description = "Withdrawn.", body = EventWithdrawn),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
+#[post("/v1/outcomes/comparison-cohorts/{id}/events/{event}/withdraw")]
+async fn withdraw_event(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(i32, i64)>,
+    b: crate::http::Json<WithdrawEventBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Commissioner])?;
+    let (id, event) = path.into_inner();
+    text("reason", &b.reason, 500)?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    own_cohort(&*tx, &caller, id).await?;
+    let found = tx
+        .query_opt(
+            "SELECT reference, kind, occurred_on FROM comparison_events WHERE id = $1 AND cohort_id = $2",
+            &[&event, &id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("event {event} of cohort {id}")))?;
+    let at: chrono::DateTime<chrono::Utc> = match tx
+        .query_one(
+            "INSERT INTO comparison_event_withdrawals (event_id, reason, recorded_by)
+             VALUES ($1, $2, $3) RETURNING recorded_at",
+            &[&event, &b.reason.trim(), &caller.user_id],
+        )
+        .await
+    {
+        Ok(r) => r.get(0),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            return Err(ApiError::Conflict(format!(
+                "event {event} is already withdrawn"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "comparison_event.withdraw",
+            "comparison_cohort",
+            id,
+            serde_json::json!({"event_id": event, "reference": found.get::<_, String>(0),
+                               "kind": found.get::<_, String>(1),
+                               "occurred_on": found.get::<_, NaiveDate>(2), "reason": b.reason.trim()}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(EventWithdrawn {
+        id: event,
+        withdrawn_at: at,
+    }))
 }

@@ -236,12 +236,35 @@ async fn answer(
             "INSERT INTO plan_outcome_confirmations (link_id, outcome_id, answer, feedback)
              SELECT l.id, l.outcome_id, $2, $3 FROM plan_confirmation_links l
               WHERE l.id = $1 AND l.expires_at > now()
-             RETURNING confirmed_at",
+             RETURNING confirmed_at, id",
             &[&link.id, &answer, &feedback],
         )
         .await;
     match res {
-        Ok(Some(r)) => Ok(Ok((link, r.get(0)))),
+        Ok(Some(r)) => {
+            let of = c
+                .query_one(
+                    "SELECT p.organisation_id, o.id FROM plan_outcomes o JOIN outcome_plans p ON p.id = o.plan_id
+                      WHERE o.id = (SELECT outcome_id FROM plan_confirmation_links WHERE id = $1)",
+                    &[&link.id],
+                )
+                .await?;
+            let (org, outcome): (i32, i64) = (of.get(0), of.get(1));
+            crate::audit::record(
+                c,
+                &crate::audit::Actor::Person { link_id: link.id },
+                crate::audit::Entry::new(
+                    org,
+                    "plan.confirm",
+                    "plan_outcome",
+                    outcome,
+                    serde_json::json!({"confirmation_id": r.get::<_, i64>(1), "answer": answer,
+                                       "feedback": feedback}),
+                ),
+            )
+            .await?;
+            Ok(Ok((link, r.get(0))))
+        }
         Ok(None) => Ok(Err(Refused::Expired(link.expires_at))),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             Ok(Err(Refused::Used(Utc::now())))
@@ -476,8 +499,11 @@ async fn code_answer(
         return Ok(code_form(Some("Please type your code.")));
     };
     let key = Key::Code(code.clone());
-    let c = state.pool.get().await?;
-    respond(&**c, &key, "/confirm", Some(&code), &form).await
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let page = respond(&*tx, &key, "/confirm", Some(&code), &form).await?;
+    tx.commit().await?;
+    Ok(page)
 }
 
 /// The person's page for one link.
@@ -535,8 +561,11 @@ async fn link_answer(
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     let key = Key::from_path(&token);
-    let c = state.pool.get().await?;
-    respond(&**c, &key, &format!("/confirm/{token}"), None, &form).await
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let page = respond(&*tx, &key, &format!("/confirm/{token}"), None, &form).await?;
+    tx.commit().await?;
+    Ok(page)
 }
 
 async fn respond(
@@ -671,8 +700,11 @@ async fn post_confirmation(
     b: crate::http::Json<AnswerBody>,
 ) -> Result<HttpResponse, ApiError> {
     let key = Key::from_path(&path);
-    let c = state.pool.get().await?;
-    match answer(&**c, &key, &b.answer, b.feedback.as_deref()).await? {
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let answered = answer(&*tx, &key, &b.answer, b.feedback.as_deref()).await?;
+    tx.commit().await?;
+    match answered {
         Ok((link, at)) => {
             let mut out = confirmation(&link);
             out.status = Status::Used;

@@ -294,6 +294,18 @@ async fn put_terms(
         )
         .await?;
     let v = version_of(id, &row)?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "contract.set_terms",
+            "contract",
+            id,
+            serde_json::json!({"version": version, "valid_from": valid_from, "terms": value}),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(v))
 }

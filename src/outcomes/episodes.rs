@@ -97,6 +97,18 @@ impl Source {
         }
     }
 
+    /// The audit log's name for a record of `table`.
+    fn object_type(table: &str) -> &'static str {
+        match table {
+            "service_periods" => "service_period",
+            "hospital_stays" => "hospital_stay",
+            "reablement_episodes" => "reablement_episode",
+            "care_home_admissions" => "care_home_admission",
+            "deaths" => "death",
+            _ => "recorded_fall",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::ServicePeriods => "service period",
@@ -299,17 +311,64 @@ struct Replaces<'a> {
 /// 409 (each version has at most one successor, `<table>_corrects_once`).
 async fn insert_version(
     c: &impl GenericClient,
+    caller: &Caller,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     what: &str,
 ) -> Result<i64, ApiError> {
-    match c.query_one(sql, params).await {
-        Ok(r) => Ok(r.get(0)),
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(ApiError::Conflict(
-            format!("{what} was changed meanwhile: read it again and retry"),
-        )),
-        Err(e) => Err(e.into()),
-    }
+    let id = match c.query_one(sql, params).await {
+        Ok(r) => r.get(0),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(ApiError::Conflict(format!(
+                "{what} was changed meanwhile: read it again and retry"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let table = sql
+        .trim_start()
+        .strip_prefix("INSERT INTO ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("not an INSERT: {sql}")))?;
+    audit_version(c, caller, table, id).await?;
+    Ok(id)
+}
+
+/// The audit row of a new version of an outcome record (`table` is one of [`Source`]'s
+/// tables): the whole version as stored, under the record's id.
+async fn audit_version(
+    c: &impl GenericClient,
+    caller: &Caller,
+    table: &str,
+    id: i64,
+) -> Result<(), ApiError> {
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT organisation_id, record_id, corrects IS NULL, withdrawn, to_jsonb(x)
+                   FROM {table} x WHERE id = $1"
+            ),
+            &[&id],
+        )
+        .await?;
+    let action = match (row.get::<_, bool>(2), row.get::<_, bool>(3)) {
+        (true, _) => "record",
+        (false, true) => "withdraw",
+        (false, false) => "correct",
+    };
+    crate::audit::by(
+        c,
+        caller,
+        crate::audit::Entry::new(
+            row.get::<_, i32>(0),
+            format!("{}.{action}", Source::object_type(table)),
+            Source::object_type(table),
+            row.get::<_, i64>(1),
+            serde_json::json!({"after": row.get::<_, serde_json::Value>(4)}),
+        ),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A contract of the provider whose record it is (none: fine).
@@ -391,6 +450,7 @@ impl ServicePeriodBody {
         let (corrects, reason) = split(&replaces);
         insert_version(
             c,
+            caller,
             "INSERT INTO service_periods (organisation_id, person_id, contract_id, started_on, ended_on, history_from,
                                           recorded_by, recorder, corrects, reason)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
@@ -427,8 +487,11 @@ async fn service_period(
     b: crate::http::Json<ServicePeriodBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    let c = state.pool.get().await?;
-    Ok(created(b.insert(&**c, &caller, None).await?))
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let id = b.insert(&*tx, &caller, None).await?;
+    tx.commit().await?;
+    Ok(created(id))
 }
 
 // ----------------------------------------------------------------------------- hospital stays
@@ -505,6 +568,7 @@ impl StayBody {
         let (corrects, reason) = split(&replaces);
         insert_version(
             c,
+            caller,
             "INSERT INTO hospital_stays (organisation_id, person_id, admitted_on, emergency, discharged_on,
                                          discharge_destination, recorded_by, recorder, corrects, reason)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
@@ -536,8 +600,11 @@ async fn hospital_stay(
     b: crate::http::Json<StayBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let c = state.pool.get().await?;
-    Ok(created(b.insert(&**c, &caller, None).await?))
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let id = b.insert(&*tx, &caller, None).await?;
+    tx.commit().await?;
+    Ok(created(id))
 }
 
 /// The end of a stay: not before its admission.
@@ -572,9 +639,10 @@ async fn discharge(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
     let row = current(
-        &**c,
+        &*tx,
         &caller,
         Source::HospitalStays,
         id,
@@ -598,7 +666,8 @@ async fn discharge(
     };
     // A new version of the stay; the one it replaces stays as it was known.
     insert_version(
-        &**c,
+        &*tx,
+        &caller,
         "INSERT INTO hospital_stays (organisation_id, person_id, admitted_on, emergency, discharged_on,
                                      discharge_destination, recorded_by, recorder, corrects, reason)
          SELECT organisation_id, person_id, admitted_on, emergency, $2, $3, $4, $5, id, 'discharged'
@@ -607,6 +676,7 @@ async fn discharge(
         "the hospital stay",
     )
     .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(Created { id }))
 }
 
@@ -741,6 +811,7 @@ impl EpisodeRecord {
         let (corrects, reason) = split(&replaces);
         insert_version(
             c,
+            caller,
             "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home,
                                               started_on, ended_on, result, recorded_by, recorder, corrects, reason,
                                               existing_client, follow_up_on, follow_up)
@@ -787,8 +858,11 @@ async fn reablement_episode(
         follow_up_on: None,
         follow_up: None,
     };
-    let c = state.pool.get().await?;
-    Ok(created(record.insert(&**c, &caller, None).await?))
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let id = record.insert(&*tx, &caller, None).await?;
+    tx.commit().await?;
+    Ok(created(id))
 }
 
 /// The end of an episode: not before its start.
@@ -827,9 +901,10 @@ async fn end_episode(
         return Err(ApiError::invalid("result", ReablementResult::texts()));
     }
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
     let row = current(
-        &**c,
+        &*tx,
         &caller,
         Source::ReablementEpisodes,
         id,
@@ -856,7 +931,8 @@ async fn end_episode(
         "provider"
     };
     insert_version(
-        &**c,
+        &*tx,
+        &caller,
         "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home,
                                           started_on, ended_on, result, recorded_by, recorder, corrects, reason,
                                           existing_client, follow_up_on, follow_up)
@@ -867,6 +943,7 @@ async fn end_episode(
         "the reablement episode",
     )
     .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(Created { id }))
 }
 
@@ -909,9 +986,10 @@ async fn follow_up(
         return Err(ApiError::invalid("follow_up", FollowUp::texts()));
     }
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
     let row = current(
-        &**c,
+        &*tx,
         &caller,
         Source::ReablementEpisodes,
         id,
@@ -923,7 +1001,8 @@ async fn follow_up(
     }
     check_follow_up(row.get(5), Some(b.follow_up_on), &Some(b.follow_up.clone()))?;
     insert_version(
-        &**c,
+        &*tx,
+        &caller,
         "INSERT INTO reablement_episodes (organisation_id, person_id, contract_id, hospital_stay_id, aim_home,
                                           started_on, ended_on, result, recorded_by, recorder, corrects, reason,
                                           existing_client, follow_up_on, follow_up)
@@ -934,6 +1013,7 @@ async fn follow_up(
         "the reablement episode",
     )
     .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(Created { id }))
 }
 
@@ -1008,6 +1088,7 @@ impl CareHomeBody {
         let (corrects, reason) = split(&replaces);
         insert_version(
             c,
+            caller,
             "INSERT INTO care_home_admissions (organisation_id, person_id, admitted_on, setting, permanent,
                                                recorded_by, recorder, corrects, reason, discharged_on, returned_home)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -1037,8 +1118,11 @@ async fn care_home_admission(
     b: crate::http::Json<CareHomeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let c = state.pool.get().await?;
-    Ok(created(b.insert(&**c, &caller, None).await?))
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let id = b.insert(&*tx, &caller, None).await?;
+    tx.commit().await?;
+    Ok(created(id))
 }
 
 /// The end of a care-home stay: not before its admission.
@@ -1075,9 +1159,10 @@ async fn care_home_discharge(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
     let row = current(
-        &**c,
+        &*tx,
         &caller,
         Source::CareHomeAdmissions,
         id,
@@ -1099,7 +1184,8 @@ async fn care_home_discharge(
         "provider"
     };
     insert_version(
-        &**c,
+        &*tx,
+        &caller,
         "INSERT INTO care_home_admissions (organisation_id, person_id, admitted_on, setting, permanent,
                                            recorded_by, recorder, discharged_on, returned_home, corrects, reason)
          SELECT organisation_id, person_id, admitted_on, setting, permanent, $2, $3, $4, $5, id, 'discharged'
@@ -1108,6 +1194,7 @@ async fn care_home_discharge(
         "the care-home admission",
     )
     .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(Created { id }))
 }
 
@@ -1134,6 +1221,7 @@ impl DeathBody {
         if corrects.is_some() {
             return insert_version(
                 c,
+                caller,
                 "INSERT INTO deaths (person_id, organisation_id, died_on, recorded_by, recorder, corrects, reason)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 &[&self.person_id, &a.organisation, &self.died_on, &a.user, &a.recorder, &corrects, &reason],
@@ -1142,13 +1230,18 @@ impl DeathBody {
             .await
             .map(Some);
         }
-        Ok(c.query_opt(
-            "INSERT INTO deaths (person_id, organisation_id, died_on, recorded_by, recorder) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (person_id) WHERE corrects IS NULL DO NOTHING RETURNING id",
-            &[&self.person_id, &a.organisation, &self.died_on, &a.user, &a.recorder],
-        )
-        .await?
-        .map(|r| r.get(0)))
+        let id: Option<i64> = c
+            .query_opt(
+                "INSERT INTO deaths (person_id, organisation_id, died_on, recorded_by, recorder) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (person_id) WHERE corrects IS NULL DO NOTHING RETURNING id",
+                &[&self.person_id, &a.organisation, &self.died_on, &a.user, &a.recorder],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if let Some(id) = id {
+            audit_version(c, caller, "deaths", id).await?;
+        }
+        Ok(id)
     }
 }
 
@@ -1171,13 +1264,15 @@ async fn death(
     b: crate::http::Json<DeathBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let c = state.pool.get().await?;
-    if b.insert(&**c, &caller, None).await?.is_none() {
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    if b.insert(&*tx, &caller, None).await?.is_none() {
         return Err(ApiError::Conflict(format!(
             "the death of person {} is already recorded; correct it instead",
             b.person_id
         )));
     }
+    tx.commit().await?;
     Ok(created(i64::from(b.person_id)))
 }
 
@@ -1228,6 +1323,7 @@ impl FallBody {
         let (corrects, reason) = split(&replaces);
         insert_version(
             c,
+            caller,
             "INSERT INTO recorded_falls (organisation_id, person_id, occurred_on, source, recorded_by, recorder,
                                          corrects, reason)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -1257,8 +1353,11 @@ async fn recorded_fall(
     b: crate::http::Json<FallBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    let c = state.pool.get().await?;
-    Ok(created(b.insert(&**c, &caller, None).await?))
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let id = b.insert(&*tx, &caller, None).await?;
+    tx.commit().await?;
+    Ok(created(id))
 }
 
 // ------------------------------------------------------------- corrections, withdrawals, verdicts
@@ -1384,9 +1483,10 @@ async fn correct(
     let source = Source::parse(&kind)?;
     let b = b.into_inner();
     check_reason(&b.reason)?;
-    let c = state.pool.get().await?;
-    let row = current(&**c, &caller, source, id, "1").await?;
-    check_may_change(&**c, &caller, source, &row).await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let row = current(&*tx, &caller, source, id, "1").await?;
+    check_may_change(&*tx, &caller, source, &row).await?;
     let newest = check_version(b.version, &row)?;
     let person: i32 = row.get("person_id");
     if b.record.get("person_id").and_then(|p| p.as_i64()) != Some(i64::from(person)) {
@@ -1399,7 +1499,7 @@ async fn correct(
         version: newest,
         reason: &b.reason,
     });
-    let c = &**c;
+    let c = &*tx;
     let version = match source {
         Source::ServicePeriods => {
             parse_record::<ServicePeriodBody>(b.record)?
@@ -1432,6 +1532,7 @@ async fn correct(
         }
     }
     .map_err(in_record)?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(NewVersion { id, version }))
 }
 
@@ -1464,9 +1565,10 @@ async fn withdraw(
     let (kind, id) = path.into_inner();
     let source = Source::parse(&kind)?;
     check_reason(&b.reason)?;
-    let c = state.pool.get().await?;
-    let row = current(&**c, &caller, source, id, "1").await?;
-    check_may_change(&**c, &caller, source, &row).await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let row = current(&*tx, &caller, source, id, "1").await?;
+    check_may_change(&*tx, &caller, source, &row).await?;
     let newest = check_version(b.version, &row)?;
     if row.get::<_, bool>("withdrawn") {
         return Err(ApiError::Conflict(format!(
@@ -1481,7 +1583,8 @@ async fn withdraw(
     };
     let (table, cols) = (source.table(), source.columns());
     let version = insert_version(
-        &**c,
+        &*tx,
+        &caller,
         &format!(
             "INSERT INTO {table} (organisation_id, person_id, {cols}, recorded_by, recorder, corrects, withdrawn, reason)
              SELECT organisation_id, person_id, {cols}, $2, $3, id, true, $4 FROM {table} WHERE id = $1
@@ -1491,6 +1594,7 @@ async fn withdraw(
         &format!("the {}", source.label()),
     )
     .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(NewVersion { id, version }))
 }
 
@@ -1567,13 +1671,14 @@ async fn verify(
     {
         return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
-    let c = state.pool.get().await?;
-    let row = current(&**c, &caller, source, id, "x.record_id").await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let row = current(&*tx, &caller, source, id, "x.record_id").await?;
     if row.get::<_, bool>("withdrawn") {
         return Err(ApiError::NotFound(format!("{} {id}", source.label())));
     }
     let version = check_version(b.version, &row)?;
-    let at: chrono::DateTime<chrono::Utc> = c
+    let at: chrono::DateTime<chrono::Utc> = tx
         .query_one(
             "INSERT INTO outcome_record_verifications (source, record_id, version_id, verdict, note,
                                                        verified_by, verified_by_organisation)
@@ -1583,6 +1688,19 @@ async fn verify(
         )
         .await?
         .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            row.get::<_, i32>(1),
+            format!("{}.verify", Source::object_type(source.table())),
+            Source::object_type(source.table()),
+            row.get::<_, i64>(5),
+            serde_json::json!({"version_id": version, "verdict": b.verdict, "note": b.note}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(RecordVerification {
         id,
         version,

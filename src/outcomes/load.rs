@@ -610,6 +610,8 @@ async fn comparison(
                FROM members m
                LEFT JOIN comparison_events e
                  ON e.cohort_id = m.cohort_id AND e.reference = m.reference AND e.recorded_at <= $1
+                AND NOT EXISTS (SELECT 1 FROM comparison_event_withdrawals w
+                                 WHERE w.event_id = e.id AND w.recorded_at <= $1)
               ORDER BY m.cohort_id, m.reference, e.occurred_on, e.kind",
             &[&p.known_at, &commissioner, &f.contract],
         )

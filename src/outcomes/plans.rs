@@ -154,8 +154,21 @@ async fn create_plan(
         )
         .await?;
     }
+    let plan = plan_json(&*tx, id).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "plan.create",
+            "plan",
+            id,
+            serde_json::json!({"after": &plan}),
+        ),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(plan_json(&**c, id).await?))
+    Ok(HttpResponse::Created().json(plan))
 }
 
 async fn plan_json(c: &impl GenericClient, id: i64) -> Result<serde_json::Value, ApiError> {
@@ -296,8 +309,9 @@ async fn agree_plan(
     } else {
         caller.require(STAFF)?;
     }
-    let c = state.pool.get().await?;
-    visible_plan(&**c, &caller, id).await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    visible_plan(&*tx, &caller, id).await?;
     // Who, beside when: set once, with the first agreement of that party.
     let who = column.trim_end_matches("_at");
     let sql = format!(
@@ -307,9 +321,31 @@ async fn agree_plan(
           WHERE p.id = $1 AND (p.organisation_id = $2 OR EXISTS
                 (SELECT 1 FROM contracts c WHERE c.id = p.contract_id AND c.commissioner_id = $2))"
     );
-    c.execute(&sql, &[&id, &caller.organisation_id, &caller.user_id])
+    let changed = tx
+        .execute(&sql, &[&id, &caller.organisation_id, &caller.user_id])
         .await?;
-    Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
+    let org: i32 = tx
+        .query_one(
+            "SELECT organisation_id FROM outcome_plans WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "plan.agree",
+            "plan",
+            id,
+            serde_json::json!({"party": who, "changed": changed > 0}),
+        ),
+    )
+    .await?;
+    let plan = plan_json(&*tx, id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(plan))
 }
 
 /// A new confirmation link.
@@ -353,9 +389,10 @@ async fn issue_confirmation_link(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let (id, outcome) = path.into_inner();
-    let c = state.pool.get().await?;
-    visible_plan(&**c, &caller, id).await?;
-    let row = c
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    visible_plan(&*tx, &caller, id).await?;
+    let row = tx
         .query_opt(
             "SELECT p.agreed_by_person_at IS NOT NULL AND p.agreed_by_provider_at IS NOT NULL
                     AND p.agreed_by_council_at IS NOT NULL,
@@ -377,7 +414,27 @@ async fn issue_confirmation_link(
         )));
     }
     let days = state.settings.outcomes.confirmation_link_days;
-    let link = super::confirm::issue(&**c, &caller, id, outcome, days).await?;
+    let link = super::confirm::issue(&*tx, &caller, id, outcome, days).await?;
+    let org: i32 = tx
+        .query_one(
+            "SELECT organisation_id FROM outcome_plans WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "plan.confirmation_link",
+            "plan",
+            id,
+            serde_json::json!({"outcome_id": outcome, "expires_at": link.expires_at}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Created().json(LinkIssued {
         path: format!("/confirm/{}", link.token),
         token: link.token,
@@ -444,8 +501,9 @@ async fn verify_outcome(
         return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
     let (id, outcome) = path.into_inner();
-    let c = state.pool.get().await?;
-    let confirmation: Option<i64> = c
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let confirmation: Option<i64> = tx
         .query_opt(
             "SELECT (SELECT k.id FROM plan_outcome_confirmations k WHERE k.outcome_id = o.id AND k.answer = 'yes'
                       ORDER BY k.confirmed_at, k.id LIMIT 1)
@@ -462,12 +520,34 @@ async fn verify_outcome(
             "the person has not confirmed outcome {outcome}: nothing to verify yet"
         )));
     };
-    c.execute(
+    tx.execute(
         "INSERT INTO plan_outcome_verifications (outcome_id, confirmation_id, verdict, note, verified_by,
                                                  verified_by_organisation)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[&outcome, &confirmation, &b.verdict, &b.note, &caller.user_id, &caller.organisation_id],
     )
     .await?;
-    Ok(HttpResponse::Created().json(plan_json(&**c, id).await?))
+    let org: i32 = tx
+        .query_one(
+            "SELECT organisation_id FROM outcome_plans WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "plan.verify",
+            "plan",
+            id,
+            serde_json::json!({"outcome_id": outcome, "confirmation_id": confirmation,
+                               "verdict": b.verdict, "note": b.note}),
+        ),
+    )
+    .await?;
+    let plan = plan_json(&*tx, id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(plan))
 }

@@ -67,8 +67,9 @@ async fn population(
     if b.population <= 0 {
         return Err(ApiError::invalid("population", "must be positive"));
     }
-    let c = state.pool.get().await?;
-    c.execute(
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    tx.execute(
         "INSERT INTO commissioner_populations (commissioner_id, age_group, population, recorded_by)
          VALUES ($1, $2, $3, $4)",
         &[
@@ -79,6 +80,19 @@ async fn population(
         ],
     )
     .await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "population.set",
+            "population",
+            &group,
+            serde_json::json!({"population": b.population}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     let age_group = if group == "18-64" {
         AgeGroup::Adults
     } else {

@@ -128,6 +128,19 @@ pub(super) async fn store(
     store_reproducible(c, caller, (kind, scope, scope_id), p, hash, figures, None).await
 }
 
+/// [`store`] without its own audit row, for a report whose audit row is written by its caller
+/// (issued statements name their report).
+pub(super) async fn store_unaudited(
+    c: &impl GenericClient,
+    caller: &Caller,
+    (kind, scope, scope_id): (&str, &str, Option<i32>),
+    p: &Period,
+    hash: &str,
+    figures: &serde_json::Value,
+) -> Result<i64, ApiError> {
+    insert_report(c, caller, (kind, scope, scope_id), p, hash, figures, None).await
+}
+
 /// What a report needs to be computed again: the settings in force and the exact bytes.
 pub(super) struct Reproducible<'a> {
     pub settings: &'a report::StoredSettings,
@@ -145,23 +158,70 @@ pub(super) async fn store_reproducible(
     figures: &serde_json::Value,
     again: Option<Reproducible<'_>>,
 ) -> Result<i64, ApiError> {
-    let settings = match &again {
+    let restates = again.as_ref().and_then(|r| r.restates);
+    let id = insert_report(
+        c,
+        caller,
+        (kind, scope, scope_id),
+        p,
+        hash,
+        figures,
+        again.as_ref(),
+    )
+    .await?;
+    // Who produced which figures (the figures themselves are in the report row).
+    crate::audit::by(
+        c,
+        caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            if restates.is_some() {
+                "report.restate"
+            } else {
+                "report.issue"
+            },
+            "report",
+            id,
+            serde_json::json!({
+                "kind": kind, "scope": scope, "scope_id": scope_id,
+                "from": p.from, "to": p.to, "as_of": p.as_of, "known_at": p.known_at,
+                "input_hash": hash, "restates": restates,
+            }),
+        ),
+    )
+    .await?;
+    Ok(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_report(
+    c: &impl GenericClient,
+    caller: &Caller,
+    (kind, scope, scope_id): (&str, &str, Option<i32>),
+    p: &Period,
+    hash: &str,
+    figures: &serde_json::Value,
+    again: Option<&Reproducible<'_>>,
+) -> Result<i64, ApiError> {
+    let settings = match again {
         Some(r) => {
             Some(serde_json::to_value(r.settings).map_err(|e| ApiError::Unexpected(e.into()))?)
         }
         None => None,
     };
-    let body = again.as_ref().map(|r| r.body);
-    let restates = again.as_ref().and_then(|r| r.restates);
-    Ok(c.query_one(
-        "INSERT INTO outcome_reports (organisation_id, kind, scope, scope_id, period_from, period_to, as_of, method_version,
-                                      input_hash, figures, generated_by, known_at, settings, body, restates)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
-        &[&caller.organisation_id, &kind, &scope, &scope_id, &p.from, &p.to, &p.as_of, &METHOD_VERSION, &hash, figures,
-          &caller.user_id, &p.known_at, &settings, &body, &restates],
-    )
-    .await?
-    .get(0))
+    let body = again.map(|r| r.body);
+    let restates = again.and_then(|r| r.restates);
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO outcome_reports (organisation_id, kind, scope, scope_id, period_from, period_to, as_of, method_version,
+                                          input_hash, figures, generated_by, known_at, settings, body, restates)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+            &[&caller.organisation_id, &kind, &scope, &scope_id, &p.from, &p.to, &p.as_of, &METHOD_VERSION, &hash, figures,
+              &caller.user_id, &p.known_at, &settings, &body, &restates],
+        )
+        .await?
+        .get(0);
+    Ok(id)
 }
 
 /// Indicators for a person, a provider, a contract or a commissioner's population, stored
@@ -203,18 +263,19 @@ async fn report_endpoint(
     )?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
-    let c = state.pool.get().await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
     let settings = report::Settings {
         outcomes: &state.settings.outcomes,
         visits: &state.settings.evv,
         alarms: &state.settings.alarms,
     };
-    let r = report::build(&**c, &caller, scope, p, settings).await?;
+    let r = report::build(&*tx, &caller, scope, p, settings).await?;
     let body = serde_json::to_string(&r).map_err(|e| ApiError::Unexpected(e.into()))?;
     let figures: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| ApiError::Unexpected(e.into()))?;
     let id = store_reproducible(
-        &**c,
+        &*tx,
         &caller,
         ("indicators", scope.name(), scope.id()),
         &p,
@@ -227,6 +288,7 @@ async fn report_endpoint(
         }),
     )
     .await?;
+    tx.commit().await?;
     if csv {
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")

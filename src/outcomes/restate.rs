@@ -315,13 +315,14 @@ pub(super) async fn restatement(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
-    let s = stored(&**c, &caller, id).await?;
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let s = stored(&*tx, &caller, id).await?;
     let now = Period {
         known_at: super::reports::now_to_the_microsecond().max(s.period.known_at),
         ..s.period
     };
-    let built = report::build_for(&**c, &caller, s.scope, now, s.settings.borrow()).await?;
+    let built = report::build_for(&*tx, &caller, s.scope, now, s.settings.borrow()).await?;
     let body = serde_json::to_string(&built.report).map_err(|e| ApiError::Unexpected(e.into()))?;
     let figures = json(&body)?;
     let mut diff = Vec::new();
@@ -329,7 +330,7 @@ pub(super) async fn restatement(
     // The moment itself always differs; it is reported beside, not as a change of figure.
     diff.retain(|d| d.figure != "period.known_at");
     let new_id = store_reproducible(
-        &**c,
+        &*tx,
         &caller,
         ("indicators", s.scope.name(), s.scope.id()),
         &now,
@@ -348,7 +349,7 @@ pub(super) async fn restatement(
         known_at_after: now.known_at,
         differences: diff,
         recorded_since: recorded_between(
-            &**c,
+            &*tx,
             &built.people,
             &built.orgs,
             s.period.known_at,
@@ -356,6 +357,7 @@ pub(super) async fn restatement(
         )
         .await?,
     };
+    tx.commit().await?;
     let mut answer = figures;
     answer["report_id"] = new_id.into();
     answer["restatement"] =

@@ -17,7 +17,9 @@ use super::contracts::{terms_for_period, TermsVersion};
 use super::measures::Period;
 use super::payment::{self, Issued, Statement, StatementInputs};
 use super::report::{self, Scope};
-use super::reports::{period, safe_csv, store, wants_csv, ReportFormat, ReportQuery};
+use super::reports::{
+    period, safe_csv, store, store_unaudited, wants_csv, ReportFormat, ReportQuery,
+};
 use super::routes::READERS;
 use super::METHOD_VERSION;
 use crate::auth::{Caller, Role};
@@ -320,11 +322,12 @@ async fn preview(
     caller.require(READERS)?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
-    let c = state.pool.get().await?;
-    let provider = crate::auth::visibility(&caller, &**c)
+    let mut c = state.pool.get().await?;
+    let tx = c.transaction().await?;
+    let provider = crate::auth::visibility(&caller, &*tx)
         .await?
         .one_provider(q.provider_id)?;
-    let contracts: Vec<(i32, String)> = c
+    let contracts: Vec<(i32, String)> = tx
         .query(
             "SELECT id, reference FROM contracts
               WHERE provider_id = $1 AND (commissioner_id = $2 OR provider_id = $2)
@@ -337,11 +340,11 @@ async fn preview(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut hasher = sha2::Sha256::new();
-    let priced = price(&**c, &caller, &state, &p, &contracts, &mut hasher).await?;
+    let priced = price(&*tx, &caller, &state, &p, &contracts, &mut hasher).await?;
     let hash = hex::encode(hasher.finalize());
     let mut body = body(&state, provider, &p, &hash, &priced, None);
     let id = store(
-        &**c,
+        &*tx,
         &caller,
         ("statement", "provider", Some(provider)),
         &p,
@@ -349,6 +352,7 @@ async fn preview(
         &body,
     )
     .await?;
+    tx.commit().await?;
     body["report_id"] = id.into();
     if csv {
         return csv_response(&body, id, hash);
@@ -428,7 +432,7 @@ async fn issue(
         .map(|r| r.get(0))
         .collect();
     let mut body = body(&state, provider, &p, &hash, &priced, Some(&ids));
-    let report_id = store(
+    let report_id = store_unaudited(
         &*tx,
         &caller,
         ("statement", "provider", Some(provider)),
@@ -454,6 +458,24 @@ async fn issue(
                 .await?;
             }
         }
+    }
+    for (x, id) in priced.iter().zip(&ids) {
+        crate::audit::by(
+            &*tx,
+            &caller,
+            crate::audit::Entry::new(
+                caller.organisation_id,
+                "statement.issue",
+                "statement",
+                id,
+                serde_json::json!({
+                    "contract_id": x.contract_id, "terms_version": x.terms.version,
+                    "from": p.from, "to": p.to, "as_of": p.as_of, "report_id": report_id,
+                    "total_pence": x.statement.total_pence,
+                }),
+            ),
+        )
+        .await?;
     }
     tx.commit().await?;
     body["report_id"] = report_id.into();

@@ -200,7 +200,8 @@ async fn create_person(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
     let new = store::NewPerson {
         external_ref: p.external_ref.trim(),
         display_name: p.display_name.as_deref(),
@@ -213,7 +214,7 @@ async fn create_person(
         home_phone: p.home_phone.as_deref(),
         geofence_policy: p.geofence_policy.map(|g| g.as_str()),
     };
-    let person = store::insert_person(&client, caller.organisation_id, &new)
+    let person = store::insert_person(&tx, caller.organisation_id, &new)
         .await
         .map_err(|e| {
             if store::is_duplicate(&e) {
@@ -224,10 +225,21 @@ async fn create_person(
                 e.into()
             }
         })?;
-    Ok(HttpResponse::Created().json(person_view(
-        person,
-        state.settings.evv.default_geofence_radius_m,
-    )))
+    let view = person_view(person, state.settings.evv.default_geofence_radius_m);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "person.create",
+            "person",
+            view.id,
+            serde_json::json!({"after": &view}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(view))
 }
 
 /// The organisation's people.

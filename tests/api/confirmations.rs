@@ -486,6 +486,7 @@ fn provider_caller(w: &World) -> Caller {
         organisation_id: w.provider_id,
         organisation_kind: OrgKind::Provider,
         role: Role::ProviderAdmin,
+        request_id: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod durability;
 mod helpers;
 
 mod alarms;
+mod audit;
 mod auth;
 mod broker;
 mod cli;

@@ -1039,6 +1039,52 @@ async fn comparison_cohorts_belong_to_their_commissioner() {
     assert_eq!(s, 404);
     let (s, p) = app.post_json(&events, ct, &event("W1", "fall")).await;
     assert_eq!(s, 201, "{p}");
+    let fall = p["id"].as_i64().unwrap();
+    let (s, p) = app
+        .post_json(&events, ct, &event("W1", "emergency_admission"))
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let mistaken = p["id"].as_i64().unwrap();
+    // The contract's report as known before the withdrawal.
+    let report = format!(
+        "/v1/outcomes/report?scope=contract&id={}&from={FROM}&to={TO}&as_of={AS_OF}",
+        w.contract
+    );
+    let (s, before) = app.get_json(&report, ct).await;
+    assert_eq!(s, 200, "{before}");
+    // An event recorded in error is withdrawn, once, by its commissioner only, with a reason.
+    let withdraw = format!("{base}/events/{mistaken}/withdraw");
+    let reason = json!({"reason": "another person's admission"});
+    let (s, _) = app
+        .post_json(&withdraw, &other.council_token, &reason)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app.post_json(&withdraw, &w.provider_token, &reason).await;
+    assert_eq!(s, 403);
+    let (s, p) = app.post_json(&withdraw, ct, &json!({"reason": ""})).await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("reason")),
+        "{p}"
+    );
+    let (s, p) = app.post_json(&withdraw, ct, &reason).await;
+    assert_eq!(s, 201, "{p}");
+    let (s, _) = app.post_json(&withdraw, ct, &reason).await;
+    assert_eq!(s, 409);
+    // The report as known before still reproduces byte for byte; as known now it differs.
+    let (s, r) = app
+        .get_json(
+            &format!("/v1/outcomes/reports/{}/reproduction", before["report_id"]),
+            ct,
+        )
+        .await;
+    assert_eq!((s, &r["identical"]), (200, &json!(true)), "{r}");
+    let (s, after) = app.get_json(&report, ct).await;
+    assert_eq!(s, 200, "{after}");
+    assert_ne!(
+        before["inputs"]["hash"], after["inputs"]["hash"],
+        "the withdrawal changes the inputs"
+    );
     // A new version ends W1's follow-up; W2 is withdrawn.
     let (s, _) = put(
         ct,
@@ -1061,6 +1107,12 @@ async fn comparison_cohorts_belong_to_their_commissioner() {
     assert_eq!(members[0]["reference"], "W1");
     assert_eq!(members[0]["ended_on"], "2025-06-30");
     assert_eq!(members[0]["events"][0]["kind"], "fall");
+    assert_eq!(members[0]["events"][0]["id"], fall);
+    assert_eq!(
+        members[0]["events"].as_array().unwrap().len(),
+        1,
+        "the withdrawn event is gone"
+    );
     assert_eq!(c["cohort"]["members"], 1);
     let (s, _) = app.get_json(&base, &other.council_token).await;
     assert_eq!(s, 404);

@@ -72,6 +72,8 @@ const DEVICE_READERS: &[Role] = &[Admin, Staff, Responder, Auditor];
 const DEAD_LETTER_READERS: &[Role] = &[Admin, Staff, Auditor];
 const FIGURE_READERS: &[Role] = &[Admin, Staff, Commissioner];
 const COMMISSIONER: &[Role] = &[Commissioner];
+/// Who reads the audit log: a provider's admins, commissioners, auditors.
+const AUDIT_READERS: &[Role] = &[Admin, Commissioner, Auditor];
 /// Who records hospital stays, deaths, care-home admissions and episode results: provider
 /// staff, and the commissioner funding the person.
 const RECORDERS: &[Role] = &[Admin, Staff, Commissioner];
@@ -130,6 +132,7 @@ pub const ROUTES: &[Route] = &[
         "clientid": "hub-1", "username": "hub-1", "topic": "homeward/v1/hub-1/events", "action": "publish"
     }),
     route!("GET" "/v1/dead-letters", Access::Roles(DEAD_LETTER_READERS)),
+    route!("GET" "/v1/audit", Access::Roles(AUDIT_READERS)),
     route!("GET" "/v1/live", Access::Roles(ATTEND)),
     route!("POST" "/v1/people", Access::Roles(STAFF), {"external_ref": "P-9"}),
     route!("GET" "/v1/people", Access::Roles(STAFF)),
@@ -221,6 +224,8 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/outcomes/comparison-cohorts/{id}/events", Access::Roles(COMMISSIONER), {
         "reference": "W1", "kind": "fall", "occurred_on": "2025-06-01", "source": "GP record"
     }),
+    route!("POST" "/v1/outcomes/comparison-cohorts/{id}/events/{event}/withdraw",
+           Access::Roles(COMMISSIONER), {"reason": "recorded in error"}),
     route!("GET" "/v1/contracts/{id}/terms", Access::Roles(READERS)),
     route!("PUT" "/v1/contracts/{id}/terms", Access::Roles(COMMISSIONER), {}),
     Route {

@@ -105,6 +105,13 @@ async fn export(
     let client = state.pool.get().await?;
     let scope = scope(&caller, &client).await?;
     let rows = load_visits(&client, &scope, from, to, false).await?;
+    crate::audit::read_by_commissioner(
+        &**client,
+        &caller,
+        "visits_export",
+        serde_json::json!({"from": from, "to": to, "format": format, "rows": rows.len()}),
+    )
+    .await?;
     let now = Utc::now();
     let mut out = Vec::new();
     for r in rows {

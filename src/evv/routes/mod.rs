@@ -161,14 +161,35 @@ async fn put_area_policy(
     if area.is_empty() || area.len() > 100 {
         return Err(ApiError::invalid("area", "must be 1 to 100 characters"));
     }
-    let client = state.pool.get().await?;
-    client
-        .execute(
-            "INSERT INTO evv_area_policies (organisation_id, area, geofence_policy) VALUES ($1, $2, $3)
-             ON CONFLICT (organisation_id, area) DO UPDATE SET geofence_policy = EXCLUDED.geofence_policy",
-            &[&caller.organisation_id, &area, &body.geofence_policy.as_str()],
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let before: Option<String> = tx
+        .query_opt(
+            "SELECT geofence_policy FROM evv_area_policies WHERE organisation_id = $1 AND area = $2
+               FOR UPDATE",
+            &[&caller.organisation_id, &area],
         )
-        .await?;
+        .await?
+        .map(|r| r.get(0));
+    tx.execute(
+        "INSERT INTO evv_area_policies (organisation_id, area, geofence_policy) VALUES ($1, $2, $3)
+         ON CONFLICT (organisation_id, area) DO UPDATE SET geofence_policy = EXCLUDED.geofence_policy",
+        &[&caller.organisation_id, &area, &body.geofence_policy.as_str()],
+    )
+    .await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "geofence_policy.set",
+            "geofence_policy",
+            &area,
+            serde_json::json!({"before": before, "after": body.geofence_policy.as_str()}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(AreaPolicyView {
         area,
         geofence_policy: body.geofence_policy,

@@ -186,6 +186,19 @@ async fn create_scheduled(
     let devices =
         derive::devices_near_window(&tx, &state.settings.evv, org, s.window_start, s.window_end)
             .await?;
+    let id: i64 = row.get("id");
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "scheduled_visit.create",
+            "scheduled_visit",
+            id,
+            serde_json::json!({"after": scheduled_json(&row)}),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     // Check-ins that arrived before the schedule (store and forward) now find their match.
     rederive(&state, &devices, org).await?;
@@ -272,6 +285,19 @@ async fn cancel_scheduled(
         )
         .await?
         .ok_or_else(|| ApiError::NotFound("scheduled visit".into()))?;
+    let id: i64 = row.get("id");
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "scheduled_visit.cancel",
+            "scheduled_visit",
+            id,
+            serde_json::json!({"reason": body.reason.trim(), "after": scheduled_json(&row)}),
+        ),
+    )
+    .await?;
     let now = Utc::now();
     let cleared = missed::clear_in(&tx, now, Some(org)).await?;
     let devices = derive::devices_near_window(

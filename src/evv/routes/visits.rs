@@ -162,6 +162,13 @@ async fn list_visits(
     let client = state.pool.get().await?;
     let scope = scope(&caller, &client).await?;
     let rows = load_visits(&client, &scope, from, to, query.unmatched.unwrap_or(false)).await?;
+    crate::audit::read_by_commissioner(
+        &**client,
+        &caller,
+        "visits",
+        serde_json::json!({"from": from, "to": to, "rows": rows.len()}),
+    )
+    .await?;
     let now = Utc::now();
     let items: Vec<VisitView> = rows
         .into_iter()
@@ -202,6 +209,13 @@ async fn read_visit(
         .await?
         .ok_or_else(|| ApiError::NotFound("visit".into()))?;
     let key: String = row.get("visit_key");
+    crate::audit::read_by_commissioner(
+        &**client,
+        &caller,
+        "visit",
+        serde_json::json!({"visit_id": row.get::<_, i64>("id")}),
+    )
+    .await?;
     let view = visit_view(
         record(&row),
         scope.pseudonymise(),
@@ -426,6 +440,27 @@ async fn adjust(
         )
         .await?
         .get(0);
+    let before: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (visit.get(2), visit.get(3));
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "visit.adjust",
+            "visit",
+            id,
+            serde_json::json!({
+                "adjustment_id": adjustment_id,
+                "before": {"start": before.0, "end": before.1},
+                "after": {"start": start, "end": end},
+                "scheduled_visit_id": a.scheduled_visit_id,
+                "reason_code": a.reason_code,
+                "memo": a.memo,
+                "resolution_code": a.resolution_code,
+            }),
+        ),
+    )
+    .await?;
     match (device, manual) {
         (Some(d), _) => derive::derive_device(&tx, &state.settings.evv, d).await?,
         (None, Some(m)) => derive::derive_manual_entry(&tx, m).await?,
@@ -527,6 +562,26 @@ async fn manual_entry(
         )
         .await?
         .get(0);
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "visit.manual_entry",
+            "visit",
+            visit_id,
+            serde_json::json!({
+                "adjustment_id": adjustment_id,
+                "scheduled_visit_id": m.scheduled_visit_id,
+                "start": m.start,
+                "end": m.end,
+                "reason_code": m.reason_code,
+                "memo": m.memo,
+                "resolution_code": m.resolution_code,
+            }),
+        ),
+    )
+    .await?;
     let now = Utc::now();
     let cleared = missed::clear_in(&tx, now, Some(org)).await?;
     tx.commit().await?;
@@ -578,6 +633,13 @@ async fn list_exceptions(
     let settings = &state.settings.evv;
     let now = Utc::now();
     let rows = load_visits(&client, &scope, from, to, false).await?;
+    crate::audit::read_by_commissioner(
+        &**client,
+        &caller,
+        "visit_exceptions",
+        serde_json::json!({"from": from, "to": to, "rows": rows.len()}),
+    )
+    .await?;
     let mut items = Vec::new();
     for r in rows {
         let v = visit_view(r, scope.pseudonymise(), settings, now);

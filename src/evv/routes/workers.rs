@@ -85,6 +85,19 @@ async fn create_worker(
         phones.push(uid.clone());
     }
     let devices = store::phones_of(&tx, id).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "worker.create",
+            "worker",
+            id,
+            serde_json::json!({"external_ref": external_ref, "display_name": w.display_name,
+                               "phone_uid": w.phone_uid}),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     super::rederive(&state, &devices, org).await?;
     Ok(HttpResponse::Created().json(Worker {
@@ -144,6 +157,18 @@ async fn link_phone(
     }
     link(&tx, org, worker, &uid, "uid").await?;
     let devices = store::phones_of(&tx, worker).await?;
+    crate::audit::by(
+        &*tx,
+        &caller,
+        crate::audit::Entry::new(
+            org,
+            "worker.link_phone",
+            "worker",
+            worker,
+            serde_json::json!({"phone_uid": uid}),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     super::rederive(&state, &devices, org).await?;
     Ok(HttpResponse::Ok().json(PhoneLink {
