@@ -284,7 +284,7 @@ pub async fn set_password_with_link(
               WHERE l.token_hash = $1 AND u.id = l.user_id AND l.used_at IS NULL
                 AND l.superseded_at IS NULL AND l.expires_at > now()
                 AND u.disabled_at IS NULL AND u.email IS NOT NULL
-             RETURNING l.user_id, u.email",
+             RETURNING l.user_id, u.email, u.organisation_id",
             &[&hash_secret(token).as_slice()],
         )
         .await?;
@@ -305,6 +305,24 @@ pub async fn set_password_with_link(
     tx.execute(
         "DELETE FROM sign_in_failures WHERE key = $1",
         &[&backoff_key_user(&email).as_slice()],
+    )
+    .await?;
+    // The person set their own password, holding the link (no token, no session yet).
+    crate::audit::record(
+        &*tx,
+        &crate::audit::Actor::User {
+            user_id,
+            token_id: None,
+            organisation_id: used.get(2),
+            request_id: None,
+        },
+        crate::audit::Entry::new(
+            used.get::<_, i32>(2),
+            "user.set_password",
+            "user",
+            user_id,
+            serde_json::json!({"with": "password link"}),
+        ),
     )
     .await?;
     tx.commit().await?;

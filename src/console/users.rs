@@ -140,16 +140,30 @@ async fn password_link(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
     let shown = find(&client, &user, &id).await?;
+    let tx = client.transaction().await?;
     let link = issue_password_link(
-        &**client,
+        &*tx,
         Scope::Organisation(user.caller.organisation_id),
         shown.id,
         state.settings.console.password_link_hours,
         Some(user.caller.user_id),
     )
     .await?;
+    crate::audit::by(
+        &*tx,
+        &user.caller,
+        crate::audit::Entry::new(
+            user.caller.organisation_id,
+            "user.password_link",
+            "user",
+            shown.id,
+            serde_json::json!({"expires_at": link.expires_at}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     let page = LinkIssued {
         shell: user.shell("Set-password link", Section::Users),
         user_id: shown.id,
