@@ -95,6 +95,9 @@ sql_enum! {
         Resolved = "resolved",
         Closed = "closed",
         Cleared = "cleared",
+        /// A fall still without anyone on site `long_lie_minutes` after it was raised: the
+        /// alarm stays in its state and becomes a long lie (live events only; not a state).
+        LongLie = "long_lie",
     }
 }
 

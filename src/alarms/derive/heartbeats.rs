@@ -10,7 +10,7 @@ use deadpool_postgres::GenericClient;
 use homeward_proto::EventKind;
 
 use super::{device_fold, raise, step, Cause, Change, IdMap, Input, Raise, Rules, Step, Target};
-use crate::alarms::model::{AlarmKind, Category, State};
+use crate::alarms::model::{AlarmKind, AlarmView, Category, State, Transition, VIEW_COLUMNS};
 use crate::alarms::AlarmError;
 use crate::db::cached;
 
@@ -380,6 +380,39 @@ pub async fn sweep(
         )
         .await?;
         changes.extend(raised);
+    }
+    changes.extend(escalate_long_lies(c, rules, now).await?);
+    Ok(changes)
+}
+
+/// Falls with no one on site `long_lie_secs` after they were raised, still open at `now`,
+/// become long lies now (the live stream says so at that moment, with the transition
+/// `long_lie`), rather than only when someone finally arrives. The step that records arrival
+/// or resolution keeps the flag, and reaches the same answer from the times alone, so a
+/// rebuild agrees with what was escalated live.
+async fn escalate_long_lies(
+    c: &impl GenericClient,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, AlarmError> {
+    let rows = cached::query(
+        c,
+        &format!(
+            "UPDATE alarms a SET long_lie = true \
+              WHERE a.is_fall AND NOT a.long_lie AND a.on_site_at IS NULL \
+                AND a.state IN ('raised', 'acknowledged', 'dispatched') \
+                AND a.raised_at <= $1::timestamptz - make_interval(secs => $2::float8) \
+             RETURNING {VIEW_COLUMNS}"
+        ),
+        &[&now, &rules.long_lie_secs],
+    )
+    .await?;
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        changes.push(Change {
+            view: AlarmView::from_row(row)?,
+            transition: Transition::LongLie,
+        });
     }
     Ok(changes)
 }

@@ -57,9 +57,9 @@ const STEP_SQL: &str = ", updated AS (UPDATE alarms a SET \
        closed_by = CASE WHEN $7::text = 'closed' THEN $9::int4 ELSE a.closed_by END, \
        cleared_at = CASE WHEN $7::text = 'cleared' THEN $8::timestamptz ELSE a.cleared_at END, \
        is_fall = a.is_fall OR COALESCE($11::bool, false), \
-       long_lie = (a.is_fall OR COALESCE($11::bool, false)) AND COALESCE( \
-           extract(epoch FROM (CASE WHEN $7::text = 'on_site' THEN $8::timestamptz ELSE a.on_site_at END) \
-                   - a.raised_at) >= $12::float8, false) \
+       long_lie = a.long_lie OR ((a.is_fall OR COALESCE($11::bool, false)) AND \
+           extract(epoch FROM COALESCE(CASE WHEN $7::text = 'on_site' THEN $8::timestamptz ELSE a.on_site_at END, \
+                                       $8::timestamptz) - a.raised_at) >= $12::float8) \
      FROM prev WHERE a.id = prev.id \
      RETURNING prev.state AS from_state, ";
 

@@ -4,7 +4,7 @@
 use homeward_proto::{EventBody, Notice, NoticeKind, Percent};
 use homeward_testkit::mqtt::TestDevice;
 use homeward_testkit::spawn_app;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{alarm, alarms_until, open_alarms, person_with, provider};
 
@@ -388,6 +388,83 @@ async fn a_fall_reached_an_hour_or_more_later_is_a_long_lie() {
     let figures = app.get_ok("/v1/alarms/response-times", &p.staff).await;
     assert_eq!(figures["falls"], 3);
     assert_eq!(figures["long_lies"], 2);
+    app.stop().await;
+}
+
+/// An unattended fall becomes a long lie at the moment it reaches `long_lie_minutes`, on the
+/// live stream, not only when someone finally arrives (the check with an injected clock).
+#[tokio::test]
+async fn an_unattended_fall_escalates_to_a_long_lie_at_sixty_minutes() {
+    let app = homeward_testkit::spawn_app_with(super::quiet_settings()).await;
+    let p = provider(&app, "Escalation Care").await;
+    let (_, secrets) = person_with(&app, &p.org, "P-5", &[("fall-esc", "fall_detector")]).await;
+    let mut detector = TestDevice::connect(&app, "fall-esc", &secrets[0]).await;
+    detector
+        .send(EventBody::FallDetected {
+            confidence: Percent::new(91).unwrap(),
+        })
+        .await;
+    let alarms = alarms_until(&app, &p.staff, |a| a.len() == 1).await;
+    let id = alarms[0]["id"].as_i64().unwrap();
+    let raised_at: chrono::DateTime<chrono::Utc> =
+        alarms[0]["raised_at"].as_str().unwrap().parse().unwrap();
+    app.post_json(
+        &format!("/v1/alarms/{id}/acknowledge"),
+        &p.staff,
+        &Value::Null,
+    )
+    .await;
+    let rules = homeward::alarms::derive::Rules::from(&homeward::alarms::AlarmSettings::default());
+    let live = homeward::live::LiveHub::default();
+    let mut rx = live.subscribe();
+    let sweep = |minutes: i64| {
+        let (pool, rules, live) = (&app.pool, &rules, &live);
+        async move {
+            homeward::alarms::run_sweep(
+                pool,
+                rules,
+                live,
+                raised_at + chrono::Duration::minutes(minutes),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // At 59 minutes it is not yet a long lie.
+    assert_eq!(sweep(59).await, 0);
+    assert_eq!(alarm(&app, &p.staff, id).await["alarm"]["long_lie"], false);
+    // At 60 it is, at once: the stream says so, the alarm stays acknowledged.
+    assert_eq!(sweep(60).await, 1);
+    let event = rx.try_recv().expect("the escalation is published");
+    assert_eq!(event.topic, "alarm");
+    assert_eq!(
+        (
+            &event.data["id"],
+            &event.data["transition"],
+            &event.data["long_lie"]
+        ),
+        (&json!(id), &json!("long_lie"), &json!(true)),
+        "{:?}",
+        event.data
+    );
+    let now = &alarm(&app, &p.staff, id).await["alarm"];
+    assert_eq!(
+        (&now["long_lie"], &now["state"]),
+        (&json!(true), &json!("acknowledged")),
+        "{now}"
+    );
+    // Once.
+    assert_eq!(sweep(61).await, 0);
+    // Arriving later keeps it a long lie; a rebuild reaches the same answer from the times.
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/alarms/{id}/arrive"),
+            &p.responder,
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["long_lie"], true);
     app.stop().await;
 }
 
