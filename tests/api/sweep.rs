@@ -258,6 +258,12 @@ const SWEEP: &[(&str, &str, Kind)] = &[
         "/v1/outcomes/comparison-cohorts/{id}/events",
         shared_id(),
     ),
+    (
+        "POST",
+        "/v1/outcomes/comparison-cohorts/{id}/events/{event}/withdraw",
+        shared_id(),
+    ),
+    ("GET", "/v1/audit", list(NO_PROBES, Needle::Mark, false)),
     ("GET", "/v1/contracts/{id}/terms", shared_id()),
     ("PUT", "/v1/contracts/{id}/terms", shared_id()),
     (
@@ -365,6 +371,7 @@ struct Seeded {
     contract: i32,
     report: i64,
     cohort: i64,
+    cohort_event: i64,
     spare_user: i32,
     spare_token: i32,
     area: String,
@@ -414,6 +421,7 @@ impl Seeded {
                 ("{id}", "reports") => self.report.to_string(),
                 ("{id}", "comparison-cohorts") => self.cohort.to_string(),
                 ("{reference}", "members") => "W-sweepmark-1".to_string(),
+                ("{event}", "events") => self.cohort_event.to_string(),
                 ("{area}", _) => self.area.clone(),
                 ("{age_group}", _) => "65%2B".to_string(),
                 (s, _) if s.starts_with('{') => {
@@ -605,6 +613,10 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
         (
             "comparison_events",
             "FROM comparison_events t WHERE t.cohort_id IN (SELECT id FROM comparison_cohorts WHERE commissioner_id = ANY($1))".to_string(),
+        ),
+        (
+            "comparison_event_withdrawals",
+            "FROM comparison_event_withdrawals t WHERE t.event_id IN (SELECT e.id FROM comparison_events e JOIN comparison_cohorts c ON c.id = e.cohort_id WHERE c.commissioner_id = ANY($1))".to_string(),
         ),
         (
             "credential_revocations",
@@ -936,13 +948,16 @@ async fn no_route_reaches_another_organisations_data() {
         Some(&json!({"index_date": "2025-12-01", "follow_from": "2026-01-01"})),
     )
     .await;
-    app.request_ok(
-        Method::POST,
-        &format!("/v1/outcomes/comparison-cohorts/{cohort}/events"),
-        &council_a,
-        Some(&json!({"reference": "W-sweepmark-1", "kind": "fall", "occurred_on": "2026-02-01", "source": "GP sweepmark"})),
-    )
-    .await;
+    let cohort_event = app
+        .request_ok(
+            Method::POST,
+            &format!("/v1/outcomes/comparison-cohorts/{cohort}/events"),
+            &council_a,
+            Some(&json!({"reference": "W-sweepmark-1", "kind": "fall", "occurred_on": "2026-02-01", "source": "GP sweepmark"})),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
     let report = app
         .get_ok(
             &format!("/v1/outcomes/report?scope=provider&{PERIOD}"),
@@ -995,6 +1010,7 @@ async fn no_route_reaches_another_organisations_data() {
         contract,
         report,
         cohort,
+        cohort_event,
         spare_user,
         spare_token,
         area,
