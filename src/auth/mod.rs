@@ -152,7 +152,7 @@ impl FromRequest for Caller {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            caller_for_token(&state.auth_pool, &state.auth_failures, &token)
+            caller_for_token(state.auth_pool(), &state.auth_failures, &token)
                 .await?
                 .ok_or(ApiError::Unauthorized)
         })

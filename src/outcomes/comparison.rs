@@ -69,7 +69,7 @@ async fn create_cohort(
     caller.require(&[Role::Commissioner])?;
     text("name", &b.name, 200)?;
     text("selection", &b.selection, 2000)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     if let Some(contract) = b.contract_id {
         let own = c
             .query_opt(
@@ -151,7 +151,7 @@ async fn list_cohorts(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(HttpResponse::Ok().json(cohorts(&**c, caller.organisation_id, None).await?))
 }
 
@@ -207,7 +207,7 @@ async fn get_cohort(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let cohort = own_cohort(&**c, &caller, id).await?;
     let mut members: Vec<Member> = c
         .query(
@@ -325,7 +325,7 @@ async fn put_member(
     if b.date_of_birth.is_some_and(|d| d > b.index_date) {
         return Err(ApiError::invalid("date_of_birth", "before index_date"));
     }
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     own_cohort(&**c, &caller, id).await?;
     let version: i64 = c
         .query_one(
@@ -393,7 +393,7 @@ async fn create_event(
             "one of fall, emergency_admission, care_home_admission",
         )
     })?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     own_cohort(&**c, &caller, id).await?;
     let member = c
         .query_opt(

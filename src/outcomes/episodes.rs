@@ -427,7 +427,7 @@ async fn service_period(
     b: crate::http::Json<ServicePeriodBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(created(b.insert(&**c, &caller, None).await?))
 }
 
@@ -536,7 +536,7 @@ async fn hospital_stay(
     b: crate::http::Json<StayBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(created(b.insert(&**c, &caller, None).await?))
 }
 
@@ -572,7 +572,7 @@ async fn discharge(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(
         &**c,
         &caller,
@@ -787,7 +787,7 @@ async fn reablement_episode(
         follow_up_on: None,
         follow_up: None,
     };
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(created(record.insert(&**c, &caller, None).await?))
 }
 
@@ -827,7 +827,7 @@ async fn end_episode(
         return Err(ApiError::invalid("result", ReablementResult::texts()));
     }
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(
         &**c,
         &caller,
@@ -909,7 +909,7 @@ async fn follow_up(
         return Err(ApiError::invalid("follow_up", FollowUp::texts()));
     }
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(
         &**c,
         &caller,
@@ -1037,7 +1037,7 @@ async fn care_home_admission(
     b: crate::http::Json<CareHomeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(created(b.insert(&**c, &caller, None).await?))
 }
 
@@ -1075,7 +1075,7 @@ async fn care_home_discharge(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(
         &**c,
         &caller,
@@ -1171,7 +1171,7 @@ async fn death(
     b: crate::http::Json<DeathBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     if b.insert(&**c, &caller, None).await?.is_none() {
         return Err(ApiError::Conflict(format!(
             "the death of person {} is already recorded; correct it instead",
@@ -1257,7 +1257,7 @@ async fn recorded_fall(
     b: crate::http::Json<FallBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(created(b.insert(&**c, &caller, None).await?))
 }
 
@@ -1384,7 +1384,7 @@ async fn correct(
     let source = Source::parse(&kind)?;
     let b = b.into_inner();
     check_reason(&b.reason)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(&**c, &caller, source, id, "1").await?;
     check_may_change(&**c, &caller, source, &row).await?;
     let newest = check_version(b.version, &row)?;
@@ -1464,7 +1464,7 @@ async fn withdraw(
     let (kind, id) = path.into_inner();
     let source = Source::parse(&kind)?;
     check_reason(&b.reason)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(&**c, &caller, source, id, "1").await?;
     check_may_change(&**c, &caller, source, &row).await?;
     let newest = check_version(b.version, &row)?;
@@ -1567,7 +1567,7 @@ async fn verify(
     {
         return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = current(&**c, &caller, source, id, "x.record_id").await?;
     if row.get::<_, bool>("withdrawn") {
         return Err(ApiError::NotFound(format!("{} {id}", source.label())));
@@ -1629,7 +1629,7 @@ async fn person_episodes(
     caller.require(STAFF)?;
     let id = path.into_inner();
     let history = q.history.unwrap_or(false);
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     own_person(&**c, &caller, id)
         .await
         .map_err(|_| ApiError::NotFound(format!("person {id}")))?;

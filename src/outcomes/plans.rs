@@ -135,7 +135,7 @@ async fn create_plan(
             ));
         }
     }
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     own_person(&**c, &caller, b.person_id).await?;
     own_contract(&**c, &caller, b.contract_id).await?;
     let tx = c.transaction().await?;
@@ -237,7 +237,7 @@ async fn get_plan(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     visible_plan(&**c, &caller, id).await?;
     Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
 }
@@ -296,7 +296,7 @@ async fn agree_plan(
     } else {
         caller.require(STAFF)?;
     }
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     visible_plan(&**c, &caller, id).await?;
     // Who, beside when: set once, with the first agreement of that party.
     let who = column.trim_end_matches("_at");
@@ -353,7 +353,7 @@ async fn issue_confirmation_link(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let (id, outcome) = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     visible_plan(&**c, &caller, id).await?;
     let row = c
         .query_opt(
@@ -444,7 +444,7 @@ async fn verify_outcome(
         return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
     let (id, outcome) = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let confirmation: Option<i64> = c
         .query_opt(
             "SELECT (SELECT k.id FROM plan_outcome_confirmations k WHERE k.outcome_id = o.id AND k.answer = 'yes'

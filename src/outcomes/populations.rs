@@ -67,7 +67,7 @@ async fn population(
     if b.population <= 0 {
         return Err(ApiError::invalid("population", "must be positive"));
     }
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     c.execute(
         "INSERT INTO commissioner_populations (commissioner_id, age_group, population, recorded_by)
          VALUES ($1, $2, $3, $4)",

@@ -203,7 +203,7 @@ async fn report_endpoint(
     )?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let settings = report::Settings {
         outcomes: &state.settings.outcomes,
         visits: &state.settings.evv,
@@ -260,7 +260,7 @@ async fn stored_report(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = c
         .query_opt(
             "SELECT jsonb_build_object('id', id, 'kind', kind, 'scope', scope, 'scope_id', scope_id,
