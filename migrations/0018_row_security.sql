@@ -55,9 +55,25 @@ SELECT homeward_tenant_policy(t::regclass, 'organisation_id')
       'service_periods', 'hospital_stays', 'reablement_episodes', 'care_home_admissions', 'deaths',
       'recorded_falls', 'outcome_plans', 'outcome_reports'
   ]) t;
-SELECT homeward_tenant_policy('commissioner_populations', 'commissioner_id');
-SELECT homeward_tenant_policy('comparison_cohorts', 'commissioner_id');
 SELECT homeward_tenant_policy('contracts', 'commissioner_id', 'provider_id');
+
+-- A commissioner's populations and comparison cohorts are inputs of the statements it pays on,
+-- which the providers it contracts read too: visible to the commissioner and to the parties of
+-- its contracts (the subquery is itself filtered by the policy on `contracts`); written only by
+-- the commissioner.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['commissioner_populations', 'comparison_cohorts'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY homeward_tenant ON %I
+                          USING (commissioner_id = ANY ((SELECT homeward_orgs())::integer[])
+                                 OR commissioner_id IN (SELECT commissioner_id FROM contracts))
+                          WITH CHECK (commissioner_id = ANY ((SELECT homeward_orgs())::integer[]))', t);
+    END LOOP;
+END
+$$;
 
 -- Reached through their contract: visible when the contract is (the subquery is itself
 -- filtered by the policy on `contracts`).

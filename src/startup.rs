@@ -460,7 +460,7 @@ impl Application {
     }
 
     /// The service role's pool (ingest, derivations): it sees every organisation.
-    pub fn pool(&self) -> &deadpool_postgres::Pool {
+    pub fn service_pool(&self) -> &deadpool_postgres::Pool {
         &self.db.service_pool
     }
 

@@ -72,7 +72,7 @@ async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
     }
-    let client = state.db(&caller).await?;
+    let client = state.db(caller).await?;
     let organisation = crate::auth::visibility(caller, &**client)
         .await?
         .own_provider()?;
@@ -454,7 +454,7 @@ async fn act(
         return Err(ApiError::invalid("note", "at most 2000 characters"));
     }
     let rules = Rules::from(&state.settings.alarms);
-    let mut client = state.db(&caller).await?;
+    let mut client = state.db(caller).await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(

@@ -118,7 +118,7 @@ pub async fn rederive(
     devices: &[i32],
     org: i32,
 ) -> Result<(), ApiError> {
-    let mut client = state.db(&caller).await?;
+    let mut client = state.db(caller).await?;
     derive::derive_devices(&mut client, &state.settings.evv, devices).await?;
     let now = Utc::now();
     let cleared = super::missed::clear_in(&client, now, Some(org)).await?;
