@@ -197,6 +197,14 @@ impl EmbeddedPostgres {
         )
     }
 
+    /// A URL for `dbname` as `role` (see [`Self::pg_config_as`]), for child processes.
+    pub fn url_as(&self, dbname: &str, role: &str) -> String {
+        format!(
+            "postgres://{role}:{}@127.0.0.1:{}/{dbname}",
+            self.password, self.port
+        )
+    }
+
     /// Stops the cluster (fast shutdown: open transactions roll back, committed data is safe).
     pub async fn stop(&mut self) -> Result<(), EmbeddedError> {
         if self.running {

@@ -209,8 +209,9 @@ async fn an_unfiltered_query_on_the_request_path_sees_only_the_callers_organisat
     assert_eq!(people(&app.pool.get().await.unwrap()).await.len(), 6);
 }
 
-/// The same through HTTP: a provider's list of people shows its own, however the rows were
-/// stored.
+/// The application under test serves requests as `homeward_app` (no superuser, no bypass) and
+/// ingests as `homeward_service`, so the whole suite runs the request path under row-level
+/// security.
 #[tokio::test]
 async fn the_api_runs_as_the_application_role_under_row_level_security() {
     let app = spawn_app().await;
@@ -279,4 +280,42 @@ async fn every_table_is_granted_to_the_application_roles() {
             assert_eq!(has, expected, "{role} {privilege} on {table}");
         }
     }
+}
+
+/// The one-line policy a new tenant table gets (the audit log's, say, whose platform rows have
+/// no organisation): its rows show to their organisation's callers only, platform rows to none.
+#[tokio::test]
+async fn the_policy_helper_covers_a_new_table_in_one_line() {
+    let app = spawn_app().await;
+    let a = app.organisation("Helper A", OrgKind::Provider).await;
+    let b = app.organisation("Helper B", OrgKind::Provider).await;
+    let owner = app.pool.get().await.unwrap();
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE audit_like (organisation_id integer, what text NOT NULL);
+             SELECT homeward_tenant_policy('audit_like', 'organisation_id');
+             INSERT INTO audit_like VALUES ({a}, 'a'), ({b}, 'b'), (NULL, 'platform');
+             GRANT SELECT, INSERT ON audit_like TO {role};",
+            a = a.id,
+            b = b.id,
+            role = roles::APP_ROLE
+        ))
+        .await
+        .unwrap();
+    let client = tenancy::checkout(&app.app_pool, a.id).await.unwrap();
+    let seen: Vec<String> = client
+        .query("SELECT what FROM audit_like ORDER BY what", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, ["a"]);
+    let platform = client
+        .execute("INSERT INTO audit_like VALUES (NULL, 'sneaked')", &[])
+        .await;
+    assert!(
+        platform.is_err(),
+        "a platform row is not the caller's to write"
+    );
 }
