@@ -1,5 +1,7 @@
-//! The database: the connection pool, the embedded PostgreSQL, migrations and the storage
-//! policy (TimescaleDB or native partitioning).
+//! The database: the connection pools, the embedded PostgreSQL, migrations, the roles Homeward
+//! connects as ([`roles`]: migrations as the owner, the request path as `homeward_app` under
+//! row-level security ([`tenancy`]), the rest as `homeward_service`) and the storage policy
+//! (TimescaleDB or native partitioning).
 //!
 //! Pool connections are verified when recycled (a cheap query), because after a database
 //! restart a fast-recycled connection would be dead; a failed check drops it and the pool opens
