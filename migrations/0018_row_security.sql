@@ -56,6 +56,15 @@ SELECT homeward_tenant_policy(t::regclass, 'organisation_id')
       'recorded_falls', 'outcome_plans', 'outcome_reports'
   ]) t;
 SELECT homeward_tenant_policy('contracts', 'commissioner_id', 'provider_id');
+-- The audit log (migration 0017), where it exists: platform rows (no organisation) are the
+-- owner's and the service role's to read.
+DO $$
+BEGIN
+    IF to_regclass('audit_log') IS NOT NULL THEN
+        PERFORM homeward_tenant_policy(to_regclass('audit_log'), 'organisation_id');
+    END IF;
+END
+$$;
 
 -- A commissioner's populations and comparison cohorts are inputs of the statements it pays on,
 -- which the providers it contracts read too: visible to the commissioner and to the parties of
