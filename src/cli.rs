@@ -24,8 +24,13 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   console.session_hours                hours a console session lasts after sign-in [12]
   console.session_idle_minutes         idle minutes that end a console session [30]
   console.password_link_hours          hours a one-time set-password link works [72]
-  database.url                         PostgreSQL/TimescaleDB URL (secret) [unset: embedded]
-  database.pool_size                   pool connections [16]
+  database.url                         PostgreSQL/TimescaleDB URL of the schema's owner, for
+                                       migrations and admin commands (secret) [unset: embedded]
+  database.app_url                     with url: the API's role homeward_app, under row-level
+                                       security (secret) [unset: as url, without it]
+  database.service_url                 with url: the role homeward_service of ingest and
+                                       derivations (secret) [unset: as url]
+  database.pool_size                   connections of each of the two main pools [16]
   database.auth_pool_size              connections for credential checks, apart [4]
   database.acquire_timeout_secs        wait for a connection before 503 [5]
   database.embedded.port               embedded PostgreSQL port on 127.0.0.1 [0 = any free]
@@ -140,8 +145,14 @@ pub enum Command {
     /// Run the server: HTTP API, MQTT ingest, and (unless configured otherwise) an embedded
     /// PostgreSQL and MQTT broker. Stops cleanly on Ctrl-C or SIGTERM.
     Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
+    /// Apply pending database migrations (as `database.url`'s role, the schema's owner), grant
+    /// the roles homeward_app and homeward_service their privileges, and exit.
+    Migrate {
+        /// Print the SQL that creates the two roles and grants their privileges (for an
+        /// external database; see docs/operations.md), and exit without connecting.
+        #[arg(long)]
+        print_grants: bool,
+    },
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
     /// Recompute derived tables (visits, alarms) from the raw events, the reference data and

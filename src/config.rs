@@ -129,8 +129,19 @@ impl Default for ConsoleSettings {
 pub struct DatabaseSettings {
     /// PostgreSQL (or TimescaleDB) URL, e.g. `postgres://homeward:pw@db:5432/homeward`.
     /// Unset (the default): Homeward runs a private PostgreSQL in `<data_dir>/postgres`.
+    /// The role of this URL owns the schema: it runs the migrations and the admin commands.
     pub url: Option<Secret<String>>,
-    /// Maximum connections in the pool. Default 16.
+    /// With `url`: how the request path (API, console) connects, as the role `homeward_app`,
+    /// to which row-level security applies. Unset (the default): as `url`'s role, and a warning
+    /// at start-up that row-level security is then not in force. Ignored without `url` (the
+    /// embedded cluster creates the role itself).
+    pub app_url: Option<Secret<String>>,
+    /// With `url`: how ingest, the derivations, the live relay, maintenance and credential
+    /// checks connect, as the role `homeward_service`. Unset (the default): as `url`'s role.
+    /// Ignored without `url`.
+    pub service_url: Option<Secret<String>>,
+    /// Maximum connections in each of the two main pools (the request path's and the service
+    /// role's). Default 16.
     pub pool_size: usize,
     /// Connections of a separate pool for credential checks (API tokens, device secrets), so
     /// that sign-ins and the rest never starve each other. Default 4.
@@ -306,6 +317,8 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: None,
+            app_url: None,
+            service_url: None,
             pool_size: 16,
             auth_pool_size: 4,
             acquire_timeout_secs: 5,
@@ -464,12 +477,18 @@ impl Settings {
     /// Checks every section, as far as can be checked without starting anything. The one
     /// validation: what passes here, the rest of Homeward takes as given.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.database.url {
-            tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
-                ConfigError(format!(
-                    "database.url is not a valid PostgreSQL URL ({e}); expected postgres://user:password@host:port/dbname"
-                ))
-            })?;
+        for (key, url) in [
+            ("database.url", &self.database.url),
+            ("database.app_url", &self.database.app_url),
+            ("database.service_url", &self.database.service_url),
+        ] {
+            if let Some(url) = url {
+                tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
+                    ConfigError(format!(
+                        "{key} is not a valid PostgreSQL URL ({e}); expected postgres://user:password@host:port/dbname"
+                    ))
+                })?;
+            }
         }
         let broker_tls = match &self.mqtt.url {
             Some(url) => parse_broker_url(url.expose())?.tls,

@@ -16,8 +16,8 @@
 //! - [`console`]: the web pages for people under `/console/` (server-rendered, no JavaScript
 //!   needed), on the same role and tenant rules as the API.
 //!
-//! Shared plumbing beside them: [`config`], [`db`] (pool, migrations, the embedded PostgreSQL,
-//! partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
+//! Shared plumbing beside them: [`config`], [`db`] (pools, migrations, the embedded PostgreSQL,
+//! the database roles and row-level security, partition maintenance), [`broker`] (the embedded MQTT broker), [`http`] (state, problem
 //! documents, health), [`live`] (the server-sent event stream), [`telemetry`], [`tls`]
 //! (certificates for HTTPS and MQTT over TLS), [`secret`] (random secrets and their hashes),
 //! `sql_enum!` (closed sets stored as SQL text), [`startup`] (building and running the
@@ -30,6 +30,10 @@
 //!
 //! # Invariants
 //! - Raw events are append-only and never edited; corrections are new rows referring to old.
+//!   The database enforces it: Homeward's runtime roles may only insert and read them
+//!   ([`db::roles`]).
+//! - The request path reaches the database only through `AppState::db(&caller)`, as a role
+//!   under row-level security limited to the caller's organisations ([`db::tenancy`]).
 //! - A message is acknowledged (MQTT PUBACK, HTTP 2xx) only after the transaction storing it
 //!   has committed. An event, keyed by (device, seq, time), is stored once.
 //! - Every endpoint except `/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json` and `/docs` is

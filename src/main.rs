@@ -47,7 +47,13 @@ fn main() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(settings).await,
-        Command::Migrate => {
+        Command::Migrate { print_grants: true } => {
+            print!("{}", db::roles::operator_sql());
+            Ok(())
+        }
+        Command::Migrate {
+            print_grants: false,
+        } => {
             if settings.database.url.is_none() {
                 settings.ensure_data_dir()?;
             }
@@ -56,13 +62,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let report = db::migrate::run(&mut client).await?;
             drop(client);
             println!(
-                "storage: {}; applied {} migration(s){}",
+                "storage: {}; applied {} migration(s){}; {}",
                 report.mode.as_str(),
                 report.applied.len(),
                 if report.applied.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", report.applied.join(", "))
+                },
+                if report.granted {
+                    "granted homeward_app and homeward_service their privileges"
+                } else {
+                    "roles homeward_app and homeward_service missing, nothing granted \
+                     (see homeward migrate --print-grants)"
                 }
             );
             database.close().await?;

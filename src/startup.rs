@@ -184,27 +184,29 @@ impl Application {
         tls: TlsSetup,
         db: &Database,
     ) -> Result<Parts, StartupError> {
-        let mode = {
-            let mut client = db
-                .pool
+        let mode = db.migrate().await?.mode;
+        {
+            let client = db
+                .service_pool
                 .get()
                 .await
                 .map_err(|e| db::DbError::Unavailable(e.to_string()))?;
-            let report = db::migrate::run(&mut client)
-                .await
-                .map_err(db::DbError::from)?;
             warn_of_reserved_device_ids(&client).await;
-            report.mode
-        };
-        let report =
-            maintenance::run_once(&db.pool, mode, &settings.storage, chrono::Utc::now()).await?;
+        }
+        let report = maintenance::run_once(
+            &db.service_pool,
+            mode,
+            &settings.storage,
+            chrono::Utc::now(),
+        )
+        .await?;
         if !report.created.is_empty() {
             tracing::info!(partitions = report.created.len(), "created partitions");
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(maintenance::run_periodically(
-            db.pool.clone(),
+            db.service_pool.clone(),
             mode,
             settings.storage.clone(),
             shutdown_rx.clone(),
@@ -264,20 +266,21 @@ impl Application {
         // Ingest: the writer, then the subscriber that feeds it.
         let (mqtt_stop_tx, mqtt_stop_rx) = watch::channel(false);
         let (writer_stop_tx, writer_stop_rx) = watch::channel(false);
-        let directory = DeviceDirectory::new(db.pool.clone());
+        let directory = DeviceDirectory::new(db.service_pool.clone());
 
         // Revoked credentials end their live sessions: the watcher finds them, this task closes
         // a device's MQTT connections and forgets it in the directory; event streams listen
         // themselves.
         let revocations = Revocations::default();
-        tasks.push(revocations.watch(db.pool.clone(), shutdown_rx.clone()));
+        tasks.push(revocations.watch(db.service_pool.clone(), shutdown_rx.clone()));
         tasks.push(tokio::spawn(end_revoked_device_sessions(
             revocations.subscribe(),
             broker.as_ref().map(BrokerHandle::control),
             directory.clone(),
             shutdown_rx.clone(),
         )));
-        let (mut writer, writer_handle) = Writer::new(db.pool.clone(), settings.ingest.clone());
+        let (mut writer, writer_handle) =
+            Writer::new(db.service_pool.clone(), settings.ingest.clone());
         let subscriber = mqtt::start(
             &mqtt,
             // Set exactly when `mqtt.tls` is (an `mqtts://` `mqtt.url`).
@@ -296,7 +299,7 @@ impl Application {
             Some(connect) if settings.live.share_between_instances && db.embedded().is_none() => {
                 crate::live::relay::start(
                     &live,
-                    db.pool.clone(),
+                    db.service_pool.clone(),
                     connect.clone(),
                     shutdown_rx.clone(),
                 )
@@ -311,14 +314,14 @@ impl Application {
         let evv_feed = writer.subscribe_committed(4096);
         let alarms_feed = writer.subscribe_committed(4096);
         tasks.extend(crate::evv::start(
-            db.pool.clone(),
+            db.service_pool.clone(),
             live.clone(),
             settings.evv.clone(),
             evv_feed,
             shutdown_rx.clone(),
         ));
         tasks.extend(crate::alarms::start(
-            db.pool.clone(),
+            db.service_pool.clone(),
             live.clone(),
             &settings.alarms,
             settings.mqtt.client_id.clone(),
@@ -340,8 +343,7 @@ impl Application {
                 source,
             })?;
         let state = web::Data::new(AppState {
-            pool: db.pool.clone(),
-            auth_pool: db.auth_pool.clone(),
+            pools: http::Pools::new(db.pool.clone(), db.auth_pool.clone()),
             auth_failures,
             // With the listener's real address, so that links the API prints (set-password
             // links, without `console.public_url`) reach this server when it was given port 0.
@@ -458,8 +460,9 @@ impl Application {
         self.mode
     }
 
-    pub fn pool(&self) -> &deadpool_postgres::Pool {
-        &self.db.pool
+    /// The service role's pool (ingest, derivations): it sees every organisation.
+    pub fn service_pool(&self) -> &deadpool_postgres::Pool {
+        &self.db.service_pool
     }
 
     pub fn settings(&self) -> &Settings {

@@ -105,6 +105,10 @@ async fn run_in(
             let spec = ServerSpec {
                 bin: homeward_bin.clone(),
                 database_url: pg.url("homeward"),
+                role_urls: Some((
+                    pg.url_as("homeward", homeward::db::roles::APP_ROLE),
+                    pg.url_as("homeward", homeward::db::roles::SERVICE_ROLE),
+                )),
                 mqtt_port: homeward_testkit::free_port()?,
                 data_dir: work.join("homeward"),
                 log: work.join("server.log"),

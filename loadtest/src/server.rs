@@ -85,7 +85,11 @@ pub struct ServerProcess {
 
 pub struct ServerSpec {
     pub bin: PathBuf,
+    /// The owner's URL (migrations).
     pub database_url: String,
+    /// The runtime roles' URLs (`database.app_url`, `database.service_url`), so that the
+    /// server under test runs as in production.
+    pub role_urls: Option<(String, String)>,
     pub mqtt_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -99,6 +103,10 @@ impl ServerProcess {
             .open(&spec.log)
             .with_context(|| format!("opening {}", spec.log.display()))?;
         let mut cmd = homeward_command(&spec.bin);
+        if let Some((app, service)) = &spec.role_urls {
+            cmd.env("HOMEWARD__DATABASE__APP_URL", app)
+                .env("HOMEWARD__DATABASE__SERVICE_URL", service);
+        }
         cmd.env("HOMEWARD__DATABASE__URL", &spec.database_url)
             .arg("--data-dir")
             .arg(&spec.data_dir)

@@ -72,7 +72,7 @@ async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be 1 to 1000"));
     }
-    let client = state.pool.get().await?;
+    let client = state.db(caller).await?;
     let organisation = crate::auth::visibility(caller, &**client)
         .await?
         .own_provider()?;
@@ -202,7 +202,7 @@ async fn get_alarm(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ANYONE)?;
     let id = path.into_inner();
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let sql =
         format!("SELECT {VIEW_COLUMNS} FROM alarms a WHERE a.id = $1 AND a.organisation_id = $2");
     let row = client
@@ -454,7 +454,7 @@ async fn act(
         return Err(ApiError::invalid("note", "at most 2000 characters"));
     }
     let rules = Rules::from(&state.settings.alarms);
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(caller).await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
@@ -608,7 +608,7 @@ async fn response_times(
     if from >= to {
         return Err(ApiError::invalid("from", "must be before `to`"));
     }
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let visibility = crate::auth::visibility(&caller, &**client).await?;
     let provider = visibility.one_provider(q.provider_id)?;
     let figures = super::figures::response_times(
@@ -671,7 +671,7 @@ async fn device_health(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ANYONE)?;
     let settings = &state.settings.alarms;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let rows = client
         .query(
             "SELECT d.uid, d.kind, d.person_id, p.online, p.changed_at, h.last_heartbeat_at, \

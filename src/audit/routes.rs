@@ -179,7 +179,7 @@ async fn list(
     }
     crate::http::dates::check_time("from", query.from)?;
     crate::http::dates::check_time("to", query.to)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let rows = client
         .query(
             &format!(

@@ -156,7 +156,7 @@ impl FromRequest for Caller {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            let mut caller = caller_for_token(&state.auth_pool, &state.auth_failures, &token)
+            let mut caller = caller_for_token(state.auth_pool(), &state.auth_failures, &token)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
             caller.request_id = request_id;

@@ -71,7 +71,7 @@ struct Me {
 )]
 #[get("/v1/me")]
 async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let org = client
         .query_one(
             "SELECT name FROM organisations WHERE id = $1",
@@ -124,7 +124,7 @@ struct UserList {
 #[get("/v1/users")]
 async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let rows = client
         .query(
             "SELECT id, name, role, created_at, disabled_at IS NOT NULL
@@ -170,7 +170,7 @@ async fn list_tokens(
     user_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = token_manager(&caller, *user_id)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let items = super::list_tokens(&**client, scope, *user_id).await?;
     Ok(HttpResponse::Ok().json(TokenList { items }))
 }
@@ -224,7 +224,7 @@ async fn create_token(
     } else {
         TokenLifetime::Days(state.settings.auth.token_ttl_days)
     };
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     // The user must be in the caller's organisation (and active, which create_token checks).
     super::user_in_scope(&*tx, scope, *user_id).await?;
@@ -277,7 +277,7 @@ async fn revoke_token(
     state: web::Data<AppState>,
     token_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     // An admin may revoke any of the organisation's (revoke_token answers 404 for others').
@@ -376,7 +376,7 @@ async fn set_user_disabled(
     user_id: i32,
     disabled: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     let changed = super::set_user_disabled(&*tx, scope, user_id, disabled).await?;
@@ -440,7 +440,7 @@ async fn password_link(
     user_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let link = super::password::issue_password_link(
         &*tx,

@@ -164,7 +164,7 @@ impl FromRequest for ConsoleUser {
             let state =
                 state.ok_or_else(|| ConsoleError::Unexpected(anyhow::anyhow!("no app state")))?;
             let token = token.ok_or(ConsoleError::SignIn { next: next.clone() })?;
-            let client = state.auth_pool.get().await?;
+            let client = state.auth_db().await?;
             let user = session_user(
                 &**client,
                 &token,

@@ -159,10 +159,10 @@ async fn sign_in(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let outcome =
-        password::check_sign_in(&state.auth_pool, &form.email, &form.password, &from).await?;
+        password::check_sign_in(state.auth_pool(), &form.email, &form.password, &from).await?;
     let (status, problem) = match outcome {
         SignIn::Accepted { user_id } => {
-            let client = state.auth_pool.get().await?;
+            let client = state.auth_db().await?;
             let c = &state.settings.console;
             let session =
                 sessions::open_session(&**client, user_id, c.session_hours, c.session_idle_minutes)
@@ -210,7 +210,7 @@ async fn sign_out(
     user: ConsoleUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let client = state.auth_pool.get().await?;
+    let client = state.auth_db().await?;
     sessions::end_session(&**client, &user.session_token).await?;
     let clear = set_cookie(&state, SESSION_COOKIE, None);
     Ok(with_cookie(
@@ -257,7 +257,7 @@ async fn set_password_page(
     query: web::Query<LinkQuery>,
 ) -> Result<HttpResponse, ConsoleError> {
     let token = query.into_inner().token.unwrap_or_default();
-    let client = state.pool.get().await?;
+    let client = state.auth_db().await?;
     let LinkState::Valid { email } = password::password_link_state(&**client, &token).await? else {
         return Ok(link_unusable());
     };
@@ -290,7 +290,7 @@ async fn set_password(
 ) -> Result<HttpResponse, ConsoleError> {
     let form = form.into_inner();
     if let Some(problem) = password::password_problem(&form.password, &form.confirmation) {
-        let client = state.pool.get().await?;
+        let client = state.auth_db().await?;
         let LinkState::Valid { email } =
             password::password_link_state(&**client, &form.token).await?
         else {
@@ -310,7 +310,7 @@ async fn set_password(
             cookie,
         ));
     }
-    match password::set_password_with_link(&state.pool, &form.token, &form.password).await? {
+    match password::set_password_with_link(state.auth_pool(), &form.token, &form.password).await? {
         Some(_) => Ok(see_other(&format!(
             "/console/sign-in?notice={}",
             encode("password-set")

@@ -63,7 +63,7 @@ struct UsersPage {
 
 async fn list(user: ConsoleUser, state: web::Data<AppState>) -> Result<HttpResponse, ConsoleError> {
     user.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let client = state.db(&user.caller).await?;
     let rows = client
         .query(
             &format!(
@@ -113,7 +113,7 @@ async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.require(&[Role::ProviderAdmin])?;
-    let client = state.pool.get().await?;
+    let client = state.db(&user.caller).await?;
     let shown = find(&client, &user, &id).await?;
     let page = UserPage {
         shell: user.shell(shown.name.clone(), Section::Users),
@@ -140,7 +140,7 @@ async fn password_link(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.require(&[Role::ProviderAdmin])?;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&user.caller).await?;
     let shown = find(&client, &user, &id).await?;
     let tx = client.transaction().await?;
     let link = issue_password_link(

@@ -3,6 +3,9 @@
 //!
 //! - Created with `initdb` on first start (password authentication, the password kept in
 //!   `<data_dir>/postgres.password`, readable only by its owner), reused afterwards.
+//! - Every start creates (or updates) the runtime roles `homeward_app` and `homeward_service`
+//!   ([`super::roles`]), with the superuser's password: they exist to limit what the
+//!   application's own queries can do, not to keep a secret from whoever can read that file.
 //! - Listens on 127.0.0.1 only, on `database.embedded.port` (0: a free port each start), with no
 //!   Unix socket (socket paths have a short length limit and permissions of their own).
 //! - PostgreSQL refuses to run as root. When Homeward runs as root, the cluster's files belong
@@ -168,10 +171,36 @@ impl EmbeddedPostgres {
         config
     }
 
+    /// Connection settings for `dbname` as `role` (one of [`super::roles`], which share the
+    /// superuser's password: whoever can read that file could be the superuser anyway).
+    pub fn pg_config_as(&self, dbname: &str, role: &str) -> tokio_postgres::Config {
+        let mut config = self.pg_config(dbname);
+        config.user(role);
+        config
+    }
+
+    /// How Homeward connects to `dbname`: migrations as the superuser, the request path and the
+    /// service work as their roles.
+    pub fn connections(&self, dbname: &str) -> super::Connections {
+        super::Connections {
+            owner: self.pg_config(dbname),
+            app: self.pg_config_as(dbname, super::roles::APP_ROLE),
+            service: self.pg_config_as(dbname, super::roles::SERVICE_ROLE),
+        }
+    }
+
     /// A URL for `dbname`, for tools and child processes (contains the password).
     pub fn url(&self, dbname: &str) -> String {
         format!(
             "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}",
+            self.password, self.port
+        )
+    }
+
+    /// A URL for `dbname` as `role` (see [`Self::pg_config_as`]), for child processes.
+    pub fn url_as(&self, dbname: &str, role: &str) -> String {
+        format!(
+            "postgres://{role}:{}@127.0.0.1:{}/{dbname}",
             self.password, self.port
         )
     }
@@ -306,6 +335,12 @@ impl EmbeddedPostgres {
                     detail: e.to_string(),
                 })?;
         }
+        super::roles::ensure(&client, &self.password)
+            .await
+            .map_err(|e| EmbeddedError::Command {
+                what: "creating Homeward's database roles".into(),
+                detail: e.to_string(),
+            })?;
         drop(client);
         let _ = conn.await;
         Ok(())

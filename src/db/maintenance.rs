@@ -7,8 +7,13 @@
 //!   `storage.retention_days`.
 //! - TimescaleDB: chunks are created by TimescaleDB itself; this sets the retention policy from
 //!   the configuration (`add_retention_policy`), replacing one with a different interval.
+//!
+//! It runs as the service role, which may not create, drop or delete from tables: the work is
+//! done by the owner's SECURITY DEFINER functions of migration 0018 (`homeward_add_partition`,
+//! `homeward_drop_partitions_before`, `homeward_set_retention`), which only accept time-series
+//! tables and only the service role may call.
 
-use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::Client;
 
@@ -47,20 +52,20 @@ pub async fn run_once(
         });
     }
     let result = async {
-        let tables: Vec<(String, String)> = client
+        let tables: Vec<String> = client
             .query(
-                "SELECT table_name, time_column FROM homeward_timeseries_tables ORDER BY 1",
+                "SELECT table_name FROM homeward_timeseries_tables ORDER BY 1",
                 &[],
             )
             .await?
             .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| r.get(0))
             .collect();
         let mut report = MaintenanceReport::default();
-        for (table, column) in tables {
+        for table in tables {
             match mode {
                 StorageMode::Native => {
-                    native_table(&mut client, &table, &column, settings, now, &mut report).await?
+                    native_table(&mut client, &table, settings, now, &mut report).await?
                 }
                 StorageMode::TimescaleDb => timescale_retention(&client, &table, settings).await?,
             }
@@ -100,110 +105,41 @@ pub async fn run_periodically(
     }
 }
 
-fn partition_name(table: &str, day: NaiveDate) -> String {
-    format!("{table}_p{}", day.format("%Y%m%d"))
-}
-
-fn day_start(day: NaiveDate) -> String {
-    format!("{} 00:00:00+00", day.format("%Y-%m-%d"))
-}
-
 async fn native_table(
     client: &mut Client,
     table: &str,
-    column: &str,
     settings: &StorageSettings,
     now: DateTime<Utc>,
     report: &mut MaintenanceReport,
 ) -> Result<(), super::DbError> {
-    let existing: Vec<String> = client
-        .query(
-            "SELECT c.relname FROM pg_inherits i
-               JOIN pg_class c ON c.oid = i.inhrelid
-              WHERE i.inhparent = $1::text::regclass",
-            &[&table],
-        )
-        .await?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
     let today = now.date_naive();
     let first = today - ChronoDuration::days(1);
     let last = today + ChronoDuration::days(i64::from(settings.partitions_ahead_days));
     let mut day = first;
     while day <= last {
-        let name = partition_name(table, day);
-        if !existing.contains(&name) {
-            report.moved_rows += create_partition(client, table, column, &name, day).await?;
+        let row = client
+            .query_one(
+                "SELECT part_name, moved FROM homeward_add_partition($1, $2)",
+                &[&table, &day],
+            )
+            .await?;
+        if let Some(name) = row.get::<_, Option<String>>(0) {
+            report.moved_rows += u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
             report.created.push(name);
         }
         day += ChronoDuration::days(1);
     }
     // Retention: whole days strictly before the cutoff go.
     let cutoff = today - ChronoDuration::days(i64::from(settings.retention_days));
-    for name in &existing {
-        let Some(date) = name
-            .strip_prefix(&format!("{table}_p"))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok())
-        else {
-            continue;
-        };
-        if date < cutoff {
-            client
-                .batch_execute(&format!("DROP TABLE {}", quote_ident(name)))
-                .await?;
-            report.dropped.push(name.clone());
-        }
-    }
-    client
-        .execute(
-            &format!(
-                "DELETE FROM {} WHERE {} < $1::text::timestamptz",
-                quote_ident(&format!("{table}_default")),
-                quote_ident(column)
-            ),
-            &[&day_start(cutoff)],
+    let dropped: Vec<String> = client
+        .query_one(
+            "SELECT homeward_drop_partitions_before($1, $2)",
+            &[&table, &cutoff],
         )
-        .await?;
+        .await?
+        .get(0);
+    report.dropped.extend(dropped);
     Ok(())
-}
-
-async fn create_partition(
-    client: &mut Client,
-    table: &str,
-    column: &str,
-    name: &str,
-    day: NaiveDate,
-) -> Result<u64, super::DbError> {
-    let (from, to) = (day_start(day), day_start(day + ChronoDuration::days(1)));
-    let (t, p, d, c) = (
-        quote_ident(table),
-        quote_ident(name),
-        quote_ident(&format!("{table}_default")),
-        quote_ident(column),
-    );
-    let tx = client.transaction().await?;
-    tx.batch_execute(&format!(
-        "CREATE TABLE {p} (LIKE {t} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-    ))
-    .await?;
-    // Rows that arrived for this day before its partition existed sit in DEFAULT; PostgreSQL
-    // refuses to attach a partition whose range DEFAULT still holds rows of.
-    let moved = tx
-        .execute(
-            &format!(
-                "WITH moved AS (DELETE FROM {d} WHERE {c} >= $1::text::timestamptz AND {c} < $2::text::timestamptz RETURNING *)
-                 INSERT INTO {p} SELECT * FROM moved"
-            ),
-            &[&from, &to],
-        )
-        .await?;
-    tx.batch_execute(&format!(
-        "ALTER TABLE {t} ATTACH PARTITION {p} FOR VALUES FROM ('{from}') TO ('{to}')"
-    ))
-    .await?;
-    tx.commit().await?;
-    Ok(moved)
 }
 
 async fn timescale_retention(
@@ -211,36 +147,9 @@ async fn timescale_retention(
     table: &str,
     settings: &StorageSettings,
 ) -> Result<(), super::DbError> {
-    let wanted = format!("{} days", settings.retention_days);
-    let current: Option<String> = client
-        .query_opt(
-            "SELECT config->>'drop_after' FROM timescaledb_information.jobs
-              WHERE proc_name = 'policy_retention' AND hypertable_name = $1",
-            &[&table],
-        )
-        .await?
-        .and_then(|r| r.get(0));
-    if current.as_deref() == Some(wanted.as_str()) {
-        return Ok(());
-    }
-    if current.is_some() {
-        client
-            .execute(
-                "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
-                &[&table],
-            )
-            .await?;
-    }
+    let days = i32::try_from(settings.retention_days).unwrap_or(i32::MAX);
     client
-        .execute(
-            "SELECT add_retention_policy($1::text::regclass, drop_after => $2::text::interval)",
-            &[&table, &wanted],
-        )
+        .execute("SELECT homeward_set_retention($1, $2)", &[&table, &days])
         .await?;
     Ok(())
-}
-
-/// Quotes an identifier we built ourselves (table names from our own catalogue).
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -6,6 +6,8 @@
 //!   (`shared_preload_libraries`) and `CREATE EXTENSION` then succeeds, native partitioning
 //!   otherwise. The catalogues are read first because the extension's files may be installed
 //!   while its library is not preloaded, and then `CREATE EXTENSION` ends the session.
+//! - After the files, grants the runtime roles their privileges ([`super::roles::GRANTS`]) when
+//!   both exist, on every run, so tables added by new migrations get them at once.
 //! - Each applied file is recorded with a SHA-256 of its text; an applied file that changed is
 //!   an error, because migrations are never edited once landed.
 
@@ -120,6 +122,8 @@ pub struct Report {
     /// Why TimescaleDB is not used, when this run decided the mode and chose native.
     pub native_reason: Option<String>,
     pub applied: Vec<&'static str>,
+    /// The runtime roles exist and were granted their privileges.
+    pub granted: bool,
 }
 
 /// Applies every pending migration. Safe to call concurrently and repeatedly.
@@ -162,6 +166,7 @@ async fn run_locked(client: &mut Client) -> Result<Report, MigrateError> {
         mode,
         native_reason,
         applied: Vec::new(),
+        granted: false,
     };
     for migration in all()? {
         if migration.only_for.is_some_and(|m| m != mode) {
@@ -178,6 +183,21 @@ async fn run_locked(client: &mut Client) -> Result<Report, MigrateError> {
         apply(client, &migration).await?;
         tracing::info!(migration = migration.name, "applied migration");
         report.applied.push(migration.name);
+    }
+    if super::roles::exist(client).await? {
+        client
+            .batch_execute(super::roles::GRANTS)
+            .await
+            .map_err(|source| MigrateError::Failed {
+                name: "grants".into(),
+                source,
+            })?;
+        report.granted = true;
+    } else {
+        tracing::warn!(
+            "the roles homeward_app and homeward_service do not exist, so nothing was granted \
+             to them; see `homeward migrate --print-grants`"
+        );
     }
     Ok(report)
 }

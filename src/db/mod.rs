@@ -1,5 +1,7 @@
-//! The database: the connection pool, the embedded PostgreSQL, migrations and the storage
-//! policy (TimescaleDB or native partitioning).
+//! The database: the connection pools, the embedded PostgreSQL, migrations, the roles Homeward
+//! connects as ([`roles`]: migrations as the owner, the request path as `homeward_app` under
+//! row-level security ([`tenancy`]), the rest as `homeward_service`) and the storage policy
+//! (TimescaleDB or native partitioning).
 //!
 //! Pool connections are verified when recycled (a cheap query), because after a database
 //! restart a fast-recycled connection would be dead; a failed check drops it and the pool opens
@@ -10,6 +12,8 @@ pub mod cached;
 pub mod embedded;
 pub mod maintenance;
 pub mod migrate;
+pub mod roles;
+pub mod tenancy;
 
 use std::time::Duration;
 
@@ -34,30 +38,73 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
+/// How Homeward connects: as the owner (migrations), the request path's role and the service
+/// role (see [`roles`]).
+#[derive(Clone)]
+pub struct Connections {
+    pub owner: tokio_postgres::Config,
+    pub app: tokio_postgres::Config,
+    pub service: tokio_postgres::Config,
+}
+
 /// The pools plus, when Homeward runs its own PostgreSQL, that cluster.
 pub struct Database {
+    /// The request path's pool ([`roles::APP_ROLE`]): row-level security applies; handlers take
+    /// connections through `AppState::db`, which sets the caller's organisations.
     pub pool: Pool,
+    /// Ingest, derivations, the live relay and storage maintenance ([`roles::SERVICE_ROLE`],
+    /// which bypasses row-level security).
+    pub service_pool: Pool,
     /// A few connections of their own for credential checks (tokens, device secrets), so that a
     /// flood of requests with bad credentials cannot take the connections ingest and the API
-    /// need, and a busy pool cannot stop devices and users from signing in.
+    /// need, and a busy pool cannot stop devices and users from signing in. Service role: a
+    /// credential is checked before anyone's organisation is known.
     pub auth_pool: Pool,
-    /// How the pools connect, for a connection of one's own outside them (the live stream's
-    /// `LISTEN`); `None` when the pools were handed in without it.
+    /// How to connect as the owner, to migrate; `None` when the pools were handed in without
+    /// it (migrations then run on a service connection).
+    owner: Option<tokio_postgres::Config>,
+    /// How the service pool connects, for a connection of one's own outside it (the live
+    /// stream's `LISTEN`); `None` when the pools were handed in without it.
     connect: Option<tokio_postgres::Config>,
     embedded: Option<EmbeddedPostgres>,
 }
 
 impl Database {
-    /// Connects to `database.url`, or starts (or, with `attach`, finds) the embedded cluster.
+    /// Connects to `database.url` (with `database.app_url` and `database.service_url`), or
+    /// starts (or, with `attach`, finds) the embedded cluster.
     pub async fn open(settings: &Settings) -> Result<Self, DbError> {
-        let (pg_config, embedded) = match &settings.database.url {
+        let (connections, embedded) = match &settings.database.url {
             Some(url) => {
                 // Validated when the configuration was loaded.
-                let config: tokio_postgres::Config = url
-                    .expose()
-                    .parse()
-                    .map_err(|e: tokio_postgres::Error| DbError::Unavailable(e.to_string()))?;
-                (config, None)
+                let parse = |url: &crate::config::Secret<String>| {
+                    url.expose()
+                        .parse::<tokio_postgres::Config>()
+                        .map_err(|e| DbError::Unavailable(e.to_string()))
+                };
+                let owner = parse(url)?;
+                let app = match &settings.database.app_url {
+                    Some(u) => parse(u)?,
+                    None => {
+                        tracing::warn!(
+                            "database.app_url is not set: the API runs as the owner of the \
+                             database, so row-level security is not in force; see \
+                             docs/operations.md"
+                        );
+                        owner.clone()
+                    }
+                };
+                let service = match &settings.database.service_url {
+                    Some(u) => parse(u)?,
+                    None => owner.clone(),
+                };
+                (
+                    Connections {
+                        owner,
+                        app,
+                        service,
+                    },
+                    None,
+                )
             }
             None => {
                 let options = embedded::StartOptions {
@@ -66,78 +113,128 @@ impl Database {
                     server_settings: Vec::new(),
                 };
                 let pg = EmbeddedPostgres::start(&settings.data_dir, &options).await?;
-                (pg.pg_config(embedded::DATABASE_NAME), Some(pg))
+                (pg.connections(embedded::DATABASE_NAME), Some(pg))
             }
         };
-        let auth_pool = build_pool(
-            pg_config.clone(),
+        let mut db = Self::connect(
+            connections,
+            settings.database.pool_size,
             settings.database.auth_pool_size,
             settings.database.acquire_timeout_secs,
         );
-        let pool = build_pool(
-            pg_config.clone(),
-            settings.database.pool_size,
-            settings.database.acquire_timeout_secs,
-        );
-        Ok(Self {
-            pool,
-            auth_pool,
-            connect: Some(pg_config),
-            embedded,
-        })
+        db.embedded = embedded;
+        Ok(db)
+    }
+
+    /// Pools for each role (`pool_size` connections each for the request path and the
+    /// service role, `auth_pool_size` for credential checks). Connects lazily.
+    pub fn connect(
+        connections: Connections,
+        pool_size: usize,
+        auth_pool_size: usize,
+        acquire_timeout_secs: u64,
+    ) -> Self {
+        let Connections {
+            owner,
+            app,
+            service,
+        } = connections;
+        Self {
+            pool: build_pool(app, pool_size, acquire_timeout_secs),
+            service_pool: build_pool(service.clone(), pool_size, acquire_timeout_secs),
+            auth_pool: build_pool(service.clone(), auth_pool_size, acquire_timeout_secs),
+            owner: Some(owner),
+            connect: Some(service),
+            embedded: None,
+        }
     }
 
     /// For admin commands: the configured database, or the embedded cluster of a running
-    /// `serve` if there is one, else a temporarily started embedded cluster.
+    /// `serve` if there is one, else a temporarily started embedded cluster. Admin commands
+    /// run as the owner: every pool connects as it.
     pub async fn open_for_admin(settings: &Settings) -> Result<Self, DbError> {
-        if settings.database.url.is_none() {
-            if let Some(pg) = EmbeddedPostgres::attach(
+        let owner = match &settings.database.url {
+            Some(url) => Some(
+                url.expose()
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?,
+            ),
+            None => EmbeddedPostgres::attach(
                 &settings.data_dir,
                 settings.database.embedded.bin_dir.as_deref(),
             )
             .await?
-            {
-                let pool = build_pool(
-                    pg.pg_config(embedded::DATABASE_NAME),
-                    2,
-                    settings.database.acquire_timeout_secs,
-                );
-                return Ok(Self {
-                    auth_pool: pool.clone(),
-                    pool,
-                    connect: Some(pg.pg_config(embedded::DATABASE_NAME)),
-                    embedded: None,
-                });
+            .map(|pg| pg.pg_config(embedded::DATABASE_NAME)),
+        };
+        match owner {
+            Some(owner) => {
+                let pool = build_pool(owner.clone(), 2, settings.database.acquire_timeout_secs);
+                Ok(Self::from_pool(pool).with_connect_config(owner))
+            }
+            None => {
+                // No cluster runs: start one for this command, and connect as its owner.
+                let mut db = Self::open(settings).await?;
+                let owner = db.owner.clone().expect("open knows the owner");
+                let pool = build_pool(owner.clone(), 2, settings.database.acquire_timeout_secs);
+                db.pool = pool.clone();
+                db.service_pool = pool.clone();
+                db.auth_pool = pool;
+                db.connect = Some(owner);
+                Ok(db)
             }
         }
-        Self::open(settings).await
     }
 
-    /// One pool for everything (credential checks included).
+    /// One pool for everything (credential checks and migrations included).
     pub fn from_pool(pool: Pool) -> Self {
         Self::from_pools(pool.clone(), pool)
     }
 
-    /// A pool, and another for credential checks.
+    /// A pool for everything but credential checks, and one for them.
     pub fn from_pools(pool: Pool, auth_pool: Pool) -> Self {
         Self {
+            service_pool: pool.clone(),
             pool,
             auth_pool,
+            owner: None,
             connect: None,
             embedded: None,
         }
     }
 
-    /// Says how the pools connect (tests that build their own pools), so that parts needing a
-    /// connection of their own can open one.
+    /// Says how the service pool connects (tests that build their own pools), so that parts
+    /// needing a connection of their own can open one.
     pub fn with_connect_config(mut self, config: tokio_postgres::Config) -> Self {
         self.connect = Some(config);
         self
     }
 
-    /// How the pools connect, when known.
+    /// How the service pool connects, when known.
     pub fn connect_config(&self) -> Option<&tokio_postgres::Config> {
         self.connect.as_ref()
+    }
+
+    /// Applies pending migrations as the owner, then grants the runtime roles their privileges
+    /// (when they exist).
+    pub async fn migrate(&self) -> Result<migrate::Report, DbError> {
+        match &self.owner {
+            Some(owner) => {
+                let (mut client, connection) = owner.connect(NoTls).await?;
+                let conn = tokio::spawn(connection);
+                let report = migrate::run(&mut client).await;
+                drop(client);
+                let _ = conn.await;
+                Ok(report?)
+            }
+            None => {
+                let mut client = self
+                    .service_pool
+                    .get()
+                    .await
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                Ok(migrate::run(&mut client).await?)
+            }
+        }
     }
 
     pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
@@ -148,9 +245,10 @@ impl Database {
         self.embedded.as_mut()
     }
 
-    /// Closes the pool and stops the embedded cluster if this process started it.
+    /// Closes the pools and stops the embedded cluster if this process started it.
     pub async fn close(mut self) -> Result<(), DbError> {
         self.pool.close();
+        self.service_pool.close();
         self.auth_pool.close();
         if let Some(pg) = self.embedded.as_mut() {
             pg.stop().await?;
@@ -159,6 +257,8 @@ impl Database {
     }
 }
 
+/// A pool whose connections plan every statement for its parameters and forget the request
+/// path's organisations ([`tenancy::RESET`]) each time they are handed out.
 pub fn build_pool(
     mut pg_config: tokio_postgres::Config,
     size: usize,
@@ -176,7 +276,9 @@ pub fn build_pool(
         pg_config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
+            // Also verifies the connection: after a database restart a fast-recycled one
+            // would be dead.
+            recycling_method: RecyclingMethod::Custom(tenancy::RESET.to_owned()),
         },
     );
     let timeout = Some(Duration::from_secs(acquire_timeout_secs));

@@ -123,7 +123,7 @@ async fn authenticate(
         let allowed = match super::broker_auth::device_identity(&asked.clientid, &asked.username) {
             None => false,
             Some(_) => super::verify::verify_device(
-                &state.auth_pool,
+                state.auth_pool(),
                 &state.auth_failures,
                 &asked.username,
                 &asked.password,

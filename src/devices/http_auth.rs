@@ -26,14 +26,18 @@ impl FromRequest for DeviceCaller {
             let (uid, secret) = creds.ok_or(ApiError::Unauthorized)?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no app state")))?;
-            let device =
-                super::verify::verify_device(&state.auth_pool, &state.auth_failures, &uid, &secret)
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, "cannot check a device's credential");
-                        ApiError::Unavailable
-                    })?
-                    .ok_or(ApiError::Unauthorized)?;
+            let device = super::verify::verify_device(
+                state.auth_pool(),
+                &state.auth_failures,
+                &uid,
+                &secret,
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot check a device's credential");
+                ApiError::Unavailable
+            })?
+            .ok_or(ApiError::Unauthorized)?;
             Ok(DeviceCaller { device })
         })
     }

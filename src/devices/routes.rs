@@ -51,7 +51,7 @@ struct DeviceList {
 #[get("/v1/devices")]
 async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let rows = client
         .query(
             "SELECT uid, kind, person_id, worker_id, created_at, disabled_at
@@ -85,7 +85,7 @@ async fn read(
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     // Another organisation's device is indistinguishable from a missing one.
     let row = client
         .query_opt(
@@ -147,7 +147,7 @@ async fn create(
     body: crate::http::Json<NewDevice>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let org = auth::find_organisation(&*tx, &caller.organisation_id.to_string())
         .await
@@ -239,7 +239,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     let changed = registry::set_device_disabled(&*tx, scope, &uid, disabled).await?;
@@ -297,7 +297,7 @@ async fn rotate_secret(
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
     let secret = registry::rotate_device_secret(&*tx, scope, &uid).await?;

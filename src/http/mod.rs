@@ -29,11 +29,25 @@ pub trait BrokerProbe: Send + Sync {
     fn is_up(&self) -> bool;
 }
 
+/// The request path's database connections. The pools are private to this module so that every
+/// handler takes its connection through [`AppState::db`] (or, with no caller,
+/// [`AppState::auth_db`]).
+pub struct Pools {
+    /// The request path's role, under row-level security (`db::tenancy`).
+    app: Pool,
+    /// For credential checks and the few pages without a caller (see `db::Database::auth_pool`).
+    auth: Pool,
+}
+
+impl Pools {
+    pub fn new(app: Pool, auth: Pool) -> Self {
+        Self { app, auth }
+    }
+}
+
 /// Shared by every handler through `web::Data<AppState>`.
 pub struct AppState {
-    pub pool: Pool,
-    /// For credential checks only (see `db::Database::auth_pool`).
-    pub auth_pool: Pool,
+    pub pools: Pools,
     /// Credentials that failed a moment ago, refused without a query.
     pub auth_failures: Arc<crate::auth::FailedCredentials>,
     pub settings: crate::config::Settings,
@@ -44,6 +58,33 @@ pub struct AppState {
     pub downlinks: Arc<dyn crate::ingest::DownlinkSender>,
     pub broker: Arc<dyn BrokerProbe>,
     pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// A connection for `caller`'s request: row-level security limits it to the organisations
+    /// the caller may see (its own and, for a commissioner, the providers it contracts), so a
+    /// query that forgets its organisation filter still returns no other tenant's rows.
+    pub async fn db(&self, caller: &crate::auth::Caller) -> Result<crate::db::Client, ApiError> {
+        use crate::db::tenancy::{checkout, CheckoutError};
+        match checkout(&self.pools.app, caller.organisation_id).await {
+            Ok(client) => Ok(client),
+            Err(CheckoutError::Pool(e)) => Err(e.into()),
+            Err(CheckoutError::Postgres(e)) => Err(e.into()),
+        }
+    }
+
+    /// A connection for work without a caller: credential checks (API tokens, sessions,
+    /// sign-in, device secrets) and the pages reached by a one-time link (setting a password,
+    /// a person confirming their plan). It runs as the service role, outside row-level
+    /// security: these paths find their organisation from the credential or link itself.
+    pub async fn auth_db(&self) -> Result<crate::db::Client, ApiError> {
+        Ok(self.pools.auth.get().await?)
+    }
+
+    /// The credential checks' pool, for functions that take one.
+    pub fn auth_pool(&self) -> &Pool {
+        &self.pools.auth
+    }
 }
 
 /// `/healthz`, `/readyz`, `/metrics`, the OpenAPI description and its page: the only routes
@@ -131,7 +172,7 @@ struct Readiness {
 )]
 #[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database = crate::db::ping(&state.pool).await;
+    let database = crate::db::ping(&state.pools.app).await;
     let broker = state.broker.is_up();
     let body = Readiness {
         status: if database && broker {

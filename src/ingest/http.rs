@@ -290,7 +290,7 @@ async fn dead_letters(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let rows = client
         .query(
             "SELECT id, received_at, device_uid, source, topic, payload, reason_code, reason

@@ -252,12 +252,12 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
     let revoked = state.revocations.subscribe();
     // A revocation broadcast between the credential check and the subscription above would be
     // missed: check once more now that the stream listens.
-    if !still_valid(&state.pool, token_id).await {
+    if !still_valid(state.auth_pool(), token_id).await {
         return Err(ApiError::Unauthorized);
     }
     let org = caller.organisation_id;
     let user_id = caller.user_id;
-    let pool = state.pool.clone();
+    let pool = state.auth_pool().clone();
     let stream = futures_util::stream::unfold(
         (
             rx,

@@ -70,7 +70,7 @@ async fn create_cohort(
     caller.require(&[Role::Commissioner])?;
     text("name", &b.name, 200)?;
     text("selection", &b.selection, 2000)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     if let Some(contract) = b.contract_id {
         let own = tx
@@ -166,7 +166,7 @@ async fn list_cohorts(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     Ok(HttpResponse::Ok().json(cohorts(&**c, caller.organisation_id, None).await?))
 }
 
@@ -222,7 +222,7 @@ async fn get_cohort(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let cohort = own_cohort(&**c, &caller, id).await?;
     let mut members: Vec<Member> = c
         .query(
@@ -343,7 +343,7 @@ async fn put_member(
     if b.date_of_birth.is_some_and(|d| d > b.index_date) {
         return Err(ApiError::invalid("date_of_birth", "before index_date"));
     }
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     own_cohort(&*tx, &caller, id).await?;
     let version: i64 = tx
@@ -428,7 +428,7 @@ async fn create_event(
             "one of fall, emergency_admission, care_home_admission",
         )
     })?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     own_cohort(&*tx, &caller, id).await?;
     let member = tx
@@ -513,7 +513,7 @@ async fn withdraw_event(
     caller.require(&[Role::Commissioner])?;
     let (id, event) = path.into_inner();
     text("reason", &b.reason, 500)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     own_cohort(&*tx, &caller, id).await?;
     let found = tx

@@ -499,7 +499,7 @@ async fn code_answer(
         return Ok(code_form(Some("Please type your code.")));
     };
     let key = Key::Code(code.clone());
-    let mut c = state.pool.get().await?;
+    let mut c = state.auth_db().await?;
     let tx = c.transaction().await?;
     let page = respond(&*tx, &key, "/confirm", Some(&code), &form).await?;
     tx.commit().await?;
@@ -525,7 +525,7 @@ async fn link_page(
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     let key = Key::from_path(&token);
-    let c = state.pool.get().await?;
+    let c = state.auth_db().await?;
     Ok(match find(&**c, &key).await? {
         None => refused_page(Refused::Unknown),
         Some(link) => match link.status() {
@@ -561,7 +561,7 @@ async fn link_answer(
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     let key = Key::from_path(&token);
-    let mut c = state.pool.get().await?;
+    let mut c = state.auth_db().await?;
     let tx = c.transaction().await?;
     let page = respond(&*tx, &key, &format!("/confirm/{token}"), None, &form).await?;
     tx.commit().await?;
@@ -672,7 +672,7 @@ async fn get_confirmation(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let c = state.pool.get().await?;
+    let c = state.auth_db().await?;
     let link = find(&**c, &Key::from_path(&path))
         .await?
         .ok_or_else(|| ApiError::NotFound("confirmation link".into()))?;
@@ -700,7 +700,7 @@ async fn post_confirmation(
     b: crate::http::Json<AnswerBody>,
 ) -> Result<HttpResponse, ApiError> {
     let key = Key::from_path(&path);
-    let mut c = state.pool.get().await?;
+    let mut c = state.auth_db().await?;
     let tx = c.transaction().await?;
     let answered = answer(&*tx, &key, &b.answer, b.feedback.as_deref()).await?;
     tx.commit().await?;

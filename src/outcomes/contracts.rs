@@ -244,7 +244,7 @@ async fn put_terms(
         serde_json::from_value(value).map_err(|e| ApiError::invalid("terms", e.to_string()))?;
     terms.validate().map_err(|(f, m)| ApiError::invalid(f, m))?;
     let value = serde_json::to_value(&terms).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     // The lock orders versions and issued statements of one contract.
     let starts_on: NaiveDate = tx
@@ -345,7 +345,7 @@ async fn get_terms(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     c.query_opt(
         "SELECT 1 FROM contracts WHERE id = $1 AND (commissioner_id = $2 OR provider_id = $2)",
         &[&id, &caller.organisation_id],

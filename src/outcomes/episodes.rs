@@ -487,7 +487,7 @@ async fn service_period(
     b: crate::http::Json<ServicePeriodBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let id = b.insert(&*tx, &caller, None).await?;
     tx.commit().await?;
@@ -600,7 +600,7 @@ async fn hospital_stay(
     b: crate::http::Json<StayBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let id = b.insert(&*tx, &caller, None).await?;
     tx.commit().await?;
@@ -639,7 +639,7 @@ async fn discharge(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let id = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(
         &*tx,
@@ -858,7 +858,7 @@ async fn reablement_episode(
         follow_up_on: None,
         follow_up: None,
     };
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let id = record.insert(&*tx, &caller, None).await?;
     tx.commit().await?;
@@ -901,7 +901,7 @@ async fn end_episode(
         return Err(ApiError::invalid("result", ReablementResult::texts()));
     }
     let id = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(
         &*tx,
@@ -986,7 +986,7 @@ async fn follow_up(
         return Err(ApiError::invalid("follow_up", FollowUp::texts()));
     }
     let id = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(
         &*tx,
@@ -1118,7 +1118,7 @@ async fn care_home_admission(
     b: crate::http::Json<CareHomeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let id = b.insert(&*tx, &caller, None).await?;
     tx.commit().await?;
@@ -1159,7 +1159,7 @@ async fn care_home_discharge(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let id = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(
         &*tx,
@@ -1264,7 +1264,7 @@ async fn death(
     b: crate::http::Json<DeathBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     if b.insert(&*tx, &caller, None).await?.is_none() {
         return Err(ApiError::Conflict(format!(
@@ -1353,7 +1353,7 @@ async fn recorded_fall(
     b: crate::http::Json<FallBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(STAFF)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let id = b.insert(&*tx, &caller, None).await?;
     tx.commit().await?;
@@ -1483,7 +1483,7 @@ async fn correct(
     let source = Source::parse(&kind)?;
     let b = b.into_inner();
     check_reason(&b.reason)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(&*tx, &caller, source, id, "1").await?;
     check_may_change(&*tx, &caller, source, &row).await?;
@@ -1565,7 +1565,7 @@ async fn withdraw(
     let (kind, id) = path.into_inner();
     let source = Source::parse(&kind)?;
     check_reason(&b.reason)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(&*tx, &caller, source, id, "1").await?;
     check_may_change(&*tx, &caller, source, &row).await?;
@@ -1671,7 +1671,7 @@ async fn verify(
     {
         return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let row = current(&*tx, &caller, source, id, "x.record_id").await?;
     if row.get::<_, bool>("withdrawn") {
@@ -1747,7 +1747,7 @@ async fn person_episodes(
     caller.require(STAFF)?;
     let id = path.into_inner();
     let history = q.history.unwrap_or(false);
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     own_person(&**c, &caller, id)
         .await
         .map_err(|_| ApiError::NotFound(format!("person {id}")))?;

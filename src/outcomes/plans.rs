@@ -135,7 +135,7 @@ async fn create_plan(
             ));
         }
     }
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     own_person(&**c, &caller, b.person_id).await?;
     own_contract(&**c, &caller, b.contract_id).await?;
     let tx = c.transaction().await?;
@@ -250,7 +250,7 @@ async fn get_plan(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     visible_plan(&**c, &caller, id).await?;
     Ok(HttpResponse::Ok().json(plan_json(&**c, id).await?))
 }
@@ -309,7 +309,7 @@ async fn agree_plan(
     } else {
         caller.require(STAFF)?;
     }
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     visible_plan(&*tx, &caller, id).await?;
     // Who, beside when: set once, with the first agreement of that party.
@@ -389,7 +389,7 @@ async fn issue_confirmation_link(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RECORDERS)?;
     let (id, outcome) = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     visible_plan(&*tx, &caller, id).await?;
     let row = tx
@@ -501,7 +501,7 @@ async fn verify_outcome(
         return Err(ApiError::invalid("note", "1 to 1000 characters"));
     }
     let (id, outcome) = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let confirmation: Option<i64> = tx
         .query_opt(

@@ -67,7 +67,7 @@ async fn population(
     if b.population <= 0 {
         return Err(ApiError::invalid("population", "must be positive"));
     }
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     tx.execute(
         "INSERT INTO commissioner_populations (commissioner_id, age_group, population, recorded_by)

@@ -263,7 +263,7 @@ async fn report_endpoint(
     )?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let settings = report::Settings {
         outcomes: &state.settings.outcomes,
@@ -322,7 +322,7 @@ async fn stored_report(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let row = c
         .query_opt(
             "SELECT jsonb_build_object('id', id, 'kind', kind, 'scope', scope, 'scope_id', scope_id,

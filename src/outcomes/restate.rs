@@ -161,7 +161,7 @@ pub(super) async fn reproduction(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let c = state.pool.get().await?;
+    let c = state.db(&caller).await?;
     let s = stored(&**c, &caller, id).await?;
     let again = report::build(&**c, &caller, s.scope, s.period, s.settings.borrow()).await?;
     let bytes = serde_json::to_string(&again).map_err(|e| ApiError::Unexpected(e.into()))?;
@@ -315,7 +315,7 @@ pub(super) async fn restatement(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = path.into_inner();
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let s = stored(&*tx, &caller, id).await?;
     let now = Period {

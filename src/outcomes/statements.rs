@@ -322,7 +322,7 @@ async fn preview(
     caller.require(READERS)?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
     let provider = crate::auth::visibility(&caller, &*tx)
         .await?
@@ -398,7 +398,7 @@ async fn issue(
     caller.require(&[Role::Commissioner])?;
     let p = period(&q)?;
     let csv = wants_csv(&q.format)?;
-    let mut c = state.pool.get().await?;
+    let mut c = state.db(&caller).await?;
     let provider = crate::auth::visibility(&caller, &**c)
         .await?
         .one_provider(q.provider_id)?;

@@ -200,7 +200,7 @@ async fn create_person(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let new = store::NewPerson {
         external_ref: p.external_ref.trim(),
@@ -256,7 +256,7 @@ async fn create_person(
 #[get("/v1/people")]
 async fn list_people(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let radius = state.settings.evv.default_geofence_radius_m;
     let items = store::people(&client, caller.organisation_id)
         .await?
@@ -284,7 +284,7 @@ async fn read_person(
     path: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let person = store::find_person(&client, caller.organisation_id, path.into_inner())
         .await?
         .ok_or_else(|| ApiError::NotFound("person".into()))?;
@@ -311,7 +311,7 @@ async fn list_workers(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let items = store::workers(&client, caller.organisation_id).await?;
     Ok(HttpResponse::Ok().json(WorkerList { items }))
 }
@@ -334,7 +334,7 @@ async fn read_worker(
     path: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let worker = store::find_worker(&client, caller.organisation_id, path.into_inner())
         .await?
         .ok_or_else(|| ApiError::NotFound("worker".into()))?;

@@ -31,8 +31,16 @@ pub struct TestApp {
     pub mqtt: BrokerUrl,
     /// The embedded broker's `mqtts` listener, when TLS is configured.
     pub mqtt_tls: Option<SocketAddr>,
-    /// A pool on the application's database (the application's own main pool).
+    /// A pool on the application's database as its owner (a superuser, so row-level security
+    /// does not apply), for tests to set up and check rows.
     pub pool: deadpool_postgres::Pool,
+    /// The application's own request-path pool (role `homeward_app`, under row-level
+    /// security); take connections from it as handlers do, with
+    /// `homeward::db::tenancy::checkout`.
+    pub app_pool: deadpool_postgres::Pool,
+    /// The application's service pool (role `homeward_service`: ingest, derivations).
+    pub service_pool: deadpool_postgres::Pool,
+    /// The owner's connection settings (see [`crate::cluster::connections`] for the roles').
     pub db_config: tokio_postgres::Config,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -68,11 +76,11 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
     // With TLS, readiness is asked with curl trusting the (self-signed) certificate.
     let ca = settings.tls.cert_file.clone();
     let pool = build_pool(db_config.clone(), 8, 5);
-    // Credential checks on a pool of their own, as in production.
-    let auth_pool = build_pool(db_config.clone(), 2, 5);
-    // The connect settings too, so that the live stream is relayed as in production.
-    let database =
-        Database::from_pools(pool.clone(), auth_pool).with_connect_config(db_config.clone());
+    // As in production: the request path, the service work and credential checks on pools of
+    // their own, each as its role, and migrations as the owner.
+    let database = Database::connect(crate::cluster::connections(&db_config), 8, 2, 5);
+    let app_pool = database.pool.clone();
+    let service_pool = database.service_pool.clone();
     let app = Application::build_with_database(settings, database)
         .await
         .expect("application starts");
@@ -92,6 +100,8 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
         mqtt,
         mqtt_tls,
         pool,
+        app_pool,
+        service_pool,
         db_config,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

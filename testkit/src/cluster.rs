@@ -5,6 +5,10 @@
 //! `make test`) stops it; the next start begins from an empty cluster, so the clones of earlier
 //! runs never pile up.
 //!
+//! The cluster has the application's runtime roles (`homeward_app` under row-level security,
+//! `homeward_service`), and the application under test connects as them ([`connections`]);
+//! tests' own checks connect as the superuser, which sees every row.
+//!
 //! With `HOMEWARD_TEST_DATABASE_URL` set (a superuser URL, e.g. to a TimescaleDB server), tests
 //! use that server instead.
 //!
@@ -23,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 
 use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
-use homeward::db::{migrate, DbError, StorageMode};
+use homeward::db::{migrate, roles, Connections, DbError, StorageMode};
 
 /// Where the shared cluster lives: the system temp folder (reachable by the `postgres` user
 /// even when the checkout sits in root's home), keyed by user and checkout.
@@ -52,6 +56,7 @@ impl TestServer {
             let admin: tokio_postgres::Config = url.parse()?;
             let server = Self { admin, template };
             let _lock = lock()?;
+            server.ensure_roles().await?;
             server.ensure_template().await?;
             return Ok(server);
         }
@@ -90,6 +95,7 @@ impl TestServer {
             admin: pg.pg_config("postgres"),
             template,
         };
+        server.ensure_roles().await?;
         server.ensure_template().await?;
         Ok(server)
     }
@@ -121,6 +127,18 @@ impl TestServer {
         let mut config = self.admin.clone();
         config.dbname(dbname);
         config
+    }
+
+    /// The application's runtime roles (`homeward_app`, `homeward_service`), with the admin's
+    /// password, so that [`role_config`] can connect as them. Before the template is built: its
+    /// migration run grants them their privileges only if they exist.
+    async fn ensure_roles(&self) -> Result<(), DbError> {
+        let (client, conn) = self.admin.connect(NoTls).await?;
+        let task = tokio::spawn(conn);
+        let result = roles::ensure(&client, &password_of(&self.admin)).await;
+        drop(client);
+        let _ = task.await;
+        Ok(result?)
     }
 
     async fn exec(&self, sql: &str) -> Result<(), DbError> {
@@ -208,6 +226,33 @@ impl TestServer {
         .await?;
         Ok(())
     }
+}
+
+/// How to connect to the database of `owner` (a test database's superuser settings) as one of
+/// the application's runtime roles, which the kit gives the same password.
+pub fn role_config(owner: &tokio_postgres::Config, role: &str) -> tokio_postgres::Config {
+    let mut config = owner.clone();
+    config.user(role).password(password_of(owner));
+    config
+}
+
+/// How the application connects to the database of `owner`, as in production: migrations as
+/// the owner, the request path as `homeward_app`, the service work as `homeward_service`.
+pub fn connections(owner: &tokio_postgres::Config) -> Connections {
+    Connections {
+        owner: owner.clone(),
+        app: role_config(owner, roles::APP_ROLE),
+        service: role_config(owner, roles::SERVICE_ROLE),
+    }
+}
+
+/// The password of a superuser's settings; a fixed one when they have none (a server that
+/// trusts its clients), which the roles then get.
+fn password_of(config: &tokio_postgres::Config) -> String {
+    config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| "homeward-test".to_owned())
 }
 
 /// Stops the shared cluster, if it runs.

@@ -17,6 +17,19 @@ pub fn url_of(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// The environment that points a `homeward serve` child process at a test database as in
+/// production: `database.url` as the owner (migrations), `database.app_url` and
+/// `database.service_url` as the runtime roles.
+pub fn serve_database_envs(owner: &tokio_postgres::Config) -> Vec<(&'static str, String)> {
+    use homeward::db::roles::{APP_ROLE, SERVICE_ROLE};
+    let role = |r| url_of(&crate::cluster::role_config(owner, r));
+    vec![
+        ("HOMEWARD__DATABASE__URL", url_of(owner)),
+        ("HOMEWARD__DATABASE__APP_URL", role(APP_ROLE)),
+        ("HOMEWARD__DATABASE__SERVICE_URL", role(SERVICE_ROLE)),
+    ]
+}
+
 /// (rows, distinct seqs) stored for one device.
 pub async fn event_counts(pool: &deadpool_postgres::Pool, uid: &str) -> (i64, i64) {
     let client = pool.get().await.expect("a connection");

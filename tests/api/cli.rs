@@ -90,6 +90,27 @@ fn setting_keys() -> Vec<String> {
     keys
 }
 
+/// An operator of an external database gets the roles and grants to review or apply, without
+/// Homeward connecting anywhere (the database URL here cannot be reached).
+#[test]
+fn migrate_prints_the_roles_and_grants_without_connecting() {
+    let (code, stdout, stderr) = run(homeward()
+        .env("HOMEWARD__DATABASE__URL", "postgres://u:p@127.0.0.1:1/none")
+        .args(["migrate", "--print-grants"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("CREATE ROLE homeward_app LOGIN NOBYPASSRLS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CREATE ROLE homeward_service LOGIN BYPASSRLS"),
+        "{stdout}"
+    );
+    // The grants applied after every migration run, byte for byte.
+    assert!(stdout.ends_with(homeward::db::roles::GRANTS), "{stdout}");
+    assert!(stdout.contains("IN ('events', 'audit_log')"), "{stdout}");
+}
+
 #[test]
 fn help_documents_every_setting() {
     let keys = setting_keys();

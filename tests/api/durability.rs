@@ -7,7 +7,7 @@ use homeward::auth::{self, OrgKind};
 use homeward::db::build_pool;
 use homeward::db::embedded::{EmbeddedPostgres, StartOptions};
 use homeward_testkit::cluster::TestServer;
-use homeward_testkit::db::{event_counts, url_of};
+use homeward_testkit::db::{event_counts, serve_database_envs};
 use homeward_testkit::mqtt::{run_device, DeviceRunSpec, RESEND_AFTER};
 use homeward_testkit::{eventually, free_port, spawn_app_on, test_settings, Mosquitto};
 
@@ -31,7 +31,7 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
     };
     let data_dir = tempfile::tempdir().unwrap();
     let mqtt_port = free_port().unwrap();
-    let mut envs = vec![("HOMEWARD__DATABASE__URL", url_of(&db))];
+    let mut envs = serve_database_envs(&db);
     let (device_port, device_auth) = match external_broker {
         Some(port) => {
             envs.push(("HOMEWARD__MQTT__URL", format!("mqtt://127.0.0.1:{port}")));

@@ -27,6 +27,7 @@ mod payment;
 mod reproducible;
 mod retry;
 mod routes;
+mod row_security;
 mod scaleout;
 mod storage;
 mod sweep;

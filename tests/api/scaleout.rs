@@ -10,7 +10,7 @@ use homeward::auth::{self, OrgKind, Role};
 use homeward::db::build_pool;
 use homeward_proto::EventBody;
 use homeward_testkit::cluster::TestServer;
-use homeward_testkit::db::{event_counts, url_of};
+use homeward_testkit::db::{event_counts, serve_database_envs};
 use homeward_testkit::metrics::metric_value;
 use homeward_testkit::mqtt::{run_device, DeviceRunSpec, TestDevice};
 use homeward_testkit::process::ServeProcess;
@@ -147,12 +147,13 @@ async fn two_instances_split_the_stream_share_their_live_changes_and_store_every
         (staff, other_staff)
     };
     let instance = |n: u32| {
-        vec![
-            ("HOMEWARD__DATABASE__URL", url_of(&db)),
+        let mut envs = serve_database_envs(&db);
+        envs.extend([
             ("HOMEWARD__MQTT__URL", format!("mqtt://127.0.0.1:{port}")),
             ("HOMEWARD__MQTT__CLIENT_ID", format!("homeward-{port}-{n}")),
             ("HOMEWARD__MQTT__SHARED_GROUP", "homeward".into()),
-        ]
+        ]);
+        envs
     };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = serve(&instance(1), free_port().unwrap(), dir_a.path()).await;

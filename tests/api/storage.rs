@@ -5,8 +5,8 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use homeward::config::StorageSettings;
-use homeward::db::{build_pool, maintenance, migrate, StorageMode};
-use homeward_testkit::cluster::TestServer;
+use homeward::db::{build_pool, maintenance, migrate, roles, StorageMode};
+use homeward_testkit::cluster::{role_config, TestServer};
 use tokio_postgres::NoTls;
 
 async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
@@ -252,7 +252,8 @@ async fn timescale_retention_policy_follows_the_setting() {
         eprintln!("native mode: TimescaleDB retention is not in play (see retention_drops_expired_partitions_and_default_rows)");
         return;
     }
-    let pool = build_pool(config.clone(), 2, 5);
+    // As in production: maintenance runs as the service role, through the owner's functions.
+    let pool = build_pool(role_config(&config, roles::SERVICE_ROLE), 2, 5);
     let drop_after = || {
         let client = &client;
         async move {
@@ -292,7 +293,8 @@ async fn timescale_retention_policy_follows_the_setting() {
 async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_appears() {
     let server = TestServer::get().await.unwrap();
     let config = server.fresh_database().await.unwrap();
-    let pool = build_pool(config.clone(), 2, 5);
+    // As in production: maintenance runs as the service role, through the owner's functions.
+    let pool = build_pool(role_config(&config, roles::SERVICE_ROLE), 2, 5);
     let client = connect(&config).await;
     if mode_of(&client).await != StorageMode::Native {
         eprintln!("TimescaleDB mode: no native partitions (see timescale_retention_policy_follows_the_setting)");
@@ -376,7 +378,8 @@ async fn rows_outside_every_partition_are_stored_and_moved_when_their_partition_
 async fn retention_drops_expired_partitions_and_default_rows() {
     let server = TestServer::get().await.unwrap();
     let config = server.fresh_database().await.unwrap();
-    let pool = build_pool(config.clone(), 2, 5);
+    // As in production: maintenance runs as the service role, through the owner's functions.
+    let pool = build_pool(role_config(&config, roles::SERVICE_ROLE), 2, 5);
     let client = connect(&config).await;
     if mode_of(&client).await != StorageMode::Native {
         eprintln!("TimescaleDB mode: no native partitions (see timescale_retention_policy_follows_the_setting)");

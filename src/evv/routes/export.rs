@@ -102,7 +102,7 @@ async fn export(
     if !matches!(format, "json" | "csv") {
         return Err(ApiError::invalid("format", "must be csv or json"));
     }
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let scope = scope(&caller, &client).await?;
     let rows = load_visits(&client, &scope, from, to, false).await?;
     crate::audit::read_by_commissioner(

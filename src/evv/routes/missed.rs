@@ -88,7 +88,7 @@ async fn list_missed(
         Some("all") => true,
         Some(_) => return Err(ApiError::invalid("state", "must be open or all")),
     };
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let organisation = crate::auth::visibility(&caller, &**client)
         .await?
         .own_provider()?;

@@ -112,8 +112,13 @@ fn bounds(
 /// Re-derives the visits of `devices` after reference data changed (a phone linked to a
 /// worker, a visit scheduled or cancelled), then clears the missed-visit alerts this answers.
 /// Returns once done, so the response to the change already shows its effect.
-pub async fn rederive(state: &AppState, devices: &[i32], org: i32) -> Result<(), ApiError> {
-    let mut client = state.pool.get().await?;
+pub async fn rederive(
+    state: &AppState,
+    caller: &Caller,
+    devices: &[i32],
+    org: i32,
+) -> Result<(), ApiError> {
+    let mut client = state.db(caller).await?;
     derive::derive_devices(&mut client, &state.settings.evv, devices).await?;
     let now = Utc::now();
     let cleared = super::missed::clear_in(&client, now, Some(org)).await?;
@@ -161,7 +166,7 @@ async fn put_area_policy(
     if area.is_empty() || area.len() > 100 {
         return Err(ApiError::invalid("area", "must be 1 to 100 characters"));
     }
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let before: Option<String> = tx
         .query_opt(

@@ -138,7 +138,7 @@ async fn create_scheduled(
         }
     }
     let org = caller.organisation_id;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     if !people_store::person_exists(&tx, org, s.person_id).await? {
         errors.push(FieldError::new(
@@ -201,7 +201,7 @@ async fn create_scheduled(
     .await?;
     tx.commit().await?;
     // Check-ins that arrived before the schedule (store and forward) now find their match.
-    rederive(&state, &devices, org).await?;
+    rederive(&state, &caller, &devices, org).await?;
     Ok(HttpResponse::Created().json(scheduled_json(&row)))
 }
 
@@ -224,7 +224,7 @@ async fn list_scheduled(
 ) -> Result<HttpResponse, ApiError> {
     writer(&caller)?;
     let (from, to) = query.bounds()?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let rows = client
         .query(
             &format!(
@@ -271,7 +271,7 @@ async fn cancel_scheduled(
         return Err(ApiError::invalid("reason", "must be 1 to 500 characters"));
     }
     let org = caller.organisation_id;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
@@ -310,6 +310,6 @@ async fn cancel_scheduled(
     .await?;
     tx.commit().await?;
     missed::publish(&state.live, now, &cleared);
-    rederive(&state, &devices, org).await?;
+    rederive(&state, &caller, &devices, org).await?;
     Ok(HttpResponse::Ok().json(scheduled_json(&row)))
 }

@@ -159,7 +159,7 @@ async fn list_visits(
     query: web::Query<VisitsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = bounds(query.from, query.to)?;
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let scope = scope(&caller, &client).await?;
     let rows = load_visits(&client, &scope, from, to, query.unmatched.unwrap_or(false)).await?;
     crate::audit::read_by_commissioner(
@@ -195,7 +195,7 @@ async fn read_visit(
     state: web::Data<AppState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let scope = scope(&caller, &client).await?;
     let row = client
         .query_opt(
@@ -389,7 +389,7 @@ async fn adjust(
             "must be 1 to 40 of a-z and _",
         ));
     }
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let visit = tx
         .query_opt(
@@ -521,7 +521,7 @@ async fn manual_entry(
     if m.end < m.start {
         errors.push(FieldError::new("end", "must not be before start"));
     }
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     if scheduled_in_org(&tx, org, m.scheduled_visit_id)
         .await?
@@ -628,7 +628,7 @@ async fn list_exceptions(
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = bounds(query.from, query.to)?;
     let include_resolved = query.include_resolved.unwrap_or(false);
-    let client = state.pool.get().await?;
+    let client = state.db(&caller).await?;
     let scope = scope(&caller, &client).await?;
     let settings = &state.settings.evv;
     let now = Utc::now();

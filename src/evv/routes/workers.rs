@@ -68,7 +68,7 @@ async fn create_worker(
         ));
     }
     let org = caller.organisation_id;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     let id = store::insert_worker(&tx, org, external_ref, w.display_name.as_deref())
         .await
@@ -99,7 +99,7 @@ async fn create_worker(
     )
     .await?;
     tx.commit().await?;
-    super::rederive(&state, &devices, org).await?;
+    super::rederive(&state, &caller, &devices, org).await?;
     Ok(HttpResponse::Created().json(Worker {
         id,
         external_ref: external_ref.to_owned(),
@@ -150,7 +150,7 @@ async fn link_phone(
     caller.require(EDITORS)?;
     let (worker, uid) = path.into_inner();
     let org = caller.organisation_id;
-    let mut client = state.pool.get().await?;
+    let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
     if !store::worker_exists(&tx, org, worker).await? {
         return Err(ApiError::NotFound("worker".into()));
@@ -170,7 +170,7 @@ async fn link_phone(
     )
     .await?;
     tx.commit().await?;
-    super::rederive(&state, &devices, org).await?;
+    super::rederive(&state, &caller, &devices, org).await?;
     Ok(HttpResponse::Ok().json(PhoneLink {
         worker_id: worker,
         phone_uid: uid,
