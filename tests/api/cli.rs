@@ -108,7 +108,10 @@ fn migrate_prints_the_roles_and_grants_without_connecting() {
     );
     // The grants applied after every migration run, byte for byte.
     assert!(stdout.ends_with(homeward::db::roles::GRANTS), "{stdout}");
-    assert!(stdout.contains("IN ('events', 'audit_log')"), "{stdout}");
+    assert!(
+        stdout.contains("IN ('events', 'audit_log', 'comparison_event_withdrawals')"),
+        "{stdout}"
+    );
 }
 
 #[test]
