@@ -641,20 +641,26 @@ async fn verify_names_the_first_edited_deleted_or_reordered_row() {
         "{stdout}"
     );
 
-    // The application's own connection cannot change or remove a row.
-    let c = app.pool.get().await.unwrap();
-    for sql in [
+    // Neither of the application's own roles may change or remove a row (privileges), nor
+    // write a chain's head; even the owner is refused by the table's triggers.
+    let refusals = [
         format!("UPDATE audit_log SET change = '{{}}' WHERE id = {}", e[1]),
         format!("DELETE FROM audit_log WHERE id = {}", e[1]),
         "TRUNCATE audit_log".to_string(),
+        "UPDATE audit_heads SET seq = seq + 1".to_string(),
+    ];
+    for (pool, expected, tried) in [
+        (&app.app_pool, "permission denied", 4),
+        (&app.service_pool, "permission denied", 4),
+        (&app.pool, "never changed", 3),
     ] {
-        let err = c.batch_execute(&sql).await.expect_err(&sql);
-        assert!(
-            format!("{err:?}").contains("never changed"),
-            "{sql}: {err:?}"
-        );
+        let c = pool.get().await.unwrap();
+        for sql in &refusals[..tried] {
+            let err = c.batch_execute(sql).await.expect_err(sql);
+            let text = format!("{err:?}");
+            assert!(text.contains(expected), "{sql}: {text}");
+        }
     }
-    drop(c);
 
     // Edited: the row's hash no longer matches its content.
     tamper(
