@@ -83,6 +83,15 @@ async fn js(browser: &Browser, script: &str) -> Value {
     browser.client.execute(script, vec![]).await.unwrap()
 }
 
+/// Saves a picture of the page as `<name>.png` in the folder `HOMEWARD_SCREENSHOTS` names, if
+/// it names one (for the docs' pictures); otherwise does nothing.
+async fn screenshot(browser: &Browser, name: &str) {
+    if let Some(dir) = std::env::var_os("HOMEWARD_SCREENSHOTS") {
+        let png = browser.client.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
 /// Waits until the board's live stream is open.
 async fn live_board(browser: &Browser) {
     let open = eventually(Duration::from_secs(10), || async {
@@ -199,6 +208,7 @@ async fn a_fall_appears_on_the_board_live_and_is_attended_to_from_it() {
         .await
         .contains("1 open care alarm"));
     assert!(browser.text("#live-status").await.starts_with("Live"));
+    screenshot(&browser, "board").await;
 
     // Acknowledge, dispatch, on site: each a form, then back to the board, which says so.
     for (action, state) in [
@@ -301,6 +311,7 @@ async fn a_fall_appears_on_the_board_live_and_is_attended_to_from_it() {
         .await;
     assert!(browser.text("#person").await.contains("Mary Example"));
     assert!(browser.text("#person").await.contains("North"));
+    screenshot(&browser, "alarm").await;
     let (status, body) = app
         .post_json(&format!("/v1/alarms/{id}/close"), &token, &Value::Null)
         .await;
@@ -341,6 +352,7 @@ async fn a_fall_appears_on_the_board_live_and_is_attended_to_from_it() {
     })
     .await;
     assert_eq!(fits, Some(json!(true)), "usable at 360 px");
+    screenshot(&browser, "board-phone").await;
     browser.close().await;
     app.stop().await;
 }
@@ -456,6 +468,7 @@ async fn an_unattended_fall_escalates_to_a_long_lie_on_the_open_board() {
         .text("#announce")
         .await
         .contains("Long lie: Fall detected, John Example"));
+    screenshot(&browser, "board-long-lie").await;
     browser.close().await;
     app.stop().await;
 }
