@@ -253,18 +253,29 @@ impl Card {
 const URGENT_FIRST: &str = "CASE a.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 \
                             WHEN 'medium' THEN 2 ELSE 3 END, a.long_lie DESC, a.received_at, a.id";
 
-/// Alarms of `organisation` in `category` and one of `states`, as cards, in `order`; with the
-/// number there are in all.
+/// One list of the board: which alarms, in what order, how many at most.
+struct Listing<'a> {
+    category: Category,
+    states: &'a [State],
+    order: &'a str,
+    limit: i64,
+}
+
+/// The alarms of `organisation` that `listing` names, as cards; with the number there are in
+/// all.
 async fn cards(
     client: &crate::db::Client,
     state: &AppState,
     user: &ConsoleUser,
     organisation: i32,
-    category: Category,
-    states: &[State],
-    order: &str,
-    limit: i64,
+    listing: Listing<'_>,
 ) -> Result<(Vec<Card>, i64), ConsoleError> {
+    let Listing {
+        category,
+        states,
+        order,
+        limit,
+    } = listing;
     let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
     let sql = format!(
         "SELECT {VIEW_COLUMNS}, p.display_name AS person_name, p.external_ref AS person_ref, \
@@ -411,39 +422,27 @@ async fn board(
     let client = state.db(&user.caller).await?;
     let organisation = own_provider(&client, &user).await?;
     let (notice, problem) = after_action(&client, organisation, &q).await?;
-    let care_order = URGENT_FIRST;
-    let (care, care_total) = cards(
-        &client,
-        &state,
-        &user,
-        organisation,
-        Category::Care,
-        State::OPEN,
-        care_order,
-        MAX_OPEN,
-    )
+    let list = |listing| cards(&client, &state, &user, organisation, listing);
+    let (care, care_total) = list(Listing {
+        category: Category::Care,
+        states: State::OPEN,
+        order: URGENT_FIRST,
+        limit: MAX_OPEN,
+    })
     .await?;
-    let (resolved, resolved_total) = cards(
-        &client,
-        &state,
-        &user,
-        organisation,
-        Category::Care,
-        &[State::Resolved],
-        "a.resolved_at DESC, a.id DESC",
-        MAX_OTHER,
-    )
+    let (resolved, resolved_total) = list(Listing {
+        category: Category::Care,
+        states: &[State::Resolved],
+        order: "a.resolved_at DESC, a.id DESC",
+        limit: MAX_OTHER,
+    })
     .await?;
-    let (technical, technical_total) = cards(
-        &client,
-        &state,
-        &user,
-        organisation,
-        Category::Technical,
-        State::OPEN,
-        URGENT_FIRST,
-        MAX_OTHER,
-    )
+    let (technical, technical_total) = list(Listing {
+        category: Category::Technical,
+        states: State::OPEN,
+        order: URGENT_FIRST,
+        limit: MAX_OTHER,
+    })
     .await?;
     let rendered_at: String = client
         .query_one(
