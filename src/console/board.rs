@@ -356,10 +356,7 @@ struct AfterAction {
 }
 
 /// The caller's own provider, as the API's alarm lists decide it (a commissioner has none).
-async fn own_provider(
-    client: &crate::db::Client,
-    user: &ConsoleUser,
-) -> Result<i32, ConsoleError> {
+async fn own_provider(client: &crate::db::Client, user: &ConsoleUser) -> Result<i32, ConsoleError> {
     user.require(ANYONE)?;
     Ok(crate::auth::visibility(&user.caller, &***client)
         .await?
