@@ -18,7 +18,17 @@ use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
 const STAFF: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
-const ANYONE: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder];
+/// Who attends alarms: may list them, see one, mark arrival and resolve.
+pub const ANYONE: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder];
+
+/// Who may take `action`: coordinators acknowledge, dispatch and close; responders too mark
+/// arrival and resolve.
+pub fn roles_for(action: Action) -> &'static [Role] {
+    match action {
+        Action::Acknowledge | Action::Dispatch | Action::Close => STAFF,
+        Action::Arrive | Action::Resolve => ANYONE,
+    }
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api(&mut ServiceConfig::new(cfg));
@@ -242,10 +252,10 @@ async fn get_alarm(
 /// any other) as a fall when it turns out to be one.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
-    outcome: Option<String>,
-    fall: Option<bool>,
-    note: Option<String>,
+pub struct ActionBody {
+    pub outcome: Option<String>,
+    pub fall: Option<bool>,
+    pub note: Option<String>,
 }
 
 /// The body of acknowledge, dispatch, arrive and close (optional).
@@ -414,8 +424,7 @@ async fn close(
     act(&state, &caller, path.into_inner(), Action::Close, &body).await
 }
 
-/// Records the action (who, when) and applies it, under a lock on the alarm row; answers 409
-/// naming the current state when the action does not fit it.
+/// The API's side of every action: the JSON body, then [`apply_action`].
 async fn act(
     state: &AppState,
     caller: &Caller,
@@ -424,6 +433,23 @@ async fn act(
     body: &web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let body = parse_body(body)?;
+    let view = apply_action(state, caller, id, action, body).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Records the action (who, when) and applies it, under a lock on the alarm row, with its
+/// audit row in the same transaction; then publishes the change and tells the person's hub.
+/// Refuses a role that may not take it (403), another organisation's alarm (404), and an
+/// action that does not fit the alarm's state (409, naming the state). The one way an action
+/// is taken: the API and the console's alarm board both come here.
+pub async fn apply_action(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    action: Action,
+    body: ActionBody,
+) -> Result<AlarmView, ApiError> {
+    caller.require(roles_for(action))?;
     let outcome = match (action, body.outcome.as_deref()) {
         (Action::Resolve, None) => {
             let codes: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
@@ -563,7 +589,7 @@ async fn act(
             },
         );
     }
-    Ok(HttpResponse::Ok().json(change.view))
+    Ok(change.view)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

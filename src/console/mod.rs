@@ -6,18 +6,21 @@
 //! the page shell (layout, organisation name, navigation), the form-token check on every POST
 //! ([`forms`]) and HTML error pages ([`error`]). Pages are askama templates in `templates/`,
 //! compiled into the binary with the one stylesheet; nothing is fetched from elsewhere and no
-//! page needs JavaScript.
+//! page needs JavaScript (the alarm board's live updates use a few lines of it, [`board`]).
 //!
 //! - Unauthenticated page requests are redirected to the sign-in page; unknown pages get an
 //!   HTML 404.
 //! - Every POST under `/console/` must carry the form token in a `csrf` field ([`forms`]).
 //! - Every page is sent with a strict Content-Security-Policy (nothing but this server's own
 //!   stylesheet, no scripts, no framing), `Referrer-Policy: no-referrer` (a set-password link
-//!   must not leak through a Referer) and `Cache-Control: no-store`.
+//!   must not leak through a Referer) and `Cache-Control: no-store`. The alarm board alone also
+//!   runs this server's own script (`/console/assets/board.js`) for its live updates, and works
+//!   without it.
 //!
 //! Sign-in, passwords and sessions themselves are [`crate::auth`]'s (it owns `users`); this
 //! module only shows them.
 
+mod board;
 pub mod error;
 pub mod forms;
 mod pages;
@@ -48,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .wrap(security_headers())
                 .configure(pages::routes)
                 .configure(users::routes)
+                .configure(board::routes)
                 .default_service(web::to(not_found)),
         );
 }
@@ -67,13 +71,20 @@ pub fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// The Content-Security-Policy of every page: nothing but this server's stylesheet.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The alarm board's: [`CSP`], and this server's own scripts, which may fetch from it (the
+/// board and its event stream). Still no inline script.
+pub const CSP_WITH_SCRIPT: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+                                   script-src 'self'; connect-src 'self'; form-action 'self'; \
+                                   frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers every console response gets unless it sets its own (as the board sets its CSP).
 fn security_headers() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new()
-        .add((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ))
+        .add((header::CONTENT_SECURITY_POLICY, CSP))
         .add((header::REFERRER_POLICY, "no-referrer"))
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
@@ -115,6 +126,8 @@ pub struct ConsoleUser {
     /// The token this person's forms carry.
     pub form_token: String,
     session_token: String,
+    /// `console_sessions.id`: what holds the alarm board's live stream open.
+    session_id: i64,
 }
 
 impl ConsoleUser {
@@ -179,6 +192,7 @@ impl FromRequest for ConsoleUser {
                 organisation_name: user.organisation_name,
                 form_token: form_token(&token),
                 session_token: token,
+                session_id: user.session_id,
             })
         })
     }
@@ -251,14 +265,14 @@ impl Section {
     fn href(self, caller: &Caller) -> Option<&'static str> {
         match self {
             Self::Home => Some("/console/"),
+            Self::Board => crate::alarms::routes::ANYONE
+                .contains(&caller.role)
+                .then_some("/console/alarms"),
             Self::Users => (caller.role == Role::ProviderAdmin).then_some("/console/users"),
             // Not built yet.
-            Self::Board
-            | Self::Visits
-            | Self::People
-            | Self::Devices
-            | Self::Outcomes
-            | Self::Administration => None,
+            Self::Visits | Self::People | Self::Devices | Self::Outcomes | Self::Administration => {
+                None
+            }
         }
     }
 
@@ -279,7 +293,7 @@ impl Section {
     fn description(self) -> &'static str {
         match self {
             Self::Home => "this page",
-            Self::Board => "open alarms, newest and most urgent first",
+            Self::Board => "open alarms, most urgent and longest waiting first, live",
             Self::Visits => "today's visits and the exceptions to resolve",
             Self::People => "the people you care for and what happened to them",
             Self::Devices => "whether each device is working",
@@ -332,13 +346,19 @@ mod tests {
             organisation_name: "Org".into(),
             form_token: "t".into(),
             session_token: "s".into(),
+            session_id: 1,
         };
         let links = |role| -> Vec<&str> {
             let shell = user(role).shell("x", Section::Home);
             shell.user.unwrap().nav.iter().map(|n| n.href).collect()
         };
-        assert_eq!(links(Role::ProviderAdmin), ["/console/", "/console/users"]);
-        assert_eq!(links(Role::ProviderStaff), ["/console/"]);
+        assert_eq!(
+            links(Role::ProviderAdmin),
+            ["/console/", "/console/alarms", "/console/users"]
+        );
+        assert_eq!(links(Role::ProviderStaff), ["/console/", "/console/alarms"]);
+        assert_eq!(links(Role::Responder), ["/console/", "/console/alarms"]);
+        assert_eq!(links(Role::Commissioner), ["/console/"]);
         let shell = user(Role::ProviderAdmin).shell("x", Section::Users);
         let nav = shell.user.unwrap().nav;
         assert!(nav.iter().any(|n| n.current && n.href == "/console/users"));

@@ -2,9 +2,13 @@
 //! dashboards of provider staff and responders.
 //!
 //! Domains publish [`LiveEvent`]s to the [`LiveHub`]; each connected client receives those of
-//! its own organisation, through that organisation's own channel. A token may hold at most
-//! [`MAX_STREAMS_PER_TOKEN`] streams at once (429 beyond). A client that falls behind gets a
-//! `lagged` event and should refetch the lists.
+//! its own organisation, through that organisation's own channel. A token (or a console
+//! session) may hold at most [`MAX_STREAMS_PER_TOKEN`] streams at once (429 beyond). A client
+//! that falls behind gets a `lagged` event and should refetch the lists.
+//!
+//! Two doors open the same stream ([`stream`]): `GET /v1/live` with a bearer token, and the
+//! console's `GET /console/live` with a session cookie (for the alarm board's script). Both
+//! take the same roles and subscribe to the caller's own organisation only.
 //!
 //! Several instances on one database: with `live.share_between_instances` (the default) the
 //! hub also hands every change to [`relay`], which passes it to the other instances through
@@ -83,15 +87,25 @@ struct HubInner {
     /// Every organisation's events, for in-process observers (tests, diagnostics); never
     /// served to a client.
     all: broadcast::Sender<Arc<LiveEvent>>,
-    /// Open streams per API token.
-    streams: Mutex<HashMap<i32, usize>>,
+    /// Open streams per API token or console session.
+    streams: Mutex<HashMap<StreamCredential, usize>>,
     /// Where this instance's changes leave for the other instances, once [`relay::start`] has
     /// run; unset, the hub is this process's alone.
     relay: std::sync::OnceLock<relay::Outbox>,
 }
 
-/// Streams one API token may hold open at once.
+/// Streams one API token (or one console session) may hold open at once.
 pub const MAX_STREAMS_PER_TOKEN: usize = 4;
+
+/// What holds a stream open: an API token, or a console session. The stream ends when it
+/// stops working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamCredential {
+    /// `api_tokens.id`.
+    Token(i32),
+    /// `console_sessions.id`.
+    Session(i64),
+}
 
 impl Default for LiveHub {
     fn default() -> Self {
@@ -176,36 +190,36 @@ impl LiveHub {
         self.inner.all.subscribe()
     }
 
-    /// Counts a stream of `token_id` until the guard is dropped; `None` if the token already
-    /// holds [`MAX_STREAMS_PER_TOKEN`].
-    fn open_stream(&self, token_id: i32) -> Option<StreamSlot> {
+    /// Counts a stream of `credential` until the guard is dropped; `None` if it already holds
+    /// [`MAX_STREAMS_PER_TOKEN`].
+    fn open_stream(&self, credential: StreamCredential) -> Option<StreamSlot> {
         let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let open = streams.entry(token_id).or_insert(0);
+        let open = streams.entry(credential).or_insert(0);
         if *open >= MAX_STREAMS_PER_TOKEN {
             return None;
         }
         *open += 1;
         Some(StreamSlot {
             hub: self.inner.clone(),
-            token_id,
+            credential,
         })
     }
 }
 
-/// One open stream of a token, given back when the stream ends (the client goes away or the
-/// token is revoked).
+/// One open stream of a token or session, given back when the stream ends (the client goes
+/// away or the credential stops working).
 struct StreamSlot {
     hub: Arc<HubInner>,
-    token_id: i32,
+    credential: StreamCredential,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut streams = self.hub.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = streams.get_mut(&self.token_id) {
+        if let Some(open) = streams.get_mut(&self.credential) {
             *open = open.saturating_sub(1);
             if *open == 0 {
-                streams.remove(&self.token_id);
+                streams.remove(&self.credential);
             }
         }
     }
@@ -240,19 +254,38 @@ pub fn api(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
 )]
 #[get("/v1/live")]
 async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
     // Only the bearer-token extractor reaches here, so there is always a token.
     let token_id = caller.token_id.ok_or(ApiError::Unauthorized)?;
-    let slot = state.live.open_stream(token_id).ok_or_else(|| {
+    stream(&state, &caller, StreamCredential::Token(token_id)).await
+}
+
+/// Who may hold a live stream.
+pub const STREAM_ROLES: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder];
+
+/// The event stream of `caller`'s organisation, held open by `credential` (checked again every
+/// 15 s, and ended at once when it is revoked or its user disabled): the response of
+/// `GET /v1/live` and of the console's `GET /console/live`.
+pub async fn stream(
+    state: &AppState,
+    caller: &Caller,
+    credential: StreamCredential,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(STREAM_ROLES)?;
+    let what = match credential {
+        StreamCredential::Token(_) => "token",
+        StreamCredential::Session(_) => "session",
+    };
+    let slot = state.live.open_stream(credential).ok_or_else(|| {
         ApiError::TooManyRequests(format!(
-            "this token already has {MAX_STREAMS_PER_TOKEN} open event streams; close one first"
+            "this {what} already has {MAX_STREAMS_PER_TOKEN} open event streams; close one first"
         ))
     })?;
     let rx = state.live.subscribe_org(caller.organisation_id);
     let revoked = state.revocations.subscribe();
+    let idle_minutes = state.settings.console.session_idle_minutes;
     // A revocation broadcast between the credential check and the subscription above would be
     // missed: check once more now that the stream listens.
-    if !still_valid(state.auth_pool(), token_id).await {
+    if !still_valid(state.auth_pool(), credential, idle_minutes).await {
         return Err(ApiError::Unauthorized);
     }
     let org = caller.organisation_id;
@@ -299,19 +332,20 @@ async fn live(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
                         // A revoked token or a disabled user ends the stream; so does one whose
                         // revocation may have been missed and whose token no longer works.
                         gone = revoked.recv() => match gone {
-                            Ok(Revoked::Token(id)) if id == token_id => return None,
+                            Ok(Revoked::Token(id)) if credential == StreamCredential::Token(id) => return None,
                             Ok(Revoked::User(id)) if id == user_id => return None,
                             Ok(_) => continue,
                             Err(broadcast::error::RecvError::Lagged(_)) => {
-                                if !still_valid(&pool, token_id).await {
+                                if !still_valid(&pool, credential, idle_minutes).await {
                                     return None;
                                 }
                             }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         },
                         _ = keepalive.tick() => {
-                            // A token that expired since the stream opened ends it here.
-                            if !still_valid(&pool, token_id).await {
+                            // A token that expired, or a session that ended, since the stream opened ends
+                            // it here.
+                            if !still_valid(&pool, credential, idle_minutes).await {
                                 return None;
                             }
                             return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, revoked, keepalive, false)));
@@ -334,22 +368,41 @@ fn lagged_frame(missed: Option<u64>) -> Bytes {
     Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n"))
 }
 
-/// Is this token still usable (not revoked or expired, its user not disabled)? On a database
-/// error, yes: the stream is not cut for an outage.
-async fn still_valid(pool: &deadpool_postgres::Pool, token_id: i32) -> bool {
+/// Is this credential still usable: a token not revoked or expired, a session not ended (by
+/// sign-out, time or idleness: the stream itself does not keep a session alive), its user not
+/// disabled? On a database error, yes: the stream is not cut for an outage.
+async fn still_valid(
+    pool: &deadpool_postgres::Pool,
+    credential: StreamCredential,
+    idle_minutes: u32,
+) -> bool {
     let Ok(client) = pool.get().await else {
         return true;
     };
-    client
-        .query_opt(
-            "SELECT 1 FROM api_tokens t JOIN users u ON u.id = t.user_id
-              WHERE t.id = $1 AND t.revoked_at IS NULL
-                AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.disabled_at IS NULL",
-            &[&token_id],
-        )
-        .await
-        .map(|row| row.is_some())
-        .unwrap_or(true)
+    let found = match credential {
+        StreamCredential::Token(token_id) => {
+            client
+                .query_opt(
+                    "SELECT 1 FROM api_tokens t JOIN users u ON u.id = t.user_id
+                      WHERE t.id = $1 AND t.revoked_at IS NULL
+                        AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.disabled_at IS NULL",
+                    &[&token_id],
+                )
+                .await
+        }
+        StreamCredential::Session(session_id) => {
+            client
+                .query_opt(
+                    "SELECT 1 FROM console_sessions s JOIN users u ON u.id = s.user_id
+                      WHERE s.id = $1 AND s.expires_at > now()
+                        AND s.last_seen_at > now() - make_interval(mins => $2)
+                        AND u.disabled_at IS NULL",
+                    &[&session_id, &i32::try_from(idle_minutes).unwrap_or(i32::MAX)],
+                )
+                .await
+        }
+    };
+    found.map(|row| row.is_some()).unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -394,16 +447,19 @@ mod tests {
     fn a_token_holds_a_bounded_number_of_streams() {
         let hub = LiveHub::default();
         let slots: Vec<_> = (0..MAX_STREAMS_PER_TOKEN)
-            .map(|_| hub.open_stream(7).expect("within the cap"))
+            .map(|_| {
+                hub.open_stream(StreamCredential::Token(7))
+                    .expect("within the cap")
+            })
             .collect();
-        assert!(hub.open_stream(7).is_none());
+        assert!(hub.open_stream(StreamCredential::Token(7)).is_none());
         assert!(
-            hub.open_stream(8).is_some(),
+            hub.open_stream(StreamCredential::Session(7)).is_some(),
             "another token is not affected"
         );
         drop(slots);
         assert!(
-            hub.open_stream(7).is_some(),
+            hub.open_stream(StreamCredential::Token(7)).is_some(),
             "closed streams give their slot back"
         );
     }

@@ -8,6 +8,7 @@ mod helpers;
 mod alarms;
 mod audit;
 mod auth;
+mod board;
 mod broker;
 mod cli;
 mod confirmations;
