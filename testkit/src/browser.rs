@@ -153,13 +153,21 @@ impl Browser {
         }
     }
 
-    /// The visible text of the element matching the CSS selector.
+    /// The visible text of the element matching the CSS selector. A live page may replace the
+    /// element between finding it and reading it ("stale element reference"): then it is found
+    /// again, a few times.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css)
-            .await
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+        let mut tries = 0;
+        loop {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) if tries < 5 && e.to_string().contains("stale element") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("text of {css}: {e}"),
+            }
+        }
     }
 
     /// The current address.
