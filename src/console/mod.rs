@@ -21,8 +21,10 @@
 //! module only shows them.
 
 mod board;
+mod charts;
 pub mod error;
 pub mod forms;
+mod outcomes;
 mod pages;
 mod users;
 
@@ -52,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(pages::routes)
                 .configure(users::routes)
                 .configure(board::routes)
+                .configure(outcomes::routes)
                 .default_service(web::to(not_found)),
         );
 }
@@ -269,10 +272,11 @@ impl Section {
                 .contains(&caller.role)
                 .then_some("/console/alarms"),
             Self::Users => (caller.role == Role::ProviderAdmin).then_some("/console/users"),
+            Self::Outcomes => outcomes::READERS
+                .contains(&caller.role)
+                .then_some("/console/outcomes"),
             // Not built yet.
-            Self::Visits | Self::People | Self::Devices | Self::Outcomes | Self::Administration => {
-                None
-            }
+            Self::Visits | Self::People | Self::Devices | Self::Administration => None,
         }
     }
 
@@ -354,11 +358,23 @@ mod tests {
         };
         assert_eq!(
             links(Role::ProviderAdmin),
-            ["/console/", "/console/alarms", "/console/users"]
+            [
+                "/console/",
+                "/console/alarms",
+                "/console/outcomes",
+                "/console/users"
+            ]
         );
-        assert_eq!(links(Role::ProviderStaff), ["/console/", "/console/alarms"]);
+        assert_eq!(
+            links(Role::ProviderStaff),
+            ["/console/", "/console/alarms", "/console/outcomes"]
+        );
         assert_eq!(links(Role::Responder), ["/console/", "/console/alarms"]);
-        assert_eq!(links(Role::Commissioner), ["/console/"]);
+        assert_eq!(
+            links(Role::Commissioner),
+            ["/console/", "/console/outcomes"]
+        );
+        assert_eq!(links(Role::Auditor), ["/console/", "/console/outcomes"]);
         let shell = user(Role::ProviderAdmin).shell("x", Section::Users);
         let nav = shell.user.unwrap().nav;
         assert!(nav.iter().any(|n| n.current && n.href == "/console/users"));

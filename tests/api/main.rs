@@ -22,6 +22,7 @@ mod ingest;
 mod isolation;
 mod nul_text;
 mod openapi;
+mod outcome_pages;
 mod outcomes;
 mod outcomes_simulation;
 mod payment;
