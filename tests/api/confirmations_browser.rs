@@ -184,7 +184,7 @@ async fn a_person_confirms_an_outcome_through_their_link_and_their_code_in_a_bro
     }
 
     // The link, on a phone (390 px for the docs' picture, then 360 px to answer).
-    let browser = Browser::start_sized(390, 844).await;
+    let browser = Browser::start_sized(390, 900).await;
     browser.open(&app.url(&path)).await;
     assert_eq!(browser.text("h1").await, "Can you do this now?");
     assert_eq!(browser.text("blockquote").await, by_link);
