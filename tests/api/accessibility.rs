@@ -4,9 +4,9 @@
 //! 360 px each page must also fit without sideways scrolling.
 //!
 //! The pages are a list ([`pages`]): each names who opens it (someone not signed in, or a
-//! provider's admin), the steps that reach it (open, type, submit) and the words its heading
-//! must contain, so a check never passes on a sign-in or error page reached by mistake. A page
-//! added later is one more line there.
+//! provider's admin), the words its heading must contain, so a check never passes on a sign-in
+//! or error page reached by mistake, and how to reach it: an address (`at`), or steps (open,
+//! type, submit; `page`). A page added later is one more line there.
 
 use std::time::Duration;
 
@@ -51,10 +51,12 @@ struct Page {
     steps: Vec<Step>,
 }
 
-fn open(path: impl Into<String>) -> Vec<Step> {
-    vec![Step::Open(path.into())]
+/// A page reached by opening `path`.
+fn at(name: &'static str, who: Who, heading: impl Into<String>, path: impl Into<String>) -> Page {
+    page(name, who, heading, vec![Step::Open(path.into())])
 }
 
+/// A page reached by `steps`.
 fn page(name: &'static str, who: Who, heading: impl Into<String>, steps: Vec<Step>) -> Page {
     Page {
         name,
@@ -85,106 +87,49 @@ async fn pages(app: &TestApp, w: &World) -> Vec<Page> {
     let (link, _, _) = issue_link(app, &w.plan.provider, w.plan.plan, w.plan.outcomes[0]).await;
     let (_, _, code) = issue_link(app, &w.plan.provider, w.plan.plan, w.plan.outcomes[1]).await;
     let yes = "button[name=answer][value=yes]";
-    let code_button = "form button[type=submit]";
-    vec![
-        page("sign-in", Visitor, "Sign in", open("/console/sign-in")),
-        page(
-            "set-password",
-            Visitor,
-            "Set your password",
-            open(&w.set_password_path),
-        ),
-        page(
-            "confirmation question (link)",
-            Visitor,
-            "Can you do this now?",
-            open(&link),
-        ),
-        page(
-            "confirmation thank-you",
-            Visitor,
-            "Thank you",
-            vec![
-                Open(link.clone()),
-                Fill("#feedback", "I did it".into()),
-                Submit(yes),
-            ],
-        ),
-        page(
-            "confirmation link used",
-            Visitor,
-            "already been used",
-            open(&link),
-        ),
-        page(
-            "confirmation link unknown",
-            Visitor,
-            "cannot find",
-            open("/confirm/no-such"),
-        ),
-        page(
-            "confirmation code",
-            Visitor,
-            "Enter your code",
-            open("/confirm"),
-        ),
-        page(
-            "confirmation code wrong",
-            Visitor,
-            "Enter your code",
-            vec![
-                Open("/confirm".into()),
-                Fill("#code", "AAAAA-AAAAA".into()),
-                Submit(code_button),
-            ],
-        ),
-        page(
-            "confirmation question (code)",
-            Visitor,
-            "Can you do this now?",
-            vec![
-                Open("/confirm".into()),
-                Fill("#code", code.clone()),
-                Submit(code_button),
-            ],
-        ),
-        page("home", Admin, "Oak Care", open("/console/")),
-        page("users", Admin, "Users", open("/console/users")),
-        page(
-            "user",
-            Admin,
-            "Colin Colleague",
-            open(format!("/console/users/{}", w.colleague)),
-        ),
-        page(
-            "set-password link made",
-            Admin,
-            "Set-password link for Colin Colleague",
-            vec![
-                Open(format!("/console/users/{}", w.colleague)),
-                Submit("form[action$='/password-link'] button"),
-            ],
-        ),
-        page("alarm board", Admin, "Alarm board", open("/console/alarms")),
-        page(
-            "alarm (long lie)",
-            Admin,
-            format!("Alarm {}", w.long_lie),
-            open(format!("/console/alarms/{}", w.long_lie)),
-        ),
-        page(
-            "alarm (on site)",
-            Admin,
-            format!("Alarm {}", w.on_site),
-            open(format!("/console/alarms/{}", w.on_site)),
-        ),
-        page(
-            "page not found",
-            Admin,
-            "Page not found",
-            open("/console/no-such-page"),
-        ),
-    ]
+    let go = "form button[type=submit]";
+    let (user, alarm) = (w.colleague, |id| format!("/console/alarms/{id}"));
+    let (long_lie, on_site) = (
+        format!("Alarm {}", w.long_lie),
+        format!("Alarm {}", w.on_site),
+    );
+    let answer = vec![
+        Open(link.clone()),
+        Fill("#feedback", "I did".into()),
+        Submit(yes),
+    ];
+    let wrong_code = vec![
+        Open("/confirm".into()),
+        Fill("#code", "AAAAA-AAAAA".into()),
+        Submit(go),
+    ];
+    let by_code = vec![Open("/confirm".into()), Fill("#code", code), Submit(go)];
+    let make_link = vec![
+        Open(format!("/console/users/{user}")),
+        Submit("form[action$='/password-link'] button"),
+    ];
+    // One page a line (rustfmt would spread each over several).
+    #[rustfmt::skip]
+    let pages = vec![
+        at("sign-in", Visitor, "Sign in", "/console/sign-in"),
+        at("set-password", Visitor, "Set your password", &w.set_password_path),
+        at("confirmation question (link)", Visitor, "Can you do this now?", &link),
+        page("confirmation thank-you", Visitor, "Thank you", answer),
+        at("confirmation link used", Visitor, "already been used", &link),
+        at("confirmation link unknown", Visitor, "cannot find", "/confirm/no-such"),
+        at("confirmation code", Visitor, "Enter your code", "/confirm"),
+        page("confirmation code wrong", Visitor, "Enter your code", wrong_code),
+        page("confirmation question (code)", Visitor, "Can you do this now?", by_code),
+        at("home", Admin, "Oak Care", "/console/"),
+        at("users", Admin, "Users", "/console/users"),
+        at("user", Admin, "Colin Colleague", format!("/console/users/{user}")),
+        page("set-password link made", Admin, "Set-password link for", make_link),
+        at("alarm board", Admin, "Alarm board", "/console/alarms"),
+        at("alarm (long lie)", Admin, long_lie, alarm(w.long_lie)),
+        at("alarm (on site)", Admin, on_site, alarm(w.on_site)),
+        at("page not found", Admin, "Page not found", "/console/no-such-page"),
+    ];
+    pages
 }
 
 /// A user of `role` in the organisation, with an email address; returns their id.
