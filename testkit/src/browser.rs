@@ -198,6 +198,38 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Whether the page open is wider than the window, so that it scrolls sideways (WCAG
+    /// 1.4.10, reflow, asks that it does not at 320 CSS px).
+    pub async fn scrolls_sideways(&self) -> bool {
+        let wider = self
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth > document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("measuring the page: {e}"));
+        wider != json!(false)
+    }
+
+    /// Whether the page open runs a script it puts in itself (an inline `<script>`): false
+    /// under a Content-Security-Policy without `'unsafe-inline'`. Scripts WebDriver runs are not
+    /// the page's and run either way.
+    pub async fn runs_inline_script(&self) -> bool {
+        let ran = self
+            .client
+            .execute(
+                "const s = document.createElement('script');
+                 s.textContent = 'window.inlineScriptRan = true';
+                 document.head.appendChild(s);
+                 return window.inlineScriptRan === true",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("trying an inline script: {e}"));
+        ran == json!(true)
+    }
+
     /// Saves a picture of the window as `<name>.png` in the folder `HOMEWARD_SCREENSHOTS`
     /// names, if it names one (how the pictures in `docs/console/` are made); otherwise does
     /// nothing.
