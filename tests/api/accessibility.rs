@@ -164,7 +164,7 @@ async fn person_with(
     TestDevice::connect(app, uid, &secret).await
 }
 
-/// Waits for the `n`th alarm of the list at `path` (newest first) and returns its id.
+/// Waits until the list at `path` has `n` alarms; returns the newest one's id (the highest).
 async fn alarm_number(app: &TestApp, token: &str, path: &str, n: usize) -> i64 {
     eventually(Duration::from_secs(10), || async {
         let list = app.get_ok(path, token).await;
@@ -195,44 +195,13 @@ async fn act(app: &TestApp, token: &str, id: i64, actions: &[&str]) {
     }
 }
 
-async fn world(app: &TestApp) -> World {
-    let org = app.organisation("Oak Care", OrgKind::Provider).await;
-    let admin = user(app, &org, "Ada Admin", ADMIN_EMAIL, Role::ProviderAdmin).await;
-    let colleague = user(
-        app,
-        &org,
-        "Colin Colleague",
-        "colin@oak.example",
-        Role::ProviderStaff,
-    )
-    .await;
-    let newcomer = user(
-        app,
-        &org,
-        "Nia Newcomer",
-        "nia@oak.example",
-        Role::Responder,
-    )
-    .await;
-    let token = app.user(&org, "Oak machine", Role::ProviderStaff).await;
-    let client = app.pool.get().await.unwrap();
-    let link = issue_password_link(&**client, Scope::Any, admin, 72, None)
-        .await
-        .unwrap();
-    set_password_with_link(&app.pool, &link.token, PASSWORD)
-        .await
-        .unwrap()
-        .unwrap();
-    let link = issue_password_link(&**client, Scope::Any, newcomer, 72, None)
-        .await
-        .unwrap();
-    let set_password_path = link.url("");
-
-    // A fall that becomes a long lie, a pendant alarm attended on site, a fall resolved, and a
-    // low battery: every list of the board, every kind of card.
-    let mut fall = person_with(app, &org, "Mary Example", "oak-fall-1", "fall_detector").await;
-    let mut pendant = person_with(app, &org, "John Example", "oak-pendant-1", "pendant").await;
-    let mut other = person_with(app, &org, "Ann Example", "oak-fall-2", "fall_detector").await;
+/// A fall that becomes a long lie, a pendant alarm attended on site, a fall resolved, and a
+/// low battery: every list of the board, every kind of card. Returns (long lie, on site).
+async fn alarms(app: &TestApp, org: &auth::Organisation) -> (i64, i64) {
+    let token = app.user(org, "Oak machine", Role::ProviderStaff).await;
+    let mut fall = person_with(app, org, "Mary Example", "oak-fall-1", "fall_detector").await;
+    let mut pendant = person_with(app, org, "John Example", "oak-pendant-1", "pendant").await;
+    let mut other = person_with(app, org, "Ann Example", "oak-fall-2", "fall_detector").await;
     fall.send(EventBody::FallDetected {
         confidence: Percent::new(92).unwrap(),
     })
@@ -279,7 +248,43 @@ async fn world(app: &TestApp) -> World {
     .unwrap();
     let alarm = app.get_ok(&format!("/v1/alarms/{long_lie}"), &token).await;
     assert_eq!(alarm["alarm"]["long_lie"], json!(true), "{alarm}");
+    (long_lie, on_site)
+}
 
+/// The provider, its users (the admin with a password), the alarms and the plan.
+async fn world(app: &TestApp) -> World {
+    let org = app.organisation("Oak Care", OrgKind::Provider).await;
+    let admin = user(app, &org, "Ada Admin", ADMIN_EMAIL, Role::ProviderAdmin).await;
+    let colleague = user(
+        app,
+        &org,
+        "Colin Colleague",
+        "colin@oak.example",
+        Role::ProviderStaff,
+    )
+    .await;
+    let newcomer = user(
+        app,
+        &org,
+        "Nia Newcomer",
+        "nia@oak.example",
+        Role::Responder,
+    )
+    .await;
+    let client = app.pool.get().await.unwrap();
+    let link = issue_password_link(&**client, Scope::Any, admin, 72, None)
+        .await
+        .unwrap();
+    set_password_with_link(&app.pool, &link.token, PASSWORD)
+        .await
+        .unwrap()
+        .unwrap();
+    let link = issue_password_link(&**client, Scope::Any, newcomer, 72, None)
+        .await
+        .unwrap();
+    let set_password_path = link.url("");
+
+    let (long_lie, on_site) = alarms(app, &org).await;
     let plan = agreed_plan(
         app,
         &["I can get dressed by myself", "I can cook a hot meal"],
