@@ -5,6 +5,7 @@ mod drain;
 mod durability;
 mod helpers;
 
+mod accessibility;
 mod alarms;
 mod audit;
 mod auth;
@@ -12,6 +13,7 @@ mod board;
 mod broker;
 mod cli;
 mod confirmations;
+mod confirmations_browser;
 mod console;
 mod credentials;
 mod external_brokers;
