@@ -40,13 +40,14 @@ pub struct Bar {
     pub missing: &'static str,
 }
 
-/// A tidy upper end for an axis that must show `max`: 1, 2, 2.5 or 5 times a power of ten.
+/// A tidy upper end for an axis that must show `max`: 1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6 or 8 times
+/// a power of ten (each divides into four round ticks).
 fn nice_ceiling(max: f64) -> f64 {
     if max <= 0.0 || !max.is_finite() {
         return 1.0;
     }
     let power = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [1.0, 1.2, 1.6, 2.0, 2.4, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .iter()
         .map(|m| m * power)
         .find(|v| *v >= max * 1.000_001)
@@ -287,10 +288,11 @@ mod tests {
     fn axes_end_on_round_numbers() {
         assert_eq!(nice_ceiling(0.0), 1.0);
         assert_eq!(nice_ceiling(0.83), 1.0);
-        assert_eq!(nice_ceiling(1.0), 2.0);
-        assert_eq!(nice_ceiling(2.2), 2.5);
-        assert_eq!(nice_ceiling(37.0), 50.0);
-        assert_eq!(nice_ceiling(74.0), 100.0);
+        assert_eq!(nice_ceiling(1.0), 1.2);
+        assert_eq!(nice_ceiling(2.2), 2.4);
+        assert_eq!(nice_ceiling(37.0), 40.0);
+        assert_eq!(nice_ceiling(74.0), 80.0);
+        assert_eq!(nice_ceiling(1012.0), 1200.0);
         assert_eq!(number(2.50), "2.5");
         assert_eq!(number(12.34), "12.3");
         assert_eq!(number(150.0), "150");

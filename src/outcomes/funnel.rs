@@ -140,11 +140,12 @@ pub fn funnel(family: Family, providers: &[(i32, u64, f64)]) -> Funnel {
                 .map(|p| p.2)
                 .filter(|d| compared(*d))
                 .collect();
-            let lo = sizes.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = sizes.iter().copied().fold(0.0, f64::max) * 1.1;
+            // From the smallest size compared at (a share) or a twentieth of the largest (a
+            // rate, whose limits at sizes near 0 are unbounded) to a little past the largest.
             let lo = match family {
                 Family::Share => MIN_SHARE_DENOMINATOR,
-                Family::Rate => (lo / 2.0).max(hi / 200.0),
+                Family::Rate => hi / 20.0,
             };
             (0..CURVE_POINTS)
                 .map(|i| {

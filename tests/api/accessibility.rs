@@ -3,8 +3,8 @@
 //! page, at desktop width and at 360 px, with no serious or critical finding allowed; at
 //! 360 px each page must also fit without sideways scrolling.
 //!
-//! The pages are a list ([`pages`]): each names who opens it (someone not signed in, or a
-//! provider's admin), the words its heading must contain, so a check never passes on a sign-in
+//! The pages are a list ([`pages`]): each names who opens it (someone not signed in, a
+//! provider's admin, or an officer of the council contracting it), the words its heading must contain, so a check never passes on a sign-in
 //! or error page reached by mistake, and how to reach it: an address (`at`), or steps (open,
 //! type, submit; `page`). A page added later is one more line there.
 
@@ -23,6 +23,7 @@ use crate::confirmations_browser::{agreed_plan, AgreedPlan};
 
 const PASSWORD: &str = "an accessibility password for tests";
 const ADMIN_EMAIL: &str = "admin@oak.example";
+const COMMISSIONER_EMAIL: &str = "officer@elm.example";
 
 /// Who opens a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,8 @@ enum Who {
     Visitor,
     /// The provider's admin, who may open every page of the provider's console.
     Admin,
+    /// An officer of the council contracting the provider (the outcome pages).
+    Commissioner,
 }
 
 /// One step on the way to a page.
@@ -77,18 +80,21 @@ struct World {
     long_lie: i64,
     on_site: i64,
     plan: AgreedPlan,
+    /// The council's contract with the provider.
+    contract: i32,
 }
 
 /// The pages checked, reached afresh (each call issues new confirmation links, as answering
 /// one uses it up). Add a page here.
 async fn pages(app: &TestApp, w: &World) -> Vec<Page> {
     use Step::{Fill, Open, Submit};
-    use Who::{Admin, Visitor};
+    use Who::{Admin, Commissioner, Visitor};
     let (link, _, _) = issue_link(app, &w.plan.provider, w.plan.plan, w.plan.outcomes[0]).await;
     let (_, _, code) = issue_link(app, &w.plan.provider, w.plan.plan, w.plan.outcomes[1]).await;
     let yes = "button[name=answer][value=yes]";
     let go = "form button[type=submit]";
     let (user, alarm) = (w.colleague, |id| format!("/console/alarms/{id}"));
+    let contract = format!("/console/outcomes/contracts/{}", w.contract);
     let (long_lie, on_site) = (
         format!("Alarm {}", w.long_lie),
         format!("Alarm {}", w.on_site),
@@ -128,6 +134,11 @@ async fn pages(app: &TestApp, w: &World) -> Vec<Page> {
         at("alarm (long lie)", Admin, long_lie, alarm(w.long_lie)),
         at("alarm (on site)", Admin, on_site, alarm(w.on_site)),
         at("page not found", Admin, "Page not found", "/console/no-such-page"),
+        at("outcomes (provider)", Admin, "Outcomes", "/console/outcomes"),
+        at("contract (provider)", Admin, "Contract EC-OAK", contract.clone()),
+        at("outcomes (commissioner)", Commissioner, "Outcomes", "/console/outcomes"),
+        at("contract (commissioner)", Commissioner, "Contract EC-OAK", contract),
+        at("providers compared", Commissioner, "Providers compared", "/console/outcomes/funnel"),
     ];
     pages
 }
@@ -285,6 +296,31 @@ async fn world(app: &TestApp) -> World {
     let set_password_path = link.url("");
 
     let (long_lie, on_site) = alarms(app, &org).await;
+    let council = app.organisation("Elm Council", OrgKind::Commissioner).await;
+    let officer = user(
+        app,
+        &council,
+        "Cleo Council",
+        COMMISSIONER_EMAIL,
+        Role::Commissioner,
+    )
+    .await;
+    let link = issue_password_link(&**client, Scope::Any, officer, 72, None)
+        .await
+        .unwrap();
+    set_password_with_link(&app.pool, &link.token, PASSWORD)
+        .await
+        .unwrap()
+        .unwrap();
+    let contract: i32 = client
+        .query_one(
+            "INSERT INTO contracts (commissioner_id, provider_id, reference, starts_on)
+             VALUES ($1, $2, 'EC-OAK', '2025-01-01') RETURNING id",
+            &[&council.id, &org.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let plan = agreed_plan(
         app,
         &["I can get dressed by myself", "I can cook a hot meal"],
@@ -296,6 +332,7 @@ async fn world(app: &TestApp) -> World {
         long_lie,
         on_site,
         plan,
+        contract,
     }
 }
 
@@ -308,19 +345,17 @@ async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
     assert_eq!(browser.url().await, app.url("/console/"), "signed in");
 }
 
-/// Follows `page`'s steps in `browser`, signed in or out as it needs (`signed_in` says which
-/// it is now).
-async fn reach(browser: &Browser, app: &TestApp, page: &Page, signed_in: &mut bool) {
-    match (page.who, *signed_in) {
-        (Who::Admin, false) => {
-            sign_in(browser, app, ADMIN_EMAIL).await;
-            *signed_in = true;
+/// Follows `page`'s steps in `browser`, signed in as whoever it needs, or signed out
+/// (`signed_in` says who is now).
+async fn reach(browser: &Browser, app: &TestApp, page: &Page, signed_in: &mut Who) {
+    if page.who != *signed_in {
+        browser.client.delete_all_cookies().await.unwrap();
+        match page.who {
+            Who::Admin => sign_in(browser, app, ADMIN_EMAIL).await,
+            Who::Commissioner => sign_in(browser, app, COMMISSIONER_EMAIL).await,
+            Who::Visitor => {}
         }
-        (Who::Visitor, true) => {
-            browser.client.delete_all_cookies().await.unwrap();
-            *signed_in = false;
-        }
-        _ => {}
+        *signed_in = page.who;
     }
     for step in &page.steps {
         match step {
@@ -345,7 +380,7 @@ async fn check_pages(width: u32) {
     let app = spawn_app().await;
     let w = world(&app).await;
     let browser = Browser::start_sized(width, 900).await;
-    let mut signed_in = false;
+    let mut signed_in = Who::Visitor;
     let mut failed = Vec::new();
     for page in pages(&app, &w).await {
         reach(&browser, &app, &page, &mut signed_in).await;

@@ -359,6 +359,18 @@ async fn count(browser: &Browser, css: &str) -> u64 {
         .unwrap()
 }
 
+/// Scrolls the element matching the CSS selector to the top of the window (for a picture).
+async fn scroll_to(browser: &Browser, css: &str) {
+    browser
+        .client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+}
+
 /// Saves a picture of the page as `<name>.png` in the folder `HOMEWARD_SCREENSHOTS` names, if
 /// it names one (for the docs' pictures).
 async fn screenshot(browser: &Browser, name: &str) {
@@ -408,6 +420,7 @@ async fn a_commissioner_sees_its_contracts_charts_and_funnel_and_downloads_a_sta
         falls.contains(&format!("{:.2}", 30_000.0 / (10 * days) as f64)),
         "{falls}"
     );
+    scroll_to(&browser, "#falls-heading").await;
     screenshot(&browser, "commissioner-contract").await;
 
     // The statement downloads as CSV, with the session.
@@ -460,6 +473,7 @@ async fn a_commissioner_sees_its_contracts_charts_and_funnel_and_downloads_a_sta
         rows.contains("Birch Care") && rows.contains("below the 99.8% limit"),
         "{rows}"
     );
+    scroll_to(&browser, "#funnel-heading").await;
     screenshot(&browser, "funnel").await;
     // Another indicator, through the form.
     browser
