@@ -26,6 +26,7 @@ pub mod error;
 pub mod forms;
 mod outcomes;
 mod pages;
+mod plans;
 mod users;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(users::routes)
                 .configure(board::routes)
                 .configure(outcomes::routes)
+                .configure(plans::routes)
                 .default_service(web::to(not_found)),
         );
 }

@@ -28,6 +28,7 @@ mod outcome_pages;
 mod outcomes;
 mod outcomes_simulation;
 mod payment;
+mod plan_queues;
 mod reproducible;
 mod retry;
 mod routes;
