@@ -13,6 +13,7 @@
 mod admin;
 mod credentials;
 mod failures;
+pub mod manage;
 pub mod password;
 pub mod revocations;
 pub mod routes;
@@ -102,6 +103,15 @@ impl Role {
     }
 
     /// Which kind of organisation a role belongs to. Auditors may sit in either.
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 5] = [
+        Self::ProviderAdmin,
+        Self::ProviderStaff,
+        Self::Responder,
+        Self::Commissioner,
+        Self::Auditor,
+    ];
+
     pub fn fits(self, kind: OrgKind) -> bool {
         match self {
             Self::ProviderAdmin | Self::ProviderStaff | Self::Responder => {

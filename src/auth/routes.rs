@@ -5,13 +5,13 @@
 //! every user may list, issue (expiring ones only) and revoke their own tokens. Users of
 //! another organisation are indistinguishable from missing ones (404).
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Caller, OrgKind, Role, Scope, TokenInfo, TokenLifetime};
+use super::{Caller, OrgKind, Role, Scope, TokenInfo};
 use crate::http::openapi as doc;
 use crate::http::{ApiError, AppState};
 
@@ -28,16 +28,15 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
         .service(revoke_token)
         .service(disable_user)
         .service(enable_user)
-        .service(password_link);
+        .service(password_link)
+        .service(create_user)
+        .service(update_user);
 }
 
 /// The caller may manage `user_id`'s tokens: their own, or any of their organisation's as its
 /// admin. Returns the scope to look the user up in.
 fn token_manager(caller: &Caller, user_id: i32) -> Result<Scope, ApiError> {
-    if caller.user_id != user_id {
-        caller.require(&[Role::ProviderAdmin])?;
-    }
-    Ok(Scope::Organisation(caller.organisation_id))
+    super::manage::token_scope(caller, user_id)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -217,36 +216,15 @@ async fn create_token(
     user_id: web::Path<i32>,
     body: crate::http::Json<NewToken>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = token_manager(&caller, *user_id)?;
-    let lifetime = if body.service {
-        caller.require(&[Role::ProviderAdmin])?;
-        TokenLifetime::Service
-    } else {
-        TokenLifetime::Days(state.settings.auth.token_ttl_days)
-    };
     let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
-    // The user must be in the caller's organisation (and active, which create_token checks).
-    super::user_in_scope(&*tx, scope, *user_id).await?;
-    let token = super::create_token(
-        &*tx,
-        *user_id,
-        body.label.as_deref(),
-        lifetime,
-        caller.token_id,
-    )
-    .await?;
-    crate::audit::by(
+    let token = super::manage::issue_token(
         &*tx,
         &caller,
-        crate::audit::Entry::new(
-            caller.organisation_id,
-            "token.create",
-            "user",
-            *user_id,
-            serde_json::json!({"prefix": token.get(..11), "label": body.label,
-                               "service": body.service}),
-        ),
+        *user_id,
+        body.label.as_deref(),
+        body.service,
+        state.settings.auth.token_ttl_days,
     )
     .await?;
     tx.commit().await?;
@@ -279,35 +257,7 @@ async fn revoke_token(
 ) -> Result<HttpResponse, ApiError> {
     let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
-    let scope = Scope::Organisation(caller.organisation_id);
-    // An admin may revoke any of the organisation's (revoke_token answers 404 for others').
-    if caller.role != Role::ProviderAdmin {
-        // Anyone else may revoke only their own: another's token is refused whether or not it
-        // exists, which tells nothing about it.
-        let own = super::token_owner(&*tx, scope, *token_id)
-            .await
-            .is_ok_and(|owner| owner == caller.user_id);
-        if !own {
-            return Err(ApiError::Forbidden(
-                "you may revoke only your own tokens; a provider admin may revoke any of the \
-                 organisation's"
-                    .into(),
-            ));
-        }
-    }
-    let revoked = super::revoke_token(&*tx, scope, *token_id, Some(caller.user_id)).await?;
-    crate::audit::by(
-        &*tx,
-        &caller,
-        crate::audit::Entry::new(
-            caller.organisation_id,
-            "token.revoke",
-            "token",
-            *token_id,
-            serde_json::json!({"changed": revoked}),
-        ),
-    )
-    .await?;
+    super::manage::revoke_token(&*tx, &caller, *token_id).await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -340,12 +290,6 @@ async fn disable_user(
     state: web::Data<AppState>,
     user_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::ProviderAdmin])?;
-    if *user_id == caller.user_id {
-        return Err(ApiError::Conflict(
-            "you cannot disable yourself; ask another admin".into(),
-        ));
-    }
     set_user_disabled(caller, state, *user_id, true).await
 }
 
@@ -366,7 +310,6 @@ async fn enable_user(
     state: web::Data<AppState>,
     user_id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::ProviderAdmin])?;
     set_user_disabled(caller, state, *user_id, false).await
 }
 
@@ -378,24 +321,7 @@ async fn set_user_disabled(
 ) -> Result<HttpResponse, ApiError> {
     let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
-    let scope = Scope::Organisation(caller.organisation_id);
-    let changed = super::set_user_disabled(&*tx, scope, user_id, disabled).await?;
-    crate::audit::by(
-        &*tx,
-        &caller,
-        crate::audit::Entry::new(
-            caller.organisation_id,
-            if disabled {
-                "user.disable"
-            } else {
-                "user.enable"
-            },
-            "user",
-            user_id,
-            serde_json::json!({"after": {"disabled": disabled}, "changed": changed}),
-        ),
-    )
-    .await?;
+    let changed = super::manage::set_disabled(&*tx, &caller, user_id, disabled).await?;
     tx.commit().await?;
     if !disabled {
         state.auth_failures.forget_all();
@@ -472,5 +398,102 @@ async fn password_link(
         url: link.url(&state.settings.console_url()),
         expires_at: link.expires_at,
         note: "the link is shown only now and works once",
+    }))
+}
+
+/// A person who will use the console.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    /// 1 to 200 characters, unique in the organisation.
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    /// The address they sign in with (then make them a set-password link).
+    email: Option<String>,
+    role: Role,
+}
+
+/// A user as created or changed.
+#[derive(Serialize, ToSchema)]
+struct UserChanged {
+    id: i32,
+    role: Role,
+    /// False when nothing changed.
+    changed: bool,
+}
+
+/// Adds a user to the caller's organisation (provider admins): a person who signs in to the
+/// console with their email address once they have set a password through a one-time link
+/// (`POST /v1/users/{id}/password-link`). No API token is made; issue one with
+/// `POST /v1/users/{id}/tokens` for a machine.
+#[utoipa::path(
+    operation_id = "create_user",
+    tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The user.", body = UserChanged,
+            links(("password_link" = (operation_id = "create_password_link",
+                parameters(("id" = "$response.body#/id")))))),
+        doc::Forbidden,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
+#[post("/v1/users")]
+async fn create_user(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: crate::http::Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
+    let mut client = state.db(&caller).await?;
+    let tx = client.transaction().await?;
+    let id = super::manage::create_user(&*tx, &caller, &body.name, body.email.as_deref(), body.role)
+        .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(UserChanged {
+        id,
+        role: body.role,
+        changed: true,
+    }))
+}
+
+/// What may change about a user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    /// A role that fits the organisation; not the caller's own.
+    role: Role,
+}
+
+/// Changes a user's role (provider admins, for users of their organisation other than
+/// themselves). It applies from the user's next request.
+#[utoipa::path(
+    operation_id = "update_user",
+    tag = "users",
+    params(("id" = i32, Path, description = "The user's id.")),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "The user's role now.", body = UserChanged),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Conflict,
+        doc::Invalid,
+    ),
+)]
+#[patch("/v1/users/{id}")]
+async fn update_user(
+    caller: Caller,
+    state: web::Data<AppState>,
+    user_id: web::Path<i32>,
+    body: crate::http::Json<UserUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let mut client = state.db(&caller).await?;
+    let tx = client.transaction().await?;
+    let changed = super::manage::set_role(&*tx, &caller, *user_id, body.role).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(UserChanged {
+        id: *user_id,
+        role: body.role,
+        changed,
     }))
 }
