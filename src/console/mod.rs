@@ -24,6 +24,7 @@ mod board;
 pub mod error;
 pub mod forms;
 mod pages;
+mod people;
 mod users;
 
 use std::future::Future;
@@ -52,6 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(pages::routes)
                 .configure(users::routes)
                 .configure(board::routes)
+                .configure(people::routes)
                 .default_service(web::to(not_found)),
         );
 }
@@ -268,11 +270,12 @@ impl Section {
             Self::Board => crate::alarms::routes::ANYONE
                 .contains(&caller.role)
                 .then_some("/console/alarms"),
+            Self::People => crate::people::EDITORS
+                .contains(&caller.role)
+                .then_some("/console/people"),
             Self::Users => (caller.role == Role::ProviderAdmin).then_some("/console/users"),
             // Not built yet.
-            Self::Visits | Self::People | Self::Devices | Self::Outcomes | Self::Administration => {
-                None
-            }
+            Self::Visits | Self::Devices | Self::Outcomes | Self::Administration => None,
         }
     }
 
@@ -354,9 +357,17 @@ mod tests {
         };
         assert_eq!(
             links(Role::ProviderAdmin),
-            ["/console/", "/console/alarms", "/console/users"]
+            [
+                "/console/",
+                "/console/alarms",
+                "/console/people",
+                "/console/users"
+            ]
         );
-        assert_eq!(links(Role::ProviderStaff), ["/console/", "/console/alarms"]);
+        assert_eq!(
+            links(Role::ProviderStaff),
+            ["/console/", "/console/alarms", "/console/people"]
+        );
         assert_eq!(links(Role::Responder), ["/console/", "/console/alarms"]);
         assert_eq!(links(Role::Commissioner), ["/console/"]);
         let shell = user(Role::ProviderAdmin).shell("x", Section::Users);

@@ -37,7 +37,7 @@ use crate::live::LiveHub;
 pub use derive::{rebuild, rebuild_with, RebuildReport};
 pub use geofence::GeofencePolicy;
 pub use missed::check_missed_visits;
-pub use routes::rederive;
+pub use routes::{rederive, visits_between};
 
 crate::sql_enum! {
     /// What an adjustment is (`visit_adjustments.kind`).

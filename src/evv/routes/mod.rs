@@ -20,6 +20,8 @@ mod schedule;
 mod visits;
 mod workers;
 
+pub use visits::visits_between;
+
 use actix_web::{put, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;

@@ -97,6 +97,18 @@ pub(super) async fn load_visits(
     to: DateTime<Utc>,
     unmatched_only: bool,
 ) -> Result<Vec<VisitRecord>, ApiError> {
+    load_visits_of(client, scope, from, to, unmatched_only, None).await
+}
+
+/// [`load_visits`], of one person only when `person` is given.
+async fn load_visits_of(
+    client: &impl GenericClient,
+    scope: &Visibility,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    unmatched_only: bool,
+    person: Option<i32>,
+) -> Result<Vec<VisitRecord>, ApiError> {
     let rows = client
         .query(
             &format!(
@@ -104,6 +116,7 @@ pub(super) async fn load_visits(
                   WHERE v.organisation_id = ANY($1)
                     AND {VISIT_AT} >= $2 AND {VISIT_AT} < $3
                     AND (NOT $4 OR v.scheduled_visit_id IS NULL)
+                    AND ($6::int IS NULL OR v.person_id = $6)
                     AND {}
                   ORDER BY {VISIT_AT}, v.id
                   LIMIT 10000",
@@ -115,10 +128,29 @@ pub(super) async fn load_visits(
                 &to,
                 &unmatched_only,
                 &scope.funded_by(),
+                &person,
             ],
         )
         .await?;
     Ok(rows.iter().map(record).collect())
+}
+
+/// The visits filed in `[from, to)` that `GET /v1/visits` would list for `caller` (of one
+/// person when `person` is given), as it shows them at `now`: the same roles, scope and view.
+pub async fn visits_between(
+    state: &AppState,
+    caller: &Caller,
+    client: &deadpool_postgres::Client,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    person: Option<i32>,
+    now: DateTime<Utc>,
+) -> Result<Vec<VisitView>, ApiError> {
+    let scope = scope(caller, client).await?;
+    let rows = load_visits_of(client, &scope, range.0, range.1, false, person).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| visit_view(r, scope.pseudonymise(), &state.settings.evv, now))
+        .collect())
 }
 
 /// Which visits a list shows: those filed in the range.
