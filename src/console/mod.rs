@@ -21,11 +21,14 @@
 //! module only shows them.
 
 mod board;
+mod dead_letters;
+mod devices;
 pub mod error;
 pub mod forms;
 mod pages;
 mod people;
 mod users;
+mod visits;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +57,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(users::routes)
                 .configure(board::routes)
                 .configure(people::routes)
+                .configure(devices::routes)
+                .configure(visits::routes)
+                .configure(dead_letters::routes)
                 .default_service(web::to(not_found)),
         );
 }
@@ -270,12 +276,18 @@ impl Section {
             Self::Board => crate::alarms::routes::ANYONE
                 .contains(&caller.role)
                 .then_some("/console/alarms"),
+            Self::Visits => crate::people::EDITORS
+                .contains(&caller.role)
+                .then_some("/console/visits"),
             Self::People => crate::people::EDITORS
                 .contains(&caller.role)
                 .then_some("/console/people"),
+            Self::Devices => crate::alarms::routes::ANYONE
+                .contains(&caller.role)
+                .then_some("/console/devices"),
             Self::Users => (caller.role == Role::ProviderAdmin).then_some("/console/users"),
             // Not built yet.
-            Self::Visits | Self::Devices | Self::Outcomes | Self::Administration => None,
+            Self::Outcomes | Self::Administration => None,
         }
     }
 
@@ -360,15 +372,26 @@ mod tests {
             [
                 "/console/",
                 "/console/alarms",
+                "/console/visits",
                 "/console/people",
+                "/console/devices",
                 "/console/users"
             ]
         );
         assert_eq!(
             links(Role::ProviderStaff),
-            ["/console/", "/console/alarms", "/console/people"]
+            [
+                "/console/",
+                "/console/alarms",
+                "/console/visits",
+                "/console/people",
+                "/console/devices"
+            ]
         );
-        assert_eq!(links(Role::Responder), ["/console/", "/console/alarms"]);
+        assert_eq!(
+            links(Role::Responder),
+            ["/console/", "/console/alarms", "/console/devices"]
+        );
         assert_eq!(links(Role::Commissioner), ["/console/"]);
         let shell = user(Role::ProviderAdmin).shell("x", Section::Users);
         let nav = shell.user.unwrap().nav;

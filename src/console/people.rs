@@ -77,7 +77,13 @@ async fn list(
     q: web::Query<Search>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.require(EDITORS)?;
-    let search: String = q.q.as_deref().unwrap_or("").trim().chars().take(100).collect();
+    let search: String =
+        q.q.as_deref()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(100)
+            .collect();
     let client = state.db(&user.caller).await?;
     let open: Vec<&str> = State::OPEN.iter().map(|s| s.as_str()).collect();
     let rows = client
@@ -343,17 +349,22 @@ impl Clock {
 
     /// "3 Mar 2026, 09:05".
     pub(super) fn full(&self, t: DateTime<Utc>) -> String {
-        self.0.get(&t).map_or_else(|| t.to_rfc3339(), |v| v.0.clone())
+        self.0
+            .get(&t)
+            .map_or_else(|| t.to_rfc3339(), |v| v.0.clone())
     }
 
     /// "09:05".
     pub(super) fn time(&self, t: DateTime<Utc>) -> String {
-        self.0.get(&t).map_or_else(|| t.to_rfc3339(), |v| v.1.clone())
+        self.0
+            .get(&t)
+            .map_or_else(|| t.to_rfc3339(), |v| v.1.clone())
     }
 
     /// "09:00 to 09:30", "09:00 to (not yet)".
     pub(super) fn span(&self, start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
-        let part = |t: Option<DateTime<Utc>>, none: &str| t.map_or(none.to_owned(), |t| self.time(t));
+        let part =
+            |t: Option<DateTime<Utc>>, none: &str| t.map_or(none.to_owned(), |t| self.time(t));
         format!("{} to {}", part(start, "no start"), part(end, "no end"))
     }
 }
@@ -384,7 +395,10 @@ pub(super) fn exception_words(kind: crate::evv::view::ExceptionKind) -> &'static
 pub(super) fn visit_details(v: &VisitView, clock: &Clock) -> Vec<String> {
     let mut details = Vec::new();
     if v.window_start.is_some() {
-        details.push(format!("Planned {}", clock.span(v.window_start, v.window_end)));
+        details.push(format!(
+            "Planned {}",
+            clock.span(v.window_start, v.window_end)
+        ));
     }
     if v.start.is_some() || v.end.is_some() {
         let adjusted = if v.adjustments > 0 {
@@ -520,7 +534,12 @@ fn record_events(records: &serde_json::Map<String, Value>, from: NaiveDate) -> V
     for r in rows("recorded_falls") {
         let source = text_of(&r, "source").unwrap_or("a record").to_owned();
         add(date_of(&r, "occurred_on"), &|d| {
-            dated(d, "Fall", "A fall, recorded".into(), vec![format!("Source: {source}")])
+            dated(
+                d,
+                "Fall",
+                "A fall, recorded".into(),
+                vec![format!("Source: {source}")],
+            )
         });
     }
     for r in rows("reablement_episodes") {
@@ -602,9 +621,7 @@ fn outcome_line(o: &Value) -> OutcomeLine {
     OutcomeLine {
         statement: text_of(o, "statement").unwrap_or_default().to_owned(),
         kind: text_of(o, "kind").unwrap_or_default().to_owned(),
-        target: date_of(o, "target_date")
-            .map(long_date)
-            .unwrap_or_default(),
+        target: date_of(o, "target_date").map(long_date).unwrap_or_default(),
         state: outcome_state(o),
     }
 }

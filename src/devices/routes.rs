@@ -51,8 +51,18 @@ struct DeviceList {
 )]
 #[get("/v1/devices")]
 async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require(READERS)?;
     let client = state.db(&caller).await?;
+    let items = devices_of(&client, &caller).await?;
+    Ok(HttpResponse::Ok().json(DeviceList { items }))
+}
+
+/// The caller's organisation's devices by uid (at most 10,000), as `GET /v1/devices` lists
+/// them.
+pub async fn devices_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+) -> Result<Vec<Device>, ApiError> {
+    caller.require(READERS)?;
     let rows = client
         .query(
             "SELECT uid, kind, person_id, worker_id, created_at, disabled_at
@@ -60,12 +70,10 @@ async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
             &[&caller.organisation_id],
         )
         .await?;
-    let items = rows
-        .iter()
+    rows.iter()
         .map(Device::from_row)
         .collect::<Result<Vec<Device>, _>>()
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(HttpResponse::Ok().json(DeviceList { items }))
+        .map_err(|e| ApiError::Unexpected(e.into()))
 }
 
 /// One device.
@@ -85,19 +93,28 @@ async fn read(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(READERS)?;
     let client = state.db(&caller).await?;
-    // Another organisation's device is indistinguishable from a missing one.
+    let device = device_of(&client, &caller, &uid).await?;
+    Ok(HttpResponse::Ok().json(device))
+}
+
+/// The caller's organisation's device `uid`, as `GET /v1/devices/{uid}` shows it; another
+/// organisation's device is indistinguishable from a missing one.
+pub async fn device_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+    uid: &str,
+) -> Result<Device, ApiError> {
+    caller.require(READERS)?;
     let row = client
         .query_opt(
             "SELECT uid, kind, person_id, worker_id, created_at, disabled_at
                FROM devices WHERE organisation_id = $1 AND uid = $2",
-            &[&caller.organisation_id, &uid.as_str()],
+            &[&caller.organisation_id, &uid],
         )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device `{uid}`")))?;
-    let device = Device::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(HttpResponse::Ok().json(device))
+    Device::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

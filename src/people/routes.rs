@@ -104,7 +104,10 @@ fn audited(view: &PersonView) -> serde_json::Value {
     let mut value = serde_json::to_value(view).unwrap_or_default();
     if let Some(fields) = value.as_object_mut() {
         fields.remove("key_safe_code");
-        fields.insert("key_safe_code_set".into(), view.key_safe_code.is_some().into());
+        fields.insert(
+            "key_safe_code_set".into(),
+            view.key_safe_code.is_some().into(),
+        );
     }
     value
 }
@@ -442,7 +445,10 @@ async fn apply_update(
         .flatten()
         .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 200)
     {
-        errors.push(FieldError::new("display_name", "must be 1 to 200 characters"));
+        errors.push(FieldError::new(
+            "display_name",
+            "must be 1 to 200 characters",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));

@@ -333,19 +333,18 @@ pub async fn device_link(
     org: i32,
     uid: &str,
 ) -> Result<Option<DeviceLink>, tokio_postgres::Error> {
-    Ok(c
-        .query_opt(
-            "SELECT id, kind, person_id, worker_id FROM devices
+    Ok(c.query_opt(
+        "SELECT id, kind, person_id, worker_id FROM devices
               WHERE organisation_id = $1 AND uid = $2 FOR UPDATE",
-            &[&org, &uid],
-        )
-        .await?
-        .map(|r| DeviceLink {
-            device_id: r.get(0),
-            kind: r.get(1),
-            person_id: r.get(2),
-            worker_id: r.get(3),
-        }))
+        &[&org, &uid],
+    )
+    .await?
+    .map(|r| DeviceLink {
+        device_id: r.get(0),
+        kind: r.get(1),
+        person_id: r.get(2),
+        worker_id: r.get(3),
+    }))
 }
 
 /// Links the organisation's device `id` to `person` or `worker` (at most one; neither

@@ -20,7 +20,11 @@ mod schedule;
 mod visits;
 mod workers;
 
-pub use visits::visits_between;
+pub use missed::{missed_alerts, AlertState, MissedAlert};
+pub use visits::{
+    apply_adjustment, exceptions_between, visit_detail, visits_between, AdjustmentRecorded,
+    ExceptionItem, NewAdjustment,
+};
 
 use actix_web::{put, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
