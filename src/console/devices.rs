@@ -51,7 +51,7 @@ struct DeviceRow {
 }
 
 /// A device kind in words.
-fn device_kind_label(kind: DeviceKind) -> &'static str {
+pub(super) fn device_kind_label(kind: DeviceKind) -> &'static str {
     match kind {
         DeviceKind::Hub => "Hub",
         DeviceKind::Pendant => "Pendant",
@@ -364,7 +364,7 @@ async fn link_choices(
         )
     };
     let mut listed: Vec<(i32, String)> = names.into_iter().collect();
-    listed.sort_by(|a, b| a.1.to_lowercase().cmp(&b.1.to_lowercase()));
+    listed.sort_by_key(|(_, label)| label.to_lowercase());
     let mut choices = vec![Choice {
         value: String::new(),
         label: "No one (not linked)".into(),

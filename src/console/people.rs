@@ -155,7 +155,8 @@ struct Event {
 
 struct OutcomeLine {
     statement: String,
-    kind: String,
+    /// "A reablement", "A maintenance".
+    kind: &'static str,
     target: String,
     state: String,
 }
@@ -182,7 +183,7 @@ struct Facts {
 
 struct DeviceLine {
     uid: String,
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Template)]
@@ -256,8 +257,8 @@ async fn show(
     events.extend(alarms.iter().map(|a| alarm_event(a, &clock)));
     let records = crate::outcomes::person_records(&client, &user.caller, id, false).await?;
     events.extend(record_events(&records, from.date_naive()));
-    // Newest first; planned visits still to come are not in the past window's count.
-    events.sort_by(|a, b| b.at.cmp(&a.at));
+    // Newest first.
+    events.sort_by_key(|e| std::cmp::Reverse(e.at));
     let plans = crate::outcomes::person_plans(&**client, &user.caller, id)
         .await?
         .iter()
@@ -273,7 +274,10 @@ async fn show(
         .iter()
         .map(|r| DeviceLine {
             uid: r.get(0),
-            kind: r.get(1),
+            kind: r
+                .get::<_, &str>(1)
+                .parse()
+                .map_or("device", super::devices::device_kind_label),
         })
         .collect();
     let name = person
@@ -620,7 +624,11 @@ fn plan(p: &Value) -> Plan {
 fn outcome_line(o: &Value) -> OutcomeLine {
     OutcomeLine {
         statement: text_of(o, "statement").unwrap_or_default().to_owned(),
-        kind: text_of(o, "kind").unwrap_or_default().to_owned(),
+        kind: match text_of(o, "kind") {
+            Some("reablement") => "A reablement",
+            Some("maintenance") => "A maintenance",
+            _ => "An",
+        },
         target: date_of(o, "target_date").map(long_date).unwrap_or_default(),
         state: outcome_state(o),
     }
