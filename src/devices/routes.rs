@@ -1,4 +1,6 @@
-//! `/v1/devices`: list, read and register a provider's devices.
+//! `/v1/devices`: list, read, register, disable, enable and link a provider's devices. The
+//! list, the read and the link are public functions too, which the console's device pages call
+//! (the rows of a link are [`crate::people::store`]'s to write).
 
 use actix_web::{get, post, put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
