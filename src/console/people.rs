@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::board::{kind_label, outcome_label, state_label};
 use super::error::html_response;
 use super::{ConsoleError, ConsoleUser, Section, Shell};
-use crate::alarms::model::{AlarmView, State, VIEW_COLUMNS};
+use crate::alarms::model::{AlarmView, Category, State, VIEW_COLUMNS};
 use crate::auth::Role;
 use crate::evv::view::VisitView;
 use crate::http::AppState;
@@ -94,7 +94,8 @@ async fn list(
                         AND d.organisation_id = p.organisation_id AND d.disabled_at IS NULL \
                         ORDER BY d.uid), ', '), \
                     (SELECT count(*) FROM alarms a WHERE a.person_id = p.id \
-                        AND a.organisation_id = p.organisation_id AND a.state = ANY($3)), \
+                        AND a.organisation_id = p.organisation_id AND a.state = ANY($3) \
+                        AND a.category = $5), \
                     count(*) OVER () \
                FROM people p \
               WHERE p.organisation_id = $1 \
@@ -102,7 +103,13 @@ async fn list(
                      OR strpos(lower(p.external_ref), lower($2)) > 0) \
               ORDER BY lower(p.display_name) NULLS LAST, p.external_ref \
               LIMIT $4",
-            &[&user.caller.organisation_id, &search, &open, &MAX_LISTED],
+            &[
+                &user.caller.organisation_id,
+                &search,
+                &open,
+                &MAX_LISTED,
+                &Category::Care.as_str(),
+            ],
         )
         .await?;
     let total: i64 = rows.first().map_or(0, |r| r.get(6));
@@ -246,14 +253,21 @@ async fn show(
     )
     .await?;
     let alarms = person_alarms(&client, org, id, from).await?;
+    let unvisited = crate::evv::unvisited_of(&client, &user.caller, id, (from, now)).await?;
     let times: Vec<DateTime<Utc>> = visits
         .iter()
         .flat_map(|v| [v.window_start, v.window_end, v.start, v.end])
         .flatten()
         .chain(alarms.iter().map(|a| a.received_at))
+        .chain(
+            unvisited
+                .iter()
+                .flat_map(|s| [s.window_start, s.window_end]),
+        )
         .collect();
     let clock = Clock::load(&client, tz, &times).await?;
     events.extend(visits.iter().map(|v| visit_event(v, &clock)));
+    events.extend(unvisited.iter().map(|s| unvisited_event(s, &clock)));
     events.extend(alarms.iter().map(|a| alarm_event(a, &clock)));
     let records = crate::outcomes::person_records(&client, &user.caller, id, false).await?;
     events.extend(record_events(&records, from.date_naive()));
@@ -454,6 +468,31 @@ fn visit_event(v: &VisitView, clock: &Clock) -> Event {
     }
 }
 
+/// A planned visit no one checked in to (or cancelled).
+fn unvisited_event(s: &crate::evv::Scheduled, clock: &Clock) -> Event {
+    let mut details = vec![format!(
+        "Planned {}",
+        clock.span(Some(s.window_start), Some(s.window_end))
+    )];
+    match &s.cancelled_at {
+        Some(_) => details.push(format!(
+            "Cancelled{}",
+            s.cancel_reason
+                .as_deref()
+                .map_or(String::new(), |r| format!(": {r}"))
+        )),
+        None => details.push("No one checked in".to_owned()),
+    }
+    Event {
+        at: s.window_start,
+        when: clock.full(s.window_start),
+        kind: "Planned visit",
+        what: format!("{} ({})", s.service_type.replace('_', " "), s.reference),
+        details,
+        href: None,
+    }
+}
+
 /// The person's care alarms received since `from`, newest first (at most 1,000).
 async fn person_alarms(
     client: &crate::db::Client,
@@ -466,9 +505,10 @@ async fn person_alarms(
             &format!(
                 "SELECT {VIEW_COLUMNS} FROM alarms a \
                   WHERE a.organisation_id = $1 AND a.person_id = $2 AND a.received_at >= $3 \
+                    AND a.category = $4 \
                   ORDER BY a.received_at DESC, a.id DESC LIMIT 1000"
             ),
-            &[&org, &person, &from],
+            &[&org, &person, &from, &Category::Care.as_str()],
         )
         .await?;
     rows.iter()

@@ -156,6 +156,18 @@ async fn a_provider_opens_the_person_from_an_alarm_and_sees_their_timeline_and_h
     .await
     .expect("the fall is raised");
 
+    // A visit planned this morning that no one came to.
+    let missed_start = now_s() - chrono::Duration::hours(3);
+    let (status, missed) = app
+        .post_json(
+            "/v1/scheduled-visits",
+            &s.admin,
+            &json!({"reference": "V-missed", "person_id": s.person, "service_type": "meal_prep",
+                    "window_start": missed_start,
+                    "window_end": missed_start + chrono::Duration::minutes(30)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{missed}");
     // An "I can" plan with the person, agreed by them and the provider.
     let today = chrono::Utc::now().date_naive();
     let (status, plan) = app
@@ -210,14 +222,18 @@ async fn a_provider_opens_the_person_from_an_alarm_and_sees_their_timeline_and_h
         "personal care (V-oak-care)",
         "Check-in verified",
         "Check-out verified",
+        "Planned visit",
+        "meal prep (V-missed)",
+        "No one checked in",
     ] {
         assert!(timeline.contains(expected), "{expected:?} in {timeline}");
     }
-    // Newest first: the alarm came after the visit.
+    // Newest first: the alarm came after the visit, which came after the missed one.
     assert!(timeline.find("Fall detected") < timeline.find("personal care"));
+    assert!(timeline.find("personal care") < timeline.find("meal prep"));
     assert_eq!(
         browser.text("#timeline-count").await,
-        "2 things recorded in the last 30 days, newest first."
+        "3 things recorded in the last 30 days, newest first."
     );
     // The alarm on the timeline leads back to it.
     let links = js(

@@ -21,6 +21,7 @@ mod visits;
 mod workers;
 
 pub use missed::{missed_alerts, AlertState, MissedAlert};
+pub use schedule::{unvisited_of, Scheduled};
 pub use visits::{
     apply_adjustment, exceptions_between, visit_detail, visits_between, AdjustmentRecorded,
     ExceptionItem, NewAdjustment,
