@@ -287,6 +287,33 @@ async fn a_provider_opens_the_person_from_an_alarm_and_sees_their_timeline_and_h
         "No one matches “nobody”."
     );
 
+    // A responder gets the address and key-safe code on the alarm's page, but has no person
+    // pages (the people API is not theirs either).
+    let (responder, _) = user_with_password(
+        &app,
+        None,
+        &s.org,
+        "Rory Responder",
+        "rory@oak.example",
+        Role::Responder,
+    )
+    .await;
+    let (cookie, _) = session(&app, responder).await;
+    let page = |path: String| {
+        let request = app.client.get(app.url(&path)).header("cookie", &cookie);
+        async move { request.send().await.unwrap() }
+    };
+    let r = page(format!("/console/alarms/{alarm}")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(KEY_SAFE) && text.contains(ADDRESS), "{text}");
+    assert!(
+        !text.contains("id=\"person-page\""),
+        "no link to a page they cannot open"
+    );
+    let r = page(format!("/console/people/{}", s.person)).await;
+    assert_eq!(r.status(), 403);
+
     // At phone width, nothing is cut off sideways.
     browser.client.set_window_size(390, 2000).await.unwrap();
     browser
