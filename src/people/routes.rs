@@ -62,13 +62,13 @@ struct NewPerson {
     #[schema(inline)]
     geofence_policy: Option<GeofencePolicy>,
     /// The postal address of the person's home.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     address: Option<String>,
     /// How to get in: which door, pets, a neighbour with a key.
-    #[schema(min_length = 1, max_length = 1000)]
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     access_notes: Option<String>,
     /// The key-safe code. Never written to the audit log in clear.
-    #[schema(min_length = 1, max_length = 50)]
+    #[schema(min_length = 1, max_length = 50, pattern = "\\S")]
     key_safe_code: Option<String>,
 }
 
@@ -374,23 +374,24 @@ where
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PersonUpdate {
+    /// Not only spaces, at most 200 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "\\S")]
     display_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<NaiveDate>)]
+    #[schema(value_type = Option<NaiveDate>, pattern = "^(19|2[01])[0-9]{2}-")]
     date_of_birth: Option<Option<NaiveDate>>,
     /// The postal address of the person's home.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 500)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500, pattern = "\\S")]
     address: Option<Option<String>>,
     /// How to get in: which door, pets, a neighbour with a key.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = "\\S")]
     access_notes: Option<Option<String>>,
     /// The key-safe code. The audit log records that it changed, never the code.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 50)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 50, pattern = "\\S")]
     key_safe_code: Option<Option<String>>,
 }
 
