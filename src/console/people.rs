@@ -23,17 +23,18 @@ use serde_json::Value;
 
 use super::board::{kind_label, outcome_label, state_label};
 use super::error::html_response;
-use super::{ConsoleError, ConsoleUser, Section, Shell};
+use super::{see_other, ConsoleError, ConsoleUser, Section, Shell};
 use crate::alarms::model::{AlarmView, Category, State, VIEW_COLUMNS};
 use crate::auth::Role;
 use crate::evv::view::VisitView;
-use crate::http::AppState;
+use crate::http::{ApiError, AppState};
 use crate::people::store::{find_person, Person};
-use crate::people::EDITORS;
+use crate::people::{apply_update, PersonUpdate, EDITORS};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/people", web::get().to(list))
-        .route("/people/{id}", web::get().to(show));
+        .route("/people/{id}", web::get().to(show))
+        .route("/people/{id}/home", web::post().to(change_home));
 }
 
 /// Most people the list shows (the count above it says when there are more).
@@ -205,11 +206,14 @@ struct PersonPage {
     events: Vec<Event>,
     events_count: String,
     plans: Vec<Plan>,
+    form_token: String,
+    notice: Option<&'static str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct Window {
     days: Option<String>,
+    done: Option<String>,
 }
 
 /// `id` as a person id, or a page that does not exist.
@@ -307,8 +311,54 @@ async fn show(
         events_count: events_count(events.len(), days),
         events,
         plans,
+        form_token: user.form_token.clone(),
+        notice: (q.done.as_deref() == Some("home"))
+            .then_some("The address, access notes and key-safe code were saved."),
     };
     Ok(html_response(StatusCode::OK, page.render()?))
+}
+
+/// The "getting in" form: each field as it should be now, empty for none. Its `csrf` field
+/// was checked before this runs.
+#[derive(Debug, Deserialize)]
+struct HomeForm {
+    address: String,
+    access_notes: String,
+    key_safe_code: String,
+}
+
+/// A form's text as a change: empty clears the field.
+fn field(value: &str) -> Option<Option<String>> {
+    let value = value.trim();
+    Some((!value.is_empty()).then(|| value.to_owned()))
+}
+
+/// Applies the form through [`apply_update`], the function behind `PATCH /v1/people/{id}`
+/// (the same roles, checks and audit row), then back to the person's page.
+async fn change_home(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<HomeForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let id = person_id(&path)?;
+    let update = PersonUpdate {
+        address: field(&form.address),
+        access_notes: field(&form.access_notes),
+        key_safe_code: field(&form.key_safe_code),
+        ..PersonUpdate::default()
+    };
+    match apply_update(&state, &user.caller, id, &update).await {
+        Ok(()) => Ok(see_other(&format!("/console/people/{id}?done=home#home"))),
+        Err(ApiError::Validation(errors)) => Err(ConsoleError::BadForm(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field.replace('_', " "), e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn facts(p: Person, key_safe: bool) -> Facts {

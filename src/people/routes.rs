@@ -373,26 +373,26 @@ where
 /// here: visits already verified against them would disagree with them.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PersonUpdate {
+pub struct PersonUpdate {
     /// Not only spaces, at most 200 characters.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "\\S")]
-    display_name: Option<Option<String>>,
+    pub display_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<NaiveDate>, pattern = "^(19|2[01])[0-9]{2}-")]
-    date_of_birth: Option<Option<NaiveDate>>,
+    pub date_of_birth: Option<Option<NaiveDate>>,
     /// The postal address of the person's home.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 500, pattern = "\\S")]
-    address: Option<Option<String>>,
+    pub address: Option<Option<String>>,
     /// How to get in: which door, pets, a neighbour with a key.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = "\\S")]
-    access_notes: Option<Option<String>>,
+    pub access_notes: Option<Option<String>>,
     /// The key-safe code. The audit log records that it changed, never the code.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 50, pattern = "\\S")]
-    key_safe_code: Option<Option<String>>,
+    pub key_safe_code: Option<Option<String>>,
 }
 
 /// A present-or-absent text field as borrowed text.
@@ -420,14 +420,24 @@ async fn update_person(
     path: web::Path<i32>,
     body: crate::http::Json<PersonUpdate>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = apply_update(&state, &caller, path.into_inner(), &body.into_inner()).await?;
+    let view = update(&state, &caller, path.into_inner(), &body.into_inner()).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 /// Checks and applies `u` to the caller's person `id` with its audit row (`person.update`:
 /// the fields before and after, the key-safe code only as whether it is set and whether it
-/// changed). The function behind `PATCH /v1/people/{id}`.
-async fn apply_update(
+/// changed). The function behind `PATCH /v1/people/{id}`, which the console's person page
+/// calls too.
+pub async fn apply_update(
+    state: &AppState,
+    caller: &Caller,
+    id: i32,
+    u: &PersonUpdate,
+) -> Result<(), ApiError> {
+    update(state, caller, id, u).await.map(|_| ())
+}
+
+async fn update(
     state: &AppState,
     caller: &Caller,
     id: i32,

@@ -510,9 +510,12 @@ async fn another_providers_pages_do_not_exist_and_forms_need_their_token() {
     // Fir's forms on Elm's things, with Fir's own token: 404, nothing changed.
     let link = format!("{device}/link");
     let adjust = format!("{visit}/adjustments");
+    let home = format!("{person}/home");
     let link_body = |token: &str| format!("csrf={token}&person_id={}", elm.person);
     let adjust_body =
         |token: &str| format!("csrf={token}&reason_code=office_entry&resolution_code=checked");
+    let home_body =
+        |token: &str| format!("csrf={token}&address=3+New+Street&access_notes=&key_safe_code=2468");
     assert_eq!(
         post(link.clone(), &fir_cookie, link_body(&fir_form))
             .await
@@ -525,11 +528,18 @@ async fn another_providers_pages_do_not_exist_and_forms_need_their_token() {
             .status(),
         404
     );
+    assert_eq!(
+        post(home.clone(), &fir_cookie, home_body(&fir_form))
+            .await
+            .status(),
+        404
+    );
     // Elm's forms without a token, or with Fir's: refused before anything happens.
     for token in ["", fir_form.as_str()] {
         for (path, body) in [
             (link.clone(), link_body(token)),
             (adjust.clone(), adjust_body(token)),
+            (home.clone(), home_body(token)),
         ] {
             let body = body.replace("csrf=&", "");
             let r = post(path.clone(), &elm_cookie, body.clone()).await;
@@ -563,6 +573,38 @@ async fn another_providers_pages_do_not_exist_and_forms_need_their_token() {
     let (linked, history) = links_and_adjustments().await;
     assert_eq!(linked, json!(elm.person));
     assert_eq!(history[0]["reason_code"], "office_entry");
+    // The person's "getting in" form: as PATCH /v1/people/{id}; an empty box clears.
+    let person_api = format!("/v1/people/{}", elm.person);
+    assert_eq!(
+        app.get_ok(&person_api, &elm.admin).await["key_safe_code"],
+        KEY_SAFE
+    );
+    let r = post(home.clone(), &elm_cookie, home_body(&elm_form)).await;
+    assert_eq!(r.url().path(), person);
+    assert!(r.text().await.unwrap().contains("were saved"));
+    let changed = app.get_ok(&person_api, &elm.admin).await;
+    assert_eq!(
+        (
+            &changed["address"],
+            &changed["access_notes"],
+            &changed["key_safe_code"]
+        ),
+        (&json!("3 New Street"), &Value::Null, &json!("2468"))
+    );
+    let client = app.pool.get().await.unwrap();
+    let change: String = client
+        .query_one(
+            "SELECT change FROM audit_log WHERE action = 'person.update' AND actor = $1
+                AND token_id IS NULL",
+            &[&elm_user.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !change.contains("2468") && !change.contains(KEY_SAFE),
+        "{change}"
+    );
     // A commissioner has no people, devices or visits pages.
     let shire = app.organisation("Shire", OrgKind::Commissioner).await;
     let (cara, _) = user_with_password(
