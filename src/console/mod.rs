@@ -21,10 +21,12 @@
 //! module only shows them.
 
 mod board;
+mod charts;
 mod dead_letters;
 mod devices;
 pub mod error;
 pub mod forms;
+mod outcomes;
 mod pages;
 mod people;
 mod users;
@@ -60,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(devices::routes)
                 .configure(visits::routes)
                 .configure(dead_letters::routes)
+                .configure(outcomes::routes)
                 .default_service(web::to(not_found)),
         );
 }
@@ -286,8 +289,11 @@ impl Section {
                 .contains(&caller.role)
                 .then_some("/console/devices"),
             Self::Users => (caller.role == Role::ProviderAdmin).then_some("/console/users"),
+            Self::Outcomes => outcomes::READERS
+                .contains(&caller.role)
+                .then_some("/console/outcomes"),
             // Not built yet.
-            Self::Outcomes | Self::Administration => None,
+            Self::Administration => None,
         }
     }
 
@@ -375,6 +381,7 @@ mod tests {
                 "/console/visits",
                 "/console/people",
                 "/console/devices",
+                "/console/outcomes",
                 "/console/users"
             ]
         );
@@ -385,14 +392,19 @@ mod tests {
                 "/console/alarms",
                 "/console/visits",
                 "/console/people",
-                "/console/devices"
+                "/console/devices",
+                "/console/outcomes"
             ]
         );
         assert_eq!(
             links(Role::Responder),
             ["/console/", "/console/alarms", "/console/devices"]
         );
-        assert_eq!(links(Role::Commissioner), ["/console/"]);
+        assert_eq!(
+            links(Role::Commissioner),
+            ["/console/", "/console/outcomes"]
+        );
+        assert_eq!(links(Role::Auditor), ["/console/", "/console/outcomes"]);
         let shell = user(Role::ProviderAdmin).shell("x", Section::Users);
         let nav = shell.user.unwrap().nav;
         assert!(nav.iter().any(|n| n.current && n.href == "/console/users"));

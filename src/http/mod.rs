@@ -81,6 +81,15 @@ impl AppState {
         Ok(self.pools.auth.get().await?)
     }
 
+    /// What an outcome report reads from the configuration.
+    pub fn report_settings(&self) -> crate::outcomes::report::Settings<'_> {
+        crate::outcomes::report::Settings {
+            outcomes: &self.settings.outcomes,
+            visits: &self.settings.evv,
+            alarms: &self.settings.alarms,
+        }
+    }
+
     /// The credential checks' pool, for functions that take one.
     pub fn auth_pool(&self) -> &Pool {
         &self.pools.auth

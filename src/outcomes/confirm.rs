@@ -305,7 +305,7 @@ fieldset{border:0;padding:0;margin:1rem 0}legend{font-weight:600}\
 button{display:block;box-sizing:border-box;width:100%;min-height:3rem;margin:.75rem 0;font:inherit;font-weight:600;\
 padding:.6rem;border-radius:.25rem;border:2px solid #1d5fa8;background:#1d5fa8;color:#fff;cursor:pointer}\
 button.secondary{background:#fff;color:#1d5fa8}\
-button:focus,input:focus,textarea:focus{outline:3px solid #ffbf47;outline-offset:2px}\
+a:focus,button:focus,input:focus,textarea:focus{outline:3px solid #0b0c0c;outline-offset:2px;box-shadow:0 0 0 2px #ffdd00}\
 .hint{color:#444;font-size:1rem}.error{color:#a4000f;font-weight:600}";
 
 fn page(status: actix_web::http::StatusCode, title: &str, body: &str) -> HttpResponse {
@@ -419,15 +419,21 @@ fn thanks(answer: &str) -> HttpResponse {
 }
 
 fn code_form(error: Option<&str>) -> HttpResponse {
-    let (status, error) = match error {
+    let (status, error, field) = match error {
         Some(e) => (
             actix_web::http::StatusCode::NOT_FOUND,
             format!(
                 "<p class=\"error\" role=\"alert\" id=\"code-error\">{}</p>",
                 escape(e)
             ),
+            // The field names the problem too, for whoever reaches it by the keyboard.
+            "aria-describedby=\"code-hint code-error\" aria-invalid=\"true\"",
         ),
-        None => (actix_web::http::StatusCode::OK, String::new()),
+        None => (
+            actix_web::http::StatusCode::OK,
+            String::new(),
+            "aria-describedby=\"code-hint\"",
+        ),
     };
     page(
         status,
@@ -439,7 +445,7 @@ fn code_form(error: Option<&str>) -> HttpResponse {
              <label for=\"code\">Your code</label>\
              <p class=\"hint\" id=\"code-hint\">10 letters and numbers, for example ABCDE-23456</p>\
              <input type=\"text\" id=\"code\" name=\"code\" autocomplete=\"off\" autocapitalize=\"characters\" \
-             spellcheck=\"false\" aria-describedby=\"code-hint\" required>\
+             spellcheck=\"false\" {field} required>\
              <button type=\"submit\">Continue</button></form>"
         ),
     )

@@ -22,7 +22,9 @@ use crate::http::{ApiError, AppState};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(put_terms).service(get_terms);
+    cfg.service(list_contracts)
+        .service(put_terms)
+        .service(get_terms);
 }
 
 /// Why a contract could not be created.
@@ -386,4 +388,119 @@ mod tests {
         // Two versions from the same day: the later one set holds.
         assert_eq!(on("2026-04-01"), Some(3));
     }
+}
+
+/// A contract as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ContractSummary {
+    pub id: i32,
+    /// The commissioner's reference.
+    pub reference: String,
+    pub commissioner_id: i32,
+    pub commissioner_name: String,
+    pub provider_id: i32,
+    pub provider_name: String,
+    pub starts_on: NaiveDate,
+    /// The last day; `null`: open-ended.
+    pub ends_on: Option<NaiveDate>,
+    /// The terms version valid today; `null`: none.
+    pub terms_version: Option<i32>,
+    /// The day after the last period a statement was issued for; `null`: none issued.
+    pub issued_until: Option<NaiveDate>,
+}
+
+/// A page of contracts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContractPage {
+    /// By id.
+    pub items: Vec<ContractSummary>,
+    /// `after` for the next page; null on the last one.
+    pub next_after: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ContractsQuery {
+    /// Only contracts with this provider.
+    pub provider_id: Option<i32>,
+    /// Only contracts in force on this day.
+    pub on: Option<NaiveDate>,
+    /// The last id of the previous page.
+    pub after: Option<i32>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// The caller's organisation's contracts (as commissioner or as provider), by id.
+pub async fn list(
+    c: &impl GenericClient,
+    caller: &Caller,
+    q: &ContractsQuery,
+) -> Result<ContractPage, ApiError> {
+    caller.require(READERS)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    crate::http::dates::check_date("on", q.on)?;
+    let rows = c
+        .query(
+            "SELECT k.id, k.reference, k.commissioner_id, co.name, k.provider_id, po.name,
+                    k.starts_on, k.ends_on,
+                    (SELECT max(t.version) FROM contract_terms t
+                      WHERE t.contract_id = k.id AND t.valid_from <= current_date),
+                    (SELECT max(s.period_to) FROM payment_statements s WHERE s.contract_id = k.id)
+               FROM contracts k
+               JOIN organisations co ON co.id = k.commissioner_id
+               JOIN organisations po ON po.id = k.provider_id
+              WHERE (k.commissioner_id = $1 OR k.provider_id = $1)
+                AND ($2::int IS NULL OR k.provider_id = $2)
+                AND ($3::date IS NULL OR (k.starts_on <= $3 AND (k.ends_on IS NULL OR k.ends_on >= $3)))
+                AND ($4::int IS NULL OR k.id > $4)
+              ORDER BY k.id LIMIT $5",
+            &[&caller.organisation_id, &q.provider_id, &q.on, &q.after, &limit],
+        )
+        .await?;
+    let items: Vec<ContractSummary> = rows
+        .iter()
+        .map(|r| ContractSummary {
+            id: r.get(0),
+            reference: r.get(1),
+            commissioner_id: r.get(2),
+            commissioner_name: r.get(3),
+            provider_id: r.get(4),
+            provider_name: r.get(5),
+            starts_on: r.get(6),
+            ends_on: r.get(7),
+            terms_version: r.get(8),
+            issued_until: r.get(9),
+        })
+        .collect();
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| i.id))
+        .flatten();
+    Ok(ContractPage { items, next_after })
+}
+
+/// The caller's organisation's contracts: a commissioner's with its providers, a provider's
+/// with its commissioners; by id, a page at a time.
+#[utoipa::path(
+    operation_id = "list_contracts",
+    tag = "outcomes",
+    params(ContractsQuery),
+    responses(
+        (status = 200, description = "A page of contracts.", body = ContractPage),
+        doc::Forbidden,
+        doc::Invalid,
+    ),
+)]
+#[get("/v1/contracts")]
+async fn list_contracts(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<ContractsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let c = state.db(&caller).await?;
+    Ok(HttpResponse::Ok().json(list(&**c, &caller, &q).await?))
 }

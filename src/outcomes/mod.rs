@@ -22,21 +22,23 @@
 //! "Outcomes report"), so there are no rollups to refresh.
 
 pub mod ascof;
+pub mod compare;
 mod comparison;
 mod confirm;
 pub mod contracts;
 mod episodes;
 pub mod estimate;
+pub mod funnel;
 mod load;
 pub mod measures;
 pub mod payment;
 mod plans;
 mod populations;
 pub mod report;
-mod reports;
+pub mod reports;
 mod restate;
 mod routes;
-mod statements;
+pub mod statements;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};

@@ -74,29 +74,37 @@ pub(super) enum ReportFormat {
 }
 
 pub(super) fn period(q: &ReportQuery) -> Result<Period, ApiError> {
-    crate::http::dates::check_date("from", Some(q.from))?;
-    crate::http::dates::check_date("to", Some(q.to))?;
-    crate::http::dates::check_date("as_of", q.as_of)?;
-    if q.from >= q.to {
+    period_of(q.from, q.to, q.as_of)
+}
+
+/// A report's period from its query's `from`, `to` and `as_of`, each checked and named when
+/// wrong.
+pub fn period_of(
+    from: NaiveDate,
+    to: NaiveDate,
+    as_of: Option<NaiveDate>,
+) -> Result<Period, ApiError> {
+    crate::http::dates::check_date("from", Some(from))?;
+    crate::http::dates::check_date("to", Some(to))?;
+    crate::http::dates::check_date("as_of", as_of)?;
+    if from >= to {
         return Err(ApiError::invalid("from", "must be before `to`"));
     }
-    if q.to - q.from > chrono::Duration::days(3 * 366) {
+    if to - from > chrono::Duration::days(3 * 366) {
         return Err(ApiError::invalid("to", "a period is at most three years"));
     }
     // Judged by default 91 days after the period (the longest look-ahead), but never later
     // than today: the date is recorded, so the figures stay reproducible.
     let today = chrono::Utc::now().date_naive();
-    let as_of = q
-        .as_of
-        .unwrap_or_else(|| (q.to + chrono::Duration::days(91)).min(today).max(q.to));
-    if as_of < q.to {
+    let as_of = as_of.unwrap_or_else(|| (to + chrono::Duration::days(91)).min(today).max(to));
+    if as_of < to {
         return Err(ApiError::invalid("as_of", "must not be before `to`"));
     }
     // The data as known now; a stored report keeps this moment, so it can be computed again
     // with the same result after more rows arrive.
     Ok(Period {
-        from: q.from,
-        to: q.to,
+        from,
+        to,
         as_of,
         known_at: now_to_the_microsecond(),
     })
@@ -265,11 +273,7 @@ async fn report_endpoint(
     let csv = wants_csv(&q.format)?;
     let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
-    let settings = report::Settings {
-        outcomes: &state.settings.outcomes,
-        visits: &state.settings.evv,
-        alarms: &state.settings.alarms,
-    };
+    let settings = state.report_settings();
     let r = report::build(&*tx, &caller, scope, p, settings).await?;
     let body = serde_json::to_string(&r).map_err(|e| ApiError::Unexpected(e.into()))?;
     let figures: serde_json::Value =

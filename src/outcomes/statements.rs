@@ -28,7 +28,9 @@ use crate::http::{ApiError, AppState};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(preview).service(issue);
+    cfg.service(preview)
+        .service(issue)
+        .service(issued_statement);
 }
 
 /// The last day after the periods issued for a contract (the latest `period_to`), if any: a
@@ -482,5 +484,87 @@ async fn issue(
     if csv {
         return csv_response(&body, report_id, hash);
     }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// An issued statement as issued: the stored statement report's body with only this
+/// statement in `statements`, and the report's id and input hash. The statement must be of a
+/// contract the caller's organisation is party to (commissioner or provider; migration 0021
+/// lets both read its report); otherwise "not found".
+pub async fn issued(
+    c: &impl GenericClient,
+    caller: &Caller,
+    id: i64,
+) -> Result<(serde_json::Value, i64, String), ApiError> {
+    caller.require(READERS)?;
+    let row = c
+        .query_opt(
+            "SELECT r.figures, r.id, r.input_hash
+               FROM payment_statements s
+               JOIN contracts k ON k.id = s.contract_id
+               JOIN outcome_reports r ON r.id = s.report_id
+              WHERE s.id = $1 AND (k.commissioner_id = $2 OR k.provider_id = $2)",
+            &[&id, &caller.organisation_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("statement {id}")))?;
+    let mut body: serde_json::Value = row.get(0);
+    if let Some(all) = body["statements"].as_array_mut() {
+        all.retain(|st| st["statement_id"].as_i64() == Some(id));
+    }
+    Ok((body, row.get(1), row.get(2)))
+}
+
+/// [`issued`] as CSV (the statements' CSV columns).
+pub async fn issued_csv(
+    c: &impl GenericClient,
+    caller: &Caller,
+    id: i64,
+) -> Result<HttpResponse, ApiError> {
+    let (body, report_id, hash) = issued(c, caller, id).await?;
+    csv_response(&body, report_id, hash)
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct IssuedQuery {
+    /// `json` (default) or `csv`.
+    #[param(inline, value_type = Option<ReportFormat>)]
+    format: Option<String>,
+}
+
+/// One issued statement, as issued, for the parties of its contract: the statement report's
+/// body with only this statement, as JSON or CSV.
+#[utoipa::path(
+    operation_id = "get_issued_statement",
+    tag = "outcomes",
+    params(("id" = i64, Path, description = "The statement's id (`statement_id`)."), IssuedQuery),
+    responses(
+        (status = 200, description = "The statement as issued; as CSV, the report's id is in \
+            `X-Report-Id` and the hash in `X-Input-Hash`.",
+            content(
+                (Object = "application/json"),
+                (String = "text/csv"),
+            )),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
+#[get("/v1/outcomes/statements/{id}")]
+async fn issued_statement(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    q: web::Query<IssuedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let csv = wants_csv(&q.format)?;
+    let c = state.db(&caller).await?;
+    let (mut body, report_id, hash) = issued(&**c, &caller, path.into_inner()).await?;
+    if csv {
+        return csv_response(&body, report_id, hash);
+    }
+    body["report_id"] = report_id.into();
     Ok(HttpResponse::Ok().json(body))
 }

@@ -19,8 +19,8 @@ use serde_json::json;
 const INSTALL: &str = "install Debian's chromium and chromium-driver packages: run \
                        `scripts/install-deps.sh test` (or `apt-get install chromium chromium-driver`)";
 
-/// A headless Chromium and its driver; the window is `--window-size` wide (headless Chromium
-/// makes that the viewport).
+/// A headless Chromium and its driver; the window is as wide as asked (headless Chromium makes
+/// that the viewport), down to phone widths ([`Browser::resize`]).
 pub struct Browser {
     pub client: Client,
     driver: tokio::process::Child,
@@ -41,7 +41,8 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
 
 impl Browser {
     /// Starts `chromedriver` on a free port and a headless Chromium session with a window
-    /// `width` × `height` CSS pixels. Panics, saying how to install them, if either is missing.
+    /// `width` × `height` CSS pixels ([`Self::resize`]). Panics, saying how to install them, if
+    /// either is missing.
     pub async fn start_sized(width: u32, height: u32) -> Browser {
         let driver_bin = on_path(&["chromedriver"])
             .unwrap_or_else(|| panic!("chromedriver is not installed: {INSTALL}"));
@@ -69,12 +70,30 @@ impl Browser {
             panic!("chromedriver on port {port} did not answer within 20 s");
         }
         let client = connect(&url, &chromium, profile.path(), width, height).await;
-        Browser {
+        let browser = Browser {
             client,
             driver,
             group,
             _profile: profile,
-        }
+        };
+        browser.resize(width, height).await;
+        browser
+    }
+
+    /// Makes the window `width` × `height` CSS pixels, and checks that the page sees that
+    /// width. Chromium's `--window-size` alone is not enough: headless Chromium keeps a window
+    /// at least 500 px wide when it starts, and only a WebDriver resize makes it narrower.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .unwrap_or_else(|e| panic!("making the window {width} × {height}: {e}"));
+        let seen = self
+            .client
+            .execute("return window.innerWidth", vec![])
+            .await
+            .unwrap_or_else(|e| panic!("asking the window's width: {e}"));
+        assert_eq!(seen, json!(width), "the window is {width} px wide");
     }
 
     /// [`Self::start_sized`] with a desktop window (1280 × 900).
@@ -177,6 +196,53 @@ impl Browser {
             .await
             .map(|u| u.to_string())
             .unwrap_or_default()
+    }
+
+    /// Whether the page open is wider than the window, so that it scrolls sideways (WCAG
+    /// 1.4.10, reflow, asks that it does not at 320 CSS px).
+    pub async fn scrolls_sideways(&self) -> bool {
+        let wider = self
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth > document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("measuring the page: {e}"));
+        wider != json!(false)
+    }
+
+    /// Whether the page open runs a script it puts in itself (an inline `<script>`): false
+    /// under a Content-Security-Policy without `'unsafe-inline'`. Scripts WebDriver runs are not
+    /// the page's and run either way.
+    pub async fn runs_inline_script(&self) -> bool {
+        let ran = self
+            .client
+            .execute(
+                "const s = document.createElement('script');
+                 s.textContent = 'window.inlineScriptRan = true';
+                 document.head.appendChild(s);
+                 return window.inlineScriptRan === true",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("trying an inline script: {e}"));
+        ran == json!(true)
+    }
+
+    /// Saves a picture of the window as `<name>.png` in the folder `HOMEWARD_SCREENSHOTS`
+    /// names, if it names one (how the pictures in `docs/console/` are made); otherwise does
+    /// nothing.
+    pub async fn picture(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("HOMEWARD_SCREENSHOTS") {
+            let png = match self.client.screenshot().await {
+                Ok(png) => png,
+                Err(e) => panic!("a picture of {}: {e}", self.url().await),
+            };
+            let path = Path::new(&dir).join(format!("{name}.png"));
+            std::fs::write(&path, png)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
     }
 
     /// Ends the session and the driver (dropping does too, more abruptly).

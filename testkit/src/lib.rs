@@ -19,12 +19,15 @@
 //! - [`db`]: stored rows as tests compare them: event counts, snapshots of the derived tables.
 //! - [`metrics`]: values from the Prometheus text of `/metrics`.
 //! - `browser` (feature `browser`): a real headless Chromium driven over WebDriver, for the
-//!   console's tests.
+//!   console's tests; `axe` (same feature): the automated accessibility check (axe-core, vendored
+//!   in `vendor/axe-core/`) run in that browser.
 //!
 //! A test helper fails loudly: most of these panic with a message naming what went wrong.
 //! What the load-test harness uses returns errors instead, as a harness must carry on.
 
 pub mod app;
+#[cfg(feature = "browser")]
+pub mod axe;
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod cluster;

@@ -228,6 +228,7 @@ pub const ROUTES: &[Route] = &[
     }),
     route!("POST" "/v1/outcomes/comparison-cohorts/{id}/events/{event}/withdraw",
            Access::Roles(COMMISSIONER), {"reason": "recorded in error"}),
+    route!("GET" "/v1/contracts", Access::Roles(READERS)),
     route!("GET" "/v1/contracts/{id}/terms", Access::Roles(READERS)),
     route!("PUT" "/v1/contracts/{id}/terms", Access::Roles(COMMISSIONER), {}),
     Route {
@@ -242,6 +243,13 @@ pub const ROUTES: &[Route] = &[
     Route {
         query: "from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
         ..route!("POST" "/v1/outcomes/statements", Access::Roles(COMMISSIONER))
+    },
+    route!("GET" "/v1/outcomes/statements/{id}", Access::Roles(READERS)),
+    // Commissioners' organisations compare their providers: commissioners and their auditors
+    // (the auditor here is a provider's, and a provider sees only its own figures).
+    Route {
+        query: "indicator=falls&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+        ..route!("GET" "/v1/outcomes/funnel", Access::Roles(COMMISSIONER))
     },
     route!("GET" "/v1/outcomes/reports/{id}", Access::Roles(READERS)),
     route!("GET" "/v1/outcomes/reports/{id}/reproduction", Access::Roles(READERS)),

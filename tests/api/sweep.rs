@@ -266,6 +266,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
         shared_id(),
     ),
     ("GET", "/v1/audit", list(NO_PROBES, Needle::Mark, false)),
+    ("GET", "/v1/contracts", list(NO_PROBES, Needle::Mark, false)),
     ("GET", "/v1/contracts/{id}/terms", shared_id()),
     ("PUT", "/v1/contracts/{id}/terms", shared_id()),
     (
@@ -303,6 +304,19 @@ const SWEEP: &[(&str, &str, Kind)] = &[
             &[
                 "",
                 "provider_id={provider}&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+            ],
+            Needle::Mark,
+            false,
+        ),
+    ),
+    ("GET", "/v1/outcomes/statements/{id}", shared_id()),
+    (
+        "GET",
+        "/v1/outcomes/funnel",
+        list(
+            &[
+                "",
+                "indicator=still_at_home_91_days&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
             ],
             Needle::Mark,
             false,
@@ -372,6 +386,8 @@ struct Seeded {
     plan_outcome: i64,
     contract: i32,
     report: i64,
+    /// The statement C1 issued to A.
+    statement: i64,
     cohort: i64,
     cohort_event: i64,
     spare_user: i32,
@@ -421,6 +437,7 @@ impl Seeded {
                 ("{outcome}", "outcomes") => self.plan_outcome.to_string(),
                 ("{id}", "contracts") => self.contract.to_string(),
                 ("{id}", "reports") => self.report.to_string(),
+                ("{id}", "statements") => self.statement.to_string(),
                 ("{id}", "comparison-cohorts") => self.cohort.to_string(),
                 ("{reference}", "members") => "W-sweepmark-1".to_string(),
                 ("{event}", "events") => self.cohort_event.to_string(),
@@ -969,6 +986,17 @@ async fn no_route_reaches_another_organisations_data() {
         .as_i64()
         .unwrap();
 
+    let statement = app
+        .request_ok(
+            Method::POST,
+            &format!("/v1/outcomes/statements?provider_id={}&{PERIOD}", a.id),
+            &council_a,
+            None,
+        )
+        .await["statements"][0]["statement_id"]
+        .as_i64()
+        .unwrap();
+
     // B's own person, worker and phone, for the probes mixing B's ids with A's.
     let phone_b = "phone-b1".to_string();
     let phone_b_secret = app.device(b, &phone_b, "phone").await;
@@ -1011,6 +1039,7 @@ async fn no_route_reaches_another_organisations_data() {
         plan_outcome,
         contract,
         report,
+        statement,
         cohort,
         cohort_event,
         spare_user,
