@@ -29,6 +29,7 @@ pub mod forms;
 mod outcomes;
 mod pages;
 mod people;
+mod plans;
 mod users;
 mod visits;
 
@@ -63,6 +64,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(visits::routes)
                 .configure(dead_letters::routes)
                 .configure(outcomes::routes)
+                .configure(plans::routes)
                 .default_service(web::to(not_found)),
         );
 }

@@ -3,8 +3,8 @@
 //! exactly those its report shows), with the funnel's limits ([`super::funnel`]). The console's
 //! funnel plot draws this.
 //!
-//! For commissioners' organisations (commissioners and auditors) only: a provider sees only its
-//! own figures, and comparing it with providers it cannot see would show theirs.
+//! For commissioners only: a provider sees only its own figures, and comparing it with
+//! providers it cannot see would show theirs. (An auditor reads each provider's own report.)
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -25,7 +25,7 @@ pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
 }
 
 /// Who may compare providers.
-pub const COMPARERS: &[Role] = &[Role::Commissioner, Role::Auditor];
+pub const COMPARERS: &[Role] = &[Role::Commissioner];
 
 /// An indicator a funnel compares: a rate with its exposure or a share with its denominator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

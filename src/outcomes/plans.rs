@@ -321,8 +321,23 @@ async fn agree_plan(
     path: web::Path<i64>,
     b: crate::http::Json<AgreeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    let column = match b.party.as_str() {
+    let mut c = state.db(&caller).await?;
+    let tx = c.transaction().await?;
+    let plan = agree(&*tx, &caller, path.into_inner(), &b.party).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(plan))
+}
+
+/// Records `party`'s agreement to plan `id` (`person` or `provider`: provider staff;
+/// `council`: the commissioner of its contract), audited; the plan as
+/// `GET /v1/outcome-plans/{id}` shows it. Run it in a transaction.
+pub async fn agree(
+    tx: &impl GenericClient,
+    caller: &Caller,
+    id: i64,
+    party: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let column = match party {
         "person" => "agreed_by_person_at",
         "provider" => "agreed_by_provider_at",
         "council" => "agreed_by_council_at",
@@ -333,9 +348,7 @@ async fn agree_plan(
     } else {
         caller.require(STAFF)?;
     }
-    let mut c = state.db(&caller).await?;
-    let tx = c.transaction().await?;
-    visible_plan(&*tx, &caller, id).await?;
+    visible_plan(tx, caller, id).await?;
     // Who, beside when: set once, with the first agreement of that party.
     let who = column.trim_end_matches("_at");
     let sql = format!(
@@ -356,8 +369,8 @@ async fn agree_plan(
         .await?
         .get(0);
     crate::audit::by(
-        &*tx,
-        &caller,
+        tx,
+        caller,
         crate::audit::Entry::new(
             org,
             "plan.agree",
@@ -367,9 +380,7 @@ async fn agree_plan(
         ),
     )
     .await?;
-    let plan = plan_json(&*tx, id).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(plan))
+    plan_json(tx, id).await
 }
 
 /// A new confirmation link.
@@ -514,19 +525,32 @@ async fn verify_outcome(
     path: web::Path<(i64, i64)>,
     b: crate::http::Json<VerifyOutcomeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Commissioner])?;
-    if !["verified", "rejected"].contains(&b.verdict.as_str()) {
-        return Err(ApiError::invalid("verdict", "verified or rejected"));
-    }
-    if b.note
-        .as_ref()
-        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 1000)
-    {
-        return Err(ApiError::invalid("note", "1 to 1000 characters"));
-    }
     let (id, outcome) = path.into_inner();
     let mut c = state.db(&caller).await?;
     let tx = c.transaction().await?;
+    let plan = verify(&*tx, &caller, (id, outcome), &b.verdict, b.note.as_deref()).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(plan))
+}
+
+/// Records the council's `verdict` (`verified` or `rejected`, with an optional `note`) on
+/// outcome `outcome` of plan `id`, which the person must have confirmed: the commissioner of
+/// the plan's contract only, audited; the plan as `GET /v1/outcome-plans/{id}` shows it. Run
+/// it in a transaction.
+pub async fn verify(
+    tx: &impl GenericClient,
+    caller: &Caller,
+    (id, outcome): (i64, i64),
+    verdict: &str,
+    note: Option<&str>,
+) -> Result<serde_json::Value, ApiError> {
+    caller.require(&[Role::Commissioner])?;
+    if !["verified", "rejected"].contains(&verdict) {
+        return Err(ApiError::invalid("verdict", "verified or rejected"));
+    }
+    if note.is_some_and(|n| n.trim().is_empty() || n.chars().count() > 1000) {
+        return Err(ApiError::invalid("note", "1 to 1000 characters"));
+    }
     let confirmation: Option<i64> = tx
         .query_opt(
             "SELECT (SELECT k.id FROM plan_outcome_confirmations k WHERE k.outcome_id = o.id AND k.answer = 'yes'
@@ -548,7 +572,7 @@ async fn verify_outcome(
         "INSERT INTO plan_outcome_verifications (outcome_id, confirmation_id, verdict, note, verified_by,
                                                  verified_by_organisation)
          VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&outcome, &confirmation, &b.verdict, &b.note, &caller.user_id, &caller.organisation_id],
+        &[&outcome, &confirmation, &verdict, &note, &caller.user_id, &caller.organisation_id],
     )
     .await?;
     let org: i32 = tx
@@ -559,19 +583,17 @@ async fn verify_outcome(
         .await?
         .get(0);
     crate::audit::by(
-        &*tx,
-        &caller,
+        tx,
+        caller,
         crate::audit::Entry::new(
             org,
             "plan.verify",
             "plan",
             id,
             serde_json::json!({"outcome_id": outcome, "confirmation_id": confirmation,
-                               "verdict": b.verdict, "note": b.note}),
+                               "verdict": verdict, "note": note}),
         ),
     )
     .await?;
-    let plan = plan_json(&*tx, id).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(plan))
+    plan_json(tx, id).await
 }

@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.configure(super::episodes::routes)
         .configure(super::plans::routes)
+        .configure(super::plan_queue::routes)
         .configure(super::populations::routes)
         .configure(super::comparison::routes)
         .configure(super::compare::routes)

@@ -150,6 +150,8 @@ async fn pages(app: &TestApp, w: &World) -> Vec<Page> {
         at("outcomes (commissioner)", Commissioner, "Outcomes", "/console/outcomes"),
         at("contract (commissioner)", Commissioner, "Contract EC-OAK", contract),
         at("providers compared", Commissioner, "Providers compared", "/console/outcomes/funnel"),
+        at("plans to agree (provider)", Admin, "Plans to agree", "/console/outcomes/plans?awaiting=agreement"),
+        at("plans to verify (commissioner)", Commissioner, "Plans to agree", "/console/outcomes/plans?awaiting=verification"),
     ];
     pages
 }

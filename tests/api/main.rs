@@ -29,6 +29,7 @@ mod outcome_pages;
 mod outcomes;
 mod outcomes_simulation;
 mod payment;
+mod plan_queues;
 mod provider_pages;
 mod reproducible;
 mod retry;

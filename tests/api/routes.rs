@@ -202,6 +202,7 @@ pub const ROUTES: &[Route] = &[
         "person_id": 1, "starts_on": "2026-01-01", "ends_on": "2026-03-31",
         "outcomes": [{"statement": "I can cook a meal for myself", "kind": "reablement", "payable": false, "target_date": "2026-03-01"}]
     }),
+    route!("GET" "/v1/outcome-plans", Access::Roles(READERS)),
     route!("GET" "/v1/outcome-plans/{id}", Access::Roles(READERS)),
     // The provider's side of the agreement; the council's is the commissioner's alone.
     route!("POST" "/v1/outcome-plans/{id}/agree", Access::Roles(STAFF), {"party": "provider"}),
@@ -245,8 +246,7 @@ pub const ROUTES: &[Route] = &[
         ..route!("POST" "/v1/outcomes/statements", Access::Roles(COMMISSIONER))
     },
     route!("GET" "/v1/outcomes/statements/{id}", Access::Roles(READERS)),
-    // Commissioners' organisations compare their providers: commissioners and their auditors
-    // (the auditor here is a provider's, and a provider sees only its own figures).
+    // Commissioners compare their providers (a provider sees only its own figures).
     Route {
         query: "indicator=falls&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
         ..route!("GET" "/v1/outcomes/funnel", Access::Roles(COMMISSIONER))

@@ -224,6 +224,21 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/outcomes/{kind}/{id}/verify", id()),
     ("GET", "/v1/outcomes/people/{id}/episodes", id()),
     ("POST", "/v1/outcome-plans", Kind::Create),
+    (
+        "GET",
+        "/v1/outcome-plans",
+        list(
+            &[
+                "",
+                "awaiting=agreement",
+                "awaiting=verification",
+                "contract_id={contract}",
+                "person_id={person}",
+            ],
+            Needle::Mark,
+            false,
+        ),
+    ),
     ("GET", "/v1/outcome-plans/{id}", shared_id()),
     ("POST", "/v1/outcome-plans/{id}/agree", id()),
     (
