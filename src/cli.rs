@@ -285,6 +285,19 @@ pub enum AdminCommand {
         #[arg(long)]
         uid: String,
     },
+    /// Link a device to a person (telecare devices) or a care worker (phones), or with
+    /// neither, unlink it; a phone's visits are derived again. As `PUT /v1/devices/{uid}/link`.
+    LinkDevice {
+        /// The device's uid.
+        #[arg(long)]
+        uid: String,
+        /// The person's numeric id (of the device's organisation).
+        #[arg(long, conflicts_with = "worker")]
+        person: Option<i32>,
+        /// The care worker's numeric id (of the device's organisation).
+        #[arg(long)]
+        worker: Option<i32>,
+    },
     /// Record a contract between a commissioner and a provider.
     CreateContract {
         /// Commissioner organisation id or name.

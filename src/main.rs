@@ -309,11 +309,17 @@ const TOKEN_ORG: &str =
 
 async fn admin_in(
     cmd: AdminCommand,
-    client: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     settings: &Settings,
     out: &mut Vec<String>,
 ) -> anyhow::Result<()> {
+    let client: &tokio_postgres::Transaction<'_> = tx;
     match cmd {
+        AdminCommand::LinkDevice {
+            uid,
+            person,
+            worker,
+        } => link_device(tx, settings, &uid, person, worker, out).await?,
         AdminCommand::CreateOrganisation { name, kind } => {
             let org = auth::create_organisation(client, &name, kind).await?;
             audited(
@@ -620,6 +626,43 @@ async fn set_user(
     )
     .await?;
     say!(out, "user {user} {}", state_word(disable, changed));
+    Ok(())
+}
+
+/// `admin link-device`: the API's own checks and audit row, in the command's transaction; a
+/// phone's visits are derived again in it.
+async fn link_device(
+    tx: &deadpool_postgres::Transaction<'_>,
+    settings: &Settings,
+    uid: &str,
+    person: Option<i32>,
+    worker: Option<i32>,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let org = org_of(tx, DEVICE_ORG, &uid)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no device `{uid}`"))?;
+    let body = devices::routes::LinkBody {
+        person_id: person,
+        worker_id: worker,
+    };
+    let linked = devices::routes::relink(tx, org, uid, &body).await?;
+    homeward::audit::record(
+        &**tx,
+        &homeward::audit::Actor::cli(),
+        linked.audit_entry(org, uid),
+    )
+    .await?;
+    if let Some(phone) = linked.phone_to_derive() {
+        homeward::evv::derive::derive_device(tx, &settings.evv, phone).await?;
+    }
+    let to = match (person, worker) {
+        (Some(p), _) => format!("linked to person {p}"),
+        (None, Some(w)) => format!("linked to worker {w}"),
+        (None, None) => "not linked to anyone".to_owned(),
+    };
+    let changed = if linked.changed() { "" } else { " (already)" };
+    say!(out, "device `{uid}` {to}{changed}");
     Ok(())
 }
 

@@ -651,26 +651,26 @@ async fn response_times(
 
 /// One telecare device's health.
 #[derive(Serialize, ToSchema)]
-struct DeviceHealth {
-    device_uid: String,
+pub struct DeviceHealth {
+    pub device_uid: String,
     #[schema(value_type = crate::devices::DeviceKind)]
-    kind: String,
-    person_id: Option<i32>,
+    pub kind: String,
+    pub person_id: Option<i32>,
     /// Connected to the broker; null when never seen.
-    online: Option<bool>,
-    presence_changed_at: Option<DateTime<Utc>>,
-    last_heartbeat_at: Option<DateTime<Utc>>,
+    pub online: Option<bool>,
+    pub presence_changed_at: Option<DateTime<Utc>>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// The heartbeat interval the device promised, seconds.
-    interval_s: Option<i32>,
+    pub interval_s: Option<i32>,
     /// Percent.
-    battery: Option<i16>,
+    pub battery: Option<i16>,
     /// dBm.
-    signal: Option<i16>,
+    pub signal: Option<i16>,
     /// Its heartbeat is overdue.
-    overdue: bool,
+    pub overdue: bool,
     /// Kinds of its open technical alarms.
     #[schema(value_type = Vec<super::model::AlarmKind>)]
-    open_alarms: Vec<String>,
+    pub open_alarms: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -695,9 +695,19 @@ async fn device_health(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(ANYONE)?;
-    let settings = &state.settings.alarms;
     let client = state.db(&caller).await?;
+    let devices = device_health_of(&client, &caller, &state.settings.alarms).await?;
+    Ok(HttpResponse::Ok().json(DeviceHealthList { devices }))
+}
+
+/// The health of the caller's telecare devices (not phones, not disabled ones), by uid, as
+/// `GET /v1/device-health` answers: for the roles that attend alarms.
+pub async fn device_health_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+    settings: &super::AlarmSettings,
+) -> Result<Vec<DeviceHealth>, ApiError> {
+    caller.require(ANYONE)?;
     let rows = client
         .query(
             "SELECT d.uid, d.kind, d.person_id, p.online, p.changed_at, h.last_heartbeat_at, \
@@ -736,5 +746,5 @@ async fn device_health(
             open_alarms: r.get(10),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(DeviceHealthList { devices }))
+    Ok(devices)
 }

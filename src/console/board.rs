@@ -54,7 +54,7 @@ const MAX_OPEN: i64 = 500;
 const MAX_OTHER: i64 = 200;
 
 /// An alarm kind in words.
-fn kind_label(kind: AlarmKind) -> &'static str {
+pub(super) fn kind_label(kind: AlarmKind) -> &'static str {
     match kind {
         AlarmKind::PendantAlarm => "Pendant alarm",
         AlarmKind::FallDetected => "Fall detected",
@@ -81,7 +81,7 @@ fn severity_label(severity: Severity) -> &'static str {
     }
 }
 
-fn state_label(state: State) -> &'static str {
+pub(super) fn state_label(state: State) -> &'static str {
     match state {
         State::Raised => "Raised: not answered yet",
         State::Acknowledged => "Acknowledged",
@@ -93,7 +93,7 @@ fn state_label(state: State) -> &'static str {
     }
 }
 
-fn outcome_label(outcome: Outcome) -> &'static str {
+pub(super) fn outcome_label(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::FalseOrAccidental => "False or accidental alarm",
         Outcome::ResolvedByTalking => "Resolved by talking",
@@ -493,6 +493,12 @@ struct Person {
     home_phone: Option<String>,
     location: Option<String>,
     devices: Vec<String>,
+    address: Option<String>,
+    access_notes: Option<String>,
+    /// `None` when there is none or the role may not see it.
+    key_safe_code: Option<String>,
+    /// The person's own page, for the roles that may open it.
+    page: Option<String>,
 }
 
 #[derive(Template)]
@@ -569,7 +575,8 @@ async fn alarm_page(
                              ELSE round(p.home_lat::numeric, 5) || ', ' || round(p.home_lon::numeric, 5) END, \
                         ARRAY(SELECT d.uid || ' (' || d.kind || ')' FROM devices d \
                                WHERE d.person_id = p.id AND d.organisation_id = p.organisation_id \
-                                 AND d.disabled_at IS NULL ORDER BY d.uid) \
+                                 AND d.disabled_at IS NULL ORDER BY d.uid), \
+                        p.address, p.access_notes, p.key_safe_code \
                    FROM people p WHERE p.id = $1 AND p.organisation_id = $2",
                 &[&person_id, &organisation],
             )
@@ -584,6 +591,14 @@ async fn alarm_page(
                 home_phone: r.get(4),
                 location: r.get(5),
                 devices: r.get(6),
+                address: r.get(7),
+                access_notes: r.get(8),
+                key_safe_code: r
+                    .get::<_, Option<String>>(9)
+                    .filter(|_| super::people::may_see_key_safe(user.caller.role)),
+                page: crate::people::EDITORS
+                    .contains(&user.caller.role)
+                    .then(|| format!("/console/people/{person_id}")),
             }),
     };
     let history = client

@@ -22,12 +22,16 @@
 
 mod board;
 mod charts;
+mod dead_letters;
+mod devices;
 pub mod error;
 pub mod forms;
 mod outcomes;
 mod pages;
+mod people;
 mod plans;
 mod users;
+mod visits;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,6 +59,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(pages::routes)
                 .configure(users::routes)
                 .configure(board::routes)
+                .configure(people::routes)
+                .configure(devices::routes)
+                .configure(visits::routes)
+                .configure(dead_letters::routes)
                 .configure(outcomes::routes)
                 .configure(plans::routes)
                 .default_service(web::to(not_found)),
@@ -273,12 +281,21 @@ impl Section {
             Self::Board => crate::alarms::routes::ANYONE
                 .contains(&caller.role)
                 .then_some("/console/alarms"),
+            Self::Visits => crate::people::EDITORS
+                .contains(&caller.role)
+                .then_some("/console/visits"),
+            Self::People => crate::people::EDITORS
+                .contains(&caller.role)
+                .then_some("/console/people"),
+            Self::Devices => crate::alarms::routes::ANYONE
+                .contains(&caller.role)
+                .then_some("/console/devices"),
             Self::Users => (caller.role == Role::ProviderAdmin).then_some("/console/users"),
             Self::Outcomes => outcomes::READERS
                 .contains(&caller.role)
                 .then_some("/console/outcomes"),
             // Not built yet.
-            Self::Visits | Self::People | Self::Devices | Self::Administration => None,
+            Self::Administration => None,
         }
     }
 
@@ -363,15 +380,28 @@ mod tests {
             [
                 "/console/",
                 "/console/alarms",
+                "/console/visits",
+                "/console/people",
+                "/console/devices",
                 "/console/outcomes",
                 "/console/users"
             ]
         );
         assert_eq!(
             links(Role::ProviderStaff),
-            ["/console/", "/console/alarms", "/console/outcomes"]
+            [
+                "/console/",
+                "/console/alarms",
+                "/console/visits",
+                "/console/people",
+                "/console/devices",
+                "/console/outcomes"
+            ]
         );
-        assert_eq!(links(Role::Responder), ["/console/", "/console/alarms"]);
+        assert_eq!(
+            links(Role::Responder),
+            ["/console/", "/console/alarms", "/console/devices"]
+        );
         assert_eq!(
             links(Role::Commissioner),
             ["/console/", "/console/outcomes"]

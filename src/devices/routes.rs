@@ -1,6 +1,8 @@
-//! `/v1/devices`: list, read and register a provider's devices.
+//! `/v1/devices`: list, read, register, disable, enable and link a provider's devices. The
+//! list, the read and the link are public functions too, which the console's device pages call
+//! (the rows of a link are [`crate::people::store`]'s to write).
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -21,7 +23,8 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
         .service(create)
         .service(disable)
         .service(enable)
-        .service(rotate_secret);
+        .service(rotate_secret)
+        .service(link);
 }
 
 const READERS: &[Role] = &[
@@ -50,8 +53,18 @@ struct DeviceList {
 )]
 #[get("/v1/devices")]
 async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require(READERS)?;
     let client = state.db(&caller).await?;
+    let items = devices_of(&client, &caller).await?;
+    Ok(HttpResponse::Ok().json(DeviceList { items }))
+}
+
+/// The caller's organisation's devices by uid (at most 10,000), as `GET /v1/devices` lists
+/// them.
+pub async fn devices_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+) -> Result<Vec<Device>, ApiError> {
+    caller.require(READERS)?;
     let rows = client
         .query(
             "SELECT uid, kind, person_id, worker_id, created_at, disabled_at
@@ -59,12 +72,10 @@ async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
             &[&caller.organisation_id],
         )
         .await?;
-    let items = rows
-        .iter()
+    rows.iter()
         .map(Device::from_row)
         .collect::<Result<Vec<Device>, _>>()
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(HttpResponse::Ok().json(DeviceList { items }))
+        .map_err(|e| ApiError::Unexpected(e.into()))
 }
 
 /// One device.
@@ -84,19 +95,28 @@ async fn read(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(READERS)?;
     let client = state.db(&caller).await?;
-    // Another organisation's device is indistinguishable from a missing one.
+    let device = device_of(&client, &caller, &uid).await?;
+    Ok(HttpResponse::Ok().json(device))
+}
+
+/// The caller's organisation's device `uid`, as `GET /v1/devices/{uid}` shows it; another
+/// organisation's device is indistinguishable from a missing one.
+pub async fn device_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+    uid: &str,
+) -> Result<Device, ApiError> {
+    caller.require(READERS)?;
     let row = client
         .query_opt(
             "SELECT uid, kind, person_id, worker_id, created_at, disabled_at
                FROM devices WHERE organisation_id = $1 AND uid = $2",
-            &[&caller.organisation_id, &uid.as_str()],
+            &[&caller.organisation_id, &uid],
         )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device `{uid}`")))?;
-    let device = Device::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(HttpResponse::Ok().json(device))
+    Device::from_row(&row).map_err(|e| ApiError::Unexpected(e.into()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -319,4 +339,169 @@ async fn rotate_secret(
         secret,
         note: "the secret is shown only now; the old one no longer works",
     }))
+}
+
+/// Whom to link a device to: `{"person_id": n}` (a telecare device worn or installed at that
+/// person's home), `{"worker_id": n}` (a phone that care worker carries), or `{}` to unlink it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    /// A person of the organisation; not for phones.
+    pub person_id: Option<i32>,
+    /// A care worker of the organisation; phones only.
+    pub worker_id: Option<i32>,
+}
+
+/// A device's link as it now is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceLinked {
+    pub uid: String,
+    pub person_id: Option<i32>,
+    pub worker_id: Option<i32>,
+    /// False when it was linked so already.
+    pub changed: bool,
+}
+
+/// Links a device to a person or a care worker, or unlinks it (provider admins). Alarms the
+/// device raises from now on are the person's; a phone's checks become the worker's visits
+/// (its visits are derived again before the answer).
+#[utoipa::path(
+    operation_id = "link_device",
+    tag = "devices",
+    params(("uid" = String, Path, description = "The device's uid.")),
+    request_body = LinkBody,
+    responses(
+        (status = 200, description = "Linked (or unlinked).", body = DeviceLinked),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
+#[put("/v1/devices/{uid}/link")]
+async fn link(
+    caller: Caller,
+    state: web::Data<AppState>,
+    uid: web::Path<String>,
+    body: crate::http::Json<LinkBody>,
+) -> Result<HttpResponse, ApiError> {
+    let linked = link_device(&state, &caller, &uid, &body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(linked))
+}
+
+/// Checks and applies a link with its audit row (`device.link`, before and after), then
+/// derives a phone's visits again: the function behind `PUT /v1/devices/{uid}/link`, which
+/// the console's device page calls too.
+pub async fn link_device(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+    body: &LinkBody,
+) -> Result<DeviceLinked, ApiError> {
+    caller.require(&[Role::ProviderAdmin])?;
+    let org = caller.organisation_id;
+    let mut client = state.db(caller).await?;
+    let tx = client.transaction().await?;
+    let linked = relink(&tx, org, uid, body).await?;
+    crate::audit::by(&*tx, caller, linked.audit_entry(org, uid)).await?;
+    tx.commit().await?;
+    if let Some(phone) = linked.phone_to_derive() {
+        crate::evv::rederive(state, caller, &[phone], org).await?;
+    }
+    Ok(linked.view(uid))
+}
+
+/// A link changed (or not) by [`relink`].
+pub struct Relinked {
+    pub before: crate::people::store::DeviceLink,
+    pub after: crate::people::store::DeviceLink,
+}
+
+impl Relinked {
+    pub fn changed(&self) -> bool {
+        self.before != self.after
+    }
+
+    /// The audit row of the change.
+    pub fn audit_entry(&self, org: i32, uid: &str) -> crate::audit::Entry {
+        crate::audit::Entry::new(
+            org,
+            "device.link",
+            "device",
+            uid,
+            serde_json::json!({"before": &self.before, "after": &self.after,
+                               "changed": self.changed()}),
+        )
+    }
+
+    /// The phone whose visits must be derived again (its worker changed), if any.
+    pub fn phone_to_derive(&self) -> Option<i32> {
+        (self.before.kind == DeviceKind::Phone.as_str() && self.changed())
+            .then_some(self.before.device_id)
+    }
+
+    pub fn view(&self, uid: &str) -> DeviceLinked {
+        DeviceLinked {
+            uid: uid.to_owned(),
+            person_id: self.after.person_id,
+            worker_id: self.after.worker_id,
+            changed: self.changed(),
+        }
+    }
+}
+
+/// Links organisation `org`'s device `uid` as `body` says, in the caller's transaction:
+/// a person for a telecare device, a worker for a phone, at most one of them, each of `org`.
+/// Shared by the API and `homeward admin link-device`.
+pub async fn relink(
+    tx: &impl deadpool_postgres::GenericClient,
+    org: i32,
+    uid: &str,
+    body: &LinkBody,
+) -> Result<Relinked, ApiError> {
+    use crate::people::store;
+    if body.person_id.is_some() && body.worker_id.is_some() {
+        return Err(ApiError::invalid(
+            "worker_id",
+            "link a device to a person or a worker, not both",
+        ));
+    }
+    let before = store::device_link(tx, org, uid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device `{uid}`")))?;
+    let phone = before.kind == DeviceKind::Phone.as_str();
+    if let Some(person) = body.person_id {
+        if phone {
+            return Err(ApiError::invalid(
+                "person_id",
+                "a phone is carried by a care worker: link it with worker_id",
+            ));
+        }
+        if !store::person_exists(tx, org, person).await? {
+            return Err(ApiError::invalid(
+                "person_id",
+                "no person of your organisation has this id",
+            ));
+        }
+    }
+    if let Some(worker) = body.worker_id {
+        if !phone {
+            return Err(ApiError::invalid(
+                "worker_id",
+                "only phones are linked to care workers",
+            ));
+        }
+        if !store::worker_exists(tx, org, worker).await? {
+            return Err(ApiError::invalid(
+                "worker_id",
+                "no worker of your organisation has this id",
+            ));
+        }
+    }
+    store::set_device_link(tx, org, before.device_id, body.person_id, body.worker_id).await?;
+    let after = store::DeviceLink {
+        person_id: body.person_id,
+        worker_id: body.worker_id,
+        ..before.clone()
+    };
+    Ok(Relinked { before, after })
 }

@@ -37,7 +37,11 @@ use crate::live::LiveHub;
 pub use derive::{rebuild, rebuild_with, RebuildReport};
 pub use geofence::GeofencePolicy;
 pub use missed::check_missed_visits;
-pub use routes::rederive;
+pub use routes::{
+    apply_adjustment, exceptions_between, missed_alerts, rederive, unvisited_of, visit_detail,
+    visits_between, AdjustmentRecorded, AlertState, ExceptionItem, MissedAlert, NewAdjustment,
+    Scheduled,
+};
 
 crate::sql_enum! {
     /// What an adjustment is (`visit_adjustments.kind`).

@@ -243,29 +243,29 @@ struct DeadLetterQuery {
 
 /// Input that could not be stored.
 #[derive(Serialize, ToSchema)]
-struct DeadLetter {
-    id: i64,
-    received_at: DateTime<Utc>,
-    device_uid: Option<String>,
+pub struct DeadLetter {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub device_uid: Option<String>,
     /// `mqtt` or `http`.
-    source: String,
+    pub source: String,
     /// The MQTT topic it came on.
-    topic: Option<String>,
+    pub topic: Option<String>,
     /// Why, as a code (`docs/wire-format.md` lists them).
-    reason_code: String,
-    reason: String,
+    pub reason_code: String,
+    pub reason: String,
     /// The bytes as received.
-    payload_base64: String,
+    pub payload_base64: String,
     /// The bytes as text, when they are UTF-8.
-    payload_text: Option<String>,
+    pub payload_text: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
-struct DeadLetterPage {
+pub struct DeadLetterPage {
     /// Newest first.
-    items: Vec<DeadLetter>,
+    pub items: Vec<DeadLetter>,
     /// `before` for the next page; null on the last one.
-    next_before: Option<i64>,
+    pub next_before: Option<i64>,
 }
 
 /// The caller's organisation's dead letters, newest first.
@@ -285,19 +285,34 @@ async fn dead_letters(
     state: web::Data<AppState>,
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Auditor])?;
-    let limit = query.limit.unwrap_or(100);
+    caller.require(DEAD_LETTER_READERS)?;
+    let client = state.db(&caller).await?;
+    let page = dead_letter_page(&client, &caller, query.before, query.limit.unwrap_or(100)).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Who reads dead letters.
+pub const DEAD_LETTER_READERS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Auditor];
+
+/// A page of the caller's organisation's dead letters, newest first, `limit` (1 to 500) of
+/// them with ids below `before`, as `GET /v1/dead-letters` answers.
+pub async fn dead_letter_page(
+    client: &crate::db::Client,
+    caller: &Caller,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<DeadLetterPage, ApiError> {
+    caller.require(DEAD_LETTER_READERS)?;
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
-    let client = state.db(&caller).await?;
     let rows = client
         .query(
             "SELECT id, received_at, device_uid, source, topic, payload, reason_code, reason
                FROM dead_letters
               WHERE organisation_id = $1 AND ($2::bigint IS NULL OR id < $2)
               ORDER BY id DESC LIMIT $3",
-            &[&caller.organisation_id, &query.before, &limit],
+            &[&caller.organisation_id, &before, &limit],
         )
         .await?;
     let items: Vec<DeadLetter> = rows
@@ -320,5 +335,5 @@ async fn dead_letters(
     let next_before = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| i.id))
         .flatten();
-    Ok(HttpResponse::Ok().json(DeadLetterPage { items, next_before }))
+    Ok(DeadLetterPage { items, next_before })
 }

@@ -1744,11 +1744,24 @@ async fn person_episodes(
     path: web::Path<i32>,
     q: web::Query<EpisodesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(STAFF)?;
-    let id = path.into_inner();
-    let history = q.history.unwrap_or(false);
     let c = state.db(&caller).await?;
-    own_person(&**c, &caller, id)
+    let out = person_records(&c, &caller, path.into_inner(), q.history.unwrap_or(false)).await?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// The outcome records of the caller's person `id`, as `GET /v1/outcomes/people/{id}/episodes`
+/// answers them: `person_id` and one array per table (`service_periods`, `hospital_stays`,
+/// `reablement_episodes`, `care_home_admissions`, `deaths`, `recorded_falls`), each row with
+/// its newest verification; the current versions only unless `history`. Provider staff only;
+/// another organisation's person is `NotFound`.
+pub async fn person_records(
+    c: &deadpool_postgres::Client,
+    caller: &Caller,
+    id: i32,
+    history: bool,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    caller.require(STAFF)?;
+    own_person(&***c, caller, id)
         .await
         .map_err(|_| ApiError::NotFound(format!("person {id}")))?;
     let mut out = serde_json::Map::new();
@@ -1790,5 +1803,5 @@ async fn person_episodes(
                 .into(),
         );
     }
-    Ok(HttpResponse::Ok().json(out))
+    Ok(out)
 }

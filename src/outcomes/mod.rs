@@ -185,4 +185,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// [`routes`], documented (see [`crate::http::openapi`]).
+pub use episodes::person_records;
+pub use plans::person_plans;
 pub use routes::api;

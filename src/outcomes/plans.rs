@@ -171,7 +171,9 @@ async fn create_plan(
     Ok(HttpResponse::Created().json(plan))
 }
 
-async fn plan_json(c: &impl GenericClient, id: i64) -> Result<serde_json::Value, ApiError> {
+/// The plan `id` as `GET /v1/outcome-plans/{id}` shows it; the caller has checked that it may
+/// see it.
+pub async fn plan_json(c: &impl GenericClient, id: i64) -> Result<serde_json::Value, ApiError> {
     let row = c
         .query_one(
             "SELECT jsonb_build_object(
@@ -210,6 +212,28 @@ async fn plan_json(c: &impl GenericClient, id: i64) -> Result<serde_json::Value,
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// The plans of the caller's own person `person`, oldest first, each as
+/// `GET /v1/outcome-plans/{id}` shows it (for the person's page).
+pub async fn person_plans(
+    c: &impl GenericClient,
+    caller: &Caller,
+    person: i32,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    caller.require(READERS)?;
+    let ids = c
+        .query(
+            "SELECT id FROM outcome_plans WHERE person_id = $1 AND organisation_id = $2
+              ORDER BY starts_on, id",
+            &[&person, &caller.organisation_id],
+        )
+        .await?;
+    let mut plans = Vec::with_capacity(ids.len());
+    for row in ids {
+        plans.push(plan_json(c, row.get(0)).await?);
+    }
+    Ok(plans)
 }
 
 /// The plan if the caller may see it: its provider, or the commissioner of its contract.

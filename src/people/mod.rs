@@ -1,7 +1,9 @@
 //! People receiving care, care workers, and which phone each worker carries.
 //!
-//! This module is the one writer of the `people` and `workers` tables and of the phone link
-//! (`devices.worker_id`: a device of kind `phone` linked to a worker). Visits, alarms and
+//! This module is the one writer of the `people` and `workers` tables and of device links
+//! (`devices.worker_id`: a device of kind `phone` linked to a worker; `devices.person_id`: a
+//! telecare device linked to a person). A person's address, access notes and key-safe code are
+//! here too; the key-safe code never goes into the audit log in clear. Visits, alarms and
 //! outcomes read these rows in their own queries (names, pseudonyms, homes) and call
 //! [`store`] to check a reference or find a worker's phones; none of them writes here.
 //!
@@ -37,7 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// [`routes`], documented (see [`crate::http::openapi`]).
-pub use routes::api;
+pub use routes::{api, apply_update, PersonUpdate};
 
 /// A reference a phone sends or a home carries (a visit reference, a home tag, a calling
 /// line): 1 to 64 of `A-Z a-z 0-9 . _ : + -`.

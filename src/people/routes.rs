@@ -3,7 +3,7 @@
 //! linking a phone are answered by visit verification (the `evv` module), which derives the phone's
 //! visits again after [`store`] writes the link.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, patch, post, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,6 +27,7 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_person)
         .service(list_people)
         .service(read_person)
+        .service(update_person)
         .service(list_workers)
         .service(read_worker);
 }
@@ -60,6 +61,15 @@ struct NewPerson {
     home_phone: Option<String>,
     #[schema(inline)]
     geofence_policy: Option<GeofencePolicy>,
+    /// The postal address of the person's home.
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
+    address: Option<String>,
+    /// How to get in: which door, pets, a neighbour with a key.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
+    access_notes: Option<String>,
+    /// The key-safe code. Never written to the audit log in clear.
+    #[schema(min_length = 1, max_length = 50, pattern = "\\S")]
+    key_safe_code: Option<String>,
 }
 
 /// A person as the API shows it: with the radius that applies (their own, else the default).
@@ -83,6 +93,23 @@ struct PersonView {
     /// `null` takes the area's policy, else the configured one.
     #[schema(value_type = Option<GeofencePolicy>)]
     geofence_policy: Option<String>,
+    address: Option<String>,
+    access_notes: Option<String>,
+    /// Shown to the provider's own staff and administrators, as the rest of the person.
+    key_safe_code: Option<String>,
+}
+
+/// `view` as the audit log keeps it: the key-safe code replaced by whether there is one.
+fn audited(view: &PersonView) -> serde_json::Value {
+    let mut value = serde_json::to_value(view).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("key_safe_code");
+        fields.insert(
+            "key_safe_code_set".into(),
+            view.key_safe_code.is_some().into(),
+        );
+    }
+    value
 }
 
 fn person_view(p: Person, default_radius_m: u32) -> PersonView {
@@ -103,6 +130,9 @@ fn person_view(p: Person, default_radius_m: u32) -> PersonView {
         home_tag: p.home_tag,
         home_phone: p.home_phone,
         geofence_policy: p.geofence_policy,
+        address: p.address,
+        access_notes: p.access_notes,
+        key_safe_code: p.key_safe_code,
     }
 }
 
@@ -166,7 +196,38 @@ fn check_person(p: &NewPerson) -> Vec<FieldError> {
     {
         errors.push(FieldError::new("area", "must be 1 to 100 characters"));
     }
+    check_home_access(
+        p.address.as_deref(),
+        p.access_notes.as_deref(),
+        p.key_safe_code.as_deref(),
+        &mut errors,
+    );
     errors
+}
+
+/// Longest address, access notes and key-safe code, in characters (as the table's checks).
+const ADDRESS_CHARS: usize = 500;
+const ACCESS_NOTES_CHARS: usize = 1000;
+const KEY_SAFE_CHARS: usize = 50;
+
+fn check_home_access(
+    address: Option<&str>,
+    access_notes: Option<&str>,
+    key_safe_code: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) {
+    for (field, value, max) in [
+        ("address", address, ADDRESS_CHARS),
+        ("access_notes", access_notes, ACCESS_NOTES_CHARS),
+        ("key_safe_code", key_safe_code, KEY_SAFE_CHARS),
+    ] {
+        if value.is_some_and(|v| v.trim().is_empty() || v.chars().count() > max) {
+            errors.push(FieldError::new(
+                field,
+                format!("must be 1 to {max} characters, not only spaces"),
+            ));
+        }
+    }
 }
 
 /// Records a person receiving care.
@@ -213,6 +274,9 @@ async fn create_person(
         home_tag: p.home_tag.as_deref(),
         home_phone: p.home_phone.as_deref(),
         geofence_policy: p.geofence_policy.map(|g| g.as_str()),
+        address: p.address.as_deref(),
+        access_notes: p.access_notes.as_deref(),
+        key_safe_code: p.key_safe_code.as_deref(),
     };
     let person = store::insert_person(&tx, caller.organisation_id, &new)
         .await
@@ -234,7 +298,7 @@ async fn create_person(
             "person.create",
             "person",
             view.id,
-            serde_json::json!({"after": &view}),
+            serde_json::json!({"after": audited(&view)}),
         ),
     )
     .await?;
@@ -292,6 +356,144 @@ async fn read_person(
         person,
         state.settings.evv.default_geofence_radius_m,
     )))
+}
+
+/// `Some(value)` for a field that is present, `null` included, so that `null` clears it and
+/// an absent field is left as it is.
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Changes to a person: only the fields given change; `null` clears one. The home's
+/// verification details (location, tag, calling line, radius, policy, area) are not changed
+/// here: visits already verified against them would disagree with them.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonUpdate {
+    /// Not only spaces, at most 200 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "\\S")]
+    pub display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<NaiveDate>, pattern = "^(19|2[01])[0-9]{2}-")]
+    pub date_of_birth: Option<Option<NaiveDate>>,
+    /// The postal address of the person's home.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500, pattern = "\\S")]
+    pub address: Option<Option<String>>,
+    /// How to get in: which door, pets, a neighbour with a key.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1000, pattern = "\\S")]
+    pub access_notes: Option<Option<String>>,
+    /// The key-safe code. The audit log records that it changed, never the code.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 50, pattern = "\\S")]
+    pub key_safe_code: Option<Option<String>>,
+}
+
+/// A present-or-absent text field as borrowed text.
+fn text(v: &Option<Option<String>>) -> Option<Option<&str>> {
+    v.as_ref().map(|v| v.as_deref())
+}
+
+/// Changes a person's name, date of birth, address, access notes or key-safe code.
+#[utoipa::path(
+    operation_id = "update_person",
+    tag = "people",
+    params(("id" = i32, Path, description = "The person's id.")),
+    request_body = PersonUpdate,
+    responses(
+        (status = 200, description = "The person as now recorded.", body = PersonView),
+        doc::Forbidden,
+        doc::NotFound,
+        doc::Invalid,
+    ),
+)]
+#[patch("/v1/people/{id}")]
+async fn update_person(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i32>,
+    body: crate::http::Json<PersonUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let view = update(&state, &caller, path.into_inner(), &body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Checks and applies `u` to the caller's person `id` with its audit row (`person.update`:
+/// the fields before and after, the key-safe code only as whether it is set and whether it
+/// changed). The function behind `PATCH /v1/people/{id}`, which the console's person page
+/// calls too.
+pub async fn apply_update(
+    state: &AppState,
+    caller: &Caller,
+    id: i32,
+    u: &PersonUpdate,
+) -> Result<(), ApiError> {
+    update(state, caller, id, u).await.map(|_| ())
+}
+
+async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: i32,
+    u: &PersonUpdate,
+) -> Result<PersonView, ApiError> {
+    caller.require(EDITORS)?;
+    crate::http::dates::check_date("date_of_birth", u.date_of_birth.flatten())?;
+    let mut errors = Vec::new();
+    check_home_access(
+        text(&u.address).flatten(),
+        text(&u.access_notes).flatten(),
+        text(&u.key_safe_code).flatten(),
+        &mut errors,
+    );
+    if text(&u.display_name)
+        .flatten()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 200)
+    {
+        errors.push(FieldError::new(
+            "display_name",
+            "must be 1 to 200 characters",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let change = store::PersonChange {
+        display_name: text(&u.display_name),
+        date_of_birth: u.date_of_birth,
+        address: text(&u.address),
+        access_notes: text(&u.access_notes),
+        key_safe_code: text(&u.key_safe_code),
+    };
+    let mut client = state.db(caller).await?;
+    let tx = client.transaction().await?;
+    let (before, after) = store::update_person(&tx, caller.organisation_id, id, &change)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("person".into()))?;
+    let radius = state.settings.evv.default_geofence_radius_m;
+    let key_safe_changed = before.key_safe_code != after.key_safe_code;
+    let (before, after) = (person_view(before, radius), person_view(after, radius));
+    crate::audit::by(
+        &*tx,
+        caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "person.update",
+            "person",
+            id,
+            serde_json::json!({"before": audited(&before), "after": audited(&after),
+                               "key_safe_code_changed": key_safe_changed}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// The organisation's care workers with their phones.

@@ -23,6 +23,12 @@ pub struct Person {
     pub home_phone: Option<String>,
     /// `reject` or `warn`; `None` takes the area's, else the configured one.
     pub geofence_policy: Option<String>,
+    /// The postal address of the person's home.
+    pub address: Option<String>,
+    /// How to get in: which door, pets, a neighbour with a key.
+    pub access_notes: Option<String>,
+    /// The key-safe code: for the provider's roles that respond, never logged in clear.
+    pub key_safe_code: Option<String>,
 }
 
 /// A person to record; the caller has checked the fields.
@@ -38,11 +44,15 @@ pub struct NewPerson<'a> {
     pub home_tag: Option<&'a str>,
     pub home_phone: Option<&'a str>,
     pub geofence_policy: Option<&'a str>,
+    pub address: Option<&'a str>,
+    pub access_notes: Option<&'a str>,
+    pub key_safe_code: Option<&'a str>,
 }
 
 const PERSON_COLUMNS: &str =
     "id, external_ref, pseudonym, display_name, date_of_birth, home_lat, home_lon,
-     geofence_radius_m, area, home_tag, home_phone, geofence_policy";
+     geofence_radius_m, area, home_tag, home_phone, geofence_policy, address, access_notes,
+     key_safe_code";
 
 fn person(r: &tokio_postgres::Row) -> Person {
     Person {
@@ -58,6 +68,9 @@ fn person(r: &tokio_postgres::Row) -> Person {
         home_tag: r.get("home_tag"),
         home_phone: r.get("home_phone"),
         geofence_policy: r.get("geofence_policy"),
+        address: r.get("address"),
+        access_notes: r.get("access_notes"),
+        key_safe_code: r.get("key_safe_code"),
     }
 }
 
@@ -73,8 +86,9 @@ pub async fn insert_person(
             &format!(
                 "INSERT INTO people (organisation_id, external_ref, display_name, date_of_birth,
                                      home_lat, home_lon, geofence_radius_m, area, home_tag,
-                                     home_phone, geofence_policy)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                     home_phone, geofence_policy, address, access_notes,
+                                     key_safe_code)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                  RETURNING {PERSON_COLUMNS}"
             ),
             &[
@@ -89,6 +103,9 @@ pub async fn insert_person(
                 &p.home_tag,
                 &p.home_phone,
                 &p.geofence_policy,
+                &p.address,
+                &p.access_notes,
+                &p.key_safe_code,
             ],
         )
         .await?;
@@ -120,6 +137,69 @@ pub async fn find_person(
         )
         .await?;
     Ok(row.as_ref().map(person))
+}
+
+/// What an update of a person changes: `Some(None)` clears a field, `None` leaves it. The
+/// caller has checked the values.
+#[derive(Debug, Clone, Default)]
+pub struct PersonChange<'a> {
+    pub display_name: Option<Option<&'a str>>,
+    pub date_of_birth: Option<Option<NaiveDate>>,
+    pub address: Option<Option<&'a str>>,
+    pub access_notes: Option<Option<&'a str>>,
+    pub key_safe_code: Option<Option<&'a str>>,
+}
+
+/// Applies `change` to the organisation's person `id` and returns the person as they were
+/// and as they are now; `None` when the organisation has no such person.
+pub async fn update_person(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+    change: &PersonChange<'_>,
+) -> Result<Option<(Person, Person)>, tokio_postgres::Error> {
+    let Some(before) = c
+        .query_opt(
+            &format!(
+                "SELECT {PERSON_COLUMNS} FROM people WHERE organisation_id = $1 AND id = $2 \
+                 FOR UPDATE"
+            ),
+            &[&org, &id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    // Each field: ($n::bool) says whether to set it, the next parameter is its new value.
+    let row = c
+        .query_one(
+            &format!(
+                "UPDATE people SET
+                     display_name  = CASE WHEN $3  THEN $4  ELSE display_name END,
+                     date_of_birth = CASE WHEN $5  THEN $6  ELSE date_of_birth END,
+                     address       = CASE WHEN $7  THEN $8  ELSE address END,
+                     access_notes  = CASE WHEN $9  THEN $10 ELSE access_notes END,
+                     key_safe_code = CASE WHEN $11 THEN $12 ELSE key_safe_code END
+                  WHERE organisation_id = $1 AND id = $2
+              RETURNING {PERSON_COLUMNS}"
+            ),
+            &[
+                &org,
+                &id,
+                &change.display_name.is_some(),
+                &change.display_name.flatten(),
+                &change.date_of_birth.is_some(),
+                &change.date_of_birth.flatten(),
+                &change.address.is_some(),
+                &change.address.flatten(),
+                &change.access_notes.is_some(),
+                &change.access_notes.flatten(),
+                &change.key_safe_code.is_some(),
+                &change.key_safe_code.flatten(),
+            ],
+        )
+        .await?;
+    Ok(Some((person(&before), person(&row))))
 }
 
 /// Whether the organisation has this person.
@@ -234,6 +314,54 @@ pub async fn link_phone(
         )
         .await?;
     Ok(n > 0)
+}
+
+/// Whom a device is linked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceLink {
+    #[serde(skip)]
+    pub device_id: i32,
+    #[serde(skip)]
+    pub kind: String,
+    pub person_id: Option<i32>,
+    pub worker_id: Option<i32>,
+}
+
+/// The organisation's device `uid` and whom it is linked to, locked for a change of link.
+pub async fn device_link(
+    c: &impl GenericClient,
+    org: i32,
+    uid: &str,
+) -> Result<Option<DeviceLink>, tokio_postgres::Error> {
+    Ok(c.query_opt(
+        "SELECT id, kind, person_id, worker_id FROM devices
+              WHERE organisation_id = $1 AND uid = $2 FOR UPDATE",
+        &[&org, &uid],
+    )
+    .await?
+    .map(|r| DeviceLink {
+        device_id: r.get(0),
+        kind: r.get(1),
+        person_id: r.get(2),
+        worker_id: r.get(3),
+    }))
+}
+
+/// Links the organisation's device `id` to `person` or `worker` (at most one; neither
+/// unlinks it). The caller has checked both are the organisation's.
+pub async fn set_device_link(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+    person: Option<i32>,
+    worker: Option<i32>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE devices SET person_id = $3, worker_id = $4 WHERE organisation_id = $1 AND id = $2",
+        &[&org, &id, &person, &worker],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The device ids of the phones a worker carries.

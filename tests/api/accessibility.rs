@@ -82,6 +82,10 @@ struct World {
     plan: AgreedPlan,
     /// The council's contract with the provider.
     contract: i32,
+    /// The person wearing the fall detector that became a long lie.
+    person: i32,
+    /// A visit to them the office entered.
+    visit: i64,
 }
 
 /// The pages checked, reached afresh (each call issues new confirmation links, as answering
@@ -134,6 +138,13 @@ async fn pages(app: &TestApp, w: &World) -> Vec<Page> {
         at("alarm (long lie)", Admin, long_lie, alarm(w.long_lie)),
         at("alarm (on site)", Admin, on_site, alarm(w.on_site)),
         at("page not found", Admin, "Page not found", "/console/no-such-page"),
+        at("people", Admin, "People", "/console/people"),
+        at("person", Admin, "Mary Example", format!("/console/people/{}", w.person)),
+        at("devices", Admin, "Devices", "/console/devices"),
+        at("device", Admin, "Device oak-fall-1", "/console/devices/oak-fall-1"),
+        at("visits today", Admin, "Visits today", "/console/visits"),
+        at("visit", Admin, format!("Visit {}", w.visit), format!("/console/visits/{}", w.visit)),
+        at("dead letters", Admin, "Dead letters", "/console/dead-letters"),
         at("outcomes (provider)", Admin, "Outcomes", "/console/outcomes"),
         at("contract (provider)", Admin, "Contract EC-OAK", contract.clone()),
         at("outcomes (commissioner)", Commissioner, "Outcomes", "/console/outcomes"),
@@ -298,6 +309,7 @@ async fn world(app: &TestApp) -> World {
     let set_password_path = link.url("");
 
     let (long_lie, on_site) = alarms(app, &org).await;
+    let (person, visit) = office_visit(app, &org).await;
     let council = app.organisation("Elm Council", OrgKind::Commissioner).await;
     let officer = user(
         app,
@@ -335,7 +347,45 @@ async fn world(app: &TestApp) -> World {
         on_site,
         plan,
         contract,
+        person,
+        visit,
     }
+}
+
+/// A visit to the person wearing `oak-fall-1` this morning, entered by the office (scheduled,
+/// then recorded by hand); returns (person, visit).
+async fn office_visit(app: &TestApp, org: &auth::Organisation) -> (i32, i64) {
+    let token = app.user(org, "Oak office", Role::ProviderStaff).await;
+    let client = app.pool.get().await.unwrap();
+    let person: i32 = client
+        .query_one(
+            "SELECT person_id FROM devices WHERE uid = 'oak-fall-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let start = chrono::Utc::now() - chrono::Duration::minutes(90);
+    let end = start + chrono::Duration::minutes(30);
+    let (s, scheduled) = app
+        .post_json(
+            "/v1/scheduled-visits",
+            &token,
+            &json!({"reference": "V-OAK-1", "person_id": person, "window_start": start,
+                    "window_end": end, "service_type": "personal_care"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{scheduled}");
+    let (s, manual) = app
+        .post_json(
+            "/v1/visits/manual",
+            &token,
+            &json!({"scheduled_visit_id": scheduled["id"], "start": start, "end": end,
+                    "reason_code": "office_entry", "memo": "paper timesheet"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{manual}");
+    (person, manual["visit_id"].as_i64().unwrap())
 }
 
 // TODO(lead): use console_kit

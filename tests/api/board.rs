@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use homeward::auth::password::{issue_password_link, set_user_email};
-use homeward::auth::{self, OrgKind, Role, Scope};
+use homeward::auth::{self, OrgKind, Role};
 use homeward_proto::{EventBody, Percent};
 use homeward_testkit::browser::Browser;
 use homeward_testkit::mqtt::TestDevice;
@@ -16,40 +15,7 @@ use homeward_testkit::sse::SseReader;
 use homeward_testkit::{eventually, spawn_app, TestApp};
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "a board password for tests";
-
-/// A user of `role` in `org` who signs in with `email`; returns (user id, API token).
-async fn user_with_password(
-    app: &TestApp,
-    browser: Option<&Browser>,
-    org: &auth::Organisation,
-    name: &str,
-    email: &str,
-    role: Role,
-) -> (i32, String) {
-    let client = app.pool.get().await.unwrap();
-    let (id, token) = auth::create_user(&**client, org, name, role).await.unwrap();
-    set_user_email(&**client, Scope::Any, id, email)
-        .await
-        .unwrap();
-    if let Some(browser) = browser {
-        let link = issue_password_link(&**client, Scope::Any, id, 72, None)
-            .await
-            .unwrap();
-        browser.open(&link.url(&app.url(""))).await;
-        browser.fill("#password", PASSWORD).await;
-        browser.fill("#confirmation", PASSWORD).await;
-        browser.submit("form.form button[type=submit]").await;
-    }
-    (id, token)
-}
-
-async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
-    browser.open(&app.url("/console/sign-in")).await;
-    browser.fill("#email", email).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.submit("form.form button[type=submit]").await;
-}
+use crate::console_kit::{screenshot, session, sign_in, user_with_password};
 
 /// A person wearing a fall detector `uid`; returns the device's secret.
 async fn person_with_detector(
@@ -81,15 +47,6 @@ fn fall() -> EventBody {
 /// Runs `script` in the page and returns its value.
 async fn js(browser: &Browser, script: &str) -> Value {
     browser.client.execute(script, vec![]).await.unwrap()
-}
-
-/// Saves a picture of the page as `<name>.png` in the folder `HOMEWARD_SCREENSHOTS` names, if
-/// it names one (for the docs' pictures); otherwise does nothing.
-async fn screenshot(browser: &Browser, name: &str) {
-    if let Some(dir) = std::env::var_os("HOMEWARD_SCREENSHOTS") {
-        let png = browser.client.screenshot().await.unwrap();
-        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
-    }
 }
 
 /// Waits until the board's live stream is open.
@@ -471,19 +428,6 @@ async fn an_unattended_fall_escalates_to_a_long_lie_on_the_open_board() {
     screenshot(&browser, "board-long-lie").await;
     browser.close().await;
     app.stop().await;
-}
-
-/// A session for `user_id`, as signing in makes one; returns the `Cookie` header value and
-/// the form token its pages carry.
-async fn session(app: &TestApp, user_id: i32) -> (String, String) {
-    let client = app.pool.get().await.unwrap();
-    let session = homeward::auth::sessions::open_session(&**client, user_id, 12, 30)
-        .await
-        .unwrap();
-    (
-        format!("{}={}", homeward::console::SESSION_COOKIE, session.token),
-        homeward::auth::sessions::form_token(&session.token),
-    )
 }
 
 #[tokio::test]

@@ -326,6 +326,35 @@ async fn admin_commands_create_what_they_say() {
     let terms = terms.json::<serde_json::Value>().await.unwrap();
     assert_eq!(terms["terms"], serde_json::json!({}));
     assert_eq!(terms["version"], serde_json::Value::Null);
+    // The operator links the hub to a person (as the API's link does), and unlinks it; a hub
+    // is never a worker's.
+    let (status, person) = app
+        .post_json(
+            "/v1/people",
+            &token,
+            &serde_json::json!({"external_ref": "P-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{person}");
+    let person = person["id"].to_string();
+    let (code, out, err) = admin(&["link-device", "--uid", "hub-1", "--person", &person]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("device `hub-1` linked to person {person}")),
+        "{out}"
+    );
+    let hub_person = || {
+        let (app, token) = (&app, token.clone());
+        async move { app.get_ok("/v1/devices/hub-1", &token).await["person_id"].clone() }
+    };
+    assert_eq!(hub_person().await.to_string(), person);
+    let (code, _, err) = admin(&["link-device", "--uid", "hub-1", "--worker", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("only phones"), "{err}");
+    let (code, out, err) = admin(&["link-device", "--uid", "hub-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("not linked to anyone"), "{out}");
+    assert_eq!(hub_person().await, serde_json::Value::Null);
     let connects = |secret: String| {
         let options = device_options(&app, "hub-1", &secret);
         async move { connect(options).await.is_ok() }

@@ -117,6 +117,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/devices/{uid}/disable", Access::Roles(ADMIN)),
     route!("POST" "/v1/devices/{uid}/enable", Access::Roles(ADMIN)),
     route!("POST" "/v1/devices/{uid}/rotate-secret", Access::Roles(ADMIN)),
+    route!("PUT" "/v1/devices/{uid}/link", Access::Roles(ADMIN), {}),
     // Users and tokens. `{id}` is the first user, another member of the provider admin's
     // organisation, so only an admin may act on it (a user may on their own, not tabled here).
     route!("GET" "/v1/users", Access::Roles(ADMIN)),
@@ -137,6 +138,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/people", Access::Roles(STAFF), {"external_ref": "P-9"}),
     route!("GET" "/v1/people", Access::Roles(STAFF)),
     route!("GET" "/v1/people/{id}", Access::Roles(STAFF)),
+    route!("PATCH" "/v1/people/{id}", Access::Roles(STAFF), {"address": "1 High Street"}),
     route!("PUT" "/v1/geofence-policies/{area}", Access::Roles(ADMIN), {"geofence_policy": "warn"}),
     route!("POST" "/v1/workers", Access::Roles(STAFF), {"external_ref": "W-9"}),
     route!("GET" "/v1/workers", Access::Roles(STAFF)),

@@ -38,26 +38,26 @@ struct MissedQuery {
 /// Whether an alert still stands.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum AlertState {
+pub enum AlertState {
     Raised,
     Cleared,
 }
 
 /// A missed-visit alert.
 #[derive(Serialize, ToSchema)]
-struct MissedAlert {
-    scheduled_visit_id: i64,
-    reference: String,
-    person_id: i32,
-    person_ref: String,
-    worker_id: Option<i32>,
-    window_start: DateTime<Utc>,
-    due_at: DateTime<Utc>,
-    raised_at: DateTime<Utc>,
-    cleared_at: Option<DateTime<Utc>>,
-    cleared_reason: Option<String>,
+pub struct MissedAlert {
+    pub scheduled_visit_id: i64,
+    pub reference: String,
+    pub person_id: i32,
+    pub person_ref: String,
+    pub worker_id: Option<i32>,
+    pub window_start: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub raised_at: DateTime<Utc>,
+    pub cleared_at: Option<DateTime<Utc>>,
+    pub cleared_reason: Option<String>,
     #[schema(inline)]
-    state: AlertState,
+    pub state: AlertState,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,14 +82,25 @@ async fn list_missed(
     state: web::Data<AppState>,
     query: web::Query<MissedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
     let all = match query.state.as_deref() {
         None | Some("open") => false,
         Some("all") => true,
         Some(_) => return Err(ApiError::invalid("state", "must be open or all")),
     };
     let client = state.db(&caller).await?;
-    let organisation = crate::auth::visibility(&caller, &**client)
+    let items = missed_alerts(&client, &caller, all).await?;
+    Ok(HttpResponse::Ok().json(MissedList { items }))
+}
+
+/// The caller's missed-visit alerts (open ones unless `all`), latest due first, at most
+/// 1,000, as `GET /v1/missed-visits` lists them.
+pub async fn missed_alerts(
+    client: &deadpool_postgres::Client,
+    caller: &Caller,
+    all: bool,
+) -> Result<Vec<MissedAlert>, ApiError> {
+    caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
+    let organisation = crate::auth::visibility(caller, &***client)
         .await?
         .own_provider()?;
     let rows = client
@@ -127,5 +138,5 @@ async fn list_missed(
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(MissedList { items }))
+    Ok(items)
 }

@@ -20,6 +20,13 @@ mod schedule;
 mod visits;
 mod workers;
 
+pub use missed::{missed_alerts, AlertState, MissedAlert};
+pub use schedule::{unvisited_of, Scheduled};
+pub use visits::{
+    apply_adjustment, exceptions_between, visit_detail, visits_between, AdjustmentRecorded,
+    ExceptionItem, NewAdjustment,
+};
+
 use actix_web::{put, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;

@@ -49,17 +49,17 @@ struct OutcomeName(String);
 
 /// A scheduled visit.
 #[derive(Debug, Serialize, ToSchema)]
-struct Scheduled {
-    id: i64,
-    reference: String,
-    person_id: i32,
-    worker_id: Option<i32>,
-    window_start: DateTime<Utc>,
-    window_end: DateTime<Utc>,
-    service_type: String,
-    outcomes: Vec<String>,
-    cancelled_at: Option<DateTime<Utc>>,
-    cancel_reason: Option<String>,
+pub struct Scheduled {
+    pub id: i64,
+    pub reference: String,
+    pub person_id: i32,
+    pub worker_id: Option<i32>,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub service_type: String,
+    pub outcomes: Vec<String>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -83,6 +83,31 @@ fn scheduled_json(r: &tokio_postgres::Row) -> Scheduled {
         cancelled_at: r.get("cancelled_at"),
         cancel_reason: r.get("cancel_reason"),
     }
+}
+
+/// The caller's scheduled visits for `person` whose window opened in `[from, to)` and that no
+/// visit matches (no one checked in, or cancelled), oldest first, at most 1,000: for the
+/// person's timeline, beside the visits that happened. Provider admins and staff.
+pub async fn unvisited_of(
+    client: &deadpool_postgres::Client,
+    caller: &Caller,
+    person: i32,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<Scheduled>, ApiError> {
+    writer(caller)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SCHEDULED_COLUMNS} FROM scheduled_visits s
+                  WHERE organisation_id = $1 AND person_id = $2
+                    AND window_start >= $3 AND window_start < $4
+                    AND NOT EXISTS (SELECT 1 FROM visits v WHERE v.scheduled_visit_id = s.id)
+                  ORDER BY window_start, id LIMIT 1000"
+            ),
+            &[&caller.organisation_id, &person, &from, &to],
+        )
+        .await?;
+    Ok(rows.iter().map(scheduled_json).collect())
 }
 
 /// Schedules a visit. Check-ins already received that it matches become its visit.

@@ -97,6 +97,18 @@ pub(super) async fn load_visits(
     to: DateTime<Utc>,
     unmatched_only: bool,
 ) -> Result<Vec<VisitRecord>, ApiError> {
+    load_visits_of(client, scope, from, to, unmatched_only, None).await
+}
+
+/// [`load_visits`], of one person only when `person` is given.
+async fn load_visits_of(
+    client: &impl GenericClient,
+    scope: &Visibility,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    unmatched_only: bool,
+    person: Option<i32>,
+) -> Result<Vec<VisitRecord>, ApiError> {
     let rows = client
         .query(
             &format!(
@@ -104,6 +116,7 @@ pub(super) async fn load_visits(
                   WHERE v.organisation_id = ANY($1)
                     AND {VISIT_AT} >= $2 AND {VISIT_AT} < $3
                     AND (NOT $4 OR v.scheduled_visit_id IS NULL)
+                    AND ($6::int IS NULL OR v.person_id = $6)
                     AND {}
                   ORDER BY {VISIT_AT}, v.id
                   LIMIT 10000",
@@ -115,10 +128,29 @@ pub(super) async fn load_visits(
                 &to,
                 &unmatched_only,
                 &scope.funded_by(),
+                &person,
             ],
         )
         .await?;
     Ok(rows.iter().map(record).collect())
+}
+
+/// The visits filed in `[from, to)` that `GET /v1/visits` would list for `caller` (of one
+/// person when `person` is given), as it shows them at `now`: the same roles, scope and view.
+pub async fn visits_between(
+    state: &AppState,
+    caller: &Caller,
+    client: &deadpool_postgres::Client,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    person: Option<i32>,
+    now: DateTime<Utc>,
+) -> Result<Vec<VisitView>, ApiError> {
+    let scope = scope(caller, client).await?;
+    let rows = load_visits_of(client, &scope, range.0, range.1, false, person).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| visit_view(r, scope.pseudonymise(), &state.settings.evv, now))
+        .collect())
 }
 
 /// Which visits a list shows: those filed in the range.
@@ -196,7 +228,21 @@ async fn read_visit(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let client = state.db(&caller).await?;
-    let scope = scope(&caller, &client).await?;
+    let (view, history) = visit_detail(&state, &caller, &client, path.into_inner()).await?;
+    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::Unexpected(e.into()))?;
+    body["adjustment_history"] = serde_json::Value::Array(history);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// One visit as `GET /v1/visits/{id}` shows it, and its `adjustment_history` (oldest
+/// first): the same roles, scope and view.
+pub async fn visit_detail(
+    state: &AppState,
+    caller: &Caller,
+    client: &deadpool_postgres::Client,
+    id: i64,
+) -> Result<(VisitView, Vec<serde_json::Value>), ApiError> {
+    let scope = scope(caller, client).await?;
     let row = client
         .query_opt(
             &format!(
@@ -204,14 +250,14 @@ async fn read_visit(
                    AND {}",
                 visit_funded("$3")
             ),
-            &[&scope.providers(), &path.into_inner(), &scope.funded_by()],
+            &[&scope.providers(), &id, &scope.funded_by()],
         )
         .await?
         .ok_or_else(|| ApiError::NotFound("visit".into()))?;
     let key: String = row.get("visit_key");
     crate::audit::read_by_commissioner(
-        &**client,
-        &caller,
+        &***client,
+        caller,
         "visit",
         serde_json::json!({"visit_id": row.get::<_, i64>("id")}),
     )
@@ -247,34 +293,32 @@ async fn read_visit(
             })
         })
         .collect();
-    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::Unexpected(e.into()))?;
-    body["adjustment_history"] = serde_json::Value::Array(history);
-    Ok(HttpResponse::Ok().json(body))
+    Ok((view, history))
 }
 
 /// A correction of a visit: at least one of `start`, `end`, `scheduled_visit_id` and
 /// `resolution_code`; `end` not before the start.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAdjustment {
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
+pub struct NewAdjustment {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
     /// Matches a visit from the office's queue to a scheduled visit.
-    scheduled_visit_id: Option<i64>,
+    pub scheduled_visit_id: Option<i64>,
     #[schema(value_type = AdjustmentReason)]
-    reason_code: String,
+    pub reason_code: String,
     /// Required with reason `other`.
     #[schema(max_length = 2000)]
-    memo: Option<String>,
+    pub memo: Option<String>,
     #[schema(pattern = "^[a-z_]{1,40}$")]
-    resolution_code: Option<String>,
+    pub resolution_code: Option<String>,
 }
 
 /// An adjustment as recorded.
 #[derive(Serialize, ToSchema)]
-struct AdjustmentRecorded {
-    id: i64,
-    visit_key: String,
+pub struct AdjustmentRecorded {
+    pub id: i64,
+    pub visit_key: String,
 }
 
 /// A manual entry as recorded, with the visit it made.
@@ -291,19 +335,19 @@ struct ExceptionList {
 
 /// An exception: on a visit, or a scheduled visit nobody checked in to.
 #[derive(Serialize, ToSchema)]
-struct ExceptionItem {
+pub struct ExceptionItem {
     #[serde(rename = "type")]
     #[schema(inline)]
-    kind: ExceptionKind,
+    pub kind: ExceptionKind,
     /// `fix` (times must be supplied) or `acknowledge`.
-    needs: &'static str,
-    resolved: bool,
-    visit_id: Option<i64>,
-    scheduled_visit_id: Option<i64>,
-    provider_id: i32,
-    person: Option<String>,
-    worker: Option<String>,
-    at: Option<DateTime<Utc>>,
+    pub needs: &'static str,
+    pub resolved: bool,
+    pub visit_id: Option<i64>,
+    pub scheduled_visit_id: Option<i64>,
+    pub provider_id: i32,
+    pub person: Option<String>,
+    pub worker: Option<String>,
+    pub at: Option<DateTime<Utc>>,
 }
 
 fn check_reason(reason: &str, memo: &Option<String>, manual: bool, errors: &mut Vec<FieldError>) {
@@ -363,12 +407,23 @@ async fn adjust(
     path: web::Path<i64>,
     body: crate::http::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
-    writer(&caller)?;
-    let a = body.into_inner();
+    let recorded = apply_adjustment(&state, &caller, path.into_inner(), body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(recorded))
+}
+
+/// Checks and records a correction of the caller's visit `id` with its audit row, derives the
+/// visit again and clears the missed-visit alerts it answers: the function behind
+/// `POST /v1/visits/{id}/adjustments`, which the console's visit page calls too.
+pub async fn apply_adjustment(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    a: NewAdjustment,
+) -> Result<AdjustmentRecorded, ApiError> {
+    writer(caller)?;
     crate::http::dates::check_time("start", a.start)?;
     crate::http::dates::check_time("end", a.end)?;
     let org = caller.organisation_id;
-    let id = path.into_inner();
     let mut errors = Vec::new();
     check_reason(&a.reason_code, &a.memo, false, &mut errors);
     if a.start.is_none()
@@ -389,7 +444,7 @@ async fn adjust(
             "must be 1 to 40 of a-z and _",
         ));
     }
-    let mut client = state.db(&caller).await?;
+    let mut client = state.db(caller).await?;
     let tx = client.transaction().await?;
     let visit = tx
         .query_opt(
@@ -443,7 +498,7 @@ async fn adjust(
     let before: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (visit.get(2), visit.get(3));
     crate::audit::by(
         &*tx,
-        &caller,
+        caller,
         crate::audit::Entry::new(
             org,
             "visit.adjust",
@@ -470,10 +525,10 @@ async fn adjust(
     let cleared = missed::clear_in(&tx, now, Some(org)).await?;
     tx.commit().await?;
     missed::publish(&state.live, now, &cleared);
-    Ok(HttpResponse::Created().json(AdjustmentRecorded {
+    Ok(AdjustmentRecorded {
         id: adjustment_id,
         visit_key: key,
-    }))
+    })
 }
 
 /// A visit entered by the office; `end` not before `start`.
@@ -629,13 +684,26 @@ async fn list_exceptions(
     let (from, to) = bounds(query.from, query.to)?;
     let include_resolved = query.include_resolved.unwrap_or(false);
     let client = state.db(&caller).await?;
-    let scope = scope(&caller, &client).await?;
+    let items = exceptions_between(&state, &caller, &client, (from, to), include_resolved).await?;
+    Ok(HttpResponse::Ok().json(ExceptionList { items }))
+}
+
+/// What needs fixing or acknowledging among the visits filed in `[from, to)`, as
+/// `GET /v1/visits/exceptions` lists it: the same roles, scope and rules.
+pub async fn exceptions_between(
+    state: &AppState,
+    caller: &Caller,
+    client: &deadpool_postgres::Client,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    include_resolved: bool,
+) -> Result<Vec<ExceptionItem>, ApiError> {
+    let scope = scope(caller, client).await?;
     let settings = &state.settings.evv;
     let now = Utc::now();
-    let rows = load_visits(&client, &scope, from, to, false).await?;
+    let rows = load_visits(client, &scope, from, to, false).await?;
     crate::audit::read_by_commissioner(
-        &**client,
-        &caller,
+        &***client,
+        caller,
         "visit_exceptions",
         serde_json::json!({"from": from, "to": to, "rows": rows.len()}),
     )
@@ -706,5 +774,5 @@ async fn list_exceptions(
             at: Some(s.get(2)),
         });
     }
-    Ok(HttpResponse::Ok().json(ExceptionList { items }))
+    Ok(items)
 }
