@@ -447,8 +447,9 @@ async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let mut client = state.db(&caller).await?;
     let tx = client.transaction().await?;
-    let id = super::manage::create_user(&*tx, &caller, &body.name, body.email.as_deref(), body.role)
-        .await?;
+    let id =
+        super::manage::create_user(&*tx, &caller, &body.name, body.email.as_deref(), body.role)
+            .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(UserChanged {
         id,

@@ -15,9 +15,9 @@ use serde::Deserialize;
 
 use super::error::{encode, html_response};
 use super::{role_label, see_other, ConsoleError, ConsoleUser, Section, Shell};
-use crate::http::ApiError;
 use crate::auth::password::issue_password_link;
 use crate::auth::{Role, Scope};
+use crate::http::ApiError;
 use crate::http::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -204,7 +204,9 @@ async fn show(
     .into_iter()
     .map(|t| TokenRow {
         id: t.id,
-        prefix: t.prefix.unwrap_or_else(|| "(made before prefixes were kept)".into()),
+        prefix: t
+            .prefix
+            .unwrap_or_else(|| "(made before prefixes were kept)".into()),
         label: t.label.unwrap_or_default(),
         created: when(Some(t.created_at), ""),
         expires: if t.service {
@@ -486,8 +488,7 @@ async fn issue_token(
         user_name: shown.name,
         token,
         lifetime: if service {
-            "It is a service token: it never expires. Revoke it when it is no longer needed."
-                .into()
+            "It is a service token: it never expires. Revoke it when it is no longer needed.".into()
         } else {
             format!("It expires in {days} days.")
         },

@@ -6,6 +6,7 @@ mod durability;
 mod helpers;
 
 mod accessibility;
+mod admin_pages;
 mod alarms;
 mod audit;
 mod auth;

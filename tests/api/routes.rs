@@ -121,6 +121,8 @@ pub const ROUTES: &[Route] = &[
     // Users and tokens. `{id}` is the first user, another member of the provider admin's
     // organisation, so only an admin may act on it (a user may on their own, not tabled here).
     route!("GET" "/v1/users", Access::Roles(ADMIN)),
+    route!("POST" "/v1/users", Access::Roles(ADMIN), {"name": "from the role test", "role": "responder"}),
+    route!("PATCH" "/v1/users/{id}", Access::Roles(ADMIN), {"role": "provider_staff"}),
     route!("GET" "/v1/users/{id}/tokens", Access::Roles(ADMIN)),
     route!("POST" "/v1/users/{id}/tokens", Access::Roles(ADMIN), {"label": "from the role test"}),
     route!("POST" "/v1/users/{id}/disable", Access::Roles(ADMIN)),

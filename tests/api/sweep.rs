@@ -120,6 +120,8 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/devices/{uid}/enable", id()),
     ("POST", "/v1/devices/{uid}/rotate-secret", id()),
     ("PUT", "/v1/devices/{uid}/link", id()),
+    ("POST", "/v1/users", Kind::Create),
+    ("PATCH", "/v1/users/{id}", id()),
     ("GET", "/v1/users", list(NO_PROBES, Needle::Mark, false)),
     ("GET", "/v1/users/{id}/tokens", id()),
     ("POST", "/v1/users/{id}/tokens", id()),
