@@ -14,6 +14,7 @@ use super::{Item, Job, Outcome, Source, WriteError};
 use crate::auth::{Caller, Role};
 use crate::devices::DeviceCaller;
 use crate::http::openapi as doc;
+use crate::http::paging;
 use crate::http::{ApiError, AppState, FieldError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -234,7 +235,10 @@ async fn check_ins(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
-    /// Only dead letters with a smaller id (the previous page's `next_before`).
+    /// The last id of the previous page (its `next_after`): the page goes on with older
+    /// dead letters, those of a smaller id.
+    after: Option<i64>,
+    /// Deprecated: the earlier name of `after`, still accepted (not both).
     before: Option<i64>,
     /// Page size.
     #[param(minimum = 1, maximum = 500, default = 100)]
@@ -264,7 +268,9 @@ struct DeadLetter {
 struct DeadLetterPage {
     /// Newest first.
     items: Vec<DeadLetter>,
-    /// `before` for the next page; null on the last one.
+    /// `after` for the next page; null on the last one.
+    next_after: Option<i64>,
+    /// Deprecated: the same as `next_after`, under its earlier name.
     next_before: Option<i64>,
 }
 
@@ -286,10 +292,18 @@ async fn dead_letters(
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Auditor])?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    let limit = paging::Limits {
+        default: 100,
+        max: 500,
     }
+    .check(query.limit)?;
+    if query.after.is_some() && query.before.is_some() {
+        return Err(ApiError::invalid(
+            "before",
+            "deprecated name of `after`: give `after` only",
+        ));
+    }
+    let after = query.after.or(query.before);
     let client = state.db(&caller).await?;
     let rows = client
         .query(
@@ -297,7 +311,7 @@ async fn dead_letters(
                FROM dead_letters
               WHERE organisation_id = $1 AND ($2::bigint IS NULL OR id < $2)
               ORDER BY id DESC LIMIT $3",
-            &[&caller.organisation_id, &query.before, &limit],
+            &[&caller.organisation_id, &after, &(limit + 1)],
         )
         .await?;
     let items: Vec<DeadLetter> = rows
@@ -317,8 +331,10 @@ async fn dead_letters(
             }
         })
         .collect();
-    let next_before = (items.len() as i64 == limit)
-        .then(|| items.last().map(|i| i.id))
-        .flatten();
-    Ok(HttpResponse::Ok().json(DeadLetterPage { items, next_before }))
+    let page = paging::Page::from_rows(items, limit, |d: &DeadLetter| d.id);
+    Ok(HttpResponse::Ok().json(DeadLetterPage {
+        items: page.items,
+        next_after: page.next_after,
+        next_before: page.next_after,
+    }))
 }

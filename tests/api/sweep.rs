@@ -864,7 +864,7 @@ async fn no_route_reaches_another_organisations_data() {
     )
     .await;
     let alarm = eventually(wait, || async {
-        app.get_ok("/v1/alarms", &admin_a).await["alarms"]
+        app.get_ok("/v1/alarms", &admin_a).await["items"]
             .as_array()?
             .first()?["id"]
             .as_i64()

@@ -72,7 +72,7 @@ async fn person_with(
 }
 
 async fn open_alarms(app: &TestApp, token: &str) -> Vec<Value> {
-    app.get_ok("/v1/alarms", token).await["alarms"]
+    app.get_ok("/v1/alarms", token).await["items"]
         .as_array()
         .unwrap()
         .clone()
