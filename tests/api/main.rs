@@ -27,6 +27,7 @@ mod openapi;
 mod outcome_pages;
 mod outcomes;
 mod outcomes_simulation;
+mod paging;
 mod payment;
 mod plan_queues;
 mod reproducible;

@@ -142,6 +142,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/workers", Kind::Create),
     ("GET", "/v1/workers", list(NO_PROBES, Needle::Mark, false)),
     ("GET", "/v1/workers/{id}", id()),
+    ("PATCH", "/v1/workers/{id}", id()),
     ("PUT", "/v1/workers/{id}/phones/{uid}", id()),
     ("POST", "/v1/scheduled-visits", Kind::Create),
     (
@@ -149,6 +150,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
         "/v1/scheduled-visits",
         list(NO_PROBES, Needle::Mark, false),
     ),
+    ("PATCH", "/v1/scheduled-visits/{id}", id()),
     ("POST", "/v1/scheduled-visits/{id}/cancel", id()),
     (
         "GET",
@@ -171,7 +173,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     (
         "GET",
         "/v1/missed-visits",
-        list(&["", "state=all"], Needle::Mark, true),
+        list(&["", "status=all", "state=all"], Needle::Mark, true),
     ),
     (
         "GET",

@@ -333,7 +333,10 @@ impl ScheduledChange {
             } else {
                 "window_start"
             };
-            errors.push(FieldError::new(field, "the window must end after it starts"));
+            errors.push(FieldError::new(
+                field,
+                "the window must end after it starts",
+            ));
         }
         if after.service_type.is_empty() || after.service_type.len() > 100 {
             errors.push(FieldError::new(
@@ -411,8 +414,7 @@ async fn update_scheduled(
             "scheduled visit {id} is cancelled; schedule another visit instead"
         )));
     }
-    let moved =
-        after.window_start != before.window_start || after.window_end != before.window_end;
+    let moved = after.window_start != before.window_start || after.window_end != before.window_end;
     if moved {
         refuse_if_started(&tx, id).await?;
     }
