@@ -10,6 +10,7 @@ use serde_json::Value;
 mod derivation;
 mod lifecycle;
 mod outcomes;
+mod paging;
 mod technical;
 
 const WAIT: Duration = Duration::from_secs(10);
