@@ -136,6 +136,7 @@ async fn limits_out_of_range_and_unknown_cursors_are_refused_by_name() {
         "/v1/scheduled-visits".into(),
         "/v1/audit".into(),
         "/v1/contracts".into(),
+        "/v1/outcome-plans".into(),
     ];
     for list in &lists {
         for limit in ["0", "100000"] {
