@@ -418,7 +418,7 @@ async fn admin_in(
             say!(out, "(shown once; {})", describe(lifetime));
         }
         AdminCommand::ListTokens { user } => {
-            let tokens = auth::list_tokens(client, Scope::Any, user).await?;
+            let tokens = auth::list_tokens(client, Scope::Any, user, None, None).await?;
             say!(
                 out,
                 "id\tprefix\tstate\tservice\tcreated\texpires\tlast used\tlabel"

@@ -15,6 +15,7 @@ use super::model::{Action, AlarmView, Category, Outcome, Severity, State, VIEW_C
 use crate::auth::{Caller, Role};
 use crate::devices::DeviceKind;
 use crate::http::openapi as doc;
+use crate::http::paging::{self, Page};
 use crate::http::{ApiError, AppState};
 
 const STAFF: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff];
@@ -66,9 +67,29 @@ struct ListQuery {
     /// Which alarms (default `open`).
     #[param(inline)]
     status: Option<ListStatus>,
-    /// At most this many.
+    /// The last id of the previous page: the page goes on after that alarm in the list's
+    /// order (most severe, then newest first).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most this many (1 to 1000, default 200).
     #[param(minimum = 1, maximum = 1000, default = 200)]
     limit: Option<i64>,
+}
+
+const LIST_LIMITS: paging::Limits = paging::Limits {
+    default: 200,
+    max: 1000,
+};
+
+/// The list's order: most severe first, then newest, then highest id.
+fn severity_rank(alias: &str) -> String {
+    format!(
+        "CASE {alias}.severity WHEN '{critical}' THEN 0 WHEN '{high}' THEN 1 \
+           WHEN '{medium}' THEN 2 ELSE 3 END",
+        critical = Severity::Critical,
+        high = Severity::High,
+        medium = Severity::Medium,
+    )
 }
 
 async fn list(
@@ -76,56 +97,92 @@ async fn list(
     caller: &Caller,
     category: Category,
     q: &ListQuery,
-) -> Result<Vec<AlarmView>, ApiError> {
+) -> Result<Page<AlarmView, i64>, ApiError> {
     let open_only = q.status.unwrap_or_default() == ListStatus::Open;
-    let limit = q.limit.unwrap_or(200);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
-    }
+    let limit = LIST_LIMITS.check(q.limit)?;
     let client = state.db(caller).await?;
     let organisation = crate::auth::visibility(caller, &**client)
         .await?
         .own_provider()?;
+    // The position of the alarm named by `after` in the list's order.
+    let cursor = match q.after {
+        None => None,
+        Some(after) => {
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT {rank}, a.received_at FROM alarms a \
+                          WHERE a.id = $1 AND a.organisation_id = $2 AND a.category = $3",
+                        rank = severity_rank("a")
+                    ),
+                    &[&after, &organisation, &category.as_str()],
+                )
+                .await?
+                .ok_or_else(paging::unknown_after)?;
+            Some((row.get::<_, i32>(0), row.get::<_, DateTime<Utc>>(1), after))
+        }
+    };
     let open: Vec<&str> = State::OPEN.iter().map(|s| s.as_str()).collect();
     let sql = format!(
         "SELECT {VIEW_COLUMNS} FROM alarms a \
           WHERE a.organisation_id = $1 AND a.category = $2 AND (NOT $3 OR a.state = ANY($4)) \
-          ORDER BY CASE a.severity WHEN '{critical}' THEN 0 WHEN '{high}' THEN 1 WHEN '{medium}' THEN 2 ELSE 3 END, \
-                   a.received_at DESC \
+            AND ($6::int IS NULL OR {rank} > $6 \
+                 OR ({rank} = $6 AND (a.received_at, a.id) < ($7, $8))) \
+          ORDER BY {rank}, a.received_at DESC, a.id DESC \
           LIMIT $5",
-        critical = Severity::Critical,
-        high = Severity::High,
-        medium = Severity::Medium,
+        rank = severity_rank("a"),
     );
     let rows = client
         .query(
             &sql,
-            &[&organisation, &category.as_str(), &open_only, &open, &limit],
+            &[
+                &organisation,
+                &category.as_str(),
+                &open_only,
+                &open,
+                &(limit + 1),
+                &cursor.map(|c| c.0),
+                &cursor.map(|c| c.1),
+                &cursor.map(|c| c.2),
+            ],
         )
         .await?;
-    rows.iter()
+    let items = rows
+        .iter()
         .map(|r| AlarmView::from_row(r).map_err(|e| ApiError::Unexpected(e.into())))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(items, limit, |a: &AlarmView| a.id))
 }
 
 #[derive(Serialize, ToSchema)]
 struct AlarmList {
     /// Most severe first, then newest first.
-    alarms: Vec<AlarmView>,
+    items: Vec<AlarmView>,
+    /// `after` for the next page; null on the last one.
+    next_after: Option<i64>,
 }
 
-/// Care alarms, open ones by default, most severe and newest first.
+impl From<Page<AlarmView, i64>> for AlarmList {
+    fn from(page: Page<AlarmView, i64>) -> Self {
+        Self {
+            items: page.items,
+            next_after: page.next_after,
+        }
+    }
+}
+
+/// Care alarms, open ones by default, most severe and newest first, a page at a time.
 #[utoipa::path(
     operation_id = "list_alarms",
     tag = "alarms",
     params(ListQuery),
     responses(
-        (status = 200, description = "The alarms.", body = AlarmList,
+        (status = 200, description = "A page of the alarms.", body = AlarmList,
             links(
                 ("alarm" = (operation_id = "get_alarm",
-                    parameters(("id" = "$response.body#/alarms/0/id")))),
+                    parameters(("id" = "$response.body#/items/0/id")))),
                 ("acknowledge" = (operation_id = "acknowledge_alarm",
-                    parameters(("id" = "$response.body#/alarms/0/id")))),
+                    parameters(("id" = "$response.body#/items/0/id")))),
             )),
         doc::Forbidden,
         doc::Invalid,
@@ -138,8 +195,8 @@ async fn list_alarms(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ANYONE)?;
-    let alarms = list(&state, &caller, Category::Care, &q).await?;
-    Ok(HttpResponse::Ok().json(AlarmList { alarms }))
+    let page = list(&state, &caller, Category::Care, &q).await?;
+    Ok(HttpResponse::Ok().json(AlarmList::from(page)))
 }
 
 /// Technical alarms (device health), kept apart from care alarms.
@@ -148,9 +205,9 @@ async fn list_alarms(
     tag = "alarms",
     params(ListQuery),
     responses(
-        (status = 200, description = "The technical alarms.", body = AlarmList,
+        (status = 200, description = "A page of the technical alarms.", body = AlarmList,
             links(("alarm" = (operation_id = "get_alarm",
-                parameters(("id" = "$response.body#/alarms/0/id")))))),
+                parameters(("id" = "$response.body#/items/0/id")))))),
         doc::Forbidden,
         doc::Invalid,
     ),
@@ -162,8 +219,8 @@ async fn list_technical(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ANYONE)?;
-    let alarms = list(&state, &caller, Category::Technical, &q).await?;
-    Ok(HttpResponse::Ok().json(AlarmList { alarms }))
+    let page = list(&state, &caller, Category::Technical, &q).await?;
+    Ok(HttpResponse::Ok().json(AlarmList::from(page)))
 }
 
 /// One step of an alarm's history.
@@ -676,7 +733,22 @@ pub struct DeviceHealth {
 #[derive(Serialize, ToSchema)]
 struct DeviceHealthList {
     /// By uid.
-    devices: Vec<DeviceHealth>,
+    items: Vec<DeviceHealth>,
+    /// `after` for the next page (the last uid of this one); null on the last page.
+    next_after: Option<String>,
+}
+
+/// A page of devices, by uid.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct HealthQuery {
+    /// The last uid of the previous page.
+    #[param(max_length = 64)]
+    after: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
 }
 
 /// Every telecare device of the organisation: presence, last heartbeat, battery, whether it is
@@ -684,29 +756,45 @@ struct DeviceHealthList {
 #[utoipa::path(
     operation_id = "get_device_health",
     tag = "alarms",
+    params(HealthQuery),
     responses(
-        (status = 200, description = "The devices (not phones, not disabled ones).",
+        (status = 200, description = "A page of the devices (not phones, not disabled ones).",
             body = DeviceHealthList),
         doc::Forbidden,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/device-health")]
 async fn device_health(
     caller: Caller,
     state: web::Data<AppState>,
+    q: web::Query<HealthQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let limit = paging::STANDARD.check(q.limit)?;
     let client = state.db(&caller).await?;
-    let devices = device_health_of(&client, &caller, &state.settings.alarms).await?;
-    Ok(HttpResponse::Ok().json(DeviceHealthList { devices }))
+    let page = device_health_of(
+        &client,
+        &caller,
+        &state.settings.alarms,
+        q.after.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(DeviceHealthList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
-/// The health of the caller's telecare devices (not phones, not disabled ones), by uid, as
-/// `GET /v1/device-health` answers: for the roles that attend alarms.
+/// A page of the health of the caller's telecare devices (not phones, not disabled ones), by
+/// uid after `after`, as `GET /v1/device-health` answers: for the roles that attend alarms.
 pub async fn device_health_of(
     client: &crate::db::Client,
     caller: &Caller,
     settings: &super::AlarmSettings,
-) -> Result<Vec<DeviceHealth>, ApiError> {
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<DeviceHealth, String>, ApiError> {
     caller.require(ANYONE)?;
     let rows = client
         .query(
@@ -720,13 +808,16 @@ pub async fn device_health_of(
                LEFT JOIN device_presence p ON p.device_id = d.id \
                LEFT JOIN device_health h ON h.device_id = d.id \
               WHERE d.organisation_id = $1 AND d.kind <> $5 AND d.disabled_at IS NULL \
-              ORDER BY d.uid",
+                AND ($6::text IS NULL OR d.uid COLLATE \"C\" > $6 COLLATE \"C\") \
+              ORDER BY d.uid COLLATE \"C\" LIMIT $7",
             &[
                 &caller.organisation_id,
                 &settings.heartbeat_missing_factor,
                 &Category::Technical.as_str(),
                 &[State::Raised.as_str(), State::Acknowledged.as_str()].as_slice(),
                 &DeviceKind::Phone.as_str(),
+                &after,
+                &(limit + 1),
             ],
         )
         .await?;
@@ -746,5 +837,7 @@ pub async fn device_health_of(
             open_alarms: r.get(10),
         })
         .collect();
-    Ok(devices)
+    Ok(Page::from_rows(devices, limit, |d: &DeviceHealth| {
+        d.device_uid.clone()
+    }))
 }

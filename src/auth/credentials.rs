@@ -132,19 +132,23 @@ pub struct TokenInfo {
     pub active: bool,
 }
 
-/// A user's tokens, newest first. `NotFound` if the user is not in `scope`.
+/// A user's tokens, newest (highest id) first: those with an id below `after`, at most
+/// `limit` (all with `None`). `NotFound` if the user is not in `scope`.
 pub async fn list_tokens(
     client: &impl GenericClient,
     scope: Scope,
     user_id: i32,
+    after: Option<i32>,
+    limit: Option<i64>,
 ) -> Result<Vec<TokenInfo>, AdminError> {
     user_in_scope(client, scope, user_id).await?;
     let rows = client
         .query(
             "SELECT id, prefix, label, service, created_at, expires_at, last_used_at, revoked_at,
                     revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-               FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
-            &[&user_id],
+               FROM api_tokens WHERE user_id = $1 AND ($2::int IS NULL OR id < $2)
+              ORDER BY id DESC LIMIT $3",
+            &[&user_id, &after, &limit],
         )
         .await?;
     Ok(rows

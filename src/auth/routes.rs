@@ -8,11 +8,12 @@
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{Caller, OrgKind, Role, Scope, TokenInfo};
 use crate::http::openapi as doc;
+use crate::http::paging::{self, Page};
 use crate::http::{ApiError, AppState};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -105,30 +106,52 @@ struct User {
 
 #[derive(Serialize, ToSchema)]
 struct UserList {
-    /// By name.
+    /// By id.
     items: Vec<User>,
+    /// `after` for the next page; null on the last one.
+    next_after: Option<i32>,
+}
+
+/// A page of a list keyed by a user's or a token's id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct PageQuery {
+    /// The last id of the previous page.
+    after: Option<i32>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
 }
 
 /// The organisation's users (provider admins only).
 #[utoipa::path(
     operation_id = "list_users",
     tag = "users",
+    params(PageQuery),
     responses(
-        (status = 200, description = "The organisation's users, by name.", body = UserList,
+        (status = 200, description = "A page of the organisation's users, by id.", body = UserList,
             links(("tokens" = (operation_id = "list_tokens",
                 parameters(("id" = "$response.body#/items/0/id")))))),
         doc::Forbidden,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/users")]
-async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_users(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
+    let limit = paging::STANDARD.check(q.limit)?;
     let client = state.db(&caller).await?;
     let rows = client
         .query(
             "SELECT id, name, role, created_at, disabled_at IS NOT NULL
-               FROM users WHERE organisation_id = $1 ORDER BY name LIMIT 10000",
-            &[&caller.organisation_id],
+               FROM users WHERE organisation_id = $1 AND ($2::int IS NULL OR id > $2)
+              ORDER BY id LIMIT $3",
+            &[&caller.organisation_id, &q.after, &(limit + 1)],
         )
         .await?;
     let items = rows
@@ -141,13 +164,19 @@ async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpRe
             disabled: r.get(4),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(UserList { items }))
+    let page = Page::from_rows(items, limit, |u: &User| u.id);
+    Ok(HttpResponse::Ok().json(UserList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
 struct TokenList {
-    /// Newest first.
+    /// Newest (highest id) first.
     items: Vec<TokenInfo>,
+    /// `after` for the next page (older tokens); null on the last one.
+    next_after: Option<i32>,
 }
 
 /// A user's tokens: prefix, label, lifetime and last use, never the token. The user's own, or
@@ -155,11 +184,13 @@ struct TokenList {
 #[utoipa::path(
     operation_id = "list_tokens",
     tag = "users",
-    params(("id" = i32, Path, description = "The user's id.")),
+    params(("id" = i32, Path, description = "The user's id."), PageQuery),
     responses(
-        (status = 200, description = "The user's tokens, newest first.", body = TokenList),
+        (status = 200, description = "A page of the user's tokens, newest first (`after`: \
+            the page goes on with lower ids).", body = TokenList),
         doc::Forbidden,
         doc::NotFound,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/users/{id}/tokens")]
@@ -167,11 +198,17 @@ async fn list_tokens(
     caller: Caller,
     state: web::Data<AppState>,
     user_id: web::Path<i32>,
+    q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = token_manager(&caller, *user_id)?;
+    let limit = paging::STANDARD.check(q.limit)?;
     let client = state.db(&caller).await?;
-    let items = super::list_tokens(&**client, scope, *user_id).await?;
-    Ok(HttpResponse::Ok().json(TokenList { items }))
+    let rows = super::list_tokens(&**client, scope, *user_id, q.after, Some(limit + 1)).await?;
+    let page = Page::from_rows(rows, limit, |t: &TokenInfo| t.id);
+    Ok(HttpResponse::Ok().json(TokenList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -106,7 +106,7 @@ async fn list(
     let page = DeadLettersPage {
         shell: user.shell("Dead letters", Section::Devices),
         letters,
-        older: page.next_before,
+        older: page.next_after,
     };
     Ok(html_response(StatusCode::OK, page.render()?))
 }

@@ -208,12 +208,18 @@ async fn rows(
     client: &crate::db::Client,
     devices: Vec<Device>,
 ) -> Result<Vec<DeviceRow>, ConsoleError> {
-    let health: HashMap<String, DeviceHealth> =
-        device_health_of(client, &user.caller, &state.settings.alarms)
-            .await?
-            .into_iter()
-            .map(|h| (h.device_uid.clone(), h))
-            .collect();
+    let health: HashMap<String, DeviceHealth> = device_health_of(
+        client,
+        &user.caller,
+        &state.settings.alarms,
+        None,
+        MAX_DEVICES,
+    )
+    .await?
+    .items
+    .into_iter()
+    .map(|h| (h.device_uid.clone(), h))
+    .collect();
     let times: Vec<DateTime<Utc>> = health
         .values()
         .flat_map(|h| [h.presence_changed_at, h.last_heartbeat_at])
@@ -254,18 +260,25 @@ struct DevicesPage {
     dead_letters: bool,
 }
 
+/// Most devices the page lists (the API pages through the rest).
+const MAX_DEVICES: i64 = 1000;
+
 async fn list(user: ConsoleUser, state: web::Data<AppState>) -> Result<HttpResponse, ConsoleError> {
     user.require(ANYONE)?;
     let client = state.db(&user.caller).await?;
-    let devices = devices_of(&client, &user.caller).await?;
-    let devices = rows(&user, &state, &client, devices).await?;
+    let page = devices_of(&client, &user.caller, None, MAX_DEVICES).await?;
+    let more = page.next_after.is_some();
+    let devices = rows(&user, &state, &client, page.items).await?;
     let attention = devices.iter().filter(|d| d.attention).count();
-    let count = match (devices.len(), attention) {
+    let mut count = match (devices.len(), attention) {
         (0, _) => "No devices registered yet.".to_owned(),
         (n, 0) => format!("{n} devices; none needs attention."),
         (n, 1) => format!("{n} devices; 1 needs attention and is listed first."),
         (n, a) => format!("{n} devices; {a} need attention and are listed first."),
     };
+    if more {
+        count.push_str(" Only the first 1,000 are listed here; the API lists them all.");
+    }
     let page = DevicesPage {
         shell: user.shell("Devices", Section::Devices),
         devices,

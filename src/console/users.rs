@@ -199,6 +199,8 @@ async fn show(
         &**client,
         Scope::Organisation(user.caller.organisation_id),
         shown.id,
+        None,
+        None,
     )
     .await?
     .into_iter()

@@ -181,7 +181,9 @@ async fn today(
         crate::evv::visits_between(&state, &user.caller, &client, range, None, now).await?;
     let exceptions =
         crate::evv::exceptions_between(&state, &user.caller, &client, range, false).await?;
-    let missed = crate::evv::missed_alerts(&client, &user.caller, false).await?;
+    let missed = crate::evv::missed_alerts(&client, &user.caller, false, None, 1000)
+        .await?
+        .items;
     let times: Vec<DateTime<Utc>> = visits
         .iter()
         .flat_map(|v| [v.window_start, v.window_end, v.start, v.end])

@@ -4,12 +4,13 @@
 
 use actix_web::{get, post, put, web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{registry, Device, DeviceKind};
 use crate::auth::{self, Caller, Role, Scope};
 use crate::http::openapi as doc;
+use crate::http::paging::{self, Page};
 use crate::http::{ApiError, AppState};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,44 +39,77 @@ const READERS: &[Role] = &[
 struct DeviceList {
     /// By uid.
     items: Vec<Device>,
+    /// `after` for the next page (the last uid of this one); null on the last page.
+    next_after: Option<String>,
+}
+
+/// A page of devices, by uid.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DevicesQuery {
+    /// The last uid of the previous page.
+    #[param(max_length = 64)]
+    after: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
 }
 
 /// The organisation's devices.
 #[utoipa::path(
     operation_id = "list_devices",
     tag = "devices",
+    params(DevicesQuery),
     responses(
-        (status = 200, description = "The organisation's devices, by uid.", body = DeviceList,
+        (status = 200, description = "A page of the organisation's devices, by uid.", body = DeviceList,
             links(("device" = (operation_id = "get_device",
                 parameters(("uid" = "$response.body#/items/0/uid")))))),
         doc::Forbidden,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/devices")]
-async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<DevicesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = paging::STANDARD.check(q.limit)?;
     let client = state.db(&caller).await?;
-    let items = devices_of(&client, &caller).await?;
-    Ok(HttpResponse::Ok().json(DeviceList { items }))
+    let page = devices_of(&client, &caller, q.after.as_deref(), limit).await?;
+    Ok(HttpResponse::Ok().json(DeviceList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
-/// The caller's organisation's devices by uid (at most 10,000), as `GET /v1/devices` lists
-/// them.
+/// A page of the caller's organisation's devices by uid after `after`, as `GET /v1/devices`
+/// lists them.
 pub async fn devices_of(
     client: &crate::db::Client,
     caller: &Caller,
-) -> Result<Vec<Device>, ApiError> {
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page<Device, String>, ApiError> {
     caller.require(READERS)?;
+    // `COLLATE "C"`: byte order, the same whatever the database's locale, so that `uid > $2`
+    // agrees with the order.
     let rows = client
         .query(
             "SELECT uid, kind, person_id, worker_id, created_at, disabled_at
-               FROM devices WHERE organisation_id = $1 ORDER BY uid LIMIT 10000",
-            &[&caller.organisation_id],
+               FROM devices WHERE organisation_id = $1
+                AND ($2::text IS NULL OR uid COLLATE \"C\" > $2 COLLATE \"C\")
+              ORDER BY uid COLLATE \"C\" LIMIT $3",
+            &[&caller.organisation_id, &after, &(limit + 1)],
         )
         .await?;
-    rows.iter()
+    let items = rows
+        .iter()
         .map(Device::from_row)
         .collect::<Result<Vec<Device>, _>>()
-        .map_err(|e| ApiError::Unexpected(e.into()))
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(Page::from_rows(items, limit, |d: &Device| d.uid.clone()))
 }
 
 /// One device.

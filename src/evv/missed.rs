@@ -120,6 +120,36 @@ pub async fn clear_in(
     describe(tx, &ids, "cleared").await
 }
 
+/// Withdraws the open alert of a scheduled visit whose window moved: it was due at the old
+/// time. Returned as cleared with the reason `rescheduled` (the row goes; the next check raises
+/// it again if the new window passes with no check-in). Call inside the transaction that moved
+/// the window; publish what it returns after commit.
+pub async fn withdraw_in(
+    tx: &impl GenericClient,
+    scheduled_visit_id: i64,
+) -> Result<Vec<AlertChange>, EvvError> {
+    let open: Vec<i64> = tx
+        .query(
+            "SELECT scheduled_visit_id FROM missed_visit_alerts
+              WHERE scheduled_visit_id = $1 AND cleared_at IS NULL",
+            &[&scheduled_visit_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut changes = describe(tx, &open, "cleared").await?;
+    for change in &mut changes {
+        change.cleared_reason = Some("rescheduled".into());
+    }
+    tx.execute(
+        "DELETE FROM missed_visit_alerts WHERE scheduled_visit_id = ANY($1)",
+        &[&open],
+    )
+    .await?;
+    Ok(changes)
+}
+
 async fn describe(
     tx: &impl GenericClient,
     ids: &[i64],

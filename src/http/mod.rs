@@ -8,6 +8,7 @@ pub mod docs_page;
 pub mod json;
 pub mod nul;
 pub mod openapi;
+pub mod paging;
 pub mod problem;
 pub mod request_id;
 

@@ -14,6 +14,7 @@ use super::{Item, Job, Outcome, Source, WriteError};
 use crate::auth::{Caller, Role};
 use crate::devices::DeviceCaller;
 use crate::http::openapi as doc;
+use crate::http::paging;
 use crate::http::{ApiError, AppState, FieldError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -234,7 +235,10 @@ async fn check_ins(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
-    /// Only dead letters with a smaller id (the previous page's `next_before`).
+    /// The last id of the previous page (its `next_after`): the page goes on with older
+    /// dead letters, those of a smaller id.
+    after: Option<i64>,
+    /// Deprecated: the earlier name of `after`, still accepted (not both).
     before: Option<i64>,
     /// Page size.
     #[param(minimum = 1, maximum = 500, default = 100)]
@@ -264,7 +268,9 @@ pub struct DeadLetter {
 pub struct DeadLetterPage {
     /// Newest first.
     pub items: Vec<DeadLetter>,
-    /// `before` for the next page; null on the last one.
+    /// `after` for the next page; null on the last one.
+    pub next_after: Option<i64>,
+    /// Deprecated: the same as `next_after`, under its earlier name.
     pub next_before: Option<i64>,
 }
 
@@ -285,34 +291,41 @@ async fn dead_letters(
     state: web::Data<AppState>,
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(DEAD_LETTER_READERS)?;
+    let limit = paging::Limits {
+        default: 100,
+        max: 500,
+    }
+    .check(query.limit)?;
+    if query.after.is_some() && query.before.is_some() {
+        return Err(ApiError::invalid(
+            "before",
+            "deprecated name of `after`: give `after` only",
+        ));
+    }
     let client = state.db(&caller).await?;
-    let page = dead_letter_page(&client, &caller, query.before, query.limit.unwrap_or(100)).await?;
+    let page = dead_letter_page(&client, &caller, query.after.or(query.before), limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
 /// Who reads dead letters.
 pub const DEAD_LETTER_READERS: &[Role] = &[Role::ProviderAdmin, Role::ProviderStaff, Role::Auditor];
 
-/// A page of the caller's organisation's dead letters, newest first, `limit` (1 to 500) of
-/// them with ids below `before`, as `GET /v1/dead-letters` answers.
+/// A page of the caller's organisation's dead letters, newest first, `limit` of them with ids
+/// below `after`, as `GET /v1/dead-letters` answers.
 pub async fn dead_letter_page(
     client: &crate::db::Client,
     caller: &Caller,
-    before: Option<i64>,
+    after: Option<i64>,
     limit: i64,
 ) -> Result<DeadLetterPage, ApiError> {
     caller.require(DEAD_LETTER_READERS)?;
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
-    }
     let rows = client
         .query(
             "SELECT id, received_at, device_uid, source, topic, payload, reason_code, reason
                FROM dead_letters
               WHERE organisation_id = $1 AND ($2::bigint IS NULL OR id < $2)
               ORDER BY id DESC LIMIT $3",
-            &[&caller.organisation_id, &before, &limit],
+            &[&caller.organisation_id, &after, &(limit + 1)],
         )
         .await?;
     let items: Vec<DeadLetter> = rows
@@ -332,8 +345,10 @@ pub async fn dead_letter_page(
             }
         })
         .collect();
-    let next_before = (items.len() as i64 == limit)
-        .then(|| items.last().map(|i| i.id))
-        .flatten();
-    Ok(DeadLetterPage { items, next_before })
+    let page = paging::Page::from_rows(items, limit, |d: &DeadLetter| d.id);
+    Ok(DeadLetterPage {
+        items: page.items,
+        next_after: page.next_after,
+        next_before: page.next_after,
+    })
 }

@@ -10,7 +10,7 @@ use actix_web::{get, post, put, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::measures::ComparisonKind;
@@ -129,14 +129,19 @@ const COHORTS: &str = "SELECT c.id, c.name, c.selection, c.contract_id, c.record
           WHERE NOT x.withdrawn),
         (SELECT count(*) FROM comparison_events e WHERE e.cohort_id = c.id)
    FROM comparison_cohorts c WHERE c.commissioner_id = $1 AND ($2::int IS NULL OR c.id = $2)
-  ORDER BY c.id";
+    AND ($3::int IS NULL OR c.id > $3)
+  ORDER BY c.id LIMIT $4";
 
+/// The commissioner's cohorts by id: one (`id`), or those after `after`, at most `rows` (all
+/// with `None`).
 async fn cohorts(
     c: &impl GenericClient,
     commissioner: i32,
     id: Option<i32>,
+    after: Option<i32>,
+    rows: Option<i64>,
 ) -> Result<Vec<Cohort>, ApiError> {
-    Ok(c.query(COHORTS, &[&commissioner, &id])
+    Ok(c.query(COHORTS, &[&commissioner, &id, &after, &rows])
         .await?
         .iter()
         .map(|r| Cohort {
@@ -151,28 +156,57 @@ async fn cohorts(
         .collect())
 }
 
-/// The caller's comparison cohorts (commissioners).
+/// A page of cohorts, by id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CohortsQuery {
+    /// The last id of the previous page.
+    after: Option<i32>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct CohortPage {
+    /// Oldest (lowest id) first.
+    items: Vec<Cohort>,
+    /// `after` for the next page; null on the last one.
+    next_after: Option<i32>,
+}
+
+/// The caller's comparison cohorts (commissioners), a page at a time.
 #[utoipa::path(
     operation_id = "list_comparison_cohorts",
     tag = "outcomes",
+    params(CohortsQuery),
     responses(
-        (status = 200, description = "Oldest first.", body = [Cohort]),
+        (status = 200, description = "A page of the cohorts.", body = CohortPage),
         doc::Forbidden,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/outcomes/comparison-cohorts")]
 async fn list_cohorts(
     caller: Caller,
     state: web::Data<AppState>,
+    q: web::Query<CohortsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Commissioner])?;
+    let limit = crate::http::paging::STANDARD.check(q.limit)?;
     let c = state.db(&caller).await?;
-    Ok(HttpResponse::Ok().json(cohorts(&**c, caller.organisation_id, None).await?))
+    let rows = cohorts(&**c, caller.organisation_id, None, q.after, Some(limit + 1)).await?;
+    let page = crate::http::paging::Page::from_rows(rows, limit, |c: &Cohort| c.id);
+    Ok(HttpResponse::Ok().json(CohortPage {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
 /// The cohort if it is the caller's.
 async fn own_cohort(c: &impl GenericClient, caller: &Caller, id: i32) -> Result<Cohort, ApiError> {
-    cohorts(c, caller.organisation_id, Some(id))
+    cohorts(c, caller.organisation_id, Some(id), None, None)
         .await?
         .pop()
         .ok_or_else(|| ApiError::NotFound(format!("comparison cohort {id}")))

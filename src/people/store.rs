@@ -259,6 +259,25 @@ pub async fn find_worker(
     Ok(select_workers(c, org, Some(id)).await?.pop())
 }
 
+/// Sets a worker's reference and name; a second `external_ref` in the organisation is a unique
+/// violation ([`is_duplicate`]). False when the organisation has no such worker.
+pub async fn update_worker(
+    c: &impl GenericClient,
+    org: i32,
+    id: i32,
+    external_ref: &str,
+    display_name: Option<&str>,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = c
+        .execute(
+            "UPDATE workers SET external_ref = $3, display_name = $4
+              WHERE organisation_id = $1 AND id = $2",
+            &[&org, &id, &external_ref, &display_name],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
 async fn select_workers(
     c: &impl GenericClient,
     org: i32,

@@ -192,7 +192,7 @@ async fn person_with(
 async fn alarm_number(app: &TestApp, token: &str, path: &str, n: usize) -> i64 {
     eventually(Duration::from_secs(10), || async {
         let list = app.get_ok(path, token).await;
-        let alarms = list["alarms"].as_array().cloned().unwrap_or_default();
+        let alarms = list["items"].as_array().cloned().unwrap_or_default();
         (alarms.len() == n).then(|| {
             alarms
                 .iter()

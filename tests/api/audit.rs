@@ -508,7 +508,7 @@ async fn every_change_leaves_exactly_one_audit_row_naming_its_actor() {
     let mut device = TestDevice::connect(&app, "aud-pendant", &pendant).await;
     device.send(EventBody::PendantAlarm).await;
     let alarm = homeward_testkit::eventually(std::time::Duration::from_secs(10), || async {
-        app.get_ok("/v1/alarms", &admin).await["alarms"][0]["id"].as_i64()
+        app.get_ok("/v1/alarms", &admin).await["items"][0]["id"].as_i64()
     })
     .await
     .expect("the pendant's alarm is raised");

@@ -338,7 +338,7 @@ async fn an_unattended_fall_escalates_to_a_long_lie_on_the_open_board() {
     detector.send(fall()).await;
     let raised = eventually(Duration::from_secs(10), || async {
         let list = app.get_ok("/v1/alarms", &token).await;
-        list["alarms"].as_array().unwrap().first().cloned()
+        list["items"].as_array().unwrap().first().cloned()
     })
     .await
     .expect("the fall is raised");
@@ -477,7 +477,7 @@ async fn board_forms_need_their_token_and_another_providers_alarms_are_out_of_re
     elm_detector.send(fall()).await;
     let elm_alarm = eventually(Duration::from_secs(10), || async {
         let list = app.get_ok("/v1/alarms", &elm_token).await;
-        list["alarms"][0]["id"].as_i64()
+        list["items"][0]["id"].as_i64()
     })
     .await
     .expect("Elm's fall is raised");

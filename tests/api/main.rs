@@ -29,6 +29,7 @@ mod openapi;
 mod outcome_pages;
 mod outcomes;
 mod outcomes_simulation;
+mod paging;
 mod payment;
 mod plan_queues;
 mod provider_pages;

@@ -1120,7 +1120,11 @@ async fn comparison_cohorts_belong_to_their_commissioner() {
         .get_json("/v1/outcomes/comparison-cohorts", &other.council_token)
         .await;
     assert_eq!(s, 200);
-    assert!(list.as_array().unwrap().iter().all(|c| c["id"] != w.cohort));
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["id"] != w.cohort));
     app.stop().await;
 }
 

@@ -145,12 +145,14 @@ pub const ROUTES: &[Route] = &[
     route!("POST" "/v1/workers", Access::Roles(STAFF), {"external_ref": "W-9"}),
     route!("GET" "/v1/workers", Access::Roles(STAFF)),
     route!("GET" "/v1/workers/{id}", Access::Roles(STAFF)),
+    route!("PATCH" "/v1/workers/{id}", Access::Roles(STAFF), {"display_name": "Ann"}),
     route!("PUT" "/v1/workers/{id}/phones/{uid}", Access::Roles(STAFF)),
     route!("POST" "/v1/scheduled-visits", Access::Roles(STAFF), {
         "reference": "V-9", "person_id": 1, "window_start": "2026-01-01T09:00:00Z",
         "window_end": "2026-01-01T10:00:00Z", "service_type": "personal_care"
     }),
     route!("GET" "/v1/scheduled-visits", Access::Roles(STAFF)),
+    route!("PATCH" "/v1/scheduled-visits/{id}", Access::Roles(STAFF), {"service_type": "meals"}),
     route!("POST" "/v1/scheduled-visits/{id}/cancel", Access::Roles(STAFF), {"reason": "in hospital"}),
     route!("GET" "/v1/visits", Access::Roles(READERS)),
     route!("GET" "/v1/visits/{id}", Access::Roles(READERS)),

@@ -146,6 +146,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("POST", "/v1/workers", Kind::Create),
     ("GET", "/v1/workers", list(NO_PROBES, Needle::Mark, false)),
     ("GET", "/v1/workers/{id}", id()),
+    ("PATCH", "/v1/workers/{id}", id()),
     ("PUT", "/v1/workers/{id}/phones/{uid}", id()),
     ("POST", "/v1/scheduled-visits", Kind::Create),
     (
@@ -153,6 +154,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
         "/v1/scheduled-visits",
         list(NO_PROBES, Needle::Mark, false),
     ),
+    ("PATCH", "/v1/scheduled-visits/{id}", id()),
     ("POST", "/v1/scheduled-visits/{id}/cancel", id()),
     (
         "GET",
@@ -175,7 +177,7 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     (
         "GET",
         "/v1/missed-visits",
-        list(&["", "state=all"], Needle::Mark, true),
+        list(&["", "status=all", "state=all"], Needle::Mark, true),
     ),
     (
         "GET",
@@ -868,7 +870,7 @@ async fn no_route_reaches_another_organisations_data() {
     )
     .await;
     let alarm = eventually(wait, || async {
-        app.get_ok("/v1/alarms", &admin_a).await["alarms"]
+        app.get_ok("/v1/alarms", &admin_a).await["items"]
             .as_array()?
             .first()?["id"]
             .as_i64()

@@ -104,7 +104,7 @@ async fn export(
     }
     let client = state.db(&caller).await?;
     let scope = scope(&caller, &client).await?;
-    let rows = load_visits(&client, &scope, from, to, false).await?;
+    let rows = load_visits(&client, &scope, from, to, false, None).await?;
     crate::audit::read_by_commissioner(
         &**client,
         &caller,

@@ -8,6 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::{Caller, Role};
 use crate::http::openapi as doc;
+use crate::http::paging;
 use crate::http::{ApiError, AppState};
 
 pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
@@ -17,7 +18,7 @@ pub(super) fn routes(cfg: &mut ServiceConfig<'_>) {
 /// Which alerts a list shows.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-enum MissedState {
+enum MissedStatus {
     /// Raised and not cleared.
     #[schema(rename = "open")]
     Open,
@@ -30,9 +31,40 @@ enum MissedState {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct MissedQuery {
-    /// `open` (default) or `all`.
-    #[param(inline, value_type = Option<MissedState>)]
+    /// `open` (default) or `all`: the same filter, by the same name, as on alarms.
+    #[param(inline, value_type = Option<MissedStatus>)]
+    status: Option<String>,
+    /// Deprecated: the earlier name of `status`, still accepted (not both).
+    #[param(inline, value_type = Option<MissedStatus>)]
     state: Option<String>,
+    /// The last `scheduled_visit_id` of the previous page: the page goes on after that alert
+    /// in the list's order (latest due first).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+}
+
+impl MissedQuery {
+    /// Whether every alert is asked for, from `status` or its deprecated alias `state`.
+    fn all(&self) -> Result<bool, ApiError> {
+        let (field, value) = match (&self.status, &self.state) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "state",
+                    "deprecated name of `status`: give `status` only",
+                ))
+            }
+            (Some(v), None) => ("status", Some(v)),
+            (None, v) => ("state", v.as_ref()),
+        };
+        match value.map(String::as_str) {
+            None | Some("open") => Ok(false),
+            Some("all") => Ok(true),
+            Some(_) => Err(ApiError::invalid(field, "must be open or all")),
+        }
+    }
 }
 
 /// Whether an alert still stands.
@@ -62,16 +94,19 @@ pub struct MissedAlert {
 
 #[derive(Serialize, ToSchema)]
 struct MissedList {
+    /// Latest due first (then highest `scheduled_visit_id`).
     items: Vec<MissedAlert>,
+    /// `after` for the next page (a `scheduled_visit_id`); null on the last one.
+    next_after: Option<i64>,
 }
 
-/// Missed-visit alerts, latest due first, at most 1,000.
+/// Missed-visit alerts, latest due first, a page at a time.
 #[utoipa::path(
     operation_id = "list_missed_visits",
     tag = "visits",
     params(MissedQuery),
     responses(
-        (status = 200, description = "The alerts.", body = MissedList),
+        (status = 200, description = "A page of the alerts.", body = MissedList),
         doc::Forbidden,
         doc::Invalid,
     ),
@@ -82,27 +117,43 @@ async fn list_missed(
     state: web::Data<AppState>,
     query: web::Query<MissedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let all = match query.state.as_deref() {
-        None | Some("open") => false,
-        Some("all") => true,
-        Some(_) => return Err(ApiError::invalid("state", "must be open or all")),
-    };
+    let all = query.all()?;
+    let limit = paging::STANDARD.check(query.limit)?;
     let client = state.db(&caller).await?;
-    let items = missed_alerts(&client, &caller, all).await?;
-    Ok(HttpResponse::Ok().json(MissedList { items }))
+    let page = missed_alerts(&client, &caller, all, query.after, limit).await?;
+    Ok(HttpResponse::Ok().json(MissedList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
-/// The caller's missed-visit alerts (open ones unless `all`), latest due first, at most
-/// 1,000, as `GET /v1/missed-visits` lists them.
+/// A page of the caller's missed-visit alerts (open ones unless `all`), latest due first,
+/// after the alert of scheduled visit `after`, as `GET /v1/missed-visits` lists them.
 pub async fn missed_alerts(
     client: &deadpool_postgres::Client,
     caller: &Caller,
     all: bool,
-) -> Result<Vec<MissedAlert>, ApiError> {
+    after: Option<i64>,
+    limit: i64,
+) -> Result<paging::Page<MissedAlert, i64>, ApiError> {
     caller.require(&[Role::ProviderAdmin, Role::ProviderStaff, Role::Responder])?;
     let organisation = crate::auth::visibility(caller, &***client)
         .await?
         .own_provider()?;
+    let cursor: Option<DateTime<Utc>> = match after {
+        None => None,
+        Some(after) => Some(
+            client
+                .query_opt(
+                    "SELECT due_at FROM missed_visit_alerts
+                      WHERE scheduled_visit_id = $1 AND organisation_id = $2",
+                    &[&after, &organisation],
+                )
+                .await?
+                .ok_or_else(paging::unknown_after)?
+                .get(0),
+        ),
+    };
     let rows = client
         .query(
             "SELECT s.id, s.reference, s.person_id, s.worker_id, s.window_start, a.due_at,
@@ -111,11 +162,12 @@ pub async fn missed_alerts(
                JOIN scheduled_visits s ON s.id = a.scheduled_visit_id
                JOIN people p ON p.id = s.person_id
               WHERE a.organisation_id = $1 AND ($2 OR a.cleared_at IS NULL)
-              ORDER BY a.due_at DESC, s.id LIMIT 1000",
-            &[&organisation, &all],
+                AND ($3::timestamptz IS NULL OR (a.due_at, s.id) < ($3, $4))
+              ORDER BY a.due_at DESC, s.id DESC LIMIT $5",
+            &[&organisation, &all, &cursor, &after, &(limit + 1)],
         )
         .await?;
-    let items = rows
+    let items: Vec<MissedAlert> = rows
         .iter()
         .map(|r| {
             let cleared_at: Option<DateTime<Utc>> = r.get(7);
@@ -138,5 +190,7 @@ pub async fn missed_alerts(
             }
         })
         .collect();
-    Ok(items)
+    Ok(paging::Page::from_rows(items, limit, |a: &MissedAlert| {
+        a.scheduled_visit_id
+    }))
 }

@@ -31,7 +31,7 @@ use actix_web::{put, web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::derive;
@@ -76,28 +76,8 @@ fn writer(caller: &Caller) -> Result<(), ApiError> {
     caller.require(WRITERS)
 }
 
-/// A range of times: `from` before `to`, at most 93 days apart; by default the last 7 days up
-/// to tomorrow.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct Range {
-    /// The start of the range (inclusive); default `to` less 8 days.
-    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
-    from: Option<DateTime<Utc>>,
-    /// The end of the range (exclusive), after `from`; default tomorrow at this time.
-    #[param(pattern = "^(19|2[01])[0-9]{2}-")]
-    to: Option<DateTime<Utc>>,
-}
-
-impl Range {
-    /// Defaults to the last 7 days up to tomorrow; at most 93 days.
-    fn bounds(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-        bounds(self.from, self.to)
-    }
-}
-
-/// [`Range::bounds`] of two parameters.
+/// A range of times from two parameters: `from` before `to`, at most 93 days apart; by
+/// default the last 7 days up to tomorrow.
 fn bounds(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,

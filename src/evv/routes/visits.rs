@@ -89,15 +89,26 @@ fn record(r: &tokio_postgres::Row) -> VisitRecord {
     }
 }
 
-/// The visits in scope filed in `[from, to)` ([`VISIT_AT`]), in that order, at most 10,000.
+/// Where a page of visits starts and how many it holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct VisitPage {
+    /// The last visit of the previous page.
+    pub after: Option<i64>,
+    /// At most this many rows are loaded (one more than the page, to know there is more).
+    pub rows: i64,
+}
+
+/// The visits in scope filed in `[from, to)` ([`VISIT_AT`]), in that order (then by id); all of
+/// them without a `page` (the range is at most 93 days), else those after `page.after`.
 pub(super) async fn load_visits(
     client: &impl GenericClient,
     scope: &Visibility,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     unmatched_only: bool,
+    page: Option<VisitPage>,
 ) -> Result<Vec<VisitRecord>, ApiError> {
-    load_visits_of(client, scope, from, to, unmatched_only, None).await
+    load_visits_of(client, scope, from, to, unmatched_only, None, page).await
 }
 
 /// [`load_visits`], of one person only when `person` is given.
@@ -108,7 +119,26 @@ async fn load_visits_of(
     to: DateTime<Utc>,
     unmatched_only: bool,
     person: Option<i32>,
+    page: Option<VisitPage>,
 ) -> Result<Vec<VisitRecord>, ApiError> {
+    let after = page.and_then(|p| p.after);
+    // The position of the visit named by `after` in the list's order.
+    let cursor: Option<DateTime<Utc>> = match after {
+        None => None,
+        Some(id) => client
+            .query_opt(
+                &format!(
+                    "SELECT {VISIT_AT} FROM visits v
+                      WHERE v.id = $1 AND v.organisation_id = ANY($2) AND {}",
+                    visit_funded("$3")
+                ),
+                &[&id, &scope.providers(), &scope.funded_by()],
+            )
+            .await?
+            .and_then(|r| r.get(0))
+            .map(Some)
+            .ok_or_else(crate::http::paging::unknown_after)?,
+    };
     let rows = client
         .query(
             &format!(
@@ -118,8 +148,9 @@ async fn load_visits_of(
                     AND (NOT $4 OR v.scheduled_visit_id IS NULL)
                     AND ($6::int IS NULL OR v.person_id = $6)
                     AND {}
+                    AND ($7::timestamptz IS NULL OR ({VISIT_AT}, v.id) > ($7, $8))
                   ORDER BY {VISIT_AT}, v.id
-                  LIMIT 10000",
+                  LIMIT $9",
                 visit_funded("$5")
             ),
             &[
@@ -129,6 +160,9 @@ async fn load_visits_of(
                 &unmatched_only,
                 &scope.funded_by(),
                 &person,
+                &cursor,
+                &after,
+                &page.map(|p| p.rows),
             ],
         )
         .await?;
@@ -146,7 +180,7 @@ pub async fn visits_between(
     now: DateTime<Utc>,
 ) -> Result<Vec<VisitView>, ApiError> {
     let scope = scope(caller, client).await?;
-    let rows = load_visits_of(client, &scope, range.0, range.1, false, person).await?;
+    let rows = load_visits_of(client, &scope, range.0, range.1, false, person, None).await?;
     Ok(rows
         .into_iter()
         .map(|r| visit_view(r, scope.pseudonymise(), &state.settings.evv, now))
@@ -167,17 +201,39 @@ struct VisitsQuery {
     to: Option<DateTime<Utc>>,
     /// `true` lists the office's queue (visits matching no scheduled visit).
     unmatched: Option<bool>,
+    /// The last id of the previous page: the page goes on after that visit in the list's
+    /// order (its time as it is now, then id).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most this many (1 to 1000, default 200).
+    #[param(minimum = 1, maximum = 1000, default = 200)]
+    limit: Option<i64>,
 }
 
-/// Visits in the range, oldest first, at most 10,000. Commissioners see the visits of the
+/// A page of visits.
+#[derive(Serialize, ToSchema)]
+struct VisitList {
+    /// Oldest first (then by id); each as `GET /v1/visits/{id}` shows it without
+    /// `adjustment_history`.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<VisitView>,
+    /// `after` for the next page; null on the last one.
+    next_after: Option<i64>,
+}
+
+const VISIT_LIMITS: crate::http::paging::Limits = crate::http::paging::Limits {
+    default: 200,
+    max: 1000,
+};
+
+/// Visits in the range, oldest first, a page at a time. Commissioners see the visits of the
 /// people they fund, pseudonymised.
 #[utoipa::path(
     operation_id = "list_visits",
     tag = "visits",
     params(VisitsQuery),
     responses(
-        (status = 200, description = "`items`: the visits, each as `GET /v1/visits/{id}` shows \
-            it without `adjustment_history`.", body = Object,
+        (status = 200, description = "A page of the visits.", body = VisitList,
             links(("visit" = (operation_id = "get_visit",
                 parameters(("id" = "$response.body#/items/0/id")))))),
         doc::Forbidden,
@@ -191,14 +247,21 @@ async fn list_visits(
     query: web::Query<VisitsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = bounds(query.from, query.to)?;
+    let limit = VISIT_LIMITS.check(query.limit)?;
     let client = state.db(&caller).await?;
     let scope = scope(&caller, &client).await?;
-    let rows = load_visits(&client, &scope, from, to, query.unmatched.unwrap_or(false)).await?;
+    let page = VisitPage {
+        after: query.after,
+        rows: limit + 1,
+    };
+    let unmatched = query.unmatched.unwrap_or(false);
+    let rows = load_visits(&client, &scope, from, to, unmatched, Some(page)).await?;
     crate::audit::read_by_commissioner(
         &**client,
         &caller,
         "visits",
-        serde_json::json!({"from": from, "to": to, "rows": rows.len()}),
+        serde_json::json!({"from": from, "to": to, "after": query.after,
+                           "rows": rows.len().min(limit as usize)}),
     )
     .await?;
     let now = Utc::now();
@@ -206,7 +269,11 @@ async fn list_visits(
         .into_iter()
         .map(|r| visit_view(r, scope.pseudonymise(), &state.settings.evv, now))
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    let page = crate::http::paging::Page::from_rows(items, limit, |v: &VisitView| v.id);
+    Ok(HttpResponse::Ok().json(VisitList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
 /// One visit with the office's adjustments.
@@ -700,7 +767,7 @@ pub async fn exceptions_between(
     let scope = scope(caller, client).await?;
     let settings = &state.settings.evv;
     let now = Utc::now();
-    let rows = load_visits(client, &scope, from, to, false).await?;
+    let rows = load_visits(client, &scope, from, to, false, None).await?;
     crate::audit::read_by_commissioner(
         &***client,
         caller,

@@ -67,7 +67,7 @@ async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing
     .await;
     eventually(WAIT, || async {
         let t = app.get_ok("/v1/technical-alarms", &p.staff).await;
-        (t["alarms"].as_array().unwrap().len() == 2).then_some(())
+        (t["items"].as_array().unwrap().len() == 2).then_some(())
     })
     .await
     .unwrap();
@@ -86,7 +86,7 @@ async fn rebuilding_from_events_and_actions_gives_the_same_rows_and_reprocessing
     hub.send(EventBody::PowerRestored).await;
     eventually(WAIT, || async {
         let t = app.get_ok("/v1/technical-alarms", &p.staff).await;
-        (t["alarms"].as_array().unwrap().len() == 1).then_some(())
+        (t["items"].as_array().unwrap().len() == 1).then_some(())
     })
     .await
     .unwrap();

@@ -10,6 +10,7 @@ use serde_json::Value;
 mod derivation;
 mod lifecycle;
 mod outcomes;
+mod paging;
 mod technical;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -72,7 +73,7 @@ async fn person_with(
 }
 
 async fn open_alarms(app: &TestApp, token: &str) -> Vec<Value> {
-    app.get_ok("/v1/alarms", token).await["alarms"]
+    app.get_ok("/v1/alarms", token).await["items"]
         .as_array()
         .unwrap()
         .clone()

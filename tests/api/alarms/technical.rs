@@ -22,15 +22,15 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
     hub.send(heartbeat_body(80, Some(60))).await;
     let health = eventually(WAIT, || async {
         let h = app.get_ok("/v1/device-health", &p.staff).await;
-        (h["devices"][0]["last_heartbeat_at"].is_string() && h["devices"][0]["online"] == true)
+        (h["items"][0]["last_heartbeat_at"].is_string() && h["items"][0]["online"] == true)
             .then_some(h)
     })
     .await
     .unwrap();
-    assert_eq!(health["devices"][0]["interval_s"], 60);
-    assert_eq!(health["devices"][0]["overdue"], false);
+    assert_eq!(health["items"][0]["interval_s"], 60);
+    assert_eq!(health["items"][0]["overdue"], false);
     assert_eq!(
-        health["devices"][0]["online"], true,
+        health["items"][0]["online"], true,
         "presence from the retained status"
     );
 
@@ -75,13 +75,13 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
         0
     );
     let technical = app.get_ok("/v1/technical-alarms", &p.staff).await;
-    assert_eq!(technical["alarms"].as_array().unwrap().len(), 1);
-    assert_eq!(technical["alarms"][0]["state"], "raised");
+    assert_eq!(technical["items"].as_array().unwrap().len(), 1);
+    assert_eq!(technical["items"][0]["state"], "raised");
     assert!(
         open_alarms(&app, &p.staff).await.is_empty(),
         "kept apart from care alarms"
     );
-    let id = technical["alarms"][0]["id"].as_i64().unwrap();
+    let id = technical["items"][0]["id"].as_i64().unwrap();
     let (status, _) = app
         .post_json(
             &format!("/v1/alarms/{id}/acknowledge"),
@@ -109,7 +109,7 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
     .await;
     let kinds = eventually(WAIT, || async {
         let technical = app.get_ok("/v1/technical-alarms", &p.staff).await;
-        let mut kinds: Vec<String> = technical["alarms"]
+        let mut kinds: Vec<String> = technical["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -133,13 +133,13 @@ async fn devices_gone_quiet_raise_technical_alarms_cleared_by_their_restore_even
     .await;
     let technical = app.get_ok("/v1/technical-alarms", &p.staff).await;
     assert!(
-        technical["alarms"].as_array().unwrap().is_empty(),
+        technical["items"].as_array().unwrap().is_empty(),
         "{technical}"
     );
     let all = app
         .get_ok("/v1/technical-alarms?status=all", &p.staff)
         .await;
-    assert_eq!(all["alarms"].as_array().unwrap().len(), 4);
+    assert_eq!(all["items"].as_array().unwrap().len(), 4);
     app.stop().await;
 }
 

@@ -13,6 +13,7 @@ mod alerts;
 mod checks;
 mod derivation;
 mod export;
+mod updates;
 
 /// Home of the people in these tests (Westminster).
 pub(crate) const HOME: (f64, f64) = (51.5007, -0.1246);
