@@ -33,6 +33,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/outcomes/statements/{id}.csv",
             web::get().to(statement_csv),
+        )
+        .route(
+            "/outcomes/contracts/{id}/people.csv",
+            web::get().to(people_csv),
         );
 }
 
@@ -340,6 +344,8 @@ struct ContractPage {
     statements: Vec<StatementRow>,
     feedback: Vec<FeedbackRow>,
     today: String,
+    /// The quarters whose person-level data can be downloaded, newest first.
+    quarters: Vec<Choice>,
 }
 
 /// The contract `id` of the caller's organisation, or `NotFound`.
@@ -467,6 +473,15 @@ async fn contract_page(
         statements,
         feedback,
         today: today.to_string(),
+        quarters: quarters
+            .iter()
+            .rev()
+            .map(|(q, _)| Choice {
+                value: q.from.to_string(),
+                label: format!("{} ({})", q.label(), q.financial()),
+                selected: false,
+            })
+            .collect(),
     };
     Ok(html_response(StatusCode::OK, page.render()?))
 }
@@ -698,6 +713,58 @@ async fn statement_csv(
             ApiError::NotFound(_) => ConsoleError::NotFound,
             e => e.into(),
         })
+}
+
+#[derive(Deserialize)]
+struct PeopleQuery {
+    /// A quarter's first day, one of the contract page's.
+    quarter: NaiveDate,
+}
+
+/// The contract's person-level data for a quarter, pseudonymised (as
+/// `GET /v1/outcomes/export?scope=contract`).
+async fn people_csv(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<PeopleQuery>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.require(READERS)?;
+    let today = Utc::now().date_naive();
+    let quarter = recent_quarters(today)
+        .into_iter()
+        .find(|c| c.from == q.quarter)
+        .ok_or_else(|| ConsoleError::BadForm("Choose one of the quarters listed.".into()))?;
+    let mut client = state.db(&user.caller).await?;
+    let tx = client.transaction().await?;
+    let k = find_contract(&*tx, &user, &id).await?;
+    let p = crate::outcomes::reports::period_of(
+        quarter.from,
+        quarter.to.min(today + chrono::Duration::days(1)),
+        None,
+    )?;
+    let (bytes, rows) = crate::outcomes::export::csv(
+        &*tx,
+        &user.caller,
+        Scope::Contract(k.id),
+        &p,
+        state.report_settings(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header(("X-Rows", rows.to_string()))
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"people-{}-{}.csv\"",
+                k.reference
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+                quarter.from
+            ),
+        ))
+        .body(bytes))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod confirm;
 pub mod contracts;
 mod episodes;
 pub mod estimate;
+pub mod export;
 pub mod funnel;
 mod load;
 pub mod measures;

@@ -32,6 +32,7 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
         .configure(super::populations::routes)
         .configure(super::comparison::routes)
         .configure(super::compare::routes)
+        .configure(super::export::routes)
         .configure(super::contracts::routes)
         .configure(super::reports::routes)
         .configure(super::statements::routes)

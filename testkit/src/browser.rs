@@ -212,6 +212,27 @@ impl Browser {
         wider != json!(false)
     }
 
+    /// The elements that reach past the right edge of the window (tag, id or class, and how far
+    /// they reach), innermost last: what makes a page scroll sideways.
+    pub async fn sideways_culprits(&self) -> String {
+        self.client
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 return Array.from(document.querySelectorAll('body *'))
+                   .filter(e => e.getBoundingClientRect().right > w + 1)
+                   .slice(-5)
+                   .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+                             + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '')
+                             + ' to ' + Math.round(e.getBoundingClientRect().right) + ' px')
+                   .join('; ')",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// Whether the page open runs a script it puts in itself (an inline `<script>`): false
     /// under a Content-Security-Policy without `'unsafe-inline'`. Scripts WebDriver runs are not
     /// the page's and run either way.

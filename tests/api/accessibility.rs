@@ -441,7 +441,10 @@ async fn check_pages(width: u32) {
             failed.push(problem);
         }
         if width <= 400 && browser.scrolls_sideways().await {
-            failed.push(format!("{what}: scrolls sideways"));
+            failed.push(format!(
+                "{what}: scrolls sideways ({})",
+                browser.sideways_culprits().await
+            ));
         }
         // axe ran although the page's own policy refuses inline scripts, as served.
         assert!(

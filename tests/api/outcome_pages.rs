@@ -308,6 +308,61 @@ async fn each_party_lists_its_own_contracts_and_the_funnel_is_the_commissioners(
         (422, Some("indicator"))
     );
 
+    // The person-level export: one row per person served, by pseudonym, no names.
+    let export = |token: &str, query: String| {
+        let (app, token) = (&app, token.to_owned());
+        async move {
+            let r = app
+                .client
+                .get(app.url(&format!("/v1/outcomes/export?{query}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, csv) = export(
+        &w.council_token,
+        format!("scope=contract&id={}&{q}", w.contract_a),
+    )
+    .await;
+    assert_eq!(s, 200, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("pseudonym,age_band,service_from_month"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 11, "a header and ten people: {csv}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains(",85+,2025-01,,") && l.contains(",3,0,")),
+        "{csv}"
+    );
+    assert!(!csv.contains("A-0"), "no references: {csv}");
+    let client = app.pool.get().await.unwrap();
+    let logged: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'person_data.read' AND object_id = 'outcomes_export'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1);
+    // The provider exports its own; nobody exports one person, nor another's contract.
+    let (s, own) = export(&w.provider_a_token, q.clone()).await;
+    assert_eq!((s, own.lines().count()), (200, 11), "{own}");
+    let (s, p) = export(&w.council_token, format!("scope=person&id=1&{q}")).await;
+    assert!(s == 422 && p.contains("scope"), "{s} {p}");
+    let (s, _) = export(
+        &w.other_council_token,
+        format!("scope=contract&id={}&{q}", w.contract_a),
+    )
+    .await;
+    assert_eq!(s, 404);
+
     // An issued statement reads back as issued, for its commissioner only.
     let id = issue_statement(&app, &w).await;
     let (s, st) = app

@@ -151,7 +151,7 @@ async fn a_provider_opens_the_person_from_an_alarm_and_sees_their_timeline_and_h
         })
         .await;
     let alarm = eventually(Duration::from_secs(10), || async {
-        app.get_ok("/v1/alarms", &s.admin).await["alarms"][0]["id"].as_i64()
+        app.get_ok("/v1/alarms", &s.admin).await["items"][0]["id"].as_i64()
     })
     .await
     .expect("the fall is raised");

@@ -250,6 +250,10 @@ pub const ROUTES: &[Route] = &[
         ..route!("POST" "/v1/outcomes/statements", Access::Roles(COMMISSIONER))
     },
     route!("GET" "/v1/outcomes/statements/{id}", Access::Roles(READERS)),
+    Route {
+        query: "scope=provider&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+        ..route!("GET" "/v1/outcomes/export", Access::Roles(READERS))
+    },
     // Commissioners compare their providers (a provider sees only its own figures).
     Route {
         query: "indicator=falls&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",

@@ -331,6 +331,19 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("GET", "/v1/outcomes/statements/{id}", shared_id()),
     (
         "GET",
+        "/v1/outcomes/export",
+        list(
+            &[
+                "",
+                "scope=provider&id={provider}&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+                "scope=contract&id={contract}&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
+            ],
+            Needle::Nothing,
+            false,
+        ),
+    ),
+    (
+        "GET",
         "/v1/outcomes/funnel",
         list(
             &[
