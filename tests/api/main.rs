@@ -11,6 +11,7 @@ mod alarms;
 mod audit;
 mod auth;
 mod board;
+mod board_benchmark;
 mod broker;
 mod cli;
 mod confirmations;
