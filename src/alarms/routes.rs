@@ -796,6 +796,7 @@ pub async fn device_health_of(
     limit: i64,
 ) -> Result<Page<DeviceHealth, String>, ApiError> {
     caller.require(ANYONE)?;
+    crate::devices::routes::check_uid_cursor(after)?;
     let rows = client
         .query(
             "SELECT d.uid, d.kind, d.person_id, p.online, p.changed_at, h.last_heartbeat_at, \

@@ -84,6 +84,17 @@ async fn list(
     }))
 }
 
+/// A uid cursor (`after`) is at most 64 characters, as a uid is.
+pub fn check_uid_cursor(after: Option<&str>) -> Result<(), ApiError> {
+    match after {
+        Some(a) if a.chars().count() > 64 => Err(ApiError::invalid(
+            "after",
+            "at most 64 characters (a device's uid)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A page of the caller's organisation's devices by uid after `after`, as `GET /v1/devices`
 /// lists them.
 pub async fn devices_of(
@@ -93,6 +104,7 @@ pub async fn devices_of(
     limit: i64,
 ) -> Result<Page<Device, String>, ApiError> {
     caller.require(READERS)?;
+    check_uid_cursor(after)?;
     // `COLLATE "C"`: byte order, the same whatever the database's locale, so that `uid > $2`
     // agrees with the order.
     let rows = client

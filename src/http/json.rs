@@ -52,6 +52,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 /// [`Json`]'s rules applied to a parsed body, then the body as `T`.
 fn decode<T: DeserializeOwned>(value: &mut Value) -> Result<Json<T>, ApiError> {
     apply_rules(value)?;
+    // Every body of the API is an object: serde would also read a struct from an array of its
+    // fields' values (`[null, null]`), which no client means.
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "invalid JSON body: expected an object".into(),
+        ));
+    }
     serde_json::from_value(value.take())
         .map(Json)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
@@ -180,5 +187,10 @@ mod tests {
         assert_eq!(field(json!({"n": 1, "x": 1, "a\u{0}": 1})), "a\u{0}");
         assert_eq!(field(json!({"n": 1, "x": 1, "o": {"p": "\u{0}"}})), "o.p");
         assert_eq!(field(json!("\u{0}")), "body");
+        // A struct's fields as an array are not an object.
+        assert!(matches!(
+            decode_json(json!([1, 1])),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

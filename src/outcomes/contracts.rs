@@ -429,6 +429,7 @@ pub struct ContractsQuery {
     /// The last id of the previous page.
     pub after: Option<i32>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<i64>,
 }
 

@@ -88,6 +88,7 @@ pub struct PlansQuery {
     /// The last id of the previous page.
     pub after: Option<i64>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<i64>,
 }
 
