@@ -9,6 +9,10 @@
 //! - The link form is applied by [`crate::devices::routes::link_device`], the function behind
 //!   `PUT /v1/devices/{uid}/link`: provider admins, the same checks and audit row, a phone's
 //!   visits derived again. Then back to the device's page (Post/Redirect/Get).
+//! - Provider admins register a device from the list and rotate its secret, disable or enable
+//!   it from its page, through the API's own functions
+//!   ([`crate::devices::routes::register_device`], [`rotate_device_secret`],
+//!   [`set_device_disabled`]). A new secret is shown once, on a page that is not cached.
 //! - Another organisation's device is a page that does not exist (404), and so is its form.
 
 use std::collections::HashMap;
@@ -20,21 +24,28 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::board::kind_label;
-use super::error::html_response;
+use super::error::{back, html_response, Said};
 use super::people::Clock;
 use super::{see_other, ConsoleError, ConsoleUser, Section, Shell};
 use crate::alarms::model::AlarmKind;
 use crate::alarms::routes::{device_health_of, DeviceHealth, ANYONE};
 use crate::auth::Role;
-use crate::devices::routes::{device_of, devices_of, link_device, LinkBody};
+use crate::devices::routes::{
+    device_of, devices_of, link_device, register_device, rotate_device_secret, set_device_disabled,
+    LinkBody,
+};
 use crate::devices::{Device, DeviceKind};
 use crate::http::{ApiError, AppState};
 use crate::people::store;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices", web::get().to(list))
+        .route("/devices", web::post().to(register))
         .route("/devices/{uid}", web::get().to(show))
-        .route("/devices/{uid}/link", web::post().to(link));
+        .route("/devices/{uid}/link", web::post().to(link))
+        .route("/devices/{uid}/rotate-secret", web::post().to(rotate))
+        .route("/devices/{uid}/disable", web::post().to(disable))
+        .route("/devices/{uid}/enable", web::post().to(enable));
 }
 
 /// One device as the pages show it.
@@ -256,14 +267,21 @@ struct DevicesPage {
     shell: Shell,
     devices: Vec<DeviceRow>,
     count: String,
-    /// Whether to link the dead letters (administrators).
-    dead_letters: bool,
+    /// Administrators: the dead letters' link and the registration form with its kinds.
+    admin: bool,
+    kinds: Vec<Choice>,
+    form_token: String,
+    problem: Option<String>,
 }
 
 /// Most devices the page lists (the API pages through the rest).
 const MAX_DEVICES: i64 = 1000;
 
-async fn list(user: ConsoleUser, state: web::Data<AppState>) -> Result<HttpResponse, ConsoleError> {
+async fn list(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    said: web::Query<Said>,
+) -> Result<HttpResponse, ConsoleError> {
     user.require(ANYONE)?;
     let client = state.db(&user.caller).await?;
     let page = devices_of(&client, &user.caller, None, MAX_DEVICES).await?;
@@ -283,7 +301,17 @@ async fn list(user: ConsoleUser, state: web::Data<AppState>) -> Result<HttpRespo
         shell: user.shell("Devices", Section::Devices),
         devices,
         count,
-        dead_letters: user.caller.role == Role::ProviderAdmin,
+        admin: user.caller.role == Role::ProviderAdmin,
+        kinds: DeviceKind::ALL
+            .iter()
+            .map(|k| Choice {
+                value: k.as_str().into(),
+                label: device_kind_label(*k).into(),
+                selected: *k == DeviceKind::Pendant,
+            })
+            .collect(),
+        form_token: user.form_token.clone(),
+        problem: said.into_inner().problem,
     };
     Ok(html_response(StatusCode::OK, page.render()?))
 }
@@ -301,14 +329,12 @@ struct DevicePage {
     shell: Shell,
     device: DeviceRow,
     form_token: String,
-    /// `person_id` or `worker_id`, with the choices; `None` when the role may not link.
+    /// `person_id` or `worker_id`, with the choices; `None` when the role may not link (and
+    /// may not change the device either).
     field: Option<(&'static str, &'static str, Vec<Choice>)>,
+    disabled: bool,
     notice: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct AfterLink {
-    done: Option<String>,
+    problem: Option<String>,
 }
 
 /// `uid` as a device uid that could exist, or a page that does not exist.
@@ -324,12 +350,13 @@ async fn show(
     user: ConsoleUser,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    q: web::Query<AfterLink>,
+    said: web::Query<Said>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.require(ANYONE)?;
     let uid = device_uid(&path)?;
     let client = state.db(&user.caller).await?;
     let device = device_of(&client, &user.caller, uid).await?;
+    let disabled = device.disabled;
     let field = if user.caller.role == Role::ProviderAdmin {
         Some(link_choices(&client, &user, &device).await?)
     } else {
@@ -337,19 +364,23 @@ async fn show(
     };
     let mut rows = rows(&user, &state, &client, vec![device]).await?;
     let device = rows.pop().ok_or(ConsoleError::NotFound)?;
-    let notice = q.done.as_deref().filter(|d| *d == "link").map(|_| {
-        format!(
+    let Said { done, problem } = said.into_inner();
+    let notice = done.map(|d| match d.as_str() {
+        "link" => format!(
             "Device {} is now: {}.",
             device.uid,
             device.linked.to_lowercase()
-        )
+        ),
+        _ => d,
     });
     let page = DevicePage {
         shell: user.shell(format!("Device {}", device.uid), Section::Devices),
         device,
         form_token: user.form_token.clone(),
         field,
+        disabled,
         notice,
+        problem,
     };
     Ok(html_response(StatusCode::OK, page.render()?))
 }
@@ -433,4 +464,113 @@ async fn link(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Template)]
+#[template(path = "device_secret.html")]
+struct SecretShown {
+    shell: Shell,
+    uid: String,
+    /// What happened, in a sentence.
+    what: String,
+    secret: String,
+}
+
+/// A device's secret, shown once.
+fn secret_page(
+    user: &ConsoleUser,
+    uid: &str,
+    what: String,
+    secret: String,
+) -> Result<HttpResponse, ConsoleError> {
+    let page = SecretShown {
+        shell: user.shell(format!("Secret of device {uid}"), Section::Devices),
+        uid: uid.to_owned(),
+        what,
+        secret,
+    };
+    Ok(html_response(StatusCode::OK, page.render()?))
+}
+
+#[derive(Debug, Deserialize)]
+struct RegisterForm {
+    uid: String,
+    kind: String,
+}
+
+async fn register(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    form: web::Form<RegisterForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let uid = form.uid.trim();
+    match register_device(&state, &user.caller, uid, &form.kind).await {
+        Ok((kind, secret)) => secret_page(
+            &user,
+            uid,
+            format!(
+                "{} {uid} is registered. Link it to a person or a worker from its page.",
+                device_kind_label(kind)
+            ),
+            secret,
+        ),
+        Err(e) => back("/console/devices", Err(e)),
+    }
+}
+
+async fn rotate(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    let uid = device_uid(&path)?;
+    match rotate_device_secret(&state, &user.caller, uid).await {
+        Ok(secret) => secret_page(
+            &user,
+            uid,
+            format!(
+                "Device {uid} has a new secret. The old one no longer works: the device is \
+                 disconnected and connects again only with the new one."
+            ),
+            secret,
+        ),
+        Err(e) => back(&format!("/console/devices/{uid}"), Err(e)),
+    }
+}
+
+async fn switch(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    disabled: bool,
+) -> Result<HttpResponse, ConsoleError> {
+    let uid = device_uid(&path)?;
+    let result = set_device_disabled(&state, &user.caller, uid, disabled).await;
+    back(
+        &format!("/console/devices/{uid}"),
+        result.map(|changed| match (disabled, changed) {
+            (true, true) => "Disabled: it is disconnected within a second and cannot connect; \
+                             what it still sends is kept as dead letters, not stored."
+                .to_owned(),
+            (false, true) => "Enabled: it can connect again.".to_owned(),
+            (true, false) => "It already was disabled.".to_owned(),
+            (false, false) => "It already was enabled.".to_owned(),
+        }),
+    )
+}
+
+async fn disable(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    switch(user, state, path, true).await
+}
+
+async fn enable(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    switch(user, state, path, false).await
 }

@@ -41,13 +41,7 @@ impl From<ApiError> for ConsoleError {
             ApiError::Forbidden(why) => Self::Forbidden(why),
             ApiError::NotFound(_) => Self::NotFound,
             ApiError::BadRequest(why) | ApiError::Conflict(why) => Self::BadForm(why),
-            ApiError::Validation(errors) => Self::BadForm(
-                errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
+            ApiError::Validation(errors) => Self::BadForm(fields_in_words(&errors)),
             ApiError::TooManyRequests(why) | ApiError::PayloadTooLarge(why) => Self::BadForm(why),
             ApiError::MethodNotAllowed { .. } => Self::NotFound,
             ApiError::Unavailable => Self::Unavailable,
@@ -202,6 +196,39 @@ impl ResponseError for ConsoleError {
 }
 
 /// Percent-encodes a query value (everything but unreserved characters and `/`).
+/// What a page was sent back with by [`back`].
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Said {
+    pub done: Option<String>,
+    pub problem: Option<String>,
+}
+
+/// Back to `page` (Post/Redirect/Get) saying what was done (`done=`), or, for a refusal the
+/// page can explain (a state, a wrong field), what was wrong (`problem=`); other errors are
+/// error pages.
+pub fn back(page: &str, result: Result<String, ApiError>) -> Result<HttpResponse, ConsoleError> {
+    let (key, text) = match result {
+        Ok(done) => ("done", done),
+        Err(ApiError::Conflict(why) | ApiError::BadRequest(why)) => ("problem", why),
+        Err(ApiError::Validation(errors)) => ("problem", fields_in_words(&errors)),
+        Err(e) => return Err(e.into()),
+    };
+    let join = if page.contains('?') { '&' } else { '?' };
+    Ok(super::see_other(&format!(
+        "{page}{join}{key}={}",
+        encode(&text)
+    )))
+}
+
+/// Field errors as one line: `field: message; ...`.
+fn fields_in_words(errors: &[crate::http::problem::FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {

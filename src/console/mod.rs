@@ -41,7 +41,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 
 use crate::auth::sessions::{form_token, session_user};
 use crate::auth::{Caller, OrgKind, Role};
-use crate::http::AppState;
+use crate::http::{ApiError, AppState};
 pub use error::ConsoleError;
 
 /// The cookie that holds a session token.
@@ -78,6 +78,22 @@ async fn not_found() -> Result<HttpResponse, ConsoleError> {
 }
 
 /// A 303 to `location` (after a form, and for redirects to pages).
+/// Runs `change` in a transaction of the caller's, committed only when it succeeds: how a
+/// form applies one of the API's changes.
+pub(crate) async fn in_tx<T>(
+    state: &AppState,
+    user: &ConsoleUser,
+    change: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, ApiError>,
+) -> Result<Result<T, ApiError>, ConsoleError> {
+    let mut client = state.db(&user.caller).await?;
+    let tx = client.transaction().await?;
+    let result = change(&*tx).await;
+    if result.is_ok() {
+        tx.commit().await?;
+    }
+    Ok(result)
+}
+
 pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))

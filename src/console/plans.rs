@@ -10,10 +10,10 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::error::{encode, html_response};
-use super::{see_other, ConsoleError, ConsoleUser, Section};
+use super::error::{back, html_response};
+use super::{ConsoleError, ConsoleUser, Section};
 use crate::auth::{OrgKind, Role};
-use crate::http::{ApiError, AppState};
+use crate::http::AppState;
 use crate::outcomes::plan_queue::{self, PlanSummary, PlansQuery};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -162,28 +162,6 @@ fn plan_queue_readers() -> &'static [Role] {
     super::outcomes::READERS
 }
 
-/// Back to a queue saying what was done, or, for a refusal the page can explain (the plan's
-/// state, a wrong field), what was wrong.
-fn back(awaiting: &str, result: Result<String, ApiError>) -> Result<HttpResponse, ConsoleError> {
-    let (key, text) = match result {
-        Ok(done) => ("done", done),
-        Err(ApiError::Conflict(why) | ApiError::BadRequest(why)) => ("problem", why),
-        Err(ApiError::Validation(errors)) => (
-            "problem",
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(see_other(&format!(
-        "/console/outcomes/plans?awaiting={awaiting}&{key}={}",
-        encode(&text)
-    )))
-}
-
 #[derive(Deserialize)]
 struct AgreeForm {
     party: String,
@@ -203,7 +181,7 @@ async fn agree(
         tx.commit().await?;
     }
     back(
-        "agreement",
+        "/console/outcomes/plans?awaiting=agreement",
         result.map(|_| format!("Plan {id}: agreed for {}.", party_words(&form.party))),
     )
 }
@@ -244,7 +222,7 @@ async fn verify(
         "rejected"
     };
     back(
-        "verification",
+        "/console/outcomes/plans?awaiting=verification",
         result.map(|_| format!("Plan {id}, outcome {outcome}: {verdict}.")),
     )
 }

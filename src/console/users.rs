@@ -13,11 +13,10 @@ use askama::Template;
 
 use serde::Deserialize;
 
-use super::error::{encode, html_response};
-use super::{role_label, see_other, ConsoleError, ConsoleUser, Section, Shell};
+use super::error::{back, encode, html_response, Said};
+use super::{in_tx, role_label, see_other, ConsoleError, ConsoleUser, Section, Shell};
 use crate::auth::password::issue_password_link;
 use crate::auth::{Role, Scope};
-use crate::http::ApiError;
 use crate::http::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -94,12 +93,6 @@ struct UsersPage {
     users: Vec<UserRow>,
     roles: Vec<RoleChoice>,
     form_token: String,
-    problem: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Said {
-    done: Option<String>,
     problem: Option<String>,
 }
 
@@ -292,40 +285,6 @@ async fn password_link(
         expires: link.expires_at.format("%-d %B %Y at %H:%M UTC").to_string(),
     };
     Ok(html_response(StatusCode::OK, page.render()?))
-}
-
-/// Back to `page` saying what was done, or, for a refusal the page can explain (a state, a
-/// wrong field), what was wrong; other errors are error pages.
-fn back(page: &str, result: Result<String, ApiError>) -> Result<HttpResponse, ConsoleError> {
-    let (key, text) = match result {
-        Ok(done) => ("done", done),
-        Err(ApiError::Conflict(why) | ApiError::BadRequest(why)) => ("problem", why),
-        Err(ApiError::Validation(errors)) => (
-            "problem",
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(see_other(&format!("{page}?{key}={}", encode(&text))))
-}
-
-/// Runs `change` in a transaction of the caller's, committed only when it succeeds.
-async fn in_tx<T>(
-    state: &AppState,
-    user: &ConsoleUser,
-    change: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, ApiError>,
-) -> Result<Result<T, ApiError>, ConsoleError> {
-    let mut client = state.db(&user.caller).await?;
-    let tx = client.transaction().await?;
-    let result = change(&*tx).await;
-    if result.is_ok() {
-        tx.commit().await?;
-    }
-    Ok(result)
 }
 
 fn user_id(id: &str) -> Result<i32, ConsoleError> {

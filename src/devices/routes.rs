@@ -1,5 +1,5 @@
-//! `/v1/devices`: list, read, register, disable, enable and link a provider's devices. The
-//! list, the read and the link are public functions too, which the console's device pages call
+//! `/v1/devices`: list, read, register, disable, enable, rotate the secret of and link a
+//! provider's devices. Each is a public function too, which the console's device pages call
 //! (the rows of a link are [`crate::people::store`]'s to write).
 
 use actix_web::{get, post, put, web, HttpResponse};
@@ -212,37 +212,49 @@ async fn create(
     state: web::Data<AppState>,
     body: crate::http::Json<NewDevice>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let (kind, secret) = register_device(&state, &caller, &body.uid, &body.kind).await?;
+    Ok(HttpResponse::Created().json(RegisteredDevice {
+        kind,
+        uid: body.uid,
+        secret,
+        note: "the secret is shown only now; the device uses its uid as MQTT user name and client id and the secret as password",
+    }))
+}
+
+/// Registers a device of `kind` (a [`DeviceKind`] name) in the caller's organisation, with its
+/// audit row (`device.create`), and returns its kind and secret: the function behind `POST /v1/devices`,
+/// which the console's device pages call too. Provider admins.
+pub async fn register_device(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+    kind: &str,
+) -> Result<(DeviceKind, String), ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.db(&caller).await?;
+    let kind = kind
+        .parse::<DeviceKind>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut client = state.db(caller).await?;
     let tx = client.transaction().await?;
     let org = auth::find_organisation(&*tx, &caller.organisation_id.to_string())
         .await
         .map_err(ApiError::from)?;
-    let kind = body
-        .kind
-        .parse::<DeviceKind>()
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let body = body.into_inner();
-    let (id, secret) = registry::create_device(&*tx, &org, &body.uid, kind).await?;
+    let (id, secret) = registry::create_device(&*tx, &org, uid, kind).await?;
     crate::audit::by(
         &*tx,
-        &caller,
+        caller,
         crate::audit::Entry::new(
             org.id,
             "device.create",
             "device",
-            &body.uid,
-            serde_json::json!({"id": id, "uid": body.uid, "kind": kind.as_str()}),
+            uid,
+            serde_json::json!({"id": id, "uid": uid, "kind": kind.as_str()}),
         ),
     )
     .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(RegisteredDevice {
-        uid: body.uid,
-        kind,
-        secret,
-        note: "the secret is shown only now; the device uses its uid as MQTT user name and client id and the secret as password",
-    }))
+    Ok((kind, secret))
 }
 
 /// A device disabled or enabled.
@@ -304,14 +316,32 @@ async fn set_disabled(
     uid: String,
     disabled: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let changed = set_device_disabled(&state, &caller, &uid, disabled).await?;
+    Ok(HttpResponse::Ok().json(DeviceDisabled {
+        uid,
+        disabled,
+        changed,
+    }))
+}
+
+/// Disables or enables one of the caller's organisation's devices, with its audit row
+/// (`device.disable` or `device.enable`); false when it already was so. The function behind
+/// `POST /v1/devices/{uid}/disable` and `/enable`, which the console's device page calls too.
+/// Provider admins.
+pub async fn set_device_disabled(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+    disabled: bool,
+) -> Result<bool, ApiError> {
     caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.db(&caller).await?;
+    let mut client = state.db(caller).await?;
     let tx = client.transaction().await?;
     let scope = Scope::Organisation(caller.organisation_id);
-    let changed = registry::set_device_disabled(&*tx, scope, &uid, disabled).await?;
+    let changed = registry::set_device_disabled(&*tx, scope, uid, disabled).await?;
     crate::audit::by(
         &*tx,
-        &caller,
+        caller,
         crate::audit::Entry::new(
             caller.organisation_id,
             if disabled {
@@ -320,7 +350,7 @@ async fn set_disabled(
                 "device.enable"
             },
             "device",
-            &uid,
+            uid,
             serde_json::json!({"after": {"disabled": disabled}, "changed": changed}),
         ),
     )
@@ -329,11 +359,7 @@ async fn set_disabled(
     if !disabled {
         state.auth_failures.forget_all();
     }
-    Ok(HttpResponse::Ok().json(DeviceDisabled {
-        uid,
-        disabled,
-        changed,
-    }))
+    Ok(changed)
 }
 
 /// A device's new secret, shown once.
@@ -362,29 +388,42 @@ async fn rotate_secret(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::ProviderAdmin])?;
-    let mut client = state.db(&caller).await?;
-    let tx = client.transaction().await?;
-    let scope = Scope::Organisation(caller.organisation_id);
-    let secret = registry::rotate_device_secret(&*tx, scope, &uid).await?;
-    crate::audit::by(
-        &*tx,
-        &caller,
-        crate::audit::Entry::new(
-            caller.organisation_id,
-            "device.rotate_secret",
-            "device",
-            uid.as_str(),
-            serde_json::json!({"secret": "(new, not logged)"}),
-        ),
-    )
-    .await?;
-    tx.commit().await?;
+    let secret = rotate_device_secret(&state, &caller, &uid).await?;
     Ok(HttpResponse::Ok().json(RotatedSecret {
         uid: uid.into_inner(),
         secret,
         note: "the secret is shown only now; the old one no longer works",
     }))
+}
+
+/// Gives one of the caller's organisation's devices a new secret, with its audit row
+/// (`device.rotate_secret`, without the secret), and returns it: the function behind
+/// `POST /v1/devices/{uid}/rotate-secret`, which the console's device page calls too.
+/// Provider admins.
+pub async fn rotate_device_secret(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+) -> Result<String, ApiError> {
+    caller.require(&[Role::ProviderAdmin])?;
+    let mut client = state.db(caller).await?;
+    let tx = client.transaction().await?;
+    let scope = Scope::Organisation(caller.organisation_id);
+    let secret = registry::rotate_device_secret(&*tx, scope, uid).await?;
+    crate::audit::by(
+        &*tx,
+        caller,
+        crate::audit::Entry::new(
+            caller.organisation_id,
+            "device.rotate_secret",
+            "device",
+            uid,
+            serde_json::json!({"secret": "(new, not logged)"}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(secret)
 }
 
 /// Whom to link a device to: `{"person_id": n}` (a telecare device worn or installed at that

@@ -19,6 +19,7 @@ mod confirmations_browser;
 mod console;
 mod console_kit;
 mod credentials;
+mod device_pages;
 mod external_brokers;
 mod figures;
 mod flood;
