@@ -30,6 +30,7 @@ mod outcomes;
 mod pages;
 mod people;
 mod plans;
+mod proposals;
 mod users;
 mod visits;
 
@@ -65,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(dead_letters::routes)
                 .configure(outcomes::routes)
                 .configure(plans::routes)
+                .configure(proposals::routes)
                 .default_service(web::to(not_found)),
         );
 }

@@ -130,11 +130,18 @@ struct OverviewPage {
     party_heading: &'static str,
     contracts: Vec<ContractRow>,
     more: bool,
+    proposals: Vec<super::proposals::ProposalRow>,
+    /// Commissioners: the form that proposes a contract.
+    may_propose: bool,
+    form_token: String,
+    done: Option<String>,
+    problem: Option<String>,
 }
 
 async fn overview(
     user: ConsoleUser,
     state: web::Data<AppState>,
+    said: web::Query<super::error::Said>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.require(READERS)?;
     let commissioner = user.caller.organisation_kind == OrgKind::Commissioner;
@@ -176,6 +183,11 @@ async fn overview(
         },
         contracts: rows,
         more: page.next_after.is_some(),
+        proposals: super::proposals::open_rows(&c, &user).await?,
+        may_propose: user.caller.role == Role::Commissioner,
+        form_token: user.form_token.clone(),
+        done: said.done.clone(),
+        problem: said.problem.clone(),
     };
     Ok(html_response(StatusCode::OK, page.render()?))
 }

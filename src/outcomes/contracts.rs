@@ -1,7 +1,7 @@
 //! Contracts between a commissioner and a provider, and their payment terms held as data
 //! (priced by [`super::payment`]). The one writer of `contracts` and `contract_terms`: the
-//! admin command line creates contracts through [`create_contract`], commissioners set terms
-//! over HTTP.
+//! admin command line creates contracts through [`create_contract`], and so does a provider
+//! accepting a council's proposal ([`super::proposals`]); commissioners set terms over HTTP.
 //!
 //! Terms are versioned: every `PUT` adds a version valid from a day (`valid_from`), with who
 //! set it; versions are never changed. A statement prices a period with the version valid on

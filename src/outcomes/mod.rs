@@ -8,7 +8,8 @@
 //! - [`report`]: resolves a scope for the caller (tenant-filtered), hashes its rows, builds
 //!   reports, CSV; `load` reads each source as known at the report's `known_at`.
 //! - `restate`: stored reports computed again (reproduction) or from newer data (restatement).
-//! - [`contracts`]: contracts (created only here) and their terms' versions, over HTTP.
+//! - [`contracts`]: contracts (created only here) and their terms' versions, over HTTP;
+//!   [`proposals`]: a council proposes a contract, the provider accepts (or declines) it.
 //! - The API, one file each: `episodes`, `plans`, `populations`, `comparison` (the
 //!   commissioner's comparison cohorts), `reports`, `statements`;
 //!   `routes` gathers them. `confirm`: the person's own pages for confirming an outcome.
@@ -36,6 +37,7 @@ pub mod payment;
 pub mod plan_queue;
 pub mod plans;
 mod populations;
+pub mod proposals;
 pub mod report;
 pub mod reports;
 mod restate;

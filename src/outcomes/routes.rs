@@ -34,6 +34,7 @@ pub fn api(cfg: &mut ServiceConfig<'_>) {
         .configure(super::compare::routes)
         .configure(super::export::routes)
         .configure(super::contracts::routes)
+        .configure(super::proposals::routes)
         .configure(super::reports::routes)
         .configure(super::statements::routes)
         .configure(super::confirm::routes);

@@ -18,6 +18,7 @@ mod confirmations;
 mod confirmations_browser;
 mod console;
 mod console_kit;
+mod contract_proposals;
 mod credentials;
 mod device_pages;
 mod external_brokers;

@@ -236,6 +236,13 @@ pub const ROUTES: &[Route] = &[
     route!("GET" "/v1/contracts", Access::Roles(READERS)),
     route!("GET" "/v1/contracts/{id}/terms", Access::Roles(READERS)),
     route!("PUT" "/v1/contracts/{id}/terms", Access::Roles(COMMISSIONER), {}),
+    route!("POST" "/v1/contract-proposals", Access::Roles(COMMISSIONER), {
+        "provider": "No such provider", "reference": "CP-1", "starts_on": "2026-04-01"
+    }),
+    route!("GET" "/v1/contract-proposals", Access::Roles(READERS)),
+    route!("POST" "/v1/contract-proposals/{id}/accept", Access::Roles(ADMIN)),
+    route!("POST" "/v1/contract-proposals/{id}/decline", Access::Roles(ADMIN)),
+    route!("POST" "/v1/contract-proposals/{id}/withdraw", Access::Roles(COMMISSIONER)),
     Route {
         query: "scope=provider&from=2026-01-01&to=2026-04-01&as_of=2026-05-01",
         ..route!("GET" "/v1/outcomes/report", Access::Roles(READERS))

@@ -288,6 +288,15 @@ const SWEEP: &[(&str, &str, Kind)] = &[
     ("GET", "/v1/contracts", list(NO_PROBES, Needle::Mark, false)),
     ("GET", "/v1/contracts/{id}/terms", shared_id()),
     ("PUT", "/v1/contracts/{id}/terms", shared_id()),
+    ("POST", "/v1/contract-proposals", Kind::Create),
+    (
+        "GET",
+        "/v1/contract-proposals",
+        list(&["", "status=open"], Needle::Mark, true),
+    ),
+    ("POST", "/v1/contract-proposals/{id}/accept", id()),
+    ("POST", "/v1/contract-proposals/{id}/decline", id()),
+    ("POST", "/v1/contract-proposals/{id}/withdraw", shared_id()),
     (
         "GET",
         "/v1/outcomes/report",
@@ -417,6 +426,8 @@ struct Seeded {
     plan: i64,
     plan_outcome: i64,
     contract: i32,
+    /// A contract C1 proposed to A, open.
+    proposal: i64,
     report: i64,
     /// The statement C1 issued to A.
     statement: i64,
@@ -468,6 +479,7 @@ impl Seeded {
                 ("{id}", "outcome-plans") => self.plan.to_string(),
                 ("{outcome}", "outcomes") => self.plan_outcome.to_string(),
                 ("{id}", "contracts") => self.contract.to_string(),
+                ("{id}", "contract-proposals") => self.proposal.to_string(),
                 ("{id}", "reports") => self.report.to_string(),
                 ("{id}", "statements") => self.statement.to_string(),
                 ("{id}", "comparison-cohorts") => self.cohort.to_string(),
@@ -632,6 +644,10 @@ async fn snapshot(app: &TestApp, orgs: &[i32]) -> Vec<(&'static str, String)> {
         (
             "contracts",
             "FROM contracts t WHERE t.provider_id = ANY($1) OR t.commissioner_id = ANY($1)".to_string(),
+        ),
+        (
+            "contract_proposals",
+            "FROM contract_proposals t WHERE t.provider_id = ANY($1) OR t.commissioner_id = ANY($1)".to_string(),
         ),
         (
             "contract_terms",
@@ -1029,6 +1045,20 @@ async fn no_route_reaches_another_organisations_data() {
         .as_i64()
         .unwrap();
 
+    let proposal = app
+        .request_ok(
+            Method::POST,
+            "/v1/contract-proposals",
+            &council_a,
+            Some(
+                &json!({"provider": a.id.to_string(), "reference": "CP-sweepmark",
+                "starts_on": "2027-04-01"}),
+            ),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+
     // B's own person, worker and phone, for the probes mixing B's ids with A's.
     let phone_b = "phone-b1".to_string();
     let phone_b_secret = app.device(b, &phone_b, "phone").await;
@@ -1070,6 +1100,7 @@ async fn no_route_reaches_another_organisations_data() {
         plan,
         plan_outcome,
         contract,
+        proposal,
         report,
         statement,
         cohort,
