@@ -372,6 +372,60 @@ fn backoff_key_address(address: &str) -> [u8; 32] {
     hash_secret(&format!("address:{address}"))
 }
 
+/// Seconds still to wait before an attempt under any of `keys`, each with the failures it
+/// may have without waiting ([`wait_secs`]); 0 when none must wait. The same rules serve
+/// other guesses than passwords (a person's confirmation code): each under keys of its own.
+pub(crate) async fn backoff_wait(
+    c: &impl GenericClient,
+    keys: &[([u8; 32], i32)],
+) -> Result<i64, tokio_postgres::Error> {
+    let digests: Vec<&[u8]> = keys.iter().map(|(k, _)| k.as_slice()).collect();
+    let rows = c
+        .query(
+            "SELECT key, failures, extract(epoch FROM now() - last_failed_at)::bigint
+               FROM sign_in_failures
+              WHERE key = ANY($1::bytea[])
+                AND last_failed_at > now() - make_interval(secs => $2)",
+            &[&digests, &(FORGET_AFTER_SECS as f64)],
+        )
+        .await?;
+    let mut wait = 0;
+    for row in &rows {
+        let key: &[u8] = row.get(0);
+        let free = keys
+            .iter()
+            .find(|(k, _)| k.as_slice() == key)
+            .map_or(0, |(_, free)| *free);
+        let since: i64 = row.get(2);
+        wait = wait.max(wait_secs(row.get(1), free) - since);
+    }
+    Ok(wait)
+}
+
+/// Counts a failure under each of `keys` (a count older than [`FORGET_AFTER_SECS`] starts
+/// again at 1), and forgets the failures that are that old.
+pub(crate) async fn count_failure(
+    c: &impl GenericClient,
+    keys: &[[u8; 32]],
+) -> Result<(), tokio_postgres::Error> {
+    let digests: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    c.execute(
+        "WITH gone AS (
+             DELETE FROM sign_in_failures
+              WHERE last_failed_at < now() - make_interval(secs => $2))
+         INSERT INTO sign_in_failures AS f (key, failures, last_failed_at)
+         SELECT k, 1, now() FROM unnest($1::bytea[]) AS k
+         ON CONFLICT (key) DO UPDATE
+            SET failures = CASE
+                    WHEN f.last_failed_at < now() - make_interval(secs => $2) THEN 1
+                    ELSE f.failures + 1 END,
+                last_failed_at = now()",
+        &[&digests, &(FORGET_AFTER_SECS as f64)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The outcome of a sign-in attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignIn {
@@ -396,30 +450,14 @@ pub async fn check_sign_in(
 ) -> Result<SignIn, ApiError> {
     let (user_key, address_key) = (backoff_key_user(email), backoff_key_address(client_address));
     let client = pool.get().await?;
-    let waits = client
-        .query(
-            "SELECT key, failures, extract(epoch FROM now() - last_failed_at)::bigint
-               FROM sign_in_failures
-              WHERE key IN ($1, $2)
-                AND last_failed_at > now() - make_interval(secs => $3)",
-            &[
-                &user_key.as_slice(),
-                &address_key.as_slice(),
-                &(FORGET_AFTER_SECS as f64),
-            ],
-        )
-        .await?;
-    let mut wait = 0;
-    for row in &waits {
-        let key: &[u8] = row.get(0);
-        let free = if key == user_key.as_slice() {
-            FREE_FAILURES_PER_USER
-        } else {
-            FREE_FAILURES_PER_ADDRESS
-        };
-        let since: i64 = row.get(2);
-        wait = wait.max(wait_secs(row.get(1), free) - since);
-    }
+    let wait = backoff_wait(
+        &**client,
+        &[
+            (user_key, FREE_FAILURES_PER_USER),
+            (address_key, FREE_FAILURES_PER_ADDRESS),
+        ],
+    )
+    .await?;
     if wait > 0 {
         metrics::counter!("homeward_console_sign_ins_total", "outcome" => "wait").increment(1);
         return Ok(SignIn::Wait { secs: wait });
@@ -461,25 +499,7 @@ pub async fn check_sign_in(
             Ok(SignIn::Accepted { user_id })
         }
         _ => {
-            client
-                .execute(
-                    "WITH gone AS (
-                         DELETE FROM sign_in_failures
-                          WHERE last_failed_at < now() - make_interval(secs => $3))
-                     INSERT INTO sign_in_failures AS f (key, failures, last_failed_at)
-                     SELECT k, 1, now() FROM unnest(ARRAY[$1, $2]::bytea[]) AS k
-                     ON CONFLICT (key) DO UPDATE
-                        SET failures = CASE
-                                WHEN f.last_failed_at < now() - make_interval(secs => $3) THEN 1
-                                ELSE f.failures + 1 END,
-                            last_failed_at = now()",
-                    &[
-                        &user_key.as_slice(),
-                        &address_key.as_slice(),
-                        &(FORGET_AFTER_SECS as f64),
-                    ],
-                )
-                .await?;
+            count_failure(&**client, &[user_key, address_key]).await?;
             metrics::counter!("homeward_console_sign_ins_total", "outcome" => "refused")
                 .increment(1);
             Ok(SignIn::Refused)

@@ -80,7 +80,7 @@ struct Names {
 
 impl Names {
     async fn load(client: &crate::db::Client, org: i32) -> Result<Self, ConsoleError> {
-        let people = store::people(client, org)
+        let people = store::people(client, org, None, None)
             .await?
             .into_iter()
             .map(|p| {
@@ -91,7 +91,7 @@ impl Names {
                 (p.id, name)
             })
             .collect();
-        let workers = store::workers(client, org)
+        let workers = store::workers(client, org, None, None)
             .await?
             .into_iter()
             .map(|w| {

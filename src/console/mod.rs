@@ -44,6 +44,7 @@ use crate::auth::sessions::{form_token, session_user};
 use crate::auth::{Caller, OrgKind, Role};
 use crate::http::{ApiError, AppState};
 pub use error::ConsoleError;
+pub(crate) use pages::in_words;
 
 /// The cookie that holds a session token.
 pub const SESSION_COOKIE: &str = "homeward_session";

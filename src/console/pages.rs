@@ -196,7 +196,7 @@ async fn sign_in(
 }
 
 /// A wait in words: "30 seconds", "2 minutes".
-fn in_words(secs: i64) -> String {
+pub(crate) fn in_words(secs: i64) -> String {
     if secs < 90 {
         let secs = secs.max(1);
         format!("{secs} second{}", if secs == 1 { "" } else { "s" })

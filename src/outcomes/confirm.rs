@@ -11,9 +11,13 @@
 //!
 //! Only SHA-256 hashes of tokens and codes are stored. A token is 32 random bytes (64 hex
 //! digits); a code is 10 characters from a 32-letter alphabet without look-alikes (0/O, 1/I),
-//! 50 bits, so guessing one of the few live codes is not practical.
+//! 50 bits, so guessing one of the few live codes is not practical. Wrong codes are limited
+//! besides, per client address, wherever a code is taken (the code page, `/confirm/{code}`,
+//! `/v1/confirmations/{code}`): see [`FREE_WRONG_CODES_PER_ADDRESS`]. Tokens are not limited.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -22,6 +26,7 @@ use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::password::{backoff_wait, count_failure};
 use crate::auth::Caller;
 use crate::http::{ApiError, AppState};
 
@@ -44,6 +49,82 @@ const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 10;
 /// Longest feedback kept (characters).
 const FEEDBACK_MAX: usize = 2000;
+
+// The limit on wrong codes, per client address (the TCP peer's, as for sign-in), with the
+// sign-in back-off's rules and table (`crate::auth::password`): the first
+// FREE_WRONG_CODES_PER_ADDRESS codes that match no link are answered at once; after that the
+// address waits 30 seconds after its last wrong code, doubling with each further one up to 15
+// minutes, and a code posted too early is answered 429 without being looked up (nor counted).
+// Wrong codes are forgotten an hour after the address's last one; right codes (a link found,
+// even a used or expired one) never count and never clear the count, or one real code would
+// clear the way for guesses.
+//
+// The figures: a code is 50 bits (2^50, about 10^15 codes) and only a few are live at once, so
+// even unlimited guessing would rarely succeed; the limit makes scripted guessing slow (about
+// four guesses an hour from an address once the wait is at its longest) and cheap for the
+// server to refuse. Ten is well above what a person mistyping a code from a letter needs (a
+// few tries), and leaves room for a household or a care home whose people share one address.
+
+/// Wrong codes a client address may type before it waits.
+pub const FREE_WRONG_CODES_PER_ADDRESS: i32 = 10;
+
+/// The back-off key of wrong codes from `address`: apart from sign-in's keys.
+fn code_backoff_key(address: &str) -> [u8; 32] {
+    crate::secret::hash_secret(&format!("confirm-code:{address}"))
+}
+
+/// The client's IP address, as text (the TCP peer's).
+fn client_address(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// Seconds the client at `address` must wait before `key` is looked up, when it is a code;
+/// 0 for a token, or when it need not wait.
+async fn code_wait(c: &impl GenericClient, key: &Key, address: &str) -> Result<i64, ApiError> {
+    if !matches!(key, Key::Code(_)) {
+        return Ok(0);
+    }
+    let wait = backoff_wait(
+        c,
+        &[(code_backoff_key(address), FREE_WRONG_CODES_PER_ADDRESS)],
+    )
+    .await?;
+    if wait > 0 {
+        metrics::counter!("homeward_confirmation_codes_total", "outcome" => "wait").increment(1);
+    }
+    Ok(wait)
+}
+
+/// Counts a wrong code from `address` (a token that matches nothing is not counted).
+async fn wrong_code(c: &impl GenericClient, key: &Key, address: &str) -> Result<(), ApiError> {
+    if matches!(key, Key::Code(_)) {
+        count_failure(c, &[code_backoff_key(address)]).await?;
+        metrics::counter!("homeward_confirmation_codes_total", "outcome" => "wrong").increment(1);
+    }
+    Ok(())
+}
+
+/// `response` with `Retry-After: secs`.
+fn retry_after(mut response: HttpResponse, secs: i64) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
+/// The JSON routes' answer to a code that must wait: a problem document with `Retry-After`.
+fn wait_problem(secs: i64) -> HttpResponse {
+    retry_after(
+        ApiError::TooManyRequests(format!(
+            "too many wrong codes from this address; try again in {} seconds",
+            secs.max(1)
+        ))
+        .error_response(),
+        secs,
+    )
+}
 
 /// A link as issued: the only moment the token and code exist in clear.
 pub(super) struct Issued {
@@ -418,6 +499,25 @@ fn thanks(answer: &str) -> HttpResponse {
     )
 }
 
+/// The pages' answer to a code that must wait: 429, plain words, `Retry-After`.
+fn wait_page(secs: i64) -> HttpResponse {
+    retry_after(
+        page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Please wait",
+            &format!(
+                "<h1>Please wait before you try again</h1>\
+                 <p>Several codes typed here did not match any we gave out, so we have paused \
+                 checking codes for a short while. Please wait {} and try again.</p>\
+                 <p>If you are not sure of your code, ask your care provider or the council.</p>\
+                 <p><a href=\"/confirm\">Type a code</a></p>",
+                crate::console::in_words(secs)
+            ),
+        ),
+        secs,
+    )
+}
+
 fn code_form(error: Option<&str>) -> HttpResponse {
     let (status, error, field) = match error {
         Some(e) => (
@@ -489,10 +589,14 @@ async fn code_page() -> HttpResponse {
         (status = 410, description = "Used or expired.", content_type = "text/html", body = String),
         (status = 422, description = "No answer chosen, or feedback too long.", content_type = "text/html", body = String),
         (status = 415, description = "Not a form (`application/x-www-form-urlencoded`)."),
+        (status = 429, description = "Too many wrong codes from this address: wait, the code was not checked.",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait before trying again."))),
     ),
 )]
 #[post("/confirm")]
 async fn code_answer(
+    req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<AnswerForm>,
 ) -> Result<HttpResponse, ApiError> {
@@ -505,9 +609,10 @@ async fn code_answer(
         return Ok(code_form(Some("Please type your code.")));
     };
     let key = Key::Code(code.clone());
+    let from = client_address(&req);
     let mut c = state.auth_db().await?;
     let tx = c.transaction().await?;
-    let page = respond(&*tx, &key, "/confirm", Some(&code), &form).await?;
+    let page = respond(&*tx, &key, &from, "/confirm", Some(&code), &form).await?;
     tx.commit().await?;
     Ok(page)
 }
@@ -522,18 +627,30 @@ async fn code_answer(
         (status = 200, description = "The question.", content_type = "text/html", body = String),
         (status = 404, description = "No such link.", content_type = "text/html", body = String),
         (status = 410, description = "Used or expired.", content_type = "text/html", body = String),
+        (status = 429, description = "A code, after too many wrong codes from this address: wait.",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait before trying again."))),
     ),
 )]
 #[get("/confirm/{token}")]
 async fn link_page(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     let key = Key::from_path(&token);
+    let from = client_address(&req);
     let c = state.auth_db().await?;
+    let wait = code_wait(&**c, &key, &from).await?;
+    if wait > 0 {
+        return Ok(wait_page(wait));
+    }
     Ok(match find(&**c, &key).await? {
-        None => refused_page(Refused::Unknown),
+        None => {
+            wrong_code(&**c, &key, &from).await?;
+            refused_page(Refused::Unknown)
+        }
         Some(link) => match link.status() {
             Status::Open => question(&link, &format!("/confirm/{token}"), None, None),
             Status::Used => refused_page(Refused::Used(
@@ -557,33 +674,50 @@ async fn link_page(
         (status = 410, description = "Used or expired.", content_type = "text/html", body = String),
         (status = 422, description = "No answer chosen, or feedback too long.", content_type = "text/html", body = String),
         (status = 415, description = "Not a form (`application/x-www-form-urlencoded`)."),
+        (status = 429, description = "A code, after too many wrong codes from this address: wait.",
+            content_type = "text/html", body = String,
+            headers(("Retry-After" = String, description = "Seconds to wait before trying again."))),
     ),
 )]
 #[post("/confirm/{token}")]
 async fn link_answer(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     form: web::Form<AnswerForm>,
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     let key = Key::from_path(&token);
+    let from = client_address(&req);
     let mut c = state.auth_db().await?;
     let tx = c.transaction().await?;
-    let page = respond(&*tx, &key, &format!("/confirm/{token}"), None, &form).await?;
+    let action = format!("/confirm/{token}");
+    let page = respond(&*tx, &key, &from, &action, None, &form).await?;
     tx.commit().await?;
     Ok(page)
 }
 
+/// The page for a post to `action` from the client at `from`: the question, thanks, or why
+/// not; a code waits first when it must, and counts when it matches no link.
 async fn respond(
     c: &impl GenericClient,
     key: &Key,
+    from: &str,
     action: &str,
     code: Option<&str>,
     form: &AnswerForm,
 ) -> Result<HttpResponse, ApiError> {
+    let wait = code_wait(c, key, from).await?;
+    if wait > 0 {
+        return Ok(wait_page(wait));
+    }
     let Some(a) = form.answer.as_deref() else {
         // The code page's first step: show the question.
-        return Ok(match find(c, key).await? {
+        let link = find(c, key).await?;
+        if link.is_none() {
+            wrong_code(c, key, from).await?;
+        }
+        return Ok(match link {
             None if code.is_some() => code_form(Some(
                 "We cannot find this code. Please check it and try again.",
             )),
@@ -597,7 +731,11 @@ async fn respond(
             },
         });
     };
-    Ok(match answer(c, key, a, form.feedback.as_deref()).await? {
+    let answered = answer(c, key, a, form.feedback.as_deref()).await?;
+    if matches!(answered, Err(Refused::Unknown)) {
+        wrong_code(c, key, from).await?;
+    }
+    Ok(match answered {
         Ok(_) => thanks(a),
         Err(Refused::Unknown) if code.is_some() => code_form(Some(
             "We cannot find this code. Please check it and try again.",
@@ -671,17 +809,28 @@ struct AnswerBody {
     responses(
         (status = 200, description = "The link.", body = Confirmation),
         crate::http::openapi::NotFound,
+        (status = 429, description = "A code, after too many wrong codes from this address: wait.",
+            body = crate::http::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before trying again."))),
     ),
 )]
 #[get("/v1/confirmations/{token}")]
 async fn get_confirmation(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = Key::from_path(&path);
+    let from = client_address(&req);
     let c = state.auth_db().await?;
-    let link = find(&**c, &Key::from_path(&path))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("confirmation link".into()))?;
+    let wait = code_wait(&**c, &key, &from).await?;
+    if wait > 0 {
+        return Ok(wait_problem(wait));
+    }
+    let Some(link) = find(&**c, &key).await? else {
+        wrong_code(&**c, &key, &from).await?;
+        return Err(ApiError::NotFound("confirmation link".into()));
+    };
     Ok(HttpResponse::Ok().json(confirmation(&link)))
 }
 
@@ -697,18 +846,30 @@ async fn get_confirmation(
         crate::http::openapi::NotFound,
         crate::http::openapi::Conflict,
         crate::http::openapi::Invalid,
+        (status = 429, description = "A code, after too many wrong codes from this address: wait.",
+            body = crate::http::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before trying again."))),
     ),
 )]
 #[post("/v1/confirmations/{token}")]
 async fn post_confirmation(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     b: crate::http::Json<AnswerBody>,
 ) -> Result<HttpResponse, ApiError> {
     let key = Key::from_path(&path);
+    let from = client_address(&req);
     let mut c = state.auth_db().await?;
     let tx = c.transaction().await?;
+    let wait = code_wait(&*tx, &key, &from).await?;
+    if wait > 0 {
+        return Ok(wait_problem(wait));
+    }
     let answered = answer(&*tx, &key, &b.answer, b.feedback.as_deref()).await?;
+    if matches!(answered, Err(Refused::Unknown)) {
+        wrong_code(&*tx, &key, &from).await?;
+    }
     tx.commit().await?;
     match answered {
         Ok((link, at)) => {

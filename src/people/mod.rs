@@ -39,7 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// [`routes`], documented (see [`crate::http::openapi`]).
-pub use routes::{api, apply_update, PersonUpdate};
+pub use routes::{api, apply_update, people_of, workers_of, PersonUpdate};
 
 /// A reference a phone sends or a home carries (a visit reference, a home tag, a calling
 /// line): 1 to 64 of `A-Z a-z 0-9 . _ : + -`.

@@ -6,13 +6,14 @@
 use actix_web::{get, patch, post, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::store::{self, Person, Worker};
 use super::{valid_reference, GeofencePolicy};
 use crate::auth::{Caller, Role};
 use crate::http::openapi as doc;
+use crate::http::paging::{self, Page};
 use crate::http::{ApiError, AppState, FieldError};
 
 /// The roles that manage people and workers.
@@ -138,12 +139,56 @@ fn person_view(p: Person, default_radius_m: u32) -> PersonView {
 
 #[derive(Serialize, ToSchema)]
 struct PersonList {
+    /// By id.
     items: Vec<PersonView>,
+    /// `after` for the next page (the last id of this one); null on the last page.
+    next_after: Option<i32>,
 }
 
 #[derive(Serialize, ToSchema)]
 struct WorkerList {
+    /// By id.
     items: Vec<Worker>,
+    /// `after` for the next page (the last id of this one); null on the last page.
+    next_after: Option<i32>,
+}
+
+/// A page of people or workers, by id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct PageQuery {
+    /// The last id of the previous page.
+    after: Option<i32>,
+    /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+}
+
+/// A page of the caller's organisation's people by id after `after`, as `GET /v1/people`
+/// lists them (provider admins and staff).
+pub async fn people_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+    after: Option<i32>,
+    limit: i64,
+) -> Result<Page<Person, i32>, ApiError> {
+    caller.require(EDITORS)?;
+    let rows = store::people(client, caller.organisation_id, after, Some(limit + 1)).await?;
+    Ok(Page::from_rows(rows, limit, |p: &Person| p.id))
+}
+
+/// A page of the caller's organisation's care workers by id after `after`, as
+/// `GET /v1/workers` lists them (provider admins and staff).
+pub async fn workers_of(
+    client: &crate::db::Client,
+    caller: &Caller,
+    after: Option<i32>,
+    limit: i64,
+) -> Result<Page<Worker, i32>, ApiError> {
+    caller.require(EDITORS)?;
+    let rows = store::workers(client, caller.organisation_id, after, Some(limit + 1)).await?;
+    Ok(Page::from_rows(rows, limit, |w: &Worker| w.id))
 }
 
 fn check_person(p: &NewPerson) -> Vec<FieldError> {
@@ -310,24 +355,34 @@ async fn create_person(
 #[utoipa::path(
     operation_id = "list_people",
     tag = "people",
+    params(PageQuery),
     responses(
-        (status = 200, description = "The people.", body = PersonList,
+        (status = 200, description = "A page of the organisation's people, by id.", body = PersonList,
             links(("person" = (operation_id = "get_person",
                 parameters(("id" = "$response.body#/items/0/id")))))),
         doc::Forbidden,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/people")]
-async fn list_people(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_people(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
+    let limit = paging::STANDARD.check(q.limit)?;
     let client = state.db(&caller).await?;
+    let page = people_of(&client, &caller, q.after, limit).await?;
     let radius = state.settings.evv.default_geofence_radius_m;
-    let items = store::people(&client, caller.organisation_id)
-        .await?
-        .into_iter()
-        .map(|p| person_view(p, radius))
-        .collect();
-    Ok(HttpResponse::Ok().json(PersonList { items }))
+    Ok(HttpResponse::Ok().json(PersonList {
+        items: page
+            .items
+            .into_iter()
+            .map(|p| person_view(p, radius))
+            .collect(),
+        next_after: page.next_after,
+    }))
 }
 
 /// One person.
@@ -500,22 +555,29 @@ async fn update(
 #[utoipa::path(
     operation_id = "list_workers",
     tag = "people",
+    params(PageQuery),
     responses(
-        (status = 200, description = "The workers.", body = WorkerList,
+        (status = 200, description = "A page of the organisation's workers, by id.", body = WorkerList,
             links(("worker" = (operation_id = "get_worker",
                 parameters(("id" = "$response.body#/items/0/id")))))),
         doc::Forbidden,
+        doc::Invalid,
     ),
 )]
 #[get("/v1/workers")]
 async fn list_workers(
     caller: Caller,
     state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(EDITORS)?;
+    let limit = paging::STANDARD.check(q.limit)?;
     let client = state.db(&caller).await?;
-    let items = store::workers(&client, caller.organisation_id).await?;
-    Ok(HttpResponse::Ok().json(WorkerList { items }))
+    let page = workers_of(&client, &caller, q.after, limit).await?;
+    Ok(HttpResponse::Ok().json(WorkerList {
+        items: page.items,
+        next_after: page.next_after,
+    }))
 }
 
 /// One care worker with their phones.

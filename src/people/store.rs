@@ -112,14 +112,21 @@ pub async fn insert_person(
     Ok(person(&row))
 }
 
+/// The organisation's people by id, after `after`, at most `limit` of them (all without one).
 pub async fn people(
     c: &impl GenericClient,
     org: i32,
+    after: Option<i32>,
+    limit: Option<i64>,
 ) -> Result<Vec<Person>, tokio_postgres::Error> {
     let rows = c
         .query(
-            &format!("SELECT {PERSON_COLUMNS} FROM people WHERE organisation_id = $1 ORDER BY id"),
-            &[&org],
+            &format!(
+                "SELECT {PERSON_COLUMNS} FROM people
+                  WHERE organisation_id = $1 AND ($2::int IS NULL OR id > $2)
+                  ORDER BY id LIMIT $3"
+            ),
+            &[&org, &after, &limit],
         )
         .await?;
     Ok(rows.iter().map(person).collect())
@@ -242,12 +249,14 @@ pub async fn insert_worker(
         .get(0))
 }
 
-/// The organisation's workers.
+/// The organisation's workers by id, after `after`, at most `limit` of them (all without one).
 pub async fn workers(
     c: &impl GenericClient,
     org: i32,
+    after: Option<i32>,
+    limit: Option<i64>,
 ) -> Result<Vec<Worker>, tokio_postgres::Error> {
-    select_workers(c, org, None).await
+    select_workers(c, org, None, after, limit).await
 }
 
 /// The organisation's worker with this id.
@@ -256,7 +265,7 @@ pub async fn find_worker(
     org: i32,
     id: i32,
 ) -> Result<Option<Worker>, tokio_postgres::Error> {
-    Ok(select_workers(c, org, Some(id)).await?.pop())
+    Ok(select_workers(c, org, Some(id), None, None).await?.pop())
 }
 
 /// Sets a worker's reference and name; a second `external_ref` in the organisation is a unique
@@ -282,6 +291,8 @@ async fn select_workers(
     c: &impl GenericClient,
     org: i32,
     id: Option<i32>,
+    after: Option<i32>,
+    limit: Option<i64>,
 ) -> Result<Vec<Worker>, tokio_postgres::Error> {
     let rows = c
         .query(
@@ -289,8 +300,9 @@ async fn select_workers(
                     coalesce(array_agg(d.uid ORDER BY d.uid) FILTER (WHERE d.uid IS NOT NULL), '{}')
                FROM workers w LEFT JOIN devices d ON d.worker_id = w.id
               WHERE w.organisation_id = $1 AND ($2::int IS NULL OR w.id = $2)
-              GROUP BY w.id ORDER BY w.id",
-            &[&org, &id],
+                AND ($3::int IS NULL OR w.id > $3)
+              GROUP BY w.id ORDER BY w.id LIMIT $4",
+            &[&org, &id, &after, &limit],
         )
         .await?;
     Ok(rows

@@ -100,20 +100,20 @@ pub async fn date_confirmation(app: &TestApp, outcome: i64, at: &str) {
         .unwrap();
 }
 
-struct World {
-    provider: String,
-    council: String,
+pub(crate) struct World {
+    pub(crate) provider: String,
+    pub(crate) council: String,
     other_council: String,
     other_provider: String,
     provider_id: i32,
     provider_user: i32,
-    contract: i32,
-    person: i64,
+    pub(crate) contract: i32,
+    pub(crate) person: i64,
 }
 
 /// A provider, its council's contract since 2025, one person served under it; another council
 /// and another provider.
-async fn world(app: &TestApp) -> World {
+pub(crate) async fn world(app: &TestApp) -> World {
     let (provider, provider_token) = app
         .org_with_user("Reable Ltd", OrgKind::Provider, Role::ProviderAdmin)
         .await;

@@ -14,6 +14,7 @@ mod board;
 mod board_benchmark;
 mod broker;
 mod cli;
+mod confirm_backoff;
 mod confirmations;
 mod confirmations_browser;
 mod console;

@@ -1,7 +1,8 @@
 //! Cursor paging on the lists of the JSON API: walking a list a small page at a time returns
 //! each item exactly once, in the list's order, and `next_after` is null on the last page;
-//! `limit` out of range and an `after` naming nothing are 422 naming the parameter; the
-//! renamed filter of missed visits keeps its old name as an alias.
+//! `limit` out of range and an `after` naming nothing are 422 naming the parameter; people and
+//! workers page by id within the organisation; the renamed filter of missed visits keeps its
+//! old name as an alias.
 
 use chrono::Duration;
 use homeward_testkit::{spawn_app, TestApp};
@@ -137,6 +138,8 @@ async fn limits_out_of_range_and_unknown_cursors_are_refused_by_name() {
         "/v1/audit".into(),
         "/v1/contracts".into(),
         "/v1/outcome-plans".into(),
+        "/v1/people".into(),
+        "/v1/workers".into(),
     ];
     for list in &lists {
         for limit in ["0", "100000"] {
@@ -156,6 +159,75 @@ async fn limits_out_of_range_and_unknown_cursors_are_refused_by_name() {
         assert_eq!(st, 422, "{list}: {b}");
         assert_eq!(b["errors"][0]["field"], "after", "{list}: {b}");
     }
+}
+
+/// People and workers, four of each, two at a time: two pages by id, each item once, all of
+/// them, and `next_after` null on the second page; another organisation's are not listed.
+#[tokio::test]
+async fn people_and_workers_page_by_id() {
+    let app = spawn_app().await;
+    let s = setup(&app, "Paging people", json!({})).await;
+    let other = setup(&app, "Paging others", json!({})).await;
+    let token = &s.p.token;
+    let mut people = vec![s.person];
+    let mut workers = vec![s.worker];
+    for i in 2..=4 {
+        let (st, b) = app
+            .post_json(
+                "/v1/people",
+                token,
+                &json!({"external_ref": format!("P-{i}")}),
+            )
+            .await;
+        assert_eq!(st, 201, "{b}");
+        people.push(b["id"].as_i64().unwrap());
+        let (st, b) = app
+            .post_json(
+                "/v1/workers",
+                token,
+                &json!({"external_ref": format!("W-{i}")}),
+            )
+            .await;
+        assert_eq!(st, 201, "{b}");
+        workers.push(b["id"].as_i64().unwrap());
+    }
+    for (list, ids, foreign) in [
+        ("/v1/people", &people, other.person),
+        ("/v1/workers", &workers, other.worker),
+    ] {
+        let first = app.get_ok(&format!("{list}?limit=2"), token).await;
+        let first_ids = ids_of(&first);
+        assert_eq!(first_ids, ids[..2], "{list}: {first}");
+        assert_eq!(first["next_after"], json!(ids[1]), "{list}: {first}");
+        let second = app
+            .get_ok(&format!("{list}?limit=2&after={}", ids[1]), token)
+            .await;
+        assert_eq!(ids_of(&second), ids[2..], "{list}: {second}");
+        assert!(second["next_after"].is_null(), "{list}: {second}");
+        let (paged, pages) = walk(&app, token, list, 2).await;
+        assert_eq!(pages, 2, "{list}");
+        let paged: Vec<i64> = paged.iter().map(|i| i["id"].as_i64().unwrap()).collect();
+        assert_eq!(&paged, ids, "{list}: each once, none missing, by id");
+        assert!(!paged.contains(&foreign), "{list}: another organisation's");
+        let whole = app.get_ok(list, token).await;
+        assert_eq!(ids_of(&whole), **ids, "{list}: {whole}");
+        assert!(whole["next_after"].is_null(), "{list}: {whole}");
+        for limit in ["0", "1001"] {
+            let (st, b) = app.get_json(&format!("{list}?limit={limit}"), token).await;
+            assert_eq!(st, 422, "{list} limit={limit}: {b}");
+            assert_eq!(b["errors"][0]["field"], "limit", "{list}: {b}");
+        }
+    }
+}
+
+/// The ids of a page's items.
+fn ids_of(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
 }
 
 #[tokio::test]
