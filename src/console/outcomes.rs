@@ -355,6 +355,7 @@ struct ContractPage {
     answer_target_secs: u32,
     statements: Vec<StatementRow>,
     feedback: Vec<FeedbackRow>,
+    exceptions: Vec<ExceptionRow>,
     today: String,
     /// The quarters whose person-level data can be downloaded, newest first.
     quarters: Vec<Choice>,
@@ -472,6 +473,8 @@ async fn contract_page(
         .collect();
     let feedback = feedback(&*tx, &user, k.id, commissioner).await?;
     tx.commit().await?;
+    drop(client);
+    let exceptions = exceptions(&state, &user, k.provider_id).await?;
     let page = ContractPage {
         shell: user.shell(format!("Contract {}", k.reference), Section::Outcomes),
         ends: k
@@ -484,6 +487,7 @@ async fn contract_page(
         answer_target_secs: state.settings.alarms.answer_target_secs,
         statements,
         feedback,
+        exceptions,
         today: today.to_string(),
         quarters: quarters
             .iter()
@@ -496,6 +500,47 @@ async fn contract_page(
             .collect(),
     };
     Ok(html_response(StatusCode::OK, page.render()?))
+}
+
+/// A visit exception as the contract page lists it.
+struct ExceptionRow {
+    at: String,
+    /// A pseudonym to a commissioner.
+    person: String,
+    what: &'static str,
+    status: &'static str,
+}
+
+/// How many days of visit exceptions the contract page lists.
+const EXCEPTION_DAYS: i64 = 31;
+
+/// The provider's visit exceptions of the last [`EXCEPTION_DAYS`] days, resolved or not, newest
+/// first: those of `GET /v1/visits/exceptions` (people by pseudonym to a commissioner, whose
+/// reading is logged), kept to the contract's provider.
+async fn exceptions(
+    state: &AppState,
+    user: &ConsoleUser,
+    provider: i32,
+) -> Result<Vec<ExceptionRow>, ConsoleError> {
+    let client = state.db(&user.caller).await?;
+    let to = Utc::now();
+    let from = to - chrono::Duration::days(EXCEPTION_DAYS);
+    let mut items =
+        crate::evv::exceptions_between(state, &user.caller, &client, (from, to), true).await?;
+    items.retain(|e| e.provider_id == provider);
+    items.sort_by_key(|e| std::cmp::Reverse(e.at));
+    let times: Vec<_> = items.iter().filter_map(|e| e.at).collect();
+    let clock =
+        super::people::Clock::load(&client, &state.settings.alarms.timezone, &times).await?;
+    Ok(items
+        .into_iter()
+        .map(|e| ExceptionRow {
+            at: e.at.map_or_else(|| "–".to_owned(), |t| clock.full(t)),
+            person: e.person.unwrap_or_else(|| "unknown".to_owned()),
+            what: super::people::exception_words(e.kind),
+            status: if e.resolved { "Resolved" } else { "Open" },
+        })
+        .collect())
 }
 
 /// "£1,234.56".

@@ -461,6 +461,14 @@ async fn a_commissioner_sees_its_contracts_charts_and_funnel_and_downloads_a_sta
         ))
         .await;
     assert_eq!(count(&browser, "svg.chart").await, 4);
+    // The provider's visit exceptions (this world has no visits).
+    let exceptions = browser
+        .text("section[aria-labelledby='visits-heading']")
+        .await;
+    assert!(
+        exceptions.contains("Visit exceptions, last 31 days") && exceptions.contains("None"),
+        "{exceptions}"
+    );
     let falls = browser.text("#falls-caption").await;
     assert!(falls.contains("Falls"), "{falls}");
     let falls = browser
