@@ -29,6 +29,7 @@ use crate::outcomes::report::{self, Report, Scope};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/outcomes", web::get().to(overview))
         .route("/outcomes/contracts/{id}", web::get().to(contract_page))
+        .route("/outcomes/providers/{id}", web::get().to(provider_page))
         .route("/outcomes/funnel", web::get().to(funnel_page))
         .route(
             "/outcomes/statements/{id}.csv",
@@ -126,6 +127,7 @@ struct ContractRow {
 struct OverviewPage {
     shell: super::Shell,
     organisation: String,
+    organisation_id: i32,
     commissioner: bool,
     party_heading: &'static str,
     contracts: Vec<ContractRow>,
@@ -175,6 +177,7 @@ async fn overview(
     let page = OverviewPage {
         shell: user.shell("Outcomes", Section::Outcomes),
         organisation: user.organisation_name.clone(),
+        organisation_id: user.caller.organisation_id,
         commissioner,
         party_heading: if commissioner {
             "Provider"
@@ -386,6 +389,136 @@ async fn find_contract(
         .ok_or(ConsoleError::NotFound)
 }
 
+/// Reports of `scope` for each of the recent quarters that overlap `(starts_on, ends_on)`, the
+/// current one to date.
+async fn quarter_reports(
+    c: &impl tokio_postgres::GenericClient,
+    user: &ConsoleUser,
+    state: &AppState,
+    scope: Scope,
+    (starts_on, ends_on): (NaiveDate, Option<NaiveDate>),
+) -> Result<Vec<(Quarter, Report)>, ConsoleError> {
+    let today = Utc::now().date_naive();
+    let mut quarters = Vec::new();
+    for q in recent_quarters(today) {
+        if q.to <= starts_on || ends_on.is_some_and(|e| q.from > e) {
+            continue;
+        }
+        let p = crate::outcomes::reports::period_of(
+            q.from,
+            q.to.min(today + chrono::Duration::days(1)),
+            None,
+        )?;
+        let r = report::build(c, &user.caller, scope, p, state.report_settings()).await?;
+        quarters.push((q, r));
+    }
+    Ok(quarters)
+}
+
+/// The four indicator charts of a contract's or a provider's page.
+fn figure_charts(quarters: &[(Quarter, Report)]) -> Vec<Chart> {
+    vec![
+        falls_chart(quarters),
+        share_chart(
+            "at-home",
+            "At home 91 days after leaving hospital (ASCOF 2D)",
+            "People 65 and over discharged to reablement who were at home 91 days later. Higher is better.",
+            quarters,
+            |r| &r.indicators.still_at_home_91_days.share,
+        ),
+        share_chart(
+            "short-term",
+            "Short-term support with no or low-level support after (ASCOF 2A)",
+            "Episodes of short-term support that ended with no further or only low-level support. Higher is better.",
+            quarters,
+            |r| &r.indicators.short_term_outcome.share,
+        ),
+        share_chart(
+            "plans",
+            "Outcomes in people's plans achieved on time",
+            "Payable \"I can\" outcomes due in the quarter that the person confirmed and the council verified by their date. Higher is better.",
+            quarters,
+            |r| &r.indicators.outcome_plans.on_time,
+        ),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "provider_outcomes.html")]
+struct ProviderPage {
+    shell: super::Shell,
+    provider_name: String,
+    /// The contracts it covers (a commissioner's with this provider, or a provider's all).
+    contracts: Vec<ContractSummary>,
+    commissioner: bool,
+    charts: Vec<Chart>,
+    context: Vec<QuarterContext>,
+    answer_target_secs: u32,
+    exceptions: Vec<ExceptionRow>,
+    today: String,
+}
+
+/// A provider's outcomes across every contract the caller's organisation has with it (a
+/// commissioner), or across all its own (a provider, for itself only): the report of scope
+/// `provider`, quarter by quarter, with the same charts and tables as a contract's page.
+async fn provider_page(
+    user: ConsoleUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.require(READERS)?;
+    let provider: i32 = id.parse().map_err(|_| ConsoleError::NotFound)?;
+    let commissioner = user.caller.organisation_kind == OrgKind::Commissioner;
+    let mut client = state.db(&user.caller).await?;
+    let tx = client.transaction().await?;
+    let listed = contracts::list(
+        &*tx,
+        &user.caller,
+        &ContractsQuery {
+            provider_id: Some(provider),
+            on: None,
+            after: None,
+            limit: Some(1000),
+        },
+    )
+    .await?
+    .items;
+    // Only a provider the caller contracts, or the caller itself.
+    let first = listed.first().ok_or(ConsoleError::NotFound)?;
+    if !commissioner && provider != user.caller.organisation_id {
+        return Err(ConsoleError::NotFound);
+    }
+    let provider_name = first.provider_name.clone();
+    let starts_on = listed.iter().map(|k| k.starts_on).min().unwrap_or_default();
+    let ends_on = if listed.iter().any(|k| k.ends_on.is_none()) {
+        None
+    } else {
+        listed.iter().filter_map(|k| k.ends_on).max()
+    };
+    let quarters = quarter_reports(
+        &*tx,
+        &user,
+        &state,
+        Scope::Provider(provider),
+        (starts_on, ends_on),
+    )
+    .await?;
+    tx.commit().await?;
+    drop(client);
+    let page = ProviderPage {
+        shell: user.shell(format!("Outcomes of {provider_name}"), Section::Outcomes),
+        provider_name,
+        contracts: listed,
+        commissioner,
+        charts: figure_charts(&quarters),
+        context: quarters.iter().map(|(q, r)| context_row(*q, r)).collect(),
+        answer_target_secs: state.settings.alarms.answer_target_secs,
+        exceptions: exceptions(&state, &user, provider).await?,
+        today: Utc::now().date_naive().to_string(),
+    };
+    Ok(html_response(StatusCode::OK, page.render()?))
+}
+
 /// Most feedback shown on a contract's page.
 const MAX_FEEDBACK: i64 = 50;
 
@@ -400,50 +533,15 @@ async fn contract_page(
     let tx = client.transaction().await?;
     let k = find_contract(&*tx, &user, &id).await?;
     let today = Utc::now().date_naive();
-    let mut quarters = Vec::new();
-    for q in recent_quarters(today) {
-        if q.to <= k.starts_on || k.ends_on.is_some_and(|e| q.from > e) {
-            continue;
-        }
-        let p = crate::outcomes::reports::period_of(
-            q.from,
-            q.to.min(today + chrono::Duration::days(1)),
-            None,
-        )?;
-        let r = report::build(
-            &*tx,
-            &user.caller,
-            Scope::Contract(k.id),
-            p,
-            state.report_settings(),
-        )
-        .await?;
-        quarters.push((q, r));
-    }
-    let charts = vec![
-        falls_chart(&quarters),
-        share_chart(
-            "at-home",
-            "At home 91 days after leaving hospital (ASCOF 2D)",
-            "People 65 and over discharged to reablement who were at home 91 days later. Higher is better.",
-            &quarters,
-            |r| &r.indicators.still_at_home_91_days.share,
-        ),
-        share_chart(
-            "short-term",
-            "Short-term support with no or low-level support after (ASCOF 2A)",
-            "Episodes of short-term support that ended with no further or only low-level support. Higher is better.",
-            &quarters,
-            |r| &r.indicators.short_term_outcome.share,
-        ),
-        share_chart(
-            "plans",
-            "Outcomes in people's plans achieved on time",
-            "Payable \"I can\" outcomes due in the quarter that the person confirmed and the council verified by their date. Higher is better.",
-            &quarters,
-            |r| &r.indicators.outcome_plans.on_time,
-        ),
-    ];
+    let quarters = quarter_reports(
+        &*tx,
+        &user,
+        &state,
+        Scope::Contract(k.id),
+        (k.starts_on, k.ends_on),
+    )
+    .await?;
+    let charts = figure_charts(&quarters);
     let context = quarters.iter().map(|(q, r)| context_row(*q, r)).collect();
     let statements = tx
         .query(

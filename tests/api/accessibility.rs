@@ -82,6 +82,8 @@ struct World {
     plan: AgreedPlan,
     /// The council's contract with the provider.
     contract: i32,
+    /// The provider's organisation.
+    provider: i32,
     /// The person wearing the fall detector that became a long lie.
     person: i32,
     /// A visit to them the office entered.
@@ -149,6 +151,7 @@ async fn pages(app: &TestApp, w: &World) -> Vec<Page> {
         at("contract (provider)", Admin, "Contract EC-OAK", contract.clone()),
         at("outcomes (commissioner)", Commissioner, "Outcomes", "/console/outcomes"),
         at("contract (commissioner)", Commissioner, "Contract EC-OAK", contract),
+        at("provider's outcomes (commissioner)", Commissioner, "Outcomes of Oak Care", format!("/console/outcomes/providers/{}", w.provider)),
         at("providers compared", Commissioner, "Providers compared", "/console/outcomes/funnel"),
         at("plans to agree (provider)", Admin, "Plans to agree", "/console/outcomes/plans?awaiting=agreement"),
         at("plans to verify (commissioner)", Commissioner, "Plans to agree", "/console/outcomes/plans?awaiting=verification"),
@@ -347,6 +350,7 @@ async fn world(app: &TestApp) -> World {
         on_site,
         plan,
         contract,
+        provider: org.id,
         person,
         visit,
     }

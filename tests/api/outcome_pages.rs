@@ -122,6 +122,8 @@ struct World {
     provider_a: i32,
     contract_a: i32,
     other_contract: i32,
+    /// South Council's provider (Cedar Care).
+    other_provider: i32,
 }
 
 /// North Council contracts providers A (10 people, 3 falls each in the last quarter) and B
@@ -165,6 +167,7 @@ async fn world(app: &TestApp) -> World {
         provider_a: a.id,
         contract_a,
         other_contract,
+        other_provider: c.id,
     }
 }
 
@@ -486,6 +489,26 @@ async fn a_commissioner_sees_its_contracts_charts_and_funnel_and_downloads_a_sta
     scroll_to(&browser, "#falls-heading").await;
     screenshot(&browser, "commissioner-contract").await;
 
+    // The provider across the council's contracts with it: here the one contract, so the
+    // same figures.
+    browser.open(&app.url("/console/outcomes")).await;
+    browser
+        .click(&format!(
+            "a[href='/console/outcomes/providers/{}']",
+            w.provider_a
+        ))
+        .await;
+    assert!(browser.text("h1").await.contains("Outcomes of Alder Care"));
+    assert_eq!(count(&browser, "svg.chart").await, 4);
+    assert!(browser.text("main ul").await.contains("NC-ALDER"));
+    let across = browser
+        .text("section[aria-labelledby='falls-heading'] tbody")
+        .await;
+    assert_eq!(across, falls, "the provider's figures are the contract's");
+    browser
+        .open(&app.url(&format!("/console/outcomes/contracts/{}", w.contract_a)))
+        .await;
+
     // The statement downloads as CSV, with the session.
     let link = browser
         .find(&format!(
@@ -554,6 +577,8 @@ async fn a_commissioner_sees_its_contracts_charts_and_funnel_and_downloads_a_sta
     for path in [
         format!("/console/outcomes/contracts/{}", w.other_contract),
         "/console/outcomes/contracts/not-a-number".to_owned(),
+        format!("/console/outcomes/providers/{}", w.other_provider),
+        "/console/outcomes/providers/not-a-number".to_owned(),
     ] {
         browser.open(&app.url(&path)).await;
         let text = browser.text("main").await;
@@ -576,6 +601,7 @@ async fn a_commissioner_sees_its_contracts_charts_and_funnel_and_downloads_a_sta
     sign_in_commissioner(&app, &phone, w.council_user).await;
     for path in [
         format!("/console/outcomes/contracts/{}", w.contract_a),
+        format!("/console/outcomes/providers/{}", w.provider_a),
         "/console/outcomes/funnel".to_owned(),
     ] {
         phone.open(&app.url(&path)).await;
