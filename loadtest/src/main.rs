@@ -4,6 +4,7 @@
 
 mod db;
 mod device;
+mod drain;
 mod live;
 mod mix;
 mod phone;
@@ -180,6 +181,21 @@ fn scenario_path(name: &str) -> PathBuf {
 }
 
 fn print_summary(r: &report::Report) {
+    if let Some(d) = &r.drain {
+        println!(
+            "drain        {} messages from {} devices published in {:.1}s; drained in {:.2}s at {:.0}/s (ratio to COPY {}); CPU per 100,000: server {:.2}s, PostgreSQL {:.2}s; server peak RSS {} MiB; Mosquitto {:.2} CPU-s",
+            d.messages,
+            d.devices,
+            d.published_s,
+            d.drain_s,
+            d.drain_rate_per_s,
+            d.ratio_to_copy.map_or("-".into(), |v| v.to_string()),
+            d.server_cpu_s_per_100k,
+            d.postgres_cpu_s_per_100k,
+            d.server_rss_peak_mb.map_or("-".into(), |v| v.to_string()),
+            d.mosquitto_cpu_s,
+        );
+    }
     let lat = &r.latency_ms.mqtt;
     let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
     println!("\n--- {} ---", r.scenario);

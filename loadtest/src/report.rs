@@ -208,6 +208,9 @@ pub struct Report {
     pub outages: Vec<Marker>,
     pub recovery: Vec<Recovery>,
     pub target: TargetResult,
+    /// The `drain` scenario's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<crate::drain::DrainFigures>,
     pub scenario_config: crate::scenario::Scenario,
     pub timeline: Vec<Sample>,
 }

@@ -83,6 +83,9 @@ async fn run_in(
     machine: Machine,
     started_at: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Report> {
+    if let Some(d) = &scn.drain {
+        return crate::drain::run(scn, d, opts, work, machine, started_at).await;
+    }
     let ts = opts.time_scale;
     let offered_rate = match &scn.rate {
         Rate::FractionOfSaturation { fraction } => {
@@ -110,6 +113,7 @@ async fn run_in(
                     pg.url_as("homeward", homeward::db::roles::SERVICE_ROLE),
                 )),
                 mqtt_port: homeward_testkit::free_port()?,
+                mqtt_url: None,
                 data_dir: work.join("homeward"),
                 log: work.join("server.log"),
             };
@@ -607,6 +611,7 @@ async fn drive(
             value,
             met,
         },
+        drain: None,
         scenario_config: scn.clone(),
         timeline,
     };

@@ -33,6 +33,9 @@ pub struct Scenario {
     pub db_outage: Option<Outage>,
     #[serde(default)]
     pub crash: Option<Outage>,
+    /// A backlog drained from an external broker (the `drain` scenario, `crate::drain`).
+    #[serde(default)]
+    pub drain: Option<Drain>,
     #[serde(default)]
     pub baseline: Baseline,
     #[serde(default)]
@@ -118,6 +121,28 @@ pub struct Storm {
     pub backlog_per_device: u64,
     pub backlog_hours: f64,
     pub connect_at_s: f64,
+}
+
+/// A backlog queued in Mosquitto while Homeward is stopped, then drained (`crate::drain`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Drain {
+    /// One-event messages in the backlog, spread evenly over `[devices] count`.
+    pub messages: u64,
+    /// Connections that publish the backlog into Mosquitto.
+    pub publishers: usize,
+    /// Each publisher's in-flight window.
+    pub inflight: u16,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            messages: 300_000,
+            publishers: 4,
+            inflight: 1_000,
+        }
+    }
 }
 
 /// An outage: from `at_s` for `duration_s` seconds.
@@ -285,6 +310,23 @@ impl Scenario {
         if let Some(p) = &self.phones {
             if p.count == 0 || p.day_s <= 0.0 || p.batch_max == 0 || p.batch_max > 500 {
                 bail!("phones: count >= 1, day_s > 0, batch_max 1..=500");
+            }
+        }
+        if let Some(d) = &self.drain {
+            if d.messages == 0 || d.messages > 10_000_000 || d.publishers == 0 || d.publishers > 64
+            {
+                bail!("drain: messages 1 to 10000000, publishers 1 to 64");
+            }
+            if d.inflight == 0 {
+                bail!("drain.inflight must be at least 1");
+            }
+            if self.storm.is_some()
+                || self.db_outage.is_some()
+                || self.crash.is_some()
+                || self.phones.is_some()
+                || self.alarms.is_some()
+            {
+                bail!("a drain scenario has no storm, outages, phones or alarm listener");
             }
         }
         if !METRICS.contains(&self.target.metric.as_str()) {

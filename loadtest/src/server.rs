@@ -91,6 +91,8 @@ pub struct ServerSpec {
     /// server under test runs as in production.
     pub role_urls: Option<(String, String)>,
     pub mqtt_port: u16,
+    /// An external broker (`mqtt.url`); none: the embedded one on `mqtt_port`.
+    pub mqtt_url: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -106,6 +108,9 @@ impl ServerProcess {
         if let Some((app, service)) = &spec.role_urls {
             cmd.env("HOMEWARD__DATABASE__APP_URL", app)
                 .env("HOMEWARD__DATABASE__SERVICE_URL", service);
+        }
+        if let Some(url) = &spec.mqtt_url {
+            cmd.env("HOMEWARD__MQTT__URL", url);
         }
         cmd.env("HOMEWARD__DATABASE__URL", &spec.database_url)
             .arg("--data-dir")

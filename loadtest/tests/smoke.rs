@@ -101,3 +101,64 @@ fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
     assert!(!report["timeline"].as_array().unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&reports);
 }
+
+#[test]
+fn the_drain_scenario_drains_a_mosquitto_backlog_once_and_reports_its_costs() {
+    let reports =
+        std::env::temp_dir().join(format!("homeward-loadtest-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&reports);
+    std::fs::create_dir_all(&reports).unwrap();
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/drain-smoke.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homeward-loadtest"))
+        .arg(&scenario)
+        .arg("--homeward-bin")
+        .arg(homeward_bin())
+        .arg("--reports-dir")
+        .arg(&reports)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the harness starts");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the drain run did not finish within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    println!("{stdout}");
+    assert!(status.success(), "the harness failed ({status}):\n{stdout}");
+    let json = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a JSON report");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let v = &report["verification"];
+    assert_eq!(
+        (
+            &v["offered_pairs"],
+            &v["stored_pairs"],
+            &v["lost"],
+            &v["duplicated"]
+        ),
+        (&5000.into(), &5000.into(), &0.into(), &0.into()),
+        "{v}"
+    );
+    let d = &report["drain"];
+    assert_eq!(d["messages"], 5000, "{d}");
+    assert!(d["drain_rate_per_s"].as_f64().unwrap() > 0.0, "{d}");
+    assert!(d["ratio_to_copy"].as_f64().unwrap() > 0.0, "{d}");
+    assert!(d["server_cpu_s_per_100k"].as_f64().unwrap() > 0.0, "{d}");
+    assert!(d["postgres_cpu_s_per_100k"].as_f64().unwrap() > 0.0, "{d}");
+    assert!(d["server_rss_peak_mb"].as_f64().unwrap() > 0.0, "{d}");
+    let _ = std::fs::remove_dir_all(&reports);
+}

@@ -85,6 +85,11 @@ impl Mosquitto {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Makes Mosquitto read its password and ACL files again (SIGHUP).
     pub fn reload(&self) {
         nix::sys::signal::kill(
