@@ -171,7 +171,7 @@ pub struct MqttSettings {
     /// Address of the embedded broker. Default `127.0.0.1:1883`.
     pub embedded_listen: SocketAddr,
     /// How ingest takes messages from the embedded broker: in-process, or as an MQTT client
-    /// over loopback TCP. Ignored with `url`. Default `loopback`.
+    /// over loopback TCP. Ignored with `url`. Default `in_process`.
     pub embedded_ingest: EmbeddedIngest,
     /// The subscriber's fixed MQTT client id, so that its persistent session survives restarts.
     /// With several instances each needs its own. Default `homeward-ingest`.
@@ -345,7 +345,7 @@ impl Default for MqttSettings {
         Self {
             url: None,
             embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            embedded_ingest: EmbeddedIngest::Loopback,
+            embedded_ingest: EmbeddedIngest::InProcess,
             client_id: "homeward-ingest".into(),
             shared_group: None,
             device_max_messages_per_sec: 1000,
