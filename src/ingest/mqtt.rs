@@ -11,8 +11,11 @@
 //!   them taken is dropped and counted (`homeward_mqtt_qos0_dropped_total`): it carries no
 //!   promise, and must not crowd out QoS 1;
 //! - the processor decodes, validates and resolves the device, and hands jobs to the writer;
-//! - [`MqttAcker`] acks from the writer with `try_ack` (never waiting on rumqttc's channel,
-//!   which blocks forever once full while the broker is gone) and publishes the end-to-end acks.
+//! - [`MqttAcker`] acks from the writer, once per commit, with `try_manual_ack` (never waiting
+//!   on rumqttc's channel, which blocks forever once full while the broker is gone) and
+//!   publishes the end-to-end acks. The in-process front end (`super::local`) shares
+//!   [`message_job`] and this acker, whose acks and downlinks then go to the embedded broker
+//!   directly.
 //!
 //! Every (re)connection starts a new epoch. An ack for a message received in an earlier epoch
 //! is never sent: the broker redelivers that message and the database stores it once. Checking
