@@ -39,6 +39,8 @@ SETTINGS (file keys; environment HOMEWARD__SECTION__KEY, e.g. HOMEWARD__HTTP__LI
   mqtt.url                             external broker mqtt://user:pw@host:1883, or
                                        mqtts://...:8883 for TLS (secret) [unset: embedded broker]
   mqtt.embedded_listen                 embedded broker address [127.0.0.1:1883]
+  mqtt.embedded_ingest                 in_process or loopback: how ingest takes messages
+                                       from the embedded broker [in_process]
   mqtt.client_id                       subscriber's fixed client id, begins with homeward
                                        [homeward-ingest]
   mqtt.shared_group                    $share group for several instances [unset]

@@ -170,6 +170,9 @@ pub struct MqttSettings {
     pub url: Option<Secret<String>>,
     /// Address of the embedded broker. Default `127.0.0.1:1883`.
     pub embedded_listen: SocketAddr,
+    /// How ingest takes messages from the embedded broker: in-process, or as an MQTT client
+    /// over loopback TCP. Ignored with `url`. Default `in_process`.
+    pub embedded_ingest: EmbeddedIngest,
     /// The subscriber's fixed MQTT client id, so that its persistent session survives restarts.
     /// With several instances each needs its own. Default `homeward-ingest`.
     pub client_id: String,
@@ -264,6 +267,16 @@ pub struct TlsSettings {
     pub key_file: Option<PathBuf>,
 }
 
+/// How ingest takes messages from the embedded broker (`mqtt.embedded_ingest`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddedIngest {
+    /// From its session in the broker, in-process: no socket, no encoding, acks in bulk.
+    InProcess,
+    /// As an MQTT client over loopback TCP, exactly as with an external broker.
+    Loopback,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -332,6 +345,7 @@ impl Default for MqttSettings {
         Self {
             url: None,
             embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            embedded_ingest: EmbeddedIngest::InProcess,
             client_id: "homeward-ingest".into(),
             shared_group: None,
             device_max_messages_per_sec: 1000,

@@ -18,7 +18,7 @@ use utoipa_actix_web::AppExt;
 
 use crate::auth::revocations::{Revocations, Revoked};
 use crate::broker::{Broker, BrokerConfig, BrokerControl, BrokerHandle, Principal};
-use crate::config::{BrokerUrl, Settings};
+use crate::config::{BrokerUrl, EmbeddedIngest, Settings};
 use crate::db::{self, maintenance, Database, StorageMode};
 use crate::devices::{DeviceAuthenticator, DeviceDirectory, SERVICE_USER};
 use crate::http::{self, AppState, BrokerProbe};
@@ -132,6 +132,8 @@ pub struct Application {
 
 struct IngestTasks {
     subscriber: Vec<JoinHandle<()>>,
+    /// The in-process consumer (unset on the MQTT client path).
+    consumer: crate::ingest::local::ConsumerHandle,
     mqtt_stop: watch::Sender<bool>,
     writer: JoinHandle<()>,
     writer_stop: watch::Sender<bool>,
@@ -281,16 +283,36 @@ impl Application {
         )));
         let (mut writer, writer_handle) =
             Writer::new(db.service_pool.clone(), settings.ingest.clone());
-        let subscriber = mqtt::start(
-            &mqtt,
-            // Set exactly when `mqtt.tls` is (an `mqtts://` `mqtt.url`).
-            tls.mqtt_client.clone(),
-            &settings.mqtt,
-            &settings.ingest,
-            directory,
-            writer_handle.clone(),
-            mqtt_stop_rx,
-        );
+        // With the embedded broker, in-process unless asked for the loopback client; an
+        // external broker is always reached by the MQTT client. Both feed the same writer.
+        let in_process = broker
+            .as_ref()
+            .filter(|_| settings.mqtt.embedded_ingest == EmbeddedIngest::InProcess);
+        let (subscriber, consumer) = match in_process {
+            Some(broker) => crate::ingest::local::start(
+                broker.local(),
+                &settings.mqtt,
+                crate::ingest::local::Inputs {
+                    directory,
+                    writer: writer_handle.clone(),
+                    settings: settings.ingest.clone(),
+                },
+                mqtt_stop_rx,
+            ),
+            None => (
+                mqtt::start(
+                    &mqtt,
+                    // Set exactly when `mqtt.tls` is (an `mqtts://` `mqtt.url`).
+                    tls.mqtt_client.clone(),
+                    &settings.mqtt,
+                    &settings.ingest,
+                    directory,
+                    writer_handle.clone(),
+                    mqtt_stop_rx,
+                ),
+                Default::default(),
+            ),
+        };
         writer.set_acker(subscriber.acker.clone());
         let live = crate::live::LiveHub::default();
         // With a database of their own (not the embedded one, which serves one instance),
@@ -417,6 +439,7 @@ impl Application {
 
         let ingest = IngestTasks {
             subscriber: subscriber.tasks,
+            consumer,
             mqtt_stop: mqtt_stop_tx,
             writer: writer_task,
             writer_stop: writer_stop_tx,
@@ -463,6 +486,12 @@ impl Application {
     /// The service role's pool (ingest, derivations): it sees every organisation.
     pub fn service_pool(&self) -> &deadpool_postgres::Pool {
         &self.db.service_pool
+    }
+
+    /// The in-process ingest consumer, for tests that crash it mid-stream.
+    #[doc(hidden)]
+    pub fn ingest_consumer(&self) -> crate::ingest::local::ConsumerHandle {
+        self.ingest.consumer.clone()
     }
 
     pub fn settings(&self) -> &Settings {

@@ -1,8 +1,9 @@
 //! The embedded MQTT 3.1.1 broker, run in-process when no external broker is configured, so
 //! that one command runs the whole system.
 //!
-//! Devices and the server's own ingest client connect to it over TCP like to any broker, and
-//! devices also over TLS on an optional second listener ([`BrokerConfig::tls`]). It is
+//! Devices connect to it over TCP like to any broker, and also over TLS on an optional second
+//! listener ([`BrokerConfig::tls`]). The server's own ingest attaches to its session in-process
+//! ([`LocalClient`], `local`) by default, or over TCP on loopback like any client. It is
 //! built to be correct and robust on the data path rather than feature-complete:
 //!
 //! - MQTT 3.1.1 only (protocol level 4); QoS 0, 1 and 2 inbound, at most QoS 1 outbound.
@@ -22,7 +23,8 @@
 //! `topic` (filter syntax, matching, ACL coverage), `trie` (the subscription index),
 //! `session` (per-client queue and inflight window), `conn` (one task pair per network
 //! connection: a reader that parses and routes, a writer that batches packets to the socket),
-//! `limits` (per-device token buckets).
+//! `limits` (per-device token buckets), `local` (in-process clients: attach, pull, ack in
+//! bulk, publish).
 //!
 //! Flow control, so that one device cannot exhaust memory or crowd out other tenants:
 //!
@@ -51,6 +53,7 @@ mod auth;
 mod conn;
 mod control;
 mod limits;
+mod local;
 mod server;
 mod session;
 mod state;
@@ -65,6 +68,7 @@ use std::time::Duration;
 
 pub use self::auth::{Acl, AuthError, Authenticator, Credentials, Principal};
 pub use self::control::BrokerControl;
+pub use self::local::{LocalBroker, LocalClient, LocalError};
 use self::server::shutdown_requested;
 pub use self::server::{Broker, BrokerHandle};
 use self::state::{min_qos, CloseReason, CloseSignal, DropLog, Shared};
@@ -161,7 +165,7 @@ impl Default for BrokerConfig {
 /// A snapshot of the broker's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {
-    /// Network connections that completed CONNECT.
+    /// Connections that completed CONNECT, and attached in-process clients.
     pub connected_clients: usize,
     /// Sessions, online and offline.
     pub sessions: usize,

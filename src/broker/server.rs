@@ -134,6 +134,11 @@ impl BrokerHandle {
     pub fn stats(&self) -> BrokerStats {
         self.shared.stats()
     }
+
+    /// In-process access to this broker: attach local clients, acknowledge, publish.
+    pub fn local(&self) -> super::LocalBroker {
+        super::LocalBroker::new(self.shared.clone())
+    }
 }
 
 /// Resolves when shutdown is requested (or the handle was dropped).

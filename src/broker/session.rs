@@ -358,6 +358,41 @@ impl Session {
         true
     }
 
+    /// Acknowledgements of many messages at once, from connection `conn_id` (an in-process
+    /// client acking what one transaction stored): one lock, one wake. Nothing happens unless
+    /// `conn_id` is still the attached connection, so an ack of an earlier attachment can never
+    /// release a message resent since, whose packet id it may share. Unknown packet ids are
+    /// ignored. Returns how many messages were released.
+    pub(super) fn ack_many(&self, conn_id: u64, pkids: &[u16]) -> usize {
+        let mut st = self.lock();
+        if st.link.as_ref().map(|l| l.conn_id) != Some(conn_id) {
+            return 0;
+        }
+        let mut released = 0;
+        for &pkid in pkids {
+            // Acks come in delivery order, so this finds the front at once.
+            let Some(pos) = st.inflight.iter().position(|m| m.msg.publish.pkid == pkid) else {
+                continue;
+            };
+            if let Some(m) = st.inflight.remove(pos) {
+                if !m.sent {
+                    st.unsent_inflight -= 1;
+                }
+            }
+            st.pkids_in_use.remove(&pkid);
+            released += 1;
+        }
+        if released > 0 {
+            self.update_load(&st);
+            if !st.queue.is_empty() {
+                if let Some(link) = &st.link {
+                    link.wake.notify_one();
+                }
+            }
+        }
+        released
+    }
+
     /// Take the next batch for connection `conn_id`: control packets, then inflight messages to
     /// resend, then queued messages while the inflight window allows. `None` means this
     /// connection is no longer attached and its writer should stop.

@@ -2,9 +2,15 @@
 //!
 //! ```text
 //! broker --(QoS 1, manual ack)--> mqtt::poll loop --bounded---> mqtt::processor --bounded--> writer --COPY--> events
+//! embedded broker's session --(in-process, ack after commit)--> local::consumer --bounded--^
 //! phone  --POST /v1/check-ins--> http handler ------------------------------------bounded--^
 //! ```
 //!
+//! - Two front ends take MQTT messages: [`mqtt`], an MQTT client (an external broker, or the
+//!   embedded one over loopback), and [`local`], which attaches to the embedded broker's
+//!   session in-process (`mqtt.embedded_ingest`). Both make each message into a job with
+//!   `mqtt::message_job` and say how to release it at the broker with a [`BrokerAck`]; the
+//!   writer hands those to the [`writer::Acker`] once per commit.
 //! - The MQTT poll loop only polls and forwards; it never awaits anything slow (rumqttc freezes
 //!   otherwise). Its queue is bounded: by the broker's inflight window for QoS 1 (nothing is
 //!   acknowledged before it is stored), by a fixed share for QoS 0, and past its capacity
@@ -23,6 +29,7 @@
 
 pub mod copy;
 pub mod http;
+pub mod local;
 pub mod mqtt;
 pub mod writer;
 
@@ -38,13 +45,24 @@ pub use writer::{Writer, WriterHandle};
 /// Where a job came from, and how to complete it once its batch has committed.
 pub enum Source {
     /// One MQTT message; acknowledged after commit if its connection (epoch) is still current.
-    Mqtt {
-        publish: rumqttc::Publish,
-        epoch: u64,
-    },
+    Mqtt { ack: BrokerAck },
     /// An HTTP request waiting for the outcome of each of its items.
     Http(oneshot::Sender<Result<Vec<Outcome>, WriteError>>),
     /// No one to tell (tests, tools).
+    None,
+}
+
+/// How one MQTT message is released at the broker once the transaction storing it has
+/// committed: the same for both front ends, so the writer need not know which one took it.
+#[derive(Debug)]
+pub enum BrokerAck {
+    /// Taken by the MQTT client (`mqtt`, an external broker or the embedded one over
+    /// loopback): a PUBACK, sent only on connection `epoch`.
+    Client { ack: rumqttc::ManualAck, epoch: u64 },
+    /// Taken in-process from the embedded broker (`local`): packet id `pkid` of attachment
+    /// `epoch`, released only while that attachment lasts.
+    Local { epoch: u64, pkid: u16 },
+    /// QoS 0: nothing to release.
     None,
 }
 

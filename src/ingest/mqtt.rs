@@ -11,8 +11,11 @@
 //!   them taken is dropped and counted (`homeward_mqtt_qos0_dropped_total`): it carries no
 //!   promise, and must not crowd out QoS 1;
 //! - the processor decodes, validates and resolves the device, and hands jobs to the writer;
-//! - [`MqttAcker`] acks from the writer with `try_ack` (never waiting on rumqttc's channel,
-//!   which blocks forever once full while the broker is gone) and publishes the end-to-end acks.
+//! - [`MqttAcker`] acks from the writer, once per commit, with `try_manual_ack` (never waiting
+//!   on rumqttc's channel, which blocks forever once full while the broker is gone) and
+//!   publishes the end-to-end acks. The in-process front end (`super::local`) shares
+//!   [`message_job`] and this acker, whose acks and downlinks then go to the embedded broker
+//!   directly.
 //!
 //! Every (re)connection starts a new epoch. An ack for a message received in an earlier epoch
 //! is never sent: the broker redelivers that message and the database stores it once. Checking
@@ -32,13 +35,16 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use homeward_proto::topic::{self, TopicKind};
 use homeward_proto::{AckRanges, Batch, DeviceId, Downlink, Encoding, Event};
-use rumqttc::{AckMode, AsyncClient, Event as MqttEvent, MqttOptions, Packet, PublishOptions, QoS};
+use rumqttc::{
+    AckMode, AsyncClient, Event as MqttEvent, ManualAck, MqttOptions, Packet, PublishOptions, QoS,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::copy::EventRow;
 use super::writer::{Acker, WriterHandle};
-use super::{DeadLetter, EventItem, Item, Job, Source, StatusItem};
+use super::{BrokerAck, DeadLetter, EventItem, Item, Job, Source, StatusItem};
+use crate::broker::LocalBroker;
 use crate::config::{BrokerUrl, IngestSettings, MqttSettings};
 use crate::devices::{DeviceDirectory, DeviceRef, Lookup};
 
@@ -49,6 +55,10 @@ pub struct Connected(Arc<AtomicBool>);
 impl Connected {
     pub fn get(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn set(&self, connected: bool) {
+        self.0.store(connected, Ordering::SeqCst);
     }
 }
 
@@ -162,9 +172,8 @@ pub fn start(
         .build();
     let down_task = tokio::spawn(downlink_loop(down_loop, downlink.clone(), shutdown_down));
     let acker = Arc::new(MqttAcker {
-        client,
-        downlink,
-        gate,
+        acks: AckPath::Client { client, gate },
+        downlink: DownlinkPath::Client(downlink),
     });
     Subscriber {
         connected,
@@ -331,14 +340,36 @@ async fn process_loop(
             qos0_depth.fetch_sub(1, Ordering::Relaxed);
         }
         queue_depth.set(left as f64);
-        let items = to_items(&publish, &directory, &settings).await;
-        let job = Job {
-            items,
-            source: Source::Mqtt { publish, epoch },
-        };
+        let ack = client_ack(&publish, epoch);
+        let job = message_job(&publish.topic, &publish.payload, ack, &directory, &settings).await;
         if writer.submit(job).await.is_err() {
             return;
         }
+    }
+}
+
+/// The PUBACK (or PUBREC) owed for a message the client received on connection `epoch`.
+fn client_ack(publish: &rumqttc::Publish, epoch: u64) -> BrokerAck {
+    let ack = match publish.qos {
+        QoS::AtMostOnce => return BrokerAck::None,
+        QoS::AtLeastOnce => ManualAck::PubAck(rumqttc::PubAck::new(publish.pkid)),
+        QoS::ExactlyOnce => ManualAck::PubRec(rumqttc::PubRec::new(publish.pkid)),
+    };
+    BrokerAck::Client { ack, epoch }
+}
+
+/// The job for one MQTT message, whichever front end took it: its items (see [`to_items`])
+/// and how to release it at the broker after commit.
+pub(super) async fn message_job(
+    topic_bytes: &[u8],
+    payload: &Bytes,
+    ack: BrokerAck,
+    directory: &DeviceDirectory,
+    settings: &IngestSettings,
+) -> Job {
+    Job {
+        items: to_items(topic_bytes, payload, directory, settings).await,
+        source: Source::Mqtt { ack },
     }
 }
 
@@ -346,12 +377,13 @@ async fn process_loop(
 /// (`homeward_proto::batch`), a status change, or dead letters. Waits (with back-off) while the
 /// device directory cannot reach the database, since nothing may be acked before it is stored.
 async fn to_items(
-    publish: &rumqttc::Publish,
+    topic_bytes: &[u8],
+    payload: &Bytes,
     directory: &DeviceDirectory,
     settings: &IngestSettings,
 ) -> Vec<Item> {
     let received_at = Utc::now();
-    let topic_text = String::from_utf8_lossy(&publish.topic).into_owned();
+    let topic_text = String::from_utf8_lossy(topic_bytes).into_owned();
     let dead_bytes = |device: Option<&DeviceRef>, code: &str, reason: String, payload: Bytes| {
         metrics::counter!("homeward_ingest_dead_letters_total", "reason" => code.to_string())
             .increment(1);
@@ -367,7 +399,7 @@ async fn to_items(
         })
     };
     let dead = |device: Option<&DeviceRef>, code: &str, reason: String| {
-        dead_bytes(device, code, reason, publish.payload.clone())
+        dead_bytes(device, code, reason, payload.clone())
     };
     let Some((uid, kind)) = topic::parse(&topic_text) else {
         return vec![dead(
@@ -394,7 +426,7 @@ async fn to_items(
         }
     };
     match kind {
-        TopicKind::Events => match Batch::parse(&publish.payload) {
+        TopicKind::Events => match Batch::parse(payload) {
             Err(e) => vec![dead(Some(&device), e.reason_code(), e.to_string())],
             Ok(batch) => {
                 let n = batch.len();
@@ -418,14 +450,14 @@ async fn to_items(
                                 Some(&device),
                                 e.reason_code(),
                                 format!("event {} of {n} in the batch: {e}", i + 1),
-                                publish.payload.slice_ref(bytes),
+                                payload.slice_ref(bytes),
                             ),
                         }
                     })
                     .collect()
             }
         },
-        TopicKind::Status => vec![match homeward_proto::decode_status(&publish.payload) {
+        TopicKind::Status => vec![match homeward_proto::decode_status(payload) {
             Ok(status) => Item::Status(StatusItem {
                 device_id: device.id,
                 online: matches!(status, homeward_proto::Status::Online),
@@ -539,11 +571,7 @@ impl DownlinkSender for MqttAcker {
         };
         let payload =
             homeward_proto::encode_downlink_vec(&Downlink::Notice(notice), Encoding::Json);
-        if let Err(e) = self.downlink.try_publish(
-            topic::downlink(&device),
-            Bytes::from(payload),
-            PublishOptions::new(QoS::AtLeastOnce),
-        ) {
+        if let Err(e) = self.downlink.publish(&device, payload) {
             metrics::counter!("homeward_mqtt_downlinks_dropped_total", "kind" => "notice")
                 .increment(1);
             tracing::warn!(error = %e, device = device_uid, "could not queue a notice to the device");
@@ -553,24 +581,91 @@ impl DownlinkSender for MqttAcker {
 
 /// Acks from the writer, and end-to-end acks to devices.
 pub struct MqttAcker {
-    /// The ingest connection: PUBACKs only.
-    client: AsyncClient,
-    /// The downlink connection: end-to-end acks and notices.
-    downlink: AsyncClient,
-    gate: Arc<AckGate>,
+    acks: AckPath,
+    downlink: DownlinkPath,
+}
+
+/// Where broker-level acks go.
+enum AckPath {
+    /// The ingest connection: PUBACKs only, each behind the [`AckGate`].
+    Client {
+        client: AsyncClient,
+        gate: Arc<AckGate>,
+    },
+    /// The embedded broker's session, in-process.
+    Local {
+        broker: LocalBroker,
+        client_id: String,
+    },
+}
+
+/// Where end-to-end acks and notices go.
+enum DownlinkPath {
+    /// A connection of their own (see [`start`]).
+    Client(AsyncClient),
+    /// Routed in-process by the embedded broker.
+    Local(LocalBroker),
+}
+
+impl DownlinkPath {
+    /// Queue a downlink to `device` at QoS 1, never waiting.
+    fn publish(&self, device: &DeviceId, payload: Vec<u8>) -> Result<(), String> {
+        let topic = topic::downlink(device);
+        match self {
+            DownlinkPath::Client(client) => client
+                .try_publish(
+                    topic,
+                    Bytes::from(payload),
+                    PublishOptions::new(QoS::AtLeastOnce),
+                )
+                .map_err(|e| e.to_string()),
+            DownlinkPath::Local(broker) => broker
+                .publish(&topic, Bytes::from(payload), QoS::AtLeastOnce)
+                .then_some(())
+                .ok_or_else(|| format!("invalid topic {topic:?}")),
+        }
+    }
+}
+
+impl MqttAcker {
+    /// Acks and downlinks through the embedded broker, in-process; `client_id` is the session
+    /// the ingest attaches to.
+    pub fn local(broker: LocalBroker, client_id: String) -> Self {
+        Self {
+            acks: AckPath::Local {
+                broker: broker.clone(),
+                client_id,
+            },
+            downlink: DownlinkPath::Local(broker),
+        }
+    }
 }
 
 impl Acker for MqttAcker {
-    fn ack(&self, publish: &rumqttc::Publish, epoch: u64) {
-        let admitted = self.gate.admit(epoch, || {
-            if let Err(e) = self.client.try_ack(publish) {
-                metrics::counter!("homeward_mqtt_pubacks_dropped_total").increment(1);
-                tracing::debug!(error = %e, "could not queue an ack; the message will be redelivered");
-            }
-        });
-        if !admitted {
-            // Received on an earlier connection: the broker will redeliver it.
-            metrics::counter!("homeward_mqtt_pubacks_stale_total").increment(1);
+    fn ack(&self, acks: &[BrokerAck]) {
+        let mut stale = 0;
+        // Runs of one epoch: one gate admission, or one session lock, each.
+        for run in acks.chunk_by(|a, b| epoch_of(a) == epoch_of(b)) {
+            let Some(epoch) = epoch_of(&run[0]) else {
+                continue;
+            };
+            stale += match &self.acks {
+                AckPath::Client { client, gate } => client_acks(client, gate, epoch, run),
+                AckPath::Local { broker, client_id } => {
+                    let pkids: Vec<u16> = run
+                        .iter()
+                        .filter_map(|a| match a {
+                            BrokerAck::Local { pkid, .. } => Some(*pkid),
+                            _ => None,
+                        })
+                        .collect();
+                    pkids.len() - broker.ack(client_id, epoch, &pkids)
+                }
+            };
+        }
+        if stale > 0 {
+            // Received on an earlier connection: the broker will redeliver them.
+            metrics::counter!("homeward_mqtt_pubacks_stale_total").increment(stale as u64);
         }
     }
 
@@ -579,17 +674,40 @@ impl Acker for MqttAcker {
             return;
         };
         let payload = homeward_proto::encode_downlink_vec(&Downlink::Ack(ranges.clone()), encoding);
-        let topic = topic::downlink(&device);
-        if let Err(e) = self.downlink.try_publish(
-            topic,
-            Bytes::from(payload),
-            PublishOptions::new(QoS::AtLeastOnce),
-        ) {
+        if let Err(e) = self.downlink.publish(&device, payload) {
             // The device resends after its timeout and gets its ack then.
             metrics::counter!("homeward_mqtt_downlinks_dropped_total", "kind" => "ack")
                 .increment(1);
             tracing::debug!(error = %e, device = device_uid, "could not queue an end-to-end ack");
         }
+    }
+}
+
+/// The connection (epoch) an ack belongs to; `None` for nothing to send.
+fn epoch_of(ack: &BrokerAck) -> Option<u64> {
+    match ack {
+        BrokerAck::Client { epoch, .. } | BrokerAck::Local { epoch, .. } => Some(*epoch),
+        BrokerAck::None => None,
+    }
+}
+
+/// Queue the PUBACKs of one epoch if it is the open connection's. Returns how many were not.
+fn client_acks(client: &AsyncClient, gate: &AckGate, epoch: u64, run: &[BrokerAck]) -> usize {
+    let admitted = gate.admit(epoch, || {
+        for a in run {
+            let BrokerAck::Client { ack, .. } = a else {
+                continue;
+            };
+            if let Err(e) = client.try_manual_ack(ack.clone()) {
+                metrics::counter!("homeward_mqtt_pubacks_dropped_total").increment(1);
+                tracing::debug!(error = %e, "could not queue an ack; the message will be redelivered");
+            }
+        }
+    });
+    if admitted {
+        0
+    } else {
+        run.len()
     }
 }
 

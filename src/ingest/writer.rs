@@ -32,14 +32,16 @@ use tokio::task::JoinHandle;
 
 use super::copy;
 use super::{
-    CommittedBatch, CommittedEvent, DeadLetter, Item, Job, Outcome, Source, StatusItem, WriteError,
+    BrokerAck, CommittedBatch, CommittedEvent, DeadLetter, Item, Job, Outcome, Source, StatusItem,
+    WriteError,
 };
 use crate::config::IngestSettings;
 
 /// Completes MQTT jobs: the broker-level ack and the end-to-end ack to the device.
 pub trait Acker: Send + Sync {
-    /// Acknowledge one message, if it still belongs to the current connection.
-    fn ack(&self, publish: &rumqttc::Publish, epoch: u64);
+    /// Release at the broker the messages one commit stored, in the order received; each
+    /// only if its connection (epoch) is still the current one. Called once per commit.
+    fn ack(&self, acks: &[BrokerAck]);
     /// Tell a device which of its sequence numbers are stored.
     fn stored(&self, device_uid: &str, ranges: &AckRanges, encoding: Encoding);
 }
@@ -145,6 +147,8 @@ impl Writer {
                     None => std::future::pending().await,
                 }
             };
+            // Lives one loop turn on the stack; boxing the result would allocate per batch.
+            #[allow(clippy::large_enum_variant)]
             enum Next {
                 Written(Result<Written, tokio::task::JoinError>),
                 Job(Option<Job>),
@@ -433,10 +437,11 @@ impl Writer {
             metrics::counter!("homeward_ingest_events_total", "outcome" => label).increment(n);
         }
         let mut stored = Vec::with_capacity(if feed { stored_count } else { 0 });
+        let mut acks = Vec::with_capacity(batch.len());
         for (job, outcomes) in batch.into_iter().zip(outcomes) {
             let Job { items, source } = job;
             match source {
-                Source::Mqtt { publish, epoch } => {
+                Source::Mqtt { ack } => {
                     for item in &items {
                         if let Item::Event(e) = item {
                             let entry = e2e
@@ -446,9 +451,7 @@ impl Writer {
                             entry.1 = e.encoding;
                         }
                     }
-                    if let Some(acker) = &self.acker {
-                        acker.ack(&publish, epoch);
-                    }
+                    acks.push(ack);
                 }
                 Source::Http(reply) => {
                     let _ = reply.send(Ok(outcomes.clone()));
@@ -472,6 +475,9 @@ impl Writer {
             }
         }
         if let Some(acker) = &self.acker {
+            if !acks.is_empty() {
+                acker.ack(&acks);
+            }
             for (uid, (ranges, encoding)) in e2e {
                 acker.stored(&uid, &ranges, encoding);
             }

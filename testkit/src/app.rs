@@ -43,6 +43,8 @@ pub struct TestApp {
     /// The owner's connection settings (see [`crate::cluster::connections`] for the roles').
     pub db_config: tokio_postgres::Config,
     pub client: reqwest::Client,
+    /// The in-process ingest consumer (nothing to abort on the MQTT client path).
+    pub ingest_consumer: homeward::ingest::local::ConsumerHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -87,6 +89,7 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
     let http = app.http_addr();
     let mqtt = app.mqtt_endpoint().clone();
     let mqtt_tls = app.mqtt_tls_addr();
+    let ingest_consumer = app.ingest_consumer();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -107,6 +110,7 @@ pub async fn spawn_app_on(settings: Settings, db_config: tokio_postgres::Config)
             .timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client"),
+        ingest_consumer,
         stop: Some(stop),
         task: Some(task),
     };

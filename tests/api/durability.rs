@@ -1,5 +1,7 @@
 //! Nothing acknowledged is lost, nothing is stored twice: the server killed hard mid-stream
-//! (with the embedded broker and with Mosquitto), and PostgreSQL stopped mid-stream.
+//! (with the embedded broker, ingest in-process and over loopback, and with Mosquitto),
+//! PostgreSQL stopped mid-stream (ingest in-process and over loopback), and the in-process
+//! ingest task crashed mid-stream (the broker's session redelivers).
 
 use std::time::Duration;
 
@@ -13,8 +15,36 @@ use homeward_testkit::{eventually, free_port, spawn_app_on, test_settings, Mosqu
 
 use crate::helpers::serve;
 
+/// How ingest takes its messages in a test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum IngestPath {
+    /// From the embedded broker, in-process.
+    InProcess,
+    /// From the embedded broker, as an MQTT client over loopback TCP.
+    Loopback,
+    /// From a Mosquitto of the test's own, as an MQTT client.
+    Mosquitto(u16),
+}
+
+impl IngestPath {
+    /// `mqtt.embedded_ingest` for an embedded broker.
+    fn embedded_ingest(self) -> homeward::config::EmbeddedIngest {
+        match self {
+            IngestPath::Loopback => homeward::config::EmbeddedIngest::Loopback,
+            _ => homeward::config::EmbeddedIngest::InProcess,
+        }
+    }
+
+    fn env_value(self) -> &'static str {
+        match self.embedded_ingest() {
+            homeward::config::EmbeddedIngest::Loopback => "loopback",
+            homeward::config::EmbeddedIngest::InProcess => "in_process",
+        }
+    }
+}
+
 /// Streams `count` events from one device while the server is killed and restarted.
-async fn kill_mid_stream(external_broker: Option<u16>) {
+async fn kill_mid_stream(path: IngestPath) {
     let server = TestServer::get().await.unwrap();
     let db = server.fresh_database().await.unwrap();
     let pool = build_pool(db.clone(), 2, 5);
@@ -32,13 +62,14 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
     let data_dir = tempfile::tempdir().unwrap();
     let mqtt_port = free_port().unwrap();
     let mut envs = serve_database_envs(&db);
-    let (device_port, device_auth) = match external_broker {
-        Some(port) => {
+    envs.push(("HOMEWARD__MQTT__EMBEDDED_INGEST", path.env_value().into()));
+    let (device_port, device_auth) = match path {
+        IngestPath::Mosquitto(port) => {
             envs.push(("HOMEWARD__MQTT__URL", format!("mqtt://127.0.0.1:{port}")));
             envs.push(("HOMEWARD__MQTT__CLIENT_ID", format!("homeward-kill-{port}")));
             (port, None)
         }
-        None => (mqtt_port, Some((uid.to_string(), secret))),
+        _ => (mqtt_port, Some((uid.to_string(), secret))),
     };
 
     let first = serve(&envs, mqtt_port, data_dir.path()).await;
@@ -93,23 +124,39 @@ async fn kill_mid_stream(external_broker: Option<u16>) {
 
 #[tokio::test]
 async fn server_killed_mid_stream_loses_and_doubles_nothing_with_the_embedded_broker() {
-    kill_mid_stream(None).await;
+    kill_mid_stream(IngestPath::InProcess).await;
+}
+
+#[tokio::test]
+async fn server_killed_mid_stream_loses_and_doubles_nothing_with_the_embedded_broker_over_loopback()
+{
+    kill_mid_stream(IngestPath::Loopback).await;
 }
 
 #[tokio::test]
 async fn server_killed_mid_stream_loses_and_doubles_nothing_with_mosquitto() {
     let mosquitto = Mosquitto::start();
-    kill_mid_stream(Some(mosquitto.port)).await;
+    kill_mid_stream(IngestPath::Mosquitto(mosquitto.port)).await;
 }
 
 #[tokio::test]
 async fn a_database_outage_mid_stream_loses_and_doubles_nothing_and_recovers_by_itself() {
-    database_down_mid_stream(Stop::Fast).await;
+    database_down_mid_stream(Stop::Fast, IngestPath::InProcess).await;
+}
+
+#[tokio::test]
+async fn a_database_outage_mid_stream_loses_and_doubles_nothing_over_loopback() {
+    database_down_mid_stream(Stop::Fast, IngestPath::Loopback).await;
 }
 
 #[tokio::test]
 async fn a_database_crash_mid_stream_loses_and_doubles_nothing_and_recovers_by_itself() {
-    database_down_mid_stream(Stop::Crash).await;
+    database_down_mid_stream(Stop::Crash, IngestPath::InProcess).await;
+}
+
+#[tokio::test]
+async fn a_database_crash_mid_stream_loses_and_doubles_nothing_over_loopback() {
+    database_down_mid_stream(Stop::Crash, IngestPath::Loopback).await;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -123,7 +170,7 @@ enum Stop {
 /// Streams events while PostgreSQL goes away and comes back; the server is not restarted. With
 /// `synchronous_commit=off` (commits acknowledged before their WAL is written) the crash loses
 /// acknowledged events and fails this test; the fast stop does not notice.
-async fn database_down_mid_stream(stop: Stop) {
+async fn database_down_mid_stream(stop: Stop, path: IngestPath) {
     // A PostgreSQL of this test's own, since it is stopped and started.
     let dir = tempfile::Builder::new()
         .prefix("homeward-outage-")
@@ -138,7 +185,9 @@ async fn database_down_mid_stream(stop: Stop) {
     };
     let mut pg = EmbeddedPostgres::start(dir.path(), &options).await.unwrap();
     let db = pg.pg_config("homeward");
-    let app = spawn_app_on(test_settings(), db.clone()).await;
+    let mut settings = test_settings();
+    settings.mqtt.embedded_ingest = path.embedded_ingest();
+    let app = spawn_app_on(settings, db.clone()).await;
     let (org, _) = app
         .org_with_user(
             "Outage Org",
@@ -222,4 +271,61 @@ async fn database_down_mid_stream(stop: Stop) {
     );
     app.stop().await;
     pg.stop().await.unwrap();
+}
+
+/// The in-process consumer dies three times mid-stream (aborted, as a panic would end it): the
+/// broker's session keeps what was not acknowledged and redelivers it, in order, when the
+/// supervisor attaches again, soon enough that the device never has to resend.
+#[tokio::test]
+async fn an_ingest_crash_mid_stream_is_redelivered_by_the_broker_session() {
+    let mut settings = test_settings();
+    settings.mqtt.embedded_ingest = homeward::config::EmbeddedIngest::InProcess;
+    let app = homeward_testkit::spawn_app_with(settings).await;
+    let (org, _) = app
+        .org_with_user(
+            "Crash Org",
+            OrgKind::Provider,
+            homeward::auth::Role::ProviderAdmin,
+        )
+        .await;
+    let uid = "hub-crash";
+    let secret = app.device(&org, uid, "hub").await;
+    let count = 3000;
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let device = tokio::spawn(run_device(
+        DeviceRunSpec::on(&app, uid, &secret, base).sending(count, 600, Duration::from_secs(60)),
+    ));
+    for (i, at_least) in [300, 1200, 2100].into_iter().enumerate() {
+        let reached = eventually(Duration::from_secs(30), || async {
+            let (n, _) = event_counts(&app.pool, uid).await;
+            (n >= at_least).then_some(n)
+        })
+        .await;
+        assert!(reached.is_some(), "crash {i}: events flow before it");
+        assert!(
+            app.ingest_consumer.abort(),
+            "crash {i}: a consumer to abort"
+        );
+    }
+    let run = device.await.unwrap();
+    assert_eq!(run.sent, count);
+    assert!(
+        run.unacked.is_empty(),
+        "all acknowledged end to end: {} left",
+        run.unacked.len()
+    );
+    assert_eq!(
+        event_counts(&app.pool, uid).await,
+        (count as i64, count as i64),
+        "every (device, seq) exactly once"
+    );
+    assert_eq!(
+        run.resends, 0,
+        "the broker's session redelivered; the device never had to resend"
+    );
+    let metrics = app.metrics().await;
+    let restarts =
+        homeward_testkit::metrics::metric_value(&metrics, "homeward_ingest_restarts_total");
+    assert_eq!(restarts, Some(3.0), "{metrics}");
+    app.stop().await;
 }

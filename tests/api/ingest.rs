@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use homeward::auth::{OrgKind, Role};
+use homeward::config::EmbeddedIngest;
 use homeward_proto::Encoding;
 use homeward_testkit::db::event_counts;
 use homeward_testkit::metrics::metric_value;
@@ -28,7 +29,18 @@ async fn dead_letter_reasons(pool: &deadpool_postgres::Pool) -> Vec<(String, Str
 
 #[tokio::test]
 async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end() {
-    let app = spawn_app().await;
+    stored_once_and_acknowledged(EmbeddedIngest::InProcess).await;
+}
+
+#[tokio::test]
+async fn mqtt_events_are_stored_once_and_acknowledged_end_to_end_over_loopback() {
+    stored_once_and_acknowledged(EmbeddedIngest::Loopback).await;
+}
+
+async fn stored_once_and_acknowledged(path: EmbeddedIngest) {
+    let mut settings = test_settings();
+    settings.mqtt.embedded_ingest = path;
+    let app = spawn_app_with(settings).await;
     let (org, _) = app
         .org_with_user("Ingest Org", OrgKind::Provider, Role::ProviderAdmin)
         .await;

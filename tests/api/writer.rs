@@ -8,7 +8,7 @@ use homeward::config::IngestSettings;
 use homeward::db::build_pool;
 use homeward::ingest::copy::EventRow;
 use homeward::ingest::writer::{Acker, PIPELINE};
-use homeward::ingest::{EventItem, Item, Job, Source, Writer};
+use homeward::ingest::{BrokerAck, EventItem, Item, Job, Source, Writer};
 use homeward_proto::{AckRanges, Encoding, Event, EventBody, EventKind};
 use homeward_testkit::cluster::TestServer;
 
@@ -20,8 +20,13 @@ struct Recorder {
 }
 
 impl Acker for Recorder {
-    fn ack(&self, publish: &rumqttc::Publish, _epoch: u64) {
-        self.acks.lock().unwrap().push(publish.pkid);
+    fn ack(&self, acks: &[BrokerAck]) {
+        let mut recorded = self.acks.lock().unwrap();
+        for ack in acks {
+            if let BrokerAck::Local { pkid, .. } = ack {
+                recorded.push(*pkid);
+            }
+        }
     }
     fn stored(&self, device_uid: &str, ranges: &AckRanges, _encoding: Encoding) {
         let mut stored = self.stored.lock().unwrap();
@@ -87,16 +92,14 @@ async fn batches_in_flight_together_store_each_event_once_and_complete_in_order(
         if m % 2 == 1 {
             items.reverse();
         }
-        let mut publish = rumqttc::Publish::new(
-            format!("homeward/v1/writer-{device_id}/events"),
-            rumqttc::QoS::AtLeastOnce,
-            Vec::new(),
-        );
-        publish.pkid = m + 1;
+        let ack = BrokerAck::Local {
+            epoch: 1,
+            pkid: m + 1,
+        };
         handle
             .submit(Job {
                 items,
-                source: Source::Mqtt { publish, epoch: 0 },
+                source: Source::Mqtt { ack },
             })
             .await
             .expect("the writer takes jobs");

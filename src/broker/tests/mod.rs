@@ -8,6 +8,7 @@ mod acl;
 mod connect;
 mod delivery;
 mod flow_control;
+mod local;
 mod sessions;
 
 use std::collections::BTreeSet;
