@@ -2,8 +2,8 @@
 //! test process (nextest runs each test in its own process), started by whichever test needs it
 //! first, under a file lock. Each test gets a fresh database cloned from a migrated template,
 //! so tests are isolated and fast. `homeward-test-db stop` (this crate's binary, run by
-//! `make test`) stops it; the next start begins from an empty cluster, so the clones of earlier
-//! runs never pile up.
+//! `make test`) stops it and removes its files; a start that finds it stopped begins from an
+//! empty cluster, so the clones of earlier runs never pile up.
 //!
 //! The cluster has the application's runtime roles (`homeward_app` under row-level security,
 //! `homeward_service`), and the application under test connects as them ([`connections`]);
@@ -255,17 +255,28 @@ fn password_of(config: &tokio_postgres::Config) -> String {
         .unwrap_or_else(|| "homeward-test".to_owned())
 }
 
-/// Stops the shared cluster, if it runs.
+/// Stops the shared cluster, if it runs, and removes its files. Says whether it was running.
 pub async fn stop() -> Result<bool, DbError> {
     let dir = cluster_dir();
     let _lock = lock()?;
-    match EmbeddedPostgres::attach(&dir, None).await? {
+    let was_running = match EmbeddedPostgres::attach(&dir, None).await? {
         Some(pg) => {
             pg.stop_attached().await?;
-            Ok(true)
+            true
         }
-        None => Ok(false),
+        None => false,
+    };
+    // Its databases are the runs' clones, of no use after the run: a cluster left behind by
+    // each checkout filled the disk of a machine that builds many.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            DbError::Unavailable(format!(
+                "cannot remove the test cluster {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
+    Ok(was_running)
 }
 
 fn template_name() -> String {

@@ -1,5 +1,5 @@
 //! Manages the PostgreSQL cluster shared by the test suite (see `homeward_testkit::cluster`).
-//! `homeward-test-db stop` stops it; `homeward-test-db path` prints where it lives.
+//! `homeward-test-db stop` stops it and removes its files; `homeward-test-db path` prints where it lives.
 
 fn main() -> std::process::ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
@@ -17,8 +17,10 @@ fn main() -> std::process::ExitCode {
                     .map_err(|e| e.to_string())
             });
             match result {
-                Ok(true) => println!("test PostgreSQL stopped"),
-                Ok(false) => println!("test PostgreSQL was not running"),
+                Ok(true) => println!("test PostgreSQL stopped and removed"),
+                Ok(false) => {
+                    println!("test PostgreSQL was not running (its files, if any, removed)")
+                }
                 Err(e) => {
                     eprintln!("homeward-test-db: {e}");
                     return std::process::ExitCode::FAILURE;
