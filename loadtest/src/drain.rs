@@ -59,6 +59,60 @@ pub struct DrainFigures {
     pub server_rss_peak_mb: Option<f64>,
     /// CPU seconds of Mosquitto over the same span.
     pub mosquitto_cpu_s: f64,
+    /// Where PostgreSQL spent its time during the drain: the statements with the most
+    /// execution time, when the scenario loads `pg_stat_statements`
+    /// (`[postgres.settings] shared_preload_libraries`); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_statements: Vec<StatementCost>,
+}
+
+/// One statement's share of PostgreSQL's time during the drain.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementCost {
+    pub calls: i64,
+    pub total_ms: f64,
+    pub rows: i64,
+    pub query: String,
+}
+
+/// Whether the scenario's PostgreSQL loads `pg_stat_statements`.
+fn profiles_statements(scn: &Scenario) -> bool {
+    scn.postgres
+        .settings
+        .get("shared_preload_libraries")
+        .is_some_and(|v| v.contains("pg_stat_statements"))
+}
+
+/// Forgets what was counted so far (the extension made first, once).
+async fn reset_statements(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    client
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();",
+        )
+        .await
+        .context("pg_stat_statements")?;
+    Ok(())
+}
+
+/// The statements of every database with the most execution time since the reset.
+async fn top_statements(client: &tokio_postgres::Client) -> anyhow::Result<Vec<StatementCost>> {
+    let rows = client
+        .query(
+            "SELECT calls, total_exec_time + total_plan_time, rows, left(query, 300)
+             FROM pg_stat_statements ORDER BY 2 DESC LIMIT 15",
+            &[],
+        )
+        .await
+        .context("pg_stat_statements")?;
+    Ok(rows
+        .iter()
+        .map(|r| StatementCost {
+            calls: r.get(0),
+            total_ms: (r.get::<_, f64>(1) * 10.0).round() / 10.0,
+            rows: r.get(2),
+            query: r.get(3),
+        })
+        .collect())
 }
 
 /// The ticks the kernel counts CPU time in.
@@ -347,6 +401,10 @@ async fn drive(
     eprintln!("published in {published_s:.1} s");
 
     // The drain.
+    let profile = profiles_statements(scn);
+    if profile {
+        reset_statements(&client).await?;
+    }
     let postmaster = server::postmaster_pid(pg_dir).unwrap_or(0);
     let mosquitto_pid = mosquitto.pid();
     let (pg0, mq0) = (
@@ -411,6 +469,20 @@ async fn drive(
         stats::cpu_ticks(mosquitto_pid).unwrap_or(0),
     );
     srv.stop().await;
+    let statements = if profile {
+        top_statements(&client).await?
+    } else {
+        Vec::new()
+    };
+    for st in &statements {
+        eprintln!(
+            "{:>10.1} ms {:>8} calls {:>9} rows  {}",
+            st.total_ms,
+            st.calls,
+            st.rows,
+            st.query.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
     let first = first.unwrap_or(done);
     let drain_s = done.duration_since(first).as_secs_f64().max(1e-3);
     let per_100k =
@@ -440,6 +512,7 @@ async fn drive(
         postgres_cpu_s_per_100k: per_100k(pg1.saturating_sub(pg0)),
         server_rss_peak_mb: peak.map(|m: f64| (m * 10.0).round() / 10.0),
         mosquitto_cpu_s: (mq1.saturating_sub(mq0) as f64 / TICKS_PER_S * 100.0).round() / 100.0,
+        top_statements: statements,
     };
     let lost_dup = verification.lost + verification.duplicated + verification.unexpected;
     let zero_loss = lost_dup == 0;

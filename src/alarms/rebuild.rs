@@ -91,10 +91,10 @@ pub async fn rebuild_with(
     let mut pending = actions.into_iter().peekable();
     let mut run: Vec<Input> = Vec::new();
     // Received times are the server's own: none before 1970.
-    let mut after = (DateTime::<Utc>::UNIX_EPOCH, 0, 0);
+    let portal = derive::events_portal(&tx, DateTime::<Utc>::UNIX_EPOCH, None).await?;
     let mut newest = None;
     loop {
-        let (inputs, next) = derive::events_page(&tx, after, 5000).await?;
+        let (inputs, more) = derive::next_events(&tx, &portal, 5000).await?;
         for input in inputs {
             report.events += 1;
             newest = Some(input.received_at);
@@ -111,9 +111,8 @@ pub async fn rebuild_with(
                 derive::apply_event(&tx, &rules, &ids, &mut Known::default(), &input).await?;
             }
         }
-        match next {
-            Some(key) => after = key,
-            None => break,
+        if !more {
+            break;
         }
     }
     flush(&tx, &rules, &ids, &mut run).await?;

@@ -252,16 +252,23 @@ pub(super) async fn set_cursor(
 const CATCH_UP_MARGIN_SECS: i64 = 120;
 
 /// Derives what stored events have not yet given, from this instance's cursor (a new instance
-/// starts from the newest cursor of any; an empty table means from the beginning). Returns how
-/// many events it looked at.
+/// starts from the newest cursor of any; an empty table means from the beginning) to the
+/// moment it starts. Returns how many events it looked at.
+///
+/// It stops there because everything this process's writer stores reaches derivation through
+/// the feed, and the writer stamps `received_at` from the same clock: an event received after
+/// that moment is this process's (or another running instance's, which derives it). Reading
+/// on instead would chase the ingest: while a backlog drains, each page scans the newest events
+/// again, all of them, since `received_at` has no index of its own.
 pub async fn catch_up(
     pool: &deadpool_postgres::Pool,
     rules: &Rules,
     live: &LiveHub,
     instance: &str,
 ) -> Result<usize, AlarmError> {
+    let until = Utc::now();
+    let mut client = pool.get().await?;
     let since = {
-        let client = pool.get().await?;
         let row = client
             .query_one(
                 "SELECT COALESCE((SELECT received_at FROM alarm_cursor WHERE instance = $1), \
@@ -274,25 +281,26 @@ pub async fn catch_up(
             None => DateTime::<Utc>::UNIX_EPOCH,
         }
     };
+    let tx = client.transaction().await?;
+    let portal = derive::events_portal(&tx, since, Some(until)).await?;
     let mut looked = 0;
-    let mut after = (since, 0, 0);
     loop {
-        let (inputs, next) = {
-            let client = pool.get().await?;
-            derive::events_page(&client, after, 5000).await?
-        };
+        let (inputs, more) = derive::next_events(&tx, &portal, CATCH_UP_CHUNK).await?;
         looked += inputs.len();
         process(pool, rules, live, &inputs).await?;
         if let Some(last) = inputs.last() {
             set_cursor_in(pool, instance, last.received_at).await?;
         }
-        match next {
-            Some(key) => after = key,
-            None => break,
+        if !more {
+            break;
         }
     }
+    tx.commit().await?;
     Ok(looked)
 }
+
+/// Events the start-up catch-up derives at a time.
+const CATCH_UP_CHUNK: i32 = 5000;
 
 /// Advisory lock key of the missing-heartbeat check ("alarm" in ASCII, plus one).
 const SWEEP_LOCK: i64 = 0x616c_6172_6d01;

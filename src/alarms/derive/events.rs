@@ -5,12 +5,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use homeward_proto::{EventBody, EventKind};
 
 use super::sql::EVENTS_QUERY;
 use crate::alarms::AlarmError;
-use crate::db::cached;
 use crate::ingest::CommittedEvent;
 
 /// The event kinds derivation looks at; everything else passes by.
@@ -126,23 +124,31 @@ fn readings(body: &EventBody) -> (Option<i16>, Option<i16>, Option<i64>) {
     }
 }
 
-/// Reads stored events after `after` (received_at, device, seq), a page at a time.
-pub async fn events_page(
-    c: &impl GenericClient,
-    after: (DateTime<Utc>, i32, i64),
-    limit: i64,
-) -> Result<(Vec<Input>, Option<(DateTime<Utc>, i32, i64)>), AlarmError> {
-    let rows = cached::query(
-        c,
-        EVENTS_QUERY,
-        &[&relevant_codes(), &after.0, &after.1, &after.2, &limit],
-    )
-    .await?;
-    let next = rows
-        .last()
-        .filter(|_| rows.len() as i64 == limit)
-        .map(|r| (r.get("received_at"), r.get("device_id"), r.get("seq")));
-    Ok((rows.iter().filter_map(Input::from_row).collect(), next))
+/// The stored events derivation looks at, received after `since` and at or before `until`
+/// (`None`: to the end), in the order received, as a portal of `tx` that [`next_events`]
+/// fetches a chunk at a time: one query over the whole range (pages by key would each scan and
+/// sort every event received since `since` again, as `received_at` has no index of its own).
+pub async fn events_portal(
+    tx: &tokio_postgres::Transaction<'_>,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+) -> Result<tokio_postgres::Portal, AlarmError> {
+    let statement = tx.prepare(EVENTS_QUERY).await?;
+    let no_limit: Option<i64> = None;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&relevant_codes(), &since, &0i32, &0i64, &no_limit, &until];
+    Ok(tx.bind(&statement, &params).await?)
+}
+
+/// The next `n` events of an [`events_portal`], and whether there may be more.
+pub async fn next_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    portal: &tokio_postgres::Portal,
+    n: i32,
+) -> Result<(Vec<Input>, bool), AlarmError> {
+    let rows = tx.query_portal(portal, n).await?;
+    let more = rows.len() >= usize::try_from(n).unwrap_or(0);
+    Ok((rows.iter().filter_map(Input::from_row).collect(), more))
 }
 
 pub fn relevant_codes() -> Vec<i16> {

@@ -37,7 +37,7 @@ use sql::{
 };
 
 pub use actions::{apply_action, ActionRow};
-pub use events::{events_page, relevant_codes, Input, RELEVANT_KINDS};
+pub use events::{events_portal, next_events, relevant_codes, Input, RELEVANT_KINDS};
 pub use heartbeats::{apply_heartbeats, sweep, Heartbeats};
 pub use sql::{prepare_event_statements, EVENTS_QUERY};
 

@@ -9,12 +9,13 @@ use crate::alarms::model::VIEW_COLUMNS;
 use crate::alarms::AlarmError;
 
 /// Stored events derivation looks at, in the order they were received, after the key
-/// (`$2` received_at, `$3` device, `$4` seq), at most `$5`; `$1` the kinds' codes. The fields
-/// come as text, for the wire format's decoder.
+/// (`$2` received_at, `$3` device, `$4` seq) and received at or before `$6` (NULL: no end), at
+/// most `$5`; `$1` the kinds' codes. The fields come as text, for the wire format's decoder.
 pub const EVENTS_QUERY: &str = "SELECT e.device_id, d.organisation_id, d.uid, e.seq, \
      e.occurred_at, e.received_at, e.kind, e.data::text AS data \
      FROM events e JOIN devices d ON d.id = e.device_id \
      WHERE e.kind = ANY($1) AND (e.received_at, e.device_id, e.seq) > ($2, $3, $4) \
+       AND ($6::timestamptz IS NULL OR e.received_at <= $6::timestamptz) \
      ORDER BY e.received_at, e.device_id, e.seq \
      LIMIT $5";
 

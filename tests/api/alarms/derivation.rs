@@ -215,6 +215,71 @@ async fn events_stored_while_derivation_was_away_are_caught_up_at_start() {
     app.stop().await;
 }
 
+/// The start-up catch-up reads its range in chunks from one query: more events than a chunk
+/// are all derived, and an event received after the catch-up began is left to the live feed.
+#[tokio::test]
+async fn the_catch_up_derives_a_range_larger_than_a_chunk_and_stops_at_its_start() {
+    let app = spawn_app().await;
+    let p = provider(&app, "Long Catch-up Care").await;
+    app.device(&p.org, "hub-c2", "hub").await;
+    app.device(&p.org, "pendant-c3", "pendant").await;
+    let db = app.db_config.clone();
+    app.stop().await;
+    let pool = homeward::db::build_pool(db, 2, 5);
+    let ids: Vec<i32> = {
+        let client = pool.get().await.unwrap();
+        // 12,000 heartbeats over the last minute, then a pendant alarm; and a pendant alarm
+        // stamped an hour ahead, as if received after the catch-up began.
+        client
+            .batch_execute(
+                "INSERT INTO events (device_id, seq, occurred_at, received_at, kind, data)
+                 SELECT d.id, g, now(), now() - interval '60 s' + g * interval '4 ms', 16,
+                        '{\"battery\": 80, \"signal\": -67, \"interval_s\": 900}'
+                   FROM devices d, generate_series(1, 12000) g WHERE d.uid = 'hub-c2';
+                 INSERT INTO events (device_id, seq, occurred_at, received_at, kind, data)
+                 SELECT id, 12001, now(), now(), 1, '{}' FROM devices WHERE uid = 'hub-c2';
+                 INSERT INTO events (device_id, seq, occurred_at, received_at, kind, data)
+                 SELECT id, 1, now(), now() + interval '1 hour', 1, '{}'
+                   FROM devices WHERE uid = 'pendant-c3';",
+            )
+            .await
+            .unwrap();
+        client
+            .query(
+                "SELECT id FROM devices WHERE uid IN ('hub-c2', 'pendant-c3') ORDER BY uid",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let rules = Rules::from(&AlarmSettings::default());
+    let looked = homeward::alarms::catch_up(&pool, &rules, &LiveHub::default(), "test")
+        .await
+        .unwrap();
+    assert_eq!(looked, 12_001);
+    let client = pool.get().await.unwrap();
+    let last_seq: i64 = client
+        .query_one(
+            "SELECT last_seq FROM device_health WHERE device_id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last_seq, 12_000);
+    let sources: Vec<(i32, i64)> = client
+        .query("SELECT source_device_id, source_seq FROM alarms", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(sources, vec![(ids[0], 12_001)]);
+}
+
 #[tokio::test]
 async fn concurrent_derivation_opens_one_alarm_and_concurrent_actions_apply_once() {
     let app = spawn_app_with(quiet_settings()).await;
