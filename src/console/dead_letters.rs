@@ -41,6 +41,7 @@ fn reason_words(code: &str) -> &'static str {
         "unknown_device" => "From a device that is not registered",
         "device_disabled" => "From a disabled device",
         "storage_refused" => "The database refused it",
+        "internal_error" => "Homeward failed on it (a defect)",
         _ => "Could not be stored",
     }
 }

@@ -360,6 +360,11 @@ fn client_ack(publish: &rumqttc::Publish, epoch: u64) -> BrokerAck {
 
 /// The job for one MQTT message, whichever front end took it: its items (see [`to_items`])
 /// and how to release it at the broker after commit.
+///
+/// A panic while decoding (a defect of ours) makes the message a dead letter with its bytes
+/// (`internal_error`), stored and acknowledged like any other: left to kill the task, the broker
+/// session would give the same message first to every new attachment and ingest would stop
+/// for good behind it.
 pub(super) async fn message_job(
     topic_bytes: &[u8],
     payload: &Bytes,
@@ -367,11 +372,36 @@ pub(super) async fn message_job(
     directory: &DeviceDirectory,
     settings: &IngestSettings,
 ) -> Job {
+    use futures_util::FutureExt;
+    let decoded = std::panic::AssertUnwindSafe(to_items(topic_bytes, payload, directory, settings))
+        .catch_unwind()
+        .await;
+    let items = decoded.unwrap_or_else(|_| {
+        let topic_text = String::from_utf8_lossy(topic_bytes).into_owned();
+        tracing::error!(topic = %topic_text, "decoding a message panicked; kept as a dead letter");
+        metrics::counter!("homeward_ingest_dead_letters_total", "reason" => INTERNAL_ERROR)
+            .increment(1);
+        vec![Item::DeadLetter(DeadLetter {
+            organisation_id: None,
+            device_id: None,
+            device_uid: topic::parse(&topic_text).map(|(uid, _)| uid.to_string()),
+            source: "mqtt",
+            topic: Some(topic_text),
+            payload: payload.clone(),
+            reason_code: INTERNAL_ERROR.to_string(),
+            reason: "the server failed while decoding this message (a defect in Homeward); \
+                     kept with its bytes"
+                .to_string(),
+        })]
+    });
     Job {
-        items: to_items(topic_bytes, payload, directory, settings).await,
+        items,
         source: Source::Mqtt { ack },
     }
 }
+
+/// The dead-letter reason of a message whose decoding panicked.
+const INTERNAL_ERROR: &str = "internal_error";
 
 /// Decodes one message into what the writer stores: an event, each event of a batch
 /// (`homeward_proto::batch`), a status change, or dead letters. Waits (with back-off) while the
@@ -382,6 +412,10 @@ async fn to_items(
     directory: &DeviceDirectory,
     settings: &IngestSettings,
 ) -> Vec<Item> {
+    #[cfg(test)]
+    if payload.as_ref() == tests::PANICS {
+        panic!("a decoding defect, injected by a test");
+    }
     let received_at = Utc::now();
     let topic_text = String::from_utf8_lossy(topic_bytes).into_owned();
     let dead_bytes = |device: Option<&DeviceRef>, code: &str, reason: String, payload: Bytes| {
@@ -760,6 +794,38 @@ impl AckGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload on which decoding panics (test builds only).
+    pub(super) const PANICS: &[u8] = b"\xffpanic-for-a-test";
+
+    #[tokio::test]
+    async fn a_message_whose_decoding_panics_becomes_a_dead_letter_and_keeps_its_ack() {
+        // Never connected: decoding panics before it looks the device up.
+        let pool = crate::db::build_pool("host=127.0.0.1 port=1".parse().unwrap(), 1, 1);
+        let directory = DeviceDirectory::new(pool);
+        let payload = Bytes::from_static(PANICS);
+        let job = message_job(
+            b"homeward/v1/hub-1/events",
+            &payload,
+            BrokerAck::Local { epoch: 7, pkid: 42 },
+            &directory,
+            &IngestSettings::default(),
+        )
+        .await;
+        let [Item::DeadLetter(dead)] = job.items.as_slice() else {
+            panic!("expected one dead letter, got {:?}", job.items.len());
+        };
+        assert_eq!(dead.reason_code, INTERNAL_ERROR);
+        assert_eq!(dead.payload, payload);
+        assert_eq!(dead.device_uid.as_deref(), Some("hub-1"));
+        assert_eq!(dead.topic.as_deref(), Some("homeward/v1/hub-1/events"));
+        assert!(matches!(
+            job.source,
+            Source::Mqtt {
+                ack: BrokerAck::Local { epoch: 7, pkid: 42 }
+            }
+        ));
+    }
 
     #[test]
     fn an_ack_is_admitted_only_for_the_open_connection() {
