@@ -18,14 +18,15 @@ fn homeward_bin() -> PathBuf {
     bin
 }
 
-#[test]
-fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
+/// Runs the harness on a bundled scenario file into a fresh reports folder, bounded by 240 s;
+/// returns the folder (to remove at the end) and the files the run wrote there. Fails the
+/// test if the harness fails.
+fn run_scenario(name: &str, file: &str) -> (PathBuf, Vec<PathBuf>) {
     let reports =
-        std::env::temp_dir().join(format!("homeward-loadtest-smoke-{}", std::process::id()));
+        std::env::temp_dir().join(format!("homeward-loadtest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&reports);
     std::fs::create_dir_all(&reports).unwrap();
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
     let mut child = Command::new(env!("CARGO_BIN_EXE_homeward-loadtest"))
         .arg(&scenario)
         .arg("--homeward-bin")
@@ -45,7 +46,7 @@ fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the smoke run did not finish within 240 s");
+            panic!("the {name} run did not finish within 240 s");
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -53,23 +54,32 @@ fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     println!("{stdout}");
     assert!(status.success(), "the harness failed ({status}):\n{stdout}");
-
-    let files: Vec<PathBuf> = std::fs::read_dir(&reports)
+    let files = std::fs::read_dir(&reports)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
+    (reports, files)
+}
+
+/// The JSON report among a run's files.
+fn json_report(files: &[PathBuf]) -> serde_json::Value {
     let json = files
         .iter()
         .find(|p| p.extension().is_some_and(|e| e == "json"))
         .expect("a JSON report");
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+#[test]
+fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
+    let (reports, files) = run_scenario("smoke", "scenarios/smoke.toml");
+    let report = json_report(&files);
     assert!(
         files
             .iter()
             .any(|p| p.extension().is_some_and(|e| e == "svg")),
         "an SVG chart"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let v = &report["verification"];
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["duplicated"], 0, "{v}");
@@ -104,44 +114,8 @@ fn the_smoke_scenario_loses_nothing_and_writes_its_report() {
 
 #[test]
 fn the_drain_scenario_drains_a_mosquitto_backlog_once_and_reports_its_costs() {
-    let reports =
-        std::env::temp_dir().join(format!("homeward-loadtest-drain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&reports);
-    std::fs::create_dir_all(&reports).unwrap();
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/drain-smoke.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_homeward-loadtest"))
-        .arg(&scenario)
-        .arg("--homeward-bin")
-        .arg(homeward_bin())
-        .arg("--reports-dir")
-        .arg(&reports)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the harness starts");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the drain run did not finish within 240 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
-    println!("{stdout}");
-    assert!(status.success(), "the harness failed ({status}):\n{stdout}");
-    let json = std::fs::read_dir(&reports)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .expect("a JSON report");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let (reports, files) = run_scenario("drain", "scenarios/drain-smoke.toml");
+    let report = json_report(&files);
     let v = &report["verification"];
     assert_eq!(
         (
