@@ -333,8 +333,9 @@ impl Application {
         // Deep feeds: the writer waits only if a derivation falls far behind (or while it
         // catches up at start-up on a very large backlog), never on an ordinary slow moment.
         // Their tasks stop at `shutdown`, which fires after ingest has drained.
-        let evv_feed = writer.subscribe_committed(4096);
+        // The writer hands each batch to its feeds in turn: alarms first, they are waited for.
         let alarms_feed = writer.subscribe_committed(4096);
+        let evv_feed = writer.subscribe_committed(4096);
         tasks.extend(crate::evv::start(
             db.service_pool.clone(),
             live.clone(),

@@ -45,8 +45,18 @@ pub async fn process(
     // The pass's statements are few and run thousands of times a second under load: plan each
     // once per connection (a custom plan each time cost more than running it). Every one of
     // them reaches its rows by a key or a unique index whatever the parameters.
-    tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        .await?;
+    //
+    // Its commit does not wait for the WAL flush (`synchronous_commit = off`): what a pass
+    // writes is derived from stored events. WAL is flushed in order, so the cursor's
+    // synchronous commit after a pass (`set_cursor`) makes the pass durable first: a pass lost
+    // in a crash is one the cursor had not passed, and the start-up catch-up derives it again.
+    // A staff action on an alarm commits synchronously too, so it never outlives the alarm.
+    // Only the writer's commit backs an acknowledgement. An alarm thus waits for one WAL flush
+    // on its way to the live stream, not two.
+    tx.batch_execute(
+        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL synchronous_commit = off",
+    )
+    .await?;
     // Heartbeats keep their state in memory for the whole pass; the runs of other events
     // between them go out pipelined, in the order [`pass_order`] gives (each device's technical
     // events, and the care events, in their own order). Each device's heartbeats interact only

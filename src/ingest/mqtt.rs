@@ -108,7 +108,8 @@ pub fn start(
         .set_ack_mode(AckMode::Manual)
         .set_inflight(INFLIGHT)
         .set_max_packet_size(1 << 20, 1 << 20)
-        .set_request_channel_capacity(REQUEST_CAPACITY);
+        .set_request_channel_capacity(REQUEST_CAPACITY)
+        .set_max_request_batch(REQUEST_BATCH);
     let (client, eventloop) = AsyncClient::builder(options)
         .capacity(REQUEST_CAPACITY)
         .build();
@@ -166,7 +167,8 @@ pub fn start(
         .set_clean_session(true)
         .set_inflight(1000)
         .set_max_packet_size(1 << 20, 1 << 20)
-        .set_request_channel_capacity(REQUEST_CAPACITY);
+        .set_request_channel_capacity(REQUEST_CAPACITY)
+        .set_max_request_batch(REQUEST_BATCH);
     let (downlink, down_loop) = AsyncClient::builder(down_options)
         .capacity(REQUEST_CAPACITY)
         .build();
@@ -217,6 +219,10 @@ async fn downlink_loop(
 
 /// rumqttc's request channel: acks and downlinks for at least a full inflight window.
 const REQUEST_CAPACITY: usize = 50_000;
+/// Requests (acks, downlinks) the client's event loop takes from its channel before it writes to
+/// the socket: a commit's acks go out in a few writes, not in a write each (rumqttc's default
+/// is one request per write, a system call per PUBACK).
+const REQUEST_BATCH: usize = 1024;
 /// QoS 1 messages the subscriber may have published and not had acknowledged (downlinks go on
 /// their own connection; this is the ingest connection's own window).
 const INFLIGHT: u16 = 1000;

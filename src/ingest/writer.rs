@@ -1,11 +1,12 @@
 //! The batch writer: one task that gathers jobs into batches and completes them in the order
 //! they arrived, so MQTT acknowledgements go out in the order the messages came in.
 //!
-//! Up to [`PIPELINE`] batches are written at once, each on a database connection of its own:
-//! while one batch commits (waiting for its WAL flush), the next is copied in. Their rows are
-//! copied in (device, seq) order, so two batches holding the same event (a resend) wait for
-//! each other in one order and never deadlock. However they commit, batches are completed (acks,
-//! replies, end-to-end acks, the derivations' feed) strictly in order.
+//! Up to [`PIPELINE`] batches are written at once (one more while an alarm waits), each on a
+//! database connection of its own: while one batch commits (waiting for its WAL flush), the
+//! next is copied in. Their rows are copied in (device, seq) order, so two batches holding the
+//! same event (a resend) wait for each other in one order and never deadlock. However they
+//! commit, batches are completed (acks, replies, end-to-end acks, the derivations' feed)
+//! strictly in order.
 //!
 //! A batch closes when it holds `ingest.batch_size` items, when `ingest.linger_ms` has passed
 //! since its first job, or at once when a priority event (alarm, fall) joins it. It is written
@@ -20,6 +21,7 @@
 //! events dead-lettered with the database's reason, so one bad row never blocks the stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,15 +52,23 @@ pub trait Acker: Send + Sync {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    /// Urgent jobs in the queue (see [`Queue`]).
+    urgent: Arc<AtomicUsize>,
 }
 
 impl WriterHandle {
     /// Queues a job, waiting while the queue is full (back-pressure).
     pub async fn submit(&self, job: Job) -> Result<(), WriteError> {
-        self.tx
-            .send(job)
-            .await
-            .map_err(|_| WriteError::ShuttingDown)
+        let urgent = is_urgent(&job);
+        if urgent {
+            self.urgent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tx.send(job).await.map_err(|_| {
+            if urgent {
+                self.urgent.fetch_sub(1, Ordering::Relaxed);
+            }
+            WriteError::ShuttingDown
+        })
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -66,13 +76,52 @@ impl WriterHandle {
     }
 }
 
-/// Most batches being written at once (one connection each).
+/// Most batches being written at once (one connection each), and one more while an urgent
+/// job (an alarm, a fall) waits in the queue: its batch is copied in and commits beside the
+/// ones ahead of it (one WAL flush can take them all) instead of waiting for one of them to end.
+/// Completion stays in order.
 pub const PIPELINE: usize = 2;
+
+/// The writer's end of the queue, counting the urgent jobs still in it.
+struct Queue {
+    rx: mpsc::Receiver<Job>,
+    urgent: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    async fn recv(&mut self) -> Option<Job> {
+        let job = self.rx.recv().await;
+        if let Some(job) = &job {
+            self.took(job);
+        }
+        job
+    }
+
+    fn try_recv(&mut self) -> Result<Job, mpsc::error::TryRecvError> {
+        let job = self.rx.try_recv()?;
+        self.took(&job);
+        Ok(job)
+    }
+
+    fn took(&self, job: &Job) {
+        if is_urgent(job) {
+            self.urgent.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn urgent_waiting(&self) -> bool {
+        self.urgent.load(Ordering::Relaxed) > 0
+    }
+
+    fn len(&self) -> usize {
+        self.rx.len()
+    }
+}
 
 pub struct Writer {
     pool: Pool,
     settings: IngestSettings,
-    rx: mpsc::Receiver<Job>,
+    rx: Queue,
     acker: Option<Arc<dyn Acker>>,
     /// Connections not writing a batch now, each with its staging table.
     idle: Vec<Object>,
@@ -109,17 +158,21 @@ struct InFlight {
 impl Writer {
     pub fn new(pool: Pool, settings: IngestSettings) -> (Self, WriterHandle) {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let urgent = Arc::new(AtomicUsize::new(0));
         (
             Self {
                 pool,
                 settings,
-                rx,
+                rx: Queue {
+                    rx,
+                    urgent: urgent.clone(),
+                },
                 acker: None,
                 idle: Vec::new(),
                 committed: Vec::new(),
                 deferred: VecDeque::new(),
             },
-            WriterHandle { tx },
+            WriterHandle { tx, urgent },
         )
     }
 
@@ -140,7 +193,8 @@ impl Writer {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let room = inflight.len() < PIPELINE;
+            let room = inflight.len() < PIPELINE
+                || (inflight.len() == PIPELINE && self.rx.urgent_waiting());
             let head = async {
                 match inflight.front_mut() {
                     Some(f) => (&mut f.handle).await,

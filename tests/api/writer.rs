@@ -37,7 +37,7 @@ impl Acker for Recorder {
 }
 
 /// An event as its device sends it, again and again: its device time is part of it.
-fn item(device_id: i32, seq: i64) -> Item {
+fn item(device_id: i32, seq: i64, priority: bool) -> Item {
     let now = chrono::Utc::now();
     let t = 1_790_000_000_000 + seq * 1000;
     let occurred_at = chrono::DateTime::from_timestamp_millis(t).unwrap();
@@ -57,7 +57,7 @@ fn item(device_id: i32, seq: i64) -> Item {
         device_uid: format!("writer-{device_id}").into(),
         event: Box::new(event),
         encoding: Encoding::Json,
-        priority: false,
+        priority,
     })
 }
 
@@ -65,7 +65,8 @@ fn item(device_id: i32, seq: i64) -> Item {
 /// device resending what it was not yet told is stored), in the opposite order. With small
 /// batches and no linger, consecutive messages are written in different batches at the same
 /// time, contending for the same keys: each key must be stored once, nothing may deadlock, and
-/// the acks must come back in the order the messages were submitted.
+/// the acks must come back in the order the messages were submitted. Every seventh message is
+/// urgent (what an alarm's is), so a third batch is written beside the two while it waits.
 #[tokio::test]
 async fn batches_in_flight_together_store_each_event_once_and_complete_in_order() {
     const { assert!(PIPELINE >= 2, "the test is about batches written at once") };
@@ -88,7 +89,10 @@ async fn batches_in_flight_together_store_each_event_once_and_complete_in_order(
     for m in 0..messages {
         let device_id = 900_000 + i32::from(m % devices);
         let base = i64::from(m / devices) * 5;
-        let mut items: Vec<Item> = (1..=10).map(|k| item(device_id, base + k)).collect();
+        let urgent = m % 7 == 3;
+        let mut items: Vec<Item> = (1..=10)
+            .map(|k| item(device_id, base + k, urgent))
+            .collect();
         if m % 2 == 1 {
             items.reverse();
         }
