@@ -590,6 +590,7 @@ async fn drive(
         verification,
         zero_loss,
         ramp_steps: Vec::new(),
+        ramp_end: None,
         outages: Vec::new(),
         recovery: Vec::new(),
         target: TargetResult {

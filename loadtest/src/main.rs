@@ -269,6 +269,14 @@ fn print_summary(r: &report::Report) {
         "verification: {} devices, {} pairs offered, {} stored, lost {}, duplicated {}, unexpected {}, unacked at end {}, resends {}, dead letters {}",
         v.devices, v.offered_pairs, v.stored_pairs, v.lost, v.duplicated, v.unexpected, v.unacked_at_end, r.resends, v.dead_letters
     );
+    if let Some(end) = &r.ramp_end {
+        let note = if end == "fell behind" {
+            ""
+        } else {
+            " (the server kept up with all of it: the sustained rate is a lower bound)"
+        };
+        println!("ramp         {end}{note}");
+    }
     println!(
         "target {} (min {}, max {}): {} -> {}",
         r.target.metric,

@@ -205,6 +205,11 @@ pub struct Report {
     pub verification: Verification,
     pub zero_loss: bool,
     pub ramp_steps: Vec<RampStep>,
+    /// How a ramp ended: `fell behind` (what measures the server), `reached its top` or `ran
+    /// out of time` (then `sustained_rate_per_s` is only a lower bound: the server kept up
+    /// with everything offered). `None` without a ramp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_end: Option<String>,
     pub outages: Vec<Marker>,
     pub recovery: Vec<Recovery>,
     pub target: TargetResult,

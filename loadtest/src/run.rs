@@ -308,10 +308,28 @@ async fn drive(
     }
 
     let gen_done = Arc::new(AtomicBool::new(false));
+    // A ramp relative to COPY is in fractions of the baseline just measured.
+    let ramp_scale = match (&scn.rate, &baseline) {
+        (
+            Rate::Ramp {
+                relative_to_copy: true,
+                ..
+            },
+            Some(b),
+        ) => {
+            eprintln!(
+                "ramp sized by the COPY baseline: {:.0} rows/s is 1.0",
+                b.rows_per_s
+            );
+            b.rows_per_s
+        }
+        _ => 1.0,
+    };
     let generator = tokio::spawn(generate(
         scn.clone(),
         ts,
         offered_rate,
+        ramp_scale,
         shared.clone(),
         rng,
         mix,
@@ -410,6 +428,29 @@ async fn drive(
         }
     }
     let (load_seconds, ramp_steps) = generator.await?;
+    let ramp_end = match &scn.rate {
+        Rate::Ramp {
+            max, behind_steps, ..
+        } => Some(
+            if crate::report::behind_at_end(&ramp_steps) >= *behind_steps as usize {
+                "fell behind"
+            } else if ramp_steps
+                .last()
+                .is_some_and(|s| s.offered_per_s >= max * ramp_scale)
+            {
+                "reached its top"
+            } else {
+                "ran out of time"
+            }
+            .to_string(),
+        ),
+        _ => None,
+    };
+    if let Some(end) = ramp_end.as_deref().filter(|e| *e != "fell behind") {
+        eprintln!(
+            "the ramp {end} before the server fell behind: the sustained rate is a lower bound"
+        );
+    }
     let load_end = shared.elapsed_s();
 
     // 4. Drain: devices finish once everything they offered is acknowledged.
@@ -602,6 +643,7 @@ async fn drive(
         verification,
         zero_loss,
         ramp_steps,
+        ramp_end,
         outages: markers,
         recovery,
         target: TargetResult {
@@ -696,6 +738,7 @@ async fn generate(
     scn: Scenario,
     ts: f64,
     fraction_rate: Option<f64>,
+    ramp_scale: f64,
     shared: Arc<Shared>,
     mut rng: Rng,
     mix: Mix,
@@ -729,18 +772,20 @@ async fn generate(
             Rate::Fixed { events_per_s } => *events_per_s,
             Rate::FractionOfSaturation { .. } => fraction_rate.unwrap_or(0.0),
             Rate::Ramp {
-                start: r0,
+                start,
                 step,
                 step_s,
                 max,
                 behind_steps,
+                ..
             } => {
+                let (r0, step, max) = (start * ramp_scale, step * ramp_scale, max * ramp_scale);
                 let k = (t / step_s) as u64;
                 if k > step_index {
                     // A step ended: its acknowledged rate.
                     let acked = shared.acked.load(Ordering::Relaxed);
                     let created = shared.offered.load(Ordering::Relaxed);
-                    let offered = (r0 + step * step_index as f64).min(*max);
+                    let offered = (r0 + step * step_index as f64).min(max);
                     let got = (acked - step_acked_at) as f64 / step_s;
                     steps.push(RampStep {
                         offered_per_s: offered,
@@ -761,7 +806,7 @@ async fn generate(
                         break;
                     }
                 }
-                (r0 + step * k as f64).min(*max)
+                (r0 + step * k as f64).min(max)
             }
         };
         shared.target_rate.store(rate as u64, Ordering::Relaxed);

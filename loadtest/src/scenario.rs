@@ -79,6 +79,11 @@ pub enum Rate {
     /// the server has not kept up with `behind_steps` steps in a row (its backlog grew by 5 %
     /// of a step's events or more: [`crate::report::RampStep::kept_up`]). One step behind and
     /// the next caught up (a checkpoint, say) does not end the ramp.
+    ///
+    /// With `relative_to_copy`, `start`, `step` and `max` are fractions of the COPY baseline
+    /// measured before the load, so the ramp reaches the server's limit on a fast machine as on
+    /// a slow one (a ramp in events/s sized for one machine can end, on a faster one, before
+    /// the server falls behind, and then measures the ramp, not the server).
     Ramp {
         start: f64,
         step: f64,
@@ -86,6 +91,8 @@ pub enum Rate {
         max: f64,
         #[serde(default = "d_behind_steps")]
         behind_steps: u32,
+        #[serde(default)]
+        relative_to_copy: bool,
     },
     /// `fraction` of the saturation rate (from `--saturation-rate` or the latest
     /// `reports/saturation-*.json`).
@@ -294,10 +301,16 @@ impl Scenario {
                 step_s,
                 max,
                 behind_steps,
+                relative_to_copy,
             } => {
-                bounded("rate.start", *start, 1e6)?;
-                bounded("rate.step", *step, 1e6)?;
-                bounded("rate.max", *max, 1e6)?;
+                // As fractions of the COPY rate, at most three times it.
+                let top = if *relative_to_copy { 3.0 } else { 1e6 };
+                bounded("rate.start", *start, top)?;
+                bounded("rate.step", *step, top)?;
+                bounded("rate.max", *max, top)?;
+                if *relative_to_copy && self.baseline.duration_s <= 0.0 {
+                    bail!("rate.relative_to_copy needs a COPY baseline before the load ([baseline] duration_s > 0)");
+                }
                 if *step_s < 1.0 {
                     bail!("rate.step_s must be at least 1");
                 }
@@ -361,6 +374,32 @@ mod tests {
             );
             assert!(s.baseline.after_load, "{name}");
         }
+    }
+
+    #[test]
+    fn the_saturation_ramps_are_sized_by_the_copy_baseline_and_reach_past_it() {
+        for name in ["saturation", "saturation-single"] {
+            let s = bundled(name);
+            let Rate::Ramp {
+                start,
+                step,
+                step_s,
+                max,
+                relative_to_copy,
+                ..
+            } = s.rate
+            else {
+                panic!("{name} ramps");
+            };
+            assert!(relative_to_copy, "{name}");
+            // The ramp passes the COPY rate itself within the scenario's duration.
+            let steps = (s.duration_s / step_s).floor();
+            assert!(max >= 1.0 && start + step * (steps - 1.0) >= 1.0, "{name}");
+        }
+        let mut s = bundled("saturation");
+        s.baseline.duration_s = 0.0;
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("rate.relative_to_copy"), "{e}");
     }
 
     #[test]
