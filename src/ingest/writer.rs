@@ -193,8 +193,10 @@ impl Writer {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let room = inflight.len() < PIPELINE
-                || (inflight.len() == PIPELINE && self.rx.urgent_waiting());
+            // A batch beyond the first starts only with a connection to spare: it must not
+            // wait in the pool for those the batches in flight hold.
+            let limit = PIPELINE + usize::from(self.rx.urgent_waiting());
+            let room = inflight.is_empty() || (inflight.len() < limit && self.spare_connection());
             let head = async {
                 match inflight.front_mut() {
                     Some(f) => (&mut f.handle).await,
@@ -245,6 +247,15 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether a connection can be had without waiting for one. With a small
+    /// `database.pool_size`, or the pool busy with other work, the connections a second or third
+    /// batch would wait for can be the ones the batches in flight hold, which only this task
+    /// gives back: it would stall until the pool's wait timed out.
+    fn spare_connection(&self) -> bool {
+        let pool = self.pool.status();
+        !self.idle.is_empty() || pool.available > 0 || pool.size < pool.max_size
     }
 
     /// The next job: one deferred behind a held batch, else the queue's next.

@@ -521,15 +521,41 @@ async fn write_sql(app: &TestApp, w: &World, tag: &str, served: &[Person], cohor
 /// and the cohort stay), so each run's report reads only its own rows.
 async fn clear(app: &TestApp) {
     let c = app.pool.get().await.unwrap();
-    // The application's background work reads people too: a deadlock is retried.
+    // The application's background work reads people too: a deadlock is retried, and so is a
+    // lock held for more than 10 s, with what else is running printed (a run in CI once hung
+    // for minutes somewhere in this test; a wait here now says what it waited for).
+    c.batch_execute("SET lock_timeout = '10s'").await.unwrap();
     for attempt in 0.. {
         match c
             .batch_execute("TRUNCATE people, comparison_members, comparison_events CASCADE")
             .await
         {
-            Ok(()) => return,
+            Ok(()) => {
+                c.batch_execute("RESET lock_timeout").await.unwrap();
+                return;
+            }
             Err(e) if attempt < 5 => {
                 eprintln!("clearing the run's rows again: {e}");
+                let others = c
+                    .query(
+                        "SELECT pid, state, wait_event_type, wait_event, left(query, 200) \
+                           FROM pg_stat_activity \
+                          WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                            AND state <> 'idle'",
+                        &[],
+                    )
+                    .await
+                    .unwrap_or_default();
+                for r in others {
+                    let (pid, state, kind, event, query): (
+                        i32,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                    ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+                    eprintln!("  backend {pid} {state:?} waiting {kind:?}/{event:?}: {query:?}");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e}"),
@@ -538,15 +564,19 @@ async fn clear(app: &TestApp) {
 }
 
 async fn report(app: &TestApp, w: &World) -> Value {
-    let (s, r) = app
-        .get_json(
+    // A report takes well under a second here: a minute without an answer is a hang, named.
+    let (s, r) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        app.get_json(
             &format!(
                 "/v1/outcomes/report?scope=contract&id={}&from={FROM}&to={TO}&as_of={AS_OF}",
                 w.contract
             ),
             &w.council_token,
-        )
-        .await;
+        ),
+    )
+    .await
+    .expect("the contract report answers within a minute");
     assert_eq!(s, 200, "{r}");
     r
 }
