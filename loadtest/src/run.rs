@@ -446,11 +446,6 @@ async fn drive(
         ),
         _ => None,
     };
-    if let Some(end) = ramp_end.as_deref().filter(|e| *e != "fell behind") {
-        eprintln!(
-            "the ramp {end} before the server fell behind: the sustained rate is a lower bound"
-        );
-    }
     let load_end = shared.elapsed_s();
 
     // 4. Drain: devices finish once everything they offered is acknowledged.
