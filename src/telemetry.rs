@@ -25,6 +25,22 @@ pub fn init_logs(settings: &LogSettings) {
     };
 }
 
+/// Seconds from an alarm's or fall's arrival (its `received_at`) to each stage of its way to the
+/// live stream, by `stage`: `stored` (the writer's transaction committed), `derivation_started`
+/// (the care pass that takes it began) and `published` (that pass committed and its changes went
+/// to the live stream). Events of the priority kinds only; the start-up catch-up is not counted.
+pub const ALARM_PATH_SECONDS: &str = "homeward_alarm_path_seconds";
+
+/// Records `stage` of the alarm path for an event received at `received_at`.
+pub fn record_alarm_path(
+    stage: &'static str,
+    received_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let seconds = (now - received_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    metrics::histogram!(ALARM_PATH_SECONDS, "stage" => stage).record(seconds.max(0.0));
+}
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -40,6 +56,15 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full("homeward_ingest_batch_size".into()),
                     &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
+                )
+                .expect("static bucket list is not empty")
+                // Finer where the alarm path's target (100 ms) lies.
+                .set_buckets_for_metric(
+                    Matcher::Full(ALARM_PATH_SECONDS.into()),
+                    &[
+                        0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15,
+                        0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
                 )
                 .expect("static bucket list is not empty");
             let recorder = builder.build_recorder();

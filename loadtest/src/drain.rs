@@ -569,6 +569,7 @@ async fn drive(
             lagged_frames: 0,
             latency: empty,
             note: "not measured by the drain".into(),
+            stages: Vec::new(),
         },
         resends: 0,
         http_retries: 0,

@@ -242,6 +242,12 @@ fn print_summary(r: &report::Report) {
         "alarm path ms:        p50 {} p99 {} (matched {}); {}",
         a.latency.p50_ms, a.latency.p99_ms, a.matched, a.note
     );
+    for s in &a.stages {
+        println!(
+            "  in the server, arrival to {}: p50 {} p99 {} ms (n={})",
+            s.stage, s.p50_ms, s.p99_ms, s.count
+        );
+    }
     println!(
         "server: cpu avg {}% max {}%, rss first {} max {} last {} MB, growth {} MB/min, restarts {}; postgres cpu avg {}%, harness cpu avg {}%",
         opt(r.server.cpu_avg_pct),

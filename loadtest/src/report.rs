@@ -97,6 +97,45 @@ pub struct AlarmPath {
     /// Device publish to `event: alarm` on `GET /v1/live`.
     pub latency: Percentiles,
     pub note: String,
+    /// The server's own account of the same path (`homeward_alarm_path_seconds`), from its
+    /// arrival at Homeward to each stage; empty when not scraped.
+    pub stages: Vec<AlarmStage>,
+}
+
+/// One stage of the alarm path as the server's histogram has it, since the server last started.
+/// Quantiles are interpolated within the histogram's buckets (up to 10 ms wide below 100 ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct AlarmStage {
+    pub stage: String,
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The alarm path's stages from a server's `/metrics` text, in the order an alarm passes them.
+pub fn alarm_stages(metrics: &str) -> Vec<AlarmStage> {
+    const ORDER: [&str; 3] = ["stored", "derivation_started", "published"];
+    let mut stages: Vec<AlarmStage> =
+        homeward_testkit::metrics::histograms_by(metrics, "homeward_alarm_path_seconds", "stage")
+            .into_iter()
+            .filter(|(_, h)| h.count() > 0.0)
+            .map(|(stage, h)| {
+                let ms = |q: f64| (h.quantile(q).unwrap_or(0.0) * 10_000.0).round() / 10.0;
+                AlarmStage {
+                    count: h.count() as u64,
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                    stage,
+                }
+            })
+            .collect();
+    stages.sort_by_key(|s| {
+        ORDER
+            .iter()
+            .position(|o| *o == s.stage)
+            .unwrap_or(ORDER.len())
+    });
+    stages
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -458,6 +458,18 @@ async fn drive(
     }
     let drain_seconds = shared.elapsed_s() - load_end;
     shared.stop.store(true, Ordering::Relaxed);
+    // The server's account of the alarm path (stages since it last started).
+    let alarm_stages = match http_client
+        .get(format!("{}/metrics", shared.base()))
+        .send()
+        .await
+    {
+        Ok(r) => crate::report::alarm_stages(&r.text().await.unwrap_or_default()),
+        Err(e) => {
+            eprintln!("could not read the server's /metrics: {e}");
+            Vec::new()
+        }
+    };
     let mut results = Vec::new();
     for t in device_tasks.into_iter().chain(phone_tasks) {
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), t).await {
@@ -583,6 +595,7 @@ async fn drive(
         lagged_frames: alarms.lagged,
         latency: percentiles(&alarms.hist),
         note: alarm_note,
+        stages: alarm_stages,
     };
     let value = match scn.target.metric.as_str() {
         "ratio_to_copy" => ratio_to_copy,

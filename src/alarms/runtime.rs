@@ -106,6 +106,7 @@ pub fn start(
                 }
             }
             if !care.is_empty() {
+                record_alarm_path("derivation_started", &care);
                 derive_with_retry(
                     &feed_pool,
                     &feed_rules,
@@ -114,6 +115,7 @@ pub fn start(
                     &mut feed_shutdown,
                 )
                 .await;
+                record_alarm_path("published", &care);
             }
             if let Some(newest) = newest {
                 // Also sent when empty, so the cursor moves past care-only batches.
@@ -139,6 +141,15 @@ pub fn start(
         }
     });
     vec![feed, sweeper]
+}
+
+/// The alarm path's `stage` for the alarms and falls among `inputs` (see
+/// [`ALARM_PATH_SECONDS`](crate::telemetry::ALARM_PATH_SECONDS)).
+fn record_alarm_path(stage: &'static str, inputs: &[Input]) {
+    let now = Utc::now();
+    for input in inputs.iter().filter(|i| i.kind.is_priority()) {
+        crate::telemetry::record_alarm_path(stage, input.received_at, now);
+    }
 }
 
 /// Derives technical events in gathered runs, then records how far derivation got: everything

@@ -502,6 +502,7 @@ impl Writer {
             metrics::counter!("homeward_ingest_events_total", "outcome" => label).increment(n);
         }
         let mut stored = Vec::with_capacity(if feed { stored_count } else { 0 });
+        let now = chrono::Utc::now();
         let mut acks = Vec::with_capacity(batch.len());
         for (job, outcomes) in batch.into_iter().zip(outcomes) {
             let Job { items, source } = job;
@@ -526,6 +527,9 @@ impl Writer {
             if feed {
                 for (item, outcome) in items.into_iter().zip(&outcomes) {
                     if let (Item::Event(e), Outcome::Stored) = (item, outcome) {
+                        if e.priority {
+                            crate::telemetry::record_alarm_path("stored", e.row.received_at, now);
+                        }
                         stored.push(CommittedEvent {
                             device_id: e.row.device_id,
                             organisation_id: e.organisation_id,

@@ -54,6 +54,26 @@ async fn metrics_are_prometheus_text() {
     // The device's three publishes, and the acknowledgements Homeward sent back through it.
     let through_broker = metric_value(&text, "homeward_broker_messages_received_total");
     assert!(through_broker.unwrap_or(0.0) >= 3.0, "{text}");
+    // The alarm path of the two smoke events (priority kinds), stage by stage: stored once each
+    // (the resend is a duplicate), then derived and published.
+    let stage = |name: &str| format!("homeward_alarm_path_seconds_count{{stage=\"{name}\"}}");
+    let text = eventually(Duration::from_secs(10), || async {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        (metric_value(&text, &stage("published")) == Some(2.0)).then_some(text)
+    })
+    .await
+    .expect("both smoke alarms are published");
+    assert_eq!(metric_value(&text, &stage("stored")), Some(2.0), "{text}");
+    assert_eq!(
+        metric_value(&text, &stage("derivation_started")),
+        Some(2.0),
+        "{text}"
+    );
+    let stages =
+        homeward_testkit::metrics::histograms_by(&text, "homeward_alarm_path_seconds", "stage");
+    let published = &stages.iter().find(|(s, _)| s == "published").unwrap().1;
+    // Within the finite buckets (10 s at most).
+    assert!(published.quantile(1.0).unwrap() <= 10.0, "{text}");
     app.stop().await;
 }
 
