@@ -743,10 +743,24 @@ struct WriterCtx<S> {
     _done: mpsc::Sender<()>,
 }
 
+/// How long a streaming client's acknowledgements (PUBACK above all) may wait for company.
+///
+/// A device streaming single-event messages gets a PUBACK for each; written at once, that is a
+/// socket write (and, for the device, a read) per message, most of the cost of a message on
+/// loopback. While a client is seen pipelining (it sends more before the answers to earlier
+/// ones), an answers-only batch waits up to this long for more answers or for a message to
+/// deliver (Homeward's end-to-end ack after each commit comes that way), and they go out in one
+/// write. A client that waits for each answer before it sends again is seen as such after one
+/// wait that gathers nothing, and is answered at once from then on.
+pub(super) const ANSWER_LINGER: Duration = Duration::from_millis(5);
+
 /// Pull batches from the session and write each with one socket write.
 async fn write_loop<S: Stream>(mut ctx: WriterCtx<S>) {
     let delivered = metrics::counter!("homeward_broker_messages_delivered_total");
     let mut out = BytesMut::with_capacity(4 * 1024);
+    // Whether the client is pipelining: set by a write that carried several answers, cleared
+    // by a linger that gathered none.
+    let mut pipelining = false;
     loop {
         let Some(batch) =
             ctx.session
@@ -767,12 +781,42 @@ async fn write_loop<S: Stream>(mut ctx: WriterCtx<S>) {
             out = BytesMut::with_capacity(4 * 1024);
         }
         out.clear();
-        for packet in &batch.packets {
-            if let Err(e) = packet.write(&mut out, usize::MAX) {
-                tracing::warn!(error = %e, "could not encode outgoing packet; closing connection");
-                ctx.close.close(CloseReason::WriteFailed);
-                return;
+        if !encode(&batch, &mut out, &ctx.close) {
+            return;
+        }
+        let mut publishes = batch.publishes;
+        let mut answers = batch.packets.len() - publishes as usize;
+        if publishes == 0 && pipelining {
+            let started_with = answers;
+            let deadline = Instant::now() + ANSWER_LINGER;
+            while publishes == 0 && out.len() < BATCH_BYTES {
+                tokio::select! {
+                    _ = ctx.wake.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = ctx.close.closed() => return,
+                }
+                let Some(more) = ctx.session.next_batch(
+                    ctx.conn_id,
+                    ctx.max_inflight,
+                    BATCH_PACKETS,
+                    BATCH_BYTES,
+                ) else {
+                    ctx.close.close(CloseReason::TakenOver);
+                    return;
+                };
+                ctx.drained.notify_waiters();
+                if !encode(&more, &mut out, &ctx.close) {
+                    return;
+                }
+                publishes += more.publishes;
+                answers += more.packets.len() - more.publishes as usize;
             }
+            if answers == started_with && publishes == 0 {
+                pipelining = false;
+            }
+        }
+        if answers >= 2 {
+            pipelining = true;
         }
         let written = tokio::select! {
             r = ctx.wr.write_all(&out) => r,
@@ -783,6 +827,19 @@ async fn write_loop<S: Stream>(mut ctx: WriterCtx<S>) {
             ctx.close.close(CloseReason::WriteFailed);
             return;
         }
-        delivered.increment(batch.publishes);
+        delivered.increment(publishes);
     }
+}
+
+/// Appends a batch's packets to `out`; false (and the connection closed) if one cannot be
+/// encoded.
+fn encode(batch: &super::session::Batch, out: &mut BytesMut, close: &CloseSignal) -> bool {
+    for packet in &batch.packets {
+        if let Err(e) = packet.write(out, usize::MAX) {
+            tracing::warn!(error = %e, "could not encode outgoing packet; closing connection");
+            close.close(CloseReason::WriteFailed);
+            return false;
+        }
+    }
+    true
 }

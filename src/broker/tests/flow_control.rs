@@ -369,3 +369,44 @@ async fn a_connection_without_connect_is_closed_after_the_connect_timeout() {
     wait_stats(&broker, |s| s.connected_clients == 0 && s.sessions == 0).await;
     broker.shutdown().await;
 }
+
+/// Answers wait for company only while a client pipelines: once a client is seen waiting for
+/// each PUBACK before it publishes again, it is answered at once (`ANSWER_LINGER`). Without
+/// that, every one of its round trips would take the linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_waits_for_each_puback_is_answered_at_once() {
+    use crate::broker::conn::ANSWER_LINGER;
+    use rumqttc::mqttbytes::v4::Publish;
+
+    let broker = start_broker(test_config()).await;
+    let mut dev = Raw::connect(&broker, "dev1", "dev1").await;
+    let publish = |pkid: u16| {
+        let mut p = Publish::new("devices/dev1/up/e", QoS::AtLeastOnce, vec![1u8]);
+        p.pkid = pkid;
+        Packet::Publish(p)
+    };
+    let puback = async |dev: &mut Raw, pkid: u16| match dev.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.pkid, pkid),
+        other => panic!("expected PUBACK {pkid}, got {other:?}"),
+    };
+    // Two publishes in one write: two answers in one batch, so the broker sees it pipelining.
+    let mut out = BytesMut::new();
+    for pkid in [1, 2] {
+        publish(pkid).write(&mut out, usize::MAX).expect("encode");
+    }
+    dev.send_bytes(&out).await;
+    puback(&mut dev, 1).await;
+    puback(&mut dev, 2).await;
+    // Then one at a time, each after the answer to the one before.
+    let mut held = 0;
+    for pkid in 3..103u16 {
+        let sent = Instant::now();
+        dev.send(publish(pkid)).await;
+        puback(&mut dev, pkid).await;
+        if sent.elapsed() >= ANSWER_LINGER - Duration::from_millis(1) {
+            held += 1;
+        }
+    }
+    assert!(held < 20, "{held} of 100 PUBACKs were held back");
+    broker.shutdown().await;
+}
