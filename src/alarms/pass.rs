@@ -71,6 +71,13 @@ pub async fn process(
         if inputs[i].kind == homeward_proto::EventKind::Heartbeat {
             changes.extend(heartbeats.apply(&tx, rules, &ids, inputs[i]).await?);
             i += 1;
+            if inputs
+                .get(i)
+                .is_none_or(|e| e.kind != homeward_proto::EventKind::Heartbeat)
+            {
+                // The run's clears, before the events after it may touch the same alarms.
+                changes.extend(heartbeats.flush(&tx, rules).await?);
+            }
             continue;
         }
         // A run of other events goes out at once, pipelined on the connection. Events whose
@@ -128,7 +135,31 @@ pub async fn process(
                         .collect())
                 }));
             }
+            // The round's other transitions (clears, resets, responders: each on a fold of its
+            // own) are one statement too; an event whose fold [`Known`] did not see goes alone.
+            let (mut stepped, mut steps, mut alone) = (Vec::new(), Vec::new(), Vec::new());
             for n in others {
+                match derive::planned_step(rules, &known, run[n]) {
+                    Some(step) => {
+                        stepped.push(n);
+                        steps.push(step);
+                    }
+                    None => alone.push(n),
+                }
+            }
+            if !steps.is_empty() {
+                let (tx, run) = (&tx, &run);
+                pending.push(Box::pin(async move {
+                    let steps: Vec<derive::Step<'_>> = stepped
+                        .iter()
+                        .zip(&steps)
+                        .map(|(n, (t, key))| t.step(run[*n], key))
+                        .collect();
+                    let changes = derive::step_many(tx, rules, &steps).await?;
+                    Ok(stepped.into_iter().zip(changes).collect())
+                }));
+            }
+            for n in alone {
                 let (tx, ids, known, input) = (&tx, &ids, &known, run[n]);
                 pending.push(Box::pin(async move {
                     Ok(vec![(

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use homeward_proto::EventKind;
 
-use super::{device_fold, raise, step, Cause, Change, IdMap, Input, Raise, Rules, Step, Target};
+use super::{
+    device_fold, raise, step_many, Cause, Change, IdMap, Input, Raise, Rules, Step, Target,
+};
 use crate::alarms::model::{AlarmKind, AlarmView, Category, State, Transition, VIEW_COLUMNS};
 use crate::alarms::AlarmError;
 use crate::db::cached;
@@ -34,6 +36,20 @@ pub struct Heartbeats {
     open: HashMap<(i32, AlarmKind), (i64, DateTime<Utc>)>,
     /// The newest heartbeat derived per device.
     latest: HashMap<i32, Latest>,
+    /// Clears decided and not yet written: [`flush`](Self::flush) writes them in one
+    /// statement.
+    pending: Vec<Clear>,
+}
+
+/// A technical alarm a heartbeat clears.
+#[derive(Debug)]
+struct Clear {
+    id: i64,
+    at: DateTime<Utc>,
+    organisation_id: i32,
+    device_id: i32,
+    seq: i64,
+    device_uid: std::sync::Arc<str>,
 }
 
 /// A device's newest heartbeat, as `device_health` keeps it.
@@ -149,10 +165,6 @@ impl Heartbeats {
             // load).
             return Ok(changes);
         }
-        let cause = Cause::Event {
-            device_id: hb.device_id,
-            seq: hb.seq,
-        };
         if let Some(p) = self.prev.get(&hb.device_id).copied() {
             let due = rules.heartbeat_due(p.at, p.interval_s);
             if hb.received_at > due
@@ -160,6 +172,9 @@ impl Heartbeats {
                     .open
                     .contains_key(&(hb.device_id, AlarmKind::HeartbeatMissing))
             {
+                // A clear not yet written would leave the earlier silence open in the table,
+                // and this one would fold into it.
+                changes.extend(self.flush(c, rules).await?);
                 let raised = raise(
                     c,
                     ids,
@@ -190,7 +205,7 @@ impl Heartbeats {
             .remove(&(hb.device_id, AlarmKind::HeartbeatMissing))
         {
             let at = hb.received_at.max(raised_at);
-            changes.extend(clear(c, rules, hb, id, at, cause).await?);
+            self.clear(hb, id, at);
         }
         if hb.battery.is_some_and(|b| b > rules.battery_ok_above) {
             if let Some((id, raised_at)) = self
@@ -199,7 +214,7 @@ impl Heartbeats {
                 .copied()
             {
                 if hb.occurred_at >= raised_at {
-                    changes.extend(clear(c, rules, hb, id, hb.occurred_at, cause).await?);
+                    self.clear(hb, id, hb.occurred_at);
                     self.open.remove(&(hb.device_id, AlarmKind::BatteryLow));
                 }
             }
@@ -225,8 +240,62 @@ impl Heartbeats {
         Ok(changes)
     }
 
+    fn clear(&mut self, hb: &Input, id: i64, at: DateTime<Utc>) {
+        self.pending.push(Clear {
+            id,
+            at,
+            organisation_id: hb.organisation_id,
+            device_id: hb.device_id,
+            seq: hb.seq,
+            device_uid: hb.device_uid.clone(),
+        });
+    }
+
+    /// Writes the clears the heartbeats applied since the last flush decided, in one statement,
+    /// and returns their changes. Call it before anything else may touch those alarms (the
+    /// pass does at the end of each run of heartbeats); [`store`](Self::store) does at the end.
+    pub async fn flush(
+        &mut self,
+        c: &impl GenericClient,
+        rules: &Rules,
+    ) -> Result<Vec<Change>, AlarmError> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let steps: Vec<Step<'_>> = pending
+            .iter()
+            .map(|p| Step {
+                organisation_id: p.organisation_id,
+                category: Category::Technical,
+                target: Target::Id(p.id),
+                from: &[State::Raised, State::Acknowledged],
+                to: State::Cleared,
+                at: p.at,
+                user_id: None,
+                outcome: None,
+                fall: None,
+                cause: Cause::Event {
+                    device_id: p.device_id,
+                    seq: p.seq,
+                },
+            })
+            .collect();
+        let mut changes = Vec::new();
+        for (p, mut done) in pending.iter().zip(step_many(c, rules, &steps).await?) {
+            for change in &mut done {
+                change.view.seq = p.seq;
+                change.view.device_uid = p.device_uid.to_string();
+            }
+            changes.extend(done);
+        }
+        Ok(changes)
+    }
+
     /// Writes each device's newest heartbeat to `device_health`, one statement for the pass.
+    /// Clears still pending must have been [flushed](Self::flush).
     pub async fn store(self, c: &impl GenericClient, rules: &Rules) -> Result<(), AlarmError> {
+        debug_assert!(self.pending.is_empty(), "clears flushed before the store");
         if self.latest.is_empty() {
             return Ok(());
         }
@@ -287,39 +356,8 @@ pub async fn apply_heartbeats(
     for hb in run.iter().filter(|i| i.kind == EventKind::Heartbeat) {
         changes.extend(state.apply(c, rules, ids, hb).await?);
     }
+    changes.extend(state.flush(c, rules).await?);
     state.store(c, rules).await?;
-    Ok(changes)
-}
-
-async fn clear(
-    c: &impl GenericClient,
-    rules: &Rules,
-    input: &Input,
-    id: i64,
-    at: DateTime<Utc>,
-    cause: Cause,
-) -> Result<Vec<Change>, AlarmError> {
-    let mut changes = step(
-        c,
-        rules,
-        &Step {
-            organisation_id: input.organisation_id,
-            category: Category::Technical,
-            target: Target::Id(id),
-            from: &[State::Raised, State::Acknowledged],
-            to: State::Cleared,
-            at,
-            user_id: None,
-            outcome: None,
-            fall: None,
-            cause,
-        },
-    )
-    .await?;
-    for change in &mut changes {
-        change.view.seq = input.seq;
-        change.view.device_uid = input.device_uid.to_string();
-    }
     Ok(changes)
 }
 

@@ -33,7 +33,8 @@ use super::model::{is_night, AlarmKind, AlarmView, Category, Outcome, State, Tra
 use super::{AlarmError, AlarmSettings};
 use crate::db::cached;
 use sql::{
-    raise_many_sql, raise_sql, step_sql, FOLD_SQL, ONCE_SQL, STEP_BY_FOLD_SQL, STEP_BY_ID_SQL,
+    raise_many_sql, raise_sql, step_many_sql, step_sql, FOLD_SQL, ONCE_SQL, STEP_BY_FOLD_SQL,
+    STEP_BY_ID_SQL,
 };
 
 pub use actions::{apply_action, ActionRow};
@@ -183,6 +184,107 @@ pub async fn step(
             })
         })
         .collect()
+}
+
+/// Applies several transitions in one statement, each as [`step`] would. No two may target the
+/// same alarm (steps of one round of a pass have different fold keys). Returns each step's
+/// changes, in the order given.
+pub async fn step_many(
+    c: &impl GenericClient,
+    rules: &Rules,
+    steps: &[Step<'_>],
+) -> Result<Vec<Vec<Change>>, AlarmError> {
+    let n = steps.len();
+    let mut org = Vec::with_capacity(n);
+    let mut category = Vec::with_capacity(n);
+    let mut from = Vec::with_capacity(n);
+    let mut id = Vec::with_capacity(n);
+    let mut fold = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut to = Vec::with_capacity(n);
+    let mut at = Vec::with_capacity(n);
+    let mut user = Vec::with_capacity(n);
+    let mut outcome = Vec::with_capacity(n);
+    let mut fall = Vec::with_capacity(n);
+    let mut transition = Vec::with_capacity(n);
+    let mut device = Vec::with_capacity(n);
+    let mut seq = Vec::with_capacity(n);
+    let mut action = Vec::with_capacity(n);
+    for s in steps {
+        org.push(s.organisation_id);
+        category.push(s.category.as_str());
+        from.push(
+            s.from
+                .iter()
+                .map(|st| st.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        match s.target {
+            Target::Id(target) => {
+                id.push(Some(target));
+                fold.push(None);
+                kind.push(None);
+            }
+            Target::Fold { key, kind: k } => {
+                id.push(None);
+                fold.push(Some(key));
+                kind.push(k.map(|k| k.as_str()));
+            }
+        }
+        to.push(s.to.as_str());
+        at.push(s.at);
+        user.push(s.user_id);
+        outcome.push(s.outcome.map(|o| o.as_str()));
+        fall.push(s.fall);
+        transition.push(s.to.transition().as_str());
+        let (d, q, a) = s.cause.columns();
+        device.push(d);
+        seq.push(q);
+        action.push(a);
+    }
+    let rows = cached::query(
+        c,
+        &step_many_sql(),
+        &[
+            &org,
+            &category,
+            &from,
+            &id,
+            &fold,
+            &kind,
+            &to,
+            &at,
+            &user,
+            &outcome,
+            &fall,
+            &transition,
+            &device,
+            &seq,
+            &action,
+            &rules.long_lie_secs,
+        ],
+    )
+    .await?;
+    let mut out: Vec<Vec<Change>> = vec![Vec::new(); n];
+    let mut found = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let step: i64 = row.get("step");
+        let view = AlarmView::from_row(row)?;
+        found.push((step, view));
+    }
+    // In id order within a step, as [`step`] locks and returns them.
+    found.sort_by_key(|(step, view)| (*step, view.id));
+    for (step, view) in found {
+        let Some(i) = usize::try_from(step - 1).ok().filter(|i| *i < n) else {
+            continue;
+        };
+        out[i].push(Change {
+            view,
+            transition: steps[i].to.transition(),
+        });
+    }
+    Ok(out)
 }
 
 /// A new alarm to open, or fold into the open one of the same kind and fold key.
@@ -557,10 +659,6 @@ pub async fn derive_event(
     known: &Known,
     input: &Input,
 ) -> Result<Vec<Change>, AlarmError> {
-    let cause = Cause::Event {
-        device_id: input.device_id,
-        seq: input.seq,
-    };
     if let Some(kind) = AlarmKind::raised_by(input.kind) {
         if kind == AlarmKind::DoorOpenTooLong {
             let hour = match known.hour.get(&input.occurred_at) {
@@ -591,70 +689,102 @@ pub async fn derive_event(
         .await?;
         return Ok(change.into_iter().collect());
     }
-    if let Some(kind) = AlarmKind::cleared_by(input.kind) {
-        let key = device_fold(input.device_id);
-        return step(
-            c,
-            rules,
-            &Step {
-                organisation_id: input.organisation_id,
+    let Some(t) = EventStep::of(input) else {
+        return Ok(Vec::new());
+    };
+    let key = match t.category {
+        Category::Technical => device_fold(input.device_id),
+        Category::Care => care_fold(c, known, input).await?.0,
+    };
+    step(c, rules, &t.step(input, &key)).await
+}
+
+/// The transition an event other than a raise makes to the open alarms of its fold (the
+/// device's technical ones, or the person's care ones), before the fold key is known.
+#[derive(Debug, Clone, Copy)]
+pub struct EventStep {
+    category: Category,
+    kind: Option<AlarmKind>,
+    from: &'static [State],
+    to: State,
+    outcome: Option<Outcome>,
+}
+
+impl EventStep {
+    pub fn of(input: &Input) -> Option<Self> {
+        if AlarmKind::raised_by(input.kind).is_some() {
+            return None;
+        }
+        if let Some(kind) = AlarmKind::cleared_by(input.kind) {
+            return Some(Self {
                 category: Category::Technical,
-                target: Target::Fold {
-                    key: &key,
-                    kind: Some(kind),
-                },
+                kind: Some(kind),
                 from: &[State::Raised, State::Acknowledged],
                 to: State::Cleared,
-                at: input.occurred_at,
-                user_id: None,
                 outcome: None,
-                fall: None,
-                cause,
-            },
-        )
-        .await;
-    }
-    let (kind, from, to, outcome): (Option<AlarmKind>, &[State], State, Option<Outcome>) =
-        match input.kind {
-            // The wearer cancelled a fall already sent, or reset the alarm at the hub before
-            // anyone answered: resolved as false or accidental.
-            EventKind::FallCancelled => (
-                Some(AlarmKind::FallDetected),
-                &[State::Raised],
-                State::Resolved,
-                Some(Outcome::FalseOrAccidental),
-            ),
-            EventKind::AlarmReset => (
-                None,
-                &[State::Raised],
-                State::Resolved,
-                Some(Outcome::FalseOrAccidental),
-            ),
-            // SCAIP 0088, presence after alarm: a responder is on site for every open alarm.
-            EventKind::ResponderPresent => (
-                None,
-                &[State::Raised, State::Acknowledged, State::Dispatched],
-                State::OnSite,
-                None,
-            ),
-            _ => return Ok(Vec::new()),
-        };
-    let (key, _) = care_fold(c, known, input).await?;
-    step(
-        c,
-        rules,
-        &Step {
-            organisation_id: input.organisation_id,
+            });
+        }
+        let (kind, from, to, outcome): (Option<AlarmKind>, &'static [State], State, _) =
+            match input.kind {
+                // The wearer cancelled a fall already sent, or reset the alarm at the hub
+                // before anyone answered: resolved as false or accidental.
+                EventKind::FallCancelled => (
+                    Some(AlarmKind::FallDetected),
+                    &[State::Raised],
+                    State::Resolved,
+                    Some(Outcome::FalseOrAccidental),
+                ),
+                EventKind::AlarmReset => (
+                    None,
+                    &[State::Raised],
+                    State::Resolved,
+                    Some(Outcome::FalseOrAccidental),
+                ),
+                // SCAIP 0088, presence after alarm: a responder is on site for every open
+                // alarm.
+                EventKind::ResponderPresent => (
+                    None,
+                    &[State::Raised, State::Acknowledged, State::Dispatched],
+                    State::OnSite,
+                    None,
+                ),
+                _ => return None,
+            };
+        Some(Self {
             category: Category::Care,
-            target: Target::Fold { key: &key, kind },
+            kind,
             from,
             to,
+            outcome,
+        })
+    }
+
+    /// The step on the alarms of fold `key`.
+    pub fn step<'a>(&self, input: &Input, key: &'a str) -> Step<'a> {
+        Step {
+            organisation_id: input.organisation_id,
+            category: self.category,
+            target: Target::Fold {
+                key,
+                kind: self.kind,
+            },
+            from: self.from,
+            to: self.to,
             at: input.occurred_at,
             user_id: None,
-            outcome,
+            outcome: self.outcome,
             fall: None,
-            cause,
-        },
-    )
-    .await
+            cause: Cause::Event {
+                device_id: input.device_id,
+                seq: input.seq,
+            },
+        }
+    }
+}
+
+/// An event's step with its fold key, when [`Known`] has all it needs: the input for
+/// [`step_many`].
+pub fn planned_step(rules: &Rules, known: &Known, input: &Input) -> Option<(EventStep, String)> {
+    let t = EventStep::of(input)?;
+    Some((t, order_key(rules, known, input)?))
 }

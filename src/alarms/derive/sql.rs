@@ -71,6 +71,71 @@ const STEP_RECORD_SQL: &str = "), recorded AS ( \
               $14::int4, $15::int8, $16::int8 FROM updated) \
      SELECT * FROM updated";
 
+/// Many transitions in one statement ([`step_many`](super::step_many)), each with its own
+/// target (`$4` an alarm id, or `$5`/`$6` a fold's open alarms), allowed states (`$3`, joined
+/// by commas), new state and cause; `$16` the long-lie threshold. Each step's alarms are found
+/// by an index probe of their own (the `OFFSET 0` keeps each lateral lookup from being planned
+/// as a join over all alarms), locked in id order, then filtered on their state as locked, as
+/// [`STEP_BY_ID_SQL`] does. No two steps may target the same alarm.
+pub(super) fn step_many_sql() -> String {
+    format!(
+        "WITH input AS MATERIALIZED ( \
+           SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+                                $6::text[], $7::text[], $8::timestamptz[], $9::int4[], \
+                                $10::text[], $11::bool[], $12::text[], $13::int4[], $14::int8[], \
+                                $15::int8[]) WITH ORDINALITY \
+             AS i (organisation_id, category, from_states, id, fold_key, kind, to_state, at, \
+                   user_id, outcome, fall, transition, device_id, seq, action_id, n)), \
+         found AS MATERIALIZED ( \
+           SELECT i.n, f.id FROM input i CROSS JOIN LATERAL ( \
+             SELECT a.id FROM alarms a WHERE a.id = i.id \
+             UNION ALL \
+             SELECT a.id FROM alarms a \
+              WHERE i.id IS NULL AND a.organisation_id = i.organisation_id \
+                AND a.fold_key = i.fold_key \
+                AND a.state IN ('raised', 'acknowledged', 'dispatched', 'on_site') \
+                AND a.state = ANY(string_to_array(i.from_states, ',')) \
+                AND a.category = i.category AND (i.kind IS NULL OR a.kind = i.kind) \
+             OFFSET 0) f), \
+         locked AS MATERIALIZED ( \
+           SELECT id, state, organisation_id, category, kind FROM alarms \
+            WHERE id = ANY(ARRAY(SELECT id FROM found)) ORDER BY id FOR UPDATE), \
+         prev AS ( \
+           SELECT f.n, l.id, l.state FROM found f \
+             JOIN locked l ON l.id = f.id JOIN input i ON i.n = f.n \
+            WHERE l.organisation_id = i.organisation_id AND l.category = i.category \
+              AND l.state = ANY(string_to_array(i.from_states, ',')) \
+              AND (i.kind IS NULL OR l.kind = i.kind)), \
+         updated AS (UPDATE alarms a SET \
+           state = i.to_state, \
+           acknowledged_at = CASE WHEN i.to_state = 'acknowledged' THEN i.at ELSE a.acknowledged_at END, \
+           acknowledged_by = CASE WHEN i.to_state = 'acknowledged' THEN i.user_id ELSE a.acknowledged_by END, \
+           dispatched_at = CASE WHEN i.to_state = 'dispatched' THEN i.at ELSE a.dispatched_at END, \
+           dispatched_by = CASE WHEN i.to_state = 'dispatched' THEN i.user_id ELSE a.dispatched_by END, \
+           on_site_at = CASE WHEN i.to_state = 'on_site' THEN i.at ELSE a.on_site_at END, \
+           on_site_by = CASE WHEN i.to_state = 'on_site' THEN i.user_id ELSE a.on_site_by END, \
+           resolved_at = CASE WHEN i.to_state = 'resolved' THEN i.at ELSE a.resolved_at END, \
+           resolved_by = CASE WHEN i.to_state = 'resolved' THEN i.user_id ELSE a.resolved_by END, \
+           outcome = CASE WHEN i.to_state = 'resolved' THEN i.outcome ELSE a.outcome END, \
+           closed_at = CASE WHEN i.to_state = 'closed' THEN i.at ELSE a.closed_at END, \
+           closed_by = CASE WHEN i.to_state = 'closed' THEN i.user_id ELSE a.closed_by END, \
+           cleared_at = CASE WHEN i.to_state = 'cleared' THEN i.at ELSE a.cleared_at END, \
+           is_fall = a.is_fall OR COALESCE(i.fall, false), \
+           long_lie = a.long_lie OR ((a.is_fall OR COALESCE(i.fall, false)) AND \
+               extract(epoch FROM COALESCE(CASE WHEN i.to_state = 'on_site' THEN i.at ELSE a.on_site_at END, \
+                                           i.at) - a.raised_at) >= $16::float8) \
+           FROM prev p JOIN input i ON i.n = p.n WHERE a.id = p.id \
+           RETURNING p.n AS step, p.state AS from_state, {VIEW_COLUMNS}), \
+         recorded AS ( \
+           INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, \
+                                     to_state, device_id, seq, action_id) \
+           SELECT u.organisation_id, u.id, i.at, i.transition, u.from_state, i.to_state, \
+                  i.device_id, i.seq, i.action_id \
+             FROM updated u JOIN input i ON i.n = u.step) \
+         SELECT * FROM updated"
+    )
+}
+
 pub(super) fn step_sql(target: &str) -> String {
     format!("{target}{STEP_SQL}{VIEW_COLUMNS}{STEP_RECORD_SQL}")
 }
@@ -88,6 +153,7 @@ pub async fn prepare_event_statements(c: &impl GenericClient) -> Result<(), Alar
         step_sql(STEP_BY_FOLD_SQL),
         raise_sql(FOLD_SQL),
         raise_many_sql(),
+        step_many_sql(),
     ] {
         c.prepare_cached(&sql).await?;
     }
