@@ -253,7 +253,8 @@ impl Heartbeats {
 
     /// Writes the clears the heartbeats applied since the last flush decided, in one statement,
     /// and returns their changes. Call it before anything else may touch those alarms (the
-    /// pass does at the end of each run of heartbeats); [`store`](Self::store) does at the end.
+    /// pass does at the end of each run of heartbeats, and [`apply_heartbeats`] before it
+    /// stores). [`store`](Self::store) does not flush: call this first.
     pub async fn flush(
         &mut self,
         c: &impl GenericClient,
