@@ -32,10 +32,7 @@ use homeward_proto::EventKind;
 use super::model::{is_night, AlarmKind, AlarmView, Category, Outcome, State, Transition};
 use super::{AlarmError, AlarmSettings};
 use crate::db::cached;
-use sql::{
-    raise_many_sql, raise_sql, step_many_sql, step_sql, FOLD_SQL, ONCE_SQL, STEP_BY_FOLD_SQL,
-    STEP_BY_ID_SQL,
-};
+use sql::{raise_many_sql, raise_sql, step_many_sql, FOLD_SQL, ONCE_SQL};
 
 pub use actions::{apply_action, ActionRow};
 pub use events::{events_portal, next_events, relevant_codes, Input, RELEVANT_KINDS};
@@ -136,54 +133,14 @@ pub async fn step(
     rules: &Rules,
     s: &Step<'_>,
 ) -> Result<Vec<Change>, AlarmError> {
-    let from: Vec<&str> = s.from.iter().map(|st| st.as_str()).collect();
-    let (id, fold_key, kind) = match s.target {
-        Target::Id(id) => (Some(id), None, None),
-        Target::Fold { key, kind } => (None, Some(key), kind.map(|k| k.as_str())),
-    };
-    let target = if id.is_some() {
-        STEP_BY_ID_SQL
-    } else {
-        debug_assert!(
-            s.from.iter().all(|st| st.is_open()),
-            "fold steps start from open states"
-        );
-        STEP_BY_FOLD_SQL
-    };
-    let sql = step_sql(target);
-    let transition = s.to.transition();
-    let (device_id, seq, action_id) = s.cause.columns();
-    let rows = cached::query(
-        c,
-        &sql,
-        &[
-            &s.organisation_id,
-            &s.category.as_str(),
-            &from,
-            &id,
-            &fold_key,
-            &kind,
-            &s.to.as_str(),
-            &s.at,
-            &s.user_id,
-            &s.outcome.map(|o| o.as_str()),
-            &s.fall,
-            &rules.long_lie_secs,
-            &transition.as_str(),
-            &device_id,
-            &seq,
-            &action_id,
-        ],
-    )
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Change {
-                view: AlarmView::from_row(row)?,
-                transition,
-            })
-        })
-        .collect()
+    debug_assert!(
+        matches!(s.target, Target::Id(_)) || s.from.iter().all(|st| st.is_open()),
+        "fold steps start from open states"
+    );
+    Ok(step_many(c, rules, std::slice::from_ref(s))
+        .await?
+        .pop()
+        .unwrap_or_default())
 }
 
 /// Applies several transitions in one statement, each as [`step`] would. No two may target the

@@ -19,64 +19,15 @@ pub const EVENTS_QUERY: &str = "SELECT e.device_id, d.organisation_id, d.uid, e.
      ORDER BY e.received_at, e.device_id, e.seq \
      LIMIT $5";
 
-/// The alarm a step targets by id (a staff action, a clear by id), found by its primary key
-/// alone and checked after (with the organisation and category in the same WHERE, the planner
-/// scanned the organisation's alarms by `alarms_org_received_idx` while their statistics were
-/// those of an empty table). Both targets take the same parameters, so the statement after them
-/// is shared.
-pub(super) const STEP_BY_ID_SQL: &str = "WITH locked AS MATERIALIZED ( \
-       SELECT id, state, organisation_id, category FROM alarms WHERE id = $4::int8 FOR UPDATE), \
-     prev AS ( \
-       SELECT id, state FROM locked \
-        WHERE organisation_id = $1 AND category = $2 AND state = ANY($3::text[]) \
-          AND $5::text IS NULL AND $6::text IS NULL) ";
-
-/// The open alarms of a fold (by the partial index `alarms_one_open_idx`, which is why the open
-/// states are spelt out: every fold step starts from open states).
-pub(super) const STEP_BY_FOLD_SQL: &str = "WITH prev AS ( \
-       SELECT id, state FROM alarms \
-        WHERE organisation_id = $1 AND fold_key = $5::text \
-          AND state IN ('raised', 'acknowledged', 'dispatched', 'on_site') \
-          AND state = ANY($3::text[]) AND category = $2 \
-          AND ($6::text IS NULL OR kind = $6::text) AND $4::int8 IS NULL \
-        ORDER BY id FOR UPDATE) ";
-
-/// The update, and the row it appends to each alarm's history (`alarm_events`), in one
-/// statement: `$13` the transition, `$14`/`$15` the causing event or `$16` the staff action.
-const STEP_SQL: &str = ", updated AS (UPDATE alarms a SET \
-       state = $7::text, \
-       acknowledged_at = CASE WHEN $7::text = 'acknowledged' THEN $8::timestamptz ELSE a.acknowledged_at END, \
-       acknowledged_by = CASE WHEN $7::text = 'acknowledged' THEN $9::int4 ELSE a.acknowledged_by END, \
-       dispatched_at = CASE WHEN $7::text = 'dispatched' THEN $8::timestamptz ELSE a.dispatched_at END, \
-       dispatched_by = CASE WHEN $7::text = 'dispatched' THEN $9::int4 ELSE a.dispatched_by END, \
-       on_site_at = CASE WHEN $7::text = 'on_site' THEN $8::timestamptz ELSE a.on_site_at END, \
-       on_site_by = CASE WHEN $7::text = 'on_site' THEN $9::int4 ELSE a.on_site_by END, \
-       resolved_at = CASE WHEN $7::text = 'resolved' THEN $8::timestamptz ELSE a.resolved_at END, \
-       resolved_by = CASE WHEN $7::text = 'resolved' THEN $9::int4 ELSE a.resolved_by END, \
-       outcome = CASE WHEN $7::text = 'resolved' THEN $10::text ELSE a.outcome END, \
-       closed_at = CASE WHEN $7::text = 'closed' THEN $8::timestamptz ELSE a.closed_at END, \
-       closed_by = CASE WHEN $7::text = 'closed' THEN $9::int4 ELSE a.closed_by END, \
-       cleared_at = CASE WHEN $7::text = 'cleared' THEN $8::timestamptz ELSE a.cleared_at END, \
-       is_fall = a.is_fall OR COALESCE($11::bool, false), \
-       long_lie = a.long_lie OR ((a.is_fall OR COALESCE($11::bool, false)) AND \
-           extract(epoch FROM COALESCE(CASE WHEN $7::text = 'on_site' THEN $8::timestamptz ELSE a.on_site_at END, \
-                                       $8::timestamptz) - a.raised_at) >= $12::float8) \
-     FROM prev WHERE a.id = prev.id \
-     RETURNING prev.state AS from_state, ";
-
-const STEP_RECORD_SQL: &str = "), recorded AS ( \
-       INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, to_state, \
-                                 device_id, seq, action_id) \
-       SELECT organisation_id, id, $8::timestamptz, $13::text, from_state, $7::text, \
-              $14::int4, $15::int8, $16::int8 FROM updated) \
-     SELECT * FROM updated";
-
-/// Many transitions in one statement ([`step_many`](super::step_many)), each with its own
-/// target (`$4` an alarm id, or `$5`/`$6` a fold's open alarms), allowed states (`$3`, joined
-/// by commas), new state and cause; `$16` the long-lie threshold. Each step's alarms are found
-/// by an index probe of their own (the `OFFSET 0` keeps each lateral lookup from being planned
-/// as a join over all alarms), locked in id order, then filtered on their state as locked, as
-/// [`STEP_BY_ID_SQL`] does. No two steps may target the same alarm.
+/// Transitions ([`step_many`](super::step_many), one or many), each with its own target (`$4`
+/// an alarm id, or `$5`/`$6` a fold's open alarms), allowed states (`$3`, joined by commas),
+/// new state and cause; `$16` the long-lie threshold. The update and the row it appends to each
+/// alarm's history (`alarm_events`) are one statement, so they cannot part. Each step's alarms
+/// are found by an index probe of their own (the `OFFSET 0` keeps each lateral lookup from being
+/// planned as a join over all alarms; an alarm targeted by id is found by its primary key alone,
+/// as with the organisation in the same WHERE the planner once scanned the organisation's
+/// alarms), locked in id order, then filtered on their state as locked. No two steps may target
+/// the same alarm.
 pub(super) fn step_many_sql() -> String {
     format!(
         "WITH input AS MATERIALIZED ( \
@@ -136,10 +87,6 @@ pub(super) fn step_many_sql() -> String {
     )
 }
 
-pub(super) fn step_sql(target: &str) -> String {
-    format!("{target}{STEP_SQL}{VIEW_COLUMNS}{STEP_RECORD_SQL}")
-}
-
 pub(super) fn raise_sql(conflict: &str) -> String {
     format!("{RAISE_SQL}{conflict}{VIEW_COLUMNS}{RAISE_RECORD_SQL}")
 }
@@ -148,13 +95,7 @@ pub(super) fn raise_sql(conflict: &str) -> String {
 /// so that a run of events can be sent at once and still execute in order (a statement
 /// prepared on first use would go out after the ones behind it).
 pub async fn prepare_event_statements(c: &impl GenericClient) -> Result<(), AlarmError> {
-    for sql in [
-        step_sql(STEP_BY_ID_SQL),
-        step_sql(STEP_BY_FOLD_SQL),
-        raise_sql(FOLD_SQL),
-        raise_many_sql(),
-        step_many_sql(),
-    ] {
+    for sql in [raise_sql(FOLD_SQL), raise_many_sql(), step_many_sql()] {
         c.prepare_cached(&sql).await?;
     }
     Ok(())
