@@ -10,6 +10,10 @@
 //! publish it has ready in one socket write, and a reader task of its own parses what the broker
 //! sends (PUBACKs, the downlink), so the writer never stops the reader. The broker's PUBACK is
 //! not what a device trusts, only Homeward's end-to-end ack, so PUBACKs are read and dropped.
+//! A device's own PUBACKs for downlinks go out with its next publishes, or after at most
+//! [`ANSWER_WAIT`] when it has none to send: a write of their own for each would double the
+//! socket writes of a streaming device (and the harness's CPU, which the machine under test
+//! shares), as the embedded broker's own answer batching does on its side.
 //!
 //! With `batch_max` above 1 a device sends what it holds as batches (wire format, "Batches"):
 //! it gathers new events for `batch_linger`, or until it holds `batch_max`, and an alarm or a
@@ -37,6 +41,8 @@ use crate::stats::{record, Shared};
 
 const MAX_PACKET: usize = 1024 * 1024;
 const KEEP_ALIVE_S: u16 = 30;
+/// Longest a PUBACK for a downlink waits for publishes to go out with.
+const ANSWER_WAIT: Duration = Duration::from_millis(5);
 
 pub struct DeviceConfig {
     pub uid: Arc<str>,
@@ -101,6 +107,9 @@ struct Device {
     /// No event in flight is due for a resend before this (so most ticks scan nothing).
     next_resend: Instant,
     out: BytesMut,
+    /// PUBACKs for downlinks not yet written, and since when the oldest has waited.
+    answers: BytesMut,
+    answers_since: Option<Instant>,
 }
 
 impl Device {
@@ -212,6 +221,25 @@ impl Device {
         }
     }
 
+    /// A PUBACK for a downlink, written with the next publishes or after [`ANSWER_WAIT`].
+    fn answer(&mut self, pkid: u16) {
+        let _ = PubAck::new(pkid).write(&mut self.answers);
+        self.answers_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Moves waiting PUBACKs into `out` when publishes are going anyway or they are due.
+    fn take_answers(&mut self) {
+        let due = self
+            .answers_since
+            .is_some_and(|t| t.elapsed() >= ANSWER_WAIT);
+        if self.answers.is_empty() || (self.out.is_empty() && !due) {
+            return;
+        }
+        self.out.extend_from_slice(&self.answers);
+        self.answers.clear();
+        self.answers_since = None;
+    }
+
     fn acked(&mut self, ranges: Vec<std::ops::RangeInclusive<u64>>, shared: &Shared) {
         let now = Instant::now();
         let mut latencies = Vec::new();
@@ -275,6 +303,8 @@ pub async fn run(
         resends: 0,
         next_resend: Instant::now(),
         out: BytesMut::with_capacity(64 * 1024),
+        answers: BytesMut::with_capacity(1024),
+        answers_since: None,
     };
     for (body, t) in std::mem::take(&mut cfg.backlog) {
         let (payload, alarm) = encode(next_seq, t, body);
@@ -352,16 +382,15 @@ pub async fn run(
                 msg = incoming.recv() => match msg {
                     Some(Incoming::Ack(ranges, pkid)) => {
                         if pkid != 0 {
-                            let _ = PubAck::new(pkid).write(&mut dev.out);
+                            dev.answer(pkid);
                         }
                         dev.acked(ranges, &shared);
                     }
-                    Some(Incoming::PubAck(pkid)) => {
-                        let _ = PubAck::new(pkid).write(&mut dev.out);
-                    }
+                    Some(Incoming::PubAck(pkid)) => dev.answer(pkid),
                     Some(Incoming::Closed) | None => break false,
                 },
                 _ = sleep_until_or_never(dev.send_deadline()) => {}
+                _ = sleep_until_or_never(dev.answers_since.map(|t| t + ANSWER_WAIT)) => {}
                 _ = tick.tick() => {
                     dev.resend_due();
                     if last_ping.elapsed() >= Duration::from_secs(u64::from(KEEP_ALIVE_S) / 3) {
@@ -371,6 +400,7 @@ pub async fn run(
                 }
             }
             dev.publish_queued(&shared);
+            dev.take_answers();
             if !dev.out.is_empty() {
                 let out = dev.out.split();
                 if writer.write_all(&out).await.is_err() {
@@ -385,6 +415,9 @@ pub async fn run(
         };
         shared.connected.fetch_sub(1, Ordering::Relaxed);
         dev.out.clear();
+        // The next connection is a clean session: its downlinks are new.
+        dev.answers.clear();
+        dev.answers_since = None;
         if finished {
             let _ = Packet::Disconnect.write(&mut dev.out, MAX_PACKET);
             let _ = writer.write_all(&dev.out).await;

@@ -53,11 +53,14 @@ struct Group {
     next: AtomicUsize,
 }
 
+/// Routing walks these maps for every message (three lookups per topic level), so they hash
+/// with foldhash rather than SipHash: several times quicker on short keys, and still seeded
+/// per process. The keys are filter levels of authenticated clients' subscriptions.
 #[derive(Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
-    direct: HashMap<u64, Member>,
-    shared: HashMap<Box<str>, Group>,
+    children: foldhash::HashMap<Box<str>, Node>,
+    direct: foldhash::HashMap<u64, Member>,
+    shared: foldhash::HashMap<Box<str>, Group>,
 }
 
 impl Node {
