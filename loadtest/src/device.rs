@@ -11,9 +11,9 @@
 //! sends (PUBACKs, the downlink), so the writer never stops the reader. The broker's PUBACK is
 //! not what a device trusts, only Homeward's end-to-end ack, so PUBACKs are read and dropped.
 //! A device's own PUBACKs for downlinks go out with its next publishes, or after at most
-//! [`ANSWER_WAIT`] when it has none to send: a write of their own for each would double the
-//! socket writes of a streaming device (and the harness's CPU, which the machine under test
-//! shares), as the embedded broker's own answer batching does on its side.
+//! [`ANSWER_WAIT`] when it has none to send: a write of its own for each would add a socket
+//! write per downlink to a streaming device (and cost the harness CPU, which the machine under
+//! test shares); the embedded broker batches its answers on its side for the same reason.
 //!
 //! With `batch_max` above 1 a device sends what it holds as batches (wire format, "Batches"):
 //! it gathers new events for `batch_linger`, or until it holds `batch_max`, and an alarm or a
