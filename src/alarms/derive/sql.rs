@@ -26,8 +26,12 @@ pub const EVENTS_QUERY: &str = "SELECT e.device_id, d.organisation_id, d.uid, e.
 /// are found by an index probe of their own (the `OFFSET 0` keeps each lateral lookup from being
 /// planned as a join over all alarms; an alarm targeted by id is found by its primary key alone,
 /// as with the organisation in the same WHERE the planner once scanned the organisation's
-/// alarms), locked in id order, then filtered on their state as locked. No two steps may target
-/// the same alarm.
+/// alarms), locked in id order, each by its primary key (a lateral lookup per id: with
+/// `id = ANY(...)` a generic plan made while `alarms` was small scanned the whole table on every
+/// call, 5 ms a pass once it held a few thousand rows), then filtered on their state as locked.
+/// A step carries its input to the update, joined to its alarm by id alone (joined to the input
+/// again on organisation and category, a generic plan paired every step with every alarm of the
+/// pass). No two steps may target the same alarm.
 pub(super) fn step_many_sql() -> String {
     format!(
         "WITH input AS MATERIALIZED ( \
@@ -38,7 +42,7 @@ pub(super) fn step_many_sql() -> String {
              AS i (organisation_id, category, from_states, id, fold_key, kind, to_state, at, \
                    user_id, outcome, fall, transition, device_id, seq, action_id, n)), \
          found AS MATERIALIZED ( \
-           SELECT i.n, f.id FROM input i CROSS JOIN LATERAL ( \
+           SELECT i.*, f.id AS alarm_id FROM input i CROSS JOIN LATERAL ( \
              SELECT a.id FROM alarms a WHERE a.id = i.id \
              UNION ALL \
              SELECT a.id FROM alarms a \
@@ -49,14 +53,15 @@ pub(super) fn step_many_sql() -> String {
                 AND a.category = i.category AND (i.kind IS NULL OR a.kind = i.kind) \
              OFFSET 0) f), \
          locked AS MATERIALIZED ( \
-           SELECT id, state, organisation_id, category, kind FROM alarms \
-            WHERE id = ANY(ARRAY(SELECT id FROM found)) ORDER BY id FOR UPDATE), \
+           SELECT l.* FROM (SELECT alarm_id FROM found GROUP BY alarm_id ORDER BY alarm_id) f \
+             CROSS JOIN LATERAL ( \
+               SELECT a.id, a.state, a.organisation_id, a.category, a.kind FROM alarms a \
+                WHERE a.id = f.alarm_id FOR UPDATE) l), \
          prev AS ( \
-           SELECT f.n, l.id, l.state FROM found f \
-             JOIN locked l ON l.id = f.id JOIN input i ON i.n = f.n \
-            WHERE l.organisation_id = i.organisation_id AND l.category = i.category \
-              AND l.state = ANY(string_to_array(i.from_states, ',')) \
-              AND (i.kind IS NULL OR l.kind = i.kind)), \
+           SELECT f.*, l.state AS from_state FROM found f JOIN locked l ON l.id = f.alarm_id \
+            WHERE l.organisation_id = f.organisation_id AND l.category = f.category \
+              AND l.state = ANY(string_to_array(f.from_states, ',')) \
+              AND (f.kind IS NULL OR l.kind = f.kind)), \
          updated AS (UPDATE alarms a SET \
            state = i.to_state, \
            acknowledged_at = CASE WHEN i.to_state = 'acknowledged' THEN i.at ELSE a.acknowledged_at END, \
@@ -75,8 +80,8 @@ pub(super) fn step_many_sql() -> String {
            long_lie = a.long_lie OR ((a.is_fall OR COALESCE(i.fall, false)) AND \
                extract(epoch FROM COALESCE(CASE WHEN i.to_state = 'on_site' THEN i.at ELSE a.on_site_at END, \
                                            i.at) - a.raised_at) >= $16::float8) \
-           FROM prev p JOIN input i ON i.n = p.n WHERE a.id = p.id \
-           RETURNING p.n AS step, p.state AS from_state, {VIEW_COLUMNS}), \
+           FROM prev i WHERE a.id = i.alarm_id \
+           RETURNING i.n AS step, i.from_state, {VIEW_COLUMNS}), \
          recorded AS ( \
            INSERT INTO alarm_events (organisation_id, alarm_id, at, transition, from_state, \
                                      to_state, device_id, seq, action_id) \
