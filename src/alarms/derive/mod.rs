@@ -32,12 +32,12 @@ use homeward_proto::EventKind;
 use super::model::{is_night, AlarmKind, AlarmView, Category, Outcome, State, Transition};
 use super::{AlarmError, AlarmSettings};
 use crate::db::cached;
-use sql::{raise_many_sql, raise_sql, step_many_sql, FOLD_SQL, ONCE_SQL};
+use sql::{raise_many_sql, raise_sql, FOLD_SQL, ONCE_SQL};
 
 pub use actions::{apply_action, ActionRow};
 pub use events::{events_portal, next_events, relevant_codes, Input, RELEVANT_KINDS};
 pub use heartbeats::{apply_heartbeats, sweep, Heartbeats};
-pub use sql::{prepare_event_statements, EVENTS_QUERY};
+pub use sql::{prepare_event_statements, step_many_sql, EVENTS_QUERY};
 
 /// The settings as derivation uses them.
 #[derive(Debug, Clone)]

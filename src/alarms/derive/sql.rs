@@ -31,8 +31,8 @@ pub const EVENTS_QUERY: &str = "SELECT e.device_id, d.organisation_id, d.uid, e.
 /// call, 5 ms a pass once it held a few thousand rows), then filtered on their state as locked.
 /// A step carries its input to the update, joined to its alarm by id alone (joined to the input
 /// again on organisation and category, a generic plan paired every step with every alarm of the
-/// pass). No two steps may target the same alarm.
-pub(super) fn step_many_sql() -> String {
+/// pass). No two steps may target the same alarm. Public for the plan checks in the tests.
+pub fn step_many_sql() -> String {
     format!(
         "WITH input AS MATERIALIZED ( \
            SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::text[], \

@@ -11,6 +11,7 @@ mod derivation;
 mod lifecycle;
 mod outcomes;
 mod paging;
+mod plans;
 mod technical;
 
 const WAIT: Duration = Duration::from_secs(10);
