@@ -1,8 +1,10 @@
-//! The plans of the derivation pass's lookups. A pass runs its statements under
+//! The plan of the derivation pass's alarm transitions. A pass runs its statements under
 //! `plan_cache_mode = force_generic_plan`, each planned once per connection, and often while
 //! the tables are small (a fresh install, a quiet night); the plan is then used as they grow.
-//! So each lookup must reach its rows by an index whatever the tables held when it was planned:
-//! a plan made on empty tables must not read a whole table.
+//! So the transitions must reach their alarms by an index whatever the tables held when they
+//! were planned: a plan made on empty tables must not read a whole table. (The pass's other
+//! lookups by `ANY($1)`, of `device_health` and `devices`, were checked the same way by hand and
+//! use their primary keys; they have no test here.)
 
 use homeward_testkit::{spawn_app, TestApp};
 use tokio_postgres::SimpleQueryMessage;
